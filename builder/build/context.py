@@ -1,0 +1,183 @@
+"""The build context: the files COPY may read, filtered by .dockerignore, keyed by content.
+
+A context is walked once per build (lazily, only if a COPY needs it). Each entry carries a
+content digest so that cache keys depend on what the files hold, never on their mtimes or on
+where the context lives; a rebuild after `git clone` hits the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import re
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Protocol
+
+from builder.errors import BuildContextError
+
+HASH_CHUNK = 1 << 20
+
+
+class IgnoreRules(Protocol):
+    def excludes(self, rel_path: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class ContextEntry:
+    path: str  # relative to the context root, '/'-separated, no leading './'
+    kind: str  # "file" | "dir" | "symlink"
+    mode: int  # permission bits (with setuid/setgid/sticky)
+    size: int
+    mtime_ns: int  # kept on copy, never part of a key
+    digest: str  # sha256 of a file's bytes; a symlink's target; "" for a dir
+
+
+@dataclass(frozen=True)
+class CopyItem:
+    """One context entry and where it lands, relative to the destination."""
+
+    entry: ContextEntry
+    target: str  # absolute path inside the image
+    # A single file copied to a DEST without a trailing '/': if DEST turns out to be an
+    # existing directory in the image, the file goes inside it (docker's rule).
+    into_existing_dir: bool = False
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _has_magic(pattern: str) -> bool:
+    return re.search(r"[*?\[]", pattern) is not None
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Go's filepath.Match as a regex: '*' and '?' never cross '/', '\\' escapes."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                raise BuildContextError(f"COPY source pattern {pattern!r}: unclosed '['")
+            body = pattern[i + 1 : end]
+            if body.startswith("^"):
+                body = "!" + body[1:]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append(("[^/" if negate else "[") + body.replace("\\", "\\\\") + "]")
+            i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out))
+
+
+class BuildContext:
+    def __init__(self, root: Path, ignore: IgnoreRules | None = None) -> None:
+        self.root = root
+        self._ignore = ignore
+
+    @cached_property
+    def entries(self) -> dict[str, ContextEntry]:
+        """Every visible entry, by relative path (the root itself is "")."""
+        found: dict[str, ContextEntry] = {}
+        root = str(self.root)
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            rel_dir = os.path.relpath(dirpath, root)
+            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
+            # Excluded dirs are still walked: a later `!` exception may bring a child back.
+            dirnames.sort()
+            for name in sorted(dirnames + filenames):
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if self._ignore is not None and self._ignore.excludes(rel):
+                    continue
+                full = os.path.join(dirpath, name)
+                found[rel] = self._entry(rel, full, os.lstat(full))
+        return found
+
+    def _entry(self, rel: str, full: str, st: os.stat_result) -> ContextEntry:
+        mode = stat.S_IMODE(st.st_mode)
+        if stat.S_ISDIR(st.st_mode):
+            return ContextEntry(rel, "dir", mode, 0, st.st_mtime_ns, "")
+        if stat.S_ISLNK(st.st_mode):
+            return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, os.readlink(full))
+        if stat.S_ISREG(st.st_mode):
+            digest = _file_digest(Path(full))
+            return ContextEntry(rel, "file", mode, st.st_size, st.st_mtime_ns, digest)
+        raise BuildContextError(f"{rel}: only files, directories and symlinks can be copied")
+
+    def _match(self, source: str) -> list[str]:
+        clean = posixpath.normpath("/" + source).lstrip("/")
+        if clean in ("", "."):
+            return [""]
+        if not _has_magic(clean):
+            if clean in self.entries:
+                return [clean]
+            raise BuildContextError(
+                f"COPY source {source!r} is not in the build context"
+                " (or is excluded by .dockerignore)"
+            )
+        regex = _glob_regex(clean)
+        matched = sorted(p for p in self.entries if regex.fullmatch(p))
+        if not matched:
+            raise BuildContextError(f"COPY source {source!r} matches no file in the build context")
+        return matched
+
+    def _tree(self, top: str) -> Iterator[ContextEntry]:
+        prefix = f"{top}/" if top else ""
+        for path in sorted(self.entries):
+            if path.startswith(prefix) and path != top:
+                yield self.entries[path]
+
+    def plan_copy(self, sources: tuple[str, ...], dest: str) -> list[CopyItem]:
+        """The entries COPY SOURCES DEST writes, with docker's rules for DEST.
+
+        A directory source copies its contents, not itself. DEST is a directory when it ends
+        in '/' or when there are several sources; otherwise a single file lands at DEST itself
+        (unless DEST is an existing directory in the image, which the copier checks there).
+        """
+        matches = [m for source in sources for m in self._match(source)]
+        dest_is_dir = dest.endswith("/") or len(matches) > 1
+        dest = posixpath.normpath(dest)
+        items: list[CopyItem] = []
+        for match in matches:
+            entry = self.entries.get(match) if match else None
+            if entry is None or entry.kind == "dir":
+                for child in self._tree(match):
+                    rel = child.path[len(match) + 1 :] if match else child.path
+                    items.append(CopyItem(child, posixpath.join(dest, rel)))
+                if entry is not None:
+                    items.append(CopyItem(entry, dest))  # carries the dir's own mode
+                continue
+            if dest_is_dir:
+                items.append(CopyItem(entry, posixpath.join(dest, posixpath.basename(match))))
+            else:
+                items.append(CopyItem(entry, dest, into_existing_dir=True))
+        return items
+
+
+def copy_digest(items: list[CopyItem]) -> str:
+    """One digest for what a COPY writes: paths, kinds, modes and contents; no mtimes."""
+    h = hashlib.sha256()
+    for item in items:
+        e = item.entry
+        h.update(f"{item.target}\0{e.kind}\0{e.mode:o}\0{e.digest}\n".encode())
+    return h.hexdigest()

@@ -1,0 +1,128 @@
+"""The COPY step's writer. It runs INSIDE the sandbox, after pivot_root into the image.
+
+Running in the image's own root means every symlink the image holds resolves inside the
+image, never on the host; the build context is read through a directory fd opened before
+the sandbox was entered, by relative paths, without following a final symlink.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass
+
+from builder.build.context import CopyItem
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """--chown as written (`user[:group]`), resolved against the image's /etc files."""
+
+    spec: str | None
+
+    def resolve(self) -> tuple[int, int]:
+        if not self.spec:
+            return 0, 0
+        user, _, group = self.spec.partition(":")
+        uid, primary_gid = _lookup("/etc/passwd", user, gid_field=True)
+        gid = _lookup("/etc/group", group, gid_field=False)[0] if group else primary_gid
+        return uid, gid
+
+
+def _lookup(path: str, name: str, *, gid_field: bool) -> tuple[int, int]:
+    if name.isdigit():
+        return int(name), int(name)
+    try:
+        with open(path) as f:
+            for line in f:
+                fields = line.rstrip("\n").split(":")
+                if len(fields) >= 3 and fields[0] == name:
+                    ident = int(fields[2])
+                    return ident, int(fields[3]) if gid_field and len(fields) > 3 else ident
+    except FileNotFoundError:
+        pass
+    raise LookupError(f"unable to find {'user' if gid_field else 'group'} {name!r} in {path}")
+
+
+@dataclass(frozen=True)
+class InlineFile:
+    """A heredoc source: `COPY <<EOF /dest`."""
+
+    content: bytes
+    target: str
+    mode: int = 0o644
+
+
+def _remove_non_dir(path: str) -> None:
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _write_file(src_fd: int, target: str, mode: int) -> int:
+    _remove_non_dir(target)
+    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
+    try:
+        while os.sendfile(dst, src_fd, None, 1 << 30) > 0:
+            pass
+    except OSError:
+        os.lseek(src_fd, 0, os.SEEK_SET)
+        os.ftruncate(dst, 0)
+        while chunk := os.read(src_fd, 1 << 20):
+            os.write(dst, chunk)
+    return dst
+
+
+def copy_into_root(
+    context_fd: int,
+    items: list[CopyItem],
+    inline: list[InlineFile],
+    owner: Ownership,
+    chmod: int | None,
+) -> int:
+    uid, gid = owner.resolve()
+    dir_times: list[tuple[str, int]] = []
+    for item in items:
+        entry = item.entry
+        target = item.target
+        if item.into_existing_dir and os.path.isdir(target):
+            target = posixpath.join(target, posixpath.basename(entry.path))
+        os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
+        mode = chmod if chmod is not None else entry.mode
+        if entry.kind == "dir":
+            os.makedirs(target, 0o755, exist_ok=True)
+            os.chmod(target, mode)
+            os.chown(target, uid, gid)
+            dir_times.append((target, entry.mtime_ns))
+        elif entry.kind == "symlink":
+            _remove_non_dir(target)
+            os.symlink(entry.digest, target)
+            os.lchown(target, uid, gid)
+            os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        else:
+            src = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=context_fd)
+            try:
+                dst = _write_file(src, target, mode)
+            finally:
+                os.close(src)
+            try:
+                os.fchown(dst, uid, gid)
+                os.fchmod(dst, mode)  # after chown, which clears setuid bits
+                os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
+            finally:
+                os.close(dst)
+    for file in inline:
+        os.makedirs(posixpath.dirname(file.target) or "/", 0o755, exist_ok=True)
+        _remove_non_dir(file.target)
+        fd = os.open(file.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, file.content)
+            os.fchown(fd, uid, gid)
+            os.fchmod(fd, chmod if chmod is not None else file.mode)
+        finally:
+            os.close(fd)
+    for path, mtime_ns in reversed(dir_times):  # children first changed their parents' mtimes
+        os.utime(path, ns=(mtime_ns, mtime_ns))
+    return 0

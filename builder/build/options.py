@@ -1,0 +1,35 @@
+"""What a build is asked to do and what it yields."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    context: Path
+    recipe: Path | None = None  # default: CONTEXT/Dockerfile, else CONTEXT/Containerfile
+    tags: tuple[str, ...] = ()
+    build_args: dict[str, str] = field(default_factory=dict)
+    target: str | None = None
+    no_cache: bool = False
+    compression: str = "zstd"  # zstd | gzip
+
+    def recipe_path(self) -> Path:
+        if self.recipe is not None:
+            return self.recipe
+        for name in ("Dockerfile", "Containerfile"):
+            candidate = self.context / name
+            if candidate.exists():
+                return candidate
+        return self.context / "Dockerfile"
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    manifest_digest: str
+    tags: tuple[str, ...]
+    steps: int
+    cached_steps: int

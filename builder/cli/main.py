@@ -1,0 +1,88 @@
+"""The `builder` command: a click group whose verbs are imported only when used.
+
+Start-up time is part of every cached build, so `builder --help` imports no verb module and
+a verb imports only what it needs. Library errors become `error: ...` and an exit code here,
+and only here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from builder.errors import BuilderError
+
+# verb -> "module:function" under builder.cli
+VERBS = {
+    "build": "build:build",
+    "run": "run:run",
+    "import": "images:import_",
+    "images": "images:images",
+    "inspect": "images:inspect",
+    "rmi": "images:rmi",
+    "save": "images:save",
+    "parse": "recipe:parse",
+    "lint": "recipe:lint",
+}
+
+
+def default_root() -> Path:
+    if env := os.environ.get("BUILDER_ROOT"):
+        return Path(env)
+    if os.geteuid() == 0:
+        return Path("/var/lib/builder")
+    return Path.home() / ".local" / "share" / "builder"
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(VERBS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = VERBS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command = getattr(importlib.import_module(f"builder.cli.{module}"), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The store (default: $BUILDER_ROOT, /var/lib/builder as root, else ~/.local/share/builder).",
+)
+@click.version_option(package_name="builder")
+@click.pass_context
+def cli(ctx: click.Context, root: Path | None) -> None:
+    """Build OCI images from Dockerfile recipes, without a daemon, and run them."""
+    ctx.obj = root if root is not None else default_root()
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        status = cli.main(args=argv, prog_name="builder", standalone_mode=False)
+        # Without standalone mode, click returns ctx.exit()'s code instead of exiting.
+        sys.exit(status if isinstance(status, int) else 0)
+    except BuilderError as err:
+        click.echo(f"error: {err.render()}", err=True)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if isinstance(err, click.UsageError) else err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
