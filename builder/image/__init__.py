@@ -1,1 +1,1 @@
-"""image"""
+"""The OCI vocabulary: digests, media types, descriptors, manifests, configs, references."""

@@ -1,1 +1,1 @@
-"""layer"""
+"""Layers: deterministic tar writing from a dir, safe unpacking, whiteouts, compression."""

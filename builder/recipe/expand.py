@@ -77,9 +77,7 @@ class _Words:
 class _Lexer:
     """One pass over one word. State is per call; nothing is shared between calls."""
 
-    def __init__(
-        self, source: str, env: Mapping[str, str], escape: str, skip_quotes: bool
-    ) -> None:
+    def __init__(self, source: str, env: Mapping[str, str], escape: str, skip_quotes: bool) -> None:
         self.src = source
         self.pos = 0
         self.env = env

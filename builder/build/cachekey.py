@@ -1,0 +1,18 @@
+"""Cache keys: a chain of sha256 digests over each step's resolved inputs.
+
+A key depends on the parent's key, the instruction as resolved (variables expanded) and the
+content it reads (context files by digest). Never on mtimes or absolute paths, so a fresh
+clone of the same sources on another machine computes the same keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+KEY_VERSION = "builder-cache-v1"
+
+
+def chain(parent: str, kind: str, payload: object) -> str:
+    text = json.dumps([KEY_VERSION, parent, kind, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

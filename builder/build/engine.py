@@ -1,0 +1,123 @@
+"""The build engine: a recipe and a context in, an image in the store out.
+
+It walks the stages the target needs, in dependency order; in each, it resolves every
+instruction against the stage's scope just before running its handler, so that ARG/ENV and
+the base image's ENV are seen exactly as BuildKit sees them.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+
+from builder.build.context import BuildContext
+from builder.build.events import BuildDone, Reporter, StepDone, StepStarted, ignore
+from builder.build.options import BuildOptions, BuildResult
+from builder.build.state import ImageState
+from builder.build.steps import StepContext, execute
+from builder.errors import ImageNotFound, UsageError
+from builder.image.config import ImageConfig
+from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
+from builder.recipe.dockerignore import ignore_file_for
+from builder.store import Store
+
+EPOCH = "1970-01-01T00:00:00Z"
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
+          "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
+
+
+def read_recipe(options: BuildOptions) -> Recipe:
+    path = options.recipe_path()
+    try:
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        raise UsageError(f"no recipe at {path} (pass -f FILE or put a Dockerfile in the context)")
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a directory, not a recipe")
+    return load(text, filename=path.name)
+
+
+def _context(options: BuildOptions) -> BuildContext:
+    if not options.context.is_dir():
+        raise UsageError(f"build context {options.context} is not a directory")
+    ignore_path = ignore_file_for(options.recipe_path(), options.context)
+    rules = DockerIgnore.parse(ignore_path.read_text()) if ignore_path else None
+    return BuildContext(options.context, rules)
+
+
+def _scratch() -> ImageState:
+    config = ImageConfig(architecture=GOARCH.get(platform.machine(), platform.machine()),
+                         os="linux")
+    return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
+
+
+def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState:
+    if stage.base_stage is not None:
+        return done[str(stage.base_stage)]
+    if stage.base.lower() == "scratch":
+        return _scratch()
+    try:
+        manifest_desc = store.resolve(stage.base)
+    except ImageNotFound:
+        loc = stage.from_instruction.location
+        raise ImageNotFound(
+            f"{loc.filename}:{loc.line}: FROM {stage.base}: no such image in the store"
+            " (import it with `builder import` or build it first)"
+        ) from None
+    manifest = store.manifest(manifest_desc)
+    config = store.config(manifest)
+    return ImageState(config=config, layers=tuple(manifest.layers),
+                      key=f"image:{manifest_desc.digest}", created=config.created or EPOCH,
+                      cmd_set_in_stage=False)
+
+
+def _describe(instr: object) -> str:
+    original = getattr(instr, "original", "")
+    first = " ".join(str(original).split())
+    return first if len(first) <= 120 else first[:117] + "..."
+
+
+def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> BuildResult:
+    started = time.monotonic()
+    recipe = read_recipe(options)
+    build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
+    context = _context(options)
+    total = sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed)
+    done: dict[str, ImageState] = {}
+    number = 0
+    steps = cached_steps = 0
+    for index in build_plan.needed:
+        stage = build_plan.stages[index]
+        label = stage.name or str(index)
+        number += 1
+        report(StepStarted(label, number, total, _describe(stage.from_instruction)))
+        state = _base(stage, store, done)
+        report(StepDone(number, cached=True, seconds=0.0))
+        scope = StageScope(build_plan.global_args, options.build_args, state.config.config.env
+                           or ())
+        for instr in stage.instructions:
+            number += 1
+            steps += 1
+            t0 = time.monotonic()
+            report(StepStarted(label, number, total, _describe(instr)))
+            ctx = StepContext(store=store, scope=scope, context=context, report=report,
+                              number=number, no_cache=options.no_cache,
+                              compression=options.compression, network=options.network,
+                              stages=done, escape=recipe.escape)
+            state = execute(instr, state, ctx)
+            cached = state.from_cache
+            cached_steps += cached
+            report(StepDone(number, cached=cached, seconds=time.monotonic() - t0))
+        done[str(index)] = state
+        if stage.name:
+            done[stage.name] = state
+    final = done[str(build_plan.target)]
+    config = final.config.with_created(final.created)
+    manifest = store.write_image(config, final.layers)
+    for tag in options.tags:
+        store.tag(tag, manifest)
+    image_id = str(store.manifest(manifest).config.digest)
+    report(BuildDone(image_id, str(manifest.digest), options.tags, time.monotonic() - started,
+                     steps, cached_steps))
+    return BuildResult(image_id, str(manifest.digest), options.tags, steps, cached_steps)
+

@@ -1,0 +1,31 @@
+"""The value a stage carries from step to step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from builder.image.config import ImageConfig
+from builder.image.descriptor import Descriptor
+
+
+@dataclass(frozen=True)
+class ImageState:
+    config: ImageConfig
+    layers: tuple[Descriptor, ...]  # compressed blobs, parallel to config's diff_ids
+    key: str  # the cache-key chain up to here
+    created: str  # RFC 3339 time of the newest step; metadata steps reuse it (deterministic)
+    from_cache: bool = True  # the last step that did any work reused a cached result
+    cmd_set_in_stage: bool = False  # ENTRYPOINT clears an inherited CMD, not one set here
+
+    def step(self, config: ImageConfig, key: str, *, created: str | None = None,
+             layer: Descriptor | None = None, cached: bool | None = None) -> ImageState:
+        """The state after one more step; `cached` is None for config-only steps, which
+        count as cached exactly when the step before them was."""
+        return replace(
+            self,
+            config=config,
+            layers=self.layers + ((layer,) if layer is not None else ()),
+            key=key,
+            created=created or self.created,
+            from_cache=self.from_cache if cached is None else cached,
+        )

@@ -1,0 +1,48 @@
+"""What every step handler receives besides the instruction and the state."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from builder.build.context import BuildContext
+from builder.build.events import Reporter
+from builder.build.state import ImageState
+from builder.image.config import History
+from builder.recipe.scope import StageScope
+from builder.store import Store
+
+BUILDKIT_COMMENT = "buildkit.dockerfile.v0"
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass
+class StepContext:
+    store: Store
+    scope: StageScope
+    context: BuildContext
+    report: Reporter
+    number: int  # the step's number in the log
+    no_cache: bool
+    compression: str
+    network: str  # the build's default for RUN: "none" or "host"
+    stages: Mapping[str, ImageState]  # finished stages by name and by index text
+    escape: str = "\\"  # the recipe's escape character, for expansion
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def history(created: str, created_by: str, *, empty_layer: bool) -> History:
+    return History(
+        created=created, created_by=created_by, comment=BUILDKIT_COMMENT, empty_layer=empty_layer
+    )
+
+
+def run_env(scope_env: list[str]) -> list[str]:
+    """A RUN's environment; BuildKit gives a default PATH when the image has none."""
+    if any(item.startswith("PATH=") for item in scope_env):
+        return scope_env
+    return [DEFAULT_PATH, *scope_env]

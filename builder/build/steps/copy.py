@@ -1,0 +1,94 @@
+"""COPY (and ADD of local files): context files written into the image from inside the root."""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+
+from builder.build import cachekey
+from builder.build.context import copy_digest
+from builder.build.copier import InlineFile, Ownership, copy_into_root
+from builder.build.state import ImageState
+from builder.build.steps.base import StepContext
+from builder.build.steps.layer_step import (
+    cached_layer,
+    commit_layer,
+    devnull,
+    discard,
+    overlay_for,
+    pump_output,
+)
+from builder.errors import BuilderError, BuildContextError, RecipeError
+from builder.recipe import instructions as ins
+from builder.recipe.resolve import resolve
+from builder.sandbox import SandboxSpec, call
+
+
+def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
+    if isinstance(instr, ins.Copy) and instr.from_stage is not None:
+        return "COPY --from is not supported yet"
+    if isinstance(instr, ins.Add):
+        for source in instr.sources:
+            if "://" in source or source.startswith("git@"):
+                return "ADD from a URL or git repository is not supported yet"
+    if instr.link or (isinstance(instr, ins.Copy) and instr.parents) or instr.exclude:
+        return "--link, --parents and --exclude are not supported yet"
+    return None
+
+
+def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) -> ImageState:
+    problem = _unsupported(instr)
+    if problem:
+        raise RecipeError(problem, instr.location)
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Copy | ins.Add)
+    workdir = state.config.config.working_dir or "/"
+    dest = posixpath.join(workdir, resolved.dest)
+    if resolved.dest.endswith("/") and not dest.endswith("/"):
+        dest += "/"
+    heredocs = {h.name: h for h in resolved.heredocs}
+    inline = [
+        InlineFile(heredocs[s].content.encode(), posixpath.join(dest, s) if dest.endswith("/")
+                   or len(resolved.sources) > 1 else dest)
+        for s in resolved.sources if s in heredocs
+    ]
+    files = tuple(s for s in resolved.sources if s not in heredocs)
+    try:
+        items = ctx.context.plan_copy(files, dest) if files else []
+    except BuildContextError as err:
+        raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
+    chmod = int(resolved.chmod, 8) if resolved.chmod else None
+    keyword = instr.keyword
+    created_by = f"{keyword} {' '.join(resolved.sources)} {resolved.dest} # buildkit"
+    payload = {
+        "files": copy_digest(items),
+        "inline": [(f.target, f.content.decode()) for f in inline],
+        "chown": resolved.chown, "chmod": resolved.chmod,
+    }
+    key = cachekey.chain(state.key, keyword, payload)
+    hit = cached_layer(state, ctx, key, created_by)
+    if hit is not None:
+        return hit
+    root = overlay_for(state, ctx)
+    context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
+    out_fd, finish = pump_output(ctx)
+    stdin = devnull()
+    try:
+        writer = functools.partial(copy_into_root, context_fd, items, inline,
+                                   Ownership(resolved.chown), chmod)
+        spec = SandboxSpec(root=root, argv=(keyword,), cwd="/", stdin=stdin, stdout=out_fd,
+                           stderr=out_fd)
+        status = call(spec, writer, keep_fds=(context_fd,))
+    except BaseException:
+        discard(root)
+        raise
+    finally:
+        finish()
+        os.close(stdin)
+        os.close(context_fd)
+    if status != 0:
+        discard(root)
+        raise BuilderError(f"{instr.location.filename}:{instr.location.line}: {keyword} failed"
+                           " (see the message above)")
+    return commit_layer(state, ctx, key, created_by, root)

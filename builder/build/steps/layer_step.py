@@ -1,0 +1,92 @@
+"""What RUN and COPY share: a cache lookup, a sandbox on an overlay, the upper dir as a layer."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from collections.abc import Callable
+
+from builder.build.events import StepOutput
+from builder.build.state import ImageState
+from builder.build.steps.base import StepContext, history, now
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest
+from builder.layer.compression import Compression
+from builder.sandbox import OverlayRoot
+
+
+def cached_layer(state: ImageState, ctx: StepContext, key: str,
+                 created_by: str) -> ImageState | None:
+    """The state after this step if the cache holds it (and its blob is still there)."""
+    if ctx.no_cache:
+        return None
+    record = ctx.store.cache_get(key)
+    if record is None:
+        return None
+    layer = Descriptor.from_json(record["layer"])
+    if not ctx.store.has_blob(layer.digest):
+        return None
+    diff_id = Digest.parse(record["diff_id"])
+    created = str(record["created"])
+    config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
+    return state.step(config, key, created=created, layer=layer, cached=True)
+
+
+def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
+    lowers = tuple(
+        ctx.store.layer_dir(layer, diff_id)
+        for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
+    )
+    return OverlayRoot(
+        lowers=lowers, upper=ctx.store.tmp_dir("upper"), work=ctx.store.tmp_dir("work")
+    )
+
+
+def discard(root: OverlayRoot) -> None:
+    for path in (root.upper, root.work):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def commit_layer(state: ImageState, ctx: StepContext, key: str, created_by: str,
+                 root: OverlayRoot) -> ImageState:
+    """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key."""
+    try:
+        layer, diff_id = ctx.store.put_layer(root.upper, Compression(ctx.compression))
+        ctx.store.adopt_layer_dir(diff_id, root.upper)
+    finally:
+        discard(root)
+    created = now()
+    ctx.store.cache_put(key, {"layer": layer.to_json(), "diff_id": str(diff_id),
+                              "created": created})
+    config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
+    return state.step(config, key, created=created, layer=layer, cached=False)
+
+
+def pump_output(ctx: StepContext) -> tuple[int, Callable[[], None]]:
+    """A pipe for the step's stdout+stderr whose lines become StepOutput events.
+
+    Returns the write end for the sandbox and a `finish` that closes it and waits for the
+    last line.
+    """
+    read_fd, write_fd = os.pipe()
+    number = ctx.number
+
+    def reader() -> None:
+        with os.fdopen(read_fd, "rb") as stream:
+            for raw in stream:
+                ctx.report(StepOutput(number, raw.decode(errors="replace").rstrip("\n")))
+
+    thread = threading.Thread(target=reader, daemon=True)
+    thread.start()
+
+    def finish() -> None:
+        os.close(write_fd)
+        thread.join()
+
+    return write_fd, finish
+
+
+def devnull() -> int:
+    return os.open(os.devnull, os.O_RDONLY)
+

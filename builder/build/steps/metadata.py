@@ -1,0 +1,181 @@
+"""Steps that change only the image config: a history entry with empty_layer, no layer."""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import re
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+from builder.build import cachekey
+from builder.build.state import ImageState
+from builder.build.steps.base import StepContext, history
+from builder.image.config import Healthcheck
+from builder.recipe import instructions as ins
+from builder.recipe.resolve import resolve
+
+
+def _apply(state: ImageState, ctx: StepContext, created_by: str, kind: str, payload: object,
+           **changes: Any) -> ImageState:
+    cc = replace(state.config.config, **changes)
+    config = state.config.with_container_config(cc).with_history(
+        history(state.created, created_by, empty_layer=True)
+    )
+    key = cachekey.chain(state.key, kind, payload)
+    return state.step(config, key)
+
+
+def _json_words(words: tuple[str, ...] | list[str]) -> str:
+    return json.dumps(list(words), ensure_ascii=False, separators=(",", ":"))
+
+
+def shell_of(state: ImageState) -> list[str]:
+    return list(state.config.config.shell or ("/bin/sh", "-c"))
+
+
+def _command(state: ImageState, command: tuple[str, ...], exec_form: bool) -> tuple[str, ...]:
+    return tuple(command) if exec_form else (*shell_of(state), command[0] if command else "")
+
+
+def env_step(instr: ins.Env, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Env)
+    for name, value in resolved.pairs:
+        ctx.scope.set_env(name, value)
+    text = " ".join(f"{k}={v}" for k, v in resolved.pairs)
+    return _apply(state, ctx, f"ENV {text}", "ENV", resolved.pairs,
+                  env=tuple(ctx.scope.image_env()))
+
+
+def label_step(instr: ins.Label, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Label)
+    labels = dict(state.config.config.labels or {})
+    labels.update(dict(resolved.pairs))
+    text = " ".join(f"{k}={v}" for k, v in resolved.pairs)
+    return _apply(state, ctx, f"LABEL {text}", "LABEL", resolved.pairs, labels=labels)
+
+
+def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Workdir)
+    current = state.config.config.working_dir or "/"
+    path = posixpath.normpath(posixpath.join(current, resolved.path))
+    return _apply(state, ctx, f"WORKDIR {path}", "WORKDIR", path, working_dir=path)
+
+
+def user_step(instr: ins.User, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.User)
+    return _apply(state, ctx, f"USER {resolved.user}", "USER", resolved.user, user=resolved.user)
+
+
+def cmd_step(instr: ins.Cmd, state: ImageState, ctx: StepContext) -> ImageState:
+    cmd = _command(state, instr.command, instr.exec_form)
+    new = _apply(state, ctx, f"CMD {_json_words(cmd)}", "CMD", cmd, cmd=cmd)
+    return replace(new, cmd_set_in_stage=True)
+
+
+def entrypoint_step(instr: ins.Entrypoint, state: ImageState, ctx: StepContext) -> ImageState:
+    entry = _command(state, instr.command, instr.exec_form)
+    changes: dict[str, Any] = {"entrypoint": entry}
+    if not state.cmd_set_in_stage:
+        changes["cmd"] = None  # docker: a new ENTRYPOINT drops the base image's CMD
+    return _apply(state, ctx, f"ENTRYPOINT {_json_words(entry)}", "ENTRYPOINT", entry, **changes)
+
+
+def shell_step(instr: ins.Shell, state: ImageState, ctx: StepContext) -> ImageState:
+    return _apply(state, ctx, f"SHELL {_json_words(instr.argv)}", "SHELL", instr.argv,
+                  shell=tuple(instr.argv))
+
+
+def expose_step(instr: ins.Expose, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Expose)
+    names = [p if "/" in p else f"{p}/tcp" for p in resolved.ports]
+    ports = tuple(dict.fromkeys((*state.config.config.exposed_ports, *names)))
+    return _apply(state, ctx, f"EXPOSE map[{' '.join(f'{n}:{{}}' for n in names)}]", "EXPOSE",
+                  names, exposed_ports=ports)
+
+
+def volume_step(instr: ins.Volume, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Volume)
+    volumes = tuple(dict.fromkeys((*state.config.config.volumes, *resolved.paths)))
+    return _apply(state, ctx, f"VOLUME {_json_words(resolved.paths)}", "VOLUME", resolved.paths,
+                  volumes=volumes)
+
+
+def stopsignal_step(instr: ins.Stopsignal, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Stopsignal)
+    return _apply(state, ctx, f"STOPSIGNAL {resolved.signal}", "STOPSIGNAL", resolved.signal,
+                  stop_signal=resolved.signal)
+
+
+def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext) -> ImageState:
+    durations = {
+        name: _duration_ns(getattr(instr, name)) if getattr(instr, name) else 0
+        for name in ("interval", "timeout", "start_period", "start_interval")
+    }
+    check = Healthcheck(test=tuple(instr.test), retries=instr.retries or 0, **durations)
+    return _apply(state, ctx, f"HEALTHCHECK {_json_words(instr.test)}", "HEALTHCHECK",
+                  check.to_json(), healthcheck=check)
+
+
+def onbuild_step(instr: ins.Onbuild, state: ImageState, ctx: StepContext) -> ImageState:
+    triggers = (*(state.config.config.on_build or ()), instr.trigger)
+    return _apply(state, ctx, f"ONBUILD {instr.trigger}", "ONBUILD", instr.trigger,
+                  on_build=triggers)
+
+
+def maintainer_step(instr: ins.Maintainer, state: ImageState, ctx: StepContext) -> ImageState:
+    config = replace(state.config, author=instr.name).with_history(
+        history(state.created, f"MAINTAINER {instr.name}", empty_layer=True)
+    )
+    return state.step(config, cachekey.chain(state.key, "MAINTAINER", instr.name))
+
+
+def arg_step(instr: ins.Arg, state: ImageState, ctx: StepContext) -> ImageState:
+    """ARG changes the scope, not the image (BuildKit writes no history entry for it)."""
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Arg)
+    for name, default in resolved.args:
+        ctx.scope.declare_arg(name, default)
+    return state
+
+
+_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
+          "m": 60_000_000_000, "h": 3_600_000_000_000}
+
+
+def _duration_ns(text: str) -> int:
+    """Go's time.ParseDuration for the simple forms docker accepts: 30s, 1m30s, 500ms."""
+    total = 0.0
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {text!r}")
+    for number, unit in parts:
+        total += float(number) * _UNITS[unit]
+    return int(total)
+
+
+Handler = Callable[[Any, ImageState, StepContext], ImageState]
+
+METADATA_HANDLERS: dict[type[ins.Instruction], Handler] = {
+    ins.Env: env_step,
+    ins.Label: label_step,
+    ins.Workdir: workdir_step,
+    ins.User: user_step,
+    ins.Cmd: cmd_step,
+    ins.Entrypoint: entrypoint_step,
+    ins.Shell: shell_step,
+    ins.Expose: expose_step,
+    ins.Volume: volume_step,
+    ins.Stopsignal: stopsignal_step,
+    ins.Healthcheck: healthcheck_step,
+    ins.Onbuild: onbuild_step,
+    ins.Maintainer: maintainer_step,
+}

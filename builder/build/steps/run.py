@@ -1,0 +1,87 @@
+"""RUN: a command in the sandbox on an overlay of the parent layers; the upper dir is the layer."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from builder.build import cachekey
+from builder.build.state import ImageState
+from builder.build.steps.base import StepContext, run_env
+from builder.build.steps.layer_step import (
+    cached_layer,
+    commit_layer,
+    devnull,
+    discard,
+    overlay_for,
+    pump_output,
+)
+from builder.build.steps.metadata import shell_of
+from builder.errors import RecipeError, StepFailed
+from builder.recipe import instructions as ins
+from builder.sandbox import SandboxSpec, run
+
+
+def _script(instr: ins.Run) -> str:
+    """The shell script of a shell-form RUN, with its heredocs (BuildKit's rules).
+
+    A RUN that is nothing but one heredoc runs the heredoc's body as the script; otherwise
+    the command line is followed by the bodies and terminators, for the shell to read.
+    """
+    command = instr.command[0]
+    if not instr.heredocs:
+        return command
+    bodies = [_body(h.content, h.chomp) for h in instr.heredocs]
+    if len(instr.heredocs) == 1 and re.fullmatch(r"\d*<<-?\s*\S+", command.strip()):
+        return bodies[0]
+    parts = [command]
+    for heredoc, body in zip(instr.heredocs, bodies, strict=True):
+        parts.append(body + heredoc.name)
+    return "\n".join(parts) + "\n"
+
+
+def _body(content: str, chomp: bool) -> str:
+    if not chomp:
+        return content
+    return "".join(line.lstrip("\t") for line in content.splitlines(keepends=True))
+
+
+def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
+    if instr.mounts:
+        raise RecipeError("RUN --mount is not supported yet", instr.location)
+    if instr.exec_form:
+        argv = tuple(instr.command)
+    else:
+        argv = (*shell_of(state), _script(instr))
+    env = run_env(ctx.scope.run_env())
+    cc = state.config.config
+    network = instr.network if instr.network not in (None, "default") else ctx.network
+    created_by = f"RUN {' '.join(argv)} # buildkit"
+    payload = {"argv": argv, "env": env, "cwd": cc.working_dir or "/", "user": cc.user or "",
+               "network": network}
+    key = cachekey.chain(state.key, "RUN", payload)
+    hit = cached_layer(state, ctx, key, created_by)
+    if hit is not None:
+        return hit
+    root = overlay_for(state, ctx)
+    out_fd, finish = pump_output(ctx)
+    stdin = devnull()
+    try:
+        spec = SandboxSpec(
+            root=root, argv=argv, env=tuple(env), cwd=cc.working_dir or "/", user=cc.user or "",
+            network="host" if network == "host" else "none",
+            stdin=stdin, stdout=out_fd, stderr=out_fd,
+        )
+        status = run(spec)
+    except BaseException:
+        discard(root)
+        raise
+    finally:
+        finish()
+        os.close(stdin)
+    if status != 0:
+        discard(root)
+        shown = instr.original if len(instr.original) < 80 else instr.original[:77] + "..."
+        raise StepFailed(f"{shown}: the command exited with status {status}", status,
+                         instr.location)
+    return commit_layer(state, ctx, key, created_by, root)

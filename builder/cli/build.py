@@ -1,0 +1,67 @@
+"""`builder build`: docker build's flags, over builder.build.engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from builder.cli.common import open_store
+from builder.errors import UsageError
+
+
+def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
+    """`--build-arg K=V`; a bare `--build-arg K` takes K from our environment, as docker does."""
+    import os
+
+    args: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key:
+            raise UsageError(f"--build-arg {value!r}: expected KEY=VALUE")
+        if not sep:
+            if key not in os.environ:
+                continue
+            val = os.environ[key]
+        args[key] = val
+    return args
+
+
+@click.command()
+@click.argument("context", type=click.Path(path_type=Path), default=".")
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image NAME[:TAG] (repeatable).")
+@click.option("-f", "--file", "recipe", type=click.Path(path_type=Path),
+              help="The recipe (default: CONTEXT/Dockerfile or CONTEXT/Containerfile).")
+@click.option("--build-arg", "build_args", multiple=True, help="Set a build arg: KEY=VALUE.")
+@click.option("--target", help="Build this stage (by name) and what it needs.")
+@click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "json", "quiet"]),
+              default="auto", show_default=True, help="How to show progress (on stderr).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress; print the image ID on stdout.")
+@click.option("--iidfile", type=click.Path(path_type=Path), help="Write the image ID here.")
+@click.option("--network", type=click.Choice(["none", "host", "default"]), default="default",
+              show_default=True,
+              help="RUN's network: default is an isolated namespace (loopback only), like none.")
+@click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
+              show_default=True, help="Layer compression.")
+@click.pass_context
+def build(ctx: click.Context, context: Path, tags: tuple[str, ...], recipe: Path | None,
+          build_args: tuple[str, ...], target: str | None, no_cache: bool, progress: str,
+          quiet: bool, iidfile: Path | None, network: str, compression: str) -> None:
+    """Build an image from a recipe and a build CONTEXT directory."""
+    from builder.build.engine import build as run_build
+    from builder.build.options import BuildOptions
+    from builder.cli.progress import renderer
+    from builder.image.reference import Reference
+
+    names = tuple(str(Reference.parse(tag)) for tag in tags)
+    options = BuildOptions(
+        context=context, recipe=recipe, tags=names, build_args=parse_build_args(build_args),
+        target=target, no_cache=no_cache, compression=compression,
+        network="host" if network == "host" else "none",
+    )
+    result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
+    if iidfile is not None:
+        iidfile.write_text(result.image_id)
+    if quiet:
+        click.echo(result.image_id)

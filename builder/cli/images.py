@@ -1,0 +1,109 @@
+"""Verbs on the images in the store: import, images, inspect, rmi, save."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from builder.cli.common import open_store
+
+
+@click.command("import")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.argument("name")
+@click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
+              show_default=True)
+@click.pass_context
+def import_(ctx: click.Context, source: Path, name: str, compression: str) -> None:
+    """Make a one-layer image NAME[:TAG] from a rootfs directory or tarball (plain, gzip, zstd)."""
+    from builder.image.reference import Reference
+    from builder.layer.compression import Compression
+    from builder.store.importer import import_rootfs
+
+    ref = str(Reference.parse(name))
+    manifest = import_rootfs(open_store(ctx), source, ref, Compression(compression))
+    click.echo(str(manifest.digest))
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="Only image IDs.")
+@click.pass_context
+def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
+    """List the images in the store."""
+    from builder.image.reference import Reference
+
+    store = open_store(ctx)
+    rows = []
+    for name, desc in sorted(store.images()):
+        manifest = store.manifest(desc)
+        config = store.config(manifest)
+        ref = Reference.parse(name)
+        rows.append({
+            "Repository": ref.name, "Tag": ref.tag or "", "Id": str(manifest.config.digest),
+            "Digest": str(desc.digest), "Created": config.created or "",
+            "Size": sum(layer.size for layer in manifest.layers),
+        })
+    if quiet:
+        for row in rows:
+            click.echo(str(row["Id"]).partition(":")[2][:12])
+    elif fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
+        table = [header] + [
+            (str(r["Repository"]), str(r["Tag"]), str(r["Id"]).partition(":")[2][:12],
+             str(r["Created"])[:19].replace("T", " "), _size(int(str(r["Size"]))))
+            for r in rows
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+        for row in table:
+            click.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+                       .rstrip())
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
+        size /= 1000
+    return f"{size:.1f}TB"
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Print images as JSON: manifest digest, image ID, manifest and config."""
+    from builder.store.archive import image_json
+
+    store = open_store(ctx)
+    click.echo(json.dumps([image_json(store, name) for name in names], indent=2))
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.pass_context
+def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
+    """Remove image names from the store (blobs go at the next garbage collection)."""
+    store = open_store(ctx)
+    for name in names:
+        store.untag(name)
+        click.echo(f"untagged {name}")
+    store.gc()
+
+
+@click.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The archive to write.")
+@click.pass_context
+def save(ctx: click.Context, names: tuple[str, ...], output: Path) -> None:
+    """Write images to an OCI archive (a tar of an OCI image layout)."""
+    from builder.store.archive import save_oci_archive
+
+    save_oci_archive(open_store(ctx), names, output)

@@ -1,0 +1,172 @@
+"""Layer compression: streaming compressors (deterministic) and a sniffing decompressor."""
+
+from __future__ import annotations
+
+import io
+import zlib
+from typing import BinaryIO, Protocol
+
+from builder.errors import LayerError
+from builder.image.mediatypes import Compression
+
+__all__ = ["Compression", "Sink", "compressor", "open_decompressed"]
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+ZSTD_LEVEL = 3
+GZIP_LEVEL = 6  # gzip's own default: docker and buildkit use it too
+
+
+class Sink(Protocol):
+    """Anything bytes can be written to (a file, a hasher stage, a BlobWriter)."""
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+class Compressor(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+    def close(self) -> None:
+        """Flush the end of the stream into the sink (the sink itself stays open)."""
+
+
+class _Plain:
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+
+    def write(self, data: bytes, /) -> object:
+        return self._sink.write(data)
+
+    def close(self) -> None:
+        pass
+
+
+class _Gzip:
+    # zlib with wbits=31 writes a gzip member with mtime 0 and no file name: deterministic.
+    def __init__(self, sink: Sink, level: int) -> None:
+        self._sink = sink
+        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes, /) -> object:
+        out = self._z.compress(data)
+        if out:
+            self._sink.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        self._sink.write(self._z.flush())
+
+
+class _Zstd:
+    def __init__(self, sink: Sink, level: int) -> None:
+        import zstandard
+
+        # threads=-1: one worker per CPU. zstd's multithreaded output does not depend on
+        # the number of workers, so the layer digest is the same on every machine.
+        cctx = zstandard.ZstdCompressor(level=level, threads=-1)
+        self._c = cctx.compressobj()
+        self._sink = sink
+
+    def write(self, data: bytes, /) -> object:
+        out = self._c.compress(data)
+        if out:
+            self._sink.write(out)
+        return len(data)
+
+    def close(self) -> None:
+        self._sink.write(self._c.flush())
+
+
+def compressor(sink: Sink, compression: Compression, level: int | None = None) -> Compressor:
+    """A writer that compresses into `sink`; call close() to finish the stream."""
+    if compression is Compression.NONE:
+        return _Plain(sink)
+    if compression is Compression.GZIP:
+        return _Gzip(sink, GZIP_LEVEL if level is None else level)
+    if compression is Compression.ZSTD:
+        return _Zstd(sink, ZSTD_LEVEL if level is None else level)
+    raise ValueError(f"unknown compression {compression!r}")
+
+
+class _Prefixed(io.RawIOBase):
+    """Give back bytes already read for sniffing, then read on from the underlying stream."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        if self._head:
+            n = min(len(buf), len(self._head))
+            buf[:n] = self._head[:n]
+            self._head = self._head[n:]
+            return n
+        data = self._rest.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    out = b""
+    while len(out) < n:
+        chunk = f.read(n - len(out))
+        if not chunk:
+            break
+        out += chunk
+    return out
+
+
+def sniff(head: bytes) -> Compression:
+    if head.startswith(_GZIP_MAGIC):
+        return Compression.GZIP
+    if head.startswith(_ZSTD_MAGIC):
+        return Compression.ZSTD
+    return Compression.NONE
+
+
+class _Checked(io.RawIOBase):
+    """Turn a decompressor's own exceptions into LayerError (the blob is untrusted)."""
+
+    def __init__(self, inner: BinaryIO, what: str) -> None:
+        self._inner = inner
+        self._what = what
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        try:
+            data = self._inner.read(len(buf))
+        except (OSError, EOFError, zlib.error) as err:
+            raise LayerError(f"corrupt {self._what} layer stream: {err}") from None
+        except Exception as err:  # zstandard.ZstdError is not an OSError subclass
+            if type(err).__name__ == "ZstdError":
+                raise LayerError(f"corrupt {self._what} layer stream: {err}") from None
+            raise
+        buf[: len(data)] = data
+        return len(data)
+
+
+def open_decompressed(fileobj: BinaryIO) -> BinaryIO:
+    """A stream of the tar bytes in `fileobj`, decompressed by what its magic says.
+
+    Reads forward only (works on pipes and HTTP bodies); never seeks.
+    """
+    head = _read_exact(fileobj, 4)
+    raw = io.BufferedReader(_Prefixed(head, fileobj), buffer_size=1 << 20)
+    kind = sniff(head)
+    if kind is Compression.NONE:
+        return raw
+    inner: BinaryIO
+    if kind is Compression.GZIP:
+        import gzip
+
+        inner = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+    else:
+        import zstandard
+
+        inner = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+    return io.BufferedReader(_Checked(inner, kind.value), buffer_size=1 << 20)

@@ -1,0 +1,76 @@
+"""Whiteouts, the one place that knows both forms.
+
+overlayfs (what an upper dir holds, and what unpacked layers hold so they can be lowerdirs):
+  - a deleted entry is a char device 0/0 (or, since Linux 6.7, a regular file carrying the
+    `overlay.whiteout` xattr);
+  - an opaque dir carries the xattr `trusted.overlay.opaque` = "y" (`user.overlay.opaque`
+    on userxattr mounts).
+OCI (what a layer tar holds):
+  - a deleted entry `name` is an empty file `.wh.name` beside it;
+  - an opaque dir holds an empty file `.wh..wh..opq`.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_OVERLAY_NAMESPACES = ("trusted.overlay.", "user.overlay.")
+# overlayfs features whose meaning a tar layer cannot carry: a renamed dir (redirect) and a
+# metadata-only copy-up (metacopy). Sandboxes must mount with redirect_dir=off,metacopy=off.
+_UNREPRESENTABLE = ("redirect", "metacopy")
+
+
+def is_overlay_xattr(name: str) -> bool:
+    """An overlayfs-private xattr: never written into a layer tar."""
+    return name.startswith(_OVERLAY_NAMESPACES)
+
+
+def is_overlay_whiteout(st: os.stat_result, xattrs: dict[str, bytes] | None = None) -> bool:
+    """Is this upper-dir entry a whiteout (a deleted lower entry)?"""
+    if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+        return True
+    if xattrs and stat.S_ISREG(st.st_mode) and st.st_size == 0:
+        return any(xattrs.get(ns + "whiteout") is not None for ns in _OVERLAY_NAMESPACES)
+    return False
+
+
+def is_overlay_opaque(xattrs: dict[str, bytes]) -> bool:
+    return any(xattrs.get(ns + "opaque") == b"y" for ns in _OVERLAY_NAMESPACES)
+
+
+def unrepresentable(xattrs: dict[str, bytes]) -> str | None:
+    """The name of an overlay feature in use that a tar layer cannot express, if any."""
+    for ns in _OVERLAY_NAMESPACES:
+        for feature in _UNREPRESENTABLE:
+            if ns + feature in xattrs:
+                return feature
+    return None
+
+
+def oci_whiteout_name(name: str) -> str:
+    """The OCI marker for a deleted entry `name` (a base name)."""
+    return WHITEOUT_PREFIX + name
+
+
+def oci_whiteout_target(name: str) -> str | None:
+    """For a base name `.wh.x`, the deleted entry `x`; None if not a (plain) whiteout."""
+    if name.startswith(WHITEOUT_PREFIX) and name != OPAQUE_MARKER:
+        return name[len(WHITEOUT_PREFIX) :]
+    return None
+
+
+def is_oci_opaque(name: str) -> bool:
+    return name == OPAQUE_MARKER
+
+
+def make_overlay_whiteout(name: str, dir_fd: int) -> None:
+    """Create the overlayfs whiteout for `name` in the directory `dir_fd`."""
+    os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dir_fd)
+
+
+def make_overlay_opaque(dir_fd: int) -> None:
+    os.setxattr(dir_fd, OPAQUE_XATTR, b"y")

@@ -1,0 +1,119 @@
+"""Expand exactly the fields of an instruction that BuildKit expands, and nothing else.
+
+RUN, CMD and ENTRYPOINT (both forms) are left to the shell in the image; HEALTHCHECK, SHELL,
+MAINTAINER and ONBUILD triggers are stored raw; COPY --from is never expanded. Heredoc bodies
+of COPY/ADD with an unquoted delimiter are expanded with quotes left alone (they belong to the
+file's text); RUN heredocs are the shell's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+
+from builder.errors import RecipeError
+from builder.recipe import instructions as ins
+from builder.recipe.expand import ExpansionError, expand_word, expand_words, process_word
+from builder.recipe.tree import Heredoc
+
+# Heredoc bodies always use backslash (BuildKit builds a fresh lexer for them).
+_HEREDOC_ESCAPE = "\\"
+
+
+class _Resolver:
+    def __init__(self, env: Mapping[str, str], escape: str) -> None:
+        self.env = env
+        self.escape = escape
+
+    def word(self, text: str) -> str:
+        return expand_word(text, self.env, self.escape)
+
+    def maybe(self, text: str | None) -> str | None:
+        return None if text is None else self.word(text)
+
+    def words(self, texts: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(self.word(t) for t in texts)
+
+    def pairs(self, pairs: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        return tuple((self.word(k), self.word(v)) for k, v in pairs)
+
+    def heredocs(self, docs: tuple[Heredoc, ...]) -> tuple[Heredoc, ...]:
+        return tuple(
+            dataclasses.replace(
+                d,
+                content=process_word(d.content, self.env, _HEREDOC_ESCAPE, skip_quotes=True).text,
+            )
+            if d.expand
+            else d
+            for d in docs
+        )
+
+    def mount(self, spec: str) -> str:
+        # `type=cache,target=$DIR,id=x`: each field's value is expanded on its own, so a
+        # comma produced by a variable cannot inject a new field.
+        fields = []
+        for field in spec.split(","):
+            key, eq, value = field.partition("=")
+            fields.append(f"{key}={self.word(value)}" if eq else field)
+        return ",".join(fields)
+
+    def resolve(self, instr: ins.Instruction) -> ins.Instruction:
+        r = dataclasses.replace
+        match instr:
+            case ins.From():
+                return r(instr, image=self.word(instr.image), platform=self.maybe(instr.platform))
+            case ins.Env() | ins.Label():
+                return r(instr, pairs=self.pairs(instr.pairs))
+            case ins.Arg():
+                return r(instr, args=tuple((self.word(n), self.maybe(d)) for n, d in instr.args))
+            case ins.Workdir():
+                return r(instr, path=self.word(instr.path))
+            case ins.User():
+                return r(instr, user=self.word(instr.user))
+            case ins.Stopsignal():
+                return r(instr, signal=self.word(instr.signal))
+            case ins.Volume():
+                return r(instr, paths=self.words(instr.paths))
+            case ins.Expose():
+                # Multi-word: `EXPOSE $PORTS` with PORTS="80 443" is two ports.
+                ports = tuple(
+                    p for text in instr.ports for p in expand_words(text, self.env, self.escape)
+                )
+                return r(instr, ports=ports)
+            case ins.Copy():
+                return r(
+                    instr,
+                    sources=self.words(instr.sources),
+                    dest=self.word(instr.dest),
+                    chown=self.maybe(instr.chown),
+                    chmod=self.maybe(instr.chmod),
+                    heredocs=self.heredocs(instr.heredocs),
+                )
+            case ins.Add():
+                return r(
+                    instr,
+                    sources=self.words(instr.sources),
+                    dest=self.word(instr.dest),
+                    chown=self.maybe(instr.chown),
+                    chmod=self.maybe(instr.chmod),
+                    checksum=self.maybe(instr.checksum),
+                    heredocs=self.heredocs(instr.heredocs),
+                )
+            case ins.Run():
+                return r(instr, mounts=tuple(self.mount(m) for m in instr.mounts))
+            case _:
+                return instr
+
+
+def resolve(instr: ins.Instruction, env: Mapping[str, str], escape: str) -> ins.Instruction:
+    """A copy of `instr` with the fields BuildKit expands expanded and unquoted.
+
+    `env` is what `$x` sees at this step (StageScope.expansion_env(), or the global args for
+    FROM). An expansion error becomes a RecipeError at the instruction's location.
+    """
+    try:
+        return _Resolver(env, escape).resolve(instr)
+    except ExpansionError as err:
+        raise RecipeError(
+            f"{instr.keyword}: {err}", instr.location, "check the ${...} syntax and quotes"
+        ) from None

@@ -1,0 +1,456 @@
+"""Syntax-tree Nodes to typed instructions, validating flags and arity as BuildKit does.
+
+Every string stays raw (quotes kept, variables unexpanded): `resolve.resolve()` expands the
+fields BuildKit expands once the stage's scope is known. Errors carry FILE:LINE:COL, the
+source line for the caret, and a hint saying what the instruction expects.
+"""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from builder.errors import RecipeError, SourceLocation
+from builder.recipe import instructions as ins
+from builder.recipe.tree import Node, SyntaxTree
+
+
+class FlagKind(enum.Enum):
+    STRING = "string"
+    BOOL = "bool"
+    LIST = "list"  # repeatable string flag (--mount, --exclude)
+
+
+class FlagError(ValueError):
+    """A flag problem; `word` is the offending flag word, for the caret."""
+
+    def __init__(self, message: str, word: str) -> None:
+        super().__init__(message)
+        self.word = word
+
+
+@dataclass(frozen=True)
+class ParsedFlags:
+    strings: Mapping[str, str]
+    bools: Mapping[str, bool]
+    lists: Mapping[str, tuple[str, ...]]
+
+    def string(self, name: str) -> str | None:
+        return self.strings.get(name)
+
+    def flag(self, name: str) -> bool:
+        return self.bools.get(name, False)
+
+    def many(self, name: str) -> tuple[str, ...]:
+        return self.lists.get(name, ())
+
+
+_S, _B, _L = FlagKind.STRING, FlagKind.BOOL, FlagKind.LIST
+
+# Which flags each instruction accepts (BuildKit's dockerfile frontend, stable + labs).
+ALLOWED: Mapping[str, Mapping[str, FlagKind]] = {
+    "FROM": {"platform": _S},
+    "RUN": {"mount": _L, "network": _S, "security": _S},
+    "COPY": {"from": _S, "chown": _S, "chmod": _S, "link": _B, "parents": _B, "exclude": _L},
+    "ADD": {
+        "chown": _S,
+        "chmod": _S,
+        "link": _B,
+        "checksum": _S,
+        "keep-git-dir": _B,
+        "exclude": _L,
+    },
+    "HEALTHCHECK": {
+        "interval": _S,
+        "timeout": _S,
+        "start-period": _S,
+        "start-interval": _S,
+        "retries": _S,
+    },
+}
+
+
+def parse_flags(keyword: str, words: tuple[str, ...]) -> ParsedFlags:
+    """Validate `words` (e.g. "--from=build", "--link") for instruction `keyword`."""
+    allowed = ALLOWED.get(keyword, {})
+    strings: dict[str, str] = {}
+    bools: dict[str, bool] = {}
+    lists: dict[str, list[str]] = {}
+    for word in words:
+        if not word.startswith("--"):
+            raise FlagError(f"invalid flag syntax: {word!r}", word)
+        name, has_value, value = word[2:].partition("=")
+        kind = allowed.get(name)
+        if kind is None:
+            raise FlagError(f"unknown flag: --{name} for {keyword}", word)
+        if kind is FlagKind.BOOL:
+            if name in bools:
+                raise FlagError(f"duplicate flag specified: --{name}", word)
+            if not has_value or value.lower() == "true":
+                bools[name] = True
+            elif value.lower() == "false":
+                bools[name] = False
+            else:
+                raise FlagError(f"expecting boolean value for flag {name}, not: {value}", word)
+            continue
+        if not has_value:
+            raise FlagError(f"missing a value on flag: --{name}", word)
+        if kind is FlagKind.LIST:
+            lists.setdefault(name, []).append(value)
+        elif name in strings:
+            raise FlagError(f"duplicate flag specified: --{name}", word)
+        else:
+            strings[name] = value
+    return ParsedFlags(strings, bools, {k: tuple(v) for k, v in lists.items()})
+
+
+# BuildKit's stage-name rule (after lower-casing).
+STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
+# A Go duration as time.ParseDuration takes it ("1m30s", "0", ".5s"), for HEALTHCHECK.
+_DURATION = re.compile(r"^(0|([0-9]*\.?[0-9]+(ns|us|µs|μs|ms|s|m|h))+)$")
+_ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
+
+USAGE: Mapping[str, str] = {
+    "FROM": "usage: FROM [--platform=<platform>] <image> [AS <name>]",
+    "RUN": "usage: RUN [--mount=...] [--network=...] [--security=...] <command>",
+    "COPY": "usage: COPY [--from=<stage>] [--chown=...] [--chmod=...] [--link] <src>... <dest>",
+    "ADD": "usage: ADD [--chown=...] [--chmod=...] [--checksum=...] [--link] <src>... <dest>",
+    "ENV": "usage: ENV <key>=<value> ...",
+    "LABEL": "usage: LABEL <key>=<value> ...",
+    "ARG": "usage: ARG <name>[=<default>] ...",
+    "WORKDIR": "usage: WORKDIR <path>",
+    "USER": "usage: USER <user>[:<group>]",
+    "CMD": 'usage: CMD ["executable", "arg"...] or CMD command line',
+    "ENTRYPOINT": 'usage: ENTRYPOINT ["executable", "arg"...] or ENTRYPOINT command line',
+    "SHELL": 'usage: SHELL ["executable", "parameters"]',
+    "EXPOSE": "usage: EXPOSE <port>[/<protocol>] ...",
+    "VOLUME": 'usage: VOLUME <path>... or VOLUME ["<path>", ...]',
+    "STOPSIGNAL": "usage: STOPSIGNAL <signal>",
+    "HEALTHCHECK": "usage: HEALTHCHECK [--interval=...] [--retries=N] CMD <command>, or NONE",
+    "ONBUILD": "usage: ONBUILD <instruction>",
+    "MAINTAINER": "usage: MAINTAINER <name> (deprecated: use LABEL)",
+}
+KNOWN = tuple(USAGE)
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What every converter needs: the node, its flags and how to raise at it."""
+
+    node: Node
+    filename: str
+    flags: ParsedFlags
+
+    @property
+    def location(self) -> SourceLocation:
+        return node_location(self.node, self.filename)
+
+    def error(self, message: str, hint: str | None = None, word: str | None = None) -> RecipeError:
+        loc = self.location
+        if word is not None:
+            col = self.node.source_line.find(word)
+            if col >= 0:
+                loc = SourceLocation(loc.filename, loc.line, col + 1, loc.source_line)
+        return RecipeError(message, loc, hint if hint is not None else USAGE.get(self.node.cmd))
+
+
+def node_location(node: Node, filename: str) -> SourceLocation:
+    return SourceLocation(filename, node.start_line, node.column, node.source_line or None)
+
+
+def _from(c: _Ctx) -> ins.Instruction:
+    args = c.node.value
+    if len(args) not in (1, 3) or (len(args) == 3 and args[1].lower() != "as"):
+        raise c.error("FROM requires either one argument, or three: FROM <source> AS <name>")
+    stage = None
+    if len(args) == 3:
+        stage = args[2].lower()
+        if not STAGE_NAME.match(stage):
+            raise c.error(
+                f"invalid name for build stage: {args[2]!r}",
+                "a stage name starts with a letter and holds only a-z 0-9 - _ .",
+                word=args[2],
+            )
+    return ins.From(
+        location=c.location,
+        original=c.node.original,
+        image=args[0],
+        stage_name=stage,
+        platform=c.flags.string("platform"),
+    )
+
+
+def _choice(c: _Ctx, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = c.flags.string(name)
+    if value is not None and value not in allowed:
+        raise c.error(
+            f"invalid --{name}={value}", f"one of: {', '.join(allowed)}", word=f"--{name}"
+        )
+    return value
+
+
+def _run(c: _Ctx) -> ins.Instruction:
+    if not c.node.value:
+        raise c.error("RUN requires at least one argument")
+    return ins.Run(
+        location=c.location,
+        original=c.node.original,
+        command=c.node.value,
+        exec_form=c.node.json,
+        heredocs=c.node.heredocs,
+        mounts=c.flags.many("mount"),
+        network=_choice(c, "network", ("default", "none", "host")),
+        security=_choice(c, "security", ("sandbox", "insecure")),
+    )
+
+
+def _sources_dest(c: _Ctx) -> tuple[tuple[str, ...], str]:
+    args = c.node.value
+    if len(args) < 2:
+        kw = c.node.cmd
+        got = "none was" if not args else "only one was"
+        raise c.error(f"{kw} requires at least two arguments, but {got} provided")
+    return args[:-1], args[-1]
+
+
+def _copy(c: _Ctx) -> ins.Instruction:
+    sources, dest = _sources_dest(c)
+    return ins.Copy(
+        location=c.location,
+        original=c.node.original,
+        sources=sources,
+        dest=dest,
+        from_stage=c.flags.string("from"),
+        chown=c.flags.string("chown"),
+        chmod=c.flags.string("chmod"),
+        link=c.flags.flag("link"),
+        parents=c.flags.flag("parents"),
+        exclude=c.flags.many("exclude"),
+        heredocs=c.node.heredocs,
+    )
+
+
+def _add(c: _Ctx) -> ins.Instruction:
+    sources, dest = _sources_dest(c)
+    return ins.Add(
+        location=c.location,
+        original=c.node.original,
+        sources=sources,
+        dest=dest,
+        chown=c.flags.string("chown"),
+        chmod=c.flags.string("chmod"),
+        link=c.flags.flag("link"),
+        checksum=c.flags.string("checksum"),
+        keep_git_dir=c.flags.flag("keep-git-dir"),
+        exclude=c.flags.many("exclude"),
+        heredocs=c.node.heredocs,
+    )
+
+
+def _pairs(c: _Ctx) -> tuple[tuple[str, str], ...]:
+    # The parser gives (key, value, separator) triples; the separator is not needed here.
+    value = c.node.value
+    if not value or len(value) % 3:
+        raise c.error(f"{c.node.cmd} requires at least one argument")
+    pairs = tuple((value[i], value[i + 1]) for i in range(0, len(value), 3))
+    for key, _ in pairs:
+        if not key:
+            raise c.error(f"{c.node.cmd} names can not be blank")
+    return pairs
+
+
+def _env(c: _Ctx) -> ins.Instruction:
+    return ins.Env(location=c.location, original=c.node.original, pairs=_pairs(c))
+
+
+def _label(c: _Ctx) -> ins.Instruction:
+    return ins.Label(location=c.location, original=c.node.original, pairs=_pairs(c))
+
+
+def _arg(c: _Ctx) -> ins.Instruction:
+    if not c.node.value:
+        raise c.error("ARG requires at least one argument")
+    args: list[tuple[str, str | None]] = []
+    for word in c.node.value:
+        name, has_default, default = word.partition("=")
+        if not name:
+            raise c.error("ARG names can not be blank", word=word)
+        args.append((name, default if has_default else None))
+    return ins.Arg(location=c.location, original=c.node.original, args=tuple(args))
+
+
+def _one(c: _Ctx) -> str:
+    if len(c.node.value) != 1 or not c.node.value[0].strip():
+        raise c.error(f"{c.node.cmd} requires exactly one argument")
+    return c.node.value[0]
+
+
+def _workdir(c: _Ctx) -> ins.Instruction:
+    return ins.Workdir(location=c.location, original=c.node.original, path=_one(c))
+
+
+def _user(c: _Ctx) -> ins.Instruction:
+    return ins.User(location=c.location, original=c.node.original, user=_one(c))
+
+
+def _stopsignal(c: _Ctx) -> ins.Instruction:
+    return ins.Stopsignal(location=c.location, original=c.node.original, signal=_one(c))
+
+
+def _maintainer(c: _Ctx) -> ins.Instruction:
+    return ins.Maintainer(location=c.location, original=c.node.original, name=_one(c))
+
+
+def _cmd(c: _Ctx) -> ins.Instruction:
+    return ins.Cmd(
+        location=c.location, original=c.node.original, command=c.node.value, exec_form=c.node.json
+    )
+
+
+def _entrypoint(c: _Ctx) -> ins.Instruction:
+    return ins.Entrypoint(
+        location=c.location,
+        original=c.node.original,
+        command=c.node.value,
+        exec_form=c.node.json,
+    )
+
+
+def _shell(c: _Ctx) -> ins.Instruction:
+    if not c.node.json:
+        raise c.error("SHELL requires the arguments to be in JSON form")
+    if not c.node.value:
+        raise c.error("SHELL requires at least one argument")
+    return ins.Shell(location=c.location, original=c.node.original, argv=c.node.value)
+
+
+def _expose(c: _Ctx) -> ins.Instruction:
+    if not c.node.value:
+        raise c.error("EXPOSE requires at least one argument")
+    return ins.Expose(location=c.location, original=c.node.original, ports=c.node.value)
+
+
+def _volume(c: _Ctx) -> ins.Instruction:
+    if not c.node.value:
+        raise c.error("VOLUME requires at least one argument")
+    return ins.Volume(location=c.location, original=c.node.original, paths=c.node.value)
+
+
+def _healthcheck(c: _Ctx) -> ins.Instruction:
+    args = c.node.value
+    if not args:
+        raise c.error("HEALTHCHECK requires at least one argument")
+    kind = args[0].upper()
+    if kind == "NONE":
+        if len(args) != 1:
+            raise c.error("HEALTHCHECK NONE takes no arguments")
+        if c.flags.strings:
+            raise c.error("HEALTHCHECK NONE takes no flags", word=c.node.flags[0])
+        return ins.Healthcheck(location=c.location, original=c.node.original, test=("NONE",))
+    if kind != "CMD":
+        raise c.error(f"unknown type {args[0]} in HEALTHCHECK", "try CMD or NONE", word=args[0])
+    if len(args) < 2 or (not c.node.json and not args[1].strip()):
+        raise c.error("missing command after HEALTHCHECK CMD")
+    test = ("CMD", *args[1:]) if c.node.json else ("CMD-SHELL", args[1])
+    durations: dict[str, str | None] = {}
+    for flag in ("interval", "timeout", "start-period", "start-interval"):
+        value = c.flags.string(flag)
+        if value is not None and not _DURATION.match(value):
+            raise c.error(
+                f"invalid duration --{flag}={value}", "e.g. 30s, 1m30s, 500ms", word=f"--{flag}"
+            )
+        durations[flag.replace("-", "_")] = value
+    retries_text = c.flags.string("retries")
+    retries = None
+    if retries_text is not None:
+        if not retries_text.isdecimal():
+            raise c.error(
+                f"invalid --retries={retries_text}", "a whole number >= 0", word="--retries"
+            )
+        retries = int(retries_text)
+    return ins.Healthcheck(
+        location=c.location,
+        original=c.node.original,
+        test=test,
+        retries=retries,
+        **durations,
+    )
+
+
+def _onbuild(c: _Ctx) -> ins.Instruction:
+    inner = c.node.inner
+    if inner is None:
+        if not c.node.sub_cmd:
+            raise c.error("ONBUILD requires at least one argument")
+        trigger_text = _ONBUILD_PREFIX.sub("", c.node.original)
+        inner = Node(
+            cmd=c.node.sub_cmd.upper(),
+            sub_cmd=None,
+            json=c.node.json,
+            original=trigger_text,
+            start_line=c.node.start_line,
+            end_line=c.node.end_line,
+            flags=c.node.flags,
+            value=c.node.value,
+            heredocs=c.node.heredocs,
+            column=c.node.column,
+            source_line=c.node.source_line,
+        )
+    if inner.cmd == "ONBUILD":
+        raise c.error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+    if inner.cmd in ("FROM", "MAINTAINER"):
+        raise c.error(f"{inner.cmd} isn't allowed as an ONBUILD trigger")
+    instruction = to_instruction(inner, c.filename)
+    return ins.Onbuild(
+        location=c.location,
+        original=c.node.original,
+        trigger=_ONBUILD_PREFIX.sub("", c.node.original),
+        instruction=instruction,
+    )
+
+
+_CONVERTERS: Mapping[str, Callable[[_Ctx], ins.Instruction]] = {
+    "FROM": _from,
+    "RUN": _run,
+    "COPY": _copy,
+    "ADD": _add,
+    "ENV": _env,
+    "LABEL": _label,
+    "ARG": _arg,
+    "WORKDIR": _workdir,
+    "USER": _user,
+    "CMD": _cmd,
+    "ENTRYPOINT": _entrypoint,
+    "SHELL": _shell,
+    "EXPOSE": _expose,
+    "VOLUME": _volume,
+    "STOPSIGNAL": _stopsignal,
+    "HEALTHCHECK": _healthcheck,
+    "ONBUILD": _onbuild,
+    "MAINTAINER": _maintainer,
+}
+
+
+def to_instruction(node: Node, filename: str) -> ins.Instruction:
+    """One Node to its typed instruction; RecipeError on anything BuildKit would reject."""
+    cmd = node.cmd.upper()
+    convert = _CONVERTERS.get(cmd)
+    location = node_location(node, filename)
+    if convert is None:
+        close = difflib.get_close_matches(cmd, KNOWN, n=1)
+        hint = f"did you mean {close[0]}?" if close else None
+        raise RecipeError(f"unknown instruction: {node.cmd}", location, hint)
+    try:
+        flags = parse_flags(cmd, node.flags)
+    except FlagError as err:
+        ctx = _Ctx(node, filename, ParsedFlags({}, {}, {}))
+        raise ctx.error(str(err), word=err.word) from None
+    return convert(_Ctx(node, filename, flags))
+
+
+def to_instructions(tree: SyntaxTree) -> tuple[ins.Instruction, ...]:
+    """Every Node of `tree`, in order, as typed instructions."""
+    return tuple(to_instruction(node, tree.filename) for node in tree.nodes)

@@ -1,0 +1,84 @@
+"""Assemble a container from an image (overlay of its unpacked layers) and run it."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from builder.errors import UsageError
+from builder.image.config import ImageConfig
+from builder.sandbox import OverlayRoot, SandboxSpec, run
+from builder.store import Store
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    image: str
+    args: tuple[str, ...] = ()  # replaces the image's CMD when given
+    entrypoint: str | None = None  # replaces the image's ENTRYPOINT ("" clears it)
+    env: tuple[str, ...] = ()  # "K=V" added to (or replacing in) the image's env
+    workdir: str | None = None
+    user: str | None = None
+    network: str = "none"
+    hostname: str | None = None
+    remove: bool = False  # --rm: drop the container's writable layer when it exits
+
+
+def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
+    """docker's rule: ENTRYPOINT + (args or CMD); --entrypoint drops the image's CMD."""
+    cc = config.config
+    if options.entrypoint is not None:
+        entry: tuple[str, ...] = (options.entrypoint,) if options.entrypoint else ()
+        cmd = options.args
+    else:
+        entry = tuple(cc.entrypoint or ())
+        cmd = options.args or tuple(cc.cmd or ())
+    argv = entry + cmd
+    if not argv:
+        raise UsageError(f"{options.image}: the image has no ENTRYPOINT or CMD; give a command")
+    return argv
+
+
+def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
+    env: dict[str, str] = {}
+    for item in (*config.config.env, *extra):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"-e {item}: expected KEY=VALUE")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
+    return tuple(f"{k}={v}" for k, v in env.items())
+
+
+def run_image(store: Store, options: RunOptions) -> int:
+    """Run the image's process; returns its exit status (128+N when killed by signal N)."""
+    manifest = store.manifest(store.resolve(options.image))
+    config = store.config(manifest)
+    lowers = tuple(
+        store.layer_dir(layer, diff_id)
+        for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
+    )
+    container_id = secrets.token_hex(6)
+    home = store.root / "containers" / container_id
+    (home / "upper").mkdir(parents=True)
+    (home / "work").mkdir()
+    spec = SandboxSpec(
+        root=OverlayRoot(lowers=lowers, upper=home / "upper", work=home / "work"),
+        argv=argv_for(config, options),
+        env=env_for(config, options.env),
+        cwd=options.workdir or config.config.working_dir or "/",
+        user=options.user if options.user is not None else (config.config.user or ""),
+        hostname=options.hostname or container_id,
+        network="host" if options.network == "host" else "none",
+    )
+    try:
+        return run(spec)
+    finally:
+        if options.remove:
+            shutil.rmtree(home, ignore_errors=True)
+        else:
+            shutil.rmtree(home / "work", ignore_errors=True)

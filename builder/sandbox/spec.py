@@ -1,0 +1,93 @@
+"""The value that describes one sandboxed process: its root, command, ids, mounts and stdio.
+
+RUN steps and `builder run` build this value differently and execute it the same way.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Literal
+
+from builder.errors import SandboxError
+
+# Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
+DEVNULL: Final = -3
+
+# Docker's default, used when `env` has no PATH (for the lookup and in the process's env).
+DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class OverlayRoot:
+    """An overlayfs root. `lowers` are bottom-first (base first); the upper dir IS the diff."""
+
+    lowers: tuple[Path, ...]
+    upper: Path
+    work: Path
+
+
+@dataclass(frozen=True)
+class DirRoot:
+    """A plain directory used as the root (bind-mounted, optionally read-only)."""
+
+    path: Path
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount inside the root: a bind of a host path, or a fresh tmpfs."""
+
+    target: str
+    kind: Literal["bind", "tmpfs"]
+    source: Path | None = None
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    root: OverlayRoot | DirRoot
+    argv: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = "builder"
+    network: Literal["none", "host"] = "none"
+    mounts: tuple[Mount, ...] = ()
+    stdin: int | None = None
+    stdout: int | None = None
+    stderr: int | None = None
+
+    def validate(self, *, need_argv: bool = True) -> None:
+        """Reject what the kernel would reject later with a less helpful message."""
+        if need_argv and not self.argv:
+            raise SandboxError("sandbox: empty command")
+        if any("\0" in a for a in self.argv):
+            raise SandboxError("sandbox: NUL byte in the command")
+        for item in self.env:
+            if "=" not in item or item.startswith("=") or "\0" in item:
+                raise SandboxError(f"sandbox: bad environment entry {item!r} (want K=V)")
+        if not self.cwd.startswith("/"):
+            raise SandboxError(f"sandbox: working directory {self.cwd!r} is not absolute")
+        if not self.hostname or len(self.hostname.encode()) > 64 or "\0" in self.hostname:
+            raise SandboxError(f"sandbox: bad hostname {self.hostname!r}")
+        if self.network not in ("none", "host"):
+            raise SandboxError(f"sandbox: unknown network mode {self.network!r}")
+        for m in self.mounts:
+            if not m.target.startswith("/") or normalize(m.target) == "/":
+                raise SandboxError(f"sandbox: bad mount target {m.target!r}")
+            if m.kind == "bind" and m.source is None:
+                raise SandboxError(f"sandbox: bind mount on {m.target} has no source")
+            if m.kind not in ("bind", "tmpfs"):
+                raise SandboxError(f"sandbox: unknown mount kind {m.kind!r}")
+        root = self.root
+        if isinstance(root, OverlayRoot) and len(root.lowers) > 500:
+            # The kernel's overlay stack limit (OVL_MAX_STACK).
+            raise SandboxError(f"sandbox: {len(root.lowers)} layers exceed overlayfs' 500")
+
+
+def normalize(target: str) -> str:
+    """An absolute, lexically clean path ('..' cannot climb above '/')."""
+    return posixpath.normpath("/" + target).replace("//", "/")

@@ -1,0 +1,138 @@
+"""The Linux system calls Python 3.11 does not wrap, through ctypes on libc.
+
+Every wrapper raises SyscallError (a SandboxError carrying the errno) naming the call and
+its argument, so a failed setup step reads as `mount /proc: Operation not permitted`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import struct
+
+from builder.errors import SandboxError
+
+# <sched.h>
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# <sys/mount.h>
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_NOEXEC = 0x8
+MS_REMOUNT = 0x20
+MS_NOATIME = 0x400
+MS_NODIRATIME = 0x800
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MNT_DETACH = 0x2
+
+# <linux/prctl.h>
+PR_SET_PDEATHSIG = 1
+
+# <linux/openat2.h>
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_IN_ROOT = 0x10
+
+# x86_64 and aarch64 share neither table, so name both (the others are rare hosts).
+_SYSCALLS = {
+    "x86_64": {"pivot_root": 155, "openat2": 437},
+    "aarch64": {"pivot_root": 41, "openat2": 437},
+}
+
+
+class SyscallError(SandboxError):
+    """A system call failed during sandbox setup; `errno` is the kernel's answer."""
+
+    def __init__(self, what: str, errno: int) -> None:
+        super().__init__(f"{what}: {os.strerror(errno)}")
+        self.errno = errno
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # A read-only handle, loaded once; find_library would spawn ldconfig (slow start).
+    return ctypes.CDLL("libc.so.6", use_errno=True)
+
+
+def _nr(name: str) -> int:
+    machine = os.uname().machine
+    table = _SYSCALLS.get(machine)
+    if table is None:
+        raise SandboxError(f"sandbox: unsupported architecture {machine}")
+    return table[name]
+
+
+def _check(ret: int, what: str) -> int:
+    if ret < 0:
+        raise SyscallError(what, ctypes.get_errno())
+    return ret
+
+
+def _b(value: str | None) -> bytes | None:
+    return None if value is None else os.fsencode(value)
+
+
+def unshare(flags: int) -> None:
+    _check(_libc().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
+
+
+def mount(
+    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+) -> None:
+    """mount(2). `what` in errors is the target: the caller passes a readable path."""
+    ret = _libc().mount(
+        _b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)
+    )
+    _check(ret, f"mount {fstype or 'bind'} on {target}")
+
+
+def umount2(target: str, flags: int) -> None:
+    _check(_libc().umount2(_b(target), ctypes.c_int(flags)), f"umount {target}")
+
+
+def pivot_root(new_root: str, put_old: str) -> None:
+    libc = _libc()
+    ret = libc.syscall(ctypes.c_long(_nr("pivot_root")), _b(new_root), _b(put_old))
+    _check(ret, f"pivot_root {new_root}")
+
+
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc().sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name}")
+
+
+def set_pdeathsig(signum: int) -> None:
+    """Ask the kernel to send `signum` to us when the thread that forked us dies."""
+    ret = _libc().prctl(
+        ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signum), ctypes.c_ulong(0),
+        ctypes.c_ulong(0), ctypes.c_ulong(0),
+    )
+    _check(ret, "prctl(PR_SET_PDEATHSIG)")
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): with RESOLVE_IN_ROOT every symlink and `..` stays below `dirfd`.
+
+    Raises OSError (not SyscallError) because callers branch on ENOENT/EEXIST.
+    """
+    how = struct.pack("=QQQ", flags, mode, resolve)
+    buf = ctypes.create_string_buffer(how, len(how))
+    ret = _libc().syscall(
+        ctypes.c_long(_nr("openat2")), ctypes.c_int(dirfd), os.fsencode(path), buf,
+        ctypes.c_size_t(len(how)),
+    )
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), path)
+    return int(ret)
