@@ -8,6 +8,7 @@ from builder.recipe.instructions import Recipe
 from builder.recipe.plan import BuildPlan, Stage, plan
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import StageScope
+from builder.recipe.typed import to_instructions
 
 __all__ = [
     "BuildPlan",
@@ -29,7 +30,6 @@ def load(text: str, filename: str = "Dockerfile") -> Recipe:
     """Parse and type a recipe. RecipeError on any syntax or instruction problem."""
     # Lazy: the grammar (lark) is only paid for by commands that read a recipe.
     from builder.recipe.syntax import parse_syntax
-    from builder.recipe.typed import to_instructions
 
     tree = parse_syntax(text, filename)
     return Recipe(

@@ -115,7 +115,9 @@ def remove(rootfd: int, stubs: Stubs) -> None:
                     raise
         finally:
             os.close(pfd)
-    for sub, atime_ns, mtime_ns in stubs.touched:
+    # Newest first: when several stubs went into one dir, the first record holds its
+    # original times and must be applied last.
+    for sub, atime_ns, mtime_ns in reversed(stubs.touched):
         with contextlib.suppress(FileNotFoundError):
             fd = open_path(rootfd, sub, _PATH_FLAGS | os.O_DIRECTORY)
             try:

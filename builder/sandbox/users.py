@@ -1,0 +1,91 @@
+"""Docker's `--user` syntax resolved against the ROOT's /etc/passwd and /etc/group.
+
+Read after pivot_root, so the names are the image's, never the host's. The files are
+untrusted: malformed lines are skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from builder.errors import SandboxError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+@dataclass(frozen=True)
+class _Passwd:
+    name: str
+    uid: int
+    gid: int
+    home: str
+
+
+def _read_lines(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = f.read(1 << 22)
+    except OSError:
+        return []
+    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+
+
+def _passwd(path: str) -> list[_Passwd]:
+    out = []
+    for f in _read_lines(path):
+        if len(f) >= 6 and f[2].isdigit() and f[3].isdigit():
+            out.append(_Passwd(f[0], int(f[2]), int(f[3]), f[5] or "/"))
+    return out
+
+
+def _groups(path: str) -> list[tuple[str, int, tuple[str, ...]]]:
+    out = []
+    for f in _read_lines(path):
+        if len(f) >= 4 and f[2].isdigit():
+            members = tuple(m.strip() for m in f[3].split(",") if m.strip())
+            out.append((f[0], int(f[2]), members))
+    return out
+
+
+def _id(text: str) -> int | None:
+    if text.isdigit() and int(text) < 2**32 - 1:
+        return int(text)
+    return None
+
+
+def resolve(user: str, etc: str = "/etc") -> Credentials:
+    """"" -> 0:0; "name", "uid", "uid:gid", "name:group" (any mix), like docker."""
+    name, _, group = user.partition(":")
+    if not name:
+        if group:
+            raise SandboxError(f"user {user!r}: no user before ':'")
+        name = "0"
+    users = _passwd(f"{etc}/passwd")
+    uid = _id(name)
+    entry = next((u for u in users if (u.uid == uid if uid is not None else u.name == name)), None)
+    if entry is None and uid is None:
+        raise SandboxError(f"user {name!r} not found in the image's /etc/passwd")
+    uid = entry.uid if entry else uid
+    assert uid is not None
+    gid = entry.gid if entry else 0
+    home = entry.home if entry else "/"
+    groups = _groups(f"{etc}/group")
+    if group:
+        gid_given = _id(group)
+        if gid_given is None:
+            match = next((g for g in groups if g[0] == group), None)
+            if match is None:
+                raise SandboxError(f"group {group!r} not found in the image's /etc/group")
+            gid_given = match[1]
+        gid = gid_given
+    supplementary = [gid]
+    if entry is not None and not group:
+        # Docker adds the groups that list the user, only when no group was given.
+        supplementary += [g[1] for g in groups if entry.name in g[2] and g[1] != gid]
+    return Credentials(uid, gid, tuple(supplementary), home)

@@ -1,0 +1,173 @@
+"""A recipe becomes an OCI image and runs, end to end, checked by the real oracles."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, SHARED, Builder
+
+HELLO = REPO / "recipes" / "hello"
+
+
+def _recipe(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> Path:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(text)
+    for name, content in (files or {}).items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(content)
+    return context
+
+
+def test_hello_builds_and_runs(builder: Builder) -> None:
+    built = builder("build", "--progress", "plain", "-t", "hello", HELLO)
+    assert "[1/" in built.stderr and "RUN echo" in built.stderr
+    ran = builder("run", "--rm", "hello")
+    assert ran.stdout.splitlines() == [
+        "hello from builder, built in /app",
+        "This file was copied from the build context by COPY.",
+    ]
+
+
+def test_run_exits_with_the_process_status_and_overrides_cmd(builder: Builder) -> None:
+    builder("build", "-t", "hello", HELLO)
+    assert builder("run", "--rm", "hello", "sh", "-c", "exit 7", check=False).status == 7
+    ran = builder("run", "--rm", "-e", "X=42", "hello", "sh", "-c", 'echo "$X $(pwd) $WHO"')
+    assert ran.stdout == "42 /app from builder\n"
+
+
+def test_image_config_and_history_as_docker_fills_them(builder: Builder) -> None:
+    builder("build", "-t", "hello", HELLO)
+    info = json.loads(builder("inspect", "hello").stdout)[0]
+    config = info["Config"]
+    assert config["config"]["WorkingDir"] == "/app"
+    assert config["config"]["Cmd"] == ["/bin/sh", "-c", "cat /app/built.txt /app/message/greeting.txt"]
+    assert "APP_HOME=/app" in config["config"]["Env"]
+    assert not any(e.startswith("GREETING=") for e in config["config"]["Env"])  # ARG never persists
+    layered = [h for h in config["history"] if not h.get("empty_layer")]
+    assert len(layered) == len(config["rootfs"]["diff_ids"]) == len(info["Manifest"]["layers"])
+    assert [h["created_by"].split()[0] for h in layered] == ["builder", "COPY", "RUN"]
+    assert all(layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+               for layer in info["Manifest"]["layers"][1:])
+
+
+def test_unchanged_rebuild_hits_the_cache_for_every_step(builder: Builder) -> None:
+    first = builder("build", "--progress", "plain", "-q", "-t", "hello", HELLO)
+    second = builder("build", "--progress", "plain", "-t", "hello", HELLO)
+    steps = [line for line in second.stderr.splitlines() if line.startswith("[")
+             and ("CACHED" in line or "DONE" in line)]
+    assert steps and all("CACHED" in line for line in steps), second.stderr
+    again = builder("build", "-q", "-t", "hello", HELLO).stdout
+    assert first.stdout == again
+
+
+def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> None:
+    context = _recipe(tmp_path, (
+        "FROM busybox\nRUN echo one > /one\nCOPY data.txt /data.txt\nRUN cat /data.txt > /two\n"
+    ), {"data.txt": "v1\n"})
+    builder("build", "-t", "x", context)
+    (context / "data.txt").write_text("v2\n")
+    log = builder("build", "--progress", "plain", "-t", "x", context).stderr
+    status = {line.split("]")[0]: line for line in log.splitlines() if line.startswith("[")
+              and line.rstrip().endswith(("CACHED", "s"))}
+    assert "CACHED" in status["[2/4"], log
+    assert "DONE" in status["[3/4"] and "DONE" in status["[4/4"], log
+    assert builder("run", "--rm", "x", "cat", "/two").stdout == "v2\n"
+
+
+def test_scratch_arg_env_exec_form_and_entrypoint(builder: Builder, tmp_path: Path) -> None:
+    context = _recipe(tmp_path, (
+        "ARG BASE=busybox\n"
+        "FROM $BASE AS base\n"
+        "ARG WHO=world\n"
+        "ENV GREETING=\"hello ${WHO}\"\n"
+        "RUN [\"/bin/sh\", \"-c\", \"echo $GREETING > /g\"]\n"
+        "ENTRYPOINT [\"/bin/cat\"]\n"
+        "CMD [\"/g\"]\n"
+    ))
+    builder("build", "--build-arg", "WHO=ci", "-t", "greet", context)
+    assert builder("run", "--rm", "greet").stdout == "hello ci\n"
+    assert builder("run", "--rm", "greet", "/etc/passwd").stdout.startswith("root:")
+
+
+def test_deletion_in_run_becomes_an_oci_whiteout(builder: Builder, tmp_path: Path) -> None:
+    context = _recipe(tmp_path, "FROM busybox\nRUN rm /etc/group && mkdir -p /x && touch /x/y\n")
+    builder("build", "-t", "del", context)
+    assert builder("run", "--rm", "del", "ls", "/etc/group", check=False).status != 0
+    out = tmp_path / "del.tar"
+    builder("save", "del", "-o", out)
+    with tarfile.open(out) as archive:
+        index = json.load(archive.extractfile("index.json"))  # type: ignore[arg-type]
+        manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+        manifest = json.load(archive.extractfile(f"blobs/sha256/{manifest_digest}"))  # type: ignore[arg-type]
+        top = manifest["layers"][-1]["digest"].split(":")[1]
+        blob = archive.extractfile(f"blobs/sha256/{top}").read()  # type: ignore[union-attr]
+    names = subprocess.run(["tar", "--zstd", "-t"], input=blob, capture_output=True,
+                           check=True).stdout.decode().split()
+    assert "etc/.wh.group" in names and "x/y" in names, names
+
+
+@pytest.fixture
+def saved_layout(builder: Builder, tmp_path: Path) -> Path:
+    builder("build", "-t", "hello:v1", HELLO)
+    archive = tmp_path / "hello.tar"
+    builder("save", "hello:v1", "-o", archive)
+    layout = tmp_path / "layout"
+    with tarfile.open(archive) as tar:
+        tar.extractall(layout, filter="data")
+    return layout
+
+
+def test_oracles_run_the_saved_image(saved_layout: Path) -> None:
+    """oci-image-tool validate, umoci unpack + runc run + crun run, skopeo to docker-archive."""
+    proc = subprocess.run([str(SHARED / "tools" / "oci-oracles.sh"), f"{saved_layout}:v1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "hello from builder, built in /app" in proc.stdout
+    assert proc.stdout.count("OK ") >= 5
+
+
+def test_skopeo_reads_the_oci_archive(builder: Builder, tmp_path: Path, registry: str) -> None:
+    builder("build", "-t", "hello", HELLO)
+    archive = tmp_path / "hello.tar"
+    builder("save", "hello", "-o", archive)
+    out = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True,
+                         text=True, check=True).stdout
+    info = json.loads(out)
+    ours = json.loads(builder("inspect", "hello").stdout)[0]
+    assert info["Digest"] == ours["Digest"]
+    assert len(info["Layers"]) == 3
+    # and a real registry accepts what we wrote
+    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{archive}",
+                    f"docker://{registry}/hello:latest"], check=True, capture_output=True)
+    pushed = json.loads(subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/hello:latest"],
+        capture_output=True, text=True, check=True).stdout)
+    assert pushed["Digest"] == ours["Digest"]
+
+
+def test_store_is_a_valid_oci_layout(builder: Builder) -> None:
+    builder("build", "-t", "hello", HELLO)
+    proc = subprocess.run(["oci-image-tool", "validate", "--type", "imageLayout",
+                           str(builder.root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for name in ("hello:latest", "busybox:latest"):
+        proc = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref",
+                               f"name={name}", str(builder.root)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_images_lists_and_rmi_removes(builder: Builder) -> None:
+    builder("build", "-t", "hello", HELLO)
+    rows = json.loads(builder("images", "--format", "json").stdout)
+    assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "latest"),
+                                                           ("hello", "latest")}
+    assert "hello" in builder("images").stdout
+    builder("rmi", "hello")
+    assert builder("inspect", "hello", check=False).status == 4
+    assert shutil.which("umoci")

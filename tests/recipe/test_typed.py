@@ -1,0 +1,229 @@
+"""Nodes (built by hand, as the parser yields them) to typed instructions."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.recipe import instructions as ins
+from builder.recipe.tree import Directives, Heredoc, Node, SyntaxTree
+from builder.recipe.typed import to_instruction, to_instructions
+
+
+def node(
+    cmd: str,
+    *value: str,
+    flags: tuple[str, ...] = (),
+    json: bool = False,
+    heredocs: tuple[Heredoc, ...] = (),
+    source: str | None = None,
+    inner: Node | None = None,
+) -> Node:
+    text = source or " ".join((cmd, *flags, *value))
+    return Node(
+        cmd=cmd,
+        sub_cmd=inner.cmd if inner else None,
+        json=json,
+        original=text,
+        start_line=3,
+        end_line=3,
+        flags=flags,
+        value=value,
+        heredocs=heredocs,
+        column=1,
+        source_line=text,
+        inner=inner,
+    )
+
+
+def typed(n: Node) -> ins.Instruction:
+    return to_instruction(n, "Dockerfile")
+
+
+def error(n: Node) -> RecipeError:
+    with pytest.raises(RecipeError) as info:
+        typed(n)
+    return info.value
+
+
+def test_from_stage_name_lowercased_and_platform() -> None:
+    got = typed(node("FROM", "busybox:1.36", "as", "Build", flags=("--platform=linux/arm64",)))
+    assert isinstance(got, ins.From)
+    assert (got.image, got.stage_name, got.platform) == ("busybox:1.36", "build", "linux/arm64")
+    assert got.location.line == 3
+
+
+@pytest.mark.parametrize("value", [("a", "b"), ("a", "AS"), ("a", "AS", "b", "c"), ()])
+def test_from_arity(value: tuple[str, ...]) -> None:
+    err = error(node("FROM", *value))
+    assert "FROM requires either one argument, or three" in err.message
+    assert err.hint and err.hint.startswith("usage: FROM")
+
+
+@pytest.mark.parametrize("name", ["1st", "a b", "x$y", "_x", "-a"])
+def test_bad_stage_names(name: str) -> None:
+    assert "invalid name for build stage" in error(node("FROM", "img", "AS", name)).message
+
+
+def test_unknown_instruction_hint() -> None:
+    err = error(node("COPPY", "a", "b"))
+    assert err.message == "unknown instruction: COPPY"
+    assert err.hint == "did you mean COPY?"
+    assert str(err).startswith("Dockerfile:3:1: unknown instruction: COPPY")
+
+
+def test_unknown_flag_points_at_the_flag() -> None:
+    err = error(node("COPY", "a", "b", flags=("--link", "--fromm=x")))
+    assert err.message == "unknown flag: --fromm for COPY"
+    assert err.location is not None
+    assert err.location.column == len("COPY --link ") + 1
+    assert "^" in err.render()
+
+
+@pytest.mark.parametrize(
+    ("cmd", "flags", "message"),
+    [
+        ("COPY", ("--from",), "missing a value on flag: --from"),
+        ("COPY", ("--from=a", "--from=b"), "duplicate flag specified: --from"),
+        ("COPY", ("--link=yes",), "expecting boolean value for flag link, not: yes"),
+        ("ADD", ("--from=x",), "unknown flag: --from for ADD"),
+        ("RUN", ("--network=bridge",), "invalid --network=bridge"),
+        ("RUN", ("--security=x",), "invalid --security=x"),
+        ("FROM", ("--link",), "unknown flag: --link for FROM"),
+        ("WORKDIR", ("--x=1",), "unknown flag: --x for WORKDIR"),
+    ],
+)
+def test_flag_errors(cmd: str, flags: tuple[str, ...], message: str) -> None:
+    assert error(node(cmd, "a", "b", flags=flags)).message == message
+
+
+def test_copy_flags() -> None:
+    got = typed(
+        node(
+            "COPY",
+            "a",
+            "b",
+            "/dst/",
+            flags=(
+                "--from=build",
+                "--chown=1:2",
+                "--chmod=0755",
+                "--link=false",
+                "--parents",
+                "--exclude=*.md",
+                "--exclude=x",
+            ),
+        )
+    )
+    assert isinstance(got, ins.Copy)
+    assert got.sources == ("a", "b") and got.dest == "/dst/"
+    assert (got.from_stage, got.chown, got.chmod) == ("build", "1:2", "0755")
+    assert (got.link, got.parents, got.exclude) == (False, True, ("*.md", "x"))
+
+
+def test_add_flags() -> None:
+    got = typed(
+        node("ADD", "u", "/d", flags=("--checksum=sha256:ab", "--keep-git-dir=TRUE", "--link"))
+    )
+    assert isinstance(got, ins.Add)
+    assert (got.checksum, got.keep_git_dir, got.link) == ("sha256:ab", True, True)
+
+
+@pytest.mark.parametrize("cmd", ["COPY", "ADD"])
+def test_copy_needs_two_args(cmd: str) -> None:
+    assert "requires at least two arguments" in error(node(cmd, "only")).message
+
+
+def test_run_forms_and_mounts() -> None:
+    shell = typed(
+        node(
+            "RUN",
+            "echo $HOME && true",
+            flags=("--mount=type=cache,target=/c", "--mount=type=tmpfs,target=/t"),
+        )
+    )
+    assert isinstance(shell, ins.Run)
+    assert shell.command == ("echo $HOME && true",) and not shell.exec_form
+    assert shell.mounts == ("type=cache,target=/c", "type=tmpfs,target=/t")
+    exec_ = typed(node("RUN", "/bin/sh", "-c", "x", json=True, flags=("--network=none",)))
+    assert isinstance(exec_, ins.Run)
+    assert exec_.exec_form and exec_.command == ("/bin/sh", "-c", "x")
+    assert exec_.network == "none"
+
+
+def test_env_label_keep_raw_values() -> None:
+    got = typed(node("ENV", "a", '"x y"', "=", "b", "1", "="))
+    assert isinstance(got, ins.Env)
+    assert got.pairs == (("a", '"x y"'), ("b", "1"))
+    label = typed(node("LABEL", "k", "v w", ""))
+    assert isinstance(label, ins.Label) and label.pairs == (("k", "v w"),)
+
+
+def test_arg_defaults() -> None:
+    got = typed(node("ARG", 'a="1 2"', "b", "c="))
+    assert isinstance(got, ins.Arg)
+    assert got.args == (("a", '"1 2"'), ("b", None), ("c", ""))
+
+
+@pytest.mark.parametrize("cmd", ["WORKDIR", "USER", "STOPSIGNAL", "MAINTAINER"])
+def test_single_argument_instructions(cmd: str) -> None:
+    assert "requires exactly one argument" in error(node(cmd)).message
+
+
+def test_shell_must_be_json() -> None:
+    assert "JSON form" in error(node("SHELL", "/bin/bash -c")).message
+    got = typed(node("SHELL", "/bin/bash", "-c", json=True))
+    assert isinstance(got, ins.Shell) and got.argv == ("/bin/bash", "-c")
+
+
+def test_healthcheck_forms() -> None:
+    shell = typed(
+        node("HEALTHCHECK", "CMD", "curl -f x", flags=("--interval=5s", "--retries=3"))
+    )
+    assert isinstance(shell, ins.Healthcheck)
+    assert shell.test == ("CMD-SHELL", "curl -f x")
+    assert (shell.interval, shell.retries) == ("5s", 3)
+    exec_ = typed(node("HEALTHCHECK", "CMD", "foo", "bar", json=True, flags=("--timeout=1m30s",)))
+    assert isinstance(exec_, ins.Healthcheck)
+    assert exec_.test == ("CMD", "foo", "bar") and exec_.timeout == "1m30s"
+    none = typed(node("HEALTHCHECK", "NONE"))
+    assert isinstance(none, ins.Healthcheck) and none.test == ("NONE",)
+
+
+@pytest.mark.parametrize(
+    ("value", "flags", "message"),
+    [
+        (("CONNECT", "TCP 7000"), (), "unknown type CONNECT in HEALTHCHECK"),
+        (("CMD",), (), "missing command after HEALTHCHECK CMD"),
+        (("NONE", "x"), (), "HEALTHCHECK NONE takes no arguments"),
+        ((), (), "HEALTHCHECK requires at least one argument"),
+        (("CMD", "x"), ("--interval=5",), "invalid duration --interval=5"),
+        (("CMD", "x"), ("--retries=-1",), "invalid --retries=-1"),
+    ],
+)
+def test_healthcheck_errors(value: tuple[str, ...], flags: tuple[str, ...], message: str) -> None:
+    assert error(node("HEALTHCHECK", *value, flags=flags)).message == message
+
+
+def test_onbuild() -> None:
+    inner = node("RUN", "make", source="RUN make")
+    got = typed(node("ONBUILD", "make", inner=inner, source="ONBUILD RUN make"))
+    assert isinstance(got, ins.Onbuild)
+    assert got.trigger == "RUN make"
+    assert isinstance(got.instruction, ins.Run)
+    chained = node("ONBUILD", inner=node("ONBUILD", "x"), source="ONBUILD ONBUILD x")
+    assert "chaining ONBUILD" in error(chained).message
+    assert "isn't allowed" in error(node("ONBUILD", inner=node("FROM", "x"))).message
+
+
+def test_heredocs_are_carried() -> None:
+    doc = Heredoc(name="EOF", file_descriptor=0, content="hi $X\n")
+    got = typed(node("COPY", "<<EOF", "/f", heredocs=(doc,)))
+    assert isinstance(got, ins.Copy) and got.heredocs == (doc,)
+
+
+def test_to_instructions_keeps_order() -> None:
+    tree = SyntaxTree(
+        "Dockerfile", Directives(), (node("FROM", "a"), node("RUN", "x"), node("CMD", "y"))
+    )
+    assert [i.keyword for i in to_instructions(tree)] == ["FROM", "RUN", "CMD"]
