@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""`make bench`: the four workloads of ../shared/bench, cold / cached / changed, medians.
+
+Each cell is the wall time of the real CLI (`python -m builder build`, start-up included):
+- cold: a fresh store holding only the busybox base image;
+- cached: the same build again, nothing changed;
+- changed: after appending a line to the context's changeme.txt.
+Peers' figures (buildah, ch-image on this machine class) are printed beside ours, with the
+ratio to the best peer (target: <= 0.5). Then the component benchmarks (parser, layer
+writer, sandbox start) run, each measuring itself against a reference in the same process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "bench"
+PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
+    "tiny": {"buildah": (1.15, 0.38, 0.78), "ch-image": (0.79, 0.33, 0.41)},
+    "many-steps": {"buildah": (8.44, 1.69, 5.41), "ch-image": (2.73, 0.51, 1.18)},
+    "big-context": {"buildah": (11.74, 3.70, 10.65), "ch-image": (10.10, 0.52, 6.08)},
+    "big-rootfs-small-change": {"buildah": (22.73, 0.37, 0.71), "ch-image": (40.80, 3.05, 6.47)},
+}
+
+
+def _builder(root: Path, *args: str | Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def _base_store(work: Path) -> Path:
+    spec = importlib.util.spec_from_file_location("bb", REPO / "scripts" / "busybox_rootfs.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rootfs = module.make_rootfs(work / "rootfs")
+    store = work / "base-store"
+    _builder(store, "import", rootfs, "busybox:latest")
+    return store
+
+
+def _context(name: str, work: Path) -> Path:
+    dest = work / f"ctx-{name}"
+    if name == "big-context":
+        if not dest.exists():
+            subprocess.run([sys.executable, str(SHARED / name / "gen_context.py"), str(dest)],
+                           check=True)
+    else:
+        shutil.copytree(SHARED / name / "context", dest, dirs_exist_ok=True)
+        for path in dest.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        dest.chmod(0o755)
+    return dest
+
+
+def measure(name: str, work: Path, base: Path, runs: int) -> tuple[float, float, float]:
+    recipe = SHARED / name / "Dockerfile"
+    context = _context(name, work)
+    original = (context / "changeme.txt").read_bytes()
+    cold, cached, changed = [], [], []
+    for i in range(runs):
+        store = work / f"store-{name}-{i}"
+        shutil.copytree(base, store, symlinks=True)
+        (context / "changeme.txt").write_bytes(original)
+        args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", name, context)
+        cold.append(_builder(store, *args))
+        cached.append(_builder(store, *args))
+        with open(context / "changeme.txt", "a") as f:
+            f.write(f"change {i}\n")
+        changed.append(_builder(store, *args))
+        shutil.rmtree(store)
+    (context / "changeme.txt").write_bytes(original)
+    return statistics.median(cold), statistics.median(cached), statistics.median(changed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--only", nargs="*", default=list(PEERS))
+    parser.add_argument("--no-components", action="store_true")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
+        work = Path(tmp)
+        base = _base_store(work)
+        print(f"{'recipe':<25} {'cell':<8} {'builder':>8} {'best peer':>10} {'ratio':>6}")
+        for name in options.only:
+            ours = measure(name, work, base, options.runs)
+            for cell, value, peer in zip(("cold", "cached", "changed"), ours,
+                                         zip(*PEERS[name].values(), strict=True), strict=True):
+                best = min(peer)
+                print(f"{name:<25} {cell:<8} {value:8.2f} {best:10.2f} {value / best:6.2f}")
+    if options.no_components:
+        return
+    for script in ("parse_bench.py", "layer_bench.py", "sandbox_bench.py"):
+        path = REPO / "bench" / script
+        if path.exists():
+            print(f"\n== {script}")
+            subprocess.run([sys.executable, str(path)], check=False)
+
+
+if __name__ == "__main__":
+    main()
