@@ -34,8 +34,12 @@ PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
 
 def _builder(root: Path, *args: str | Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 
@@ -54,8 +58,9 @@ def _context(name: str, work: Path) -> Path:
     dest = work / f"ctx-{name}"
     if name == "big-context":
         if not dest.exists():
-            subprocess.run([sys.executable, str(SHARED / name / "gen_context.py"), str(dest)],
-                           check=True)
+            subprocess.run(
+                [sys.executable, str(SHARED / name / "gen_context.py"), str(dest)], check=True
+            )
     else:
         shutil.copytree(SHARED / name / "context", dest, dirs_exist_ok=True)
         for path in dest.rglob("*"):
@@ -96,8 +101,12 @@ def main() -> None:
         print(f"{'recipe':<25} {'cell':<8} {'builder':>8} {'best peer':>10} {'ratio':>6}")
         for name in options.only:
             ours = measure(name, work, base, options.runs)
-            for cell, value, peer in zip(("cold", "cached", "changed"), ours,
-                                         zip(*PEERS[name].values(), strict=True), strict=True):
+            for cell, value, peer in zip(
+                ("cold", "cached", "changed"),
+                ours,
+                zip(*PEERS[name].values(), strict=True),
+                strict=True,
+            ):
                 best = min(peer)
                 print(f"{name:<25} {cell:<8} {value:8.2f} {best:10.2f} {value / best:6.2f}")
     if options.no_components:

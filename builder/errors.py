@@ -41,8 +41,9 @@ class RecipeError(BuilderError):
 
     exit_code = 3
 
-    def __init__(self, message: str, location: SourceLocation | None = None,
-                 hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, location: SourceLocation | None = None, hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.location = location

@@ -22,8 +22,15 @@ from builder.recipe.dockerignore import ignore_file_for
 from builder.store import Store
 
 EPOCH = "1970-01-01T00:00:00Z"
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
-          "s390x": "s390x", "riscv64": "riscv64", "i686": "386"}
+GOARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+    "riscv64": "riscv64",
+    "i686": "386",
+}
 
 
 def read_recipe(options: BuildOptions) -> Recipe:
@@ -31,9 +38,11 @@ def read_recipe(options: BuildOptions) -> Recipe:
     try:
         text = path.read_bytes().decode("utf-8", errors="surrogateescape")
     except FileNotFoundError:
-        raise UsageError(f"no recipe at {path} (pass -f FILE or put a Dockerfile in the context)")
+        raise UsageError(
+            f"no recipe at {path} (pass -f FILE or put a Dockerfile in the context)"
+        ) from None
     except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a recipe")
+        raise UsageError(f"{path} is a directory, not a recipe") from None
     return load(text, filename=path.name)
 
 
@@ -46,8 +55,9 @@ def _context(options: BuildOptions) -> BuildContext:
 
 
 def _scratch() -> ImageState:
-    config = ImageConfig(architecture=GOARCH.get(platform.machine(), platform.machine()),
-                         os="linux")
+    config = ImageConfig(
+        architecture=GOARCH.get(platform.machine(), platform.machine()), os="linux"
+    )
     return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
 
 
@@ -66,9 +76,13 @@ def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState
         ) from None
     manifest = store.manifest(manifest_desc)
     config = store.config(manifest)
-    return ImageState(config=config, layers=tuple(manifest.layers),
-                      key=f"image:{manifest_desc.digest}", created=config.created or EPOCH,
-                      cmd_set_in_stage=False)
+    return ImageState(
+        config=config,
+        layers=tuple(manifest.layers),
+        key=f"image:{manifest_desc.digest}",
+        created=config.created or EPOCH,
+        cmd_set_in_stage=False,
+    )
 
 
 def _describe(instr: object) -> str:
@@ -93,17 +107,26 @@ def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> Bui
         report(StepStarted(label, number, total, _describe(stage.from_instruction)))
         state = _base(stage, store, done)
         report(StepDone(number, cached=True, seconds=0.0))
-        scope = StageScope(build_plan.global_args, options.build_args, state.config.config.env
-                           or ())
+        scope = StageScope(
+            build_plan.global_args, options.build_args, state.config.config.env or ()
+        )
         for instr in stage.instructions:
             number += 1
             steps += 1
             t0 = time.monotonic()
             report(StepStarted(label, number, total, _describe(instr)))
-            ctx = StepContext(store=store, scope=scope, context=context, report=report,
-                              number=number, no_cache=options.no_cache,
-                              compression=options.compression, network=options.network,
-                              stages=done, escape=recipe.escape)
+            ctx = StepContext(
+                store=store,
+                scope=scope,
+                context=context,
+                report=report,
+                number=number,
+                no_cache=options.no_cache,
+                compression=options.compression,
+                network=options.network,
+                stages=done,
+                escape=recipe.escape,
+            )
             state = execute(instr, state, ctx)
             cached = state.from_cache
             cached_steps += cached
@@ -117,7 +140,14 @@ def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> Bui
     for tag in options.tags:
         store.tag(tag, manifest)
     image_id = str(store.manifest(manifest).config.digest)
-    report(BuildDone(image_id, str(manifest.digest), options.tags, time.monotonic() - started,
-                     steps, cached_steps))
+    report(
+        BuildDone(
+            image_id,
+            str(manifest.digest),
+            options.tags,
+            time.monotonic() - started,
+            steps,
+            cached_steps,
+        )
+    )
     return BuildResult(image_id, str(manifest.digest), options.tags, steps, cached_steps)
-

@@ -17,8 +17,15 @@ class ImageState:
     from_cache: bool = True  # the last step that did any work reused a cached result
     cmd_set_in_stage: bool = False  # ENTRYPOINT clears an inherited CMD, not one set here
 
-    def step(self, config: ImageConfig, key: str, *, created: str | None = None,
-             layer: Descriptor | None = None, cached: bool | None = None) -> ImageState:
+    def step(
+        self,
+        config: ImageConfig,
+        key: str,
+        *,
+        created: str | None = None,
+        layer: Descriptor | None = None,
+        cached: bool | None = None,
+    ) -> ImageState:
         """The state after one more step; `cached` is None for config-only steps, which
         count as cached exactly when the step before them was."""
         return replace(

@@ -30,24 +30,54 @@ def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
 @click.command()
 @click.argument("context", type=click.Path(path_type=Path), default=".")
 @click.option("-t", "--tag", "tags", multiple=True, help="Name the image NAME[:TAG] (repeatable).")
-@click.option("-f", "--file", "recipe", type=click.Path(path_type=Path),
-              help="The recipe (default: CONTEXT/Dockerfile or CONTEXT/Containerfile).")
+@click.option(
+    "-f",
+    "--file",
+    "recipe",
+    type=click.Path(path_type=Path),
+    help="The recipe (default: CONTEXT/Dockerfile or CONTEXT/Containerfile).",
+)
 @click.option("--build-arg", "build_args", multiple=True, help="Set a build arg: KEY=VALUE.")
 @click.option("--target", help="Build this stage (by name) and what it needs.")
 @click.option("--no-cache", is_flag=True, help="Run every step; reuse nothing.")
-@click.option("--progress", type=click.Choice(["auto", "plain", "tty", "json", "quiet"]),
-              default="auto", show_default=True, help="How to show progress (on stderr).")
+@click.option(
+    "--progress",
+    type=click.Choice(["auto", "plain", "tty", "json", "quiet"]),
+    default="auto",
+    show_default=True,
+    help="How to show progress (on stderr).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress; print the image ID on stdout.")
 @click.option("--iidfile", type=click.Path(path_type=Path), help="Write the image ID here.")
-@click.option("--network", type=click.Choice(["none", "host", "default"]), default="default",
-              show_default=True,
-              help="RUN's network: default is an isolated namespace (loopback only), like none.")
-@click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
-              show_default=True, help="Layer compression.")
+@click.option(
+    "--network",
+    type=click.Choice(["none", "host", "default"]),
+    default="default",
+    show_default=True,
+    help="RUN's network: default is an isolated namespace (loopback only), like none.",
+)
+@click.option(
+    "--compression",
+    type=click.Choice(["zstd", "gzip"]),
+    default="zstd",
+    show_default=True,
+    help="Layer compression.",
+)
 @click.pass_context
-def build(ctx: click.Context, context: Path, tags: tuple[str, ...], recipe: Path | None,
-          build_args: tuple[str, ...], target: str | None, no_cache: bool, progress: str,
-          quiet: bool, iidfile: Path | None, network: str, compression: str) -> None:
+def build(
+    ctx: click.Context,
+    context: Path,
+    tags: tuple[str, ...],
+    recipe: Path | None,
+    build_args: tuple[str, ...],
+    target: str | None,
+    no_cache: bool,
+    progress: str,
+    quiet: bool,
+    iidfile: Path | None,
+    network: str,
+    compression: str,
+) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
     from builder.build.engine import build as run_build
     from builder.build.options import BuildOptions
@@ -56,8 +86,13 @@ def build(ctx: click.Context, context: Path, tags: tuple[str, ...], recipe: Path
 
     names = tuple(str(Reference.parse(tag)) for tag in tags)
     options = BuildOptions(
-        context=context, recipe=recipe, tags=names, build_args=parse_build_args(build_args),
-        target=target, no_cache=no_cache, compression=compression,
+        context=context,
+        recipe=recipe,
+        tags=names,
+        build_args=parse_build_args(build_args),
+        target=target,
+        no_cache=no_cache,
+        compression=compression,
         network="host" if network == "host" else "none",
     )
     result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))

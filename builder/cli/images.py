@@ -13,8 +13,9 @@ from builder.cli.common import open_store
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("name")
-@click.option("--compression", type=click.Choice(["zstd", "gzip"]), default="zstd",
-              show_default=True)
+@click.option(
+    "--compression", type=click.Choice(["zstd", "gzip"]), default="zstd", show_default=True
+)
 @click.pass_context
 def import_(ctx: click.Context, source: Path, name: str, compression: str) -> None:
     """Make a one-layer image NAME[:TAG] from a rootfs directory or tarball (plain, gzip, zstd)."""
@@ -28,8 +29,9 @@ def import_(ctx: click.Context, source: Path, name: str, compression: str) -> No
 
 
 @click.command()
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
 @click.option("-q", "--quiet", is_flag=True, help="Only image IDs.")
 @click.pass_context
 def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
@@ -42,11 +44,16 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
         manifest = store.manifest(desc)
         config = store.config(manifest)
         ref = Reference.parse(name)
-        rows.append({
-            "Repository": ref.name, "Tag": ref.tag or "", "Id": str(manifest.config.digest),
-            "Digest": str(desc.digest), "Created": config.created or "",
-            "Size": sum(layer.size for layer in manifest.layers),
-        })
+        rows.append(
+            {
+                "Repository": ref.name,
+                "Tag": ref.tag or "",
+                "Id": str(manifest.config.digest),
+                "Digest": str(desc.digest),
+                "Created": config.created or "",
+                "Size": sum(layer.size for layer in manifest.layers),
+            }
+        )
     if quiet:
         for row in rows:
             click.echo(str(row["Id"]).partition(":")[2][:12])
@@ -55,14 +62,20 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
     else:
         header = ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")
         table = [header] + [
-            (str(r["Repository"]), str(r["Tag"]), str(r["Id"]).partition(":")[2][:12],
-             str(r["Created"])[:19].replace("T", " "), _size(int(str(r["Size"]))))
+            (
+                str(r["Repository"]),
+                str(r["Tag"]),
+                str(r["Id"]).partition(":")[2][:12],
+                str(r["Created"])[:19].replace("T", " "),
+                _size(int(str(r["Size"]))),
+            )
             for r in rows
         ]
         widths = [max(len(row[i]) for row in table) for i in range(len(header))]
         for row in table:
-            click.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
-                       .rstrip())
+            click.echo(
+                "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            )
 
 
 def _size(n: int) -> str:
@@ -99,8 +112,13 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The archive to write.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The archive to write.",
+)
 @click.pass_context
 def save(ctx: click.Context, names: tuple[str, ...], output: Path) -> None:
     """Write images to an OCI archive (a tar of an OCI image layout)."""

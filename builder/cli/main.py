@@ -58,7 +58,8 @@ class LazyGroup(click.Group):
     "--root",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="The store (default: $BUILDER_ROOT, /var/lib/builder as root, else ~/.local/share/builder).",
+    help="The store (default: $BUILDER_ROOT, else /var/lib/builder as root or"
+    " ~/.local/share/builder).",
 )
 @click.version_option(package_name="builder")
 @click.pass_context

@@ -62,8 +62,13 @@ class TtyRenderer:
     def __call__(self, event: Event) -> None:
         if isinstance(event, StepStarted):
             if self.bar is None:
-                self.bar = self._tqdm(total=event.total, file=self.stream, unit="step",
-                                      leave=False, dynamic_ncols=True)
+                self.bar = self._tqdm(
+                    total=event.total,
+                    file=self.stream,
+                    unit="step",
+                    leave=False,
+                    dynamic_ncols=True,
+                )
             self.bar.set_description_str(f"[{event.number}/{event.total}] {event.text[:60]}")
         elif isinstance(event, StepOutput):
             self._tqdm.write(event.line, file=self.stream)

@@ -21,8 +21,12 @@ def _read(path: Path) -> str:
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True,
-              help="A JSON array, one object per instruction (the official parser's keys).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="A JSON array, one object per instruction (the official parser's keys).",
+)
 def parse(file: Path, as_json: bool) -> None:
     """Print a recipe's syntax tree."""
     from builder.recipe.syntax import dump, parse_syntax, to_json
@@ -37,8 +41,9 @@ def parse(file: Path, as_json: bool) -> None:
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--build-arg", "build_args", multiple=True, help="KEY=VALUE, as for build.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
 @click.pass_context
 def lint(ctx: click.Context, file: Path, build_args: tuple[str, ...], fmt: str) -> None:
     """Check a recipe without building it: errors exit non-zero, warnings alone exit 0."""
@@ -50,16 +55,29 @@ def lint(ctx: click.Context, file: Path, build_args: tuple[str, ...], fmt: str) 
     recipe = load(_read(file), filename=file.name)
     findings = run_lint(recipe, parse_build_args(build_args))
     if fmt == "json":
-        click.echo(json.dumps([
-            {"severity": f.severity, "rule": f.rule, "message": f.message,
-             "file": f.location.filename, "line": f.location.line, "column": f.location.column}
-            for f in findings
-        ], indent=2))
+        click.echo(
+            json.dumps(
+                [
+                    {
+                        "severity": f.severity,
+                        "rule": f.rule,
+                        "message": f.message,
+                        "file": f.location.filename,
+                        "line": f.location.line,
+                        "column": f.location.column,
+                    }
+                    for f in findings
+                ],
+                indent=2,
+            )
+        )
     else:
         for f in findings:
             loc = f.location
-            click.echo(f"{loc.filename}:{loc.line}:{loc.column}: {f.severity}: {f.message}"
-                       f" [{f.rule}]", err=True)
+            click.echo(
+                f"{loc.filename}:{loc.line}:{loc.column}: {f.severity}: {f.message} [{f.rule}]",
+                err=True,
+            )
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         ctx.exit(RecipeError.exit_code)

@@ -9,8 +9,7 @@ import click
 from builder.cli.common import open_store
 
 
-@click.command(context_settings={"ignore_unknown_options": True,
-                                 "allow_interspersed_args": False})
+@click.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @click.option("--rm", "remove", is_flag=True, help="Remove the container's writable layer at exit.")
@@ -18,18 +17,34 @@ from builder.cli.common import open_store
 @click.option("-w", "--workdir", help="Working directory inside the container.")
 @click.option("-u", "--user", help="USER[:GROUP] to run as.")
 @click.option("--entrypoint", help="Replace the image's ENTRYPOINT.")
-@click.option("--network", type=click.Choice(["none", "host"]), default="none",
-              show_default=True)
+@click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
 @click.option("--hostname", help="The container's hostname.")
 @click.pass_context
-def run(ctx: click.Context, image: str, command: tuple[str, ...], remove: bool,
-        env: tuple[str, ...], workdir: str | None, user: str | None, entrypoint: str | None,
-        network: str, hostname: str | None) -> None:
+def run(
+    ctx: click.Context,
+    image: str,
+    command: tuple[str, ...],
+    remove: bool,
+    env: tuple[str, ...],
+    workdir: str | None,
+    user: str | None,
+    entrypoint: str | None,
+    network: str,
+    hostname: str | None,
+) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
     from builder.runtime import RunOptions, run_image
 
-    options = RunOptions(image=image, args=command, entrypoint=entrypoint, env=env,
-                         workdir=workdir, user=user, network=network, hostname=hostname,
-                         remove=remove)
+    options = RunOptions(
+        image=image,
+        args=command,
+        entrypoint=entrypoint,
+        env=env,
+        workdir=workdir,
+        user=user,
+        network=network,
+        hostname=hostname,
+        remove=remove,
+    )
     sys.stdout.flush()
     ctx.exit(run_image(open_store(ctx), options))

@@ -199,6 +199,8 @@ class _Lexer:
             raise ExpansionError("syntax error: bad substitution")
         name = self.name()
         op = self.next()
+        if op == _EOF:
+            raise ExpansionError("syntax error: missing '}'")
         if op == "}":
             return self.lookup(name) or ""
         if op == "/":
@@ -209,9 +211,10 @@ class _Lexer:
             if op in ("#", "%"):
                 # bash has no `${x:#p}`; BuildKit's own docs list only the plain forms.
                 raise ExpansionError(f"unsupported modifier (:{op}) in substitution")
-        if op == _EOF or op not in "+-?#%":
+        if op == _EOF:
+            raise ExpansionError("syntax error: missing '}'")
+        if op not in "+-?#%":
             shown = (":" if null_is_unset else "") + op
-            # Consume the rest so the message is about the modifier, as BuildKit's is.
             raise ExpansionError(f"unsupported modifier ({shown}) in substitution")
         word = self.braced_word(raw_escapes=op in "#%")
         value = self.lookup(name)

@@ -88,13 +88,16 @@ def unshare(flags: int) -> None:
 
 
 def mount(
-    source: str | None, target: str, fstype: str | None, flags: int, data: str | None = None
+    source: str | None,
+    target: str,
+    fstype: str | None,
+    flags: int,
+    data: str | None = None,
+    what: str | None = None,
 ) -> None:
-    """mount(2). `what` in errors is the target: the caller passes a readable path."""
-    ret = _libc().mount(
-        _b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data)
-    )
-    _check(ret, f"mount {fstype or 'bind'} on {target}")
+    """mount(2). `what` names the step in errors (targets are often /proc/self/fd/N)."""
+    ret = _libc().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags), _b(data))
+    _check(ret, what or f"mount {fstype or source} on {target}")
 
 
 def umount2(target: str, flags: int) -> None:

@@ -46,16 +46,23 @@ def save_oci_archive(store: Store, names: Sequence[str], out: Path) -> None:
     for name in names:
         desc = store.resolve(name)
         ref = Reference.parse(name)
-        annotations = {"io.containerd.image.name": str(ref),
-                       "org.opencontainers.image.ref.name": ref.tag or "latest"}
+        annotations = {
+            "io.containerd.image.name": str(ref),
+            "org.opencontainers.image.ref.name": ref.tag or "latest",
+        }
         entries.append(desc.with_annotations(annotations).to_json())
         digests.update(dict.fromkeys(_blobs(store, desc)))
-    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-             "manifests": entries}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as raw, tarfile.open(fileobj=raw, mode="w",
-                                                  format=tarfile.PAX_FORMAT) as tar:
+        with (
+            open(tmp, "wb") as raw,
+            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
             _add_bytes(tar, "oci-layout", OCI_LAYOUT)
             _add_bytes(tar, "index.json", canonical_json(index))
             for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):

@@ -24,8 +24,9 @@ def host_architecture() -> str:
     return GOARCH.get(platform.machine(), platform.machine())
 
 
-def import_rootfs(store: Store, source: Path, name: str,
-                  compression: Compression = Compression.ZSTD) -> Descriptor:
+def import_rootfs(
+    store: Store, source: Path, name: str, compression: Compression = Compression.ZSTD
+) -> Descriptor:
     """Import SOURCE (a directory, or a plain/gzip/zstd tarball) and tag it NAME."""
     if source.is_dir():
         layer, diff_id = store.put_layer(source, compression)
@@ -44,10 +45,16 @@ def import_rootfs(store: Store, source: Path, name: str,
         raise UsageError(f"{source}: no such directory or tarball")
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     config = ImageConfig(
-        architecture=host_architecture(), os="linux", created=created,
-        config=ContainerConfig(), diff_ids=(diff_id,),
-        history=(History(created=created, created_by=f"builder import {source.name}",
-                         comment="imported"),),
+        architecture=host_architecture(),
+        os="linux",
+        created=created,
+        config=ContainerConfig(),
+        diff_ids=(diff_id,),
+        history=(
+            History(
+                created=created, created_by=f"builder import {source.name}", comment="imported"
+            ),
+        ),
     )
     manifest = store.write_image(config, (layer,))
     store.tag(name, manifest)

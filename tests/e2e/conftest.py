@@ -21,8 +21,9 @@ SHARED = REPO.parent / "shared"
 
 
 def _busybox_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("busybox_rootfs",
-                                                  REPO / "scripts" / "busybox_rootfs.py")
+    spec = importlib.util.spec_from_file_location(
+        "busybox_rootfs", REPO / "scripts" / "busybox_rootfs.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,11 +43,16 @@ class Builder:
 
     root: Path
 
-    def __call__(self, *args: str | Path, check: bool = True, timeout: float = 300,
-                 cwd: Path | None = None) -> Result:
+    def __call__(
+        self, *args: str | Path, check: bool = True, timeout: float = 300, cwd: Path | None = None
+    ) -> Result:
         proc = subprocess.run(
             [sys.executable, "-m", "builder", "--root", str(self.root), *map(str, args)],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:
@@ -92,8 +98,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
         f"    rootdirectory: {data}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
     )
-    proc = subprocess.Popen([binary, "serve", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     address = f"127.0.0.1:{port}"
     try:
         for _ in range(100):

@@ -19,8 +19,11 @@ def _index(root: Path) -> str:
 
 
 def _assert_consistent(root: Path) -> None:
-    proc = subprocess.run(["oci-image-tool", "validate", "--type", "imageLayout", str(root)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["oci-image-tool", "validate", "--type", "imageLayout", str(root)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     leftovers = list((root / "tmp").iterdir()) if (root / "tmp").exists() else []
     assert leftovers == [], leftovers
@@ -36,23 +39,41 @@ def _context(tmp_path: Path, recipe: str | None) -> Path:
 
 CASES = [
     pytest.param(None, errors.UsageError.exit_code, "no recipe at", id="missing-recipe"),
-    pytest.param("FROM busybox\nCOPPY a b\n", errors.RecipeError.exit_code,
-                 "Dockerfile:2:", id="unknown-instruction"),
-    pytest.param("FROM nosuchimage:1.0\nRUN true\n", errors.ImageNotFound.exit_code,
-                 "Dockerfile:1: FROM nosuchimage:1.0: no such image", id="from-missing-image"),
-    pytest.param("FROM busybox\nRUN echo before\nRUN exit 3\n", errors.StepFailed.exit_code,
-                 "Dockerfile:3: RUN exit 3: the command exited with status 3", id="run-fails"),
-    pytest.param("FROM busybox\nCOPY missing.txt /x\n", errors.BuildContextError.exit_code,
-                 "missing.txt", id="copy-missing-source"),
+    pytest.param(
+        "FROM busybox\nCOPPY a b\n",
+        errors.RecipeError.exit_code,
+        "Dockerfile:2:",
+        id="unknown-instruction",
+    ),
+    pytest.param(
+        "FROM nosuchimage:1.0\nRUN true\n",
+        errors.ImageNotFound.exit_code,
+        "Dockerfile:1: FROM nosuchimage:1.0: no such image",
+        id="from-missing-image",
+    ),
+    pytest.param(
+        "FROM busybox\nRUN echo before\nRUN exit 3\n",
+        errors.StepFailed.exit_code,
+        "Dockerfile:3: RUN exit 3: the command exited with status 3",
+        id="run-fails",
+    ),
+    pytest.param(
+        "FROM busybox\nCOPY missing.txt /x\n",
+        errors.BuildContextError.exit_code,
+        "missing.txt",
+        id="copy-missing-source",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("recipe", "code", "message"), CASES)
-def test_bad_input(builder: Builder, tmp_path: Path, recipe: str | None, code: int,
-                   message: str) -> None:
+def test_bad_input(
+    builder: Builder, tmp_path: Path, recipe: str | None, code: int, message: str
+) -> None:
     before = _index(builder.root)
-    result = builder("build", "--progress", "plain", "-t", "bad", _context(tmp_path, recipe),
-                     check=False)
+    result = builder(
+        "build", "--progress", "plain", "-t", "bad", _context(tmp_path, recipe), check=False
+    )
     assert result.status == code, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1, result.stderr
@@ -63,8 +84,9 @@ def test_bad_input(builder: Builder, tmp_path: Path, recipe: str | None, code: i
     assert builder("inspect", "bad", check=False).status == errors.ImageNotFound.exit_code
 
 
-def test_unknown_instruction_shows_the_line_a_caret_and_a_suggestion(builder: Builder,
-                                                                     tmp_path: Path) -> None:
+def test_unknown_instruction_shows_the_line_a_caret_and_a_suggestion(
+    builder: Builder, tmp_path: Path
+) -> None:
     result = builder("build", _context(tmp_path, "FROM busybox\nCOPPY a b\n"), check=False)
     lines = result.stderr.splitlines()
     assert "did you mean COPY?" in lines[0], result.stderr
@@ -73,7 +95,10 @@ def test_unknown_instruction_shows_the_line_a_caret_and_a_suggestion(builder: Bu
 
 
 def test_exit_codes_are_distinct() -> None:
-    classes = [cls for cls in vars(errors).values()
-               if isinstance(cls, type) and issubclass(cls, errors.BuilderError)]
+    classes = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.BuilderError)
+    ]
     codes = [cls.exit_code for cls in classes]
     assert len(codes) == len(set(codes)), {c.__name__: c.exit_code for c in classes}

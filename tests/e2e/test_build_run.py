@@ -46,50 +46,67 @@ def test_image_config_and_history_as_docker_fills_them(builder: Builder) -> None
     info = json.loads(builder("inspect", "hello").stdout)[0]
     config = info["Config"]
     assert config["config"]["WorkingDir"] == "/app"
-    assert config["config"]["Cmd"] == ["/bin/sh", "-c", "cat /app/built.txt /app/message/greeting.txt"]
+    assert config["config"]["Cmd"] == [
+        "/bin/sh",
+        "-c",
+        "cat /app/built.txt /app/message/greeting.txt",
+    ]
     assert "APP_HOME=/app" in config["config"]["Env"]
     assert not any(e.startswith("GREETING=") for e in config["config"]["Env"])  # ARG never persists
     layered = [h for h in config["history"] if not h.get("empty_layer")]
     assert len(layered) == len(config["rootfs"]["diff_ids"]) == len(info["Manifest"]["layers"])
     assert [h["created_by"].split()[0] for h in layered] == ["builder", "COPY", "RUN"]
-    assert all(layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
-               for layer in info["Manifest"]["layers"][1:])
+    assert all(
+        layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+        for layer in info["Manifest"]["layers"][1:]
+    )
 
 
 def test_unchanged_rebuild_hits_the_cache_for_every_step(builder: Builder) -> None:
     first = builder("build", "--progress", "plain", "-q", "-t", "hello", HELLO)
     second = builder("build", "--progress", "plain", "-t", "hello", HELLO)
-    steps = [line for line in second.stderr.splitlines() if line.startswith("[")
-             and ("CACHED" in line or "DONE" in line)]
+    steps = [
+        line
+        for line in second.stderr.splitlines()
+        if line.startswith("[") and ("CACHED" in line or "DONE" in line)
+    ]
     assert steps and all("CACHED" in line for line in steps), second.stderr
     again = builder("build", "-q", "-t", "hello", HELLO).stdout
     assert first.stdout == again
 
 
 def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> None:
-    context = _recipe(tmp_path, (
-        "FROM busybox\nRUN echo one > /one\nCOPY data.txt /data.txt\nRUN cat /data.txt > /two\n"
-    ), {"data.txt": "v1\n"})
+    context = _recipe(
+        tmp_path,
+        ("FROM busybox\nRUN echo one > /one\nCOPY data.txt /data.txt\nRUN cat /data.txt > /two\n"),
+        {"data.txt": "v1\n"},
+    )
     builder("build", "-t", "x", context)
     (context / "data.txt").write_text("v2\n")
     log = builder("build", "--progress", "plain", "-t", "x", context).stderr
-    status = {line.split("]")[0]: line for line in log.splitlines() if line.startswith("[")
-              and line.rstrip().endswith(("CACHED", "s"))}
+    status = {
+        line.split("]")[0]: line
+        for line in log.splitlines()
+        if line.startswith("[") and line.rstrip().endswith(("CACHED", "s"))
+    }
     assert "CACHED" in status["[2/4"], log
     assert "DONE" in status["[3/4"] and "DONE" in status["[4/4"], log
     assert builder("run", "--rm", "x", "cat", "/two").stdout == "v2\n"
 
 
 def test_scratch_arg_env_exec_form_and_entrypoint(builder: Builder, tmp_path: Path) -> None:
-    context = _recipe(tmp_path, (
-        "ARG BASE=busybox\n"
-        "FROM $BASE AS base\n"
-        "ARG WHO=world\n"
-        "ENV GREETING=\"hello ${WHO}\"\n"
-        "RUN [\"/bin/sh\", \"-c\", \"echo $GREETING > /g\"]\n"
-        "ENTRYPOINT [\"/bin/cat\"]\n"
-        "CMD [\"/g\"]\n"
-    ))
+    context = _recipe(
+        tmp_path,
+        (
+            "ARG BASE=busybox\n"
+            "FROM $BASE AS base\n"
+            "ARG WHO=world\n"
+            'ENV GREETING="hello ${WHO}"\n'
+            'RUN ["/bin/sh", "-c", "echo $GREETING > /g"]\n'
+            'ENTRYPOINT ["/bin/cat"]\n'
+            'CMD ["/g"]\n'
+        ),
+    )
     builder("build", "--build-arg", "WHO=ci", "-t", "greet", context)
     assert builder("run", "--rm", "greet").stdout == "hello ci\n"
     assert builder("run", "--rm", "greet", "/etc/passwd").stdout.startswith("root:")
@@ -107,8 +124,11 @@ def test_deletion_in_run_becomes_an_oci_whiteout(builder: Builder, tmp_path: Pat
         manifest = json.load(archive.extractfile(f"blobs/sha256/{manifest_digest}"))  # type: ignore[arg-type]
         top = manifest["layers"][-1]["digest"].split(":")[1]
         blob = archive.extractfile(f"blobs/sha256/{top}").read()  # type: ignore[union-attr]
-    names = subprocess.run(["tar", "--zstd", "-t"], input=blob, capture_output=True,
-                           check=True).stdout.decode().split()
+    names = (
+        subprocess.run(["tar", "--zstd", "-t"], input=blob, capture_output=True, check=True)
+        .stdout.decode()
+        .split()
+    )
     assert "etc/.wh.group" in names and "x/y" in names, names
 
 
@@ -125,8 +145,12 @@ def saved_layout(builder: Builder, tmp_path: Path) -> Path:
 
 def test_oracles_run_the_saved_image(saved_layout: Path) -> None:
     """oci-image-tool validate, umoci unpack + runc run + crun run, skopeo to docker-archive."""
-    proc = subprocess.run([str(SHARED / "tools" / "oci-oracles.sh"), f"{saved_layout}:v1"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(SHARED / "tools" / "oci-oracles.sh"), f"{saved_layout}:v1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "hello from builder, built in /app" in proc.stdout
     assert proc.stdout.count("OK ") >= 5
@@ -136,37 +160,69 @@ def test_skopeo_reads_the_oci_archive(builder: Builder, tmp_path: Path, registry
     builder("build", "-t", "hello", HELLO)
     archive = tmp_path / "hello.tar"
     builder("save", "hello", "-o", archive)
-    out = subprocess.run(["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["skopeo", "inspect", f"oci-archive:{archive}"], capture_output=True, text=True, check=True
+    ).stdout
     info = json.loads(out)
     ours = json.loads(builder("inspect", "hello").stdout)[0]
     assert info["Digest"] == ours["Digest"]
     assert len(info["Layers"]) == 3
     # and a real registry accepts what we wrote
-    subprocess.run(["skopeo", "copy", "-q", "--dest-tls-verify=false", f"oci-archive:{archive}",
-                    f"docker://{registry}/hello:latest"], check=True, capture_output=True)
-    pushed = json.loads(subprocess.run(
-        ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/hello:latest"],
-        capture_output=True, text=True, check=True).stdout)
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            f"oci-archive:{archive}",
+            f"docker://{registry}/hello:latest",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pushed = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{registry}/hello:latest"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
     assert pushed["Digest"] == ours["Digest"]
 
 
 def test_store_is_a_valid_oci_layout(builder: Builder) -> None:
     builder("build", "-t", "hello", HELLO)
-    proc = subprocess.run(["oci-image-tool", "validate", "--type", "imageLayout",
-                           str(builder.root)], capture_output=True, text=True)
+    proc = subprocess.run(
+        ["oci-image-tool", "validate", "--type", "imageLayout", str(builder.root)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for name in ("hello:latest", "busybox:latest"):
-        proc = subprocess.run(["oci-image-tool", "validate", "--type", "image", "--ref",
-                               f"name={name}", str(builder.root)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                "oci-image-tool",
+                "validate",
+                "--type",
+                "image",
+                "--ref",
+                f"name={name}",
+                str(builder.root),
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_images_lists_and_rmi_removes(builder: Builder) -> None:
     builder("build", "-t", "hello", HELLO)
     rows = json.loads(builder("images", "--format", "json").stdout)
-    assert {(r["Repository"], r["Tag"]) for r in rows} == {("busybox", "latest"),
-                                                           ("hello", "latest")}
+    assert {(r["Repository"], r["Tag"]) for r in rows} == {
+        ("busybox", "latest"),
+        ("hello", "latest"),
+    }
     assert "hello" in builder("images").stdout
     builder("rmi", "hello")
     assert builder("inspect", "hello", check=False).status == 4

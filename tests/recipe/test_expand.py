@@ -33,15 +33,21 @@ BUILDKIT_CASES = [
         {"FOO": "/foo*/*/*.txt", "NEEDLE": "\\*/"},
         "/foo.*/*.txt - /foo..*.txt",
     ),
-    ("${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}", {"FOO": "/tmp/tmp/bar.txt", "NEEDLE": "/tmp"},
-     "/tmp/bar.txt - /bar.txt"),
+    (
+        "${FOO/$NEEDLE/} - ${FOO//$NEEDLE/}",
+        {"FOO": "/tmp/tmp/bar.txt", "NEEDLE": "/tmp"},
+        "/tmp/bar.txt - /bar.txt",
+    ),
     (
         "${FOO/$NEEDLE/$REPLACEMENT} - ${FOO//$NEEDLE/$REPLACEMENT}",
         {"FOO": "/a/foo/b/c.txt", "NEEDLE": "/?/", "REPLACEMENT": "/"},
         "/foo/b/c.txt - /foo/c.txt",
     ),
-    ("${FOO/$N/$R}", {"FOO": "http://google.de", "N": "http://", "R": "https://"},
-     "https://google.de"),
+    (
+        "${FOO/$N/$R}",
+        {"FOO": "http://google.de", "N": "http://", "R": "https://"},
+        "https://google.de",
+    ),
     ("${FOO//\\//\\/}", {"FOO": "/tmp/foo.txt"}, "\\/tmp\\/foo.txt"),
     ("${FOO/$BAR/ww}", {"FOO": "xxyy", "BAR": ""}, "wwxxyy"),
     ("${FOO///}", {"FOO": "xxyy"}, "xxyy"),
@@ -137,3 +143,67 @@ def test_trims_agree_with_bash(op: str) -> None:
 
 def _sq(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+# --- resolve(): exactly the fields BuildKit expands ---------------------------------------
+
+from builder.errors import RecipeError, SourceLocation  # noqa: E402
+from builder.recipe import instructions as ins  # noqa: E402
+from builder.recipe.resolve import resolve  # noqa: E402
+from builder.recipe.tree import Heredoc  # noqa: E402
+
+LOC = SourceLocation("Dockerfile", 4, 1, "X")
+ENV = {"D": "/app", "U": "me", "P": "80 443", "V": "v1"}
+
+
+def test_resolve_expands_the_expanded_fields() -> None:
+    copy = ins.Copy(
+        location=LOC,
+        original="",
+        sources=("'$D'/a", "$D/b"),
+        dest='"$D"/',
+        from_stage="$U",
+        chown="$U:$U",
+        chmod="07${V#v}5",
+        heredocs=(
+            Heredoc("EOF", 0, "x='$V'\n"),
+            Heredoc("RAW", 0, "$V\n", expand=False),
+        ),
+    )
+    got = resolve(copy, ENV, "\\")
+    assert isinstance(got, ins.Copy)
+    assert got.sources == ("$D/a", "/app/b") and got.dest == "/app/"
+    assert got.from_stage == "$U"  # never expanded
+    assert (got.chown, got.chmod) == ("me:me", "0715")
+    assert [d.content for d in got.heredocs] == ["x='v1'\n", "$V\n"]
+    expose = resolve(ins.Expose(location=LOC, original="", ports=("$P", "8080/udp")), ENV, "\\")
+    assert isinstance(expose, ins.Expose) and expose.ports == ("80", "443", "8080/udp")
+    env = resolve(ins.Env(location=LOC, original="", pairs=(("K_$U", '"a $V"'),)), ENV, "\\")
+    assert isinstance(env, ins.Env) and env.pairs == (("K_me", "a v1"),)
+    run = ins.Run(
+        location=LOC,
+        original="",
+        command=("echo $D",),
+        exec_form=False,
+        mounts=("type=cache,target=$D/c,id=$U",),
+    )
+    got_run = resolve(run, ENV, "\\")
+    assert isinstance(got_run, ins.Run)
+    assert got_run.command == ("echo $D",)
+    assert got_run.mounts == ("type=cache,target=/app/c,id=me",)
+
+
+def test_resolve_leaves_commands_alone() -> None:
+    for instr in (
+        ins.Cmd(location=LOC, original="", command=("$D",), exec_form=True),
+        ins.Entrypoint(location=LOC, original="", command=("echo $D",), exec_form=False),
+        ins.Healthcheck(location=LOC, original="", test=("CMD-SHELL", "$D")),
+    ):
+        assert resolve(instr, ENV, "\\") == instr
+
+
+def test_resolve_error_has_location() -> None:
+    with pytest.raises(RecipeError) as info:
+        resolve(ins.Workdir(location=LOC, original="", path="${D"), ENV, "\\")
+    assert info.value.location == LOC
+    assert str(info.value).startswith("Dockerfile:4:1: WORKDIR: syntax error: missing '}'")

@@ -177,9 +177,7 @@ def test_shell_must_be_json() -> None:
 
 
 def test_healthcheck_forms() -> None:
-    shell = typed(
-        node("HEALTHCHECK", "CMD", "curl -f x", flags=("--interval=5s", "--retries=3"))
-    )
+    shell = typed(node("HEALTHCHECK", "CMD", "curl -f x", flags=("--interval=5s", "--retries=3")))
     assert isinstance(shell, ins.Healthcheck)
     assert shell.test == ("CMD-SHELL", "curl -f x")
     assert (shell.interval, shell.retries) == ("5s", 3)

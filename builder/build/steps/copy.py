@@ -19,7 +19,7 @@ from builder.build.steps.layer_step import (
     overlay_for,
     pump_output,
 )
-from builder.errors import BuilderError, BuildContextError, RecipeError
+from builder.errors import BuildContextError, BuilderError, RecipeError
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
 from builder.sandbox import SandboxSpec, call
@@ -49,9 +49,12 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         dest += "/"
     heredocs = {h.name: h for h in resolved.heredocs}
     inline = [
-        InlineFile(heredocs[s].content.encode(), posixpath.join(dest, s) if dest.endswith("/")
-                   or len(resolved.sources) > 1 else dest)
-        for s in resolved.sources if s in heredocs
+        InlineFile(
+            heredocs[s].content.encode(),
+            posixpath.join(dest, s) if dest.endswith("/") or len(resolved.sources) > 1 else dest,
+        )
+        for s in resolved.sources
+        if s in heredocs
     ]
     files = tuple(s for s in resolved.sources if s not in heredocs)
     try:
@@ -64,7 +67,8 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     payload = {
         "files": copy_digest(items),
         "inline": [(f.target, f.content.decode()) for f in inline],
-        "chown": resolved.chown, "chmod": resolved.chmod,
+        "chown": resolved.chown,
+        "chmod": resolved.chmod,
     }
     key = cachekey.chain(state.key, keyword, payload)
     hit = cached_layer(state, ctx, key, created_by)
@@ -75,10 +79,12 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     out_fd, finish = pump_output(ctx)
     stdin = devnull()
     try:
-        writer = functools.partial(copy_into_root, context_fd, items, inline,
-                                   Ownership(resolved.chown), chmod)
-        spec = SandboxSpec(root=root, argv=(keyword,), cwd="/", stdin=stdin, stdout=out_fd,
-                           stderr=out_fd)
+        writer = functools.partial(
+            copy_into_root, context_fd, items, inline, Ownership(resolved.chown), chmod
+        )
+        spec = SandboxSpec(
+            root=root, argv=(keyword,), cwd="/", stdin=stdin, stdout=out_fd, stderr=out_fd
+        )
         status = call(spec, writer, keep_fds=(context_fd,))
     except BaseException:
         discard(root)
@@ -89,6 +95,8 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         os.close(context_fd)
     if status != 0:
         discard(root)
-        raise BuilderError(f"{instr.location.filename}:{instr.location.line}: {keyword} failed"
-                           " (see the message above)")
+        raise BuilderError(
+            f"{instr.location.filename}:{instr.location.line}: {keyword} failed"
+            " (see the message above)"
+        )
     return commit_layer(state, ctx, key, created_by, root)

@@ -16,8 +16,9 @@ from builder.layer.compression import Compression
 from builder.sandbox import OverlayRoot
 
 
-def cached_layer(state: ImageState, ctx: StepContext, key: str,
-                 created_by: str) -> ImageState | None:
+def cached_layer(
+    state: ImageState, ctx: StepContext, key: str, created_by: str
+) -> ImageState | None:
     """The state after this step if the cache holds it (and its blob is still there)."""
     if ctx.no_cache:
         return None
@@ -48,8 +49,9 @@ def discard(root: OverlayRoot) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def commit_layer(state: ImageState, ctx: StepContext, key: str, created_by: str,
-                 root: OverlayRoot) -> ImageState:
+def commit_layer(
+    state: ImageState, ctx: StepContext, key: str, created_by: str, root: OverlayRoot
+) -> ImageState:
     """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key."""
     try:
         layer, diff_id = ctx.store.put_layer(root.upper, Compression(ctx.compression))
@@ -57,8 +59,9 @@ def commit_layer(state: ImageState, ctx: StepContext, key: str, created_by: str,
     finally:
         discard(root)
     created = now()
-    ctx.store.cache_put(key, {"layer": layer.to_json(), "diff_id": str(diff_id),
-                              "created": created})
+    ctx.store.cache_put(
+        key, {"layer": layer.to_json(), "diff_id": str(diff_id), "created": created}
+    )
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
 
@@ -89,4 +92,3 @@ def pump_output(ctx: StepContext) -> tuple[int, Callable[[], None]]:
 
 def devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY)
-

@@ -17,8 +17,9 @@ from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
 
 
-def _apply(state: ImageState, ctx: StepContext, created_by: str, kind: str, payload: object,
-           **changes: Any) -> ImageState:
+def _apply(
+    state: ImageState, ctx: StepContext, created_by: str, kind: str, payload: object, **changes: Any
+) -> ImageState:
     cc = replace(state.config.config, **changes)
     config = state.config.with_container_config(cc).with_history(
         history(state.created, created_by, empty_layer=True)
@@ -45,8 +46,9 @@ def env_step(instr: ins.Env, state: ImageState, ctx: StepContext) -> ImageState:
     for name, value in resolved.pairs:
         ctx.scope.set_env(name, value)
     text = " ".join(f"{k}={v}" for k, v in resolved.pairs)
-    return _apply(state, ctx, f"ENV {text}", "ENV", resolved.pairs,
-                  env=tuple(ctx.scope.image_env()))
+    return _apply(
+        state, ctx, f"ENV {text}", "ENV", resolved.pairs, env=tuple(ctx.scope.image_env())
+    )
 
 
 def label_step(instr: ins.Label, state: ImageState, ctx: StepContext) -> ImageState:
@@ -87,8 +89,9 @@ def entrypoint_step(instr: ins.Entrypoint, state: ImageState, ctx: StepContext) 
 
 
 def shell_step(instr: ins.Shell, state: ImageState, ctx: StepContext) -> ImageState:
-    return _apply(state, ctx, f"SHELL {_json_words(instr.argv)}", "SHELL", instr.argv,
-                  shell=tuple(instr.argv))
+    return _apply(
+        state, ctx, f"SHELL {_json_words(instr.argv)}", "SHELL", instr.argv, shell=tuple(instr.argv)
+    )
 
 
 def expose_step(instr: ins.Expose, state: ImageState, ctx: StepContext) -> ImageState:
@@ -96,23 +99,41 @@ def expose_step(instr: ins.Expose, state: ImageState, ctx: StepContext) -> Image
     assert isinstance(resolved, ins.Expose)
     names = [p if "/" in p else f"{p}/tcp" for p in resolved.ports]
     ports = tuple(dict.fromkeys((*state.config.config.exposed_ports, *names)))
-    return _apply(state, ctx, f"EXPOSE map[{' '.join(f'{n}:{{}}' for n in names)}]", "EXPOSE",
-                  names, exposed_ports=ports)
+    return _apply(
+        state,
+        ctx,
+        f"EXPOSE map[{' '.join(f'{n}:{{}}' for n in names)}]",
+        "EXPOSE",
+        names,
+        exposed_ports=ports,
+    )
 
 
 def volume_step(instr: ins.Volume, state: ImageState, ctx: StepContext) -> ImageState:
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Volume)
     volumes = tuple(dict.fromkeys((*state.config.config.volumes, *resolved.paths)))
-    return _apply(state, ctx, f"VOLUME {_json_words(resolved.paths)}", "VOLUME", resolved.paths,
-                  volumes=volumes)
+    return _apply(
+        state,
+        ctx,
+        f"VOLUME {_json_words(resolved.paths)}",
+        "VOLUME",
+        resolved.paths,
+        volumes=volumes,
+    )
 
 
 def stopsignal_step(instr: ins.Stopsignal, state: ImageState, ctx: StepContext) -> ImageState:
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Stopsignal)
-    return _apply(state, ctx, f"STOPSIGNAL {resolved.signal}", "STOPSIGNAL", resolved.signal,
-                  stop_signal=resolved.signal)
+    return _apply(
+        state,
+        ctx,
+        f"STOPSIGNAL {resolved.signal}",
+        "STOPSIGNAL",
+        resolved.signal,
+        stop_signal=resolved.signal,
+    )
 
 
 def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext) -> ImageState:
@@ -121,14 +142,21 @@ def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext
         for name in ("interval", "timeout", "start_period", "start_interval")
     }
     check = Healthcheck(test=tuple(instr.test), retries=instr.retries or 0, **durations)
-    return _apply(state, ctx, f"HEALTHCHECK {_json_words(instr.test)}", "HEALTHCHECK",
-                  check.to_json(), healthcheck=check)
+    return _apply(
+        state,
+        ctx,
+        f"HEALTHCHECK {_json_words(instr.test)}",
+        "HEALTHCHECK",
+        check.to_json(),
+        healthcheck=check,
+    )
 
 
 def onbuild_step(instr: ins.Onbuild, state: ImageState, ctx: StepContext) -> ImageState:
     triggers = (*(state.config.config.on_build or ()), instr.trigger)
-    return _apply(state, ctx, f"ONBUILD {instr.trigger}", "ONBUILD", instr.trigger,
-                  on_build=triggers)
+    return _apply(
+        state, ctx, f"ONBUILD {instr.trigger}", "ONBUILD", instr.trigger, on_build=triggers
+    )
 
 
 def maintainer_step(instr: ins.Maintainer, state: ImageState, ctx: StepContext) -> ImageState:
@@ -147,8 +175,15 @@ def arg_step(instr: ins.Arg, state: ImageState, ctx: StepContext) -> ImageState:
     return state
 
 
-_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-          "m": 60_000_000_000, "h": 3_600_000_000_000}
+_UNITS = {
+    "ns": 1,
+    "us": 1_000,
+    "µs": 1_000,
+    "ms": 1_000_000,
+    "s": 1_000_000_000,
+    "m": 60_000_000_000,
+    "h": 3_600_000_000_000,
+}
 
 
 def _duration_ns(text: str) -> int:

@@ -49,16 +49,18 @@ def _body(content: str, chomp: bool) -> str:
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     if instr.mounts:
         raise RecipeError("RUN --mount is not supported yet", instr.location)
-    if instr.exec_form:
-        argv = tuple(instr.command)
-    else:
-        argv = (*shell_of(state), _script(instr))
+    argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
     cc = state.config.config
     network = instr.network if instr.network not in (None, "default") else ctx.network
     created_by = f"RUN {' '.join(argv)} # buildkit"
-    payload = {"argv": argv, "env": env, "cwd": cc.working_dir or "/", "user": cc.user or "",
-               "network": network}
+    payload = {
+        "argv": argv,
+        "env": env,
+        "cwd": cc.working_dir or "/",
+        "user": cc.user or "",
+        "network": network,
+    }
     key = cachekey.chain(state.key, "RUN", payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
@@ -68,9 +70,15 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     stdin = devnull()
     try:
         spec = SandboxSpec(
-            root=root, argv=argv, env=tuple(env), cwd=cc.working_dir or "/", user=cc.user or "",
+            root=root,
+            argv=argv,
+            env=tuple(env),
+            cwd=cc.working_dir or "/",
+            user=cc.user or "",
             network="host" if network == "host" else "none",
-            stdin=stdin, stdout=out_fd, stderr=out_fd,
+            stdin=stdin,
+            stdout=out_fd,
+            stderr=out_fd,
         )
         status = run(spec)
     except BaseException:
@@ -82,6 +90,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     if status != 0:
         discard(root)
         shown = instr.original if len(instr.original) < 80 else instr.original[:77] + "..."
-        raise StepFailed(f"{shown}: the command exited with status {status}", status,
-                         instr.location)
+        raise StepFailed(
+            f"{shown}: the command exited with status {status}", status, instr.location
+        )
     return commit_layer(state, ctx, key, created_by, root)

@@ -1,0 +1,35 @@
+"""Crash-safe file writes: temp file in the same filesystem, fsync, rename, fsync the dir."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
+    """Replace `path` with `data` so a reader (or a crash) sees the old or the new, never half."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-{os.getpid()}-", dir=tmp_dir)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.rename(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

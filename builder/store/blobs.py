@@ -1,0 +1,109 @@
+"""Blob streams: a writer that hashes as it goes, a reader that verifies at EOF."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+from builder.errors import StoreError
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest
+from builder.image.mediatypes import MediaType
+from builder.store.atomic import fsync_dir
+
+
+class BlobWriter:
+    """Write a blob's bytes, then commit() it under its digest. Used via Store.blob_writer()."""
+
+    def __init__(self, tmp_path: Path, blobs_dir: Path) -> None:
+        self._tmp = tmp_path
+        self._blobs = blobs_dir
+        self._file: BinaryIO | None = open(tmp_path, "xb")  # noqa: SIM115  # closed in commit/abort
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self.descriptor: Descriptor | None = None
+
+    def write(self, data: bytes, /) -> int:
+        if self._file is None:
+            raise ValueError("write to a committed or aborted blob")
+        self._hash.update(data)
+        self._size += len(data)
+        self._file.write(data)
+        return len(data)
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.from_hash(self._hash)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def commit(self, media_type: MediaType | str) -> Descriptor:
+        """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
+        if self._file is None:
+            raise ValueError("blob already committed or aborted")
+        f, self._file = self._file, None
+        try:
+            f.flush()
+            os.fsync(f.fileno())
+        finally:
+            f.close()
+        digest = self.digest
+        final = self._blobs / digest.hex
+        if final.exists():
+            self._tmp.unlink(missing_ok=True)
+        else:
+            os.chmod(self._tmp, 0o644)
+            os.rename(self._tmp, final)
+            fsync_dir(self._blobs)
+        self.descriptor = Descriptor(media_type, digest, self._size)
+        return self.descriptor
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class VerifyingReader(io.RawIOBase):
+    """Reads a blob file and raises StoreError at EOF if its bytes do not match the digest."""
+
+    def __init__(self, path: Path, digest: Digest) -> None:
+        super().__init__()
+        try:
+            self._f = open(path, "rb", buffering=0)  # noqa: SIM115  # closed in close()
+        except FileNotFoundError:
+            raise StoreError(f"blob {digest} is missing from the store") from None
+        self._digest = digest
+        self._hash = digest.hasher()
+        self._verified = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+        n = self._f.readinto(buf)
+        if n:
+            self._hash.update(buf[:n])
+        elif not self._verified:
+            got = Digest.from_hash(self._hash)
+            if got != self._digest:
+                raise StoreError(
+                    f"blob {self._digest} is corrupt (content hashes to {got}); "
+                    "remove it and pull or build again"
+                )
+            self._verified = True
+        return n or 0
+
+    def close(self) -> None:
+        self._f.close()
+        super().close()
+
+
+def open_verified(path: Path, digest: Digest) -> BinaryIO:
+    return io.BufferedReader(VerifyingReader(path, digest), buffer_size=1 << 20)

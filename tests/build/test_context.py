@@ -1,0 +1,87 @@
+"""The build context: docker's COPY source/destination rules, keys from content only."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from builder.build.context import BuildContext, copy_digest
+from builder.errors import BuildContextError
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "src" / "sub").mkdir(parents=True)
+    (root / "src" / "a.txt").write_text("a")
+    (root / "src" / "sub" / "b.txt").write_text("b")
+    (root / "top.txt").write_text("top")
+    (root / "link").symlink_to("top.txt")
+    return root
+
+
+def _targets(context: BuildContext, sources: tuple[str, ...], dest: str) -> list[str]:
+    return sorted(item.target for item in context.plan_copy(sources, dest))
+
+
+def test_a_directory_source_copies_its_contents(ctx: Path) -> None:
+    context = BuildContext(ctx)
+    assert _targets(context, ("src",), "/app") == [
+        "/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"
+    ]
+
+
+def test_a_file_lands_at_dest_or_inside_a_dest_dir(ctx: Path) -> None:
+    context = BuildContext(ctx)
+    (single,) = context.plan_copy(("top.txt",), "/etc/conf")
+    assert single.target == "/etc/conf" and single.into_existing_dir
+    assert _targets(context, ("top.txt",), "/etc/") == ["/etc/top.txt"]
+    assert _targets(context, ("top.txt", "src/a.txt"), "/d") == ["/d/a.txt", "/d/top.txt"]
+
+
+def test_wildcards_follow_go_filepath_match(ctx: Path) -> None:
+    context = BuildContext(ctx)
+    assert _targets(context, ("src/*.txt",), "/d/") == ["/d/a.txt"]
+    assert _targets(context, ("*.txt",), "/d/") == ["/d/top.txt"]  # '*' does not cross '/'
+    assert _targets(context, ("t?p.txt",), "/d/") == ["/d/top.txt"]
+
+
+def test_sources_cannot_leave_the_context(ctx: Path) -> None:
+    context = BuildContext(ctx)
+    # `..` is cleaned against the context root, as docker does: it names the root's own file.
+    assert _targets(context, ("../../top.txt",), "/d/") == ["/d/top.txt"]
+    with pytest.raises(BuildContextError, match="not in the build context"):
+        context.plan_copy(("../etc/passwd",), "/d/")
+
+
+def test_symlinks_are_copied_as_links(ctx: Path) -> None:
+    (item,) = BuildContext(ctx).plan_copy(("link",), "/l")
+    assert item.entry.kind == "symlink" and item.entry.digest == "top.txt"
+
+
+def test_ignored_files_are_invisible(ctx: Path) -> None:
+    class IgnoreTxtInSrc:
+        def excludes(self, rel_path: str) -> bool:
+            return rel_path.startswith("src/") and rel_path.endswith(".txt")
+
+    context = BuildContext(ctx, IgnoreTxtInSrc())
+    assert _targets(context, ("src",), "/app") == ["/app", "/app/sub"]
+    with pytest.raises(BuildContextError):
+        context.plan_copy(("src/a.txt",), "/x")
+
+
+def test_key_depends_on_content_not_on_mtime_or_location(ctx: Path, tmp_path: Path) -> None:
+    key = copy_digest(BuildContext(ctx).plan_copy(("src",), "/app"))
+    clone = tmp_path / "elsewhere" / "clone"
+    shutil.copytree(ctx, clone, symlinks=True)
+    for path in clone.rglob("*"):
+        os.utime(path, (1, 1), follow_symlinks=False)
+    assert copy_digest(BuildContext(clone).plan_copy(("src",), "/app")) == key
+    (clone / "src" / "a.txt").write_text("changed")
+    assert copy_digest(BuildContext(clone).plan_copy(("src",), "/app")) != key
+    (clone / "src" / "a.txt").write_text("a")
+    (clone / "src" / "a.txt").chmod(0o600)
+    assert copy_digest(BuildContext(clone).plan_copy(("src",), "/app")) != key

@@ -1,0 +1,129 @@
+"""The stage graph, from hand-built Nodes (the parser is another module's job)."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.errors import RecipeError
+from builder.recipe.instructions import Recipe
+from builder.recipe.plan import plan
+from builder.recipe.tree import Directives, Node, SyntaxTree
+from builder.recipe.typed import to_instructions
+
+
+def recipe(*lines: tuple[str, ...]) -> Recipe:
+    """Each line is (CMD, *flags-and-values); words starting with `--` are flags."""
+    nodes = []
+    for number, (cmd, *words) in enumerate(lines, 1):
+        text = " ".join((cmd, *words))
+        nodes.append(
+            Node(
+                cmd=cmd,
+                sub_cmd=None,
+                json=False,
+                original=text,
+                start_line=number,
+                end_line=number,
+                flags=tuple(w for w in words if w.startswith("--")),
+                value=tuple(w for w in words if not w.startswith("--")),
+                source_line=text,
+            )
+        )
+    tree = SyntaxTree("Dockerfile", Directives(), tuple(nodes))
+    return Recipe("Dockerfile", "\\", to_instructions(tree))
+
+
+MULTI = recipe(
+    ("ARG", "BASE=busybox:1.36"),
+    ("ARG", "TAG"),
+    ("FROM", "${BASE}", "AS", "Build"),
+    ("RUN", "make"),
+    ("FROM", "build", "AS", "test"),
+    ("FROM", "alpine:3.19", "AS", "tools"),
+    ("FROM", "scratch"),
+    ("COPY", "--from=build", "/out", "/out"),
+    ("RUN", "--mount=type=bind,from=tools,target=/t", "x"),
+)
+
+
+def test_stages_and_bases() -> None:
+    built = plan(MULTI, {})
+    assert [s.name for s in built.stages] == ["build", "test", "tools", None]
+    assert [s.base for s in built.stages] == ["busybox:1.36", "build", "alpine:3.19", "scratch"]
+    assert built.stages[1].base_stage == 0
+    assert built.stages[3].depends_on == {0, 2}
+    assert built.target == 3
+    assert built.needed == (0, 2, 3)
+    assert built.global_args["BASE"] == "busybox:1.36"
+    assert "TAG" not in built.global_args
+    assert built.stages[0].instructions[0].keyword == "RUN"
+
+
+def test_build_arg_overrides_global_and_target() -> None:
+    built = plan(MULTI, {"BASE": "debian:12", "NOPE": "1"}, target="TEST")
+    assert built.stages[0].base == "debian:12"
+    assert built.target == 1
+    assert built.needed == (0, 1)
+    assert built.unused_build_args == ("NOPE",)
+
+
+def test_unused_counts_only_needed_stages() -> None:
+    r = recipe(("FROM", "a", "AS", "one"), ("ARG", "X"), ("FROM", "b"), ("ARG", "Y"))
+    assert plan(r, {"X": "1", "Y": "2"}).unused_build_args == ("X",)
+    assert plan(r, {"X": "1", "Y": "2"}, target="one").unused_build_args == ("Y",)
+    assert plan(r, {"HTTP_PROXY": "p"}).unused_build_args == ()
+
+
+def test_target_not_found_suggests() -> None:
+    with pytest.raises(RecipeError) as info:
+        plan(MULTI, {}, target="tols")
+    assert "could not be found" in info.value.message
+    assert info.value.hint == "did you mean tools?"
+
+
+def test_copy_from_index_and_image() -> None:
+    r = recipe(
+        ("FROM", "a"),
+        ("FROM", "b"),
+        ("COPY", "--from=0", "x", "y"),
+        ("COPY", "--from=nginx:1", "x", "y"),
+    )
+    assert plan(r, {}).stages[1].depends_on == {0}
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        (("FROM", "a", "AS", "x"), ("COPY", "--from=x", "s", "d")),
+        (("FROM", "a"), ("COPY", "--from=1", "s", "d"), ("FROM", "b", "AS", "later")),
+        (("FROM", "a"), ("COPY", "--from=later", "s", "d"), ("FROM", "b", "AS", "later")),
+        (("FROM", "a"), ("RUN", "--mount=from=later", "s"), ("FROM", "b", "AS", "later")),
+    ],
+)
+def test_copy_from_self_or_later_is_an_error(lines: tuple[tuple[str, ...], ...]) -> None:
+    with pytest.raises(RecipeError, match=r"refers to (its own|a later) stage") as info:
+        plan(recipe(*lines), {})
+    assert info.value.location is not None and info.value.location.line == 2
+
+
+def test_structural_errors() -> None:
+    with pytest.raises(RecipeError, match="RUN before the first FROM"):
+        plan(recipe(("RUN", "x"), ("FROM", "a")), {})
+    with pytest.raises(RecipeError, match="no FROM"):
+        plan(recipe(("ARG", "X=1")), {})
+    with pytest.raises(RecipeError, match="duplicate stage name 'a'"):
+        plan(recipe(("FROM", "x", "AS", "a"), ("FROM", "y", "AS", "A")), {})
+    with pytest.raises(RecipeError, match="should not be blank"):
+        plan(recipe(("ARG", "B"), ("FROM", "$B")), {})
+
+
+def test_global_defaults_chain_and_platform() -> None:
+    r = recipe(
+        ("ARG", "V=1"),
+        ("ARG", "IMG=img:$V"),
+        ("FROM", "--platform=$BUILDPLATFORM", "$IMG-$TARGETARCH"),
+    )
+    built = plan(r, {"V": "2"})
+    stage = built.stages[0]
+    assert stage.base == f"img:2-{built.global_args['TARGETARCH']}"
+    assert stage.platform == built.global_args["BUILDPLATFORM"]
