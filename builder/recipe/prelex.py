@@ -176,7 +176,7 @@ def _shell_words(text: str, raw_quotes: bool, raw_escapes: bool) -> list[str] | 
         text = text[1:]  # Go's text/scanner skips a BOM at the start of its input
     text = raw_bytes_to_replacement(text)  # text/scanner decodes invalid bytes as U+FFFD
     words: list[str] = []
-    word: list[str] = []
+    word = ""
     in_word = False
     i, n = 0, len(text)
     while i < n:
@@ -185,7 +185,7 @@ def _shell_words(text: str, raw_quotes: bool, raw_escapes: bool) -> list[str] | 
             j = text.find("'", i + 1)
             if j < 0:
                 return None
-            word.append(text[i : j + 1] if raw_quotes else text[i + 1 : j])
+            word += text[i : j + 1] if raw_quotes else text[i + 1 : j]
             in_word = True
             i = j + 1
         elif ch == '"':
@@ -208,30 +208,31 @@ def _shell_words(text: str, raw_quotes: bool, raw_escapes: bool) -> list[str] | 
                         c = text[i]
                         i += 1
                 out.append(c)
-            word.append("".join(out))
+            word += "".join(out)
             in_word = True
         elif ch == "\\":
             if raw_escapes:
-                word.append("\\")
+                word += "\\"
                 in_word = True
             i += 1
             if i >= n:
                 break
-            word.append(text[i])
+            word += text[i]
             in_word = True
             i += 1
         elif ch in GO_SPACE:
+            # An empty quoted word ('') keeps the word open, as in BuildKit.
             if in_word and word:
-                words.append("".join(word))
-                word = []
+                words.append(word)
+                word = ""
                 in_word = False
             i += 1
         else:
-            word.append(ch)
+            word += ch
             in_word = True
             i += 1
     if word:
-        words.append("".join(word))
+        words.append(word)
     return words
 
 

@@ -46,8 +46,14 @@ DEV_LINKS = (
 )
 # statvfs flag -> mount flag. A read-only remount must repeat these or, in a user
 # namespace, the kernel refuses to "unlock" them (EPERM).
-_KEEP_FLAGS = ((2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, 0x400), (2048, 0x800),
-               (4096, MS_RELATIME))
+_KEEP_FLAGS = (
+    (2, MS_NOSUID),
+    (4, MS_NODEV),
+    (8, MS_NOEXEC),
+    (1024, 0x400),
+    (2048, 0x800),
+    (4096, MS_RELATIME),
+)
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,11 @@ class EtcFiles:
     resolv_conf: str
 
     def pairs(self) -> tuple[tuple[str, str], ...]:
-        return (("etc/hosts", self.hosts), ("etc/hostname", self.hostname),
-                ("etc/resolv.conf", self.resolv_conf))
+        return (
+            ("etc/hosts", self.hosts),
+            ("etc/hostname", self.hostname),
+            ("etc/resolv.conf", self.resolv_conf),
+        )
 
 
 # ---- supervisor side: the bare root ---------------------------------------------------
@@ -92,10 +101,12 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
             except OSError as err:
                 raise SandboxError(f"overlay: {path}: {err.strerror}") from None
         names = [str(fd) for fd in fds]
-        data = (f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
-                # Plain upper dirs only: no redirect or metacopy xattrs the layer writer
-                # would have to understand.
-                ",redirect_dir=off,metacopy=off")
+        data = (
+            f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
+            # Plain upper dirs only: no redirect or metacopy xattrs the layer writer
+            # would have to understand.
+            ",redirect_dir=off,metacopy=off"
+        )
         if userns:
             data += ",userxattr"
         if len(data) >= 4096:
@@ -115,9 +126,12 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
 def mountpoints(spec: SandboxSpec) -> list[tuple[str, Literal["dir", "file"], bool]]:
     """(path, kind, required) of everything pid 1 will mount on."""
     points: list[tuple[str, Literal["dir", "file"], bool]] = [
-        ("proc", "dir", True), ("sys", "dir", True), ("dev", "dir", True),
+        ("proc", "dir", True),
+        ("sys", "dir", True),
+        ("dev", "dir", True),
         # A dangling symlink in the image (resolv.conf -> /run/...) is left alone.
-        ("etc/hosts", "file", False), ("etc/hostname", "file", False),
+        ("etc/hosts", "file", False),
+        ("etc/hostname", "file", False),
         ("etc/resolv.conf", "file", False),
     ]
     for m in spec.mounts:
@@ -141,6 +155,10 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
                 raise SandboxError(f"mount point /{path.strip('/')}: {err.strerror}") from None
             os.close(fd)
             stubs += made
+    except BaseException:
+        with contextlib.suppress(OSError):
+            inroot.remove(rootfd, stubs)  # leave the root as we found it
+        raise
     finally:
         os.close(rootfd)
     return stubs
@@ -165,6 +183,10 @@ def remount_readonly(path: str) -> None:
             if st.f_flag & st_flag:
                 kept |= ms_flag
     mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept, what="remount read-only")
+
+
+def remount_writable(path: str) -> None:
+    mount(None, path, None, MS_REMOUNT | MS_BIND, what="remount writable")
 
 
 # ---- pid 1 side: everything on top, then pivot ----------------------------------------
@@ -197,12 +219,19 @@ def _open(rootfd: int, target: str) -> int:
         raise SandboxError(f"mount point /{target.strip('/')}: {err.strerror}") from None
 
 
-def _on(rootfd: int, target: str, source: str, fstype: str, flags: int,
-        data: str | None = None) -> None:
+def _on(
+    rootfd: int, target: str, source: str, fstype: str, flags: int, data: str | None = None
+) -> None:
     fd = _open(rootfd, target)
     try:
-        mount(source, inroot.fd_path(fd), fstype, flags, data,
-              what=f"mount {fstype} on /{target.strip('/')}")
+        mount(
+            source,
+            inroot.fd_path(fd),
+            fstype,
+            flags,
+            data,
+            what=f"mount {fstype} on /{target.strip('/')}",
+        )
     finally:
         os.close(fd)
 
@@ -215,8 +244,13 @@ def _bind(rootfd: int, target: str, source: str, *, readonly: bool, optional: bo
             return
         raise SandboxError(f"mount point /{target.strip('/')}: {err.strerror}") from None
     try:
-        mount(source, inroot.fd_path(fd), None, MS_BIND | MS_REC,
-              what=f"bind {source} on /{target.strip('/')}")
+        mount(
+            source,
+            inroot.fd_path(fd),
+            None,
+            MS_BIND | MS_REC,
+            what=f"bind {source} on /{target.strip('/')}",
+        )
     finally:
         os.close(fd)
     if readonly:
@@ -251,10 +285,22 @@ def _mount_dev(rootfd: int) -> None:
             os.symlink(link, f"{dev}/{name}")
         os.mkdir(f"{dev}/pts", 0o755)
         os.mkdir(f"{dev}/shm", 0o1777)
-        mount("devpts", f"{dev}/pts", "devpts", MS_NOSUID | MS_NOEXEC,
-              "newinstance,ptmxmode=0666,mode=0620", what="mount devpts on /dev/pts")
-        mount("shm", f"{dev}/shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
-              "mode=1777,size=65536k", what="mount tmpfs on /dev/shm")
+        mount(
+            "devpts",
+            f"{dev}/pts",
+            "devpts",
+            MS_NOSUID | MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620",
+            what="mount devpts on /dev/pts",
+        )
+        mount(
+            "shm",
+            f"{dev}/shm",
+            "tmpfs",
+            MS_NOSUID | MS_NODEV | MS_NOEXEC,
+            "mode=1777,size=65536k",
+            what="mount tmpfs on /dev/shm",
+        )
     except OSError as err:
         raise SandboxError(f"/dev: {err.strerror}") from None
     finally:

@@ -65,6 +65,7 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
+@functools.cache
 def _nr(name: str) -> int:
     machine = os.uname().machine
     table = _SYSCALLS.get(machine)
@@ -118,8 +119,11 @@ def sethostname(name: str) -> None:
 def set_pdeathsig(signum: int) -> None:
     """Ask the kernel to send `signum` to us when the thread that forked us dies."""
     ret = _libc().prctl(
-        ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signum), ctypes.c_ulong(0),
-        ctypes.c_ulong(0), ctypes.c_ulong(0),
+        ctypes.c_int(PR_SET_PDEATHSIG),
+        ctypes.c_ulong(signum),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
     )
     _check(ret, "prctl(PR_SET_PDEATHSIG)")
 
@@ -132,10 +136,31 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     how = struct.pack("=QQQ", flags, mode, resolve)
     buf = ctypes.create_string_buffer(how, len(how))
     ret = _libc().syscall(
-        ctypes.c_long(_nr("openat2")), ctypes.c_int(dirfd), os.fsencode(path), buf,
+        ctypes.c_long(_nr("openat2")),
+        ctypes.c_int(dirfd),
+        os.fsencode(path),
+        buf,
         ctypes.c_size_t(len(how)),
     )
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err), path)
     return int(ret)
+
+
+def loopback_up() -> None:
+    """Set IFF_UP on lo via SIOCGIFFLAGS/SIOCSIFFLAGS on a throwaway socket. Raw libc calls:
+    importing the socket module in the forked child would cost more than the whole setup."""
+    libc = _libc()
+    sock = _check(
+        libc.socket(ctypes.c_int(2), ctypes.c_int(2 | 0o2000000), ctypes.c_int(0)),
+        "socket(AF_INET)",
+    )  # SOCK_DGRAM | SOCK_CLOEXEC
+    try:
+        req = ctypes.create_string_buffer(b"lo", 40)  # struct ifreq: name[16], union
+        _check(libc.ioctl(ctypes.c_int(sock), ctypes.c_ulong(0x8913), req), "SIOCGIFFLAGS lo")
+        flags = struct.unpack_from("=H", req.raw, 16)[0] | 0x1  # IFF_UP
+        struct.pack_into("=H", req, 16, flags)
+        _check(libc.ioctl(ctypes.c_int(sock), ctypes.c_ulong(0x8914), req), "SIOCSIFFLAGS lo")
+    finally:
+        os.close(sock)

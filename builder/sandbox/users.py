@@ -60,7 +60,7 @@ def _id(text: str) -> int | None:
 
 
 def resolve(user: str, etc: str = "/etc") -> Credentials:
-    """"" -> 0:0; "name", "uid", "uid:gid", "name:group" (any mix), like docker."""
+    """ "" -> 0:0; "name", "uid", "uid:gid", "name:group" (any mix), like docker."""
     name, _, group = user.partition(":")
     if not name:
         if group:

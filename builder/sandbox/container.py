@@ -1,0 +1,141 @@
+"""The last steps of the container's pid 1, inside the new root: who it runs as, where, with
+which environment and stdio, and then exec (or, for `call`, a Python callable).
+
+Everything here runs in a forked child and ends in os._exit: it never returns to the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from builder.errors import SandboxError
+from builder.sandbox.spec import DEFAULT_PATH, DEVNULL, SandboxSpec
+from builder.sandbox.users import Credentials
+
+# Python ignores these at start-up and ignored signals survive exec: a build's `yes | head`
+# would then see EPIPE instead of dying quietly (subprocess restores them too).
+_RESTORED_SIGNALS = ("SIGPIPE", "SIGXFZ", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP")
+_MAX_FD = 0x7FFFFFFF
+
+
+def environment(spec: SandboxSpec, creds: Credentials) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in spec.env:
+        key, _, value = item.partition("=")
+        env[key] = value
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.setdefault("HOME", creds.home)
+    return env
+
+
+def make_cwd(cwd: str) -> None:
+    """mkdir -p the working directory as root, like runc/docker (it lands in the layer)."""
+    try:
+        os.makedirs(cwd, mode=0o755, exist_ok=True)
+    except OSError as err:
+        raise SandboxError(f"working directory {cwd}: {err.strerror}") from None
+
+
+def become(creds: Credentials, cwd: str) -> None:
+    try:
+        os.setgroups(list(creds.groups))
+        os.setgid(creds.gid)
+        os.setuid(creds.uid)
+    except OSError as err:
+        raise SandboxError(
+            f"switch to user {creds.uid}:{creds.gid}: {err.strerror}"
+            + (" (only uid 0 is mapped when not run as root)" if os.geteuid() != 0 else "")
+        ) from None
+    try:
+        os.chdir(cwd)
+    except OSError as err:
+        raise SandboxError(f"working directory {cwd}: {err.strerror}") from None
+
+
+def stdio(spec: SandboxSpec) -> None:
+    """dup2 the spec's fds onto 0/1/2 (via copies, so that swapping 1 and 2 works)."""
+    wanted = (spec.stdin, spec.stdout, spec.stderr)
+    copies: list[int | None] = []
+    for i, fd in enumerate(wanted):
+        if fd is None:
+            copies.append(None)
+        elif fd == DEVNULL:
+            copies.append(
+                os.open("/dev/null", (os.O_RDONLY if i == 0 else os.O_WRONLY) | os.O_CLOEXEC)
+            )
+        else:
+            try:
+                copies.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3))
+            except OSError as err:
+                raise SandboxError(f"stdio fd {fd}: {err.strerror}") from None
+    for target, fd in enumerate(copies):
+        if fd is not None:
+            os.dup2(fd, target)  # dup2 leaves the target inheritable
+            os.close(fd)
+
+
+def close_fds(keep: Sequence[int]) -> None:
+    """Close every fd above 2 except `keep` (close_range under the hood)."""
+    kept = sorted({2, *(fd for fd in keep if fd > 2)})
+    for low, high in zip(kept, [*kept[1:], _MAX_FD], strict=True):
+        if high > low + 1:
+            os.closerange(low + 1, high)
+
+
+def restore_signals() -> None:
+    for name in _RESTORED_SIGNALS:
+        sig = getattr(signal, name, None)
+        if sig is not None:
+            signal.signal(sig, signal.SIG_DFL)
+
+
+def exec_command(argv: Sequence[str], env: dict[str, str]) -> int:
+    """execve argv[0] looked up in the env's PATH; returns (never raising) like sh when
+    nothing could be run: 127 not found, 126 found but not executable."""
+    name = argv[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [f"{d or '.'}/{name}" for d in env.get("PATH", DEFAULT_PATH).split(":")]
+    denied: OSError | None = None
+    other: OSError | None = None
+    for path in candidates:
+        try:
+            os.execve(path, list(argv), env)
+        except OSError as err:
+            if err.errno in (errno.EACCES, errno.EPERM):
+                denied = denied or err
+            elif err.errno not in (errno.ENOENT, errno.ENOTDIR):
+                other = other or err
+    if denied is not None:
+        _say(f"builder: {name}: {denied.strerror}\n")
+        return 126
+    if other is not None:
+        _say(f"builder: {name}: {other.strerror}\n")
+        return 126 if other.errno == errno.ENOEXEC else 127
+    _say(f"builder: {name}: command not found\n")
+    return 127
+
+
+def run_callable(fn: Callable[[], int]) -> int:
+    try:
+        status = int(fn())
+    except BaseException as err:  # the child must end in _exit whatever happens
+        _say(f"builder: {type(err).__name__}: {err}\n")
+        status = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+    return status & 0xFF
+
+
+def _say(text: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(2, text.encode(errors="replace"))

@@ -1,0 +1,348 @@
+"""Three processes run one sandbox, each with one job:
+
+  caller (us)   writes the per-run files, forwards SIGINT/SIGTERM/SIGHUP, reads the
+                report pipe, returns the exit status or raises SandboxError;
+  supervisor    new mount/pid/uts/ipc/net/cgroup namespaces; mounts the root and makes
+                the stubs; forks pid 1, writes its id maps, waits, removes the stubs;
+  pid 1         its own copy of the mount namespace: /proc, /dev, /sys, /etc files, binds;
+                pivot_root; a new user namespace; user, cwd, stdio; exec (or `fn`).
+
+As host root, every mount happens BEFORE the user namespace (the kernel then writes trusted
+overlay xattrs and 0/0 whiteouts, and no mount is "locked"); the process still ends with no
+capability in the host's user namespace. When not root, the supervisor enters a user
+namespace first (uid 0 -> us) and mounts from inside it.
+
+The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to) and
+`E<message>` (a setup step failed). EOF means every sandbox process has gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import FrameType
+
+from builder.errors import SandboxError
+from builder.sandbox import container, mounts, users
+from builder.sandbox.idmap import Handshake
+from builder.sandbox.spec import DirRoot, SandboxSpec
+from builder.sandbox.syscalls import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    loopback_up,
+    set_pdeathsig,
+    sethostname,
+    umount2,
+    unshare,
+)
+
+FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# pid 1 ignores signals it has no handler for; this long after forwarding one, SIGKILL.
+KILL_GRACE_SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything the forked processes need, fixed before the first fork."""
+
+    spec: SandboxSpec
+    state: str
+    rootful: bool
+    fn: Callable[[], int] | None
+    keep_fds: tuple[int, ...]
+
+    @property
+    def rootdir(self) -> str:
+        return f"{self.state}/root"
+
+    @property
+    def scratch(self) -> str:
+        return f"{self.state}/scratch"
+
+    @property
+    def etc(self) -> mounts.EtcFiles:
+        resolv = "/etc/resolv.conf" if os.path.exists("/etc/resolv.conf") else ""
+        return mounts.EtcFiles(
+            f"{self.state}/hosts", f"{self.state}/hostname", resolv or f"{self.state}/resolv.conf"
+        )
+
+
+def run(spec: SandboxSpec) -> int:
+    """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N."""
+    spec.validate()
+    return _execute(spec, None, ())
+
+
+def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:
+    """Run `fn` in a forked child inside the sandbox (after pivot_root, in spec.cwd); its
+    return value is the status. fds in `keep_fds` stay open for `fn`."""
+    spec.validate(need_argv=False)
+    return _execute(spec, fn, tuple(keep_fds))
+
+
+def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
+    state = tempfile.mkdtemp(prefix="builder-sandbox-")
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep)
+    try:
+        _write_state(plan)
+        for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
+            with contextlib.suppress(OSError, ValueError):
+                stream.flush()
+        report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        host_maps = None if plan.rootful else Handshake.new()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
+        os.close(report_w)
+        try:
+            if host_maps is not None:
+                host_maps.parent_side()
+                host_maps.serve(pid)
+            return _wait(pid, report_r)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+            raise
+        finally:
+            os.close(report_r)
+    finally:
+        _remove_state(plan)
+
+
+def _write_state(plan: _Run) -> None:
+    os.mkdir(plan.rootdir, 0o755)
+    os.mkdir(plan.scratch, 0o755)
+    name = plan.spec.hostname
+    files = {
+        "hosts": f"127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+        "hostname": f"{name}\n",
+        "resolv.conf": "",
+    }
+    for fname, text in files.items():
+        with open(f"{plan.state}/{fname}", "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o644)
+            f.write(text)
+
+
+def _remove_state(plan: _Run) -> None:
+    # Never a recursive delete: should a mount ever leak here, we must not walk into it.
+    for fname in ("hosts", "hostname", "resolv.conf"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{plan.state}/{fname}")
+    for dname in (plan.rootdir, plan.scratch, plan.state):
+        with contextlib.suppress(OSError):
+            os.rmdir(dname)
+
+
+def _child(report_w: int, body: Callable[[], int]) -> None:
+    """Run `body` in a forked child and _exit with its status: never return to the caller."""
+    code = 255
+    try:
+        code = body()
+    except BaseException as err:
+        _report(report_w, "E" + _message(err))
+    finally:
+        os._exit(code)
+
+
+def _message(err: BaseException) -> str:
+    if isinstance(err, SandboxError):
+        return str(err)
+    if isinstance(err, OSError):
+        return f"sandbox setup: {err.strerror or err}" + (
+            f": {err.filename}" if err.filename else ""
+        )
+    return f"sandbox setup: {type(err).__name__}: {err}"
+
+
+def _report(fd: int, line: str) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, (line.replace("\n", " ") + "\n").encode(errors="replace"))
+
+
+# ---- the supervisor -------------------------------------------------------------------
+
+
+def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | None) -> int:
+    set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent:  # the caller died before prctl took effect
+        return 255
+    for sig in FORWARDED_SIGNALS:
+        # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
+        # we must outlive pid 1 to report its status and remove the stubs.
+        signal.signal(sig, signal.SIG_IGN)
+    if host_maps is not None:
+        host_maps.child_side()
+        unshare(CLONE_NEWUSER)
+        host_maps.ask()
+    spec = plan.spec
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
+    if spec.network == "none":
+        flags |= CLONE_NEWNET
+    unshare(flags)
+    mounts.make_private()
+    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=not plan.rootful)
+    stubs = mounts.make_stubs(plan.rootdir, spec)
+    try:
+        if isinstance(spec.root, DirRoot) and spec.root.readonly:
+            mounts.remount_readonly(plan.rootdir)
+        maps = Handshake.new() if plan.rootful else None
+        pid = os.fork()
+        if pid == 0:
+            _child(report_w, lambda: _init(plan, report_w, maps))
+        _report(report_w, f"P{pid}")
+        if maps is not None:
+            maps.parent_side()
+            try:
+                maps.serve(pid)
+            except SandboxError as err:
+                _report(report_w, "E" + str(err))
+        _, status = os.waitpid(pid, 0)
+        code = os.waitstatus_to_exitcode(status)
+        return 128 - code if code < 0 else code
+    finally:
+        if isinstance(spec.root, DirRoot) and spec.root.readonly:
+            mounts.remount_writable(plan.rootdir)  # only our view: the stubs must go
+        mounts.remove_stubs(plan.rootdir, stubs)
+        # Unmount now, not when the namespace dies (that may happen asynchronously, after
+        # the caller has started reading the upper dir).
+        with contextlib.suppress(SandboxError):
+            umount2(plan.rootdir, MNT_DETACH)
+
+
+# ---- pid 1 --------------------------------------------------------------------------------
+
+
+def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
+    # (No getppid() check: our parent is outside our pid namespace, so it reads 0. If the
+    # supervisor dies before this, the id-map handshake fails, or setup finds no caller.)
+    set_pdeathsig(signal.SIGKILL)
+    spec = plan.spec
+    if maps is not None:
+        maps.child_side()
+    # A copy of the supervisor's namespace: what we mount now stays out of its view.
+    unshare(CLONE_NEWNS)
+    mounts.populate(plan.rootdir, spec, plan.etc)
+    sethostname(spec.hostname)
+    if spec.network == "none":
+        loopback_up()
+    mounts.pivot(plan.rootdir)
+    creds = users.resolve(spec.user)
+    container.make_cwd(spec.cwd)
+    if maps is not None:
+        unshare(CLONE_NEWUSER)
+        maps.ask()
+    container.become(creds, spec.cwd)
+    env = container.environment(spec, creds)
+    container.stdio(spec)
+    container.restore_signals()
+    if plan.fn is None:
+        container.close_fds([report_w])  # the report pipe is close-on-exec
+        return container.exec_command(spec.argv, env)
+    container.close_fds(plan.keep_fds)
+    os.environ.clear()
+    os.environ.update(env)
+    return container.run_callable(plan.fn)
+
+
+# ---- the caller ---------------------------------------------------------------------------
+
+
+class _Forwarder:
+    """Forward SIGINT/SIGTERM/SIGHUP to pid 1; SIGKILL it if it outlives the grace."""
+
+    def __init__(self) -> None:
+        self.target: int | None = None
+        self.pending: list[int] = []
+        self.deadline: float | None = None
+        self.saved: dict[int, object] = {}
+
+    def install(self) -> None:
+        try:
+            for sig in FORWARDED_SIGNALS:
+                self.saved[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread: signals are not ours to take
+            self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self.saved.clear()
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + KILL_GRACE_SECONDS
+        if self.target is None:
+            self.pending.append(signum)
+        else:
+            self._send(signum)
+
+    def attach(self, pid: int) -> None:
+        self.target = pid
+        for signum in self.pending:
+            self._send(signum)
+        self.pending.clear()
+
+    def _send(self, signum: int) -> None:
+        if self.target is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.target, signum)
+
+    def timeout(self) -> float:
+        # Bounded: select() restarts with its original timeout after our handler ran
+        # (PEP 475), so an unbounded wait would never notice a new deadline.
+        if self.deadline is None:
+            return 0.25
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            self._send(signal.SIGKILL)
+            self.deadline = time.monotonic() + 3600
+            return 0.25
+        return min(left, 0.25)
+
+
+def _wait(pid: int, report_r: int) -> int:
+    forwarder = _Forwarder()
+    forwarder.install()
+    errors: list[str] = []
+    buf = b""
+    try:
+        while True:
+            ready, _, _ = select.select([report_r], [], [], forwarder.timeout())
+            if not ready:
+                continue
+            chunk = os.read(report_r, 4096)
+            if not chunk:
+                break
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for raw in lines:
+                line = raw.decode(errors="replace")
+                if line.startswith("P") and line[1:].isdigit():
+                    forwarder.attach(int(line[1:]))
+                elif line.startswith("E"):
+                    errors.append(line[1:])
+        _, status = os.waitpid(pid, 0)
+    finally:
+        forwarder.restore()
+    if errors:
+        raise SandboxError(errors[0])
+    if os.WIFSIGNALED(status):
+        raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
+    return os.waitstatus_to_exitcode(status)

@@ -1,0 +1,69 @@
+"""The grammar ships inside the wheel, and the installed package parses with it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+GRAMMAR = REPO / "grammar" / "recipe.lark"
+
+
+def _build_wheel(outdir: Path) -> Path:
+    base = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(REPO)]
+    done = subprocess.run(base, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:  # offline: build with what the venv has
+        fallback = [*base, "--no-isolation", "--skip-dependency-check"]
+        done = subprocess.run(fallback, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = outdir.glob("builder-*.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel(tmp_path_factory.mktemp("dist"))
+
+
+def test_grammar_is_a_real_file_in_the_wheel(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as zf:
+        info = zf.getinfo("builder/recipe/recipe.lark")
+        # A symlink would be stored with the S_IFLNK mode bits; it must be a regular file.
+        assert (info.external_attr >> 16) & 0o170000 in (0, 0o100000)
+        assert zf.read(info) == GRAMMAR.read_bytes()
+
+
+def test_installed_wheel_parses(wheel: Path, tmp_path: Path) -> None:
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        check=True,
+        timeout=300,
+    )
+    script = (
+        "import builder.recipe.syntax as s, builder.recipe.dump as d\n"
+        "print(s.__file__)\n"
+        "print(d.dump(s.parse_syntax('FROM a\\nRUN <<EOF\\nx\\nEOF\\n')), end='')\n"
+    )
+    # lark comes from the project's venv; the package itself only from the fresh one.
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    done = subprocess.run(
+        [str(python), "-I", "-c", f"import sys; sys.path.append({env['PYTHONPATH']!r})\n{script}"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    location, *dumped = done.stdout.splitlines()
+    assert location.startswith(str(env_dir))
+    assert dumped == ['(from "a")', '(run "<<EOF")']

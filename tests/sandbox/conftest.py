@@ -1,0 +1,97 @@
+"""A busybox root file system for the sandbox tests (real kernel, real overlayfs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run
+
+BUSYBOX = "/bin/busybox"
+APPLETS = (
+    "sh",
+    "echo",
+    "cat",
+    "ls",
+    "id",
+    "hostname",
+    "mkdir",
+    "touch",
+    "rm",
+    "sleep",
+    "true",
+    "false",
+    "env",
+    "pwd",
+    "mount",
+    "ip",
+    "stat",
+    "test",
+    "kill",
+    "ps",
+)
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists(BUSYBOX), reason="needs root and busybox-static"
+)
+
+
+def make_busybox_root(path: Path) -> Path:
+    (path / "bin").mkdir(parents=True)
+    (path / "etc").mkdir()
+    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
+    for name in APPLETS:
+        (path / "bin" / name).symlink_to("busybox")
+    (path / "etc" / "passwd").write_text(
+        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
+    )
+    (path / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_busybox_root(tmp_path_factory.mktemp("busybox") / "rootfs")
+
+
+@pytest.fixture
+def overlay(tmp_path: Path, busybox_root: Path) -> Callable[..., OverlayRoot]:
+    """A fresh upper/work over the given lowers (default: the busybox root)."""
+
+    def make(*lowers: Path) -> OverlayRoot:
+        base = Path(tempfile.mkdtemp(dir=tmp_path))
+        upper, work = base / "upper", base / "work"
+        upper.mkdir()
+        work.mkdir()
+        return OverlayRoot(lowers or (busybox_root,), upper, work)
+
+    return make
+
+
+ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
+
+
+def _run_sh(spec: SandboxSpec, script: str) -> tuple[int, str, str]:
+    """Run `sh -c script`; (status, stdout, stderr) captured through real pipes."""
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    try:
+        status = run(
+            replace(spec, argv=("sh", "-c", script), stdin=DEVNULL, stdout=out_w, stderr=err_w)
+        )
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    with os.fdopen(out_r) as out, os.fdopen(err_r) as err:
+        return status, out.read(), err.read()
+
+
+@pytest.fixture
+def sh() -> ShRunner:
+    return _run_sh

@@ -1,0 +1,260 @@
+"""run() and call() against the real kernel, in a busybox root on overlayfs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder.errors import SandboxError
+from builder.sandbox import DirRoot, Mount, OverlayRoot, SandboxSpec, call, run
+
+ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
+
+
+def test_echo_through_a_pipe(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    assert sh(SandboxSpec(overlay(), ()), "echo hello") == (0, "hello\n", "")
+
+
+# (pid 1 cannot be killed from inside its namespace; 128+N is tested with signals below.)
+@pytest.mark.parametrize(("script", "status"), [("true", 0), ("exit 3", 3), ("exit 255", 255)])
+def test_exit_status(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, script: str, status: int
+) -> None:
+    assert sh(SandboxSpec(overlay(), ()), script)[0] == status
+
+
+def test_command_not_found_is_127(overlay: Callable[..., OverlayRoot]) -> None:
+    err_r, err_w = os.pipe()
+    status = run(SandboxSpec(overlay(), ("no-such-command",), stderr=err_w))
+    os.close(err_w)
+    with os.fdopen(err_r) as err:
+        message = err.read()
+    assert status == 127
+    assert "no-such-command" in message and "not found" in message
+
+
+def test_env_and_missing_cwd_created(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    root = overlay()
+    spec = SandboxSpec(root, (), env=("FOO=bar baz",), cwd="/work/dir")
+    status, out, _ = sh(spec, 'echo "$FOO"; pwd; echo "$PATH"')
+    assert status == 0
+    foo, cwd, path = out.splitlines()
+    assert (foo, cwd) == ("bar baz", "/work/dir")
+    assert "/bin" in path.split(":")
+    assert (root.upper / "work" / "dir").is_dir()  # WORKDIR lands in the layer, like docker
+
+
+def test_user_nobody(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    assert sh(SandboxSpec(overlay(), (), user="nobody"), "id -u; id -g")[1] == "65534\n65534\n"
+    assert sh(SandboxSpec(overlay(), (), user="1234:5678"), "id -u; id -g")[1] == "1234\n5678\n"
+
+
+def test_unknown_user_is_a_sandbox_error(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    with pytest.raises(SandboxError, match="not found in the image's /etc/passwd"):
+        sh(SandboxSpec(overlay(), (), user="alice"), "true")
+
+
+def test_files_keep_host_ids(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    root = overlay()
+    assert sh(SandboxSpec(root, (), user="nobody"), "touch /tmp-nobody 2>&1; echo $?")[0] == 0
+    status, _, _ = sh(SandboxSpec(root, ()), "mkdir -p /o && touch /o/f && chown 123:456 /o/f")
+    assert status == 0
+    st = (root.upper / "o" / "f").stat()
+    assert (st.st_uid, st.st_gid) == (123, 456)
+
+
+def test_hostname_pid1_and_etc_files(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    spec = SandboxSpec(overlay(), (), hostname="box")
+    status, out, _ = sh(spec, "hostname; echo $$; cat /etc/hostname; cat /etc/hosts")
+    lines = out.splitlines()
+    assert status == 0
+    assert lines[:3] == ["box", "1", "box"]
+    assert any(line.startswith("127.0.0.1") and "box" in line for line in lines[3:])
+
+
+def test_network_none_has_only_lo(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    status, out, _ = sh(SandboxSpec(overlay(), ()), "ls /sys/class/net; ip -o link")
+    assert status == 0
+    assert out.split("\n")[0] == "lo"
+    assert "lo:" in out and "UP" in out and len(out.strip().splitlines()) == 2
+
+
+def test_network_host_sees_host_interfaces(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    status, out, _ = sh(SandboxSpec(overlay(), (), network="host"), "ls /sys/class/net")
+    assert status == 0
+    assert sorted(out.split()) == sorted(os.listdir("/sys/class/net"))
+
+
+def test_host_root_is_unreachable(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, tmp_path: Path
+) -> None:
+    marker = tmp_path / "host-marker"
+    marker.write_text("secret")
+    script = (
+        f"cat {marker} 2>/dev/null && echo LEAK; "
+        f"ls /proc/1/root{marker} 2>/dev/null && echo LEAK; "
+        "ls /proc/1/root/work 2>/dev/null && echo LEAK; "
+        "cat /proc/self/mountinfo | grep -c ' / ' ; echo done"
+    )
+    status, out, _ = sh(SandboxSpec(overlay(), ()), script)
+    assert status == 0
+    assert "LEAK" not in out and out.endswith("done\n")
+
+
+def test_no_capabilities_in_the_host_user_namespace(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    # uid_map shows a user namespace; mounting over a host-owned mount must be refused.
+    status, out, _ = sh(
+        SandboxSpec(overlay(), ()),
+        "cat /proc/self/uid_map; mount -o remount,rw /etc/hosts; echo rc=$?",
+    )
+    assert status == 0
+    assert out.split()[:3] == ["0", "0", "4294967295"]
+    assert "rc=0" not in out
+
+
+def test_only_stdio_fds_are_inherited(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    leak = os.open("/dev/null", os.O_RDONLY)  # inheritable on purpose
+    os.set_inheritable(leak, True)
+    try:
+        status, out, _ = sh(SandboxSpec(overlay(), ()), "ls /proc/self/fd")
+    finally:
+        os.close(leak)
+    assert status == 0
+    assert sorted(out.split()) == ["0", "1", "2", "3"]  # 3: the fd `ls` opened to list
+
+
+def test_binds_and_tmpfs(overlay: Callable[..., OverlayRoot], sh: ShRunner, tmp_path: Path) -> None:
+    src = tmp_path / "ctx"
+    src.mkdir()
+    (src / "f").write_text("from host")
+    root = overlay()
+    spec = SandboxSpec(
+        root,
+        (),
+        mounts=(
+            Mount("/ctx", "bind", src),
+            Mount("/cache", "bind", src, readonly=False),
+            Mount("/scratch/tmp", "tmpfs", readonly=False),
+        ),
+    )
+    status, out, _ = sh(
+        spec,
+        "cat /ctx/f; touch /ctx/g 2>/dev/null || echo ro; "
+        "touch /cache/h && touch /scratch/tmp/x && echo ok",
+    )
+    assert (status, out) == (0, "from hostro\nok\n")
+    assert (src / "h").exists() and not (src / "g").exists()
+    # The stubs /ctx /cache /scratch are gone; /etc stays as an empty copied-up dir (its
+    # hosts/hostname/resolv.conf stubs were removed; see test_mounts for an empty base).
+    assert os.listdir(root.upper) == ["etc"]
+    assert os.listdir(root.upper / "etc") == []
+
+
+def test_dir_root_readonly(tmp_path: Path, busybox_root: Path, sh: ShRunner) -> None:
+    before = sorted(os.listdir(busybox_root))
+    status, out, _ = sh(
+        SandboxSpec(DirRoot(busybox_root, readonly=True), ()),
+        "touch /x 2>/dev/null || echo ro; ls /proc/self >/dev/null && echo ok",
+    )
+    assert (status, out) == (0, "ro\nok\n")
+    assert sorted(os.listdir(busybox_root)) == before  # /proc /sys /dev stubs removed
+
+
+def test_call_copies_from_an_fd_opened_host_dir(
+    overlay: Callable[..., OverlayRoot], tmp_path: Path
+) -> None:
+    ctx = tmp_path / "context"
+    ctx.mkdir()
+    (ctx / "a.txt").write_text("payload")
+    root = overlay()
+    dirfd = os.open(ctx, os.O_RDONLY | os.O_DIRECTORY)
+
+    def copy_in() -> int:
+        # Inside the root: "/" is the image; the context is reachable only through dirfd.
+        fd = os.open("a.txt", os.O_RDONLY, dir_fd=dirfd)
+        data = os.read(fd, 100)
+        os.makedirs("/app", exist_ok=True)
+        with open("/app/a.txt", "wb") as f:
+            f.write(data)
+        return 0 if not os.path.exists(str(ctx)) else 9  # the host path must not resolve
+
+    try:
+        assert call(SandboxSpec(root, (), cwd="/"), copy_in, keep_fds=[dirfd]) == 0
+    finally:
+        os.close(dirfd)
+    assert (root.upper / "app" / "a.txt").read_text() == "payload"
+
+
+def test_call_exception_is_status_1(overlay: Callable[..., OverlayRoot]) -> None:
+    def boom() -> int:
+        raise RuntimeError("nope")
+
+    err_r, err_w = os.pipe()
+    assert call(SandboxSpec(overlay(), (), stderr=err_w), boom) == 1
+    os.close(err_w)
+    with os.fdopen(err_r) as err:
+        assert "RuntimeError: nope" in err.read()
+
+
+def test_setup_failure_is_a_sandbox_error(tmp_path: Path) -> None:
+    spec = SandboxSpec(OverlayRoot((tmp_path / "missing",), tmp_path, tmp_path / "w"), ("true",))
+    with pytest.raises(SandboxError, match="missing"):
+        run(spec)
+
+
+_SIGNAL_HELPER = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from builder.sandbox import OverlayRoot, SandboxSpec, run
+    lower, upper, work, script = sys.argv[1:]
+    root = OverlayRoot((Path(lower),), Path(upper), Path(work))
+    print("status", run(SandboxSpec(root, ("sh", "-c", script))), flush=True)
+""")
+
+
+@pytest.mark.parametrize(
+    ("script", "expected"),
+    [
+        # A handler in pid 1: the forwarded SIGTERM reaches it.
+        ('trap "exit 42" TERM; echo ready; while :; do sleep 0.05; done', 42),
+        # No handler: pid 1 ignores SIGTERM, so after the grace it is killed (128+9).
+        ("echo ready; sleep 30", 137),
+    ],
+)
+def test_signals_are_forwarded(
+    overlay: Callable[..., OverlayRoot], script: str, expected: int
+) -> None:
+    root = overlay()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _SIGNAL_HELPER,
+            str(root.lowers[0]),
+            str(root.upper),
+            str(root.work),
+            script,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parents[2],
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline() == "ready\n"
+    start = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=20)
+    assert out == f"status {expected}\n"
+    assert time.monotonic() - start < 10
