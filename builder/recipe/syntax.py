@@ -290,7 +290,7 @@ def _node(text: str, split: _Split, escape: str, where: _Where) -> Node:
         return Node(
             cmd=cmd,
             sub_cmd=inner.cmd if inner else None,
-            json=False,
+            json=inner.json if inner else False,
             original=text,
             start_line=where.start_line,
             end_line=where.end_line,

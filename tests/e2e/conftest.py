@@ -2,74 +2,35 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
-
-
-def _busybox_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(
-        "busybox_rootfs", REPO / "scripts" / "busybox_rootfs.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@dataclass
-class Result:
-    status: int
-    stdout: str
-    stderr: str
-
-
-@dataclass
-class Builder:
-    """The real CLI, run as a subprocess against one store."""
-
-    root: Path
-
-    def __call__(
-        self, *args: str | Path, check: bool = True, timeout: float = 300, cwd: Path | None = None
-    ) -> Result:
-        proc = subprocess.run(
-            [sys.executable, "-m", "builder", "--root", str(self.root), *map(str, args)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-            cwd=cwd,
-        )
-        result = Result(proc.returncode, proc.stdout, proc.stderr)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"builder {args} exited {proc.returncode}:\n{proc.stderr}")
-        return result
+from tests.e2e.support import Builder, busybox_module
 
 
 @pytest.fixture(scope="session")
 def busybox_rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _busybox_module().make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
+    return busybox_module().make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs")
 
 
 @pytest.fixture(scope="session")
 def busybox_store(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Path) -> Path:
-    """A store holding busybox:latest, imported once and copied per test."""
+    """A store holding busybox:latest, imported once and copied per test.
+
+    The base layer is gzip so that images built on it with `--compression gzip` can be
+    checked by umoci 0.4.7 and oci-image-tool 1.0.0-rc1 (Debian 12), which predate image-spec
+    1.1's zstd layer type and reject any zstd layer.
+    """
     root = tmp_path_factory.mktemp("base-store") / "store"
-    Builder(root)("import", busybox_rootfs, "busybox:latest")
+    Builder(root)("import", "--compression", "gzip", busybox_rootfs, "busybox:latest")
     return root
 
 

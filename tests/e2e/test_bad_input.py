@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Builder
 
 from builder import errors
+from tests.e2e.support import Builder
 
 
 def _index(root: Path) -> str:
@@ -20,7 +20,7 @@ def _index(root: Path) -> str:
 
 def _assert_consistent(root: Path) -> None:
     proc = subprocess.run(
-        ["oci-image-tool", "validate", "--type", "imageLayout", str(root)],
+        ["oci-image-tool", "validate", "--type", "image", str(root)],
         capture_output=True,
         text=True,
     )

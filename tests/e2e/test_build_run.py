@@ -9,7 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED, Builder
+
+from tests.e2e.support import REPO, SHARED, Builder
 
 HELLO = REPO / "recipes" / "hello"
 
@@ -134,7 +135,7 @@ def test_deletion_in_run_becomes_an_oci_whiteout(builder: Builder, tmp_path: Pat
 
 @pytest.fixture
 def saved_layout(builder: Builder, tmp_path: Path) -> Path:
-    builder("build", "-t", "hello:v1", HELLO)
+    builder("build", "--compression", "gzip", "-t", "hello:v1", HELLO)
     archive = tmp_path / "hello.tar"
     builder("save", "hello:v1", "-o", archive)
     layout = tmp_path / "layout"
@@ -192,9 +193,10 @@ def test_skopeo_reads_the_oci_archive(builder: Builder, tmp_path: Path, registry
 
 
 def test_store_is_a_valid_oci_layout(builder: Builder) -> None:
-    builder("build", "-t", "hello", HELLO)
+    # gzip: oci-image-tool 1.0.0-rc1 rejects the zstd layer type (see busybox_store).
+    builder("build", "--compression", "gzip", "-t", "hello", HELLO)
     proc = subprocess.run(
-        ["oci-image-tool", "validate", "--type", "imageLayout", str(builder.root)],
+        ["oci-image-tool", "validate", "--type", "image", str(builder.root)],
         capture_output=True,
         text=True,
     )

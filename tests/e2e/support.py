@@ -1,0 +1,52 @@
+"""What the end-to-end tests share: paths, the CLI runner, the busybox rootfs maker."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = REPO.parent / "shared"
+
+
+def busybox_module():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(
+        "busybox_rootfs", REPO / "scripts" / "busybox_rootfs.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class Builder:
+    """The real CLI, run as a subprocess against one store."""
+
+    root: Path
+
+    def __call__(
+        self, *args: str | Path, check: bool = True, timeout: float = 300, cwd: Path | None = None
+    ) -> Result:
+        proc = subprocess.run(
+            [sys.executable, "-m", "builder", "--root", str(self.root), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+        )
+        result = Result(proc.returncode, proc.stdout, proc.stderr)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"builder {args} exited {proc.returncode}:\n{proc.stderr}")
+        return result
