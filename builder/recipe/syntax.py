@@ -16,6 +16,7 @@ import dataclasses
 import functools
 import importlib.resources
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import RecipeError, SourceLocation
@@ -57,7 +58,16 @@ def _parser() -> Lark:
     from lark import Lark
 
     grammar = importlib.resources.files("builder.recipe").joinpath("recipe.lark")
-    return Lark(grammar.read_text(encoding="utf-8"), parser="lalr", start=["start", "line"])
+    text = grammar.read_text(encoding="utf-8")
+    # Lark can keep the compiled LALR tables; we keep them where Python keeps this package's
+    # bytecode (same owner, same trust), keyed by Lark on the grammar's hash. Where that is
+    # not writable the grammar is simply compiled each time.
+    cache = Path(__file__).with_name("__pycache__") / "recipe.lark.cache"
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        return Lark(text, parser="lalr", start=["start", "line"], cache=str(cache))
+    except OSError:
+        return Lark(text, parser="lalr", start=["start", "line"])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,6 @@ from builder.build.steps.layer_step import (
 from builder.errors import BuildContextError, BuilderError, RecipeError
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
-from builder.sandbox import SandboxSpec, call
 
 
 def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
@@ -74,6 +73,8 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
+    from builder.sandbox import SandboxSpec, call  # only when a step really runs
+
     root = overlay_for(state, ctx)
     context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
     out_fd, finish = pump_output(ctx)

@@ -6,6 +6,7 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from builder.build.events import StepOutput
 from builder.build.state import ImageState
@@ -13,7 +14,9 @@ from builder.build.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.compression import Compression
-from builder.sandbox import OverlayRoot
+
+if TYPE_CHECKING:
+    from builder.sandbox import OverlayRoot
 
 
 def cached_layer(
@@ -35,6 +38,8 @@ def cached_layer(
 
 
 def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
+    from builder.sandbox import OverlayRoot
+
     lowers = tuple(
         ctx.store.layer_dir(layer, diff_id)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)

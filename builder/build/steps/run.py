@@ -19,7 +19,6 @@ from builder.build.steps.layer_step import (
 from builder.build.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
-from builder.sandbox import SandboxSpec, run
 
 
 def _script(instr: ins.Run) -> str:
@@ -65,6 +64,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
+    from builder.sandbox import SandboxSpec, run  # only when a step really runs
+
     root = overlay_for(state, ctx)
     out_fd, finish = pump_output(ctx)
     stdin = devnull()
