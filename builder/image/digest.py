@@ -9,7 +9,7 @@ from builder.errors import UsageError
 
 # Hex lengths of the algorithms the OCI image spec registers.
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^(sha256|sha512):([0-9a-f]+)$")
+_DIGEST_RE = re.compile(r"(sha256|sha512):([0-9a-f]+)")
 
 
 class DigestError(UsageError, ValueError):
@@ -22,7 +22,7 @@ class Digest(str):
     __slots__ = ()
 
     def __new__(cls, value: str) -> Digest:
-        match = _DIGEST_RE.match(value)
+        match = _DIGEST_RE.fullmatch(value)
         if match is None or len(match.group(2)) != _HEX_LENGTH[match.group(1)]:
             raise DigestError(
                 f"invalid digest {value!r}: expected sha256:<64 hex> or sha512:<128 hex>"

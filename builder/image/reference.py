@@ -51,17 +51,17 @@ class Reference:
         colon = rest.rfind(":")
         if colon > slash:
             rest, tag = rest[:colon], rest[colon + 1 :]
-            if not _TAG.match(tag):
+            if not _TAG.fullmatch(tag):
                 raise _bad(text, f"bad tag {tag!r} (letters, digits, '_', '.', '-'; max 128)")
         domain = None
         parts = rest.split("/")
         first = parts[0]
         if len(parts) > 1 and ("." in first or ":" in first or first == "localhost"):
-            if not _DOMAIN.match(first):
+            if not _DOMAIN.fullmatch(first):
                 raise _bad(text, f"bad registry host {first!r}")
             domain, parts = first, parts[1:]
         for part in parts:
-            if not _PATH_COMPONENT.match(part):
+            if not _PATH_COMPONENT.fullmatch(part):
                 why = "must be lowercase" if part.lower() != part else "bad path component"
                 raise _bad(text, f"{why}: {part!r}")
         path = "/".join(parts)

@@ -26,7 +26,7 @@ _TMP_PID = re.compile(r"-(\d+)-[^-]*$")
 def _digests_in(value: Any, out: set[str]) -> None:
     """Every digest string anywhere in a JSON value (cache records have no fixed schema)."""
     if isinstance(value, str):
-        if _DIGEST.match(value):
+        if _DIGEST.fullmatch(value):
             out.add(value.removeprefix("sha256:"))
     elif isinstance(value, dict):
         for v in value.values():

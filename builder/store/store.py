@@ -276,7 +276,7 @@ class Store:
             for d in index:
                 if _ref_of(d) == ref:
                     return d
-        match = _HEX_PREFIX.match(name)
+        match = _HEX_PREFIX.fullmatch(name)
         if match:
             prefix = match.group(1)
             found = {}
@@ -294,7 +294,7 @@ class Store:
     # -- build cache ---------------------------------------------------------------------
 
     def _cache_path(self, key: str) -> Path:
-        if not _CACHE_KEY.match(key):
+        if not _CACHE_KEY.fullmatch(key):
             raise StoreError(f"invalid cache key {key!r}")
         return self.cache / f"{key}.json"
 
