@@ -54,6 +54,7 @@ __all__ = [
     "SandboxError",
     "StepFailed",
     "Store",
+    "StoreError",
     "UsageError",
     "build",
 ]

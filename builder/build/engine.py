@@ -92,6 +92,12 @@ def _describe(instr: object) -> str:
 
 
 def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> BuildResult:
+    # The lease keeps gc away from blobs this build writes before it tags the image.
+    with store.lease():
+        return _build(options, store, report)
+
+
+def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult:
     started = time.monotonic()
     recipe = read_recipe(options)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)

@@ -71,10 +71,10 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
             )
             for r in rows
         ]
-        widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-        for row in table:
+        widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+        for line in table:
             click.echo(
-                "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
             )
 
 
@@ -107,7 +107,12 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
     for name in names:
         store.untag(name)
         click.echo(f"untagged {name}")
-    store.gc()
+    from builder.errors import StoreError
+
+    try:
+        store.gc()
+    except StoreError as err:  # a build holds a lease: its blobs must stay; gc later
+        click.echo(f"warning: blobs kept for now: {err}", err=True)
 
 
 @click.command()

@@ -56,6 +56,11 @@ def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
 
 def run_image(store: Store, options: RunOptions) -> int:
     """Run the image's process; returns its exit status (128+N when killed by signal N)."""
+    with store.lease():  # gc must not take the layers from under a running container
+        return _run(store, options)
+
+
+def _run(store: Store, options: RunOptions) -> int:
     manifest = store.manifest(store.resolve(options.image))
     config = store.config(manifest)
     lowers = tuple(

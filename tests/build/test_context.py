@@ -30,7 +30,10 @@ def _targets(context: BuildContext, sources: tuple[str, ...], dest: str) -> list
 def test_a_directory_source_copies_its_contents(ctx: Path) -> None:
     context = BuildContext(ctx)
     assert _targets(context, ("src",), "/app") == [
-        "/app", "/app/a.txt", "/app/sub", "/app/sub/b.txt"
+        "/app",
+        "/app/a.txt",
+        "/app/sub",
+        "/app/sub/b.txt",
     ]
 
 
