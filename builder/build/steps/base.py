@@ -11,6 +11,7 @@ from builder.build.events import Reporter
 from builder.build.state import ImageState
 from builder.image.config import History
 from builder.recipe.scope import StageScope
+from builder.recipe.tree import Heredoc
 from builder.store import Store
 
 BUILDKIT_COMMENT = "buildkit.dockerfile.v0"
@@ -46,3 +47,10 @@ def run_env(scope_env: list[str]) -> list[str]:
     if any(item.startswith("PATH=") for item in scope_env):
         return scope_env
     return [DEFAULT_PATH, *scope_env]
+
+
+def heredoc_body(heredoc: Heredoc) -> str:
+    """The body as the step uses it: `<<-` strips leading tabs from every line."""
+    if not heredoc.chomp:
+        return heredoc.content
+    return "".join(line.lstrip("\t") for line in heredoc.content.splitlines(keepends=True))

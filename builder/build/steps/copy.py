@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import re
 
 from builder.build import cachekey
 from builder.build.context import copy_digest
 from builder.build.copier import InlineFile, Ownership, copy_into_root
 from builder.build.state import ImageState
-from builder.build.steps.base import StepContext
+from builder.build.steps.base import StepContext, heredoc_body
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -22,6 +23,8 @@ from builder.build.steps.layer_step import (
 from builder.errors import BuildContextError, BuilderError, RecipeError
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
+
+HEREDOC_MARKER = re.compile(r"\d*<<-?.+")
 
 
 def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
@@ -36,6 +39,24 @@ def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
     return None
 
 
+def _split_sources(
+    instr: ins.Copy | ins.Add, dest: str
+) -> tuple[list[InlineFile], tuple[str, ...]]:
+    """Heredoc sources (`<<EOF`, in the order their bodies follow) and context sources."""
+    into_dir = dest.endswith("/") or len(instr.sources) > 1
+    bodies = iter(instr.heredocs)
+    inline: list[InlineFile] = []
+    files: list[str] = []
+    for source in instr.sources:
+        if HEREDOC_MARKER.fullmatch(source):
+            heredoc = next(bodies)
+            target = posixpath.join(dest, heredoc.name) if into_dir else dest
+            inline.append(InlineFile(heredoc_body(heredoc).encode(), target))
+        else:
+            files.append(source)
+    return inline, tuple(files)
+
+
 def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) -> ImageState:
     problem = _unsupported(instr)
     if problem:
@@ -46,16 +67,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     dest = posixpath.join(workdir, resolved.dest)
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
-    heredocs = {h.name: h for h in resolved.heredocs}
-    inline = [
-        InlineFile(
-            heredocs[s].content.encode(),
-            posixpath.join(dest, s) if dest.endswith("/") or len(resolved.sources) > 1 else dest,
-        )
-        for s in resolved.sources
-        if s in heredocs
-    ]
-    files = tuple(s for s in resolved.sources if s not in heredocs)
+    inline, files = _split_sources(resolved, dest)
     try:
         items = ctx.context.plan_copy(files, dest) if files else []
     except BuildContextError as err:

@@ -7,7 +7,7 @@ import re
 
 from builder.build import cachekey
 from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, run_env
+from builder.build.steps.base import StepContext, heredoc_body, run_env
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -30,19 +30,13 @@ def _script(instr: ins.Run) -> str:
     command = instr.command[0]
     if not instr.heredocs:
         return command
-    bodies = [_body(h.content, h.chomp) for h in instr.heredocs]
+    bodies = [heredoc_body(h) for h in instr.heredocs]
     if len(instr.heredocs) == 1 and re.fullmatch(r"\d*<<-?\s*\S+", command.strip()):
         return bodies[0]
     parts = [command]
     for heredoc, body in zip(instr.heredocs, bodies, strict=True):
         parts.append(body + heredoc.name)
     return "\n".join(parts) + "\n"
-
-
-def _body(content: str, chomp: bool) -> str:
-    if not chomp:
-        return content
-    return "".join(line.lstrip("\t") for line in content.splitlines(keepends=True))
 
 
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:

@@ -1,0 +1,115 @@
+"""Recipe features end to end: heredocs, stages and --target, .dockerignore, import formats."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.support import Builder
+
+
+def _context(tmp_path: Path, recipe: str, files: dict[str, str] | None = None) -> Path:
+    context = tmp_path / "ctx"
+    context.mkdir()
+    (context / "Dockerfile").write_text(recipe)
+    for name, content in (files or {}).items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(content)
+    return context
+
+
+def test_heredocs_in_run_and_copy(builder: Builder, tmp_path: Path) -> None:
+    recipe = (
+        "FROM busybox\n"
+        "ARG NAME=world\n"
+        "RUN <<EOF\n"
+        'echo "script for $NAME" > /from-script\n'
+        "echo second line >> /from-script\n"
+        "EOF\n"
+        "RUN cat > /from-cat <<-'END'\n"
+        "\tliteral $NAME\n"
+        "\tEND\n"
+        "COPY <<EOF /etc/greeting\n"
+        "hello ${NAME}\n"
+        "EOF\n"
+    )
+    builder("build", "--build-arg", "NAME=ci", "-t", "heredoc", _context(tmp_path, recipe))
+    out = builder("run", "--rm", "heredoc", "cat", "/from-script", "/from-cat", "/etc/greeting")
+    assert out.stdout == "script for ci\nsecond line\nliteral $NAME\nhello ci\n"
+
+
+def test_stages_and_target(builder: Builder, tmp_path: Path) -> None:
+    recipe = (
+        "ARG BASE=busybox\n"
+        "FROM $BASE AS base\n"
+        "RUN echo base > /stage\n"
+        "FROM base AS test\n"
+        "RUN echo test >> /stage\n"
+        "FROM busybox AS unrelated\n"
+        "RUN exit 1\n"
+        "FROM base AS release\n"
+        "RUN echo release >> /stage\n"
+    )
+    context = _context(tmp_path, recipe)
+    log = builder("build", "--progress", "plain", "--target", "test", "-t", "t", context)
+    assert "exit 1" not in log.stderr  # a stage the target does not need is not built
+    assert builder("run", "--rm", "t", "cat", "/stage").stdout == "base\ntest\n"
+    # The default target is the last stage; BuildKit builds only what it needs, so the
+    # failing `unrelated` stage never runs.
+    log = builder("build", "--progress", "plain", "-t", "r", context)
+    assert "exit 1" not in log.stderr
+    assert builder("run", "--rm", "r", "cat", "/stage").stdout == "base\nrelease\n"
+
+
+def test_dockerignore_hides_files_from_copy(builder: Builder, tmp_path: Path) -> None:
+    context = _context(
+        tmp_path,
+        "FROM busybox\nCOPY . /ctx/\n",
+        {
+            ".dockerignore": "secret*\n**/*.log\n!keep.log\n",
+            "secret.txt": "s",
+            "a/b.log": "l",
+            "keep.log": "k",
+            "app.txt": "a",
+        },
+    )
+    builder("build", "-t", "ign", context)
+    listing = builder("run", "--rm", "ign", "find", "/ctx", "-type", "f").stdout.split()
+    assert sorted(listing) == [
+        "/ctx/.dockerignore",
+        "/ctx/Dockerfile",
+        "/ctx/app.txt",
+        "/ctx/keep.log",
+    ]
+
+
+@pytest.mark.parametrize("flag", ["", "--gzip", "--zstd"])
+def test_import_rootfs_tarballs(
+    builder: Builder, busybox_rootfs: Path, tmp_path: Path, flag: str
+) -> None:
+    tarball = tmp_path / "rootfs.tar"
+    subprocess.run(
+        ["tar", *([flag] if flag else []), "-C", str(busybox_rootfs), "-cf", str(tarball), "."],
+        check=True,
+    )
+    builder("import", tarball, "imported:tar")
+    assert builder("run", "--rm", "imported:tar", "echo", "ok").stdout == "ok\n"
+
+
+def test_import_refuses_a_tarball_that_escapes(builder: Builder, tmp_path: Path) -> None:
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    (evil / "link").symlink_to("/tmp")
+    tarball = tmp_path / "evil.tar"
+    subprocess.run(["tar", "-C", str(evil), "-cf", str(tarball), "link"], check=True)
+    (tmp_path / "payload").mkdir()
+    (tmp_path / "payload" / "link").mkdir()
+    (tmp_path / "payload" / "link" / "escaped").write_text("x")
+    subprocess.run(
+        ["tar", "-C", str(tmp_path / "payload"), "-rf", str(tarball), "link/escaped"], check=True
+    )
+    result = builder("import", tarball, "evil", check=False)
+    assert result.status == 7, result.stderr
+    assert not Path("/tmp/escaped").exists()
