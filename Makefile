@@ -38,7 +38,9 @@ cgroups:
 	  mkdir -p /sys/fs/cgroup/hugetlb && mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb || true; \
 	fi
 
+# The parser fuzz run (10,000+ inputs) first, in a run of its own; then the whole suite.
 test: setup cgroups
+	$(PY) -m pytest -m fuzz -q -p no:cacheprovider tests/recipe/test_fuzz.py
 	$(PY) -m pytest -m "not fuzz" -q $(PYTEST_ARGS)
 
 fuzz: setup

@@ -110,7 +110,8 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
         stage = build_plan.stages[index]
         label = stage.name or str(index)
         number += 1
-        report(StepStarted(label, number, total, _describe(stage.from_instruction)))
+        text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        report(StepStarted(label, number, total, text))
         state = _base(stage, store, done)
         report(StepDone(number, cached=True, seconds=0.0))
         scope = StageScope(
