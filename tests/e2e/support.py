@@ -50,3 +50,15 @@ class Builder:
         if check and proc.returncode != 0:
             raise AssertionError(f"builder {args} exited {proc.returncode}:\n{proc.stderr}")
         return result
+
+
+def make_context(tmp_path: Path, recipe: str | None, files: dict[str, str] | None = None) -> Path:
+    """A build context dir with a Dockerfile (unless recipe is None) and the given files."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    if recipe is not None:
+        (context / "Dockerfile").write_text(recipe)
+    for name, content in (files or {}).items():
+        (context / name).parent.mkdir(parents=True, exist_ok=True)
+        (context / name).write_text(content)
+    return context

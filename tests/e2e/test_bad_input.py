@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from builder import errors
-from tests.e2e.support import Builder
+from tests.e2e.support import Builder, make_context
 
 
 def _index(root: Path) -> str:
@@ -27,14 +27,6 @@ def _assert_consistent(root: Path) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     leftovers = list((root / "tmp").iterdir()) if (root / "tmp").exists() else []
     assert leftovers == [], leftovers
-
-
-def _context(tmp_path: Path, recipe: str | None) -> Path:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    if recipe is not None:
-        (context / "Dockerfile").write_text(recipe)
-    return context
 
 
 CASES = [
@@ -72,7 +64,7 @@ def test_bad_input(
 ) -> None:
     before = _index(builder.root)
     result = builder(
-        "build", "--progress", "plain", "-t", "bad", _context(tmp_path, recipe), check=False
+        "build", "--progress", "plain", "-t", "bad", make_context(tmp_path, recipe), check=False
     )
     assert result.status == code, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -87,7 +79,7 @@ def test_bad_input(
 def test_unknown_instruction_shows_the_line_a_caret_and_a_suggestion(
     builder: Builder, tmp_path: Path
 ) -> None:
-    result = builder("build", _context(tmp_path, "FROM busybox\nCOPPY a b\n"), check=False)
+    result = builder("build", make_context(tmp_path, "FROM busybox\nCOPPY a b\n"), check=False)
     lines = result.stderr.splitlines()
     assert "did you mean COPY?" in lines[0], result.stderr
     assert "COPPY a b" in lines[1]

@@ -10,19 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import REPO, SHARED, Builder
+from tests.e2e.support import REPO, SHARED, Builder, make_context
 
 HELLO = REPO / "recipes" / "hello"
-
-
-def _recipe(tmp_path: Path, text: str, files: dict[str, str] | None = None) -> Path:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text(text)
-    for name, content in (files or {}).items():
-        (context / name).parent.mkdir(parents=True, exist_ok=True)
-        (context / name).write_text(content)
-    return context
 
 
 def test_hello_builds_and_runs(builder: Builder) -> None:
@@ -77,7 +67,7 @@ def test_unchanged_rebuild_hits_the_cache_for_every_step(builder: Builder) -> No
 
 
 def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> None:
-    context = _recipe(
+    context = make_context(
         tmp_path,
         ("FROM busybox\nRUN echo one > /one\nCOPY data.txt /data.txt\nRUN cat /data.txt > /two\n"),
         {"data.txt": "v1\n"},
@@ -96,7 +86,7 @@ def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> 
 
 
 def test_scratch_arg_env_exec_form_and_entrypoint(builder: Builder, tmp_path: Path) -> None:
-    context = _recipe(
+    context = make_context(
         tmp_path,
         (
             "ARG BASE=busybox\n"
@@ -114,7 +104,9 @@ def test_scratch_arg_env_exec_form_and_entrypoint(builder: Builder, tmp_path: Pa
 
 
 def test_deletion_in_run_becomes_an_oci_whiteout(builder: Builder, tmp_path: Path) -> None:
-    context = _recipe(tmp_path, "FROM busybox\nRUN rm /etc/group && mkdir -p /x && touch /x/y\n")
+    context = make_context(
+        tmp_path, "FROM busybox\nRUN rm /etc/group && mkdir -p /x && touch /x/y\n"
+    )
     builder("build", "-t", "del", context)
     assert builder("run", "--rm", "del", "ls", "/etc/group", check=False).status != 0
     out = tmp_path / "del.tar"

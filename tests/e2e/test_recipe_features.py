@@ -7,17 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import Builder
-
-
-def _context(tmp_path: Path, recipe: str, files: dict[str, str] | None = None) -> Path:
-    context = tmp_path / "ctx"
-    context.mkdir()
-    (context / "Dockerfile").write_text(recipe)
-    for name, content in (files or {}).items():
-        (context / name).parent.mkdir(parents=True, exist_ok=True)
-        (context / name).write_text(content)
-    return context
+from tests.e2e.support import Builder, make_context
 
 
 def test_heredocs_in_run_and_copy(builder: Builder, tmp_path: Path) -> None:
@@ -35,7 +25,7 @@ def test_heredocs_in_run_and_copy(builder: Builder, tmp_path: Path) -> None:
         "hello ${NAME}\n"
         "EOF\n"
     )
-    builder("build", "--build-arg", "NAME=ci", "-t", "heredoc", _context(tmp_path, recipe))
+    builder("build", "--build-arg", "NAME=ci", "-t", "heredoc", make_context(tmp_path, recipe))
     out = builder("run", "--rm", "heredoc", "cat", "/from-script", "/from-cat", "/etc/greeting")
     assert out.stdout == "script for ci\nsecond line\nliteral $NAME\nhello ci\n"
 
@@ -52,7 +42,7 @@ def test_stages_and_target(builder: Builder, tmp_path: Path) -> None:
         "FROM base AS release\n"
         "RUN echo release >> /stage\n"
     )
-    context = _context(tmp_path, recipe)
+    context = make_context(tmp_path, recipe)
     log = builder("build", "--progress", "plain", "--target", "test", "-t", "t", context)
     assert "exit 1" not in log.stderr  # a stage the target does not need is not built
     assert builder("run", "--rm", "t", "cat", "/stage").stdout == "base\ntest\n"
@@ -64,7 +54,7 @@ def test_stages_and_target(builder: Builder, tmp_path: Path) -> None:
 
 
 def test_dockerignore_hides_files_from_copy(builder: Builder, tmp_path: Path) -> None:
-    context = _context(
+    context = make_context(
         tmp_path,
         "FROM busybox\nCOPY . /ctx/\n",
         {

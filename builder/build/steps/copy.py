@@ -15,10 +15,7 @@ from builder.build.steps.base import StepContext, heredoc_body
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
-    devnull,
-    discard,
-    overlay_for,
-    pump_output,
+    execute_in_overlay,
 )
 from builder.errors import BuildContextError, BuilderError, RecipeError
 from builder.recipe import instructions as ins
@@ -85,29 +82,23 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    from builder.sandbox import SandboxSpec, call  # only when a step really runs
+    from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call  # only on a miss
 
-    root = overlay_for(state, ctx)
-    context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
-    out_fd, finish = pump_output(ctx)
-    stdin = devnull()
-    try:
-        writer = functools.partial(
-            copy_into_root, context_fd, items, inline, Ownership(resolved.chown), chmod
-        )
+    writer_args = (items, inline, Ownership(resolved.chown), chmod)
+
+    def launch(root: OverlayRoot, output: int) -> int:
         spec = SandboxSpec(
-            root=root, argv=(keyword,), cwd="/", stdin=stdin, stdout=out_fd, stderr=out_fd
+            root=root, argv=(keyword,), cwd="/", stdin=DEVNULL, stdout=output, stderr=output
         )
-        status = call(spec, writer, keep_fds=(context_fd,))
-    except BaseException:
-        discard(root)
-        raise
-    finally:
-        finish()
-        os.close(stdin)
-        os.close(context_fd)
+        context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            writer = functools.partial(copy_into_root, context_fd, *writer_args)
+            return call(spec, writer, keep_fds=(context_fd,))
+        finally:
+            os.close(context_fd)
+
+    status, root = execute_in_overlay(state, ctx, launch)
     if status != 0:
-        discard(root)
         raise BuilderError(
             f"{instr.location.filename}:{instr.location.line}: {keyword} failed"
             " (see the message above)"

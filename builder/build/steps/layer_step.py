@@ -95,5 +95,23 @@ def pump_output(ctx: StepContext) -> tuple[int, Callable[[], None]]:
     return write_fd, finish
 
 
-def devnull() -> int:
-    return os.open(os.devnull, os.O_RDONLY)
+def execute_in_overlay(
+    state: ImageState, ctx: StepContext, launch: Callable[[OverlayRoot, int], int]
+) -> tuple[int, OverlayRoot]:
+    """Run `launch(root, output_fd)` on a fresh overlay of the state's layers.
+
+    Returns the exit status and the overlay; a failed step's overlay is already discarded,
+    a successful one's upper dir is ready for `commit_layer`.
+    """
+    root = overlay_for(state, ctx)
+    out_fd, finish = pump_output(ctx)
+    try:
+        status = launch(root, out_fd)
+    except BaseException:
+        discard(root)
+        raise
+    finally:
+        finish()
+    if status != 0:
+        discard(root)
+    return status, root

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 from builder.build import cachekey
@@ -11,10 +10,7 @@ from builder.build.steps.base import StepContext, heredoc_body, run_env
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
-    devnull,
-    discard,
-    overlay_for,
-    pump_output,
+    execute_in_overlay,
 )
 from builder.build.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
@@ -58,32 +54,25 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    from builder.sandbox import SandboxSpec, run  # only when a step really runs
+    from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run  # only on a miss
 
-    root = overlay_for(state, ctx)
-    out_fd, finish = pump_output(ctx)
-    stdin = devnull()
-    try:
-        spec = SandboxSpec(
-            root=root,
-            argv=argv,
-            env=tuple(env),
-            cwd=cc.working_dir or "/",
-            user=cc.user or "",
-            network="host" if network == "host" else "none",
-            stdin=stdin,
-            stdout=out_fd,
-            stderr=out_fd,
+    def launch(root: OverlayRoot, output: int) -> int:
+        return run(
+            SandboxSpec(
+                root=root,
+                argv=argv,
+                env=tuple(env),
+                cwd=cc.working_dir or "/",
+                user=cc.user or "",
+                network="host" if network == "host" else "none",
+                stdin=DEVNULL,
+                stdout=output,
+                stderr=output,
+            )
         )
-        status = run(spec)
-    except BaseException:
-        discard(root)
-        raise
-    finally:
-        finish()
-        os.close(stdin)
+
+    status, root = execute_in_overlay(state, ctx, launch)
     if status != 0:
-        discard(root)
         shown = instr.original if len(instr.original) < 80 else instr.original[:77] + "..."
         raise StepFailed(
             f"{shown}: the command exited with status {status}", status, instr.location
