@@ -34,13 +34,16 @@ PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
 
 def _builder(root: Path, *args: str | Path) -> float:
     t0 = time.perf_counter()
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],
-        check=True,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    return time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"builder {' '.join(map(str, args))} failed:\n{proc.stderr}")
+    return elapsed
 
 
 def _base_store(work: Path) -> Path:

@@ -12,7 +12,8 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -90,15 +91,44 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+# A memo entry: the stat fields that must all match for a stored content digest to be reused.
+MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, sha256 hex
+RACY_NS = 1_000_000_000
+
+
 class BuildContext:
-    def __init__(self, root: Path, ignore: IgnoreRules | None = None) -> None:
+    """The context's visible entries.
+
+    `memo` (from an earlier build of the same context) lets a file whose size, mtime, inode
+    and ctime are all unchanged keep its recorded digest instead of being read again, as
+    git's index does. Keys still come from content: the memo only saves re-reading it.
+    Entries changed within RACY_NS of the memo's making are hashed again, since a write in
+    the same clock tick could leave every stat field as it was.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        ignore: IgnoreRules | None = None,
+        memo: Mapping[str, MemoEntry] | None = None,
+        memo_made_ns: int = 0,
+    ) -> None:
         self.root = root
         self._ignore = ignore
+        self._memo = memo or {}
+        self._memo_made_ns = memo_made_ns
+        self.new_memo: dict[str, MemoEntry] = {}
+        self.walked_ns = 0  # when the walk began: the new memo's time
+        self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
+
+    def memo_changed(self) -> bool:
+        return self.walked_ns > 0 and (self.hashed > 0 or self.new_memo.keys() != self._memo.keys())
 
     @cached_property
     def entries(self) -> dict[str, ContextEntry]:
         """Every visible entry, by relative path (the root itself is "")."""
         found: dict[str, ContextEntry] = {}
+        self.walked_ns = time.time_ns()
         root = str(self.root)
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             rel_dir = os.path.relpath(dirpath, root)
@@ -120,7 +150,15 @@ class BuildContext:
         if stat.S_ISLNK(st.st_mode):
             return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, os.readlink(full))
         if stat.S_ISREG(st.st_mode):
-            digest = _file_digest(Path(full))
+            fingerprint = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            known = self._memo.get(rel)
+            fresh = max(st.st_mtime_ns, st.st_ctime_ns) < self._memo_made_ns - RACY_NS
+            if known is not None and fresh and tuple(known[:4]) == fingerprint:
+                digest = known[4]
+            else:
+                digest = _file_digest(Path(full))
+                self.hashed += 1
+            self.new_memo[rel] = (*fingerprint, digest)
             return ContextEntry(rel, "file", mode, st.st_size, st.st_mtime_ns, digest)
         raise BuildContextError(f"{rel}: only files, directories and symlinks can be copied")
 

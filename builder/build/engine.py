@@ -7,8 +7,10 @@ the base image's ENV are seen exactly as BuildKit sees them.
 
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
+from pathlib import Path
 
 from builder.build.context import BuildContext
 from builder.build.events import BuildDone, Reporter, StepDone, StepStarted, ignore
@@ -46,12 +48,30 @@ def read_recipe(options: BuildOptions) -> Recipe:
     return load(text, filename=path.name)
 
 
-def _context(options: BuildOptions) -> BuildContext:
+def _memo_key(context: Path) -> str:
+    return "context-memo-" + hashlib.sha256(str(context.resolve()).encode()).hexdigest()[:32]
+
+
+def _context(options: BuildOptions, store: Store) -> BuildContext:
     if not options.context.is_dir():
         raise UsageError(f"build context {options.context} is not a directory")
     ignore_path = ignore_file_for(options.recipe_path(), options.context)
     rules = DockerIgnore.parse(ignore_path.read_text()) if ignore_path else None
-    return BuildContext(options.context, rules)
+    record = store.cache_get(_memo_key(options.context)) or {}
+    entries = record.get("entries")
+    made = record.get("made_ns")
+    if not isinstance(entries, dict) or not isinstance(made, int):
+        entries, made = {}, 0
+    return BuildContext(options.context, rules, memo=entries, memo_made_ns=made)
+
+
+def _save_memo(context: BuildContext, store: Store) -> None:
+    """Keep the content digests of this walk for the next build of the same context."""
+    if context.memo_changed():
+        store.cache_put(
+            _memo_key(context.root),
+            {"made_ns": context.walked_ns, "entries": context.new_memo},
+        )
 
 
 def _scratch() -> ImageState:
@@ -101,7 +121,7 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
     started = time.monotonic()
     recipe = read_recipe(options)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
-    context = _context(options)
+    context = _context(options, store)
     total = sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed)
     done: dict[str, ImageState] = {}
     number = 0
@@ -141,6 +161,7 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
         done[str(index)] = state
         if stage.name:
             done[stage.name] = state
+    _save_memo(context, store)
     final = done[str(build_plan.target)]
     config = final.config.with_created(final.created)
     manifest = store.write_image(config, final.layers)

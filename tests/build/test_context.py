@@ -88,3 +88,26 @@ def test_key_depends_on_content_not_on_mtime_or_location(ctx: Path, tmp_path: Pa
     (clone / "src" / "a.txt").write_text("a")
     (clone / "src" / "a.txt").chmod(0o600)
     assert copy_digest(BuildContext(clone).plan_copy(("src",), "/app")) != key
+
+
+def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
+    first = BuildContext(ctx)
+    digest = first.entries["top.txt"].digest
+    assert first.hashed == 3 and first.memo_changed()
+    # A memo made well after the files last changed: its digests are trusted. A planted
+    # digest shows the file was not read again.
+    memo = dict(first.new_memo)
+    memo["top.txt"] = (*memo["top.txt"][:4], "planted")
+    later = first.walked_ns + 10 * 10**9
+    again = BuildContext(ctx, memo=memo, memo_made_ns=later)
+    assert again.entries["top.txt"].digest == "planted"
+    assert again.hashed == 0 and not again.memo_changed()
+    # A memo made within a second of the file's last change may hide a later write in the
+    # same clock tick (racy): not trusted, even though every stat field matches.
+    racy = BuildContext(ctx, memo=memo, memo_made_ns=first.walked_ns)
+    assert racy.entries["top.txt"].digest == digest and racy.hashed == 3
+    # Any write changes ctime (and here size): the file is read again.
+    (ctx / "top.txt").write_text("new content")
+    changed = BuildContext(ctx, memo=memo, memo_made_ns=later)
+    assert changed.entries["top.txt"].digest not in ("planted", digest)
+    assert changed.hashed == 1 and changed.memo_changed()
