@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import sys
 from dataclasses import dataclass
 
 from builder.build.context import CopyItem
@@ -76,6 +77,21 @@ def _write_file(src_fd: int, target: str, mode: int) -> int:
 
 
 def copy_into_root(
+    context_fd: int,
+    items: list[CopyItem],
+    inline: list[InlineFile],
+    owner: Ownership,
+    chmod: int | None,
+) -> int:
+    """Write the items; on a user's mistake, one line on stderr and status 1."""
+    try:
+        return _copy(context_fd, items, inline, owner, chmod)
+    except (LookupError, OSError) as err:
+        print(err, file=sys.stderr)
+        return 1
+
+
+def _copy(
     context_fd: int,
     items: list[CopyItem],
     inline: list[InlineFile],

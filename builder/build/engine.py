@@ -17,7 +17,7 @@ from builder.build.events import BuildDone, Reporter, StepDone, StepStarted, ign
 from builder.build.options import BuildOptions, BuildResult
 from builder.build.state import ImageState
 from builder.build.steps import StepContext, execute
-from builder.errors import ImageNotFound, UsageError
+from builder.errors import ImageNotFound, LayerError, SandboxError, UsageError
 from builder.image.config import ImageConfig
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
 from builder.recipe.dockerignore import ignore_file_for
@@ -154,7 +154,11 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
                 stages=done,
                 escape=recipe.escape,
             )
-            state = execute(instr, state, ctx)
+            try:
+                state = execute(instr, state, ctx)
+            except (SandboxError, LayerError) as err:  # they know no recipe: say where
+                loc = instr.location
+                raise type(err)(f"{loc.filename}:{loc.line}: {_describe(instr)}: {err}") from err
             cached = state.from_cache
             cached_steps += cached
             report(StepDone(number, cached=cached, seconds=time.monotonic() - t0))

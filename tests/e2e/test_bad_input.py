@@ -50,6 +50,24 @@ CASES = [
         id="run-fails",
     ),
     pytest.param(
+        "FROM busybox\nCOPY --chmod=999 Dockerfile /x\n",
+        errors.RecipeError.exit_code,
+        "Dockerfile:2:1: invalid --chmod=999",
+        id="copy-bad-chmod",
+    ),
+    pytest.param(
+        "FROM busybox\nCOPY --chown=nosuch Dockerfile /x\n",
+        errors.StepFailed.exit_code,
+        "Dockerfile:2: COPY --chown=nosuch Dockerfile /x: unable to find user 'nosuch'",
+        id="copy-unknown-user",
+    ),
+    pytest.param(
+        "FROM busybox\nUSER nosuch\nRUN true\n",
+        errors.SandboxError.exit_code,
+        "Dockerfile:3: RUN true: user 'nosuch' not found",
+        id="run-unknown-user",
+    ),
+    pytest.param(
         "FROM busybox\nCOPY missing.txt /x\n",
         errors.BuildContextError.exit_code,
         "missing.txt",

@@ -10,6 +10,7 @@ from builder.build.context import BuildContext
 from builder.build.events import Reporter
 from builder.build.state import ImageState
 from builder.image.config import History
+from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
 from builder.store import Store
@@ -54,3 +55,9 @@ def heredoc_body(heredoc: Heredoc) -> str:
     if not heredoc.chomp:
         return heredoc.content
     return "".join(line.lstrip("\t") for line in heredoc.content.splitlines(keepends=True))
+
+
+def shown(instr: Instruction, width: int = 80) -> str:
+    """The instruction as written, cut to one line of `width` for messages."""
+    text = " ".join(instr.original.split())
+    return text if len(text) <= width else text[: width - 3] + "..."

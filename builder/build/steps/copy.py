@@ -12,12 +12,13 @@ from builder.build.context import copy_digest
 from builder.build.copier import InlineFile, Ownership, copy_into_root
 from builder.build.state import ImageState
 from builder.build.steps.base import StepContext, heredoc_body
+from builder.build.steps.base import shown as _shown
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
     execute_in_overlay,
 )
-from builder.errors import BuildContextError, BuilderError, RecipeError
+from builder.errors import BuildContextError, RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
 
@@ -34,6 +35,19 @@ def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
     if instr.link or (isinstance(instr, ins.Copy) and instr.parents) or instr.exclude:
         return "--link, --parents and --exclude are not supported yet"
     return None
+
+
+def _mode(text: str | None, instr: ins.Instruction) -> int | None:
+    """--chmod: octal permission bits, as BuildKit accepts them (e.g. 755, 0640, 4755)."""
+    if not text:
+        return None
+    if not re.fullmatch(r"[0-7]{1,4}", text):
+        raise RecipeError(
+            f"invalid --chmod={text}: expected octal permission bits",
+            instr.location,
+            hint="for example --chmod=755 or --chmod=0644",
+        )
+    return int(text, 8)
 
 
 def _split_sources(
@@ -69,7 +83,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         items = ctx.context.plan_copy(files, dest) if files else []
     except BuildContextError as err:
         raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
-    chmod = int(resolved.chmod, 8) if resolved.chmod else None
+    chmod = _mode(resolved.chmod, instr)
     keyword = instr.keyword
     created_by = f"{keyword} {' '.join(resolved.sources)} {resolved.dest} # buildkit"
     payload = {
@@ -97,10 +111,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         finally:
             os.close(context_fd)
 
-    status, root = execute_in_overlay(state, ctx, launch)
+    status, root, failure = execute_in_overlay(state, ctx, launch)
     if status != 0:
-        raise BuilderError(
-            f"{instr.location.filename}:{instr.location.line}: {keyword} failed"
-            " (see the message above)"
-        )
+        raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
     return commit_layer(state, ctx, key, created_by, root)

@@ -71,47 +71,51 @@ def commit_layer(
     return state.step(config, key, created=created, layer=layer, cached=False)
 
 
-def pump_output(ctx: StepContext) -> tuple[int, Callable[[], None]]:
-    """A pipe for the step's stdout+stderr whose lines become StepOutput events.
+class OutputPump:
+    """A pipe for a step's stdout+stderr whose lines become StepOutput events.
 
-    Returns the write end for the sandbox and a `finish` that closes it and waits for the
-    last line.
+    `fd` is the write end for the sandbox; `finish()` closes it and waits for the last
+    line. The last line is kept: a failed step's error message quotes it.
     """
-    read_fd, write_fd = os.pipe()
-    number = ctx.number
 
-    def reader() -> None:
-        with os.fdopen(read_fd, "rb") as stream:
-            for raw in stream:
-                ctx.report(StepOutput(number, raw.decode(errors="replace").rstrip("\n")))
+    def __init__(self, ctx: StepContext) -> None:
+        read_fd, self.fd = os.pipe()
+        self.last_line = ""
+        number, report = ctx.number, ctx.report
 
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+        def reader() -> None:
+            with os.fdopen(read_fd, "rb") as stream:
+                for raw in stream:
+                    line = raw.decode(errors="replace").rstrip("\n")
+                    if line.strip():
+                        self.last_line = line.strip()
+                    report(StepOutput(number, line))
 
-    def finish() -> None:
-        os.close(write_fd)
-        thread.join()
+        self._thread = threading.Thread(target=reader, daemon=True)
+        self._thread.start()
 
-    return write_fd, finish
+    def finish(self) -> None:
+        os.close(self.fd)
+        self._thread.join()
 
 
 def execute_in_overlay(
     state: ImageState, ctx: StepContext, launch: Callable[[OverlayRoot, int], int]
-) -> tuple[int, OverlayRoot]:
+) -> tuple[int, OverlayRoot, str]:
     """Run `launch(root, output_fd)` on a fresh overlay of the state's layers.
 
-    Returns the exit status and the overlay; a failed step's overlay is already discarded,
-    a successful one's upper dir is ready for `commit_layer`.
+    Returns the exit status, the overlay and the last line of output. A failed step's
+    overlay is already discarded; a successful one's upper dir is ready for `commit_layer`.
     """
     root = overlay_for(state, ctx)
-    out_fd, finish = pump_output(ctx)
+    pump = OutputPump(ctx)
     try:
-        status = launch(root, out_fd)
+        status = launch(root, pump.fd)
     except BaseException:
         discard(root)
         raise
     finally:
-        finish()
+        pump.finish()
     if status != 0:
         discard(root)
-    return status, root
+    return status, root, pump.last_line

@@ -6,7 +6,7 @@ import re
 
 from builder.build import cachekey
 from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, heredoc_body, run_env
+from builder.build.steps.base import StepContext, heredoc_body, run_env, shown
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -71,10 +71,9 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             )
         )
 
-    status, root = execute_in_overlay(state, ctx, launch)
+    status, root, _last = execute_in_overlay(state, ctx, launch)
     if status != 0:
-        shown = instr.original if len(instr.original) < 80 else instr.original[:77] + "..."
         raise StepFailed(
-            f"{shown}: the command exited with status {status}", status, instr.location
+            f"{shown(instr)}: the command exited with status {status}", status, instr.location
         )
     return commit_layer(state, ctx, key, created_by, root)
