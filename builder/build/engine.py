@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.build.context import BuildContext
@@ -17,10 +18,11 @@ from builder.build.events import BuildDone, Reporter, StepDone, StepStarted, ign
 from builder.build.options import BuildOptions, BuildResult
 from builder.build.state import ImageState
 from builder.build.steps import StepContext, execute
-from builder.errors import ImageNotFound, LayerError, SandboxError, UsageError
+from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
 from builder.image.config import ImageConfig
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
 from builder.recipe.dockerignore import ignore_file_for
+from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.store import Store
 
 EPOCH = "1970-01-01T00:00:00Z"
@@ -117,69 +119,128 @@ def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> Bui
         return _build(options, store, report)
 
 
+@dataclass
+class _Run:
+    """One build's moving parts: what every stage needs, and the step counters."""
+
+    options: BuildOptions
+    store: Store
+    report: Reporter
+    context: BuildContext
+    escape: str
+    global_args: dict[str, str]
+    total: int
+    number: int = 0
+    steps: int = 0
+    cached_steps: int = 0
+    done: dict[str, ImageState] = field(default_factory=dict)
+
+    def step(
+        self,
+        instr: Instruction,
+        label: str,
+        state: ImageState,
+        scope: StageScope,
+        text: str | None = None,
+    ) -> ImageState:
+        self.steps += 1
+        t0 = time.monotonic()
+        self.report(StepStarted(label, self.number, self.total, text or _describe(instr)))
+        ctx = StepContext(
+            store=self.store,
+            scope=scope,
+            context=self.context,
+            report=self.report,
+            number=self.number,
+            no_cache=self.options.no_cache,
+            compression=self.options.compression,
+            network=self.options.network,
+            stages=self.done,
+            escape=self.escape,
+        )
+        try:
+            state = execute(instr, state, ctx)
+        except (SandboxError, LayerError) as err:  # they know no recipe: say where
+            loc = instr.location
+            raise type(err)(f"{loc.filename}:{loc.line}: {_describe(instr)}: {err}") from err
+        self.cached_steps += state.from_cache
+        self.report(StepDone(self.number, cached=state.from_cache, seconds=time.monotonic() - t0))
+        return state
+
+    def stage(self, stage: Stage) -> ImageState:
+        label = stage.name or str(stage.index)
+        self.number += 1
+        text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
+        self.report(StepStarted(label, self.number, self.total, text))
+        state = _base(stage, self.store, self.done)
+        self.report(StepDone(self.number, cached=True, seconds=0.0))
+        scope = StageScope(self.global_args, self.options.build_args, state.config.config.env)
+        state = self.triggers(stage, label, state, scope)
+        for instr in stage.instructions:
+            self.number += 1
+            state = self.step(instr, label, state, scope)
+        return state
+
+    def triggers(
+        self, stage: Stage, label: str, state: ImageState, scope: StageScope
+    ) -> ImageState:
+        """The base image's ONBUILD triggers run right after FROM, as docker runs them;
+        the new image does not inherit them."""
+        triggers = state.config.config.on_build
+        if not triggers:
+            return state
+        cc = state.config.config.replace(on_build=())
+        state = replace(state, config=state.config.with_container_config(cc))
+        loc = stage.from_instruction.location
+        for trigger in triggers:
+            try:
+                (instr,) = load(
+                    trigger, filename=f"{loc.filename}:{loc.line}: ONBUILD"
+                ).instructions
+            except ValueError:
+                raise RecipeError(
+                    f"ONBUILD trigger {trigger!r} of {stage.base} is not one instruction", loc
+                ) from None
+            if isinstance(instr, From | Onbuild | Maintainer):
+                raise RecipeError(
+                    f"{stage.base} has an ONBUILD {instr.keyword} trigger,"
+                    " which docker does not allow",
+                    loc,
+                )
+            state = self.step(instr, label, state, scope, text=f"ONBUILD {trigger}")
+        return state
+
+
 def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult:
     started = time.monotonic()
     recipe = read_recipe(options)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
-    context = _context(options, store)
-    total = sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed)
-    done: dict[str, ImageState] = {}
-    number = 0
-    steps = cached_steps = 0
+    run = _Run(
+        options=options,
+        store=store,
+        report=report,
+        context=_context(options, store),
+        escape=recipe.escape,
+        global_args=build_plan.global_args,
+        total=sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed),
+    )
     for index in build_plan.needed:
         stage = build_plan.stages[index]
-        label = stage.name or str(index)
-        number += 1
-        text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
-        report(StepStarted(label, number, total, text))
-        state = _base(stage, store, done)
-        report(StepDone(number, cached=True, seconds=0.0))
-        scope = StageScope(
-            build_plan.global_args, options.build_args, state.config.config.env or ()
-        )
-        for instr in stage.instructions:
-            number += 1
-            steps += 1
-            t0 = time.monotonic()
-            report(StepStarted(label, number, total, _describe(instr)))
-            ctx = StepContext(
-                store=store,
-                scope=scope,
-                context=context,
-                report=report,
-                number=number,
-                no_cache=options.no_cache,
-                compression=options.compression,
-                network=options.network,
-                stages=done,
-                escape=recipe.escape,
-            )
-            try:
-                state = execute(instr, state, ctx)
-            except (SandboxError, LayerError) as err:  # they know no recipe: say where
-                loc = instr.location
-                raise type(err)(f"{loc.filename}:{loc.line}: {_describe(instr)}: {err}") from err
-            cached = state.from_cache
-            cached_steps += cached
-            report(StepDone(number, cached=cached, seconds=time.monotonic() - t0))
-        done[str(index)] = state
+        state = run.stage(stage)
+        run.done[str(index)] = state
         if stage.name:
-            done[stage.name] = state
-    _save_memo(context, store)
-    final = done[str(build_plan.target)]
+            run.done[stage.name] = state
+    _save_memo(run.context, store)
+    final = run.done[str(build_plan.target)]
     config = final.config.with_created(final.created)
     manifest = store.write_image(config, final.layers)
     for tag in options.tags:
         store.tag(tag, manifest)
     image_id = str(store.manifest(manifest).config.digest)
+    elapsed = time.monotonic() - started
     report(
         BuildDone(
-            image_id,
-            str(manifest.digest),
-            options.tags,
-            time.monotonic() - started,
-            steps,
-            cached_steps,
+            image_id, str(manifest.digest), options.tags, elapsed, run.steps, run.cached_steps
         )
     )
-    return BuildResult(image_id, str(manifest.digest), options.tags, steps, cached_steps)
+    return BuildResult(image_id, str(manifest.digest), options.tags, run.steps, run.cached_steps)

@@ -55,7 +55,7 @@ class Builder:
 def make_context(tmp_path: Path, recipe: str | None, files: dict[str, str] | None = None) -> Path:
     """A build context dir with a Dockerfile (unless recipe is None) and the given files."""
     context = tmp_path / "ctx"
-    context.mkdir()
+    context.mkdir(parents=True)
     if recipe is not None:
         (context / "Dockerfile").write_text(recipe)
     for name, content in (files or {}).items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -103,3 +105,31 @@ def test_import_refuses_a_tarball_that_escapes(builder: Builder, tmp_path: Path)
     result = builder("import", tarball, "evil", check=False)
     assert result.status == 7, result.stderr
     assert not Path("/tmp/escaped").exists()
+
+
+def test_onbuild_triggers_run_in_the_child_and_are_not_inherited(
+    builder: Builder, tmp_path: Path
+) -> None:
+    parent = make_context(tmp_path / "p", "FROM busybox\nONBUILD RUN echo triggered > /t\n")
+    builder("build", "-t", "parent", parent)
+    child = make_context(tmp_path / "c", "FROM parent\nRUN cat /t > /seen\n")
+    log = builder("build", "--progress", "plain", "-t", "child", child)
+    assert "ONBUILD RUN echo triggered > /t" in log.stderr
+    assert builder("run", "--rm", "child", "cat", "/seen").stdout == "triggered\n"
+    config = json.loads(builder("inspect", "child").stdout)[0]["Config"]["config"]
+    assert "OnBuild" not in config
+
+
+def test_from_scratch(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(
+        tmp_path,
+        "FROM scratch\nCOPY busybox /bin/busybox\n"
+        'RUN ["/bin/busybox", "sh", "-c", "/bin/busybox mkdir /made"]\n'
+        'CMD ["/bin/busybox", "ls", "/"]\n',
+    )
+    shutil.copy("/bin/busybox", context / "busybox")
+    builder("build", "-t", "tiny", context)
+    listing = builder("run", "--rm", "tiny").stdout.split()
+    assert {"bin", "made"} <= set(listing), listing
+    info = json.loads(builder("inspect", "tiny").stdout)[0]
+    assert len(info["Manifest"]["layers"]) == 2
