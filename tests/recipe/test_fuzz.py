@@ -1,4 +1,6 @@
-"""The long fuzz run: whatever the text, parse_syntax returns a tree or raises RecipeError.
+"""The long fuzz run: whatever the text, parse_syntax returns a tree or raises RecipeError,
+and so do the stages above it (typed instructions, the stage plan, resolving each
+instruction against an empty scope, lint): nothing but a RecipeError ever escapes.
 
 Excluded from the normal run (`-m "not fuzz"`); `make fuzz` runs it.
 """
@@ -10,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from builder.errors import RecipeError
+from builder.recipe import load, plan, resolve
 from builder.recipe.dump import dump, to_json
+from builder.recipe.lint import lint
 from builder.recipe.syntax import parse_syntax
 
 pytestmark = pytest.mark.fuzz
@@ -75,6 +79,18 @@ def _check(text: str) -> None:
         return
     dump(tree)
     to_json(tree)
+    _check_meaning(text)
+
+
+def _check_meaning(text: str) -> None:
+    try:
+        recipe = load(text)
+        for instr in recipe.instructions:
+            resolve(instr, {}, recipe.escape)
+        lint(recipe, {})
+        plan(recipe, {})
+    except RecipeError as err:
+        assert str(err)
 
 
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
@@ -86,4 +102,94 @@ def test_any_text_parses_or_raises_recipe_error(text: str) -> None:
 @settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(RECIPE_LIKE)
 def test_recipe_like_text_parses_or_raises_recipe_error(text: str) -> None:
+    _check(text)
+
+
+KEYWORDS = st.sampled_from(
+    [
+        "FROM",
+        "RUN",
+        "CMD",
+        "ENTRYPOINT",
+        "SHELL",
+        "COPY",
+        "ADD",
+        "VOLUME",
+        "ENV",
+        "LABEL",
+        "ARG",
+        "EXPOSE",
+        "HEALTHCHECK",
+        "USER",
+        "WORKDIR",
+        "STOPSIGNAL",
+        "MAINTAINER",
+        "ONBUILD RUN",
+        "ONBUILD COPY",
+        "FROM scratch AS",
+        "COPPY",
+    ]
+)
+FLAGS = st.sampled_from(
+    [
+        "",
+        "--from=a ",
+        "--from=0 ",
+        "--chown=1:1 ",
+        "--chmod=755 ",
+        "--chmod=$M ",
+        "--link ",
+        "--link=maybe ",
+        "--platform=linux/amd64 ",
+        "--mount=type=cache,target=/x ",
+        "--mount=from=$S,target=/y ",
+        "--network=none ",
+        "--interval=5s ",
+        "--retries=x ",
+        "--timeout ",
+        "--exclude=*.md ",
+        "--checksum=sha256:00 ",
+        "--unknown=1 ",
+    ]
+)
+ARGS = st.lists(
+    st.sampled_from(
+        [
+            "a",
+            "b=c",
+            "$X",
+            "${X:-d}",
+            "${X:?e}",
+            "${X/a/b}",
+            "'q w'",
+            '"q w"',
+            '["x", "y"]',
+            "<<EOF",
+            "80/tcp",
+            "/dst/",
+            "*.txt",
+            "\\",
+            "=",
+            "a b",
+        ]
+    ),
+    min_size=2,
+    max_size=4,
+).map(" ".join)
+# Most lines valid-ish (no flag, two or more words), so the stages past parsing get work.
+INSTRUCTION = st.tuples(KEYWORDS, st.one_of(st.just(""), st.just(""), FLAGS), ARGS).map(
+    lambda t: f"{t[0]} {t[1]}{t[2]}"
+)
+STRUCTURED = st.lists(INSTRUCTION, min_size=1, max_size=3).map(
+    lambda lines: (
+        "ARG X=1\nFROM scratch\n"
+        + "".join(f"{line}\nEOF\n" if "<<EOF" in line else f"{line}\n" for line in lines)
+    )
+)
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(STRUCTURED)
+def test_structured_recipes_type_or_raise_recipe_error(text: str) -> None:
+    """Mostly well-formed lines, so that the typed layer, resolve, plan and lint see them."""
     _check(text)
