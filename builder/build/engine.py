@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.build.context import BuildContext
-from builder.build.events import BuildDone, Reporter, StepDone, StepStarted, ignore
+from builder.build.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
 from builder.build.options import BuildOptions, BuildResult
 from builder.build.state import ImageState
 from builder.build.steps import StepContext, execute
@@ -215,6 +215,9 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
     started = time.monotonic()
     recipe = read_recipe(options)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
+    if build_plan.unused_build_args:
+        names = ", ".join(build_plan.unused_build_args)
+        report(BuildWarning(f"build args not consumed by any ARG: {names}"))
     run = _Run(
         options=options,
         store=store,

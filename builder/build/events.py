@@ -41,7 +41,12 @@ class BuildDone:
     cached_steps: int
 
 
-Event = StepStarted | StepOutput | StepDone | BuildDone
+@dataclass(frozen=True)
+class BuildWarning:
+    message: str  # e.g. a --build-arg that no ARG consumes
+
+
+Event = StepStarted | StepOutput | StepDone | BuildDone | BuildWarning
 Reporter = Callable[[Event], None]
 
 

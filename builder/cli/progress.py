@@ -7,7 +7,15 @@ import sys
 from dataclasses import asdict
 from typing import IO, Any
 
-from builder.build.events import BuildDone, Event, Reporter, StepDone, StepOutput, StepStarted
+from builder.build.events import (
+    BuildDone,
+    BuildWarning,
+    Event,
+    Reporter,
+    StepDone,
+    StepOutput,
+    StepStarted,
+)
 
 
 class PlainRenderer:
@@ -27,6 +35,8 @@ class PlainRenderer:
         elif isinstance(event, StepDone):
             status = "CACHED" if event.cached else f"DONE {event.seconds:.2f}s"
             out.write(f"[{event.number}/{self.total}] {status}\n")
+        elif isinstance(event, BuildWarning):
+            out.write(f"warning: {event.message}\n")
         elif isinstance(event, BuildDone):
             out.write(
                 f"built {event.image_id} in {event.seconds:.2f}s"
@@ -74,6 +84,8 @@ class TtyRenderer:
             self._tqdm.write(event.line, file=self.stream)
         elif isinstance(event, StepDone) and self.bar is not None:
             self.bar.update(1)
+        elif isinstance(event, BuildWarning):
+            self._tqdm.write(f"warning: {event.message}", file=self.stream)
         elif isinstance(event, BuildDone):
             if self.bar is not None:
                 self.bar.close()
