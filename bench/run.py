@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import statistics
 import subprocess
@@ -33,6 +34,9 @@ PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
 
 
 def _builder(root: Path, *args: str | Path) -> float:
+    # Untimed: write back what earlier runs left dirty, or one cell pays for another's
+    # writeback (a cold 50,000-file build measured 40 s instead of 10 s after big-context).
+    os.sync()
     t0 = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],

@@ -221,3 +221,15 @@ def test_images_lists_and_rmi_removes(builder: Builder) -> None:
     builder("rmi", "hello")
     assert builder("inspect", "hello", check=False).status == 4
     assert shutil.which("umoci")
+
+
+def test_a_run_that_changes_nothing_makes_an_empty_layer(builder: Builder, tmp_path: Path) -> None:
+    """The sandbox's /etc/hosts stub copies /etc up; an unchanged copy-up is no change."""
+    builder("build", "-t", "noop", make_context(tmp_path, "FROM busybox\nRUN true\n"))
+    info = json.loads(builder("inspect", "noop").stdout)[0]
+    digest = info["Manifest"]["layers"][-1]["digest"].split(":")[1]
+    blob = (builder.root / "blobs" / "sha256" / digest).read_bytes()
+    listing = subprocess.run(
+        ["tar", "--zstd", "-t"], input=blob, capture_output=True, check=True
+    ).stdout
+    assert listing == b""

@@ -14,6 +14,7 @@ from builder.build.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.compression import Compression
+from builder.layer.prune import prune_unchanged_dirs
 
 if TYPE_CHECKING:
     from builder.sandbox import OverlayRoot
@@ -59,6 +60,7 @@ def commit_layer(
 ) -> ImageState:
     """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key."""
     try:
+        prune_unchanged_dirs(root.upper, root.lowers)
         layer, diff_id = ctx.store.put_layer(root.upper, Compression(ctx.compression))
         ctx.store.adopt_layer_dir(diff_id, root.upper)
     finally:
