@@ -65,13 +65,15 @@ def prune_unchanged_dirs(upper: Path, lowers: Sequence[Path]) -> int:
     cost follows the size of the change, not of the image.
     """
     top_first = list(reversed(lowers))
-    removed = 0
-    for dirpath, _dirnames, _filenames in os.walk(upper, topdown=False):
-        if dirpath == str(upper) or os.listdir(dirpath):
+    removed: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(upper, topdown=False):
+        # Bottom-up: a dir is empty when it has no files and every subdir was removed.
+        if dirpath == str(upper) or filenames:
             continue
-        rel = os.path.relpath(dirpath, upper)
-        lower = _lower_entry(rel, top_first)
+        if any(os.path.join(dirpath, d) not in removed for d in dirnames):
+            continue
+        lower = _lower_entry(os.path.relpath(dirpath, upper), top_first)
         if lower is not None and _same_dir(dirpath, lower):
             os.rmdir(dirpath)
-            removed += 1
-    return removed
+            removed.add(dirpath)
+    return len(removed)
