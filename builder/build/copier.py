@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import sys
 from dataclasses import dataclass
 
 from builder.build.context import CopyItem
@@ -54,7 +53,7 @@ class InlineFile:
     mode: int = 0o644
 
 
-def _remove_non_dir(path: str) -> None:
+def remove_non_dir(path: str) -> None:
     try:
         if not os.path.isdir(path) or os.path.islink(path):
             os.unlink(path)
@@ -63,7 +62,7 @@ def _remove_non_dir(path: str) -> None:
 
 
 def _write_file(src_fd: int, target: str, mode: int) -> int:
-    _remove_non_dir(target)
+    remove_non_dir(target)
     dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
     try:
         while os.sendfile(dst, src_fd, None, 1 << 30) > 0:
@@ -87,7 +86,9 @@ def copy_into_root(
     try:
         return _copy(context_fd, items, inline, owner, chmod)
     except (LookupError, OSError) as err:
-        print(err, file=sys.stderr)
+        # os.write, not print: in a forked child, sys.stderr's lock may be held forever
+        # by a thread of the parent that was writing at the fork.
+        os.write(2, f"{err}\n".encode(errors="replace"))
         return 1
 
 
@@ -113,7 +114,7 @@ def _copy(
             os.chown(target, uid, gid)
             dir_times.append((target, entry.mtime_ns))
         elif entry.kind == "symlink":
-            _remove_non_dir(target)
+            remove_non_dir(target)
             os.symlink(entry.digest, target)
             os.lchown(target, uid, gid)
             os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
@@ -131,7 +132,7 @@ def _copy(
                 os.close(dst)
     for file in inline:
         os.makedirs(posixpath.dirname(file.target) or "/", 0o755, exist_ok=True)
-        _remove_non_dir(file.target)
+        remove_non_dir(file.target)
         fd = os.open(file.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             os.write(fd, file.content)

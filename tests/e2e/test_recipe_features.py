@@ -133,3 +133,63 @@ def test_from_scratch(builder: Builder, tmp_path: Path) -> None:
     assert {"bin", "made"} <= set(listing), listing
     info = json.loads(builder("inspect", "tiny").stdout)[0]
     assert len(info["Manifest"]["layers"]) == 2
+
+
+MULTI_STAGE = """\
+FROM busybox AS build
+RUN mkdir -p /out/sub && echo built > /out/app && echo nested > /out/sub/n \\
+    && ln -s /out/app /out/link && chmod 4755 /out/app && ln -s /out /outlink
+FROM busybox
+COPY --from=build /out /opt/
+COPY --from=build /out/app /usr/bin/app
+COPY --from=BUILD --chown=nobody /outlink/sub/n /n-owned
+COPY --from=busybox:latest /etc/passwd /passwd.copy
+COPY --from=0 /out/sub/* /globbed/
+"""
+
+
+def test_copy_from_stages_and_images(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(tmp_path, MULTI_STAGE)
+    builder("build", "-t", "ms", context)
+    out = builder(
+        "run",
+        "--rm",
+        "ms",
+        "sh",
+        "-c",
+        "stat -c '%n %u %a' /opt/app /usr/bin/app /n-owned /globbed/n;"
+        " readlink /opt/link; cat /opt/sub/n; head -c 5 /passwd.copy",
+    )
+    assert out.stdout.splitlines() == [
+        "/opt/app 0 4755",
+        "/usr/bin/app 0 4755",
+        "/n-owned 65534 644",
+        "/globbed/n 0 644",
+        "/out/app",
+        "nested",
+        "root:",
+    ]
+    again = builder("build", "--progress", "plain", "-t", "ms", context).stderr
+    outcomes = [
+        line
+        for line in again.splitlines()
+        if line.startswith("[") and line.endswith(("CACHED", "s"))
+    ]
+    assert outcomes and all(line.endswith("CACHED") for line in outcomes), again
+
+
+def test_copy_from_a_missing_source(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(tmp_path, "FROM busybox AS a\nFROM busybox\nCOPY --from=a /nope /x\n")
+    result = builder("build", "-t", "x", context, check=False)
+    assert result.status == 5
+    assert "Dockerfile:3: COPY --from=a /nope /x: /nope: no such file or directory" in (
+        result.stderr
+    )
+    result = builder(
+        "build",
+        "-t",
+        "x",
+        make_context(tmp_path / "b", "FROM busybox\nCOPY --from=nosuch:1 /a /b\n"),
+        check=False,
+    )
+    assert result.status == 4 and "COPY --from=nosuch:1: no stage" in result.stderr

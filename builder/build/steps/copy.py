@@ -13,6 +13,7 @@ from builder.build.copier import InlineFile, Ownership, copy_into_root
 from builder.build.state import ImageState
 from builder.build.steps.base import StepContext, heredoc_body
 from builder.build.steps.base import shown as _shown
+from builder.build.steps.copy_from import copy_from_step
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -26,8 +27,6 @@ HEREDOC_MARKER = re.compile(r"\d*<<-?.+")
 
 
 def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
-    if isinstance(instr, ins.Copy) and instr.from_stage is not None:
-        return "COPY --from is not supported yet"
     if isinstance(instr, ins.Add):
         for source in instr.sources:
             if "://" in source or source.startswith("git@"):
@@ -78,12 +77,15 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     dest = posixpath.join(workdir, resolved.dest)
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
+    chmod = _mode(resolved.chmod, instr)
+    if isinstance(instr, ins.Copy) and instr.from_stage is not None:
+        assert isinstance(resolved, ins.Copy)
+        return copy_from_step(instr, resolved, dest, chmod, state, ctx)
     inline, files = _split_sources(resolved, dest)
     try:
         items = ctx.context.plan_copy(files, dest) if files else []
     except BuildContextError as err:
         raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
-    chmod = _mode(resolved.chmod, instr)
     keyword = instr.keyword
     created_by = f"{keyword} {' '.join(resolved.sources)} {resolved.dest} # buildkit"
     payload = {
