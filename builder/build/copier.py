@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import posixpath
+import tarfile
 from dataclasses import dataclass
 
 from builder.build.context import CopyItem
+from builder.build.extract import extract, open_archive
 
 
 @dataclass(frozen=True)
@@ -81,11 +83,12 @@ def copy_into_root(
     inline: list[InlineFile],
     owner: Ownership,
     chmod: int | None,
+    unpack_archives: bool = False,
 ) -> int:
     """Write the items; on a user's mistake, one line on stderr and status 1."""
     try:
-        return _copy(context_fd, items, inline, owner, chmod)
-    except (LookupError, OSError) as err:
+        return _copy(context_fd, items, inline, owner, chmod, unpack_archives)
+    except (LookupError, OSError, tarfile.TarError) as err:
         # os.write, not print: in a forked child, sys.stderr's lock may be held forever
         # by a thread of the parent that was writing at the fork.
         os.write(2, f"{err}\n".encode(errors="replace"))
@@ -98,12 +101,15 @@ def _copy(
     inline: list[InlineFile],
     owner: Ownership,
     chmod: int | None,
+    unpack_archives: bool = False,
 ) -> int:
     uid, gid = owner.resolve()
     dir_times: list[tuple[str, int]] = []
     for item in items:
         entry = item.entry
         target = item.target
+        # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
+        archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
         if item.into_existing_dir and os.path.isdir(target):
             target = posixpath.join(target, posixpath.basename(entry.path))
         os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
@@ -121,6 +127,10 @@ def _copy(
         else:
             src = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=context_fd)
             try:
+                archive = open_archive(src) if unpack_archives else None
+                if archive is not None:
+                    extract(archive, archive_dir)
+                    continue
                 dst = _write_file(src, target, mode)
             finally:
                 os.close(src)

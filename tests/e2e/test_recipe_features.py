@@ -193,3 +193,50 @@ def test_copy_from_a_missing_source(builder: Builder, tmp_path: Path) -> None:
         check=False,
     )
     assert result.status == 4 and "COPY --from=nosuch:1: no stage" in result.stderr
+
+
+@pytest.mark.parametrize("compress", ["", "--gzip", "--bzip2", "--xz", "--zstd"])
+def test_add_unpacks_local_tar_archives(builder: Builder, tmp_path: Path, compress: str) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "a").write_text("a\n")
+    (src / "d" / "a").chmod(0o4755)
+    (src / "l").symlink_to("d/a")
+    context = make_context(
+        tmp_path,
+        "FROM busybox\nADD arch /x\nADD plain.txt /p.txt\n",
+        {"plain.txt": "not an archive\n"},
+    )
+    subprocess.run(
+        [
+            "tar",
+            *([compress] if compress else []),
+            "-C",
+            str(src),
+            "-cf",
+            str(context / "arch"),
+            ".",
+        ],
+        check=True,
+    )
+    builder("build", "-t", "add", context)
+    out = builder(
+        "run", "--rm", "add", "sh", "-c", "stat -c '%n %a' /x/d/a; readlink /x/l; cat /p.txt"
+    )
+    assert out.stdout == "/x/d/a 4755\nd/a\nnot an archive\n"
+
+
+def test_add_refuses_an_archive_that_leaves_its_destination(
+    builder: Builder, tmp_path: Path
+) -> None:
+    import io
+    import tarfile
+
+    context = make_context(tmp_path, "FROM busybox\nADD evil.tar /x/\n")
+    with tarfile.open(context / "evil.tar", "w") as tar:
+        info = tarfile.TarInfo("../../etc/evil")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    result = builder("build", "-t", "evil", context, check=False)
+    assert result.status == 5, result.stderr
+    assert "Dockerfile:2: ADD evil.tar /x/:" in result.stderr

@@ -100,7 +100,12 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         return hit
     from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call  # only on a miss
 
-    writer_args = (items, inline, Ownership(resolved.chown), chmod)
+    unpack_archives = isinstance(instr, ins.Add)
+    if unpack_archives:
+        from builder.build.extract import preload
+
+        preload()
+    writer_args = (items, inline, Ownership(resolved.chown), chmod, unpack_archives)
 
     def launch(root: OverlayRoot, output: int) -> int:
         spec = SandboxSpec(
