@@ -157,6 +157,7 @@ class _Run:
             network=self.options.network,
             stages=self.done,
             escape=self.escape,
+            secrets=self.options.secrets,
         )
         try:
             state = execute(instr, state, ctx)

@@ -15,6 +15,7 @@ class BuildOptions:
     target: str | None = None
     no_cache: bool = False
     compression: str = "zstd"  # zstd | gzip
+    secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
     network: str = "none"  # RUN's network unless the step says --network: none | host
 
     def recipe_path(self) -> Path:

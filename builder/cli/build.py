@@ -27,6 +27,37 @@ def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
     return args
 
 
+def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
+    """`--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker build's syntax). A secret from
+    the environment is written to a private file in STAGING for the build's duration."""
+    import os
+
+    secrets: dict[str, Path] = {}
+    for value in values:
+        fields = dict(part.partition("=")[::2] for part in value.split(","))
+        ident = fields.get("id", "")
+        source = fields.get("src") or fields.get("source")
+        env = fields.get("env")
+        if not ident:
+            raise UsageError(f"--secret {value!r}: expected id=ID,src=FILE or id=ID,env=VAR")
+        if source is None and env is None:
+            env = ident  # docker: a bare id names an environment variable
+        if source is not None:
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise UsageError(f"--secret id={ident}: {source} is not a file")
+            secrets[ident] = path
+        elif env is not None:
+            if env not in os.environ:
+                raise UsageError(f"--secret id={ident}: ${env} is not set")
+            path = staging / f"env-{len(secrets)}"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(os.environ[env])
+            secrets[ident] = path
+    return secrets
+
+
 @click.command()
 @click.argument("context", type=click.Path(path_type=Path), default=".")
 @click.option("-t", "--tag", "tags", multiple=True, help="Name the image NAME[:TAG] (repeatable).")
@@ -57,6 +88,12 @@ def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
     help="RUN's network: default is an isolated namespace (loopback only), like none.",
 )
 @click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    help="A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.",
+)
+@click.option(
     "--compression",
     type=click.Choice(["zstd", "gzip"]),
     default="zstd",
@@ -76,26 +113,31 @@ def build(
     quiet: bool,
     iidfile: Path | None,
     network: str,
+    secrets: tuple[str, ...],
     compression: str,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
+    import tempfile
+
     from builder.build.engine import build as run_build
     from builder.build.options import BuildOptions
     from builder.cli.progress import renderer
     from builder.image.reference import Reference
 
     names = tuple(str(Reference.parse(tag)) for tag in tags)
-    options = BuildOptions(
-        context=context,
-        recipe=recipe,
-        tags=names,
-        build_args=parse_build_args(build_args),
-        target=target,
-        no_cache=no_cache,
-        compression=compression,
-        network="host" if network == "host" else "none",
-    )
-    result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
+    with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging:
+        options = BuildOptions(
+            context=context,
+            recipe=recipe,
+            tags=names,
+            build_args=parse_build_args(build_args),
+            target=target,
+            no_cache=no_cache,
+            compression=compression,
+            network="host" if network == "host" else "none",
+            secrets=parse_secrets(secrets, Path(staging)),
+        )
+        result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
     if iidfile is not None:
         iidfile.write_text(result.image_id)
     if quiet:

@@ -85,7 +85,10 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     if isinstance(root, DirRoot):
         mount(str(root.path), target, None, MS_BIND | MS_REC, what=f"bind root {root.path}")
         return
-    lowers = [str(p) for p in reversed(root.lowers)] or [scratch]
+    # Top-most first, each dir once: overlayfs refuses a stack that holds one dir twice
+    # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
+    # lower copies changes nothing: the top-most copy of a layer shadows all of them.
+    lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
     _mount_overlay(lowers, str(root.upper), str(root.work), target, userns)
 
 

@@ -240,3 +240,62 @@ def test_add_refuses_an_archive_that_leaves_its_destination(
     result = builder("build", "-t", "evil", context, check=False)
     assert result.status == 5, result.stderr
     assert "Dockerfile:2: ADD evil.tar /x/:" in result.stderr
+
+
+RUN_MOUNTS = """\
+FROM busybox
+RUN --mount=type=bind,source=src,target=/mnt/src cat /mnt/src/a.txt \\
+    && ! ls /mnt/src/skip.log 2>/dev/null
+RUN --mount=type=bind,target=/ctx,rw echo scribble > /ctx/src/a.txt
+RUN --mount=type=cache,target=/cache echo run >> /cache/count && wc -l < /cache/count
+RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch
+RUN --mount=type=secret,id=tok cat /run/secrets/tok && stat -c ' %a' /run/secrets/tok
+RUN --mount=type=secret,id=absent echo "an absent secret is fine unless required"
+RUN for p in /mnt /ctx /cache /scratch /run; do test ! -e $p || exit 9; done
+"""
+
+
+def test_run_mounts(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(
+        tmp_path,
+        RUN_MOUNTS,
+        {"src/a.txt": "from the context\n", "src/skip.log": "x", ".dockerignore": "**/*.log\n"},
+    )
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret")
+    log = builder(
+        "build", "--progress", "plain", "--secret", f"id=tok,src={secret}", "-t", "mounts", context
+    ).stderr
+    assert "from the context" in log and "s3cret 400" in log
+    assert (context / "src" / "a.txt").read_text() == "from the context\n"  # rw writes dropped
+    assert "\n1\n" in log  # the cache's first use
+    again = builder(
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        "--secret",
+        f"id=tok,src={secret}",
+        "-t",
+        "mounts",
+        context,
+    ).stderr
+    assert "\n2\n" in again  # the cache outlived the first build
+    # mounts leave nothing in the image (the last RUN checked the mount points are gone)
+    info = json.loads(builder("inspect", "mounts").stdout)[0]
+    assert "s3cret" not in json.dumps(info)
+
+
+def test_required_secret_missing(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(
+        tmp_path, "FROM busybox\nRUN --mount=type=secret,id=x,required cat /run/secrets/x\n"
+    )
+    result = builder("build", "-t", "x", context, check=False)
+    assert result.status == 3 and "no such secret" in result.stderr, result.stderr
+
+
+def test_empty_steps_do_not_break_the_layer_stack(builder: Builder, tmp_path: Path) -> None:
+    """Two empty layers share a digest; overlayfs refuses a dir twice in one stack."""
+    context = make_context(tmp_path, "FROM busybox\nRUN true\nRUN true\nRUN echo ok > /ok\n")
+    builder("build", "-t", "e", context)
+    assert builder("run", "--rm", "e", "cat", "/ok").stdout == "ok\n"

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from builder.build.context import BuildContext
 from builder.build.events import Reporter
@@ -31,6 +32,7 @@ class StepContext:
     network: str  # the build's default for RUN: "none" or "host"
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     escape: str = "\\"  # the recipe's escape character, for expansion
+    secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
 
 
 def now() -> str:

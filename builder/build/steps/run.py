@@ -5,6 +5,16 @@ from __future__ import annotations
 import re
 
 from builder.build import cachekey
+from builder.build.runmounts import (
+    MountError,
+    PreparedMounts,
+    RunMount,
+    bind_key,
+    cache_dir,
+    materialize,
+    parse_mount,
+    secret_file,
+)
 from builder.build.state import ImageState
 from builder.build.steps.base import StepContext, heredoc_body, run_env, shown
 from builder.build.steps.layer_step import (
@@ -15,6 +25,7 @@ from builder.build.steps.layer_step import (
 from builder.build.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
+from builder.recipe.resolve import resolve
 
 
 def _script(instr: ins.Run) -> str:
@@ -35,21 +46,76 @@ def _script(instr: ins.Run) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Run)
+    try:
+        return [parse_mount(spec) for spec in resolved.mounts]
+    except MountError as err:
+        raise RecipeError(str(err), instr.location) from None
+
+
+def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object]:
+    """What a mount adds to the key: its shape, and for a context bind its content."""
+    shape: list[object] = [mount.type, mount.target, mount.readonly, mount.id]
+    if mount.type == "bind":
+        try:
+            shape.append(bind_key(ctx.context, mount.source or "."))
+        except MountError as err:
+            raise RecipeError(str(err), instr.location) from None
+    return shape
+
+
+def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> PreparedMounts:
+    """Sandbox mounts for a step that runs (on a cache hit nothing is prepared)."""
+    from builder.sandbox import Mount
+
+    prepared = PreparedMounts()
+    try:
+        for m in mounts:
+            if m.type == "bind":
+                staging = ctx.store.tmp_dir("bind")
+                prepared.cleanup.append(staging)
+                source = materialize(ctx.context, m.source or ".", staging / "src")
+                prepared.mounts.append(Mount(m.target, "bind", source, m.readonly))
+            elif m.type == "cache":
+                directory = cache_dir(ctx.store.root, m)
+                if m.sharing == "locked":  # one build at a time uses it
+                    prepared.lock(directory)
+                prepared.mounts.append(Mount(m.target, "bind", directory, m.readonly))
+            elif m.type == "tmpfs":
+                prepared.mounts.append(Mount(m.target, "tmpfs", None, readonly=False))
+            elif m.type == "secret":
+                staging = ctx.store.tmp_dir("secret")
+                prepared.cleanup.append(staging)
+                secret = secret_file(ctx.secrets, m, staging)
+                if secret is not None:
+                    prepared.mounts.append(Mount(m.target, "bind", secret, readonly=True))
+    except MountError as err:
+        prepared.close()
+        raise RecipeError(str(err), instr.location) from None
+    except BaseException:
+        prepared.close()
+        raise
+    return prepared
+
+
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
-    if instr.mounts:
-        raise RecipeError("RUN --mount is not supported yet", instr.location)
+    mounts = _mounts(instr, ctx)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
     cc = state.config.config
     network = instr.network if instr.network not in (None, "default") else ctx.network
     created_by = f"RUN {' '.join(argv)} # buildkit"
-    payload = {
+    payload: dict[str, object] = {
         "argv": argv,
         "env": env,
         "cwd": cc.working_dir or "/",
         "user": cc.user or "",
         "network": network,
     }
+    if mounts:
+        payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
     key = cachekey.chain(state.key, "RUN", payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
@@ -68,10 +134,15 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
                 stdin=DEVNULL,
                 stdout=output,
                 stderr=output,
+                mounts=tuple(prepared.mounts),
             )
         )
 
-    status, root, _last = execute_in_overlay(state, ctx, launch)
+    prepared = _prepare(mounts, ctx, instr)
+    try:
+        status, root, _last = execute_in_overlay(state, ctx, launch)
+    finally:
+        prepared.close()
     if status != 0:
         raise StepFailed(
             f"{shown(instr)}: the command exited with status {status}", status, instr.location

@@ -1,0 +1,44 @@
+"""RUN --mount values parsed as BuildKit reads them."""
+
+from __future__ import annotations
+
+import pytest
+
+from builder.build.runmounts import MountError, RunMount, parse_mount
+
+
+def test_defaults_per_type() -> None:
+    assert parse_mount("target=/src") == RunMount("bind", "/src", readonly=True)
+    assert parse_mount("type=cache,target=/root/.cache/") == RunMount(
+        "cache", "/root/.cache", readonly=False, id="/root/.cache/"
+    )
+    assert parse_mount("type=tmpfs,dst=/t") == RunMount("tmpfs", "/t", readonly=False)
+    secret = parse_mount("type=secret,id=tok")
+    assert (secret.target, secret.readonly, secret.id) == ("/run/secrets/tok", True, "tok")
+
+
+def test_options() -> None:
+    m = parse_mount("type=bind,source=src,target=/s,rw")
+    assert (m.source, m.readonly) == ("src", False)
+    m = parse_mount("type=cache,target=/c,id=pip,sharing=locked,mode=0700,uid=1,gid=2")
+    assert (m.id, m.sharing, m.mode, m.uid, m.gid) == ("pip", "locked", 0o700, 1, 2)
+    assert parse_mount("type=secret,id=a,required=true").required
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("type=nfs,target=/x", "expected bind, cache"),
+        ("type=cache", "needs target="),
+        ("target=relative", "absolute"),
+        ("target=/x,colour=red", "unknown option"),
+        ("type=cache,target=/x,sharing=maybe", "sharing=maybe"),
+        ("target=/x,ro=perhaps", "expected true or false"),
+        ("type=ssh", "not supported yet"),
+        ("type=bind,from=build,target=/x", "not supported yet"),
+        ("type=secret", "needs id= or target="),
+    ],
+)
+def test_errors(spec: str, message: str) -> None:
+    with pytest.raises(MountError, match=message):
+        parse_mount(spec)
