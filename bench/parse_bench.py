@@ -74,13 +74,10 @@ def main() -> int:
     tree = parse_syntax(text)  # also warms the cached grammar (loaded once per process)
     assert len(tree.nodes) == INSTRUCTIONS, len(tree.nodes)
     rows = [("parse_syntax", median_time(lambda: parse_syntax(text)))]
-    try:
-        from builder.recipe import load  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        print("typed load: builder.recipe.load not available")
-    else:
-        load(text)
-        rows.append(("typed load (builder.recipe.load)", median_time(lambda: load(text))))
+    from builder.recipe import load
+
+    load(text)
+    rows.append(("typed load (builder.recipe.load)", median_time(lambda: load(text))))
     try:
         import dockerfile
     except ImportError:
@@ -95,8 +92,8 @@ def main() -> int:
     for name, seconds in rows:
         ratio = f"{seconds / reference:7.1f}x" if reference else "      -"
         print(f"{name:<36} {seconds:9.4f} {ratio}")
-    ok = rows[0][1] < BUDGET
-    print(f"budget {BUDGET:.2f} s for parse_syntax: {'ok' if ok else 'OVER'}")
+    ok = rows[1][1] < BUDGET  # the budget: parsing *and* typing
+    print(f"budget {BUDGET:.2f} s for parsing and typing (load): {'ok' if ok else 'OVER'}")
     return 0 if ok else 1
 
 

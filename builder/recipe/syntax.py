@@ -65,9 +65,9 @@ def _parser() -> Lark:
     cache = Path(__file__).with_name("__pycache__") / "recipe.lark.cache"
     try:
         cache.parent.mkdir(exist_ok=True)
-        return Lark(text, parser="lalr", start=["start", "line"], cache=str(cache))
+        return Lark(text, parser="lalr", lexer="basic", start=["start", "line"], cache=str(cache))
     except OSError:
-        return Lark(text, parser="lalr", start=["start", "line"])
+        return Lark(text, parser="lalr", lexer="basic", start=["start", "line"])
 
 
 @dataclasses.dataclass(frozen=True)
