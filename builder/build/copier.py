@@ -7,10 +7,13 @@ the sandbox was entered, by relative paths, without following a final symlink.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec
 
 from builder.build.context import CopyItem
 from builder.build.extract import extract, open_archive
@@ -77,6 +80,29 @@ def _write_file(src_fd: int, target: str, mode: int) -> int:
     return dst
 
 
+P = ParamSpec("P")
+
+
+def in_root(fn: Callable[P, int]) -> Callable[P, int]:
+    """For code run inside the sandbox: a user's mistake (a missing file or user, a bad
+    archive) becomes one line on stderr and status 1.
+
+    os.write, not print: in a forked child, sys.stderr's lock may be held forever by a
+    thread of the parent that was writing at the fork.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> int:
+        try:
+            return fn(*args, **kwargs)
+        except (LookupError, OSError, tarfile.TarError) as err:
+            os.write(2, f"{err}\n".encode(errors="replace"))
+            return 1
+
+    return wrapper
+
+
+@in_root
 def copy_into_root(
     context_fd: int,
     items: list[CopyItem],
@@ -85,24 +111,7 @@ def copy_into_root(
     chmod: int | None,
     unpack_archives: bool = False,
 ) -> int:
-    """Write the items; on a user's mistake, one line on stderr and status 1."""
-    try:
-        return _copy(context_fd, items, inline, owner, chmod, unpack_archives)
-    except (LookupError, OSError, tarfile.TarError) as err:
-        # os.write, not print: in a forked child, sys.stderr's lock may be held forever
-        # by a thread of the parent that was writing at the fork.
-        os.write(2, f"{err}\n".encode(errors="replace"))
-        return 1
-
-
-def _copy(
-    context_fd: int,
-    items: list[CopyItem],
-    inline: list[InlineFile],
-    owner: Ownership,
-    chmod: int | None,
-    unpack_archives: bool = False,
-) -> int:
+    """Write the context items (and heredoc files) into the root we are in."""
     uid, gid = owner.resolve()
     dir_times: list[tuple[str, int]] = []
     for item in items:

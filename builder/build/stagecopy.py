@@ -15,45 +15,35 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from builder.build.copier import Ownership, remove_non_dir
+from builder.build.copier import Ownership, in_root, remove_non_dir
 
 _MAGIC = re.compile(r"[*?\[]")
 
 
-def _say(text: str) -> None:
-    # os.write, not sys.stderr: this runs in a forked child where another thread of the
-    # parent may have held the stream's lock at the fork.
-    os.write(2, (text + "\n").encode(errors="replace"))
-
-
+@in_root
 def pack(out_fd: int, sources: tuple[str, ...]) -> int:
     """Write SOURCES (paths or wildcards in this root) as a tar to `out_fd`.
 
     A directory contributes its contents (as "./..."), anything else itself under its
     base name; a named source that is a symlink is followed, as docker follows it.
     """
-    try:
-        with (
-            os.fdopen(out_fd, "wb", closefd=False) as raw,
-            tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
-        ):
-            for source in sources:
-                path = posixpath.normpath("/" + source)
-                found = (
-                    sorted(glob.glob(path, include_hidden=True)) if _MAGIC.search(path) else [path]
-                )
-                if not found or not os.path.lexists(found[0]):
-                    raise LookupError(f"{source}: no such file or directory")
-                for match in found:
-                    real = os.path.realpath(match)
-                    if os.path.isdir(real):
-                        tar.add(real, arcname=".", recursive=True)
-                    else:
-                        tar.add(real, arcname=posixpath.basename(match), recursive=False)
-        return 0
-    except (LookupError, OSError, tarfile.TarError) as err:
-        _say(str(err))
-        return 1
+    with (
+        os.fdopen(out_fd, "wb", closefd=False) as raw,
+        tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for source in sources:
+            path = posixpath.normpath("/" + source)
+            magic = _MAGIC.search(path)
+            found = sorted(glob.glob(path, include_hidden=True)) if magic else [path]
+            if not found or not os.path.lexists(found[0]):
+                raise LookupError(f"{source}: no such file or directory")
+            for match in found:
+                real = os.path.realpath(match)
+                if os.path.isdir(real):
+                    tar.add(real, arcname=".", recursive=True)
+                else:
+                    tar.add(real, arcname=posixpath.basename(match), recursive=False)
+    return 0
 
 
 @dataclass(frozen=True)
@@ -62,16 +52,9 @@ class Destination:
     single: bool  # one source and DEST has no trailing '/': a lone file lands AT path
 
 
+@in_root
 def unpack(in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
     """Write the tar from `in_fd` under DEST, owned by --chown (root by default)."""
-    try:
-        return _unpack(in_fd, dest, owner, chmod)
-    except (LookupError, OSError, tarfile.TarError) as err:
-        _say(str(err))
-        return 1
-
-
-def _unpack(in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
     uid, gid = owner.resolve()
     dirs: list[tuple[str, int]] = []
     with (
