@@ -173,7 +173,8 @@ class _Run:
         self.number += 1
         text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
         self.report(StepStarted(label, self.number, self.total, text))
-        state = _base(stage, self.store, self.done)
+        # A CMD set in the base stage counts as inherited here (ENTRYPOINT drops it).
+        state = replace(_base(stage, self.store, self.done), cmd_set_in_stage=False)
         self.report(StepDone(self.number, cached=True, seconds=0.0))
         scope = StageScope(self.global_args, self.options.build_args, state.config.config.env)
         state = self.triggers(stage, label, state, scope)

@@ -233,3 +233,48 @@ def test_a_run_that_changes_nothing_makes_an_empty_layer(builder: Builder, tmp_p
         ["tar", "--zstd", "-t"], input=blob, capture_output=True, check=True
     ).stdout
     assert listing == b""
+
+
+CONFIG_RECIPE = """\
+FROM busybox AS base
+CMD ["base-cmd"]
+FROM base
+LABEL org.example.a=1 "b c"="d e"
+EXPOSE 80 443/udp
+VOLUME ["/data", "/logs"]
+STOPSIGNAL SIGQUIT
+USER nobody:nogroup
+WORKDIR /srv
+WORKDIR sub
+SHELL ["/bin/sh", "-ec"]
+HEALTHCHECK --interval=30s --timeout=5s --retries=3 CMD wget -q localhost || exit 1
+ENTRYPOINT ["/bin/echo"]
+ONBUILD RUN echo child
+"""
+
+
+def test_config_fields_as_docker_writes_them(builder: Builder, tmp_path: Path) -> None:
+    builder("build", "-t", "cfg", make_context(tmp_path, CONFIG_RECIPE))
+    config = json.loads(builder("inspect", "cfg").stdout)[0]["Config"]
+    c = config["config"]
+    assert c["Labels"] == {"org.example.a": "1", "b c": "d e"}
+    assert c["ExposedPorts"] == {"80/tcp": {}, "443/udp": {}}
+    assert c["Volumes"] == {"/data": {}, "/logs": {}}
+    assert c["StopSignal"] == "SIGQUIT"
+    assert c["User"] == "nobody:nogroup"
+    assert c["WorkingDir"] == "/srv/sub"
+    assert c["Shell"] == ["/bin/sh", "-ec"]
+    assert c["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "wget -q localhost || exit 1"],
+        "Interval": 30_000_000_000,
+        "Timeout": 5_000_000_000,
+        "Retries": 3,
+    }
+    assert c["Entrypoint"] == ["/bin/echo"]
+    assert "Cmd" not in c  # a new ENTRYPOINT drops the CMD inherited from the base stage
+    assert c["OnBuild"] == ["RUN echo child"]
+    assert config["architecture"] and config["os"] == "linux"
+    created_by = [h["created_by"] for h in config["history"]]
+    assert "LABEL org.example.a=1 b c=d e" in created_by
+    assert all(h.get("empty_layer") for h in config["history"][-12:])
+    assert builder("run", "--rm", "cfg", "hi").stdout == "hi\n"  # ENTRYPOINT + args
