@@ -47,6 +47,7 @@ class CopyItem:
     # A single file copied to a DEST without a trailing '/': if DEST turns out to be an
     # existing directory in the image, the file goes inside it (docker's rule).
     into_existing_dir: bool = False
+    name: str = ""  # the source's own name, for that case (a followed symlink keeps its name)
 
 
 def _file_digest(path: Path) -> str:
@@ -197,19 +198,37 @@ class BuildContext:
         dest = posixpath.normpath(dest)
         items: list[CopyItem] = []
         for match in matches:
-            entry = self.entries.get(match) if match else None
+            found = self._follow(match)
+            entry = self.entries.get(found) if found else None
             if entry is None or entry.kind == "dir":
-                for child in self._tree(match):
-                    rel = child.path[len(match) + 1 :] if match else child.path
+                for child in self._tree(found):
+                    rel = child.path[len(found) + 1 :] if found else child.path
                     items.append(CopyItem(child, posixpath.join(dest, rel)))
                 if entry is not None:
                     items.append(CopyItem(entry, dest))  # carries the dir's own mode
                 continue
+            name = posixpath.basename(match)
             if dest_is_dir:
-                items.append(CopyItem(entry, posixpath.join(dest, posixpath.basename(match))))
+                items.append(CopyItem(entry, posixpath.join(dest, name)))
             else:
-                items.append(CopyItem(entry, dest, into_existing_dir=True))
+                items.append(CopyItem(entry, dest, into_existing_dir=True, name=name))
         return items
+
+    def _follow(self, rel: str) -> str:
+        """A named source that is a symlink is followed, as docker follows it, but only
+        inside the context: the link is resolved against the context root, never the host."""
+        for _ in range(40):
+            entry = self.entries.get(rel)
+            if entry is None or entry.kind != "symlink":
+                return rel
+            base = "/" if entry.digest.startswith("/") else "/" + posixpath.dirname(rel)
+            rel = posixpath.normpath(posixpath.join(base, entry.digest)).lstrip("/")
+            if rel not in self.entries and rel != "":
+                raise BuildContextError(
+                    f"COPY source {entry.path!r} is a symlink to {entry.digest!r}, which is not"
+                    " in the build context"
+                )
+        raise BuildContextError(f"COPY source {rel!r}: too many levels of symbolic links")
 
 
 def copy_digest(items: list[CopyItem]) -> str:

@@ -120,7 +120,7 @@ def copy_into_root(
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
         archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
         if item.into_existing_dir and os.path.isdir(target):
-            target = posixpath.join(target, posixpath.basename(entry.path))
+            target = posixpath.join(target, item.name or posixpath.basename(entry.path))
         os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
         mode = chmod if chmod is not None else entry.mode
         if entry.kind == "dir":

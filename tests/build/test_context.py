@@ -60,9 +60,26 @@ def test_sources_cannot_leave_the_context(ctx: Path) -> None:
         context.plan_copy(("../etc/passwd",), "/d/")
 
 
-def test_symlinks_are_copied_as_links(ctx: Path) -> None:
+def test_a_named_symlink_is_followed_inside_the_context_only(ctx: Path) -> None:
     (item,) = BuildContext(ctx).plan_copy(("link",), "/l")
-    assert item.entry.kind == "symlink" and item.entry.digest == "top.txt"
+    assert (item.entry.kind, item.entry.path, item.target) == ("file", "top.txt", "/l")
+    (item,) = BuildContext(ctx).plan_copy(("link",), "/d/")
+    assert item.target == "/d/link"  # the link's name, the target's content
+    (ctx / "src" / "dirlink").symlink_to("sub")
+    assert _targets(BuildContext(ctx), ("src/dirlink",), "/x") == ["/x", "/x/b.txt"]
+    (ctx / "out").symlink_to("/etc/passwd")
+    with pytest.raises(BuildContextError, match="not in the build context"):
+        BuildContext(ctx).plan_copy(("out",), "/x")
+    (ctx / "up").symlink_to("../../../../etc")
+    with pytest.raises(BuildContextError, match="not in the build context"):
+        BuildContext(ctx).plan_copy(("up",), "/x")
+
+
+def test_symlinks_inside_a_copied_dir_stay_links(ctx: Path) -> None:
+    (ctx / "src" / "inner").symlink_to("/etc/passwd")
+    items = {i.target: i.entry for i in BuildContext(ctx).plan_copy(("src",), "/app")}
+    assert items["/app/inner"].kind == "symlink"
+    assert items["/app/inner"].digest == "/etc/passwd"
 
 
 def test_ignored_files_are_invisible(ctx: Path) -> None:
