@@ -299,3 +299,15 @@ def test_empty_steps_do_not_break_the_layer_stack(builder: Builder, tmp_path: Pa
     context = make_context(tmp_path, "FROM busybox\nRUN true\nRUN true\nRUN echo ok > /ok\n")
     builder("build", "-t", "e", context)
     assert builder("run", "--rm", "e", "cat", "/ok").stdout == "ok\n"
+
+
+def test_workdir_creates_the_directory_owned_by_user(builder: Builder, tmp_path: Path) -> None:
+    recipe = "FROM busybox\nWORKDIR /tmp\nUSER nobody\nWORKDIR /data/deep\n"
+    builder("build", "-t", "wd", make_context(tmp_path, recipe))
+    info = json.loads(builder("inspect", "wd").stdout)[0]
+    history = info["Config"]["history"]
+    # /tmp exists: no layer; /data/deep is made: one layer, owned by USER
+    assert [h.get("empty_layer", False) for h in history[-3:]] == [True, True, False]
+    assert len(info["Manifest"]["layers"]) == 2
+    out = builder("run", "--rm", "--entrypoint", "stat", "wd", "-c", "%n %u", "/data", "/data/deep")
+    assert out.stdout == "/data 65534\n/data/deep 65534\n"

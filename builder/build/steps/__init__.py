@@ -7,6 +7,7 @@ from builder.build.steps.base import StepContext
 from builder.build.steps.copy import copy_step
 from builder.build.steps.metadata import METADATA_HANDLERS, arg_step
 from builder.build.steps.run import run_step
+from builder.build.steps.workdir import workdir_step
 from builder.errors import RecipeError
 from builder.recipe import instructions as ins
 
@@ -16,6 +17,8 @@ def execute(instr: ins.Instruction, state: ImageState, ctx: StepContext) -> Imag
         return run_step(instr, state, ctx)
     if isinstance(instr, ins.Copy | ins.Add):
         return copy_step(instr, state, ctx)
+    if isinstance(instr, ins.Workdir):
+        return workdir_step(instr, state, ctx)
     if isinstance(instr, ins.Arg):
         return arg_step(instr, state, ctx)
     handler = METADATA_HANDLERS.get(type(instr))

@@ -29,11 +29,14 @@ def cached_layer(
     record = ctx.store.cache_get(key)
     if record is None:
         return None
+    created = str(record["created"])
+    if record.get("layer") is None:  # the step ran and changed nothing (see commit_layer)
+        config = state.config.with_history(history(created, created_by, empty_layer=True))
+        return state.step(config, key, created=created, cached=True)
     layer = Descriptor.from_json(record["layer"])
     if not ctx.store.has_blob(layer.digest):
         return None
     diff_id = Digest.parse(record["diff_id"])
-    created = str(record["created"])
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=True)
 
@@ -56,16 +59,30 @@ def discard(root: OverlayRoot) -> None:
 
 
 def commit_layer(
-    state: ImageState, ctx: StepContext, key: str, created_by: str, root: OverlayRoot
+    state: ImageState,
+    ctx: StepContext,
+    key: str,
+    created_by: str,
+    root: OverlayRoot,
+    *,
+    skip_if_empty: bool = False,
 ) -> ImageState:
-    """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key."""
+    """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key.
+
+    RUN and COPY always make a layer, as docker's do; a step that only may change the
+    filesystem (WORKDIR's mkdir) passes `skip_if_empty` and makes none when nothing changed.
+    """
+    created = now()
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
+        if skip_if_empty and not any(root.upper.iterdir()):
+            ctx.store.cache_put(key, {"layer": None, "created": created})
+            config = state.config.with_history(history(created, created_by, empty_layer=True))
+            return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(root.upper, Compression(ctx.compression))
         ctx.store.adopt_layer_dir(diff_id, root.upper)
     finally:
         discard(root)
-    created = now()
     ctx.store.cache_put(
         key, {"layer": layer.to_json(), "diff_id": str(diff_id), "created": created}
     )

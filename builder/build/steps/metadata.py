@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import posixpath
 import re
 from collections.abc import Callable
 from dataclasses import replace
@@ -58,14 +57,6 @@ def label_step(instr: ins.Label, state: ImageState, ctx: StepContext) -> ImageSt
     labels.update(dict(resolved.pairs))
     text = " ".join(f"{k}={v}" for k, v in resolved.pairs)
     return _apply(state, ctx, f"LABEL {text}", "LABEL", resolved.pairs, labels=labels)
-
-
-def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> ImageState:
-    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
-    assert isinstance(resolved, ins.Workdir)
-    current = state.config.config.working_dir or "/"
-    path = posixpath.normpath(posixpath.join(current, resolved.path))
-    return _apply(state, ctx, f"WORKDIR {path}", "WORKDIR", path, working_dir=path)
 
 
 def user_step(instr: ins.User, state: ImageState, ctx: StepContext) -> ImageState:
@@ -202,7 +193,6 @@ Handler = Callable[[Any, ImageState, StepContext], ImageState]
 METADATA_HANDLERS: dict[type[ins.Instruction], Handler] = {
     ins.Env: env_step,
     ins.Label: label_step,
-    ins.Workdir: workdir_step,
     ins.User: user_step,
     ins.Cmd: cmd_step,
     ins.Entrypoint: entrypoint_step,

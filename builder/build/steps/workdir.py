@@ -1,0 +1,61 @@
+"""WORKDIR: the config's working directory, and the directory itself.
+
+BuildKit creates the directory (owned by the current USER) when it is missing, so an
+image whose last step is `WORKDIR /data` has /data. The mkdir runs in the sandbox, inside
+the image's root; it makes a layer only when the directory was missing.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import replace
+
+from builder.build import cachekey
+from builder.build.copier import Ownership, in_root
+from builder.build.state import ImageState
+from builder.build.steps.base import StepContext, shown
+from builder.build.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
+from builder.errors import StepFailed
+from builder.recipe import instructions as ins
+from builder.recipe.resolve import resolve
+
+
+@in_root
+def make_workdir(path: str, owner: Ownership) -> int:
+    uid, gid = owner.resolve()
+    missing = []
+    current = path
+    while current != "/" and not os.path.isdir(current):
+        missing.append(current)
+        current = posixpath.dirname(current)
+    for directory in reversed(missing):
+        os.mkdir(directory, 0o755)
+        os.chown(directory, uid, gid)
+    return 0
+
+
+def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> ImageState:
+    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
+    assert isinstance(resolved, ins.Workdir)
+    current = state.config.config.working_dir or "/"
+    path = posixpath.normpath(posixpath.join(current, resolved.path))
+    user = state.config.config.user or ""
+    created_by = f"WORKDIR {path}"
+    key = cachekey.chain(state.key, "WORKDIR", [path, user])
+    after = cached_layer(state, ctx, key, created_by)
+    if after is None:
+        from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call
+
+        def launch(root: OverlayRoot, output: int) -> int:
+            spec = SandboxSpec(
+                root=root, argv=("WORKDIR",), cwd="/", stdin=DEVNULL, stdout=output, stderr=output
+            )
+            return call(spec, lambda: make_workdir(path, Ownership(user or None)))
+
+        status, root, failure = execute_in_overlay(state, ctx, launch)
+        if status != 0:
+            raise StepFailed(f"{shown(instr)}: {failure or 'failed'}", status, instr.location)
+        after = commit_layer(state, ctx, key, created_by, root, skip_if_empty=True)
+    cc = replace(after.config.config, working_dir=path)
+    return replace(after, config=after.config.with_container_config(cc))
