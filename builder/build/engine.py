@@ -8,7 +8,6 @@ the base image's ENV are seen exactly as BuildKit sees them.
 from __future__ import annotations
 
 import hashlib
-import platform
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,21 +19,13 @@ from builder.build.state import ImageState
 from builder.build.steps import StepContext, execute
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
 from builder.image.config import ImageConfig
+from builder.image.descriptor import Platform
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
 from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.store import Store
 
 EPOCH = "1970-01-01T00:00:00Z"
-GOARCH = {
-    "x86_64": "amd64",
-    "aarch64": "arm64",
-    "armv7l": "arm",
-    "ppc64le": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-    "i686": "386",
-}
 
 
 def read_recipe(options: BuildOptions) -> Recipe:
@@ -77,9 +68,8 @@ def _save_memo(context: BuildContext, store: Store) -> None:
 
 
 def _scratch() -> ImageState:
-    config = ImageConfig(
-        architecture=GOARCH.get(platform.machine(), platform.machine()), os="linux"
-    )
+    host = Platform.host()
+    config = ImageConfig(architecture=host.architecture, os=host.os, variant=host.variant)
     return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
 
 

@@ -43,6 +43,27 @@ class Platform:
     def __str__(self) -> str:
         return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
+    @classmethod
+    def host(cls, machine: str | None = None) -> Platform:
+        """This machine in OCI/Go terms (x86_64 -> amd64, aarch64 -> arm64, ...)."""
+        import platform
+
+        machine = machine or platform.machine()
+        arch, variant = _GOARCH.get(machine, (machine, None))
+        return cls(architecture=arch, os="linux", variant=variant)
+
+
+_GOARCH: dict[str, tuple[str, str | None]] = {
+    "x86_64": ("amd64", None),
+    "aarch64": ("arm64", "v8"),
+    "armv7l": ("arm", "v7"),
+    "armv6l": ("arm", "v6"),
+    "i686": ("386", None),
+    "ppc64le": ("ppc64le", None),
+    "s390x": ("s390x", None),
+    "riscv64": ("riscv64", None),
+}
+
 
 @dataclass(frozen=True)
 class Descriptor:

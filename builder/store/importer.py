@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import platform
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -10,18 +9,12 @@ from typing import TYPE_CHECKING
 
 from builder.errors import UsageError
 from builder.image.config import ContainerConfig, History, ImageConfig
-from builder.image.descriptor import Descriptor
+from builder.image.descriptor import Descriptor, Platform
 from builder.layer.apply import unpack_layer
 from builder.layer.compression import Compression
 
 if TYPE_CHECKING:
     from builder.store import Store
-
-GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386"}
-
-
-def host_architecture() -> str:
-    return GOARCH.get(platform.machine(), platform.machine())
 
 
 def import_rootfs(
@@ -44,9 +37,11 @@ def import_rootfs(
     else:
         raise UsageError(f"{source}: no such directory or tarball")
     created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    host = Platform.host()
     config = ImageConfig(
-        architecture=host_architecture(),
-        os="linux",
+        architecture=host.architecture,
+        os=host.os,
+        variant=host.variant,
         created=created,
         config=ContainerConfig(),
         diff_ids=(diff_id,),
