@@ -17,6 +17,7 @@ from builder.build.events import BuildDone, BuildWarning, Reporter, StepDone, St
 from builder.build.options import BuildOptions, BuildResult
 from builder.build.state import ImageState
 from builder.build.steps import StepContext, execute
+from builder.build.steps.base import shown
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform
@@ -97,12 +98,6 @@ def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState
     )
 
 
-def _describe(instr: object) -> str:
-    original = getattr(instr, "original", "")
-    first = " ".join(str(original).split())
-    return first if len(first) <= 120 else first[:117] + "..."
-
-
 def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
@@ -135,7 +130,7 @@ class _Run:
     ) -> ImageState:
         self.steps += 1
         t0 = time.monotonic()
-        self.report(StepStarted(label, self.number, self.total, text or _describe(instr)))
+        self.report(StepStarted(label, self.number, self.total, text or shown(instr, 120)))
         ctx = StepContext(
             store=self.store,
             scope=scope,
@@ -153,7 +148,7 @@ class _Run:
             state = execute(instr, state, ctx)
         except (SandboxError, LayerError) as err:  # they know no recipe: say where
             loc = instr.location
-            raise type(err)(f"{loc.filename}:{loc.line}: {_describe(instr)}: {err}") from err
+            raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
         self.cached_steps += state.from_cache
         self.report(StepDone(self.number, cached=state.from_cache, seconds=time.monotonic() - t0))
         return state
