@@ -1,11 +1,15 @@
-"""The local store: an OCI image layout at `root`, plus our own dirs beside it.
+"""The local store: an OCI image layout in `root/layout`, plus our own dirs beside it.
 
-root/oci-layout, root/index.json, root/blobs/sha256/<hex>   the OCI image layout
+root/layout/{oci-layout,index.json,blobs/sha256/<hex>}   the OCI image layout
 root/layers/<diff_id hex>/   unpacked layers in overlay form (lowerdirs)
 root/cache/<key>.json        build cache records
 root/tmp/                    scratch on the same filesystem, for atomic renames
 root/lock                    flock: index.json updates and layer-dir renames
 root/gc.lock                 flock: shared by leases (builds), exclusive by gc
+
+The layout has a directory of its own because OCI tools walk and open every file under a
+layout's root: an unpacked layer's whiteouts (char devices), fifos and absolute symlinks
+(dangling on the host) would break or hang them.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ _HEX_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.blobs = root / "blobs" / "sha256"
+        self.layout = root / "layout"
+        self.blobs = self.layout / "blobs" / "sha256"
         self.layers = root / "layers"
         self.cache = root / "cache"
         self.tmp = root / "tmp"
@@ -58,18 +63,19 @@ class Store:
         root = Path(root)
         try:
             root.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not (root / "oci-layout").exists():
-                stray = [p.name for p in root.iterdir() if p.name not in ("lock", "tmp")]
+            if not (root / "layout" / "oci-layout").exists():
+                stray = [p.name for p in root.iterdir() if p.name not in ("lock", "tmp", "layout")]
                 if stray:
                     raise StoreError(f"{root} is not an image store (no oci-layout file)")
             store = cls(root)
             for d in (store.blobs, store.layers, store.cache, store.tmp):
                 d.mkdir(parents=True, exist_ok=True)
-            if not (root / "index.json").exists():
+            if not (store.layout / "index.json").exists():
                 with store.lock():
-                    if not (root / "index.json").exists():
+                    if not (store.layout / "index.json").exists():
                         store._write_index(Index(()))
-                        write_atomic(root / "oci-layout", canonical_json(_LAYOUT), store.tmp)
+                        layout_file = store.layout / "oci-layout"
+                        write_atomic(layout_file, canonical_json(_LAYOUT), store.tmp)
         except OSError as err:
             raise StoreError(f"cannot open store {root}: {err.strerror or err}") from None
         return store
@@ -231,12 +237,12 @@ class Store:
 
     def _read_index(self) -> Index:
         try:
-            return Index.from_json(json.loads((self.root / "index.json").read_bytes()))
+            return Index.from_json(json.loads((self.layout / "index.json").read_bytes()))
         except (OSError, ValueError) as err:
-            raise StoreError(f"{self.root}/index.json is unreadable: {err}") from None
+            raise StoreError(f"{self.layout}/index.json is unreadable: {err}") from None
 
     def _write_index(self, index: Index) -> None:
-        write_atomic(self.root / "index.json", canonical_json(index.to_json()), self.tmp)
+        write_atomic(self.layout / "index.json", canonical_json(index.to_json()), self.tmp)
 
     def tag(self, name: str, manifest: Descriptor) -> None:
         ref = str(Reference.parse(name))

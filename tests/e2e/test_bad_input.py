@@ -15,12 +15,12 @@ from tests.e2e.support import Builder, make_context
 def _index(root: Path) -> str:
     """The image index: what a failed build must leave exactly as it was. (Blobs and cache
     records of the steps that succeeded stay, as docker keeps them: they are consistent.)"""
-    return hashlib.sha256((root / "index.json").read_bytes()).hexdigest()
+    return hashlib.sha256((root / "layout" / "index.json").read_bytes()).hexdigest()
 
 
 def _assert_consistent(root: Path) -> None:
     proc = subprocess.run(
-        ["oci-image-tool", "validate", "--type", "image", str(root)],
+        ["oci-image-tool", "validate", "--type", "image", str(root / "layout")],
         capture_output=True,
         text=True,
     )

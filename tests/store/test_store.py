@@ -34,8 +34,8 @@ def test_layout_validates_with_oci_image_tool(tmp_path: Path) -> None:
     _image(store, tmp_path, "one", "one")
     _image(store, tmp_path, "two", "localhost:5000/team/two:v2")
     assert [n for n, _ in store.images()] == ["one:latest", "localhost:5000/team/two:v2"]
-    assert json.loads((store.root / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
-    proc = subprocess.run(["oci-image-tool", "validate", "--type", "image", str(store.root)],
+    assert json.loads((store.layout / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    proc = subprocess.run(["oci-image-tool", "validate", "--type", "image", str(store.layout)],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert os.stat(store.root).st_mode & 0o777 == 0o700
@@ -143,7 +143,7 @@ def test_gc(tmp_path: Path) -> None:
     assert not store.has_blob(drop.digest)
     assert not (store.layers / drop_diff.hex).exists()
     assert not stale.exists() and live.exists()
-    subprocess.run(["oci-image-tool", "validate", "--type", "image", str(store.root)],
+    subprocess.run(["oci-image-tool", "validate", "--type", "image", str(store.layout)],
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     assert store.gc() == 0
     with store.lease(), pytest.raises(StoreError, match="build is using"):
