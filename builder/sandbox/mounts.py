@@ -200,6 +200,7 @@ def populate(rootdir: str, spec: SandboxSpec, etc: EtcFiles) -> None:
     rootfd = os.open(rootdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _on(rootfd, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _protect_proc(rootfd)
         _mount_sys(rootfd)
         _mount_dev(rootfd)
         for target, source in etc.pairs():
@@ -263,6 +264,43 @@ def _bind(rootfd: int, target: str, source: str, *, readonly: bool, optional: bo
             remount_readonly(inroot.fd_path(fd))
         finally:
             os.close(fd)
+
+
+# The host-wide knobs /proc exposes, made read-only or hidden as runc does by default.
+# This matters all the more here: as host root the ids are mapped one to one, so the
+# sandbox's uid 0 passes the owner check on files like /proc/sys/kernel/core_pattern.
+# These mounts are made before the user namespace exists, so the process cannot undo them.
+PROC_READONLY = ("sys", "sysrq-trigger", "irq", "bus", "fs")
+PROC_MASKED = (
+    "acpi",
+    "asound",
+    "kcore",
+    "keys",
+    "latency_stats",
+    "timer_list",
+    "timer_stats",
+    "sched_debug",
+    "scsi",
+)
+
+
+def _protect_proc(rootfd: int) -> None:
+    procfd = _open(rootfd, "proc")  # the fresh procfs we just mounted: ours
+    try:
+        proc = inroot.fd_path(procfd)
+        for name in PROC_READONLY:
+            path = f"{proc}/{name}"
+            if os.path.lexists(path):
+                mount(path, path, None, MS_BIND | MS_REC, what=f"bind /proc/{name}")
+                remount_readonly(path)
+        for name in PROC_MASKED:
+            path = f"{proc}/{name}"
+            if os.path.isdir(path):
+                mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0", what=f"mask /proc/{name}")
+            elif os.path.lexists(path):
+                mount("/dev/null", path, None, MS_BIND, what=f"mask /proc/{name}")
+    finally:
+        os.close(procfd)
 
 
 def _mount_sys(rootfd: int) -> None:
