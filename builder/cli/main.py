@@ -11,7 +11,7 @@ import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
 import click
 
@@ -68,7 +68,7 @@ def cli(ctx: click.Context, root: Path | None) -> None:
     ctx.obj = root if root is not None else default_root()
 
 
-def main(argv: list[str] | None = None) -> Any:
+def main(argv: list[str] | None = None) -> NoReturn:
     try:
         status = cli.main(args=argv, prog_name="builder", standalone_mode=False)
         # Without standalone mode, click returns ctx.exit()'s code instead of exiting.
