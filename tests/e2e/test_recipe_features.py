@@ -311,3 +311,12 @@ def test_workdir_creates_the_directory_owned_by_user(builder: Builder, tmp_path:
     assert len(info["Manifest"]["layers"]) == 2
     out = builder("run", "--rm", "--entrypoint", "stat", "wd", "-c", "%n %u", "/data", "/data/deep")
     assert out.stdout == "/data 65534\n/data/deep 65534\n"
+
+
+def test_from_platform_is_the_host_or_an_error(builder: Builder, tmp_path: Path) -> None:
+    ok = "FROM --platform=$BUILDPLATFORM busybox AS b\nRUN echo ok\n"
+    builder("build", "-t", "p", make_context(tmp_path / "ok", ok))
+    other = "FROM --platform=linux/s390x busybox\nRUN true\n"
+    result = builder("build", "-t", "p", make_context(tmp_path / "no", other), check=False)
+    assert result.status == 3
+    assert "cross-platform builds are not supported" in result.stderr
