@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -299,3 +300,28 @@ def test_config_fields_as_docker_writes_them(builder: Builder, tmp_path: Path) -
     metadata_only = [h for h in config["history"] if h["created_by"].startswith(keywords)]
     assert len(metadata_only) == 10 and all(h.get("empty_layer") for h in metadata_only)
     assert builder("run", "--rm", "cfg", "hi").stdout == "hi\n"  # ENTRYPOINT + args
+
+
+def test_a_rebuild_reuses_the_parsed_recipe(builder: Builder, tmp_path: Path) -> None:
+    """The parse is kept in the store: a rebuild of the same text never loads the grammar."""
+    context = make_context(tmp_path, "FROM busybox\nRUN echo hi > /hi\n")
+    builder("build", "-t", "p", context)
+    cmd = [
+        sys.executable,
+        "-X",
+        "importtime",
+        "-m",
+        "builder",
+        "--root",
+        str(builder.root),
+        "build",
+        "-t",
+        "p",
+        str(context),
+    ]
+    again = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert " lark" not in again.stderr and "CACHED" in again.stderr
+    (context / "Dockerfile").write_text("FROM busybox\nRUN echo changed > /hi\n")
+    changed = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    assert " lark" in changed.stderr  # a new text is parsed
+    assert builder("run", "--rm", "p", "cat", "/hi").stdout == "changed\n"

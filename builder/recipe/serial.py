@@ -1,0 +1,65 @@
+"""A typed recipe as JSON and back, so a build can keep what it parsed.
+
+Pure: values in, values out. The build engine keys what it keeps by the recipe's text and
+the parser's own source (see `parser_fingerprint`), so a changed grammar or parser never
+serves a stale result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from importlib import resources
+from typing import Any
+
+from builder.errors import SourceLocation
+from builder.recipe import instructions as ins
+from builder.recipe.tree import Heredoc
+
+_TYPES: dict[str, type[Any]] = {
+    cls.__name__: cls
+    for cls in (
+        *(c for c in vars(ins).values() if isinstance(c, type) and issubclass(c, ins.Instruction)),
+        ins.Recipe,
+        Heredoc,
+        SourceLocation,
+    )
+}
+
+
+def to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out = {"@": type(value).__name__}
+        for f in dataclasses.fields(value):
+            out[f.name] = to_json(getattr(value, f.name))
+        return out
+    if isinstance(value, tuple | list):
+        return [to_json(v) for v in value]
+    return value
+
+
+def from_json(value: Any) -> Any:
+    """The inverse of to_json: every list was a tuple (the values are frozen)."""
+    if isinstance(value, dict):
+        cls = _TYPES[value["@"]]
+        return cls(**{k: from_json(v) for k, v in value.items() if k != "@"})
+    if isinstance(value, list):
+        return tuple(from_json(v) for v in value)
+    return value
+
+
+def recipe_from_json(value: Any) -> ins.Recipe:
+    recipe = from_json(value)
+    if not isinstance(recipe, ins.Recipe):
+        raise ValueError("not a recipe")
+    return recipe
+
+
+def parser_fingerprint() -> str:
+    """A digest of the grammar and of this package's source: what a parse depends on."""
+    h = hashlib.sha256()
+    package = resources.files("builder.recipe")
+    for item in sorted(package.iterdir(), key=lambda p: p.name):
+        if item.name.endswith((".py", ".lark")):
+            h.update(item.name.encode() + b"\0" + item.read_bytes())
+    return h.hexdigest()
