@@ -51,11 +51,6 @@ def unrepresentable(xattrs: dict[str, bytes]) -> str | None:
     return None
 
 
-def oci_whiteout_name(name: str) -> str:
-    """The OCI marker for a deleted entry `name` (a base name)."""
-    return WHITEOUT_PREFIX + name
-
-
 def oci_whiteout_target(name: str) -> str | None:
     """For a base name `.wh.x`, the deleted entry `x`; None if not a (plain) whiteout."""
     if name.startswith(WHITEOUT_PREFIX) and name != OPAQUE_MARKER:

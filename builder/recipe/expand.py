@@ -330,15 +330,3 @@ def expand_word(word: str, env: Mapping[str, str], escape: str = "\\") -> str:
 def expand_words(word: str, env: Mapping[str, str], escape: str = "\\") -> list[str]:
     """Multi-word mode: expand, then split on whitespace that is neither quoted nor escaped."""
     return list(process_word(word, env, escape).words)
-
-
-def referenced_names(word: str, env: Mapping[str, str], escape: str = "\\") -> frozenset[str]:
-    """The variable names `word` references that `env` does not define (for lint).
-
-    Expansion errors are not this function's business (resolve reports them): an unparsable
-    word yields no names.
-    """
-    try:
-        return process_word(word, env, escape).unmatched
-    except ExpansionError:
-        return frozenset()
