@@ -26,6 +26,7 @@ VERBS = {
     "inspect": "images:inspect",
     "rmi": "images:rmi",
     "save": "images:save",
+    "prune": "prune:prune",
     "parse": "recipe:parse",
     "lint": "recipe:lint",
 }

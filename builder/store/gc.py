@@ -109,7 +109,7 @@ class _Marker:
                 self.layers.add(Digest(diff_id).hex)
 
 
-def collect(store: Store, *, prune_cache: bool = False) -> int:
+def collect(store: Store, *, prune_cache: bool = False, prune_containers: bool = False) -> int:
     lease_fd = os.open(store.root / "gc.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -119,9 +119,20 @@ def collect(store: Store, *, prune_cache: bool = False) -> int:
                 raise StoreError("a build is using the store; run gc when it ends") from None
             raise
         with store.lock():
-            return _collect_locked(store, prune_cache)
+            freed = 0
+            if prune_containers:  # no run holds a lease now: none of them is in use
+                freed += _remove_children(store.root / "containers")
+            if prune_cache:
+                freed += _remove_children(store.root / "mounts" / "cache")
+            return freed + _collect_locked(store, prune_cache)
     finally:
         os.close(lease_fd)
+
+
+def _remove_children(directory: Path) -> int:
+    if not directory.is_dir():
+        return 0
+    return sum(_remove(child) for child in directory.iterdir())
 
 
 def _collect_locked(store: Store, prune_cache: bool) -> int:

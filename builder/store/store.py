@@ -318,14 +318,16 @@ class Store:
 
     # -- garbage collection ----------------------------------------------------------------
 
-    def gc(self, *, prune_cache: bool = False) -> int:
+    def gc(self, *, prune_cache: bool = False, prune_containers: bool = False) -> int:
         """Remove what index.json and cache records do not reach; returns bytes freed.
 
-        StoreError if a build holds a lease(). prune_cache drops every cache record first.
+        StoreError if a build or run holds a lease(). prune_cache drops every cache record
+        (and the RUN cache mounts) first; prune_containers drops the writable layers that
+        `builder run` without --rm kept.
         """
         from builder.store.gc import collect
 
-        return collect(self, prune_cache=prune_cache)
+        return collect(self, prune_cache=prune_cache, prune_containers=prune_containers)
 
 
 def _ref_of(d: Descriptor) -> str | None:

@@ -325,3 +325,24 @@ def test_a_rebuild_reuses_the_parsed_recipe(builder: Builder, tmp_path: Path) ->
     changed = subprocess.run(cmd, capture_output=True, text=True, check=True)
     assert " lark" in changed.stderr  # a new text is parsed
     assert builder("run", "--rm", "p", "cat", "/hi").stdout == "changed\n"
+
+
+def test_prune_frees_containers_blobs_and_with_all_the_cache(
+    builder: Builder, tmp_path: Path
+) -> None:
+    context = make_context(tmp_path, "FROM busybox\nRUN head -c 300000 /dev/urandom > /blob\n")
+    builder("build", "-t", "big", context)
+    builder("run", "big", "touch", "/kept")  # no --rm: its writable layer is kept
+    assert len(list((builder.root / "containers").iterdir())) == 1
+    builder("prune")
+    assert list((builder.root / "containers").iterdir()) == []
+    assert builder("run", "--rm", "big", "test", "-s", "/blob").status == 0  # image intact
+    builder("rmi", "big")
+    # The cache record still names the layer: a plain prune keeps it for the next build.
+    log = builder("build", "--progress", "plain", "-t", "big", context).stderr
+    assert "[2/2] CACHED" in log
+    builder("rmi", "big")
+    freed = builder("prune", "--all").stdout
+    assert float(freed.split()[1]) >= 0.3, freed  # the 300 kB layer went
+    log = builder("build", "--progress", "plain", "-t", "big", context).stderr
+    assert "[2/2] DONE" in log
