@@ -253,6 +253,9 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
     _save_memo(run.context, store)
     final = run.done[str(build_plan.target)]
     config = final.config.with_created(final.created)
+    if options.labels:  # docker build --label: on the image, not on any step
+        cc = config.config
+        config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
     manifest = store.write_image(config, final.layers)
     for tag in options.tags:
         store.tag(tag, manifest)

@@ -16,6 +16,7 @@ class BuildOptions:
     no_cache: bool = False
     compression: str = "zstd"  # zstd | gzip
     secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
+    labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
 
     def recipe_path(self) -> Path:

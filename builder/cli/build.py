@@ -27,6 +27,16 @@ def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
     return args
 
 
+def parse_labels(values: tuple[str, ...]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not key or not sep:
+            raise UsageError(f"--label {value!r}: expected KEY=VALUE")
+        labels[key] = val
+    return labels
+
+
 def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     """`--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker build's syntax). A secret from
     the environment is written to a private file in STAGING for the build's duration."""
@@ -87,6 +97,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     show_default=True,
     help="RUN's network: default is an isolated namespace (loopback only), like none.",
 )
+@click.option("--label", "labels", multiple=True, help="Set a label on the image: KEY=VALUE.")
 @click.option(
     "--secret",
     "secrets",
@@ -113,6 +124,7 @@ def build(
     quiet: bool,
     iidfile: Path | None,
     network: str,
+    labels: tuple[str, ...],
     secrets: tuple[str, ...],
     compression: str,
 ) -> None:
@@ -136,6 +148,7 @@ def build(
             compression=compression,
             network="host" if network == "host" else "none",
             secrets=parse_secrets(secrets, Path(staging)),
+            labels=parse_labels(labels),
         )
         result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
     if iidfile is not None:

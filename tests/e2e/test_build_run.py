@@ -346,3 +346,25 @@ def test_prune_frees_containers_blobs_and_with_all_the_cache(
     assert float(freed.split()[1]) >= 0.3, freed  # the 300 kB layer went
     log = builder("build", "--progress", "plain", "-t", "big", context).stderr
     assert "[2/2] DONE" in log
+
+
+def test_label_flag_labels_the_image(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(tmp_path, "FROM busybox\nLABEL from.recipe=yes keep=recipe\n")
+    builder(
+        "build",
+        "-t",
+        "l",
+        "--label",
+        "org.opencontainers.image.revision=abc123",
+        "--label",
+        "keep=flag",
+        context,
+    )
+    labels = json.loads(builder("inspect", "l").stdout)[0]["Config"]["config"]["Labels"]
+    assert labels == {
+        "from.recipe": "yes",
+        "keep": "flag",
+        "org.opencontainers.image.revision": "abc123",
+    }
+    bad = builder("build", "--label", "novalue", context, check=False)
+    assert bad.status == 2 and "expected KEY=VALUE" in bad.stderr
