@@ -80,24 +80,19 @@ class _Resolver:
                     p for text in instr.ports for p in expand_words(text, self.env, self.escape)
                 )
                 return r(instr, ports=ports)
-            case ins.Copy():
-                return r(
-                    instr,
-                    sources=self.words(instr.sources),
-                    dest=self.word(instr.dest),
-                    chown=self.maybe(instr.chown),
-                    chmod=self.maybe(instr.chmod),
-                    heredocs=self.heredocs(instr.heredocs),
+            case ins.Copy() | ins.Add():
+                # ADD's --checksum is expanded too; COPY's --from never is.
+                extra = (
+                    {"checksum": self.maybe(instr.checksum)} if isinstance(instr, ins.Add) else {}
                 )
-            case ins.Add():
                 return r(
                     instr,
                     sources=self.words(instr.sources),
                     dest=self.word(instr.dest),
                     chown=self.maybe(instr.chown),
                     chmod=self.maybe(instr.chmod),
-                    checksum=self.maybe(instr.checksum),
                     heredocs=self.heredocs(instr.heredocs),
+                    **extra,
                 )
             case ins.Run():
                 return r(instr, mounts=tuple(self.mount(m) for m in instr.mounts))

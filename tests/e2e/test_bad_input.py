@@ -112,3 +112,10 @@ def test_exit_codes_are_distinct() -> None:
     ]
     codes = [cls.exit_code for cls in classes]
     assert len(codes) == len(set(codes)), {c.__name__: c.exit_code for c in classes}
+
+
+def test_add_checksum_on_a_local_file_is_an_error(builder: Builder, tmp_path: Path) -> None:
+    context = make_context(tmp_path, "FROM busybox\nADD --checksum=sha256:00 Dockerfile /x\n")
+    result = builder("build", context, check=False)
+    assert result.status == errors.RecipeError.exit_code
+    assert "apply to URL and git sources only" in result.stderr

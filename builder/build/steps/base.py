@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,3 +64,11 @@ def shown(instr: Instruction, width: int = 80) -> str:
     """The instruction as written, cut to one line of `width` for messages."""
     text = " ".join(instr.original.split())
     return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_HEREDOC_MARKER = re.compile(r"\d*<<-?\s*\S+")
+
+
+def is_heredoc_marker(word: str) -> bool:
+    """`<<EOF`, `<<-"EOF"`, `3<<EOF`: a word that stands for a heredoc's body."""
+    return _HEREDOC_MARKER.fullmatch(word.strip()) is not None

@@ -11,7 +11,7 @@ from builder.build import cachekey
 from builder.build.context import copy_digest
 from builder.build.copier import InlineFile, Ownership, copy_into_root
 from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, heredoc_body
+from builder.build.steps.base import StepContext, heredoc_body, is_heredoc_marker
 from builder.build.steps.base import shown as _shown
 from builder.build.steps.copy_from import copy_from_step
 from builder.build.steps.layer_step import (
@@ -23,14 +23,14 @@ from builder.errors import BuildContextError, RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
 
-HEREDOC_MARKER = re.compile(r"\d*<<-?.+")
-
 
 def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
     if isinstance(instr, ins.Add):
         for source in instr.sources:
             if "://" in source or source.startswith("git@"):
                 return "ADD from a URL or git repository is not supported yet"
+        if instr.checksum or instr.keep_git_dir:
+            return "ADD --checksum and --keep-git-dir apply to URL and git sources only"
     if instr.link or (isinstance(instr, ins.Copy) and instr.parents) or instr.exclude:
         return "--link, --parents and --exclude are not supported yet"
     return None
@@ -58,7 +58,7 @@ def _split_sources(
     inline: list[InlineFile] = []
     files: list[str] = []
     for source in instr.sources:
-        if HEREDOC_MARKER.fullmatch(source):
+        if is_heredoc_marker(source):
             heredoc = next(bodies)
             target = posixpath.join(dest, heredoc.name) if into_dir else dest
             inline.append(InlineFile(heredoc_body(heredoc).encode(), target))

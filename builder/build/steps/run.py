@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from builder.build import cachekey
 from builder.build.runmounts import (
     MountError,
@@ -16,7 +14,13 @@ from builder.build.runmounts import (
     secret_file,
 )
 from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, heredoc_body, run_env, shown
+from builder.build.steps.base import (
+    StepContext,
+    heredoc_body,
+    is_heredoc_marker,
+    run_env,
+    shown,
+)
 from builder.build.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -38,7 +42,7 @@ def _script(instr: ins.Run) -> str:
     if not instr.heredocs:
         return command
     bodies = [heredoc_body(h) for h in instr.heredocs]
-    if len(instr.heredocs) == 1 and re.fullmatch(r"\d*<<-?\s*\S+", command.strip()):
+    if len(instr.heredocs) == 1 and is_heredoc_marker(command):
         return bodies[0]
     parts = [command]
     for heredoc, body in zip(instr.heredocs, bodies, strict=True):
