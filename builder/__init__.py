@@ -22,14 +22,14 @@ from builder.errors import (
 )
 
 if TYPE_CHECKING:
-    from builder.build.engine import build
-    from builder.build.options import BuildOptions, BuildResult
+    from builder.engine.engine import build
+    from builder.engine.options import BuildOptions, BuildResult
     from builder.store import Store
 
 _LAZY = {
-    "build": "builder.build.engine",
-    "BuildOptions": "builder.build.options",
-    "BuildResult": "builder.build.options",
+    "build": "builder.engine.engine",
+    "BuildOptions": "builder.engine.options",
+    "BuildResult": "builder.engine.options",
     "Store": "builder.store",
 }
 

@@ -1,4 +1,4 @@
-"""`builder build`: docker build's flags, over builder.build.engine."""
+"""`builder build`: docker build's flags, over builder.engine.engine."""
 
 from __future__ import annotations
 
@@ -131,8 +131,8 @@ def build(
     """Build an image from a recipe and a build CONTEXT directory."""
     import tempfile
 
-    from builder.build.engine import build as run_build
-    from builder.build.options import BuildOptions
+    from builder.engine.engine import build as run_build
+    from builder.engine.options import BuildOptions
     from builder.cli.progress import renderer
     from builder.image.reference import Reference
 

@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from typing import IO, Any
 
-from builder.build.events import (
+from builder.engine.events import (
     BuildDone,
     BuildWarning,
     Event,

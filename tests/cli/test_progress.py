@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from builder.build.events import BuildDone, BuildWarning, StepDone, StepOutput, StepStarted
+from builder.engine.events import BuildDone, BuildWarning, StepDone, StepOutput, StepStarted
 from builder.cli.progress import renderer
 
 EVENTS = [

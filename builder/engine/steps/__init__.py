@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext
-from builder.build.steps.copy import copy_step
-from builder.build.steps.metadata import METADATA_HANDLERS, arg_step
-from builder.build.steps.run import run_step
-from builder.build.steps.workdir import workdir_step
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext
+from builder.engine.steps.copy import copy_step
+from builder.engine.steps.metadata import METADATA_HANDLERS, arg_step
+from builder.engine.steps.run import run_step
+from builder.engine.steps.workdir import workdir_step
 from builder.errors import RecipeError
 from builder.recipe import instructions as ins
 

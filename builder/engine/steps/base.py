@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from builder.build.context import BuildContext
-from builder.build.events import Reporter
-from builder.build.state import ImageState
+from builder.engine.context import BuildContext
+from builder.engine.events import Reporter
+from builder.engine.state import ImageState
 from builder.image.config import History
 from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build.context import BuildContext, copy_digest
+from builder.engine.context import BuildContext, copy_digest
 from builder.errors import BuildContextError
 
 

@@ -11,11 +11,11 @@ import os
 import posixpath
 from dataclasses import replace
 
-from builder.build import cachekey
-from builder.build.copier import Ownership, in_root
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, shown
-from builder.build.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
+from builder.engine import cachekey
+from builder.engine.copier import Ownership, in_root
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext, shown
+from builder.engine.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
 from builder.errors import StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve

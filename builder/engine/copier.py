@@ -15,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ParamSpec
 
-from builder.build.context import CopyItem
-from builder.build.extract import extract, open_archive
+from builder.engine.context import CopyItem
+from builder.engine.extract import extract, open_archive
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,12 @@ import posixpath
 import shutil
 from collections.abc import Callable
 
-from builder.build import cachekey
-from builder.build.copier import Ownership
-from builder.build.stagecopy import Destination, pack, unpack
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, shown
-from builder.build.steps.layer_step import (
+from builder.engine import cachekey
+from builder.engine.copier import Ownership
+from builder.engine.stagecopy import Destination, pack, unpack
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext, shown
+from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
     discard,

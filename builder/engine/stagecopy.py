@@ -15,7 +15,7 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from builder.build.copier import Ownership, in_root, remove_non_dir
+from builder.engine.copier import Ownership, in_root, remove_non_dir
 
 _MAGIC = re.compile(r"[*?\[]")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from builder.build import cachekey
-from builder.build.runmounts import (
+from builder.engine import cachekey
+from builder.engine.runmounts import (
     MountError,
     PreparedMounts,
     RunMount,
@@ -13,20 +13,20 @@ from builder.build.runmounts import (
     parse_mount,
     secret_file,
 )
-from builder.build.state import ImageState
-from builder.build.steps.base import (
+from builder.engine.state import ImageState
+from builder.engine.steps.base import (
     StepContext,
     heredoc_body,
     is_heredoc_marker,
     run_env,
     shown,
 )
-from builder.build.steps.layer_step import (
+from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
     execute_in_overlay,
 )
-from builder.build.steps.metadata import shell_of
+from builder.engine.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve

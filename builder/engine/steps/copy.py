@@ -7,14 +7,14 @@ import os
 import posixpath
 import re
 
-from builder.build import cachekey
-from builder.build.context import copy_digest
-from builder.build.copier import InlineFile, Ownership, copy_into_root
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, heredoc_body, is_heredoc_marker
-from builder.build.steps.base import shown as _shown
-from builder.build.steps.copy_from import copy_from_step
-from builder.build.steps.layer_step import (
+from builder.engine import cachekey
+from builder.engine.context import copy_digest
+from builder.engine.copier import InlineFile, Ownership, copy_into_root
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
+from builder.engine.steps.base import shown as _shown
+from builder.engine.steps.copy_from import copy_from_step
+from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
     execute_in_overlay,
@@ -102,7 +102,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
 
     unpack_archives = isinstance(instr, ins.Add)
     if unpack_archives:
-        from builder.build.extract import preload
+        from builder.engine.extract import preload
 
         preload()
     writer_args = (items, inline, Ownership(resolved.chown), chmod, unpack_archives)

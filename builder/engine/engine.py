@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from builder.build.context import BuildContext
-from builder.build.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
-from builder.build.options import BuildOptions, BuildResult
-from builder.build.state import ImageState
-from builder.build.steps import StepContext, execute
-from builder.build.steps.base import shown
+from builder.engine.context import BuildContext
+from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
+from builder.engine.options import BuildOptions, BuildResult
+from builder.engine.state import ImageState
+from builder.engine.steps import StepContext, execute
+from builder.engine.steps.base import shown
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from builder.build import cachekey
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, history
+from builder.engine import cachekey
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext, history
 from builder.image.config import Healthcheck
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve

@@ -8,9 +8,9 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from builder.build.events import StepOutput
-from builder.build.state import ImageState
-from builder.build.steps.base import StepContext, history, now
+from builder.engine.events import StepOutput
+from builder.engine.state import ImageState
+from builder.engine.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.compression import Compression

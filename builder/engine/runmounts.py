@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.build.context import BuildContext, ContextEntry
+from builder.engine.context import BuildContext, ContextEntry
 
 if TYPE_CHECKING:
     from builder.sandbox import Mount
