@@ -131,9 +131,9 @@ def build(
     """Build an image from a recipe and a build CONTEXT directory."""
     import tempfile
 
+    from builder.cli.progress import renderer
     from builder.engine.engine import build as run_build
     from builder.engine.options import BuildOptions
-    from builder.cli.progress import renderer
     from builder.image.reference import Reference
 
     names = tuple(str(Reference.parse(tag)) for tag in tags)

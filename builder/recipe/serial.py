@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from importlib import resources
+from importlib.resources.abc import Traversable
 from typing import Any
 
 from builder.errors import SourceLocation
@@ -57,8 +58,11 @@ def recipe_from_json(value: Any) -> ins.Recipe:
 
 def parser_fingerprint() -> str:
     """A digest of the grammar and of this package's source: what a parse depends on."""
+    return fingerprint_of(resources.files("builder.recipe"))
+
+
+def fingerprint_of(package: Traversable) -> str:
     h = hashlib.sha256()
-    package = resources.files("builder.recipe")
     for item in sorted(package.iterdir(), key=lambda p: p.name):
         if item.name.endswith((".py", ".lark")):
             h.update(item.name.encode() + b"\0" + item.read_bytes())

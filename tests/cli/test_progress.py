@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from builder.engine.events import BuildDone, BuildWarning, StepDone, StepOutput, StepStarted
 from builder.cli.progress import renderer
+from builder.engine.events import BuildDone, BuildWarning, StepDone, StepOutput, StepStarted
 
 EVENTS = [
     BuildWarning("build args not consumed by any ARG: X"),

