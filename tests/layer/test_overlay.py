@@ -14,7 +14,7 @@ from builder.image.mediatypes import Compression
 from builder.layer.apply import unpack_layer
 from builder.layer.write import write_layer
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="overlayfs mounts need root")
+pytestmark = pytest.mark.needs_root
 
 
 @contextmanager

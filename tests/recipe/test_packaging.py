@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,8 +17,18 @@ REPO = Path(__file__).resolve().parents[2]
 GRAMMAR = REPO / "grammar" / "recipe.lark"
 
 
-def _build_wheel(outdir: Path) -> Path:
-    base = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(REPO)]
+# What a build of the copy needs; the rest (venvs, caches, old build output) is left behind.
+_NOT_SOURCE = shutil.ignore_patterns(
+    ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".hypothesis"
+)
+
+
+def _build_wheel(outdir: Path, workdir: Path) -> Path:
+    """The wheel, built from a copy of the tree so that the checkout gets no `build/` or
+    `*.egg-info` (a stale `build/lib` could ship a deleted module in a later wheel)."""
+    source = workdir / "src"
+    shutil.copytree(REPO, source, symlinks=True, ignore=_NOT_SOURCE)
+    base = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(source)]
     done = subprocess.run(base, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:  # offline: build with what the venv has
         fallback = [*base, "--no-isolation", "--skip-dependency-check"]
@@ -29,7 +40,16 @@ def _build_wheel(outdir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _build_wheel(tmp_path_factory.mktemp("dist"))
+    before = _build_output_in_checkout()
+    built = _build_wheel(tmp_path_factory.mktemp("dist"), tmp_path_factory.mktemp("copy"))
+    assert _build_output_in_checkout() == before  # nothing written into the checkout
+    return built
+
+
+def _build_output_in_checkout() -> set[str]:
+    return {
+        p.name for p in REPO.iterdir() if p.name in ("build", "dist") or p.suffix == ".egg-info"
+    }
 
 
 def test_grammar_is_a_real_file_in_the_wheel(wheel: Path) -> None:
