@@ -33,6 +33,6 @@ def source_date_epoch(flag: str | None) -> int | None:
         if not text:
             return None
     try:
-        return parse_epoch(text.strip())
+        return parse_epoch(text)
     except ValueError as err:
         raise UsageError(f"{where}: {err}") from None
