@@ -15,7 +15,7 @@ option = click.option(
     "--source-date-epoch",
     "source_date_epoch",
     metavar="SECONDS",
-    help=f"Reproducible output: every time this writes is at most SECONDS since 1970"
+    help="Reproducible output: `created` is SECONDS since 1970 and no layer mtime is later"
     f" (default: ${ENV}).",
 )
 
