@@ -6,8 +6,12 @@ Each cell is the wall time of the real CLI (`python -m builder build`, start-up 
 - cached: the same build again, nothing changed;
 - changed: after appending a line to the context's changeme.txt.
 Peers' figures (buildah, ch-image on this machine class) are printed beside ours, with the
-ratio to the best peer (target: <= 0.5). Then the component benchmarks (parser, layer
-writer, sandbox start) run, each measuring itself against a reference in the same process.
+ratio to the best peer (target: <= 0.5). Then the cost of SOURCE_DATE_EPOCH: the same
+workload cold and cached with and without it, in alternation, as a ratio (target: 1.00, no
+measurable cost). Then the component benchmarks (parser, layer writer, sandbox start) run,
+each measuring itself against a reference in the same process.
+
+Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components
 """
 
 from __future__ import annotations
@@ -33,7 +37,11 @@ PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
 }
 
 
-def _builder(root: Path, *args: str | Path) -> float:
+EPOCH_WORKLOAD = "many-steps"  # 16 layers, each one clamped: the most clamping per second
+EPOCH = "1700000000"
+
+
+def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -> float:
     # Untimed: write back what earlier runs left dirty, or one cell pays for another's
     # writeback (a cold 50,000-file build measured 40 s instead of 10 s after big-context).
     os.sync()
@@ -43,6 +51,7 @@ def _builder(root: Path, *args: str | Path) -> float:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -96,11 +105,35 @@ def measure(name: str, work: Path, base: Path, runs: int) -> tuple[float, float,
     return statistics.median(cold), statistics.median(cached), statistics.median(changed)
 
 
+def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, float]]:
+    """Cold and cached medians of EPOCH_WORKLOAD without and with SOURCE_DATE_EPOCH.
+
+    The two alternate within each run (and swap which goes first), so a machine that gets
+    busier or quieter during the measurement weighs on both alike.
+    """
+    recipe = SHARED / EPOCH_WORKLOAD / "Dockerfile"
+    context = _context(EPOCH_WORKLOAD, work)
+    plain = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    envs = {"without": plain, "with": {**plain, "SOURCE_DATE_EPOCH": EPOCH}}
+    times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in envs}
+    args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", context)
+    for i in range(runs):
+        order = list(envs) if i % 2 == 0 else list(reversed(envs))
+        for label in order:
+            store = work / f"store-epoch-{label}-{i}"
+            shutil.copytree(base, store, symlinks=True)
+            times[label][0].append(_builder(store, *args, env=envs[label]))
+            times[label][1].append(_builder(store, *args, env=envs[label]))
+            shutil.rmtree(store)
+    return {k: (statistics.median(c), statistics.median(h)) for k, (c, h) in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(PEERS))
     parser.add_argument("--no-components", action="store_true")
+    parser.add_argument("--epoch-runs", type=int, default=5)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
@@ -116,6 +149,12 @@ def main() -> None:
             ):
                 best = min(peer)
                 print(f"{name:<25} {cell:<8} {value:8.2f} {best:10.2f} {value / best:6.2f}")
+        epoch = measure_epoch(work, base, options.epoch_runs)
+        print(f"\nSOURCE_DATE_EPOCH cost, {EPOCH_WORKLOAD}, medians of {options.epoch_runs}")
+        print(f"{'cell':<8} {'without':>8} {'with':>8} {'ratio':>6}")
+        for i, cell in enumerate(("cold", "cached")):
+            without, with_ = epoch["without"][i], epoch["with"][i]
+            print(f"{cell:<8} {without:8.2f} {with_:8.2f} {with_ / without:6.2f}")
     if options.no_components:
         return
     for script in ("parse_bench.py", "layer_bench.py", "sandbox_bench.py"):

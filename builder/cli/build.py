@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from builder.cli import epoch
 from builder.cli.common import open_store
 from builder.errors import UsageError
 
@@ -111,6 +112,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     show_default=True,
     help="Layer compression.",
 )
+@epoch.option
 @click.pass_context
 def build(
     ctx: click.Context,
@@ -127,6 +129,7 @@ def build(
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
     compression: str,
+    source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
     import tempfile
@@ -137,6 +140,7 @@ def build(
     from builder.image.reference import Reference
 
     names = tuple(str(Reference.parse(tag)) for tag in tags)
+    sde = epoch.source_date_epoch(source_date_epoch)
     with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging:
         options = BuildOptions(
             context=context,
@@ -149,6 +153,7 @@ def build(
             network="host" if network == "host" else "none",
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
+            source_date_epoch=sde,
         )
         result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
     if iidfile is not None:

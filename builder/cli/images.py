@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from builder.cli import epoch
 from builder.cli.common import open_store
 
 
@@ -16,15 +17,21 @@ from builder.cli.common import open_store
 @click.option(
     "--compression", type=click.Choice(["zstd", "gzip"]), default="zstd", show_default=True
 )
+@epoch.option
 @click.pass_context
-def import_(ctx: click.Context, source: Path, name: str, compression: str) -> None:
+def import_(
+    ctx: click.Context, source: Path, name: str, compression: str, source_date_epoch: str | None
+) -> None:
     """Make a one-layer image NAME[:TAG] from a rootfs directory or tarball (plain, gzip, zstd)."""
     from builder.image.reference import Reference
     from builder.layer.compression import Compression
     from builder.store.importer import import_rootfs
 
     ref = str(Reference.parse(name))
-    manifest = import_rootfs(open_store(ctx), source, ref, Compression(compression))
+    sde = epoch.source_date_epoch(source_date_epoch)
+    manifest = import_rootfs(
+        open_store(ctx), source, ref, Compression(compression), source_date_epoch=sde
+    )
     click.echo(str(manifest.digest))
 
 

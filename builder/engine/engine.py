@@ -21,6 +21,7 @@ from builder.engine.steps.base import shown
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform
+from builder.image.epoch import created_at
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
 from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
@@ -173,6 +174,7 @@ class _Run:
             stages=self.done,
             escape=self.escape,
             secrets=self.options.secrets,
+            source_date_epoch=self.options.source_date_epoch,
         )
         try:
             state = execute(instr, state, ctx)
@@ -190,6 +192,10 @@ class _Run:
         self.report(StepStarted(label, self.number, self.total, text))
         # A CMD set in the base stage counts as inherited here (ENTRYPOINT drops it).
         state = replace(_base(stage, self.store, self.done), cmd_set_in_stage=False)
+        if self.options.source_date_epoch is not None:
+            # Every step this build adds is dated at the epoch, config-only ones included
+            # (they take the state's time); the base image's history keeps its own times.
+            state = replace(state, created=created_at(self.options.source_date_epoch))
         self.report(StepDone(self.number, cached=True, seconds=0.0))
         scope = StageScope(self.global_args, self.options.build_args, state.config.config.env)
         state = self.triggers(stage, label, state, scope)

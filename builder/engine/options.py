@@ -18,6 +18,7 @@ class BuildOptions:
     secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
+    source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
 
     def recipe_path(self) -> Path:
         if self.recipe is not None:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from builder.errors import UsageError
 from builder.image.config import ContainerConfig, History, ImageConfig
 from builder.image.descriptor import Descriptor, Platform
+from builder.image.epoch import created_at
 from builder.layer.apply import unpack_layer
 from builder.layer.compression import Compression
 
@@ -18,11 +19,21 @@ if TYPE_CHECKING:
 
 
 def import_rootfs(
-    store: Store, source: Path, name: str, compression: Compression = Compression.ZSTD
+    store: Store,
+    source: Path,
+    name: str,
+    compression: Compression = Compression.ZSTD,
+    *,
+    source_date_epoch: int | None = None,
 ) -> Descriptor:
-    """Import SOURCE (a directory, or a plain/gzip/zstd tarball) and tag it NAME."""
+    """Import SOURCE (a directory, or a plain/gzip/zstd tarball) and tag it NAME.
+
+    With `source_date_epoch`, the image's `created` is that time and no mtime in the layer
+    is later: the same rootfs gives the same image ID wherever and whenever it is imported.
+    """
+    clamp = source_date_epoch
     if source.is_dir():
-        layer, diff_id = store.put_layer(source, compression)
+        layer, diff_id = store.put_layer(source, compression, mtime_clamp=clamp)
     elif source.is_file():
         # A tarball is hostile until unpacked safely; the layer is then written from the
         # unpacked tree, so the image holds only what passed the checks, normalised.
@@ -30,13 +41,16 @@ def import_rootfs(
         try:
             with open(source, "rb") as blob:
                 unpack_layer(blob, staging)
-            layer, diff_id = store.put_layer(staging, compression)
+            layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp)
             store.adopt_layer_dir(diff_id, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
         raise UsageError(f"{source}: no such directory or tarball")
-    created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if source_date_epoch is None:
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        created = created_at(source_date_epoch)
     host = Platform.host()
     config = ImageConfig(
         architecture=host.architecture,

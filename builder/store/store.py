@@ -160,13 +160,21 @@ class Store:
     # -- layers and images ---------------------------------------------------------------
 
     def put_layer(
-        self, src_dir: Path, compression: Compression = Compression.ZSTD
+        self,
+        src_dir: Path,
+        compression: Compression = Compression.ZSTD,
+        *,
+        mtime_clamp: int | None = None,
     ) -> tuple[Descriptor, Digest]:
-        """Write `src_dir` as a layer blob, streamed; returns (layer descriptor, diff_id)."""
+        """Write `src_dir` as a layer blob, streamed; returns (layer descriptor, diff_id).
+
+        `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime in the blob; `src_dir` is not
+        changed, so an adopted layer dir keeps its real times.
+        """
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
 
         with self.blob_writer() as w:
-            digests = write_layer(src_dir, w, compression)
+            digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp)
             desc = w.commit(digests.media_type)
         return desc, digests.diff_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,7 +36,12 @@ class Builder:
     root: Path
 
     def __call__(
-        self, *args: str | Path, check: bool = True, timeout: float = 300, cwd: Path | None = None
+        self,
+        *args: str | Path,
+        check: bool = True,
+        timeout: float = 300,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,  # added to (or overriding) our environment
     ) -> Result:
         proc = subprocess.run(
             [sys.executable, "-m", "builder", "--root", str(self.root), *map(str, args)],
@@ -44,6 +50,7 @@ class Builder:
             timeout=timeout,
             stdin=subprocess.DEVNULL,
             cwd=cwd,
+            env={**os.environ, **env} if env is not None else None,
         )
         result = Result(proc.returncode, proc.stdout, proc.stderr)
         if check and proc.returncode != 0:

@@ -88,6 +88,85 @@ def test_mtime_clamp(tmp_path: Path) -> None:
         assert [m.mtime for m in tar] == [100]
 
 
+CLAMP = 1_700_000_000
+OLD = 1_000_000_000
+FAR = 8**11 + 5  # too big for the ustar field: without a clamp it needs a PAX mtime record
+
+
+def _every_kind(root: Path) -> None:
+    """One entry of each kind the writer emits, as an overlay upper dir holds them."""
+    (root / "dir" / "sub").mkdir(parents=True)
+    (root / "dir" / "sub" / "new").write_bytes(b"new\n")
+    (root / "dir" / "old").write_bytes(b"old\n")
+    os.link(root / "dir" / "sub" / "new", root / "hardlink")
+    os.symlink("dir/old", root / "symlink")  # a target older than the link itself
+    os.mkfifo(root / "fifo")
+    os.mknod(root / "gone", 0o020000, os.makedev(0, 0))  # an overlay whiteout
+    (root / "opaque").mkdir()
+    os.setxattr(root / "opaque", "trusted.overlay.opaque", b"y")
+    (root / "far").write_bytes(b"")
+
+
+def _set_times(root: Path) -> None:
+    """Every entry newer than CLAMP, except dir/old (older) and far (past the ustar field).
+    Children first, since creating entries moved their parents' mtimes."""
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        t = {"old": OLD, "far": FAR}.get(path.name, CLAMP + 3600)
+        os.utime(path, (t, t), follow_symlinks=False)
+
+
+def _members(src: Path, clamp: int | None) -> tuple[bytes, dict[str, tarfile.TarInfo]]:
+    out = io.BytesIO()
+    write_layer(src, out, Compression.NONE, mtime_clamp=clamp)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tar:
+        return out.getvalue(), {m.name: m for m in tar}
+
+
+def test_clamp_caps_every_kind_of_entry_and_keeps_older_times(tmp_path: Path) -> None:
+    _every_kind(tmp_path)
+    _set_times(tmp_path)
+    assert os.stat(tmp_path / "symlink").st_mtime == OLD  # the target; lstat: CLAMP + 3600
+    _, members = _members(tmp_path, CLAMP)
+    clamped = {name: m.mtime for name, m in members.items()}
+    assert clamped == {
+        "dir": CLAMP,
+        "dir/old": OLD,  # older than the epoch: kept, as BuildKit's rewrite-timestamp does
+        "dir/sub": CLAMP,
+        "dir/sub/new": CLAMP,
+        "far": CLAMP,
+        "fifo": CLAMP,
+        ".wh.gone": CLAMP,  # the whiteout takes the clamp too
+        "hardlink": CLAMP,
+        "opaque": CLAMP,
+        "opaque/.wh..wh..opq": CLAMP,
+        "symlink": CLAMP,  # the link's own (lstat) time, not its target's
+    }
+    # No PAX record carries a time, so nothing but the clamped header field can vary.
+    assert not any(k in m.pax_headers for m in members.values() for k in ("mtime", "atime"))
+    assert not any("ctime" in m.pax_headers for m in members.values())
+
+
+def test_without_clamp_times_are_kept(tmp_path: Path) -> None:
+    _every_kind(tmp_path)
+    _set_times(tmp_path)
+    _, members = _members(tmp_path, None)
+    assert members["dir/sub/new"].mtime == CLAMP + 3600 and members["dir/old"].mtime == OLD
+    assert members["far"].pax_headers["mtime"] == str(FAR)
+
+
+def test_clamped_layers_of_trees_made_at_other_times_are_identical(tmp_path: Path) -> None:
+    """Two trees with the same content made at different times (access times too) give one
+    byte stream once clamped below both: the layer depends on nothing else that varies."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    for root, base in ((first, CLAMP + 10), (second, CLAMP + 99999)):
+        root.mkdir()
+        _every_kind(root)
+        for i, path in enumerate(sorted(root.rglob("*"), key=lambda p: -len(p.parts))):
+            os.utime(path, (base + 7 * i, base + i), follow_symlinks=False)
+    assert _members(first, None)[0] != _members(second, None)[0]
+    assert _members(first, CLAMP)[0] == _members(second, CLAMP)[0]
+
+
 def test_file_named_like_a_whiteout_is_refused(tmp_path: Path) -> None:
     (tmp_path / ".wh.foo").write_bytes(b"")
     with pytest.raises(LayerError, match=r"\.wh\.foo"):

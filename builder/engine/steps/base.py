@@ -12,6 +12,7 @@ from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
 from builder.engine.state import ImageState
 from builder.image.config import History
+from builder.image.epoch import created_at
 from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
@@ -34,9 +35,13 @@ class StepContext:
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     escape: str = "\\"  # the recipe's escape character, for expansion
     secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
+    source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap
 
 
-def now() -> str:
+def now(source_date_epoch: int | None = None) -> str:
+    """A step's `created`: the clock's time, or SOURCE_DATE_EPOCH's when the build has one."""
+    if source_date_epoch is not None:
+        return created_at(source_date_epoch)
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from builder.engine import cachekey
 from builder.engine.events import StepOutput
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
@@ -20,13 +21,23 @@ if TYPE_CHECKING:
     from builder.sandbox import OverlayRoot
 
 
+def _record_key(ctx: StepContext, key: str) -> str:
+    """Where a layer step's result is cached. Under SOURCE_DATE_EPOCH the blob has clamped
+    mtimes and `created` is the epoch, so a result made without it (or under another epoch)
+    must not be reused: each epoch gets records of its own. The step's key, which later
+    steps chain on, stays as it is, so builds without an epoch keep their keys."""
+    if ctx.source_date_epoch is None:
+        return key
+    return cachekey.chain(key, "SOURCE_DATE_EPOCH", ctx.source_date_epoch)
+
+
 def cached_layer(
     state: ImageState, ctx: StepContext, key: str, created_by: str
 ) -> ImageState | None:
     """The state after this step if the cache holds it (and its blob is still there)."""
     if ctx.no_cache:
         return None
-    record = ctx.store.cache_get(key)
+    record = ctx.store.cache_get(_record_key(ctx, key))
     if record is None:
         return None
     created = str(record["created"])
@@ -72,19 +83,22 @@ def commit_layer(
     RUN and COPY always make a layer, as docker's do; a step that only may change the
     filesystem (WORKDIR's mkdir) passes `skip_if_empty` and makes none when nothing changed.
     """
-    created = now()
+    created = now(ctx.source_date_epoch)
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
         if skip_if_empty and not any(root.upper.iterdir()):
-            ctx.store.cache_put(key, {"layer": None, "created": created})
+            ctx.store.cache_put(_record_key(ctx, key), {"layer": None, "created": created})
             config = state.config.with_history(history(created, created_by, empty_layer=True))
             return state.step(config, key, created=created, cached=False)
-        layer, diff_id = ctx.store.put_layer(root.upper, Compression(ctx.compression))
+        layer, diff_id = ctx.store.put_layer(
+            root.upper, Compression(ctx.compression), mtime_clamp=ctx.source_date_epoch
+        )
         ctx.store.adopt_layer_dir(diff_id, root.upper)
     finally:
         discard(root)
     ctx.store.cache_put(
-        key, {"layer": layer.to_json(), "diff_id": str(diff_id), "created": created}
+        _record_key(ctx, key),
+        {"layer": layer.to_json(), "diff_id": str(diff_id), "created": created},
     )
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
