@@ -37,6 +37,7 @@ APPLETS = (
     "ps",
 )
 
+
 def make_busybox_root(path: Path) -> Path:
     (path / "bin").mkdir(parents=True)
     (path / "etc").mkdir()
