@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from builder.errors import RecipeError, SourceLocation
+from builder.image.config import DEFAULT_PATH
 from builder.recipe import instructions as ins
 from builder.recipe.plan import BuildPlan, Stage, plan
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, StageScope
 
 Severity = Literal["error", "warning"]
-_ASSUMED_BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+_ASSUMED_BASE_ENV = (f"PATH={DEFAULT_PATH}",)
 
 
 @dataclass(frozen=True)
