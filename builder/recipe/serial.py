@@ -13,7 +13,9 @@ from importlib import resources
 from typing import Any
 
 from builder.errors import SourceLocation
+from builder.image.platform import Platform
 from builder.recipe import instructions as ins
+from builder.recipe.mounts import RunMount
 from builder.recipe.tree import Heredoc
 
 _TYPES: dict[str, type[Any]] = {
@@ -23,6 +25,8 @@ _TYPES: dict[str, type[Any]] = {
         ins.Recipe,
         Heredoc,
         SourceLocation,
+        RunMount,
+        Platform,
     )
 }
 
@@ -56,10 +60,13 @@ def recipe_from_json(value: Any) -> ins.Recipe:
 
 
 def parser_fingerprint() -> str:
-    """A digest of the grammar and of this package's source: what a parse depends on."""
-    h = hashlib.sha256()
-    package = resources.files("builder.recipe")
-    for item in sorted(package.iterdir(), key=lambda p: p.name):
-        if item.name.endswith((".py", ".lark")):
-            h.update(item.name.encode() + b"\0" + item.read_bytes())
+    """A digest of what a parse depends on: the grammar, this package's source, the image
+    vocabulary it parses values with (durations, platforms), and the host's platform (the
+    only one FROM --platform accepts)."""
+    h = hashlib.sha256(str(Platform.host()).encode())
+    for name in ("builder.recipe", "builder.image"):
+        package = resources.files(name)
+        for item in sorted(package.iterdir(), key=lambda p: p.name):
+            if item.name.endswith((".py", ".lark")):
+                h.update(f"{name}/{item.name}".encode() + b"\0" + item.read_bytes())
     return h.hexdigest()

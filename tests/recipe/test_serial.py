@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import RecipeError
+from builder.image.platform import Platform
 from builder.recipe import load
 from builder.recipe.serial import from_json, parser_fingerprint, recipe_from_json, to_json
 
@@ -22,17 +23,18 @@ RUN --mount=type=cache,target=/c <<EOF
 echo hi
 EOF
 COPY --from=build --chown=1:1 ["a b", "/dst/"]
-ADD --checksum=sha256:00 x /y
+ADD --chmod=0755 x /y
 ONBUILD RUN echo later
 HEALTHCHECK --interval=5s --retries=3 CMD true
 CMD ["sh", "-c", "echo done"]
+FROM --platform={HOST} scratch
 """
 
 
 def _typed_cases() -> list[tuple[str, str]]:
     """Our recipe and every corpus case the typed layer accepts (a few are valid syntax
     only, such as `COPY --doit=true`, and have nothing to round-trip)."""
-    cases = [("ours", OURS)]
+    cases = [("ours", OURS.replace("{HOST}", str(Platform.host())))]
     for case in sorted((CORPUS / "positive").iterdir()):
         text = (case / "Dockerfile").read_bytes().decode("utf-8", "surrogateescape")
         try:
