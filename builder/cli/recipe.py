@@ -46,7 +46,8 @@ def parse(file: Path, as_json: bool) -> None:
 )
 @click.pass_context
 def lint(ctx: click.Context, file: Path, build_args: tuple[str, ...], fmt: str) -> None:
-    """Check a recipe without building it: errors exit non-zero, warnings alone exit 0."""
+    """Check a recipe without building it: errors exit 3 with the message `build` would
+    give, warnings alone exit 0."""
     from builder.cli.build import parse_build_args
     from builder.errors import RecipeError
     from builder.recipe import load
@@ -74,6 +75,9 @@ def lint(ctx: click.Context, file: Path, build_args: tuple[str, ...], fmt: str) 
     else:
         for f in findings:
             loc = f.location
+            if f.error is not None:  # word for word what `builder build` says
+                click.echo(f"error: {f.error.render()}", err=True)
+                continue
             click.echo(
                 f"{loc.filename}:{loc.line}:{loc.column}: {f.severity}: {f.message} [{f.rule}]",
                 err=True,

@@ -17,6 +17,7 @@ from typing import ParamSpec
 
 from builder.engine.context import CopyItem
 from builder.engine.extract import extract, open_archive
+from builder.sandbox.users import read_groups, read_passwd
 
 
 @dataclass(frozen=True)
@@ -29,24 +30,21 @@ class Ownership:
         if not self.spec:
             return 0, 0
         user, _, group = self.spec.partition(":")
-        uid, primary_gid = _lookup("/etc/passwd", user, gid_field=True)
-        gid = _lookup("/etc/group", group, gid_field=False)[0] if group else primary_gid
-        return uid, gid
-
-
-def _lookup(path: str, name: str, *, gid_field: bool) -> tuple[int, int]:
-    if name.isdigit():
-        return int(name), int(name)
-    try:
-        with open(path) as f:
-            for line in f:
-                fields = line.rstrip("\n").split(":")
-                if len(fields) >= 3 and fields[0] == name:
-                    ident = int(fields[2])
-                    return ident, int(fields[3]) if gid_field and len(fields) > 3 else ident
-    except FileNotFoundError:
-        pass
-    raise LookupError(f"unable to find {'user' if gid_field else 'group'} {name!r} in {path}")
+        if user.isdigit():
+            uid = primary_gid = int(user)
+        else:
+            entry = next((u for u in read_passwd("/etc/passwd") if u.name == user), None)
+            if entry is None:
+                raise LookupError(f"unable to find user {user!r} in /etc/passwd")
+            uid, primary_gid = entry.uid, entry.gid
+        if not group:
+            return uid, primary_gid
+        if group.isdigit():
+            return uid, int(group)
+        match = next((g for g in read_groups("/etc/group") if g.name == group), None)
+        if match is None:
+            raise LookupError(f"unable to find group {group!r} in /etc/group")
+        return uid, match.gid
 
 
 @dataclass(frozen=True)

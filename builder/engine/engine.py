@@ -88,24 +88,7 @@ def _scratch() -> ImageState:
     return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
 
 
-def _check_platform(stage: Stage) -> None:
-    """FROM --platform: this host's platform only; there is no emulation to run others."""
-    if not stage.platform:
-        return
-    host = Platform.host()
-    wanted = stage.platform.lower().split("/")
-    if wanted[:2] != [host.os, host.architecture] or (
-        len(wanted) > 2 and host.variant is not None and wanted[2] != host.variant
-    ):
-        raise RecipeError(
-            f"FROM --platform={stage.platform}: cross-platform builds are not supported",
-            stage.from_instruction.location,
-            hint=f"this machine builds {host}",
-        )
-
-
 def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState:
-    _check_platform(stage)
     if stage.base_stage is not None:
         return done[str(stage.base_stage)]
     if stage.base.lower() == "scratch":

@@ -12,8 +12,7 @@ import os
 import tarfile
 from typing import IO
 
-_COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
-_ZSTD = b"\x28\xb5\x2f\xfd"
+from builder.layer.compression import sniff_format
 
 
 def preload() -> None:
@@ -35,7 +34,8 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
     """The tar in the file at `fd` (read from its start), or None if it is not one."""
     head = os.pread(fd, 512, 0)
     stream: IO[bytes] = os.fdopen(os.dup(fd), "rb")
-    if head.startswith(_ZSTD):
+    compression = sniff_format(head)
+    if compression == "zstd":
         import zstandard
 
         reader = zstandard.ZstdDecompressor().stream_reader(stream, closefd=True)
@@ -44,7 +44,7 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
             buffered.close()
             return None
         return tarfile.open(fileobj=buffered, mode="r|")
-    if head.startswith(_COMPRESSED) or _is_tar_header(head):
+    if compression is not None or _is_tar_header(head):
         try:
             return tarfile.open(fileobj=stream, mode="r:*")
         except tarfile.TarError:

@@ -10,6 +10,9 @@ from typing import Any
 from builder.image import fields
 from builder.image.digest import Digest, DigestError
 
+# Docker's PATH for a container (or RUN step) whose image sets none.
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 @dataclass(frozen=True)
 class Healthcheck:

@@ -9,60 +9,9 @@ from typing import Any
 from builder.image import fields
 from builder.image.digest import Digest, DigestError
 from builder.image.mediatypes import MediaType, media_type
+from builder.image.platform import Platform
 
-
-@dataclass(frozen=True)
-class Platform:
-    architecture: str
-    os: str
-    variant: str | None = None
-    os_version: str | None = None
-    os_features: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
-        if self.variant:
-            out["variant"] = self.variant
-        if self.os_version:
-            out["os.version"] = self.os_version
-        if self.os_features:
-            out["os.features"] = list(self.os_features)
-        return out
-
-    @classmethod
-    def from_json(cls, value: Any) -> Platform:
-        m = fields.obj(value, "platform")
-        return cls(
-            architecture=fields.req_str(m, "architecture", "platform"),
-            os=fields.req_str(m, "os", "platform"),
-            variant=fields.opt_str(m, "variant", "platform"),
-            os_version=fields.opt_str(m, "os.version", "platform"),
-            os_features=fields.opt_strs(m, "os.features", "platform") or (),
-        )
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
-
-    @classmethod
-    def host(cls, machine: str | None = None) -> Platform:
-        """This machine in OCI/Go terms (x86_64 -> amd64, aarch64 -> arm64, ...)."""
-        import platform
-
-        machine = machine or platform.machine()
-        arch, variant = _GOARCH.get(machine, (machine, None))
-        return cls(architecture=arch, os="linux", variant=variant)
-
-
-_GOARCH: dict[str, tuple[str, str | None]] = {
-    "x86_64": ("amd64", None),
-    "aarch64": ("arm64", "v8"),
-    "armv7l": ("arm", "v7"),
-    "armv6l": ("arm", "v6"),
-    "i686": ("386", None),
-    "ppc64le": ("ppc64le", None),
-    "s390x": ("s390x", None),
-    "riscv64": ("riscv64", None),
-}
+__all__ = ["Descriptor", "Platform"]
 
 
 @dataclass(frozen=True)

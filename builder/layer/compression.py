@@ -9,10 +9,15 @@ from typing import BinaryIO, Protocol
 from builder.errors import LayerError
 from builder.image.mediatypes import Compression
 
-__all__ = ["Compression", "Sink", "compressor", "open_decompressed"]
+__all__ = ["Compression", "Sink", "compressor", "open_decompressed", "sniff", "sniff_format"]
 
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Each compressed format's first bytes: what a stream is, whatever it is named.
+_MAGIC = (
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"BZh", "bzip2"),
+    (b"\xfd7zXZ\x00", "xz"),
+)
 ZSTD_LEVEL = 3
 GZIP_LEVEL = 6  # gzip's own default: docker and buildkit use it too
 
@@ -119,10 +124,18 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
     return out
 
 
+def sniff_format(head: bytes) -> str | None:
+    """The compression of a stream that starts with `head`: "gzip", "zstd", "bzip2", "xz",
+    or None when it is not compressed (or in a format we do not know)."""
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
+
+
 def sniff(head: bytes) -> Compression:
-    if head.startswith(_GZIP_MAGIC):
+    """A layer's compression (OCI layers are gzip, zstd or plain; others read as plain)."""
+    name = sniff_format(head)
+    if name == "gzip":
         return Compression.GZIP
-    if head.startswith(_ZSTD_MAGIC):
+    if name == "zstd":
         return Compression.ZSTD
     return Compression.NONE
 

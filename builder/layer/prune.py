@@ -14,14 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder.layer.whiteout import is_overlay_opaque, is_overlay_xattr, unrepresentable
-
-
-def _xattrs(path: str) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError:
-        return {}
-    return {n: os.getxattr(path, n, follow_symlinks=False) for n in names}
+from builder.layer.xattrs import read_xattrs
 
 
 def _same_dir(upper: str, lower: str) -> bool:
@@ -38,11 +31,11 @@ def _same_dir(upper: str, lower: str) -> bool:
         b.st_mtime_ns,
     ):
         return False
-    upper_x = _xattrs(upper)
+    upper_x = read_xattrs(upper)
     if is_overlay_opaque(upper_x) or unrepresentable(upper_x):
         return False  # an opaque (or renamed) dir hides the lower: a real change
     # overlayfs's own bookkeeping (origin, impure, ...) says nothing about the content.
-    return _content_xattrs(upper_x) == _content_xattrs(_xattrs(lower))
+    return _content_xattrs(upper_x) == _content_xattrs(read_xattrs(lower))
 
 
 def _content_xattrs(xattrs: dict[str, bytes]) -> dict[str, bytes]:

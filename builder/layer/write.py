@@ -6,7 +6,6 @@ Nothing is held in memory beyond one buffer of about a megabyte.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import os
 import stat
@@ -20,6 +19,7 @@ from builder.image.mediatypes import Compression, MediaType
 from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Sink, compressor
+from builder.layer.xattrs import read_xattrs
 
 _FLUSH = 1 << 20  # bytes of tar gathered before one compressor call (amortises call overhead)
 _READ = 1 << 20
@@ -46,23 +46,6 @@ class _CountingHasher:
         self.size += len(data)
         self.out.write(data)
         return len(data)
-
-
-def _xattrs(path: bytes) -> dict[str, bytes]:
-    try:
-        names = os.listxattr(path, follow_symlinks=False)
-    except OSError as err:
-        if err.errno in (errno.ENOTSUP, errno.EPERM):
-            return {}
-        raise
-    out: dict[str, bytes] = {}
-    for name in names:
-        try:
-            out[name] = os.getxattr(path, name, follow_symlinks=False)
-        except OSError as err:
-            if err.errno != errno.ENODATA:  # removed between list and get
-                raise
-    return out
 
 
 def _children(path: bytes) -> Iterator[os.DirEntry[bytes]]:
@@ -115,7 +98,7 @@ def write_layer(
         name = prefix + entry.name
         try:
             st = os.lstat(entry.path)
-            xattrs = _xattrs(entry.path)
+            xattrs = read_xattrs(entry.path)
         except OSError as err:
             raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
         feature = wh.unrepresentable(xattrs)

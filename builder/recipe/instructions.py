@@ -1,9 +1,16 @@
 """Typed instructions: one frozen dataclass per Dockerfile instruction.
 
 Every string field holds the *raw* word as written (quotes kept, variables unexpanded)
-until `expand.resolve()` returns a copy with exactly the fields BuildKit expands expanded
+until `resolve()` returns a copy with exactly the fields BuildKit expands expanded
 and unquoted. The build engine resolves each instruction against the stage's scope just
 before it executes it, because the scope (ARG/ENV, the base image's ENV) is only known then.
+
+Flag values the engine uses are carried parsed (a --chmod mode as an int, durations in
+nanoseconds, a platform, RUN mounts); flags and values we do not support never get this far.
+A parsed field of an expanded flag (`mode`, `parsed_platform`, `run_mounts`) is filled when
+the recipe is typed if the raw value is literal, and always by `resolve()`: the engine reads
+it only from a resolved instruction. Users (--chown, USER) stay as given: only the image's
+/etc files, at build time, can say who they are.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from builder.errors import SourceLocation
+from builder.image.platform import Platform
+from builder.recipe.mounts import RunMount
 from builder.recipe.tree import Heredoc
 
 
@@ -28,7 +37,8 @@ class Instruction:
 class From(Instruction):
     image: str  # raw: "$BASE", "busybox:1.36", "scratch", or an earlier stage's name
     stage_name: str | None = None  # `AS name`, lower-cased as BuildKit does
-    platform: str | None = None
+    platform: str | None = None  # raw --platform
+    parsed_platform: Platform | None = None  # this host's platform: the only one we build
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,7 +47,8 @@ class Run(Instruction):
     command: tuple[str, ...]
     exec_form: bool
     heredocs: tuple[Heredoc, ...] = ()
-    mounts: tuple[str, ...] = ()  # raw --mount values, parsed by expand/mounts later
+    mounts: tuple[str, ...] = ()  # raw --mount values
+    run_mounts: tuple[RunMount, ...] = ()  # the same, parsed
     network: str | None = None  # --network=default|none|host
     security: str | None = None  # --security=sandbox|insecure
 
@@ -47,11 +58,9 @@ class Copy(Instruction):
     sources: tuple[str, ...]
     dest: str
     from_stage: str | None = None  # never expanded (BuildKit does not expand --from)
-    chown: str | None = None
-    chmod: str | None = None
-    link: bool = False
-    parents: bool = False
-    exclude: tuple[str, ...] = ()
+    chown: str | None = None  # as given
+    chmod: str | None = None  # raw --chmod
+    mode: int | None = None  # --chmod parsed: permission bits
     heredocs: tuple[Heredoc, ...] = ()
 
 
@@ -59,12 +68,11 @@ class Copy(Instruction):
 class Add(Instruction):
     sources: tuple[str, ...]
     dest: str
-    chown: str | None = None
-    chmod: str | None = None
-    link: bool = False
-    checksum: str | None = None
+    chown: str | None = None  # as given
+    chmod: str | None = None  # raw --chmod
+    mode: int | None = None  # --chmod parsed: permission bits
+    checksum: str | None = None  # accepted only with remote sources, which are refused
     keep_git_dir: bool = False
-    exclude: tuple[str, ...] = ()
     heredocs: tuple[Heredoc, ...] = ()
 
 
@@ -128,11 +136,12 @@ class Stopsignal(Instruction):
 @dataclass(frozen=True, kw_only=True)
 class Healthcheck(Instruction):
     test: tuple[str, ...]  # docker's form: ("NONE",) or ("CMD", argv...) or ("CMD-SHELL", script)
-    interval: str | None = None
-    timeout: str | None = None
-    start_period: str | None = None
-    start_interval: str | None = None
-    retries: int | None = None
+    # Nanoseconds, as the image config stores them (0: unset, docker's default applies).
+    interval: int = 0
+    timeout: int = 0
+    start_period: int = 0
+    start_interval: int = 0
+    retries: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

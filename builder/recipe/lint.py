@@ -1,8 +1,11 @@
 """Static checks of a recipe, named after BuildKit's build checks where one exists.
 
-Errors are whatever `plan()` (or expansion) would raise, as findings instead of exceptions.
-The base image's own ENV is unknown here (no I/O), so UndefinedVar assumes only PATH for a
-stage on an external image; a stage on an earlier stage inherits that stage's ENV.
+Errors are whatever `plan()` (or expansion) would raise, as findings instead of exceptions,
+carrying the error itself so that the CLI shows them exactly as `builder build` does. The
+base image's own ENV is unknown here (no I/O), so UndefinedVar assumes only PATH for a
+stage on an external image; a stage on an earlier stage inherits that stage's ENV. A flag
+value that is invalid only because it uses such a variable (`--chmod=$MODE`, MODE from
+the base image) is therefore not an error here: the UndefinedVar warning points at it.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from builder.errors import RecipeError, SourceLocation
+from builder.image.config import DEFAULT_PATH
 from builder.recipe import instructions as ins
 from builder.recipe.plan import BuildPlan, Stage, plan
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, StageScope
+from builder.recipe.values import InvalidValue
 
 Severity = Literal["error", "warning"]
-_ASSUMED_BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+_ASSUMED_BASE_ENV = (f"PATH={DEFAULT_PATH}",)
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,7 @@ class Finding:
     rule: str
     message: str
     location: SourceLocation
+    error: RecipeError | None = None  # for an error: what `builder build` raises for it
 
 
 class _Recorder(Mapping[str, str]):
@@ -50,10 +56,21 @@ class _Recorder(Mapping[str, str]):
 
 
 def _undefined(
-    instr: ins.Instruction, env: Mapping[str, str], escape: str, declared: set[str], rule: str
+    instr: ins.Instruction,
+    env: Mapping[str, str],
+    escape: str,
+    declared: set[str],
+    rule: str,
+    base_env_unknown: bool = False,
 ) -> tuple[ins.Instruction, list[Finding]]:
     recorder = _Recorder(env)
-    resolved = resolve(instr, recorder, escape)
+    try:
+        resolved = resolve(instr, recorder, escape)
+    except InvalidValue:
+        # The base image may set what we could not see; then build may well succeed.
+        if not (base_env_unknown and recorder.missing):
+            raise
+        resolved = instr
     findings = [
         Finding(
             "warning",
@@ -161,9 +178,15 @@ def _variable_checks(built: BuildPlan, escape: str, build_args: Mapping[str, str
         else:
             base_env = list(_ASSUMED_BASE_ENV)
         scope = StageScope(built.global_args, build_args, base_env)
+        external = stage.base_stage is None and stage.base != "scratch"
         for instr in stage.instructions:
             resolved, found = _undefined(
-                instr, scope.expansion_env(), escape, set(scope.declared_args()), "UndefinedVar"
+                instr,
+                scope.expansion_env(),
+                escape,
+                set(scope.declared_args()),
+                "UndefinedVar",
+                base_env_unknown=external,
             )
             findings.extend(found)
             if isinstance(resolved, ins.Arg):
@@ -182,7 +205,7 @@ def lint(recipe: ins.Recipe, build_args: Mapping[str, str]) -> list[Finding]:
     try:
         built = plan(recipe, build_args)
     except RecipeError as err:
-        return [Finding("error", "InvalidRecipe", err.message, err.location or start)]
+        return [_error(err, start)]
     findings: list[Finding] = []
     if built.unused_build_args:
         names = ", ".join(built.unused_build_args)
@@ -195,5 +218,9 @@ def lint(recipe: ins.Recipe, build_args: Mapping[str, str]) -> list[Finding]:
     try:
         findings.extend(_variable_checks(built, recipe.escape, build_args))
     except RecipeError as err:
-        findings.append(Finding("error", "InvalidRecipe", str(err.message), err.location or start))
+        findings.append(_error(err, start))
     return sorted(findings, key=lambda f: (f.location.line, f.location.column, f.rule))
+
+
+def _error(err: RecipeError, start: SourceLocation) -> Finding:
+    return Finding("error", "InvalidRecipe", err.message, err.location or start, err)

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from builder.errors import RecipeError, SourceLocation
-from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe, Run
+from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
 
@@ -25,7 +25,7 @@ class Stage:
     platform: str | None
     instructions: tuple[Instruction, ...]  # everything after the FROM, raw
     from_instruction: From
-    depends_on: frozenset[int]  # base stage, COPY --from and RUN --mount from= stages
+    depends_on: frozenset[int]  # base stage and COPY --from stages
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,6 @@ def _global_args(
     return env, declared
 
 
-def _mount_from(spec: str) -> str | None:
-    for field in spec.split(","):
-        key, _, value = field.partition("=")
-        if key.strip().lower() == "from":
-            return value
-    return None
-
-
 def _stage_ref(
     ref: str, names: Mapping[str, int], current: int, location: SourceLocation, what: str
 ) -> int | None:
@@ -85,17 +77,9 @@ def _dependencies(
 ) -> set[int]:
     deps: set[int] = set()
     for instr in body:
-        refs: list[tuple[str, str]] = []
+        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
         if isinstance(instr, Copy) and instr.from_stage is not None:
-            refs.append((instr.from_stage, "COPY --from"))
-        if isinstance(instr, Run):
-            refs.extend(
-                (ref, "RUN --mount from")
-                for ref in map(_mount_from, instr.mounts)
-                if ref is not None
-            )
-        for ref, what in refs:
-            index = _stage_ref(ref, names, stage_index, instr.location, what)
+            index = _stage_ref(instr.from_stage, names, stage_index, instr.location, "COPY --from")
             if index is not None:
                 deps.add(index)
     return deps

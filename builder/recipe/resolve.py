@@ -4,6 +4,9 @@ RUN, CMD and ENTRYPOINT (both forms) are left to the shell in the image; HEALTHC
 MAINTAINER and ONBUILD triggers are stored raw; COPY --from is never expanded. Heredoc bodies
 of COPY/ADD with an unquoted delimiter are expanded with quotes left alone (they belong to the
 file's text); RUN heredocs are the shell's.
+
+The parsed value of an expanded flag (--chmod, --platform, --mount) is parsed here from
+the expanded text, by the same functions typing uses on literal values (values.py).
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from collections.abc import Mapping
 
 from builder.errors import RecipeError
 from builder.recipe import instructions as ins
+from builder.recipe import values
 from builder.recipe.expand import ExpansionError, expand_word, expand_words, process_word
+from builder.recipe.mounts import MountError, RunMount, parse_mount
 from builder.recipe.tree import Heredoc
 
 # Heredoc bodies always use backslash (BuildKit builds a fresh lexer for them).
@@ -57,11 +62,36 @@ class _Resolver:
             fields.append(f"{key}={self.word(value)}" if eq else field)
         return ",".join(fields)
 
+    @staticmethod
+    def run_mounts(raw: tuple[str, ...], expanded: tuple[str, ...]) -> tuple[RunMount, ...]:
+        parsed = []
+        for written, spec in zip(raw, expanded, strict=True):
+            try:
+                parsed.append(parse_mount(spec))
+            except MountError as err:
+                raise values.Problem(str(err), word=f"--mount={written}") from None
+        return tuple(parsed)
+
+    @staticmethod
+    def check_add(instr: ins.Add, sources: tuple[str, ...], checksum: str | None) -> None:
+        try:
+            values.add_sources(sources, checksum, instr.keep_git_dir)
+        except values.Problem as problem:
+            if problem.word in sources:  # point at the source as written
+                problem.word = instr.sources[sources.index(problem.word)]
+            raise
+
     def resolve(self, instr: ins.Instruction) -> ins.Instruction:
         r = dataclasses.replace
         match instr:
             case ins.From():
-                return r(instr, image=self.word(instr.image), platform=self.maybe(instr.platform))
+                platform = self.maybe(instr.platform)
+                return r(
+                    instr,
+                    image=self.word(instr.image),
+                    platform=platform,
+                    parsed_platform=values.parse_platform(platform),
+                )
             case ins.Env() | ins.Label():
                 return r(instr, pairs=self.pairs(instr.pairs))
             case ins.Arg():
@@ -81,21 +111,26 @@ class _Resolver:
                 )
                 return r(instr, ports=ports)
             case ins.Copy() | ins.Add():
-                # ADD's --checksum is expanded too; COPY's --from never is.
-                extra = (
-                    {"checksum": self.maybe(instr.checksum)} if isinstance(instr, ins.Add) else {}
-                )
+                sources = self.words(instr.sources)
+                extra = {}
+                if isinstance(instr, ins.Add):
+                    # ADD's --checksum is expanded too; COPY's --from never is.
+                    extra["checksum"] = self.maybe(instr.checksum)
+                    self.check_add(instr, sources, extra["checksum"])
+                chmod = self.maybe(instr.chmod)
                 return r(
                     instr,
-                    sources=self.words(instr.sources),
+                    sources=sources,
                     dest=self.word(instr.dest),
                     chown=self.maybe(instr.chown),
-                    chmod=self.maybe(instr.chmod),
+                    chmod=chmod,
+                    mode=values.parse_chmod(chmod),
                     heredocs=self.heredocs(instr.heredocs),
                     **extra,
                 )
             case ins.Run():
-                return r(instr, mounts=tuple(self.mount(m) for m in instr.mounts))
+                mounts = tuple(self.mount(m) for m in instr.mounts)
+                return r(instr, mounts=mounts, run_mounts=self.run_mounts(instr.mounts, mounts))
             case _:
                 return instr
 
@@ -104,7 +139,8 @@ def resolve(instr: ins.Instruction, env: Mapping[str, str], escape: str) -> ins.
     """A copy of `instr` with the fields BuildKit expands expanded and unquoted.
 
     `env` is what `$x` sees at this step (StageScope.expansion_env(), or the global args for
-    FROM). An expansion error becomes a RecipeError at the instruction's location.
+    FROM). An expansion error becomes a RecipeError at the instruction's location; a flag
+    value that is not valid once expanded, a values.InvalidValue at the flag.
     """
     try:
         return _Resolver(env, escape).resolve(instr)
@@ -112,3 +148,5 @@ def resolve(instr: ins.Instruction, env: Mapping[str, str], escape: str) -> ins.
         raise RecipeError(
             f"{instr.keyword}: {err}", instr.location, "check the ${...} syntax and quotes"
         ) from None
+    except values.Problem as problem:
+        raise values.invalid(problem, instr.location) from None

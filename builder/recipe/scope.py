@@ -11,8 +11,9 @@
 
 from __future__ import annotations
 
-import platform
 from collections.abc import Mapping, Sequence
+
+from builder.image.platform import Platform
 
 PROXY_ARGS = frozenset(
     name
@@ -30,29 +31,11 @@ PLATFORM_ARGS = (
     "BUILDVARIANT",
 )
 
-# platform.machine() spellings to OCI architecture (and variant).
-_ARCHES: Mapping[str, tuple[str, str]] = {
-    "x86_64": ("amd64", ""),
-    "amd64": ("amd64", ""),
-    "i386": ("386", ""),
-    "i686": ("386", ""),
-    "aarch64": ("arm64", ""),
-    "arm64": ("arm64", ""),
-    "armv7l": ("arm", "v7"),
-    "armv6l": ("arm", "v6"),
-    "ppc64le": ("ppc64le", ""),
-    "s390x": ("s390x", ""),
-    "riscv64": ("riscv64", ""),
-    "mips64": ("mips64", ""),
-    "loongarch64": ("loong64", ""),
-}
-
 
 def host_platform(machine: str | None = None) -> tuple[str, str, str]:
-    """(os, arch, variant) of this host in OCI spelling."""
-    raw = (machine or platform.machine()).lower()
-    arch, variant = _ARCHES.get(raw, (raw, ""))
-    return "linux", arch, variant
+    """(os, arch, variant) of this host in OCI spelling ("" when there is no variant)."""
+    host = Platform.host(machine)
+    return host.os, host.architecture, host.variant or ""
 
 
 def platform_args(target: str | None = None, machine: str | None = None) -> dict[str, str]:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
 from builder.errors import SourceLocation
+from builder.image.platform import Platform
 from builder.recipe import instructions as ins
+from builder.recipe.mounts import RunMount
 from builder.recipe.tree import Heredoc
 
 _TYPES: dict[str, type[Any]] = {
@@ -24,6 +27,8 @@ _TYPES: dict[str, type[Any]] = {
         ins.Recipe,
         Heredoc,
         SourceLocation,
+        RunMount,
+        Platform,
     )
 }
 
@@ -57,13 +62,17 @@ def recipe_from_json(value: Any) -> ins.Recipe:
 
 
 def parser_fingerprint() -> str:
-    """A digest of the grammar and of this package's source: what a parse depends on."""
-    return fingerprint_of(resources.files("builder.recipe"))
+    """A digest of what a parse depends on: the grammar, this package's source, the image
+    vocabulary it parses values with (durations, platforms), and the host's platform (the
+    only one FROM --platform accepts)."""
+    packages = {name: resources.files(name) for name in ("builder.recipe", "builder.image")}
+    return fingerprint_of(packages, str(Platform.host()))
 
 
-def fingerprint_of(package: Traversable) -> str:
-    h = hashlib.sha256()
-    for item in sorted(package.iterdir(), key=lambda p: p.name):
-        if item.name.endswith((".py", ".lark")):
-            h.update(item.name.encode() + b"\0" + item.read_bytes())
+def fingerprint_of(packages: Mapping[str, Traversable], host: str) -> str:
+    h = hashlib.sha256(host.encode())
+    for name, package in packages.items():
+        for item in sorted(package.iterdir(), key=lambda p: p.name):
+            if item.name.endswith((".py", ".lark")):
+                h.update(f"{name}/{item.name}".encode() + b"\0" + item.read_bytes())
     return h.hexdigest()

@@ -1,116 +1,28 @@
 """Syntax-tree Nodes to typed instructions, validating flags and arity as BuildKit does.
 
 Every string stays raw (quotes kept, variables unexpanded): `resolve.resolve()` expands the
-fields BuildKit expands once the stage's scope is known. Errors carry FILE:LINE:COL, the
-source line for the caret, and a hint saying what the instruction expects.
+fields BuildKit expands once the stage's scope is known. Flag values are parsed here when
+they are literal (values.py; resolve() parses the others after expansion), and flags we do
+not support are refused here. Errors carry FILE:LINE:COL, the source line for the caret,
+and a hint saying what the instruction expects.
 """
 
 from __future__ import annotations
 
 import difflib
-import enum
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from builder.errors import RecipeError, SourceLocation
 from builder.recipe import instructions as ins
+from builder.recipe import values
+from builder.recipe.flags import FlagError, ParsedFlags, parse_flags
+from builder.recipe.mounts import MountError, parse_mount
 from builder.recipe.tree import Node, SyntaxTree
-
-
-class FlagKind(enum.Enum):
-    STRING = "string"
-    BOOL = "bool"
-    LIST = "list"  # repeatable string flag (--mount, --exclude)
-
-
-class FlagError(ValueError):
-    """A flag problem; `word` is the offending flag word, for the caret."""
-
-    def __init__(self, message: str, word: str) -> None:
-        super().__init__(message)
-        self.word = word
-
-
-@dataclass(frozen=True)
-class ParsedFlags:
-    strings: Mapping[str, str]
-    bools: Mapping[str, bool]
-    lists: Mapping[str, tuple[str, ...]]
-
-    def string(self, name: str) -> str | None:
-        return self.strings.get(name)
-
-    def flag(self, name: str) -> bool:
-        return self.bools.get(name, False)
-
-    def many(self, name: str) -> tuple[str, ...]:
-        return self.lists.get(name, ())
-
-
-_S, _B, _L = FlagKind.STRING, FlagKind.BOOL, FlagKind.LIST
-
-# Which flags each instruction accepts (BuildKit's dockerfile frontend, stable + labs).
-ALLOWED: Mapping[str, Mapping[str, FlagKind]] = {
-    "FROM": {"platform": _S},
-    "RUN": {"mount": _L, "network": _S, "security": _S},
-    "COPY": {"from": _S, "chown": _S, "chmod": _S, "link": _B, "parents": _B, "exclude": _L},
-    "ADD": {
-        "chown": _S,
-        "chmod": _S,
-        "link": _B,
-        "checksum": _S,
-        "keep-git-dir": _B,
-        "exclude": _L,
-    },
-    "HEALTHCHECK": {
-        "interval": _S,
-        "timeout": _S,
-        "start-period": _S,
-        "start-interval": _S,
-        "retries": _S,
-    },
-}
-
-
-def parse_flags(keyword: str, words: tuple[str, ...]) -> ParsedFlags:
-    """Validate `words` (e.g. "--from=build", "--link") for instruction `keyword`."""
-    allowed = ALLOWED.get(keyword, {})
-    strings: dict[str, str] = {}
-    bools: dict[str, bool] = {}
-    lists: dict[str, list[str]] = {}
-    for word in words:
-        if not word.startswith("--"):
-            raise FlagError(f"invalid flag syntax: {word!r}", word)
-        name, has_value, value = word[2:].partition("=")
-        kind = allowed.get(name)
-        if kind is None:
-            raise FlagError(f"unknown flag: --{name} for {keyword}", word)
-        if kind is FlagKind.BOOL:
-            if name in bools:
-                raise FlagError(f"duplicate flag specified: --{name}", word)
-            if not has_value or value.lower() == "true":
-                bools[name] = True
-            elif value.lower() == "false":
-                bools[name] = False
-            else:
-                raise FlagError(f"expecting boolean value for flag {name}, not: {value}", word)
-            continue
-        if not has_value:
-            raise FlagError(f"missing a value on flag: --{name}", word)
-        if kind is FlagKind.LIST:
-            lists.setdefault(name, []).append(value)
-        elif name in strings:
-            raise FlagError(f"duplicate flag specified: --{name}", word)
-        else:
-            strings[name] = value
-    return ParsedFlags(strings, bools, {k: tuple(v) for k, v in lists.items()})
-
 
 # BuildKit's stage-name rule (after lower-casing).
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")
-# A Go duration as time.ParseDuration takes it ("1m30s", "0", ".5s"), for HEALTHCHECK.
-_DURATION = re.compile(r"^(0|([0-9]*\.?[0-9]+(ns|us|µs|μs|ms|s|m|h))+)$")
 _ONBUILD_PREFIX = re.compile(r"^\s*ONBUILD\s*", re.IGNORECASE)
 
 USAGE: Mapping[str, str] = {
@@ -149,12 +61,21 @@ class _Ctx:
         return node_location(self.node, self.filename)
 
     def error(self, message: str, hint: str | None = None, word: str | None = None) -> RecipeError:
-        loc = self.location
-        if word is not None:
-            col = self.node.source_line.find(word)
-            if col >= 0:
-                loc = SourceLocation(loc.filename, loc.line, col + 1, loc.source_line)
+        loc = values.at_word(self.location, word)
         return RecipeError(message, loc, hint if hint is not None else USAGE.get(self.node.cmd))
+
+    def invalid(self, problem: values.Problem) -> RecipeError:
+        return values.invalid(problem, self.location)
+
+    def unsupported(self, *flags: str) -> None:
+        """Refuse each of `flags` that is set (a boolean flag set to false is harmless)."""
+        for name in flags:
+            if self.flags.flag(name) or self.flags.string(name) or self.flags.many(name):
+                word = next(w for w in self.node.flags if w[2:].partition("=")[0] == name)
+                raise values.invalid(
+                    values.Problem(f"{self.node.cmd} --{name} is not supported yet", word=word),
+                    self.location,
+                )
 
 
 def node_location(node: Node, filename: str) -> SourceLocation:
@@ -174,12 +95,20 @@ def _from(c: _Ctx) -> ins.Instruction:
                 "a stage name starts with a letter and holds only a-z 0-9 - _ .",
                 word=args[2],
             )
+    platform = c.flags.string("platform")
+    parsed = None
+    if platform is not None and values.is_literal(platform):
+        try:
+            parsed = values.parse_platform(platform)
+        except values.Problem as problem:
+            raise c.invalid(problem) from None
     return ins.From(
         location=c.location,
         original=c.node.original,
         image=args[0],
         stage_name=stage,
-        platform=c.flags.string("platform"),
+        platform=platform,
+        parsed_platform=parsed,
     )
 
 
@@ -195,15 +124,32 @@ def _choice(c: _Ctx, name: str, allowed: tuple[str, ...]) -> str | None:
 def _run(c: _Ctx) -> ins.Instruction:
     if not c.node.value:
         raise c.error("RUN requires at least one argument")
+    security = _choice(c, "security", ("sandbox", "insecure"))
+    if security == "insecure":
+        raise c.error(
+            "RUN --security=insecure is not supported yet",
+            "RUN steps always run in the sandbox",
+            word="--security",
+        )
+    specs = c.flags.many("mount")
+    mounts = []
+    for spec in specs:
+        if values.is_literal(spec):
+            try:
+                mounts.append(parse_mount(spec))
+            except MountError as err:
+                raise c.invalid(values.Problem(str(err), word=f"--mount={spec}")) from None
     return ins.Run(
         location=c.location,
         original=c.node.original,
         command=c.node.value,
         exec_form=c.node.json,
         heredocs=c.node.heredocs,
-        mounts=c.flags.many("mount"),
+        mounts=specs,
+        # Complete only when every spec is literal; resolve() parses them all.
+        run_mounts=tuple(mounts) if len(mounts) == len(specs) else (),
         network=_choice(c, "network", ("default", "none", "host")),
-        security=_choice(c, "security", ("sandbox", "insecure")),
+        security=security,
     )
 
 
@@ -216,8 +162,19 @@ def _sources_dest(c: _Ctx) -> tuple[tuple[str, ...], str]:
     return args[:-1], args[-1]
 
 
+def _mode(c: _Ctx) -> int | None:
+    chmod = c.flags.string("chmod")
+    if chmod is None or not values.is_literal(chmod):
+        return None  # resolve() parses it once expanded
+    try:
+        return values.parse_chmod(chmod)
+    except values.Problem as problem:
+        raise c.invalid(problem) from None
+
+
 def _copy(c: _Ctx) -> ins.Instruction:
     sources, dest = _sources_dest(c)
+    c.unsupported("link", "parents", "exclude")
     return ins.Copy(
         location=c.location,
         original=c.node.original,
@@ -226,15 +183,24 @@ def _copy(c: _Ctx) -> ins.Instruction:
         from_stage=c.flags.string("from"),
         chown=c.flags.string("chown"),
         chmod=c.flags.string("chmod"),
-        link=c.flags.flag("link"),
-        parents=c.flags.flag("parents"),
-        exclude=c.flags.many("exclude"),
+        mode=_mode(c),
         heredocs=c.node.heredocs,
     )
 
 
 def _add(c: _Ctx) -> ins.Instruction:
     sources, dest = _sources_dest(c)
+    c.unsupported("link", "exclude")
+    checksum = c.flags.string("checksum")
+    keep_git_dir = c.flags.flag("keep-git-dir")
+    # A source that expands to a URL can only be seen by resolve(), which checks again.
+    literal = [s for s in sources if values.is_literal(s)]
+    try:
+        values.add_sources(literal, None, False)
+        if len(literal) == len(sources):
+            values.add_sources(sources, checksum, keep_git_dir)
+    except values.Problem as problem:
+        raise c.invalid(problem) from None
     return ins.Add(
         location=c.location,
         original=c.node.original,
@@ -242,10 +208,9 @@ def _add(c: _Ctx) -> ins.Instruction:
         dest=dest,
         chown=c.flags.string("chown"),
         chmod=c.flags.string("chmod"),
-        link=c.flags.flag("link"),
-        checksum=c.flags.string("checksum"),
-        keep_git_dir=c.flags.flag("keep-git-dir"),
-        exclude=c.flags.many("exclude"),
+        mode=_mode(c),
+        checksum=checksum,
+        keep_git_dir=keep_git_dir,
         heredocs=c.node.heredocs,
     )
 
@@ -355,22 +320,15 @@ def _healthcheck(c: _Ctx) -> ins.Instruction:
     if len(args) < 2 or (not c.node.json and not args[1].strip()):
         raise c.error("missing command after HEALTHCHECK CMD")
     test = ("CMD", *args[1:]) if c.node.json else ("CMD-SHELL", args[1])
-    durations: dict[str, str | None] = {}
-    for flag in ("interval", "timeout", "start-period", "start-interval"):
-        value = c.flags.string(flag)
-        if value is not None and not _DURATION.match(value):
-            raise c.error(
-                f"invalid duration --{flag}={value}", "e.g. 30s, 1m30s, 500ms", word=f"--{flag}"
-            )
-        durations[flag.replace("-", "_")] = value
-    retries_text = c.flags.string("retries")
-    retries = None
-    if retries_text is not None:
-        if not retries_text.isdecimal():
-            raise c.error(
-                f"invalid --retries={retries_text}", "a whole number >= 0", word="--retries"
-            )
-        retries = int(retries_text)
+    # HEALTHCHECK's flags are never expanded: every value is known here.
+    try:
+        durations = {
+            flag.replace("-", "_"): values.healthcheck_duration(flag, c.flags.string(flag))
+            for flag in ("interval", "timeout", "start-period", "start-interval")
+        }
+        retries = values.healthcheck_retries(c.flags.string("retries"))
+    except values.Problem as problem:
+        raise c.invalid(problem) from None
     return ins.Healthcheck(
         location=c.location,
         original=c.node.original,

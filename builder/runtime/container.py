@@ -8,11 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import UsageError
-from builder.image.config import ImageConfig
+from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.sandbox import OverlayRoot, SandboxSpec, run
 from builder.store import Store
-
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
         if not sep:
             raise UsageError(f"-e {item}: expected KEY=VALUE")
         env[key] = value
-    env.setdefault("PATH", DEFAULT_PATH.partition("=")[2])
+    env.setdefault("PATH", DEFAULT_PATH)
     return tuple(f"{k}={v}" for k, v in env.items())
 
 

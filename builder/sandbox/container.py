@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from builder.errors import SandboxError
-from builder.sandbox.spec import DEFAULT_PATH, DEVNULL, SandboxSpec
+from builder.sandbox.spec import DEVNULL, SandboxSpec
 from builder.sandbox.users import Credentials
 
 # Python ignores these at start-up and ignored signals survive exec: a build's `yes | head`
@@ -29,7 +29,9 @@ def environment(spec: SandboxSpec, creds: Credentials) -> dict[str, str]:
     for item in spec.env:
         key, _, value = item.partition("=")
         env[key] = value
-    env.setdefault("PATH", DEFAULT_PATH)
+    # The image's default PATH is its callers' business (they always pass one); without
+    # one, the POSIX default, as execvp and a shell would use.
+    env.setdefault("PATH", os.defpath)
     env.setdefault("HOME", creds.home)
     return env
 
@@ -102,7 +104,7 @@ def exec_command(argv: Sequence[str], env: dict[str, str]) -> int:
     if "/" in name:
         candidates = [name]
     else:
-        candidates = [f"{d or '.'}/{name}" for d in env.get("PATH", DEFAULT_PATH).split(":")]
+        candidates = [f"{d or '.'}/{name}" for d in env.get("PATH", os.defpath).split(":")]
     denied: OSError | None = None
     other: OSError | None = None
     for path in candidates:

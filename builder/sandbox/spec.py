@@ -15,9 +15,6 @@ from builder.errors import SandboxError
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
 
-# Docker's default, used when `env` has no PATH (for the lookup and in the process's env).
-DEFAULT_PATH: Final = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
 
 @dataclass(frozen=True)
 class OverlayRoot:

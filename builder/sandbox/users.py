@@ -1,7 +1,8 @@
 """Docker's `--user` syntax resolved against the ROOT's /etc/passwd and /etc/group.
 
 Read after pivot_root, so the names are the image's, never the host's. The files are
-untrusted: malformed lines are skipped, never fatal.
+untrusted: malformed lines are skipped, never fatal. The readers are also what COPY
+--chown resolves names with (it runs in the image's root too).
 """
 
 from __future__ import annotations
@@ -20,11 +21,18 @@ class Credentials:
 
 
 @dataclass(frozen=True)
-class _Passwd:
+class PasswdEntry:
     name: str
     uid: int
     gid: int
     home: str
+
+
+@dataclass(frozen=True)
+class GroupEntry:
+    name: str
+    gid: int
+    members: tuple[str, ...]
 
 
 def _read_lines(path: str) -> list[list[str]]:
@@ -36,20 +44,20 @@ def _read_lines(path: str) -> list[list[str]]:
     return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
 
 
-def _passwd(path: str) -> list[_Passwd]:
+def read_passwd(path: str = "/etc/passwd") -> list[PasswdEntry]:
     out = []
     for f in _read_lines(path):
         if len(f) >= 6 and f[2].isdigit() and f[3].isdigit():
-            out.append(_Passwd(f[0], int(f[2]), int(f[3]), f[5] or "/"))
+            out.append(PasswdEntry(f[0], int(f[2]), int(f[3]), f[5] or "/"))
     return out
 
 
-def _groups(path: str) -> list[tuple[str, int, tuple[str, ...]]]:
+def read_groups(path: str = "/etc/group") -> list[GroupEntry]:
     out = []
     for f in _read_lines(path):
         if len(f) >= 4 and f[2].isdigit():
             members = tuple(m.strip() for m in f[3].split(",") if m.strip())
-            out.append((f[0], int(f[2]), members))
+            out.append(GroupEntry(f[0], int(f[2]), members))
     return out
 
 
@@ -66,7 +74,7 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
         if group:
             raise SandboxError(f"user {user!r}: no user before ':'")
         name = "0"
-    users = _passwd(f"{etc}/passwd")
+    users = read_passwd(f"{etc}/passwd")
     uid = _id(name)
     entry = next((u for u in users if (u.uid == uid if uid is not None else u.name == name)), None)
     if entry is None and uid is None:
@@ -75,17 +83,17 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
     assert uid is not None
     gid = entry.gid if entry else 0
     home = entry.home if entry else "/"
-    groups = _groups(f"{etc}/group")
+    groups = read_groups(f"{etc}/group")
     if group:
         gid_given = _id(group)
         if gid_given is None:
-            match = next((g for g in groups if g[0] == group), None)
+            match = next((g for g in groups if g.name == group), None)
             if match is None:
                 raise SandboxError(f"group {group!r} not found in the image's /etc/group")
-            gid_given = match[1]
+            gid_given = match.gid
         gid = gid_given
     supplementary = [gid]
     if entry is not None and not group:
         # Docker adds the groups that list the user, only when no group was given.
-        supplementary += [g[1] for g in groups if entry.name in g[2] and g[1] != gid]
+        supplementary += [g.gid for g in groups if entry.name in g.members and g.gid != gid]
     return Credentials(uid, gid, tuple(supplementary), home)

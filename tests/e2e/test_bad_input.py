@@ -52,7 +52,7 @@ CASES = [
     pytest.param(
         "FROM busybox\nCOPY --chmod=999 Dockerfile /x\n",
         errors.RecipeError.exit_code,
-        "Dockerfile:2:1: invalid --chmod=999",
+        "Dockerfile:2:6: invalid --chmod=999",
         id="copy-bad-chmod",
     ),
     pytest.param(

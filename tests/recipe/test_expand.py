@@ -174,7 +174,7 @@ def test_resolve_expands_the_expanded_fields() -> None:
     assert isinstance(got, ins.Copy)
     assert got.sources == ("$D/a", "/app/b") and got.dest == "/app/"
     assert got.from_stage == "$U"  # never expanded
-    assert (got.chown, got.chmod) == ("me:me", "0715")
+    assert (got.chown, got.chmod, got.mode) == ("me:me", "0715", 0o715)  # parsed once expanded
     assert [d.content for d in got.heredocs] == ["x='v1'\n", "$V\n"]
     expose = resolve(ins.Expose(location=LOC, original="", ports=("$P", "8080/udp")), ENV, "\\")
     assert isinstance(expose, ins.Expose) and expose.ports == ("80", "443", "8080/udp")
@@ -191,6 +191,7 @@ def test_resolve_expands_the_expanded_fields() -> None:
     assert isinstance(got_run, ins.Run)
     assert got_run.command == ("echo $D",)
     assert got_run.mounts == ("type=cache,target=/app/c,id=me",)
+    assert [(m.type, m.target, m.id) for m in got_run.run_mounts] == [("cache", "/app/c", "me")]
 
 
 def test_resolve_leaves_commands_alone() -> None:

@@ -98,3 +98,21 @@ def test_plan_errors_become_findings() -> None:
     assert [(f.severity, f.rule, f.location.line) for f in found] == [("error", "InvalidRecipe", 1)]
     bad = lint(recipe(("FROM", "a:1"), ("WORKDIR", "${X")), {})
     assert [(f.severity, f.location.line) for f in bad] == [("error", 2)]
+
+
+def test_an_expanded_value_is_checked_with_what_lint_knows() -> None:
+    bad = recipe(("FROM", "a:1"), ("ARG", "MODE=99"), ("COPY", "--chmod=$MODE", "x", "/y"))
+    (found,) = lint(bad, {})
+    assert (found.severity, found.location.line, found.location.column) == ("error", 3, 6)
+    assert found.error is not None and found.error.message == found.message
+    assert found.message.startswith("invalid --chmod=99")
+    assert lint(bad, {"MODE": "0644"}) == []
+
+
+def test_a_value_from_the_base_images_env_is_not_judged() -> None:
+    # MODE may come from the base image's ENV, which lint cannot read: only a warning.
+    external = recipe(("FROM", "a:1"), ("COPY", "--chmod=${MODE}9", "x", "/y"))
+    assert rules(lint(external, {})) == [("UndefinedVar", 2)]
+    # On scratch nothing can set it: build would fail the same way, so lint does too.
+    scratch = recipe(("FROM", "scratch"), ("COPY", "--chmod=${MODE}9", "x", "/y"))
+    assert [f.rule for f in lint(scratch, {})] == ["InvalidRecipe"]

@@ -97,7 +97,6 @@ def test_copy_from_index_and_image() -> None:
         (("FROM", "a", "AS", "x"), ("COPY", "--from=x", "s", "d")),
         (("FROM", "a"), ("COPY", "--from=1", "s", "d"), ("FROM", "b", "AS", "later")),
         (("FROM", "a"), ("COPY", "--from=later", "s", "d"), ("FROM", "b", "AS", "later")),
-        (("FROM", "a"), ("RUN", "--mount=from=later", "s"), ("FROM", "b", "AS", "later")),
     ],
 )
 def test_copy_from_self_or_later_is_an_error(lines: tuple[tuple[str, ...], ...]) -> None:

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 
+import builder.image
 import builder.recipe
 from builder.errors import RecipeError
+from builder.image.platform import Platform
 from builder.recipe import load
 from builder.recipe.serial import (
     fingerprint_of,
@@ -32,17 +34,18 @@ RUN --mount=type=cache,target=/c <<EOF
 echo hi
 EOF
 COPY --from=build --chown=1:1 ["a b", "/dst/"]
-ADD --checksum=sha256:00 x /y
+ADD --chmod=0755 x /y
 ONBUILD RUN echo later
 HEALTHCHECK --interval=5s --retries=3 CMD true
 CMD ["sh", "-c", "echo done"]
+FROM --platform={HOST} scratch
 """
 
 
 def _typed_cases() -> list[tuple[str, str]]:
     """Our recipe and every corpus case the typed layer accepts (a few are valid syntax
     only, such as `COPY --doit=true`, and have nothing to round-trip)."""
-    cases = [("ours", OURS)]
+    cases = [("ours", OURS.replace("{HOST}", str(Platform.host())))]
     if not CORPUS.is_dir():  # test_corpus_is_mostly_typed skips, naming the folder
         return cases
     for case in sorted((CORPUS / "positive").iterdir()):
@@ -70,22 +73,29 @@ def test_round_trip(name: str, text: str) -> None:
     assert recipe_from_json(encoded) == recipe
 
 
-def test_fingerprint_is_stable_and_covers_the_grammar(tmp_path: Path) -> None:
+def test_fingerprint_is_stable_and_covers_what_a_parse_depends_on(tmp_path: Path) -> None:
     assert parser_fingerprint() == parser_fingerprint()
-    package = tmp_path / "recipe"
-    # (copytree copies the recipe.lark symlink's target, so the copy may be written to.)
-    shutil.copytree(Path(builder.recipe.__file__).parent, package, ignore=_CACHES)
-    assert fingerprint_of(package) == parser_fingerprint()  # the copy is what is installed
-    # Any change to the grammar or to the package's Python source changes it ...
-    for name in ("recipe.lark", "typed.py"):
-        source = package / name
+    # A copy of the two packages a parse reads; copytree copies the recipe.lark symlink's
+    # target, so the copy may be written to.
+    packages = {}
+    for module in (builder.recipe, builder.image):
+        packages[module.__name__] = tmp_path / module.__name__
+        shutil.copytree(Path(module.__file__).parent, packages[module.__name__], ignore=_CACHES)
+    host = str(Platform.host())
+    assert fingerprint_of(packages, host) == parser_fingerprint()  # the copy is what is installed
+    # Any change to the grammar, the package's source or the image vocabulary changes it ...
+    for package, name in (("builder.recipe", "recipe.lark"), ("builder.recipe", "typed.py"),
+                          ("builder.image", "duration.py")):  # fmt: skip
+        source = packages[package] / name
         original = source.read_bytes()
         source.write_bytes(original + b"\n")
-        assert fingerprint_of(package) != parser_fingerprint(), name
+        assert fingerprint_of(packages, host) != parser_fingerprint(), name
         source.write_bytes(original)
-    # ... and nothing else in the folder does.
-    (package / "notes.txt").write_text("not source")
-    assert fingerprint_of(package) == parser_fingerprint()
+    # ... and so does the host's platform (the only one FROM --platform accepts) ...
+    assert fingerprint_of(packages, "linux/s390x") != parser_fingerprint()
+    # ... and nothing else in the folders does.
+    (packages["builder.recipe"] / "notes.txt").write_text("not source")
+    assert fingerprint_of(packages, host) == parser_fingerprint()
 
 
 def test_unknown_shapes_are_rejected() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from builder.errors import RecipeError
+from builder.image.platform import Platform
 from builder.recipe import instructions as ins
 from builder.recipe.tree import Directives, Heredoc, Node, SyntaxTree
 from builder.recipe.typed import to_instruction, to_instructions
@@ -47,10 +48,26 @@ def error(n: Node) -> RecipeError:
 
 
 def test_from_stage_name_lowercased_and_platform() -> None:
-    got = typed(node("FROM", "busybox:1.36", "as", "Build", flags=("--platform=linux/arm64",)))
+    host = Platform.host()
+    flag = f"--platform={str(host).upper()}"
+    got = typed(node("FROM", "busybox:1.36", "as", "Build", flags=(flag,)))
     assert isinstance(got, ins.From)
-    assert (got.image, got.stage_name, got.platform) == ("busybox:1.36", "build", "linux/arm64")
+    assert (got.image, got.stage_name, got.platform) == ("busybox:1.36", "build", flag[11:])
+    assert got.parsed_platform == host
     assert got.location.line == 3
+    later = typed(node("FROM", "busybox", flags=("--platform=$BUILDPLATFORM",)))
+    assert isinstance(later, ins.From) and later.parsed_platform is None  # resolve() parses it
+
+
+def test_from_another_platform_is_refused() -> None:
+    other = "linux/s390x" if Platform.host().architecture != "s390x" else "linux/amd64"
+    err = error(node("FROM", "busybox", flags=(f"--platform={other}",)))
+    assert err.message == f"FROM --platform={other}: cross-platform builds are not supported"
+    assert err.location is not None and err.location.column == len("FROM ") + 1
+    assert (
+        "invalid --platform=a/b/c/d"
+        in error(node("FROM", "x", flags=("--platform=a/b/c/d",))).message
+    )
 
 
 @pytest.mark.parametrize("value", [("a", "b"), ("a", "AS"), ("a", "AS", "b", "c"), ()])
@@ -109,24 +126,48 @@ def test_copy_flags() -> None:
                 "--chown=1:2",
                 "--chmod=0755",
                 "--link=false",
-                "--parents",
-                "--exclude=*.md",
-                "--exclude=x",
+                "--parents=false",
             ),
         )
     )
     assert isinstance(got, ins.Copy)
     assert got.sources == ("a", "b") and got.dest == "/dst/"
-    assert (got.from_stage, got.chown, got.chmod) == ("build", "1:2", "0755")
-    assert (got.link, got.parents, got.exclude) == (False, True, ("*.md", "x"))
+    assert (got.from_stage, got.chown, got.chmod, got.mode) == ("build", "1:2", "0755", 0o755)
+    later = typed(node("COPY", "a", "b", flags=("--chmod=$MODE",)))
+    assert isinstance(later, ins.Copy) and later.mode is None  # resolve() parses it
 
 
-def test_add_flags() -> None:
-    got = typed(
-        node("ADD", "u", "/d", flags=("--checksum=sha256:ab", "--keep-git-dir=TRUE", "--link"))
-    )
-    assert isinstance(got, ins.Add)
-    assert (got.checksum, got.keep_git_dir, got.link) == ("sha256:ab", True, True)
+@pytest.mark.parametrize(
+    ("cmd", "flags", "value", "message", "word"),
+    [
+        ("COPY", ("--link",), ("a", "b"), "COPY --link is not supported yet", "--link"),
+        ("COPY", ("--parents=true",), ("a", "b"), "COPY --parents is not supported yet", "--p"),
+        ("COPY", ("--exclude=*.md",), ("a", "b"), "COPY --exclude is not supported yet", "--e"),
+        ("ADD", ("--link",), ("a", "b"), "ADD --link is not supported yet", "--link"),
+        ("ADD", (), ("https://x/y", "/d"), "ADD from a URL or git repository", "https:"),
+        ("ADD", (), ("git@host:r.git", "/d"), "ADD from a URL or git repository", "git@"),
+        ("ADD", ("--checksum=sha256:ab",), ("u", "/d"), "apply to URL and git sources", "--c"),
+        ("ADD", ("--keep-git-dir",), ("u", "/d"), "apply to URL and git sources", "--k"),
+        ("COPY", ("--chmod=999",), ("a", "b"), "invalid --chmod=999", "--chmod"),
+        ("COPY", ("--chmod=u+x",), ("a", "b"), "invalid --chmod=u+x", "--chmod"),
+        ("RUN", ("--mount=type=ssh",), ("x",), "--mount type=ssh is not supported", "--mount"),
+        ("RUN", ("--mount=from=a,target=/t",), ("x",), "--mount from=a is not supported", "--m"),
+        ("RUN", ("--security=insecure",), ("x",), "--security=insecure is not supported", "--s"),
+    ],
+)
+def test_unsupported_and_invalid_values(
+    cmd: str, flags: tuple[str, ...], value: tuple[str, ...], message: str, word: str
+) -> None:
+    err = error(node(cmd, *value, flags=flags))
+    assert message in err.message
+    assert err.location is not None and err.location.source_line is not None
+    assert err.location.source_line[err.location.column - 1 :].startswith(word)
+
+
+def test_run_mounts_are_parsed() -> None:
+    got = typed(node("RUN", "x", flags=("--mount=type=cache,target=/c", "--mount=target=/s")))
+    assert isinstance(got, ins.Run)
+    assert [(m.type, m.target) for m in got.run_mounts] == [("cache", "/c"), ("bind", "/s")]
 
 
 @pytest.mark.parametrize("cmd", ["COPY", "ADD"])
@@ -180,10 +221,13 @@ def test_healthcheck_forms() -> None:
     shell = typed(node("HEALTHCHECK", "CMD", "curl -f x", flags=("--interval=5s", "--retries=3")))
     assert isinstance(shell, ins.Healthcheck)
     assert shell.test == ("CMD-SHELL", "curl -f x")
-    assert (shell.interval, shell.retries) == ("5s", 3)
+    assert (shell.interval, shell.retries) == (5_000_000_000, 3)
     exec_ = typed(node("HEALTHCHECK", "CMD", "foo", "bar", json=True, flags=("--timeout=1m30s",)))
     assert isinstance(exec_, ins.Healthcheck)
-    assert exec_.test == ("CMD", "foo", "bar") and exec_.timeout == "1m30s"
+    assert exec_.test == ("CMD", "foo", "bar") and exec_.timeout == 90_000_000_000
+    half = typed(node("HEALTHCHECK", "CMD", "x", flags=("--start-period=.5s", "--interval=0")))
+    assert isinstance(half, ins.Healthcheck)
+    assert (half.start_period, half.interval) == (500_000_000, 0)
     none = typed(node("HEALTHCHECK", "NONE"))
     assert isinstance(none, ins.Healthcheck) and none.test == ("NONE",)
 
@@ -197,6 +241,11 @@ def test_healthcheck_forms() -> None:
         ((), (), "HEALTHCHECK requires at least one argument"),
         (("CMD", "x"), ("--interval=5",), "invalid duration --interval=5"),
         (("CMD", "x"), ("--retries=-1",), "invalid --retries=-1"),
+        (("CMD", "x"), ("--retries=2147483648",), "invalid --retries=2147483648"),
+        (("CMD", "x"), ("--timeout=1.5",), "invalid duration --timeout=1.5"),
+        (("CMD", "x"), ("--interval=5x",), "invalid duration --interval=5x"),
+        (("CMD", "x"), ("--interval=999us",), "--interval=999us is shorter than 1ms"),
+        (("CMD", "x"), ("--start-interval=-1s",), "--start-interval=-1s is shorter than 1ms"),
     ],
 )
 def test_healthcheck_errors(value: tuple[str, ...], flags: tuple[str, ...], message: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,48 +11,15 @@ from pathlib import Path
 import pytest
 
 from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run
+from tests.e2e.support import busybox_module
 
 BUSYBOX = "/bin/busybox"
-APPLETS = (
-    "sh",
-    "echo",
-    "cat",
-    "ls",
-    "id",
-    "hostname",
-    "mkdir",
-    "touch",
-    "rm",
-    "sleep",
-    "true",
-    "false",
-    "env",
-    "pwd",
-    "mount",
-    "ip",
-    "stat",
-    "test",
-    "kill",
-    "ps",
-)
-
-
-def make_busybox_root(path: Path) -> Path:
-    (path / "bin").mkdir(parents=True)
-    (path / "etc").mkdir()
-    shutil.copy2(BUSYBOX, path / "bin" / "busybox")
-    for name in APPLETS:
-        (path / "bin" / name).symlink_to("busybox")
-    (path / "etc" / "passwd").write_text(
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n"
-    )
-    (path / "etc" / "group").write_text("root:x:0:\nnogroup:x:65534:\n")
-    return path
 
 
 @pytest.fixture(scope="session")
 def busybox_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_busybox_root(tmp_path_factory.mktemp("busybox") / "rootfs")
+    # The one rootfs maker (scripts/busybox_rootfs.py), the demo's and the e2e tests' too.
+    return Path(busybox_module().make_rootfs(tmp_path_factory.mktemp("busybox") / "rootfs"))
 
 
 @pytest.fixture

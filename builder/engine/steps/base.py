@@ -11,7 +11,7 @@ from pathlib import Path
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
 from builder.engine.state import ImageState
-from builder.image.config import History
+from builder.image.config import DEFAULT_PATH, History
 from builder.image.epoch import created_at
 from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope
@@ -19,7 +19,6 @@ from builder.recipe.tree import Heredoc
 from builder.store import Store
 
 BUILDKIT_COMMENT = "buildkit.dockerfile.v0"
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 @dataclass
@@ -55,7 +54,7 @@ def run_env(scope_env: list[str]) -> list[str]:
     """A RUN's environment; BuildKit gives a default PATH when the image has none."""
     if any(item.startswith("PATH=") for item in scope_env):
         return scope_env
-    return [DEFAULT_PATH, *scope_env]
+    return [f"PATH={DEFAULT_PATH}", *scope_env]
 
 
 def heredoc_body(heredoc: Heredoc) -> str:

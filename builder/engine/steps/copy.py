@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import re
 
 from builder.engine import cachekey
 from builder.engine.context import copy_digest
@@ -19,34 +18,9 @@ from builder.engine.steps.layer_step import (
     commit_layer,
     execute_in_overlay,
 )
-from builder.errors import BuildContextError, RecipeError, StepFailed
+from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
-
-
-def _unsupported(instr: ins.Copy | ins.Add) -> str | None:
-    if isinstance(instr, ins.Add):
-        for source in instr.sources:
-            if "://" in source or source.startswith("git@"):
-                return "ADD from a URL or git repository is not supported yet"
-        if instr.checksum or instr.keep_git_dir:
-            return "ADD --checksum and --keep-git-dir apply to URL and git sources only"
-    if instr.link or (isinstance(instr, ins.Copy) and instr.parents) or instr.exclude:
-        return "--link, --parents and --exclude are not supported yet"
-    return None
-
-
-def _mode(text: str | None, instr: ins.Instruction) -> int | None:
-    """--chmod: octal permission bits, as BuildKit accepts them (e.g. 755, 0640, 4755)."""
-    if not text:
-        return None
-    if not re.fullmatch(r"[0-7]{1,4}", text):
-        raise RecipeError(
-            f"invalid --chmod={text}: expected octal permission bits",
-            instr.location,
-            hint="for example --chmod=755 or --chmod=0644",
-        )
-    return int(text, 8)
 
 
 def _split_sources(
@@ -68,16 +42,13 @@ def _split_sources(
 
 
 def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) -> ImageState:
-    problem = _unsupported(instr)
-    if problem:
-        raise RecipeError(problem, instr.location)
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Copy | ins.Add)
     workdir = state.config.config.working_dir or "/"
     dest = posixpath.join(workdir, resolved.dest)
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
-    chmod = _mode(resolved.chmod, instr)
+    chmod = resolved.mode
     if isinstance(instr, ins.Copy) and instr.from_stage is not None:
         assert isinstance(resolved, ins.Copy)
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)

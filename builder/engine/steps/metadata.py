@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -128,11 +127,14 @@ def stopsignal_step(instr: ins.Stopsignal, state: ImageState, ctx: StepContext) 
 
 
 def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext) -> ImageState:
-    durations = {
-        name: _duration_ns(getattr(instr, name)) if getattr(instr, name) else 0
-        for name in ("interval", "timeout", "start_period", "start_interval")
-    }
-    check = Healthcheck(test=tuple(instr.test), retries=instr.retries or 0, **durations)
+    check = Healthcheck(
+        test=tuple(instr.test),
+        interval=instr.interval,
+        timeout=instr.timeout,
+        start_period=instr.start_period,
+        start_interval=instr.start_interval,
+        retries=instr.retries,
+    )
     return _apply(
         state,
         ctx,
@@ -164,28 +166,6 @@ def arg_step(instr: ins.Arg, state: ImageState, ctx: StepContext) -> ImageState:
     for name, default in resolved.args:
         ctx.scope.declare_arg(name, default)
     return state
-
-
-_UNITS = {
-    "ns": 1,
-    "us": 1_000,
-    "µs": 1_000,
-    "ms": 1_000_000,
-    "s": 1_000_000_000,
-    "m": 60_000_000_000,
-    "h": 3_600_000_000_000,
-}
-
-
-def _duration_ns(text: str) -> int:
-    """Go's time.ParseDuration for the simple forms docker accepts: 30s, 1m30s, 500ms."""
-    total = 0.0
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {text!r}")
-    for number, unit in parts:
-        total += float(number) * _UNITS[unit]
-    return int(total)
 
 
 Handler = Callable[[Any, ImageState, StepContext], ImageState]

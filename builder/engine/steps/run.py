@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from builder.engine import cachekey
 from builder.engine.runmounts import (
-    MountError,
     PreparedMounts,
-    RunMount,
     bind_key,
     cache_dir,
     materialize,
-    parse_mount,
     secret_file,
 )
 from builder.engine.state import ImageState
@@ -29,6 +26,7 @@ from builder.engine.steps.layer_step import (
 from builder.engine.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
+from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
 
 
@@ -51,12 +49,10 @@ def _script(instr: ins.Run) -> str:
 
 
 def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
+    """The mounts, parsed (and refused if not valid) by resolve() as lint parses them."""
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Run)
-    try:
-        return [parse_mount(spec) for spec in resolved.mounts]
-    except MountError as err:
-        raise RecipeError(str(err), instr.location) from None
+    return list(resolved.run_mounts)
 
 
 def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.engine.runmounts import MountError, RunMount, parse_mount
+from builder.recipe.mounts import MountError, RunMount, parse_mount
 
 
 def test_defaults_per_type() -> None:

@@ -1,0 +1,128 @@
+"""RUN --mount values as BuildKit reads them, parsed into RunMount values.
+
+Pure: the engine turns a RunMount into a sandbox mount (engine/runmounts.py). A spec is
+parsed when the recipe is typed if it is literal, else once `resolve()` has expanded it;
+both call `parse_mount`, so `builder lint` and `builder build` reject the same specs with
+the same message.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+_TRUE = {"", "true", "1"}
+_FALSE = {"false", "0"}
+_KEYS = {
+    "type",
+    "target",
+    "dst",
+    "destination",
+    "source",
+    "src",
+    "from",
+    "readonly",
+    "ro",
+    "rw",
+    "readwrite",
+    "id",
+    "sharing",
+    "mode",
+    "uid",
+    "gid",
+    "required",
+    "size",
+    "env",
+}
+
+
+class MountError(ValueError):
+    """A --mount value that is not valid (or not supported yet); the caller adds where."""
+
+
+@dataclass(frozen=True)
+class RunMount:
+    type: str
+    target: str
+    source: str | None = None
+    from_: str | None = None
+    readonly: bool = True
+    id: str | None = None
+    sharing: str = "shared"
+    mode: int | None = None
+    uid: int = 0
+    gid: int = 0
+    required: bool = False
+
+
+def _flag(key: str, value: str) -> bool:
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise MountError(f"--mount {key}={value}: expected true or false")
+
+
+def parse_mount(spec: str) -> RunMount:
+    values: dict[str, str] = {}
+    for part in spec.split(","):
+        key, _eq, value = part.partition("=")
+        key = key.strip().lower()
+        if key not in _KEYS:
+            raise MountError(f"--mount: unknown option {key!r}")
+        values[key] = value
+    kind = values.pop("type", "bind") or "bind"
+    if kind not in ("bind", "cache", "tmpfs", "secret", "ssh"):
+        raise MountError(f"--mount type={kind}: expected bind, cache, tmpfs, secret or ssh")
+    if kind == "ssh":
+        raise MountError("--mount type=ssh is not supported yet")
+    target = (
+        values.pop("target", None) or values.pop("dst", None) or values.pop("destination", None)
+    )
+    readonly = kind in ("bind", "secret")
+    for key in ("readonly", "ro"):
+        if key in values:
+            readonly = _flag(key, values.pop(key))
+    for key in ("rw", "readwrite"):
+        if key in values:
+            readonly = not _flag(key, values.pop(key))
+    ident = values.pop("id", None)
+    if kind == "secret" and target is None:
+        name = ident or ""
+        if not name:
+            raise MountError("--mount type=secret needs id= or target=")
+        target = f"/run/secrets/{name}"
+    if not target:
+        raise MountError(f"--mount type={kind} needs target=")
+    if not target.startswith("/"):
+        raise MountError(f"--mount target={target}: must be an absolute path")
+    sharing = values.pop("sharing", "shared")
+    if sharing not in ("shared", "private", "locked"):
+        raise MountError(f"--mount sharing={sharing}: expected shared, private or locked")
+    try:
+        mode = int(values.pop("mode"), 8) if "mode" in values else None
+        uid = int(values.pop("uid", "0") or 0)
+        gid = int(values.pop("gid", "0") or 0)
+    except ValueError as err:
+        raise MountError(f"--mount: {err}") from None
+    required = _flag("required", values.pop("required")) if "required" in values else False
+    source = values.pop("source", None) or values.pop("src", None)
+    from_ = values.pop("from", None)
+    if from_ is not None:
+        raise MountError(f"--mount from={from_} is not supported yet (mount the context)")
+    if "size" in values or "env" in values:
+        raise MountError(f"--mount {', '.join(values)} is not supported yet")
+    return RunMount(
+        kind,
+        posixpath.normpath(target),
+        source,
+        from_,
+        readonly,
+        ident or (target if kind == "cache" else None),
+        sharing,
+        mode,
+        uid,
+        gid,
+        required,
+    )

@@ -1,0 +1,133 @@
+"""Flag values parsed into what the engine uses, and what we reject, in one place.
+
+A value written literally is parsed when the recipe is typed (typed.py); one that holds a
+variable (`--chmod=$MODE`) can only be parsed once `resolve()` has expanded it. Both call
+the functions here and raise `InvalidValue` at the same word, so `builder lint` and
+`builder build` reject a recipe with the same message, wherever the value came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+
+from builder.errors import RecipeError, SourceLocation
+from builder.image.duration import DurationError, parse_duration
+from builder.image.platform import Platform
+
+_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
+_RETRIES = re.compile(r"[+-]?[0-9]+")
+# Expansion leaves a word without `$`, quotes or escape characters as it is.
+_LITERAL = re.compile(r"[^$\"'\\`]*")
+_MIN_HEALTHCHECK_NS = 1_000_000  # docker's container.MinimumDuration: 1ms
+
+
+class InvalidValue(RecipeError):
+    """A flag's value is not valid, or asks for what we do not support."""
+
+
+class Problem(ValueError):
+    """What is wrong with a value, before it is placed: the caller knows where it is."""
+
+    def __init__(self, message: str, hint: str | None = None, word: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.word = word  # the word of the instruction to put the caret on
+
+
+def is_literal(text: str) -> bool:
+    """True when expanding `text` cannot change it (no variable, quote or escape)."""
+    return _LITERAL.fullmatch(text) is not None
+
+
+def at_word(location: SourceLocation, word: str | None) -> SourceLocation:
+    """`location` moved to where `word` starts on the instruction's first line, if it is there."""
+    if word is None or location.source_line is None:
+        return location
+    column = location.source_line.find(word)
+    return location if column < 0 else replace(location, column=column + 1)
+
+
+def invalid(problem: Problem, location: SourceLocation) -> InvalidValue:
+    """The problem as a recipe error at its word, whichever side found it."""
+    return InvalidValue(problem.message, at_word(location, problem.word), problem.hint)
+
+
+def parse_chmod(text: str | None) -> int | None:
+    """--chmod: octal permission bits, as BuildKit accepts them (755, 0640, 4755)."""
+    if not text:
+        return None
+    if not _OCTAL_MODE.fullmatch(text):
+        raise Problem(
+            f"invalid --chmod={text}: expected octal permission bits",
+            "for example --chmod=755 or --chmod=0644",
+            "--chmod",
+        )
+    return int(text, 8)
+
+
+def parse_platform(text: str | None) -> Platform | None:
+    """FROM --platform: only this host's platform (nothing can run another's binaries)."""
+    if not text:
+        return None
+    try:
+        wanted = Platform.parse(text)
+    except ValueError as err:
+        raise Problem(f"invalid --platform={text}", str(err), "--platform") from None
+    host = Platform.host()
+    if (wanted.os, wanted.architecture, wanted.variant) != (
+        host.os,
+        host.architecture,
+        host.variant,
+    ):
+        raise Problem(
+            f"FROM --platform={text}: cross-platform builds are not supported",
+            f"this machine builds {host}",
+            "--platform",
+        )
+    return wanted
+
+
+def healthcheck_duration(flag: str, text: str | None) -> int:
+    """A HEALTHCHECK duration in nanoseconds: 0 (unset) or at least 1ms, as docker wants."""
+    if text is None:
+        return 0
+    try:
+        ns = parse_duration(text)
+    except DurationError as err:
+        raise Problem(
+            f"invalid duration --{flag}={text}", f"{err}; e.g. 30s, 1m30s, 500ms", f"--{flag}"
+        ) from None
+    if ns != 0 and ns < _MIN_HEALTHCHECK_NS:
+        raise Problem(
+            f"--{flag}={text} is shorter than 1ms", "0 (the default) or at least 1ms", f"--{flag}"
+        )
+    return ns
+
+
+def healthcheck_retries(text: str | None) -> int:
+    """--retries: a 32-bit integer >= 0 (docker's strconv.ParseInt(s, 10, 32))."""
+    if text is None:
+        return 0
+    if not _RETRIES.fullmatch(text) or not 0 <= int(text) < 1 << 31:
+        raise Problem(f"invalid --retries={text}", "a whole number >= 0", "--retries")
+    return int(text)
+
+
+def _is_remote(source: str) -> bool:
+    return "://" in source or source.startswith("git@")
+
+
+def add_sources(sources: Sequence[str], checksum: str | None, keep_git_dir: bool) -> None:
+    """ADD: local files and archives only; --checksum and --keep-git-dir need a remote
+    source, which we do not fetch yet."""
+    remote = next((s for s in sources if _is_remote(s)), None)
+    if remote is not None:
+        raise Problem("ADD from a URL or git repository is not supported yet", word=remote)
+    if checksum or keep_git_dir:
+        flag = "--checksum" if checksum else "--keep-git-dir"
+        raise Problem(
+            "ADD --checksum and --keep-git-dir apply to URL and git sources only", word=flag
+        )
