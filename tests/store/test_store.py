@@ -1,13 +1,14 @@
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from builder.errors import ImageNotFound, StoreError
+from builder.errors import ImageNotFound, LayerError, StoreError
 from builder.image.config import ContainerConfig, History, ImageConfig
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
@@ -82,11 +83,13 @@ def test_corrupt_blob_detected(tmp_path: Path) -> None:
 
 def test_corrupt_layer_blob_refused_by_layer_dir(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s")
-    manifest, _ = _image(store, tmp_path, "x", "x")
+    manifest, diff_id = _image(store, tmp_path, "x", "x")
     layer = store.manifest(manifest).layers[0]
-    with pytest.raises(Exception, match=r"diff_id|corrupt"):
-        store.layer_dir(layer, Digest.of_bytes(b"wrong"))
-    assert not (store.layers / Digest.of_bytes(b"wrong").hex).exists()
+    wrong = Digest.of_bytes(b"wrong")
+    expected = f"layer content is {diff_id}, expected diff_id {wrong}"
+    with pytest.raises(LayerError, match=f"^{re.escape(expected)}$"):
+        store.layer_dir(layer, wrong)
+    assert not (store.layers / wrong.hex).exists()
     assert list(store.tmp.iterdir()) == []
 
 
