@@ -8,7 +8,7 @@ live (see paths.py for the directory of each):
   store.cache_mounts  RUN --mount=type=cache dirs
   store.scratch       tmp/, where work is staged before it is renamed in
 
-What spans parts is here: opening, the locks, an image from its name, writing a layer and an
+What spans parts is here: opening, the gc lease, an image from its name, writing a layer and an
 image, and gc.
 """
 
@@ -25,9 +25,9 @@ from builder.image.digest import Digest
 from builder.image.image import Image
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType
-from builder.store import gc
 from builder.store.cache import BuildCache
 from builder.store.containers import CacheMounts, Containers
+from builder.store.gc import collect
 from builder.store.layers import UnpackedLayers
 from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
@@ -69,10 +69,6 @@ class Store:
         return store
 
     # -- locks -----------------------------------------------------------------------------
-
-    def lock(self) -> contextlib.AbstractContextManager[None]:
-        """Exclusive flock on root/lock; re-entrant within this Store object."""
-        return self._lock.held()
 
     def lease(self) -> contextlib.AbstractContextManager[None]:
         """Hold while building or running: gc() refuses to run while any lease is held, so
@@ -136,4 +132,4 @@ class Store:
                 freed += self.containers.clear()
             if prune_cache:
                 freed += self.cache_mounts.clear() + self.cache.clear()
-            return freed + gc.collect(self.layout, self.layers, self.cache, self.scratch)
+            return freed + collect(self.layout, self.layers, self.cache, self.scratch)
