@@ -47,18 +47,17 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
 
     store = open_store(ctx)
     rows = []
-    for name, desc in sorted(store.images()):
-        manifest = store.manifest(desc)
-        config = store.config(manifest)
+    for name, desc in sorted(store.layout.refs()):
+        image = store.image(desc)
         ref = Reference.parse(name)
         rows.append(
             {
                 "Repository": ref.name,
                 "Tag": ref.tag or "",
-                "Id": str(manifest.config.digest),
-                "Digest": str(desc.digest),
-                "Created": config.created or "",
-                "Size": sum(layer.size for layer in manifest.layers),
+                "Id": str(image.id),
+                "Digest": str(image.digest),
+                "Created": image.config.created or "",
+                "Size": image.size,
             }
         )
     if quiet:
@@ -99,10 +98,21 @@ def _size(n: int) -> str:
 @click.pass_context
 def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Print images as JSON: manifest digest, image ID, manifest and config."""
-    from builder.store.archive import image_json
-
     store = open_store(ctx)
-    click.echo(json.dumps([image_json(store, name) for name in names], indent=2))
+    shown = []
+    for name in names:
+        image = store.image(name)
+        shown.append(
+            {
+                "Name": name,
+                "Id": str(image.id),
+                "Digest": str(image.digest),
+                "Manifest": image.manifest.to_json(),
+                "Config": image.config.to_json(),
+                "Size": image.size,
+            }
+        )
+    click.echo(json.dumps(shown, indent=2))
 
 
 @click.command()
@@ -112,7 +122,7 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
     """Remove image names from the store (blobs go at the next garbage collection)."""
     store = open_store(ctx)
     for name in names:
-        store.untag(name)
+        store.layout.untag(name)
         click.echo(f"untagged {name}")
     from builder.errors import StoreError
 

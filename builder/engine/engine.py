@@ -26,7 +26,7 @@ from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, l
 from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
-from builder.store import Store
+from builder.store import JsonRecord, Store
 
 EPOCH = "1970-01-01T00:00:00Z"
 
@@ -45,14 +45,14 @@ def read_recipe(options: BuildOptions, store: Store) -> Recipe:
         raise UsageError(f"{path} is a directory, not a recipe") from None
     key_source = b"\0".join([parser_fingerprint().encode(), path.name.encode(), raw])
     key = "recipe-" + hashlib.sha256(key_source).hexdigest()
-    kept = store.cache_get(key)
+    kept = store.cache.get(key, JsonRecord)
     if kept is not None:
         try:
-            return recipe_from_json(kept["recipe"])
+            return recipe_from_json(kept.value["recipe"])
         except (KeyError, TypeError, ValueError):
             pass  # a damaged record: parse again
     recipe = load(raw.decode("utf-8", errors="surrogateescape"), filename=path.name)
-    store.cache_put(key, {"recipe": to_json(recipe)})
+    store.cache.put(key, JsonRecord({"recipe": to_json(recipe)}))
     return recipe
 
 
@@ -65,7 +65,8 @@ def _context(options: BuildOptions, store: Store) -> BuildContext:
         raise UsageError(f"build context {options.context} is not a directory")
     ignore_path = ignore_file_for(options.recipe_path(), options.context)
     rules = DockerIgnore.parse(ignore_path.read_text()) if ignore_path else None
-    record = store.cache_get(_memo_key(options.context)) or {}
+    kept = store.cache.get(_memo_key(options.context), JsonRecord)
+    record = kept.value if kept is not None else {}
     entries = record.get("entries")
     made = record.get("made_ns")
     if not isinstance(entries, dict) or not isinstance(made, int):
@@ -76,9 +77,9 @@ def _context(options: BuildOptions, store: Store) -> BuildContext:
 def _save_memo(context: BuildContext, store: Store) -> None:
     """Keep the content digests of this walk for the next build of the same context."""
     if context.memo_changed():
-        store.cache_put(
+        store.cache.put(
             _memo_key(context.root),
-            {"made_ns": context.walked_ns, "entries": context.new_memo},
+            JsonRecord({"made_ns": context.walked_ns, "entries": context.new_memo}),
         )
 
 
@@ -94,20 +95,18 @@ def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState
     if stage.base.lower() == "scratch":
         return _scratch()
     try:
-        manifest_desc = store.resolve(stage.base)
+        image = store.image(stage.base)
     except ImageNotFound:
         loc = stage.from_instruction.location
         raise ImageNotFound(
             f"{loc.filename}:{loc.line}: FROM {stage.base}: no such image in the store"
             " (import it with `builder import` or build it first)"
         ) from None
-    manifest = store.manifest(manifest_desc)
-    config = store.config(manifest)
     return ImageState(
-        config=config,
-        layers=tuple(manifest.layers),
-        key=f"image:{manifest_desc.digest}",
-        created=config.created or EPOCH,
+        config=image.config,
+        layers=image.manifest.layers,
+        key=f"image:{image.digest}",
+        created=image.config.created or EPOCH,
         cmd_set_in_stage=False,
     )
 
@@ -245,14 +244,12 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
     if options.labels:  # docker build --label: on the image, not on any step
         cc = config.config
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
-    manifest = store.write_image(config, final.layers)
+    image = store.write_image(config, final.layers)
     for tag in options.tags:
-        store.tag(tag, manifest)
-    image_id = str(store.manifest(manifest).config.digest)
+        store.layout.tag(tag, image.descriptor)
+    image_id = str(image.id)
     elapsed = time.monotonic() - started
     report(
-        BuildDone(
-            image_id, str(manifest.digest), options.tags, elapsed, run.steps, run.cached_steps
-        )
+        BuildDone(image_id, str(image.digest), options.tags, elapsed, run.steps, run.cached_steps)
     )
-    return BuildResult(image_id, str(manifest.digest), options.tags, run.steps, run.cached_steps)
+    return BuildResult(image_id, str(image.digest), options.tags, run.steps, run.cached_steps)

@@ -26,6 +26,7 @@ from builder.recipe.mounts import MountError, RunMount
 
 if TYPE_CHECKING:
     from builder.sandbox import Mount
+    from builder.store.containers import CacheMounts
 
 
 @dataclass
@@ -94,19 +95,9 @@ def materialize(context: BuildContext, source: str, dest: Path) -> Path:
     return dest
 
 
-def cache_dir(store_root: Path, mount: RunMount) -> Path:
-    ident = mount.id or mount.target
-    path = store_root / "mounts" / "cache" / hashlib.sha256(ident.encode()).hexdigest()[:32]
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + f".new-{os.getpid()}")
-        staging.mkdir(mode=mount.mode if mount.mode is not None else 0o755)
-        os.chown(staging, mount.uid, mount.gid)
-        try:
-            staging.rename(path)
-        except OSError:
-            shutil.rmtree(staging, ignore_errors=True)  # another build made it first
-    return path
+def cache_dir(mounts: CacheMounts, mount: RunMount) -> Path:
+    mode = mount.mode if mount.mode is not None else 0o755
+    return mounts.get(mount.id or mount.target, mode=mode, uid=mount.uid, gid=mount.gid)
 
 
 def secret_file(secrets: Mapping[str, Path], mount: RunMount, staging: Path) -> Path | None:

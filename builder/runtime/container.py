@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,29 +58,23 @@ def run_image(store: Store, options: RunOptions) -> int:
 
 
 def _run(store: Store, options: RunOptions) -> int:
-    manifest = store.manifest(store.resolve(options.image))
-    config = store.config(manifest)
-    lowers = tuple(
-        store.layer_dir(layer, diff_id)
-        for layer, diff_id in zip(manifest.layers, config.diff_ids, strict=True)
-    )
-    container_id = secrets.token_hex(6)
-    home = store.root / "containers" / container_id
-    (home / "upper").mkdir(parents=True)
-    (home / "work").mkdir()
+    image = store.image(options.image)
+    config = image.config
+    lowers = store.unpacked(image)
+    container = store.containers.create()
     spec = SandboxSpec(
-        root=OverlayRoot(lowers=lowers, upper=home / "upper", work=home / "work"),
+        root=OverlayRoot(lowers=lowers, upper=container.upper, work=container.work),
         argv=argv_for(config, options),
         env=env_for(config, options.env),
         cwd=options.workdir or config.config.working_dir or "/",
         user=options.user if options.user is not None else (config.config.user or ""),
-        hostname=options.hostname or container_id,
+        hostname=options.hostname or container.id,
         network="host" if options.network == "host" else "none",
     )
     try:
         return run(spec)
     finally:
         if options.remove:
-            shutil.rmtree(home, ignore_errors=True)
+            store.containers.remove(container)
         else:
-            shutil.rmtree(home / "work", ignore_errors=True)
+            shutil.rmtree(container.work, ignore_errors=True)

@@ -8,29 +8,18 @@ skopeo's `oci-archive:FILE` and `oci-archive:FILE:TAG` both find it.
 from __future__ import annotations
 
 import io
-import os
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from builder.image.canonical import canonical_json
-from builder.image.descriptor import Descriptor
-from builder.image.digest import Digest
-from builder.image.reference import Reference
+from builder.store.export import LayoutReader, export
 
 if TYPE_CHECKING:
     from builder.store import Store
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-def _blobs(store: Store, manifest: Descriptor) -> Iterator[Digest]:
-    yield manifest.digest
-    m = store.manifest(manifest)
-    yield m.config.digest
-    for layer in m.layers:
-        yield layer.digest
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -40,57 +29,35 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def save_oci_archive(store: Store, names: Sequence[str], out: Path) -> None:
-    entries = []
-    digests: dict[Digest, None] = {}
-    for name in names:
-        desc = store.resolve(name)
-        ref = Reference.parse(name)
-        annotations = {
-            "io.containerd.image.name": str(ref),
-            "org.opencontainers.image.ref.name": ref.tag or "latest",
+class OciArchiveWriter:
+    """An ArchiveWriter: oci-layout, index.json, then blobs/sha256/<hex>, in a PAX tar."""
+
+    def write(self, source: LayoutReader, out: BinaryIO) -> None:
+        entries = []
+        for named in source.images:
+            annotations = {
+                "io.containerd.image.name": str(named.name),
+                "org.opencontainers.image.ref.name": named.name.tag or "latest",
+            }
+            entries.append(named.image.descriptor.with_annotations(annotations).to_json())
+        index = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": entries,
         }
-        entries.append(desc.with_annotations(annotations).to_json())
-        digests.update(dict.fromkeys(_blobs(store, desc)))
-    index = {
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": entries,
-    }
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with (
-            open(tmp, "wb") as raw,
-            tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar,
-        ):
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
             _add_bytes(tar, "oci-layout", OCI_LAYOUT)
             _add_bytes(tar, "index.json", canonical_json(index))
             for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
-            for digest in digests:
-                path = store.blob_path(digest)
-                info = tarfile.TarInfo(f"blobs/{digest.algorithm}/{digest.hex}")
-                info.size, info.mode = path.stat().st_size, 0o644
-                with store.open_blob(digest) as blob:
-                    tar.addfile(info, blob)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            for blob in source.blobs():
+                info = tarfile.TarInfo(f"blobs/{blob.digest.algorithm}/{blob.digest.hex}")
+                info.size, info.mode = source.size(blob), 0o644
+                with source.open(blob) as stream:
+                    tar.addfile(info, stream)
+                    stream.read()  # to EOF: tarfile stops at info.size, before the check
 
 
-def image_json(store: Store, name: str) -> dict[str, object]:
-    """What `builder inspect` prints: the manifest digest, the image ID, manifest and config."""
-    desc = store.resolve(name)
-    manifest = store.manifest(desc)
-    config = store.config(manifest)
-    return {
-        "Name": name,
-        "Id": str(manifest.config.digest),
-        "Digest": str(desc.digest),
-        "Manifest": manifest.to_json(),
-        "Config": config.to_json(),
-        "Size": sum(layer.size for layer in manifest.layers),
-    }
+def save_oci_archive(store: Store, names: Sequence[str], out: Path) -> None:
+    export(store.layout, names, out, OciArchiveWriter())

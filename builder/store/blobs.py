@@ -1,12 +1,15 @@
-"""Blob streams: a writer that hashes as it goes, a reader that verifies at EOF."""
+"""Blobs: the store protocol that pull, push, build and export share; a writer that hashes
+as it goes, a reader that verifies at EOF."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
@@ -15,8 +18,33 @@ from builder.image.mediatypes import MediaType
 from builder.store.atomic import fsync_dir
 
 
+class BlobStore(Protocol):
+    """Content-addressed blobs. Readers verify: a blob read to its end that does not hash to
+    its digest raises StoreError, so nothing corrupt leaves the store unnoticed."""
+
+    def writer(self) -> AbstractContextManager[BlobWriter]:
+        """Stream a blob in, then commit() it; uncommitted bytes vanish on exit."""
+        ...
+
+    def put(self, data: bytes, media_type: MediaType | str) -> Descriptor: ...
+
+    def open(self, digest: Digest) -> BinaryIO: ...
+
+    def read(self, digest: Digest) -> bytes: ...
+
+    def stat(self, digest: Digest) -> int | None:
+        """The blob's size, or None if it is not there."""
+        ...
+
+    def delete(self, digest: Digest) -> int:
+        """Remove the blob; returns the bytes freed (0 if it was not there)."""
+        ...
+
+    def digests(self) -> Iterator[Digest]: ...
+
+
 class BlobWriter:
-    """Write a blob's bytes, then commit() it under its digest. Used via Store.blob_writer()."""
+    """Write a blob's bytes, then commit() it under its digest. Made by a BlobStore's writer()."""
 
     def __init__(self, tmp_path: Path, blobs_dir: Path) -> None:
         self._tmp = tmp_path

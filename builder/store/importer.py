@@ -42,7 +42,7 @@ def import_rootfs(
             with open(source, "rb") as blob:
                 unpack_layer(blob, staging)
             layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp)
-            store.adopt_layer_dir(diff_id, staging)
+            store.layers.adopt(diff_id, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     else:
@@ -65,6 +65,6 @@ def import_rootfs(
             ),
         ),
     )
-    manifest = store.write_image(config, (layer,))
-    store.tag(name, manifest)
-    return manifest
+    image = store.write_image(config, (layer,))
+    store.layout.tag(name, image.descriptor)
+    return image.descriptor

@@ -34,20 +34,18 @@ def _source_state(name: str, ctx: StepContext, instr: ins.Copy) -> ImageState:
     if stage is not None:
         return stage
     try:
-        manifest_desc = ctx.store.resolve(name)
+        image = ctx.store.image(name)
     except ImageNotFound:
         loc = instr.location
         raise ImageNotFound(
             f"{loc.filename}:{loc.line}: COPY --from={name}: no stage of that name and no"
             " such image in the store"
         ) from None
-    manifest = ctx.store.manifest(manifest_desc)
-    config = ctx.store.config(manifest)
     return ImageState(
-        config=config,
-        layers=tuple(manifest.layers),
-        key=f"image:{manifest_desc.digest}",
-        created=config.created or "",
+        config=image.config,
+        layers=image.manifest.layers,
+        key=f"image:{image.digest}",
+        created=image.config.created or "",
     )
 
 

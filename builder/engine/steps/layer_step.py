@@ -12,10 +12,9 @@ from builder.engine import cachekey
 from builder.engine.events import StepOutput
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
-from builder.image.descriptor import Descriptor
-from builder.image.digest import Digest
 from builder.layer.compression import Compression
 from builder.layer.prune import prune_unchanged_dirs
+from builder.store import StepRecord
 
 if TYPE_CHECKING:
     from builder.sandbox import OverlayRoot
@@ -37,17 +36,16 @@ def cached_layer(
     """The state after this step if the cache holds it (and its blob is still there)."""
     if ctx.no_cache:
         return None
-    record = ctx.store.cache_get(_record_key(ctx, key))
+    record = ctx.store.cache.get(_record_key(ctx, key), StepRecord)
     if record is None:
         return None
-    created = str(record["created"])
-    if record.get("layer") is None:  # the step ran and changed nothing (see commit_layer)
+    created = record.created
+    layer, diff_id = record.layer, record.diff_id
+    if layer is None or diff_id is None:  # the step ran and changed nothing (commit_layer)
         config = state.config.with_history(history(created, created_by, empty_layer=True))
         return state.step(config, key, created=created, cached=True)
-    layer = Descriptor.from_json(record["layer"])
-    if not ctx.store.has_blob(layer.digest):
+    if not ctx.store.layout.has(layer.digest):
         return None
-    diff_id = Digest.parse(record["diff_id"])
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=True)
 
@@ -56,7 +54,7 @@ def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
     from builder.sandbox import OverlayRoot
 
     lowers = tuple(
-        ctx.store.layer_dir(layer, diff_id)
+        ctx.store.layers.get(layer, diff_id)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
     return OverlayRoot(
@@ -87,19 +85,16 @@ def commit_layer(
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
         if skip_if_empty and not any(root.upper.iterdir()):
-            ctx.store.cache_put(_record_key(ctx, key), {"layer": None, "created": created})
+            ctx.store.cache.put(_record_key(ctx, key), StepRecord(created))
             config = state.config.with_history(history(created, created_by, empty_layer=True))
             return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(
             root.upper, Compression(ctx.compression), mtime_clamp=ctx.source_date_epoch
         )
-        ctx.store.adopt_layer_dir(diff_id, root.upper)
+        ctx.store.layers.adopt(diff_id, root.upper)
     finally:
         discard(root)
-    ctx.store.cache_put(
-        _record_key(ctx, key),
-        {"layer": layer.to_json(), "diff_id": str(diff_id), "created": created},
-    )
+    ctx.store.cache.put(_record_key(ctx, key), StepRecord(created, layer, diff_id))
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
 

@@ -79,7 +79,7 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
                 source = materialize(ctx.context, m.source or ".", staging / "src")
                 prepared.mounts.append(Mount(m.target, "bind", source, m.readonly))
             elif m.type == "cache":
-                directory = cache_dir(ctx.store.root, m)
+                directory = cache_dir(ctx.store.cache_mounts, m)
                 if m.sharing == "locked":  # one build at a time uses it
                     prepared.lock(directory)
                 prepared.mounts.append(Mount(m.target, "bind", directory, m.readonly))

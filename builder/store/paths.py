@@ -1,0 +1,89 @@
+"""Every path under a store's root, named in one place.
+
+root/layout/{oci-layout,index.json,blobs/sha256/<hex>}   the OCI image layout
+root/layers/<diff_id hex>/   unpacked layers in overlay form (lowerdirs)
+root/cache/<key>.json        build cache records
+root/containers/<id>/        `builder run`'s writable layers (upper, work)
+root/mounts/cache/<id>/      RUN --mount=type=cache directories
+root/tmp/                    scratch on the same filesystem, for atomic renames
+root/lock                    flock: index.json updates and layer-dir renames
+root/gc.lock                 flock: shared by leases (builds, runs), exclusive by gc
+
+The layout has a directory of its own because OCI tools walk and open every file under a
+layout's root: an unpacked layer's whiteouts (char devices), fifos and absolute symlinks
+(dangling on the host) would break or hang them. Other tools (oci-image-tool, umoci, skopeo)
+read root/layout, so these names are a format: change none of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from builder.image.digest import Digest
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    root: Path
+
+    @property
+    def layout(self) -> Path:
+        return self.root / "layout"
+
+    @property
+    def oci_layout_file(self) -> Path:
+        return self.layout / "oci-layout"
+
+    @property
+    def index(self) -> Path:
+        return self.layout / "index.json"
+
+    @property
+    def blobs(self) -> Path:
+        """The directory of sha256 blobs (the only algorithm the store writes)."""
+        return self.layout / "blobs" / "sha256"
+
+    def blob(self, digest: Digest) -> Path:
+        return self.layout / "blobs" / digest.algorithm / digest.hex
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    def layer(self, diff_id: Digest) -> Path:
+        return self.layers / diff_id.hex
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    @property
+    def cache_mounts(self) -> Path:
+        return self.root / "mounts" / "cache"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "lock"
+
+    @property
+    def gc_lock(self) -> Path:
+        return self.root / "gc.lock"
+
+    @property
+    def made_before_layout(self) -> frozenset[str]:
+        """What a store being created holds before its oci-layout file is written (a crash
+        there leaves them): a root holding anything else is not a store of ours."""
+        return frozenset(p.name for p in (self.lock, self.tmp, self.layout))
+
+    def created_dirs(self) -> tuple[Path, ...]:
+        """The directories Store.open makes; the others appear on first use."""
+        return (self.blobs, self.layers, self.cache, self.tmp)
