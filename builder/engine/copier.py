@@ -3,6 +3,9 @@
 Running in the image's own root means every symlink the image holds resolves inside the
 image, never on the host; the build context is read through a directory fd opened before
 the sandbox was entered, by relative paths, without following a final symlink.
+
+Every writer takes `root`, the path at which it reaches the image: "/" in the sandbox. An
+executor without one (the tests') passes a plain directory instead.
 """
 
 from __future__ import annotations
@@ -25,20 +28,25 @@ class Ownership:
 
     spec: str | None
 
-    def resolve(self) -> tuple[int, int]:
+    def resolve(self, root: str) -> tuple[int, int]:
         if not self.spec:
             return 0, 0
         user, _, group = self.spec.partition(":")
-        uid, primary_gid = _lookup("/etc/passwd", user, gid_field=True)
-        gid = _lookup("/etc/group", group, gid_field=False)[0] if group else primary_gid
+        uid, primary_gid = _lookup(root, "/etc/passwd", user, gid_field=True)
+        gid = _lookup(root, "/etc/group", group, gid_field=False)[0] if group else primary_gid
         return uid, gid
 
 
-def _lookup(path: str, name: str, *, gid_field: bool) -> tuple[int, int]:
+def in_image(root: str, path: str) -> str:
+    """PATH (absolute, as the image sees it) as a writer reaches it from ROOT."""
+    return path if root == "/" else root.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _lookup(root: str, path: str, name: str, *, gid_field: bool) -> tuple[int, int]:
     if name.isdigit():
         return int(name), int(name)
     try:
-        with open(path) as f:
+        with open(in_image(root, path)) as f:
             for line in f:
                 fields = line.rstrip("\n").split(":")
                 if len(fields) >= 3 and fields[0] == name:
@@ -104,6 +112,7 @@ def in_root(fn: Callable[P, int]) -> Callable[P, int]:
 
 @in_root
 def copy_into_root(
+    root: str,
     context_fd: int,
     items: list[CopyItem],
     inline: list[InlineFile],
@@ -112,11 +121,11 @@ def copy_into_root(
     unpack_archives: bool = False,
 ) -> int:
     """Write the context items (and heredoc files) into the root we are in."""
-    uid, gid = owner.resolve()
+    uid, gid = owner.resolve(root)
     dir_times: list[tuple[str, int]] = []
     for item in items:
         entry = item.entry
-        target = item.target
+        target = in_image(root, item.target)
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
         archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
         if item.into_existing_dir and os.path.isdir(target):
@@ -150,9 +159,10 @@ def copy_into_root(
             finally:
                 os.close(dst)
     for file in inline:
-        os.makedirs(posixpath.dirname(file.target) or "/", 0o755, exist_ok=True)
-        remove_non_dir(file.target)
-        fd = os.open(file.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        file_target = in_image(root, file.target)
+        os.makedirs(posixpath.dirname(file_target) or "/", 0o755, exist_ok=True)
+        remove_non_dir(file_target)
+        fd = os.open(file_target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             os.write(fd, file.content)
             os.fchown(fd, uid, gid)

@@ -27,6 +27,19 @@ def preload() -> None:
     import zstandard  # noqa: F401
 
 
+class _Archive(tarfile.TarFile):
+    """A TarFile that closes the stream it reads too (tarfile leaves a given one open)."""
+
+    source: IO[bytes] | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+
 def _is_tar_header(block: bytes) -> bool:
     return len(block) >= 263 and block[257:262] == b"ustar"
 
@@ -43,13 +56,17 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
         if not _is_tar_header(buffered.peek(512)[:512]):
             buffered.close()
             return None
-        return tarfile.open(fileobj=buffered, mode="r|")
+        tar = _Archive.open(fileobj=buffered, mode="r|")
+        tar.source = buffered
+        return tar
     if head.startswith(_COMPRESSED) or _is_tar_header(head):
         try:
-            return tarfile.open(fileobj=stream, mode="r:*")
+            tar = _Archive.open(fileobj=stream, mode="r:*")
         except tarfile.TarError:
             stream.close()
             return None
+        tar.source = stream
+        return tar
     stream.close()
     return None
 

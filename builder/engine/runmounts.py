@@ -19,12 +19,9 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext, ContextEntry
-
-if TYPE_CHECKING:
-    from builder.sandbox import Mount
+from builder.engine.executor import Mount
 
 _TRUE = {"", "true", "1"}
 _FALSE = {"false", "0"}
@@ -145,7 +142,7 @@ def parse_mount(spec: str) -> RunMount:
 
 @dataclass
 class PreparedMounts:
-    """Sandbox mounts for one RUN, the part they add to its cache key, and what to clean."""
+    """Sandbox mounts for one RUN, and what to clean up after it."""
 
     mounts: list[Mount] = field(default_factory=list)
     cleanup: list[Path] = field(default_factory=list)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
+from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.state import ImageState
 from builder.image.config import History
 from builder.recipe.instructions import Instruction
@@ -34,6 +35,7 @@ class StepContext:
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     escape: str = "\\"  # the recipe's escape character, for expansion
     secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
+    executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
 
 
 def now() -> str:
