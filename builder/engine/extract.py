@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from types import TracebackType
 from typing import IO
 
 _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")
@@ -35,6 +36,18 @@ class _Archive(tarfile.TarFile):
     def close(self) -> None:
         try:
             super().close()
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(kind, error, trace)  # on an error, it skips close()
         finally:
             if self.source is not None:
                 self.source.close()

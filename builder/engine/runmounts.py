@@ -213,7 +213,8 @@ def cache_dir(store_root: Path, mount: RunMount) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = path.with_name(path.name + f".new-{os.getpid()}")
         staging.mkdir(mode=mount.mode if mount.mode is not None else 0o755)
-        os.chown(staging, mount.uid, mount.gid)
+        if os.geteuid() == 0:  # rootless, ours is the only id mapped (as uid 0) anyway
+            os.chown(staging, mount.uid, mount.gid)
         try:
             staging.rename(path)
         except OSError:
@@ -235,5 +236,6 @@ def secret_file(secrets: Mapping[str, Path], mount: RunMount, staging: Path) -> 
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mount.mode or 0o400)
     with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
         shutil.copyfileobj(src, out)
-    os.chown(copy, mount.uid, mount.gid)
+    if os.geteuid() == 0:  # as for cache_dir
+        os.chown(copy, mount.uid, mount.gid)
     return copy

@@ -46,11 +46,17 @@ class FakeExecutor:
     """The `Executor` of the unit tests (see the module's docstring).
 
     `scripts` maps a command to its effect: a str is matched against the last word of the
-    argv (a shell-form RUN's script), a tuple against the whole argv (exec form).
+    argv (a shell-form RUN's script), a tuple against the whole argv (exec form). A command
+    not in it is an error, unless there is a `default` effect.
     """
 
-    def __init__(self, scripts: Mapping[str | tuple[str, ...], Effect] | None = None) -> None:
+    def __init__(
+        self,
+        scripts: Mapping[str | tuple[str, ...], Effect] | None = None,
+        default: Effect | None = None,
+    ) -> None:
         self.scripts: dict[str | tuple[str, ...], Effect] = dict(scripts or {})
+        self.default = default
         self.runs: list[Process] = []  # every process asked for, in order
         self.calls: list[str] = []  # the label of every in-root writer run, in order
 
@@ -62,6 +68,7 @@ class FakeExecutor:
         effect = self.scripts.get(process.argv)
         if effect is None and process.argv:
             effect = self.scripts.get(process.argv[-1])
+        effect = effect or self.default
         if effect is None:
             raise AssertionError(f"fake executor: no script for {process.argv!r}")
         for line in effect.output:

@@ -154,7 +154,12 @@ def _tar(members: Mapping[str, str | bytes | None]) -> bytes:
     return buf.getvalue()
 
 
-def add_image(store: Store, name: str, members: Mapping[str, str | bytes | None]) -> Descriptor:
+def add_image(
+    store: Store,
+    name: str,
+    members: Mapping[str, str | bytes | None],
+    config: ContainerConfig | None = None,
+) -> Descriptor:
     """A one-layer image, the same bytes on every machine and for every user.
 
     The layer's unpacked dir is put in place by us, not unpacked by the store: unpacking
@@ -170,14 +175,14 @@ def add_image(store: Store, name: str, members: Mapping[str, str | bytes | None]
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content.encode() if isinstance(content, str) else content)
     store.adopt_layer_dir(layer.digest, unpacked)
-    config = ImageConfig(
+    image_config = ImageConfig(
         architecture="amd64",
         os="linux",
         created="2001-09-09T01:46:40Z",
-        config=ContainerConfig(env=("PATH=/usr/bin:/bin",), cmd=("sh",)),
+        config=config or ContainerConfig(env=("PATH=/usr/bin:/bin",), cmd=("sh",)),
         diff_ids=(layer.digest,),
         history=(History(created="2001-09-09T01:46:40Z", created_by="test base"),),
     )
-    manifest = store.write_image(config, (layer,))
+    manifest = store.write_image(image_config, (layer,))
     store.tag(name, manifest)
     return manifest

@@ -148,7 +148,8 @@ result = build(BuildOptions(context=Path({str(context)!r}), compression="gzip"),
 assert result.cached_steps == result.steps, result
 print(sorted(m for m in sys.modules if m.startswith("builder.sandbox")))
 """
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    path = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )

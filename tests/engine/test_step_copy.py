@@ -33,9 +33,13 @@ def base(store: Store) -> None:
 
 
 def _last_layer(
-    store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    recipe: str, files: dict[str, str | bytes] | None = None,
-) -> dict[str, bytes | None]:  # fmt: skip
+    store: Store,
+    fake: FakeExecutor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    recipe: str,
+    files: dict[str, str | bytes] | None = None,
+) -> dict[str, bytes | None]:
     context = make_context(tmp_path / "ctx", recipe, files)
     _config, layers = image(store, run_build(store, context, fake, monkeypatch))
     return files_of(store, layers[-1])
