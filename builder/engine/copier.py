@@ -3,6 +3,9 @@
 Running in the image's own root means every symlink the image holds resolves inside the
 image, never on the host; the build context is read through a directory fd opened before
 the sandbox was entered, by relative paths, without following a final symlink.
+
+Every writer takes `root`, the path at which it reaches the image: "/" in the sandbox. An
+executor without one (the tests') passes a plain directory instead.
 """
 
 from __future__ import annotations
@@ -26,14 +29,15 @@ class Ownership:
 
     spec: str | None
 
-    def resolve(self) -> tuple[int, int]:
+    def resolve(self, root: str) -> tuple[int, int]:
         if not self.spec:
             return 0, 0
         user, _, group = self.spec.partition(":")
         if user.isdigit():
             uid = primary_gid = int(user)
         else:
-            entry = next((u for u in read_passwd("/etc/passwd") if u.name == user), None)
+            users = read_passwd(in_image(root, "/etc/passwd"))
+            entry = next((u for u in users if u.name == user), None)
             if entry is None:
                 raise LookupError(f"unable to find user {user!r} in /etc/passwd")
             uid, primary_gid = entry.uid, entry.gid
@@ -41,10 +45,16 @@ class Ownership:
             return uid, primary_gid
         if group.isdigit():
             return uid, int(group)
-        match = next((g for g in read_groups("/etc/group") if g.name == group), None)
+        groups = read_groups(in_image(root, "/etc/group"))
+        match = next((g for g in groups if g.name == group), None)
         if match is None:
             raise LookupError(f"unable to find group {group!r} in /etc/group")
         return uid, match.gid
+
+
+def in_image(root: str, path: str) -> str:
+    """PATH (absolute, as the image sees it) as a writer reaches it from ROOT."""
+    return path if root == "/" else root.rstrip("/") + "/" + path.lstrip("/")
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,7 @@ def in_root(fn: Callable[P, int]) -> Callable[P, int]:
 
 @in_root
 def copy_into_root(
+    root: str,
     context_fd: int,
     items: list[CopyItem],
     inline: list[InlineFile],
@@ -110,11 +121,11 @@ def copy_into_root(
     unpack_archives: bool = False,
 ) -> int:
     """Write the context items (and heredoc files) into the root we are in."""
-    uid, gid = owner.resolve()
+    uid, gid = owner.resolve(root)
     dir_times: list[tuple[str, int]] = []
     for item in items:
         entry = item.entry
-        target = item.target
+        target = in_image(root, item.target)
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
         archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
         if item.into_existing_dir and os.path.isdir(target):
@@ -148,9 +159,10 @@ def copy_into_root(
             finally:
                 os.close(dst)
     for file in inline:
-        os.makedirs(posixpath.dirname(file.target) or "/", 0o755, exist_ok=True)
-        remove_non_dir(file.target)
-        fd = os.open(file.target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        file_target = in_image(root, file.target)
+        os.makedirs(posixpath.dirname(file_target) or "/", 0o755, exist_ok=True)
+        remove_non_dir(file_target)
+        fd = os.open(file_target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
             os.write(fd, file.content)
             os.fchown(fd, uid, gid)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
+from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.state import ImageState
 from builder.engine.steps import StepContext, execute
@@ -111,10 +112,16 @@ def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState
     )
 
 
-def build(options: BuildOptions, store: Store, report: Reporter = ignore) -> BuildResult:
+def build(
+    options: BuildOptions,
+    store: Store,
+    report: Reporter = ignore,
+    *,
+    executor: Executor | None = None,  # what runs RUN and the writers; the sandbox by default
+) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
-        return _build(options, store, report)
+        return _build(options, store, report, executor or SandboxExecutor())
 
 
 @dataclass
@@ -124,6 +131,7 @@ class _Run:
     options: BuildOptions
     store: Store
     report: Reporter
+    executor: Executor
     context: BuildContext
     escape: str
     global_args: dict[str, str]
@@ -157,6 +165,7 @@ class _Run:
             escape=self.escape,
             secrets=self.options.secrets,
             source_date_epoch=self.options.source_date_epoch,
+            executor=self.executor,
         )
         try:
             state = execute(instr, state, ctx)
@@ -216,7 +225,9 @@ class _Run:
         return state
 
 
-def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult:
+def _build(
+    options: BuildOptions, store: Store, report: Reporter, executor: Executor
+) -> BuildResult:
     started = time.monotonic()
     recipe = read_recipe(options, store)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
@@ -227,6 +238,7 @@ def _build(options: BuildOptions, store: Store, report: Reporter) -> BuildResult
         options=options,
         store=store,
         report=report,
+        executor=executor,
         context=_context(options, store),
         escape=recipe.escape,
         global_args=build_plan.global_args,

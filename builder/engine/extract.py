@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from types import TracebackType
 from typing import IO
 
 from builder.layer.compression import sniff_format
@@ -24,6 +25,31 @@ def preload() -> None:
     import lzma  # noqa: F401
 
     import zstandard  # noqa: F401
+
+
+class _Archive(tarfile.TarFile):
+    """A TarFile that closes the stream it reads too (tarfile leaves a given one open)."""
+
+    source: IO[bytes] | None = None
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            if self.source is not None:
+                self.source.close()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        try:
+            super().__exit__(kind, error, trace)  # on an error, it skips close()
+        finally:
+            if self.source is not None:
+                self.source.close()
 
 
 def _is_tar_header(block: bytes) -> bool:
@@ -43,13 +69,17 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
         if not _is_tar_header(buffered.peek(512)[:512]):
             buffered.close()
             return None
-        return tarfile.open(fileobj=buffered, mode="r|")
+        tar = _Archive.open(fileobj=buffered, mode="r|")
+        tar.source = buffered
+        return tar
     if compression is not None or _is_tar_header(head):
         try:
-            return tarfile.open(fileobj=stream, mode="r:*")
+            tar = _Archive.open(fileobj=stream, mode="r:*")
         except tarfile.TarError:
             stream.close()
             return None
+        tar.source = stream
+        return tar
     stream.close()
     return None
 

@@ -22,16 +22,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext, ContextEntry
+from builder.engine.executor import Mount
 from builder.recipe.mounts import MountError, RunMount
 
 if TYPE_CHECKING:
-    from builder.sandbox import Mount
     from builder.store.containers import CacheMounts
 
 
 @dataclass
 class PreparedMounts:
-    """Sandbox mounts for one RUN, the part they add to its cache key, and what to clean."""
+    """Sandbox mounts for one RUN, and what to clean up after it."""
 
     mounts: list[Mount] = field(default_factory=list)
     cleanup: list[Path] = field(default_factory=list)
@@ -114,5 +114,6 @@ def secret_file(secrets: Mapping[str, Path], mount: RunMount, staging: Path) -> 
     fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mount.mode or 0o400)
     with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
         shutil.copyfileobj(src, out)
-    os.chown(copy, mount.uid, mount.gid)
+    if os.geteuid() == 0:  # as for cache_dir
+        os.chown(copy, mount.uid, mount.gid)
     return copy

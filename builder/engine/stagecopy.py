@@ -15,13 +15,13 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from builder.engine.copier import Ownership, in_root, remove_non_dir
+from builder.engine.copier import Ownership, in_image, in_root, remove_non_dir
 
 _MAGIC = re.compile(r"[*?\[]")
 
 
 @in_root
-def pack(out_fd: int, sources: tuple[str, ...]) -> int:
+def pack(root: str, out_fd: int, sources: tuple[str, ...]) -> int:
     """Write SOURCES (paths or wildcards in this root) as a tar to `out_fd`.
 
     A directory contributes its contents (as "./..."), anything else itself under its
@@ -33,12 +33,14 @@ def pack(out_fd: int, sources: tuple[str, ...]) -> int:
     ):
         for source in sources:
             path = posixpath.normpath("/" + source)
-            magic = _MAGIC.search(path)
-            found = sorted(glob.glob(path, include_hidden=True)) if magic else [path]
-            if not found or not os.path.lexists(found[0]):
+            found = [path]
+            if _MAGIC.search(path):  # root_dir: no character of ROOT may act as a wildcard
+                matches = glob.glob(path.lstrip("/"), root_dir=root, include_hidden=True)
+                found = sorted("/" + m for m in matches)
+            if not found or not os.path.lexists(in_image(root, found[0])):
                 raise LookupError(f"{source}: no such file or directory")
             for match in found:
-                real = os.path.realpath(match)
+                real = os.path.realpath(in_image(root, match))
                 if os.path.isdir(real):
                     tar.add(real, arcname=".", recursive=True)
                 else:
@@ -53,15 +55,16 @@ class Destination:
 
 
 @in_root
-def unpack(in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
+def unpack(root: str, in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
     """Write the tar from `in_fd` under DEST, owned by --chown (root by default)."""
-    uid, gid = owner.resolve()
+    uid, gid = owner.resolve(root)
+    dest_path = in_image(root, dest.path)
     dirs: list[tuple[str, int]] = []
     with (
         os.fdopen(in_fd, "rb", closefd=False) as raw,
         tarfile.open(fileobj=raw, mode="r|") as tar,
     ):
-        base = dest.path
+        base = dest_path
         for index, member in enumerate(tar):
             rel = posixpath.normpath(member.name)
             if rel == ".." or rel.startswith(("../", "/")):
@@ -69,8 +72,8 @@ def unpack(in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -
             # docker: COPY --from=x /file /dest -> /dest is the file, unless /dest is
             # already a directory.
             lone_file = index == 0 and dest.single and not member.isdir() and "/" not in rel
-            if lone_file and not os.path.isdir(dest.path):
-                base, rel = posixpath.dirname(dest.path) or "/", posixpath.basename(dest.path)
+            if lone_file and not os.path.isdir(dest_path):
+                base, rel = posixpath.dirname(dest_path) or "/", posixpath.basename(dest_path)
             target = base if rel == "." else posixpath.join(base, rel)
             os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
             mode = chmod if chmod is not None else member.mode

@@ -73,7 +73,8 @@ class CacheMounts:
             path.parent.mkdir(parents=True, exist_ok=True)
             staging = path.with_name(path.name + f".new-{os.getpid()}")
             staging.mkdir(mode=mode)
-            os.chown(staging, uid, gid)
+            if os.geteuid() == 0:  # rootless, ours is the only id mapped (as uid 0) anyway
+                os.chown(staging, uid, gid)
             try:
                 staging.rename(path)
             except OSError:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
+from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.state import ImageState
 from builder.image.config import DEFAULT_PATH, History
 from builder.image.epoch import created_at
@@ -35,6 +36,7 @@ class StepContext:
     escape: str = "\\"  # the recipe's escape character, for expansion
     secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap
+    executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
 
 
 def now(source_date_epoch: int | None = None) -> str:

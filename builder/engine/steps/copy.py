@@ -9,6 +9,7 @@ import posixpath
 from builder.engine import cachekey
 from builder.engine.context import copy_digest
 from builder.engine.copier import InlineFile, Ownership, copy_into_root
+from builder.engine.executor import LayerRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
 from builder.engine.steps.base import shown as _shown
@@ -69,23 +70,26 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call  # only on a miss
-
     unpack_archives = isinstance(instr, ins.Add)
     if unpack_archives:
         from builder.engine.extract import preload
 
         preload()
-    writer_args = (items, inline, Ownership(resolved.chown), chmod, unpack_archives)
+    owner = Ownership(resolved.chown)
 
-    def launch(root: OverlayRoot, output: int) -> int:
-        spec = SandboxSpec(
-            root=root, argv=(keyword,), cwd="/", stdin=DEVNULL, stdout=output, stderr=output
-        )
+    def launch(root: LayerRoot, output: int) -> int:
         context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            writer = functools.partial(copy_into_root, context_fd, *writer_args)
-            return call(spec, writer, keep_fds=(context_fd,))
+            writer = functools.partial(
+                copy_into_root,
+                context_fd=context_fd,
+                items=items,
+                inline=inline,
+                owner=owner,
+                chmod=chmod,
+                unpack_archives=unpack_archives,
+            )
+            return ctx.executor.call(root, keyword, writer, output, keep_fds=(context_fd,))
         finally:
             os.close(context_fd)
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from builder.engine import cachekey
 from builder.engine.copier import Ownership
+from builder.engine.executor import InRoot, LayerRoot
 from builder.engine.stagecopy import Destination, pack, unpack
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
@@ -71,32 +72,29 @@ def copy_from_step(
     hit = cached_layer(state, ctx, key, f"{created_by} # buildkit")
     if hit is not None:
         return hit
-    from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call  # only on a miss
-
     single = len(resolved.sources) == 1 and not dest.endswith("/")
     target = Destination(posixpath.normpath(dest), single)
     staging = ctx.store.tmp_dir("copy-from")
     fd = os.open(staging / "sources.tar", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 
-    def in_sandbox(work: Callable[[], int]) -> Callable[[OverlayRoot, int], int]:
-        def launch(root: OverlayRoot, output: int) -> int:
-            spec = SandboxSpec(
-                root=root, argv=("COPY",), cwd="/", stdin=DEVNULL, stdout=output, stderr=output
-            )
-            return call(spec, work, keep_fds=(fd,))
+    def in_sandbox(work: InRoot) -> Callable[[LayerRoot, int], int]:
+        def launch(root: LayerRoot, output: int) -> int:
+            return ctx.executor.call(root, "COPY", work, output, keep_fds=(fd,))
 
         return launch
 
     try:
         status, source_root, failure = execute_in_overlay(
-            source, ctx, in_sandbox(functools.partial(pack, fd, resolved.sources))
+            source, ctx, in_sandbox(functools.partial(pack, out_fd=fd, sources=resolved.sources))
         )
         if status == 0:
             discard(source_root)  # the source is only read
         else:
             raise StepFailed(f"{shown(instr)}: {failure or 'failed'}", status, instr.location)
         os.lseek(fd, 0, os.SEEK_SET)
-        unpacker = functools.partial(unpack, fd, target, Ownership(resolved.chown), chmod)
+        unpacker = functools.partial(
+            unpack, in_fd=fd, dest=target, owner=Ownership(resolved.chown), chmod=chmod
+        )
         status, root, failure = execute_in_overlay(state, ctx, in_sandbox(unpacker))
         if status != 0:
             raise StepFailed(f"{shown(instr)}: {failure or 'failed'}", status, instr.location)

@@ -1,4 +1,4 @@
-"""What RUN and COPY share: a cache lookup, a sandbox on an overlay, the upper dir as a layer."""
+"""What RUN and COPY share: a cache lookup, work on an overlay root, the upper dir as a layer."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from builder.engine import cachekey
 from builder.engine.events import StepOutput
+from builder.engine.executor import LayerRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
 from builder.layer.compression import Compression
 from builder.layer.prune import prune_unchanged_dirs
 from builder.store import StepRecord
-
-if TYPE_CHECKING:
-    from builder.sandbox import OverlayRoot
 
 
 def _record_key(ctx: StepContext, key: str) -> str:
@@ -50,19 +47,17 @@ def cached_layer(
     return state.step(config, key, created=created, layer=layer, cached=True)
 
 
-def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
-    from builder.sandbox import OverlayRoot
-
+def overlay_for(state: ImageState, ctx: StepContext) -> LayerRoot:
     lowers = tuple(
         ctx.store.layers.get(layer, diff_id)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
-    return OverlayRoot(
+    return LayerRoot(
         lowers=lowers, upper=ctx.store.tmp_dir("upper"), work=ctx.store.tmp_dir("work")
     )
 
 
-def discard(root: OverlayRoot) -> None:
+def discard(root: LayerRoot) -> None:
     for path in (root.upper, root.work):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -72,7 +67,7 @@ def commit_layer(
     ctx: StepContext,
     key: str,
     created_by: str,
-    root: OverlayRoot,
+    root: LayerRoot,
     *,
     skip_if_empty: bool = False,
 ) -> ImageState:
@@ -128,8 +123,8 @@ class OutputPump:
 
 
 def execute_in_overlay(
-    state: ImageState, ctx: StepContext, launch: Callable[[OverlayRoot, int], int]
-) -> tuple[int, OverlayRoot, str]:
+    state: ImageState, ctx: StepContext, launch: Callable[[LayerRoot, int], int]
+) -> tuple[int, LayerRoot, str]:
     """Run `launch(root, output_fd)` on a fresh overlay of the state's layers.
 
     Returns the exit status, the overlay and the last line of output. A failed step's

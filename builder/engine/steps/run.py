@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from builder.engine import cachekey
+from builder.engine.executor import LayerRoot, Mount, Process
 from builder.engine.runmounts import (
     PreparedMounts,
     bind_key,
@@ -68,8 +69,6 @@ def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object
 
 def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> PreparedMounts:
     """Sandbox mounts for a step that runs (on a cache hit nothing is prepared)."""
-    from builder.sandbox import Mount
-
     prepared = PreparedMounts()
     try:
         for m in mounts:
@@ -120,23 +119,17 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run  # only on a miss
 
-    def launch(root: OverlayRoot, output: int) -> int:
-        return run(
-            SandboxSpec(
-                root=root,
-                argv=argv,
-                env=tuple(env),
-                cwd=cc.working_dir or "/",
-                user=cc.user or "",
-                network="host" if network == "host" else "none",
-                stdin=DEVNULL,
-                stdout=output,
-                stderr=output,
-                mounts=tuple(prepared.mounts),
-            )
+    def launch(root: LayerRoot, output: int) -> int:
+        process = Process(
+            argv=argv,
+            env=tuple(env),
+            cwd=cc.working_dir or "/",
+            user=cc.user or "",
+            network="host" if network == "host" else "none",
+            mounts=tuple(prepared.mounts),
         )
+        return ctx.executor.run(root, process, output)
 
     prepared = _prepare(mounts, ctx, instr)
     try:

@@ -7,12 +7,14 @@ the image's root; it makes a layer only when the directory was missing.
 
 from __future__ import annotations
 
+import functools
 import os
 import posixpath
 from dataclasses import replace
 
 from builder.engine import cachekey
-from builder.engine.copier import Ownership, in_root
+from builder.engine.copier import Ownership, in_image, in_root
+from builder.engine.executor import LayerRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
 from builder.engine.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
@@ -22,12 +24,12 @@ from builder.recipe.resolve import resolve
 
 
 @in_root
-def make_workdir(path: str, owner: Ownership) -> int:
-    uid, gid = owner.resolve()
+def make_workdir(root: str, path: str, owner: Ownership) -> int:
+    uid, gid = owner.resolve(root)
     missing = []
     current = path
-    while current != "/" and not os.path.isdir(current):
-        missing.append(current)
+    while current != "/" and not os.path.isdir(in_image(root, current)):
+        missing.append(in_image(root, current))
         current = posixpath.dirname(current)
     for directory in reversed(missing):
         os.mkdir(directory, 0o755)
@@ -45,13 +47,10 @@ def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> Ima
     key = cachekey.chain(state.key, "WORKDIR", [path, user])
     after = cached_layer(state, ctx, key, created_by)
     if after is None:
-        from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call
 
-        def launch(root: OverlayRoot, output: int) -> int:
-            spec = SandboxSpec(
-                root=root, argv=("WORKDIR",), cwd="/", stdin=DEVNULL, stdout=output, stderr=output
-            )
-            return call(spec, lambda: make_workdir(path, Ownership(user or None)))
+        def launch(root: LayerRoot, output: int) -> int:
+            mkdir = functools.partial(make_workdir, path=path, owner=Ownership(user or None))
+            return ctx.executor.call(root, "WORKDIR", mkdir, output)
 
         status, root, failure = execute_in_overlay(state, ctx, launch)
         if status != 0:
