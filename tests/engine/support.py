@@ -108,8 +108,8 @@ def run_build(
 
 
 def image(store: Store, built: Built) -> tuple[ImageConfig, tuple[Descriptor, ...]]:
-    manifest = store.manifest(store.resolve(built.result.tags[0]))
-    return store.config(manifest), manifest.layers
+    stored = store.image(built.result.tags[0])
+    return stored.config, stored.manifest.layers
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ def layer_entries(store: Store, layer: Descriptor) -> dict[str, Entry]:
     """A layer blob's tar entries by name (no leading './' or '/', dirs without '/')."""
     entries: dict[str, Entry] = {}
     with (
-        store.open_blob(layer.digest) as blob,
+        store.layout.open(layer.digest) as blob,
         open_decompressed(blob) as raw,
         tarfile.open(fileobj=raw, mode="r|") as tar,
     ):
@@ -165,7 +165,7 @@ def add_image(
     The layer's unpacked dir is put in place by us, not unpacked by the store: unpacking
     chowns to the tar's uid 0, which only root may do.
     """
-    layer = store.put_bytes(_tar(members), MediaType.OCI_LAYER)
+    layer = store.layout.put(_tar(members), MediaType.OCI_LAYER)
     unpacked = store.tmp_dir("base")
     for path, content in members.items():
         target = unpacked / path
@@ -174,7 +174,7 @@ def add_image(
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(content.encode() if isinstance(content, str) else content)
-    store.adopt_layer_dir(layer.digest, unpacked)
+    store.layers.adopt(layer.digest, unpacked)
     image_config = ImageConfig(
         architecture="amd64",
         os="linux",
@@ -183,6 +183,6 @@ def add_image(
         diff_ids=(layer.digest,),
         history=(History(created="2001-09-09T01:46:40Z", created_by="test base"),),
     )
-    manifest = store.write_image(image_config, (layer,))
-    store.tag(name, manifest)
-    return manifest
+    written = store.write_image(image_config, (layer,))
+    store.layout.tag(name, written.descriptor)
+    return written.descriptor

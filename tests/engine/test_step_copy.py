@@ -221,4 +221,4 @@ def test_copy_from_a_missing_path_fails_the_step(
     context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY --from=base /nope /x\n")
     with pytest.raises(StepFailed, match="/nope: no such file or directory"):
         run_build(store, context, fake, monkeypatch)
-    assert list(store.tmp.iterdir()) == []
+    assert list(store.paths.tmp.iterdir()) == []

@@ -176,7 +176,7 @@ def test_onbuild_is_recorded_and_runs_in_the_child_build(
     fake.on("make", Effect(files={"/made": "m"}))
     cc, _, _ = _build(store, fake, tmp_path, monkeypatch, "ONBUILD RUN make\nONBUILD ENV X=1\n")
     assert cc.on_build == ("RUN make", "ENV X=1") and fake.runs == []
-    store.tag("parent", store.resolve("built"))
+    store.layout.tag("parent", store.layout.resolve("built"))
     cc, config, built = _build(store, fake, tmp_path, monkeypatch, "", "parent")
     assert [p.argv[-1] for p in fake.runs] == ["make"]
     assert cc.on_build == () and "X=1" in cc.env
