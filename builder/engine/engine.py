@@ -16,7 +16,7 @@ from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.options import BuildOptions, BuildResult
-from builder.engine.state import ImageState
+from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
@@ -28,8 +28,6 @@ from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.store import JsonRecord, Store
-
-EPOCH = "1970-01-01T00:00:00Z"
 
 
 def read_recipe(options: BuildOptions, store: Store) -> Recipe:
@@ -103,13 +101,7 @@ def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState
             f"{loc.filename}:{loc.line}: FROM {stage.base}: no such image in the store"
             " (import it with `builder import` or build it first)"
         ) from None
-    return ImageState(
-        config=image.config,
-        layers=image.manifest.layers,
-        key=f"image:{image.digest}",
-        created=image.config.created or EPOCH,
-        cmd_set_in_stage=False,
-    )
+    return ImageState.of_image(image)
 
 
 def build(

@@ -6,6 +6,10 @@ from dataclasses import dataclass, replace
 
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Descriptor
+from builder.image.image import Image
+
+# The time of a state with nothing dated yet (scratch, or an image without `created`).
+EPOCH = "1970-01-01T00:00:00Z"
 
 
 @dataclass(frozen=True)
@@ -16,6 +20,17 @@ class ImageState:
     created: str  # RFC 3339 time of the newest step; metadata steps reuse it (deterministic)
     from_cache: bool = True  # the last step that did any work reused a cached result
     cmd_set_in_stage: bool = False  # ENTRYPOINT clears an inherited CMD, not one set here
+
+    @classmethod
+    def of_image(cls, image: Image) -> ImageState:
+        """A stored image as a stage starts from it (FROM) or copies out of it (COPY --from);
+        its cache chain starts at its manifest digest."""
+        return cls(
+            config=image.config,
+            layers=image.manifest.layers,
+            key=f"image:{image.digest}",
+            created=image.config.created or EPOCH,
+        )
 
     def step(
         self,

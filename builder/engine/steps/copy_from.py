@@ -42,12 +42,7 @@ def _source_state(name: str, ctx: StepContext, instr: ins.Copy) -> ImageState:
             f"{loc.filename}:{loc.line}: COPY --from={name}: no stage of that name and no"
             " such image in the store"
         ) from None
-    return ImageState(
-        config=image.config,
-        layers=image.manifest.layers,
-        key=f"image:{image.digest}",
-        created=image.config.created or "",
-    )
+    return ImageState.of_image(image)
 
 
 def copy_from_step(
