@@ -7,41 +7,24 @@ layer dirs (read-only lowers) and a fresh upper dir: whatever the work changes l
 upper dir, which the step then turns into its layer. Steps reach the sandbox only through an
 `Executor` in their StepContext, so tests can hand them one that needs no root.
 
-The sandbox is imported only when work runs: a fully cached build never loads it.
+The roots and mounts are the sandbox's own values (`builder.sandbox.spec`, plain
+dataclasses); the sandbox's machinery is imported only when work runs, so a fully cached
+build never loads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
-if TYPE_CHECKING:
-    from builder.sandbox import OverlayRoot
+from builder.sandbox.spec import Mount, OverlayRoot
+
+__all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
 # An in-root writer: called with the path at which it reaches the image's root ("/" inside
 # the sandbox, where it runs after pivot_root); returns an exit status. Messages go to fd 2.
 InRoot = Callable[[str], int]
-
-
-@dataclass(frozen=True)
-class LayerRoot:
-    """A root to build on: the parent's layer dirs, and the dirs that take the changes."""
-
-    lowers: tuple[Path, ...]  # bottom-first (the base image's first layer first)
-    upper: Path  # receives every change, in overlayfs form (whiteouts for deletions)
-    work: Path  # overlayfs' scratch dir, on the upper dir's filesystem
-
-
-@dataclass(frozen=True)
-class Mount:
-    """An extra mount for a RUN (--mount): a bind of a host path, or a fresh tmpfs."""
-
-    target: str
-    kind: Literal["bind", "tmpfs"]
-    source: Path | None = None
-    readonly: bool = True
 
 
 @dataclass(frozen=True)
@@ -57,13 +40,13 @@ class Process:
 
 
 class Executor(Protocol):
-    def run(self, root: LayerRoot, process: Process, output: int) -> int:
+    def run(self, root: OverlayRoot, process: Process, output: int) -> int:
         """Run PROCESS in ROOT with stdin on /dev/null and stdout+stderr on the fd OUTPUT;
         its exit status (128+N when killed by signal N)."""
         ...
 
     def call(
-        self, root: LayerRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
+        self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
         """Run FN as uid 0 in ROOT (cwd "/", stderr on OUTPUT, the fds KEEP_FDS still open);
         its return value is the status. LABEL names the work (its argv[0] in the sandbox)."""
@@ -73,11 +56,11 @@ class Executor(Protocol):
 class SandboxExecutor:
     """The real executor: Linux namespaces on an overlayfs of the layer dirs."""
 
-    def run(self, root: LayerRoot, process: Process, output: int) -> int:
+    def run(self, root: OverlayRoot, process: Process, output: int) -> int:
         from builder import sandbox
 
         spec = sandbox.SandboxSpec(
-            root=_overlay(root),
+            root=root,
             argv=process.argv,
             env=process.env,
             cwd=process.cwd,
@@ -86,19 +69,17 @@ class SandboxExecutor:
             stdin=sandbox.DEVNULL,
             stdout=output,
             stderr=output,
-            mounts=tuple(
-                sandbox.Mount(m.target, m.kind, m.source, m.readonly) for m in process.mounts
-            ),
+            mounts=process.mounts,
         )
         return sandbox.run(spec)
 
     def call(
-        self, root: LayerRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
+        self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
         from builder import sandbox
 
         spec = sandbox.SandboxSpec(
-            root=_overlay(root),
+            root=root,
             argv=(label,),
             cwd="/",
             stdin=sandbox.DEVNULL,
@@ -106,9 +87,3 @@ class SandboxExecutor:
             stderr=output,
         )
         return sandbox.call(spec, lambda: fn("/"), keep_fds=keep_fds)
-
-
-def _overlay(root: LayerRoot) -> OverlayRoot:
-    from builder import sandbox
-
-    return sandbox.OverlayRoot(lowers=root.lowers, upper=root.upper, work=root.work)

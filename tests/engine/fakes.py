@@ -24,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from builder.engine.executor import InRoot, LayerRoot, Process
+from builder.engine.executor import InRoot, OverlayRoot, Process
 from builder.layer.whiteout import is_overlay_opaque, is_overlay_whiteout, make_overlay_whiteout
 
 ROOT = os.geteuid() == 0
@@ -63,7 +63,7 @@ class FakeExecutor:
     def on(self, command: str | tuple[str, ...], effect: Effect | None = None) -> None:
         self.scripts[command] = effect or Effect()
 
-    def run(self, root: LayerRoot, process: Process, output: int) -> int:
+    def run(self, root: OverlayRoot, process: Process, output: int) -> int:
         self.runs.append(process)
         effect = self.scripts.get(process.argv)
         if effect is None and process.argv:
@@ -78,7 +78,7 @@ class FakeExecutor:
         return effect.status
 
     def call(
-        self, root: LayerRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
+        self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
         self.calls.append(label)
         merged = root.work / "merged"  # the work dir is overlayfs' own; unused here
@@ -98,7 +98,7 @@ class FakeExecutor:
 # -- RUN's scripted changes ------------------------------------------------------------------
 
 
-def _apply(effect: Effect, root: LayerRoot) -> None:
+def _apply(effect: Effect, root: OverlayRoot) -> None:
     for path in effect.delete:
         parent, name = _upper_parent(root, path)
         fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
@@ -119,7 +119,7 @@ def _apply(effect: Effect, root: LayerRoot) -> None:
         os.symlink(text, parent / name)
 
 
-def _upper_parent(root: LayerRoot, path: str) -> tuple[Path, str]:
+def _upper_parent(root: OverlayRoot, path: str) -> tuple[Path, str]:
     """The upper dir's copy of PATH's parent, made as overlayfs copies dirs up: with the
     lower's mode, owner and times."""
     parts = [p for p in path.split("/") if p]

@@ -7,12 +7,12 @@ import os
 import stat
 from pathlib import Path
 
-from builder.engine.executor import LayerRoot, Process
+from builder.engine.executor import OverlayRoot, Process
 from builder.layer.whiteout import make_overlay_whiteout
 from tests.engine.fakes import Effect, FakeExecutor
 
 
-def _root(tmp_path: Path) -> LayerRoot:
+def _root(tmp_path: Path) -> OverlayRoot:
     bottom, top = tmp_path / "bottom", tmp_path / "top"
     (bottom / "d").mkdir(parents=True)
     (bottom / "a").write_text("a")
@@ -27,7 +27,7 @@ def _root(tmp_path: Path) -> LayerRoot:
         os.close(fd)
     (tmp_path / "upper").mkdir()
     (tmp_path / "work").mkdir()
-    return LayerRoot((bottom, top), tmp_path / "upper", tmp_path / "work")
+    return OverlayRoot((bottom, top), tmp_path / "upper", tmp_path / "work")
 
 
 def _whiteout(path: Path) -> bool:

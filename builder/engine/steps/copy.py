@@ -9,7 +9,7 @@ import posixpath
 from builder.engine import cachekey
 from builder.engine.context import copy_digest
 from builder.engine.copier import InlineFile, Ownership, copy_into_root
-from builder.engine.executor import LayerRoot
+from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
 from builder.engine.steps.base import shown as _shown
@@ -77,7 +77,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         preload()
     owner = Ownership(resolved.chown)
 
-    def launch(root: LayerRoot, output: int) -> int:
+    def launch(root: OverlayRoot, output: int) -> int:
         context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             writer = functools.partial(

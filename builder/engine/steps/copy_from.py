@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from builder.engine import cachekey
 from builder.engine.copier import Ownership
-from builder.engine.executor import InRoot, LayerRoot
+from builder.engine.executor import InRoot, OverlayRoot
 from builder.engine.stagecopy import Destination, pack, unpack
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
@@ -72,8 +72,8 @@ def copy_from_step(
     staging = ctx.store.tmp_dir("copy-from")
     fd = os.open(staging / "sources.tar", os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
 
-    def in_sandbox(work: InRoot) -> Callable[[LayerRoot, int], int]:
-        def launch(root: LayerRoot, output: int) -> int:
+    def in_sandbox(work: InRoot) -> Callable[[OverlayRoot, int], int]:
+        def launch(root: OverlayRoot, output: int) -> int:
             return ctx.executor.call(root, "COPY", work, output, keep_fds=(fd,))
 
         return launch

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from builder.engine import cachekey
 from builder.engine.events import StepOutput
-from builder.engine.executor import LayerRoot
+from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
 from builder.layer.compression import Compression
@@ -47,17 +47,17 @@ def cached_layer(
     return state.step(config, key, created=created, layer=layer, cached=True)
 
 
-def overlay_for(state: ImageState, ctx: StepContext) -> LayerRoot:
+def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
     lowers = tuple(
         ctx.store.layers.get(layer, diff_id)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
-    return LayerRoot(
+    return OverlayRoot(
         lowers=lowers, upper=ctx.store.tmp_dir("upper"), work=ctx.store.tmp_dir("work")
     )
 
 
-def discard(root: LayerRoot) -> None:
+def discard(root: OverlayRoot) -> None:
     for path in (root.upper, root.work):
         shutil.rmtree(path, ignore_errors=True)
 
@@ -67,7 +67,7 @@ def commit_layer(
     ctx: StepContext,
     key: str,
     created_by: str,
-    root: LayerRoot,
+    root: OverlayRoot,
     *,
     skip_if_empty: bool = False,
 ) -> ImageState:
@@ -123,8 +123,8 @@ class OutputPump:
 
 
 def execute_in_overlay(
-    state: ImageState, ctx: StepContext, launch: Callable[[LayerRoot, int], int]
-) -> tuple[int, LayerRoot, str]:
+    state: ImageState, ctx: StepContext, launch: Callable[[OverlayRoot, int], int]
+) -> tuple[int, OverlayRoot, str]:
     """Run `launch(root, output_fd)` on a fresh overlay of the state's layers.
 
     Returns the exit status, the overlay and the last line of output. A failed step's

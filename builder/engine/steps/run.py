@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from builder.engine import cachekey
-from builder.engine.executor import LayerRoot, Mount, Process
+from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.engine.runmounts import (
     PreparedMounts,
     bind_key,
@@ -120,7 +120,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     if hit is not None:
         return hit
 
-    def launch(root: LayerRoot, output: int) -> int:
+    def launch(root: OverlayRoot, output: int) -> int:
         process = Process(
             argv=argv,
             env=tuple(env),

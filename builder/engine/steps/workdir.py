@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from builder.engine import cachekey
 from builder.engine.copier import Ownership, in_image, in_root
-from builder.engine.executor import LayerRoot
+from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
 from builder.engine.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
@@ -48,7 +48,7 @@ def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> Ima
     after = cached_layer(state, ctx, key, created_by)
     if after is None:
 
-        def launch(root: LayerRoot, output: int) -> int:
+        def launch(root: OverlayRoot, output: int) -> int:
             mkdir = functools.partial(make_workdir, path=path, owner=Ownership(user or None))
             return ctx.executor.call(root, "WORKDIR", mkdir, output)
 
