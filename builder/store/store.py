@@ -27,7 +27,6 @@ from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType
 from builder.store.cache import BuildCache
 from builder.store.containers import CacheMounts, Containers
-from builder.store.gc import collect
 from builder.store.layers import UnpackedLayers
 from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
@@ -134,6 +133,8 @@ class Store:
         (and the RUN cache mounts) first; prune_containers drops the writable layers that
         `builder run` without --rm kept.
         """
+        from builder.store.gc import collect  # lazily: only prune needs it
+
         with self._gc_lock.exclusive(), self._lock.held():
             freed = 0
             if prune_containers:  # no run holds a lease now: none of them is in use
