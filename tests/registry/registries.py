@@ -139,6 +139,12 @@ class TlsRegistry:
             directory, {self.address: (self.username, password or self.password)}
         )
 
+    def builder_config(self, path: Path) -> Path:
+        """A builder.toml (for $BUILDER_CONFIG) that trusts the test CA for this registry."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f'[registry."{self.address}"]\nca = [{_quoted(self.ca)}]\n')
+        return path
+
     def access(self, *, password: str | None = None, anonymous: bool = False) -> skopeo.Access:
         """How skopeo reaches it: the CA, and the credentials unless `anonymous`."""
         creds = None if anonymous else f"{self.username}:{password or self.password}"

@@ -14,6 +14,7 @@ import json
 import os
 import ssl
 import time
+import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -119,6 +120,8 @@ def test_tls_registry_with_ca_and_credentials(
     ref = skopeo.push(image.ref, tls_registry.address, f"{repository}:v1", tls_registry.access())
     assert skopeo.inspect(ref, tls_registry.access())["Digest"] == image.digest
     assert (tls_registry.cert_dir / "ca.crt").read_bytes() == tls_registry.ca.read_bytes()
+    config = tomllib.loads(tls_registry.builder_config(tmp_path / "builder.toml").read_text())
+    assert config == {"registry": {tls_registry.address: {"ca": [str(tls_registry.ca)]}}}
 
 
 def test_tls_registry_verifies_for_python_ssl(tls_registry: TlsRegistry) -> None:
