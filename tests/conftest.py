@@ -13,6 +13,10 @@ from pathlib import Path
 
 import pytest
 
+# The real-registry fixtures (registry, tls_registry, token_registry, fault_proxy, …), for
+# every folder: the client's own tests and the end-to-end ones both push and pull.
+pytest_plugins = ["tests.registry.fixtures"]
+
 _TESTS = Path(__file__).resolve().parent
 _FOLDER_MARKS = {
     "e2e": (pytest.mark.e2e, pytest.mark.needs_root),

@@ -1,14 +1,11 @@
-"""End-to-end fixtures: a store per test, a busybox base image, the CLI, a real registry."""
+"""End-to-end fixtures: a store per test, a busybox base image, the CLI.
+
+The real registries (`registry`, `tls_registry`, …) come from tests/registry/fixtures.py.
+"""
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,40 +36,3 @@ def builder(tmp_path: Path, busybox_store: Path) -> Builder:
     root = tmp_path / "store"
     shutil.copytree(busybox_store, root, symlinks=True)
     return Builder(root)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real docker-registry (Debian's distribution) on 127.0.0.1, for this session only."""
-    binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
-    assert os.path.exists(binary), "docker-registry is not installed (make test installs it)"
-    port = _free_port()
-    data = tmp_path_factory.mktemp("registry")
-    config = data / "config.yml"
-    config.write_text(
-        "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n"
-        f"    rootdirectory: {data}/data\nhttp:\n  addr: 127.0.0.1:{port}\n"
-    )
-    proc = subprocess.Popen(
-        [binary, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://{address}/v2/", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise AssertionError("docker-registry did not start")
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
