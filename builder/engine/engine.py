@@ -254,7 +254,7 @@ def _build(
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
     layers = final.layers
     if wanted is not None:  # every layer in it, the cached and the base's too
-        layers = store.layers_in(layers, config.diff_ids, wanted)
+        layers = store.blobs_for(layers, config.diff_ids, wanted)
     image = store.write_image(config, layers)
     for tag in options.tags:
         store.layout.tag(tag, image.descriptor)

@@ -115,7 +115,7 @@ class Store:
         self.variants.record(digests.diff_id, desc, asked.effective_level)
         return desc, digests.diff_id
 
-    def layers_in(
+    def blobs_for(
         self, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], want: LayerCompression
     ) -> tuple[Descriptor, ...]:
         """An image's layer blobs, each in the compression `want` asks for (converted now

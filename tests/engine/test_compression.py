@@ -3,6 +3,9 @@ cached ones and the base's. The cache and the image ID do not depend on it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -159,3 +162,32 @@ def test_without_a_request_reused_layers_keep_their_blobs(
     assert _kinds(store, _layers(store, built)) == [MediaType.OCI_LAYER] + [
         MediaType.OCI_LAYER_GZIP
     ] * 3 + [MediaType.OCI_LAYER_ZSTD]
+
+
+def test_a_cached_build_whose_variants_exist_loads_no_compressor(
+    store: Store, fake: FakeExecutor, context: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a variant reads a record; only making one loads the converter and zstd. (The
+    cache's records name the zstd blobs: the gzip ones are found through the variants.)"""
+    run_build(store, context, fake, monkeypatch, compression="zstd")
+    run_build(store, context, fake, monkeypatch, compression="gzip")
+    probe = f"""
+import sys
+import os
+import subprocess
+import sys
+from pathlib import Path
+from builder.engine.engine import build
+from builder.engine.options import BuildOptions
+from builder.store import Store
+result = build(BuildOptions(context=Path({str(context)!r}), compression="gzip"),
+               Store.open(Path({str(store.root)!r})))
+assert result.cached_steps == result.steps, result
+print(sorted(m for m in sys.modules if m.startswith(("zstandard", "builder.layer.recompress"))))
+"""
+    path = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.strip() == "[]"
