@@ -1,23 +1,34 @@
 """Layer writing speed: write_layer against `tar --sort=name | zstd -3 -T0` on the same tree.
 
-    .venv/bin/python bench/layer_bench.py [workdir]
+    .venv/bin/python bench/layer_bench.py [workdir] [--convert-only]
 
 Two trees: 50,000 small files (metadata-bound) and 200 MB in 20 files (compression-bound).
 Prints seconds for each and the ratio ours / CLI (lower is better).
+
+Then the cost of converting the 200 MB layer between gzip and zstd in a store (what a build
+asked for another compression pays once per layer: the source read and verified, the tar
+hashed against its diff_id, the new blob hashed and fsynced) against the CLIs' pipe
+`gzip -dc | zstd -3 -T0` and `zstd -dc | gzip -6 -n`, which verify and hash nothing.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest
+from builder.image.image import Layer
 from builder.image.mediatypes import Compression
 from builder.layer.write import write_layer
+from builder.store import Store
 
 
 def small_files(root: Path, count: int = 50_000) -> None:
@@ -52,20 +63,63 @@ def time_cli(src: Path, out: Path) -> tuple[float, int]:
     return time.perf_counter() - start, out.stat().st_size
 
 
+def _timed(action: Callable[[], object]) -> float:
+    os.sync()  # untimed: write back what the last run left dirty
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def conversions(src: Path, base: Path) -> None:
+    """gzip -> zstd and zstd -> gzip of one 200 MB layer: ours in a store, the CLIs' pipe."""
+    root = base / "store"
+    shutil.rmtree(root, ignore_errors=True)
+    store = Store.open(root)
+    made = {kind: store.put_layer(src, kind) for kind in (Compression.GZIP, Compression.ZSTD)}
+    for source, target in ((Compression.GZIP, Compression.ZSTD),
+                           (Compression.ZSTD, Compression.GZIP)):  # fmt: skip
+        blob, diff_id = made[source]
+        path = store.paths.blob(blob.digest)
+        out = base / f"cli.{target.value}"
+        flag = "-3 -T0 -q -f -o" if target is Compression.ZSTD else "-6 -n >"
+        pipe = f"{source.value} -dc {path} | {target.value} {flag} {out} && sync {out}"
+        tar_mb = sum(p.stat().st_size for p in src.iterdir()) / 1e6
+
+        def ours(
+            blob: Descriptor = blob, diff_id: Digest = diff_id, target: Compression = target
+        ) -> None:
+            store.variants.convert(Layer(blob, diff_id), target, None)
+
+        ours_s = min(_timed(ours) for _ in range(3))
+        cli_s = min(_timed(lambda pipe=pipe: subprocess.run(["sh", "-c", pipe], check=True))
+                    for _ in range(3))  # fmt: skip
+        print(
+            f"convert {tar_mb:.0f} MB {source.value}->{target.value:4s} ours {ours_s:6.2f}s"
+            f"  {source.value} -dc | {target.value} {cli_s:6.2f}s  ratio {ours_s / cli_s:4.2f}"
+        )
+
+
 def main() -> None:
-    base = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="lbench-"))
-    for name, make in (("50k small files", small_files), ("200 MB in 20 files", big_files)):
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    base = Path(args[0]) if args else Path(tempfile.mkdtemp(prefix="lbench-"))
+    cases = (("50k small files", small_files), ("200 MB in 20 files", big_files))
+    if "--convert-only" in sys.argv:
+        cases = cases[1:]
+    for name, make in cases:
         src = base / name.replace(" ", "_")
         src.mkdir(parents=True, exist_ok=True)
         if not any(src.iterdir()):
             make(src)
         subprocess.run(["sh", "-c", f"tar -C {src} -cf - . > /dev/null"], check=True)  # warm
+        if "--convert-only" in sys.argv:
+            break
         ours, ours_size = min(time_ours(src, base / "ours.zst") for _ in range(3))
         cli, cli_size = min(time_cli(src, base / "cli.zst") for _ in range(3))
         print(
             f"{name:20s} ours {ours:6.2f}s ({ours_size / 1e6:7.1f} MB)  "
             f"tar|zstd {cli:6.2f}s ({cli_size / 1e6:7.1f} MB)  ratio {ours / cli:4.2f}"
         )
+    conversions(base / "200_MB_in_20_files", base)
 
 
 if __name__ == "__main__":

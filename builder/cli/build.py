@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from builder.cli import epoch
+from builder.cli import compress, epoch
 from builder.cli.common import open_store
 from builder.errors import UsageError
 
@@ -105,13 +105,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     multiple=True,
     help="A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.",
 )
-@click.option(
-    "--compression",
-    type=click.Choice(["zstd", "gzip"]),
-    default="zstd",
-    show_default=True,
-    help="Layer compression.",
-)
+@compress.options
 @epoch.option
 @click.pass_context
 def build(
@@ -128,7 +122,9 @@ def build(
     network: str,
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
-    compression: str,
+    compression: str | None,
+    compression_level: int | None,
+    force_compression: bool | None,
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
@@ -149,7 +145,7 @@ def build(
             build_args=parse_build_args(build_args),
             target=target,
             no_cache=no_cache,
-            compression=compression,
+            compression=compress.requested(compression, compression_level, force_compression),
             network="host" if network == "host" else "none",
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),

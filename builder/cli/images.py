@@ -7,30 +7,37 @@ from pathlib import Path
 
 import click
 
-from builder.cli import epoch
+from builder.cli import compress, epoch
 from builder.cli.common import open_store
 
 
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("name")
-@click.option(
-    "--compression", type=click.Choice(["zstd", "gzip"]), default="zstd", show_default=True
-)
+@compress.options
 @epoch.option
 @click.pass_context
 def import_(
-    ctx: click.Context, source: Path, name: str, compression: str, source_date_epoch: str | None
+    ctx: click.Context,
+    source: Path,
+    name: str,
+    compression: str | None,
+    compression_level: int | None,
+    force_compression: bool | None,
+    source_date_epoch: str | None,
 ) -> None:
     """Make a one-layer image NAME[:TAG] from a rootfs directory or tarball (plain, gzip, zstd)."""
+    from builder.image.compression import LayerCompression
     from builder.image.reference import Reference
-    from builder.layer.compression import Compression
     from builder.store.importer import import_rootfs
 
     ref = str(Reference.parse(name))
     sde = epoch.source_date_epoch(source_date_epoch)
+    # The one layer is always written anew: force has nothing to redo.
+    wanted = compress.requested(compression, compression_level, force_compression)
+    wanted = wanted or LayerCompression()
     manifest = import_rootfs(
-        open_store(ctx), source, ref, Compression(compression), source_date_epoch=sde
+        open_store(ctx), source, ref, wanted.kind, level=wanted.level, source_date_epoch=sde
     )
     click.echo(str(manifest.digest))
 

@@ -20,6 +20,7 @@ from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
 from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
+from builder.image.compression import LayerCompression
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform
 from builder.image.epoch import created_at
@@ -128,6 +129,7 @@ class _Run:
     escape: str
     global_args: dict[str, str]
     total: int
+    new_layers: LayerCompression  # what a step that runs writes its layer with
     number: int = 0
     steps: int = 0
     cached_steps: int = 0
@@ -151,7 +153,7 @@ class _Run:
             report=self.report,
             number=self.number,
             no_cache=self.options.no_cache,
-            compression=self.options.compression,
+            compression=self.new_layers,
             network=self.options.network,
             stages=self.done,
             escape=self.escape,
@@ -221,6 +223,7 @@ def _build(
     options: BuildOptions, store: Store, report: Reporter, executor: Executor
 ) -> BuildResult:
     started = time.monotonic()
+    wanted = options.requested_compression()  # a bad value fails before any work
     recipe = read_recipe(options, store)
     build_plan: BuildPlan = plan(recipe, options.build_args, options.target)
     if build_plan.unused_build_args:
@@ -235,6 +238,7 @@ def _build(
         escape=recipe.escape,
         global_args=build_plan.global_args,
         total=sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed),
+        new_layers=wanted or LayerCompression(),
     )
     for index in build_plan.needed:
         stage = build_plan.stages[index]
@@ -248,7 +252,10 @@ def _build(
     if options.labels:  # docker build --label: on the image, not on any step
         cc = config.config
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
-    image = store.write_image(config, final.layers)
+    layers = final.layers
+    if wanted is not None:  # every layer in it, the cached and the base's too
+        layers = store.blobs_for(layers, config.diff_ids, wanted)
+    image = store.write_image(config, layers)
     for tag in options.tags:
         store.layout.tag(tag, image.descriptor)
     image_id = str(image.id)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.image.compression import LayerCompression
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -14,11 +16,18 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
-    compression: str = "zstd"  # zstd | gzip
+    # The layers' compression. None (nothing asked): new layers are zstd and a reused
+    # layer (cached, or the base's) keeps the blob it has, as BuildKit does by default.
+    # Asked (a LayerCompression, or a kind's name): every layer of the image has it,
+    # converted if need be. `requested_compression` gives it as a value.
+    compression: LayerCompression | str | None = None
     secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
+
+    def requested_compression(self) -> LayerCompression | None:
+        return LayerCompression.coerce(self.compression)
 
     def recipe_path(self) -> Path:
         if self.recipe is not None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from typing import BinaryIO, Protocol
 
 from builder.errors import LayerError
+from builder.image.compression import DEFAULT_LEVELS
 from builder.image.mediatypes import Compression
 
 __all__ = ["Compression", "Sink", "compressor", "open_decompressed", "sniff", "sniff_format"]
@@ -18,8 +20,8 @@ _MAGIC = (
     (b"BZh", "bzip2"),
     (b"\xfd7zXZ\x00", "xz"),
 )
-ZSTD_LEVEL = 3
-GZIP_LEVEL = 6  # gzip's own default: docker and buildkit use it too
+ZSTD_LEVEL = DEFAULT_LEVELS[Compression.ZSTD]
+GZIP_LEVEL = DEFAULT_LEVELS[Compression.GZIP]
 
 
 class Sink(Protocol):
@@ -47,19 +49,29 @@ class _Plain:
 
 
 class _Gzip:
-    # zlib with wbits=31 writes a gzip member with mtime 0 and no file name: deterministic.
+    """One gzip member whose header we write ourselves: no name, mtime 0, OS 255 ("unknown",
+    as Go's gzip writes it), XFL from the level alone. zlib's own gzip header would carry the
+    OS it was built for, so the same layer would differ from one platform to the next."""
+
     def __init__(self, sink: Sink, level: int) -> None:
         self._sink = sink
-        self._z = zlib.compressobj(level, zlib.DEFLATED, 31)
+        self._z = zlib.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: our own framing
+        self._crc = 0
+        self._size = 0
+        xfl = 2 if level == 9 else 4 if level == 1 else 0  # RFC 1952: slowest / fastest
+        self._sink.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255)))
 
     def write(self, data: bytes, /) -> object:
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
         out = self._z.compress(data)
         if out:
             self._sink.write(out)
         return len(data)
 
     def close(self) -> None:
-        self._sink.write(self._z.flush())
+        trailer = struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
+        self._sink.write(self._z.flush() + trailer)
 
 
 class _Zstd:

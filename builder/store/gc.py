@@ -1,5 +1,7 @@
 """Garbage collection: mark from index.json and the cache's step records, sweep blobs and
-unpacked layers nothing marks, and the scratch that dead processes left.
+unpacked layers nothing marks, and the scratch that dead processes left. A layer's variant
+records (its blob in other compressions) live as long as the layer is reached; their blobs
+with them.
 
 It knows the store only through its parts' public methods; Store.gc() takes the locks and
 hands them in.
@@ -18,6 +20,7 @@ from builder.store.cache import BuildCache, StepRecord
 from builder.store.layers import UnpackedLayers
 from builder.store.layout import OciLayout
 from builder.store.scratch import Scratch
+from builder.store.variants import LayerVariants
 
 _DOCUMENTS = (
     MediaType.OCI_MANIFEST,
@@ -66,7 +69,13 @@ class _Marker:
             self.layers.add(record.diff_id)
 
 
-def collect(layout: OciLayout, layers: UnpackedLayers, cache: BuildCache, scratch: Scratch) -> int:
+def collect(
+    layout: OciLayout,
+    layers: UnpackedLayers,
+    cache: BuildCache,
+    variants: LayerVariants,
+    scratch: Scratch,
+) -> int:
     """Sweep what nothing reaches; returns the bytes freed. The caller holds gc's exclusive
     lock and the update lock, so no build is writing and no index update is half done."""
     mark = _Marker(layout)
@@ -77,6 +86,11 @@ def collect(layout: OciLayout, layers: UnpackedLayers, cache: BuildCache, scratc
         if record is not None:
             mark.step(record)
     freed = 0
+    for diff_id in list(variants.diff_ids()):
+        if diff_id in mark.layers:
+            mark.blobs.update(v.layer.digest for v in variants.of(diff_id))
+        else:
+            freed += variants.delete(diff_id)
     for digest in list(layout.digests()):
         if digest not in mark.blobs:
             freed += layout.delete(digest)

@@ -25,15 +25,17 @@ def import_rootfs(
     compression: Compression = Compression.ZSTD,
     *,
     source_date_epoch: int | None = None,
+    level: int | None = None,
 ) -> Descriptor:
     """Import SOURCE (a directory, or a plain/gzip/zstd tarball) and tag it NAME.
 
     With `source_date_epoch`, the image's `created` is that time and no mtime in the layer
     is later: the same rootfs gives the same image ID wherever and whenever it is imported.
+    `level` is the compressor's (None: its default).
     """
     clamp = source_date_epoch
     if source.is_dir():
-        layer, diff_id = store.put_layer(source, compression, mtime_clamp=clamp)
+        layer, diff_id = store.put_layer(source, compression, mtime_clamp=clamp, level=level)
     elif source.is_file():
         # A tarball is hostile until unpacked safely; the layer is then written from the
         # unpacked tree, so the image holds only what passed the checks, normalised.
@@ -41,7 +43,7 @@ def import_rootfs(
         try:
             with open(source, "rb") as blob:
                 unpack_layer(blob, staging)
-            layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp)
+            layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp, level=level)
             store.layers.adopt(diff_id, staging)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -3,6 +3,7 @@
 root/layout/{oci-layout,index.json,blobs/sha256/<hex>}   the OCI image layout
 root/layers/<diff_id hex>/   unpacked layers in overlay form (lowerdirs)
 root/cache/<key>.json        build cache records
+root/variants/<diff_id hex>/<kind>[-<level>].json   a layer's blob in each compression
 root/containers/<id>/        `builder run`'s writable layers (upper, work)
 root/mounts/cache/<id>/      RUN --mount=type=cache directories
 root/tmp/                    scratch on the same filesystem, for atomic renames
@@ -57,6 +58,10 @@ class StorePaths:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
+
+    @property
+    def variants(self) -> Path:
+        return self.root / "variants"
 
     @property
     def containers(self) -> Path:

@@ -4,6 +4,7 @@ live (see paths.py for the directory of each):
   store.layout        the OCI image layout: blobs (a BlobStore) and index.json (the names)
   store.layers        unpacked layers, the lowerdirs of overlays
   store.cache         the build cache, typed records
+  store.variants      each layer's blob in each compression, by diff_id
   store.containers    `builder run`'s writable layers
   store.cache_mounts  RUN --mount=type=cache dirs
   store.scratch       tmp/, where work is staged before it is renamed in
@@ -19,10 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from builder.errors import StoreError
+from builder.image.compression import LayerCompression
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Descriptor, Platform
 from builder.image.digest import Digest
-from builder.image.image import Image
+from builder.image.image import Image, Layer
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType
 from builder.store.cache import BuildCache
@@ -32,6 +34,7 @@ from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
+from builder.store.variants import LayerVariants
 
 
 class Store:
@@ -45,6 +48,7 @@ class Store:
         self.layout = OciLayout(self.paths, self._lock, self.scratch)
         self.layers = UnpackedLayers(self.paths, self.layout, self._lock, self.scratch)
         self.cache = BuildCache(self.paths)
+        self.variants = LayerVariants(self.paths, self.layout)
         self.containers = Containers(self.paths)
         self.cache_mounts = CacheMounts(self.paths)
 
@@ -93,18 +97,32 @@ class Store:
         compression: Compression = Compression.ZSTD,
         *,
         mtime_clamp: int | None = None,
+        level: int | None = None,
     ) -> tuple[Descriptor, Digest]:
         """Write `src_dir` as a layer blob, streamed; returns (layer descriptor, diff_id).
 
         `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime in the blob; `src_dir` is not
-        changed, so an adopted layer dir keeps its real times.
+        changed, so an adopted layer dir keeps its real times. `level` None is the
+        compression's default. The blob is recorded as the layer's variant of its kind.
         """
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
 
         with self.layout.writer() as w:
-            digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp)
+            digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp, level=level)
             desc = w.commit(digests.media_type)
+        asked = LayerCompression(compression, level)
+        self.variants.record(digests.diff_id, desc, asked.effective_level)
         return desc, digests.diff_id
+
+    def blobs_for(
+        self, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], want: LayerCompression
+    ) -> tuple[Descriptor, ...]:
+        """An image's layer blobs, each in the compression `want` asks for (converted now
+        when the store has no such blob yet): see LayerVariants.blob_for."""
+        return tuple(
+            self.variants.blob_for(Layer(blob, diff_id), want)
+            for blob, diff_id in zip(layers, diff_ids, strict=True)
+        )
 
     def write_image(self, config: ImageConfig, layers: Sequence[Descriptor]) -> Image:
         """Store the config and the manifest (the layer blobs must be in already)."""
@@ -139,6 +157,8 @@ class Store:
             freed = 0
             if prune_containers:  # no run holds a lease now: none of them is in use
                 freed += self.containers.clear()
-            if prune_cache:
-                freed += self.cache_mounts.clear() + self.cache.clear()
-            return freed + collect(self.layout, self.layers, self.cache, self.scratch)
+            if prune_cache:  # the variants are a cache of conversions: they go too
+                freed += self.cache_mounts.clear() + self.cache.clear() + self.variants.clear()
+            return freed + collect(
+                self.layout, self.layers, self.cache, self.variants, self.scratch
+            )

@@ -12,6 +12,7 @@ from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.state import ImageState
+from builder.image.compression import LayerCompression
 from builder.image.config import DEFAULT_PATH, History
 from builder.image.epoch import created_at
 from builder.recipe.instructions import Instruction
@@ -30,7 +31,7 @@ class StepContext:
     report: Reporter
     number: int  # the step's number in the log
     no_cache: bool
-    compression: str
+    compression: LayerCompression  # what new layers are written with
     network: str  # the build's default for RUN: "none" or "host"
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     escape: str = "\\"  # the recipe's escape character, for expansion

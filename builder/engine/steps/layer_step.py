@@ -12,7 +12,6 @@ from builder.engine.events import StepOutput
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
-from builder.layer.compression import Compression
 from builder.layer.prune import prune_unchanged_dirs
 from builder.store import StepRecord
 
@@ -84,7 +83,10 @@ def commit_layer(
             config = state.config.with_history(history(created, created_by, empty_layer=True))
             return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(
-            root.upper, Compression(ctx.compression), mtime_clamp=ctx.source_date_epoch
+            root.upper,
+            ctx.compression.kind,
+            mtime_clamp=ctx.source_date_epoch,
+            level=ctx.compression.level,
         )
         ctx.store.layers.adopt(diff_id, root.upper)
     finally:
