@@ -47,7 +47,7 @@ class OciArchiveWriter:
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries,
         }
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
             add_bytes(tar, "oci-layout", OCI_LAYOUT)
             add_bytes(tar, "index.json", canonical_json(index))
             for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):
