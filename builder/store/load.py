@@ -4,7 +4,8 @@ The archive is untrusted. It is never extracted: its members are read in place, 
 from the tar file (a compressed archive is first decompressed into a temp file in the store,
 so members can be read in any order). Before anything is stored:
   - every member name is checked: an absolute name or a `..` component refuses the archive;
-  - every member must lie inside the file (a header can claim any size);
+  - every member must lie inside the file (a header can claim any size: tarfile checks it
+    as it reads the headers, and the message says so);
   - the documents read into memory (index.json, manifest.json, manifests, configs) must be
     regular files of at most MAX_DOCUMENT bytes: a symlinked or huge manifest.json is refused;
   - every blob streams through the store's blob writer, which hashes it; it must match the
@@ -20,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import posixpath
 import shutil
 import tarfile
@@ -74,11 +74,19 @@ def _parts(name: str, archive: str) -> tuple[str, ...]:
 class _Archive:
     """The members of a plain tar file, by normalized name, read in place."""
 
-    def __init__(self, f: BinaryIO, size: int, label: str) -> None:
+    def __init__(self, f: BinaryIO, label: str) -> None:
         self.label = label
         try:
             self._tar = tarfile.open(fileobj=f, mode="r:")  # noqa: SIM115  # lives with f
             members = self._tar.getmembers()
+        except tarfile.ReadError as err:
+            if str(err) == "unexpected end of data":  # tarfile's words for a member past EOF
+                raise _bad(
+                    label,
+                    "the archive ends inside an entry: truncated, or an entry declares"
+                    " more bytes than the archive holds",
+                ) from None
+            raise _bad(label, f"not a readable tar archive: {err}") from None
         except (tarfile.TarError, EOFError) as err:
             raise _bad(label, f"not a readable tar archive: {err}") from None
         self.members: dict[str, tarfile.TarInfo] = {}
@@ -88,12 +96,6 @@ class _Archive:
                 continue
             if key in self.members and not (m.isdir() and self.members[key].isdir()):
                 raise _bad(label, f"archive entry {m.name!r} appears twice")
-            if m.isreg() and m.offset_data + m.size > size:
-                raise _bad(
-                    label,
-                    f"archive entry {m.name!r} declares {m.size} bytes, "
-                    f"more than the archive holds (truncated or forged)",
-                )
             self.members[key] = m
 
     def has(self, name: str) -> bool:
@@ -197,9 +199,16 @@ class _Staging:
         w = self._writer()
         tee = _Tee(stream, w)
         tar_hash = diff_id.hasher()
-        with open_decompressed(cast(BinaryIO, tee)) as plain:
-            while chunk := plain.read(_CHUNK):
-                tar_hash.update(chunk)
+        try:
+            with open_decompressed(cast(BinaryIO, tee)) as plain:
+                while chunk := plain.read(_CHUNK):
+                    tar_hash.update(chunk)
+        except LayerError as err:
+            while tee.read(_CHUNK):  # a blob that is not its digest says so first
+                pass
+            if expect is not None:
+                self._check(w, expect, what)
+            raise _bad(self._label, f"{what}: {err}") from None
         while tee.read(_CHUNK):  # bytes after the compressed stream are part of the blob
             pass
         if expect is not None:
@@ -357,7 +366,7 @@ def _load_docker(archive: _Archive, staging: _Staging) -> list[Loaded]:
 
 
 @contextlib.contextmanager
-def _plain_tar(source: Path, tmp: Path) -> Iterator[tuple[BinaryIO, int]]:
+def _plain_tar(source: Path, tmp: Path) -> Iterator[BinaryIO]:
     """The archive as a plain, seekable tar: a compressed one (or a pipe) is copied into a
     temp file in the store first, decompressed."""
     from builder.layer.compression import open_decompressed, sniff_format
@@ -370,15 +379,14 @@ def _plain_tar(source: Path, tmp: Path) -> Iterator[tuple[BinaryIO, int]]:
         head = f.peek(6)[:6] if isinstance(f, io.BufferedReader) else b""
         kind = sniff_format(head)
         if kind is None and f.seekable():
-            yield f, os.fstat(f.fileno()).st_size
+            yield f
             return
         if kind not in (None, "gzip", "zstd"):
             raise _bad(str(source), f"a {kind} archive: give a plain, gzip or zstd tar")
         with tempfile.TemporaryFile(dir=tmp) as plain:
             shutil.copyfileobj(open_decompressed(f), plain, _CHUNK)
-            size = plain.tell()
             plain.seek(0)
-            yield plain, size
+            yield plain
 
 
 def load_archive(store: Store, source: Path) -> list[Loaded]:
@@ -389,10 +397,10 @@ def load_archive(store: Store, source: Path) -> list[Loaded]:
     label = str(source)
     with (
         store.lease(),
-        _plain_tar(source, store.paths.tmp) as (f, size),
+        _plain_tar(source, store.paths.tmp) as f,
         contextlib.ExitStack() as stack,
     ):
-        archive = _Archive(f, size, label)
+        archive = _Archive(f, label)
         staging = _Staging(store, stack, label)
         if archive.has("index.json") and archive.has("oci-layout"):
             loaded = _load_oci(archive, staging)
