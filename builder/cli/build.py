@@ -192,7 +192,7 @@ def build(
         options = BuildOptions(
             context=context,
             recipe=recipe,
-            tags=names,
+            tags=names if plan.oci_mediatypes else (),  # tagged once converted
             build_args=parse_build_args(build_args),
             target=target,
             no_cache=no_cache,

@@ -37,9 +37,9 @@ def _docker_layer(layer: Descriptor, number: int) -> Descriptor:
     compression = kind.compression()
     if compression is Compression.ZSTD:
         raise UsageError(
-            f"layer {number} ({layer.digest}) is zstd, and Docker schema 2 has no media type "
-            "for zstd: build with --compression gzip (a zstd layer of the base image must be "
-            "converted to gzip too) or keep the OCI media types"
+            f"layer {number} ({layer.digest}) is zstd, and Docker schema 2 has no media type"
+            " for zstd: build with --compression gzip (a zstd layer of the base image or from"
+            " the build cache must be converted to gzip too) or keep the OCI media types"
         )
     new = DOCKER_LAYER_PLAIN if compression is Compression.NONE else MediaType.DOCKER_LAYER
     return Descriptor(new, layer.digest, layer.size)
