@@ -10,7 +10,9 @@ Why a directory first and not a tar-to-tar stream: a later layer may delete what
 one wrote, so no entry of a lower layer can be written before every layer above it is read;
 a stream would have to hold the whole tree's index in memory and read every layer twice.
 Applying onto a directory is one pass of each layer, and the directory costs one write of
-the tree (measured in the report of the commit that added this).
+the tree. Measured on a one-layer gzip image of 211 MB in 9,400 files: 5.5 s in all, of which
+4.3 s is unpacking (the same unpacker every layer goes through) and 1.2 s the tar; reading the
+store's cached unpacked layers instead would save the unpack for images already run.
 """
 
 from __future__ import annotations
