@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from builder.cli import compress, epoch
 from builder.cli.common import open_store
-from builder.errors import UsageError
+from builder.errors import StoreError, UsageError
+
+if TYPE_CHECKING:
+    from builder.cli.outputs import Plan
+    from builder.store import Store
 
 
 def parse_build_args(values: tuple[str, ...]) -> dict[str, str]:
@@ -106,6 +111,27 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     help="A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.",
 )
 @compress.options
+@click.option(
+    "-o",
+    "--output",
+    "outputs",
+    multiple=True,
+    help="Where the image goes, as buildx spells it (repeatable): type=image (the store, the"
+    " default), type=registry, type=oci|docker|tar,dest=FILE, type=local,dest=DIR; dest=- is"
+    " stdout.",
+)
+@click.option(
+    "--oci-mediatypes",
+    type=click.BOOL,
+    default=None,
+    help="false: write the image with Docker schema 2 media types (gzip layers), for old"
+    " registries.",
+)
+@click.option(
+    "--metadata-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write buildx's build metadata (image digest, config digest, descriptor, names) here.",
+)
 @epoch.option
 @click.pass_context
 def build(
@@ -125,34 +151,94 @@ def build(
     compression: str | None,
     compression_level: int | None,
     force_compression: bool | None,
+    outputs: tuple[str, ...],
+    oci_mediatypes: bool | None,
+    metadata_file: Path | None,
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
+    import sys
     import tempfile
 
+    from builder.cli.outputs import plan_outputs
     from builder.cli.progress import renderer
     from builder.engine.engine import build as run_build
     from builder.engine.options import BuildOptions
+    from builder.image.compression import LayerCompression
     from builder.image.reference import Reference
 
-    names = tuple(str(Reference.parse(tag)) for tag in tags)
+    plan = plan_outputs(outputs, oci_mediatypes)
+    names = tuple(dict.fromkeys(str(Reference.parse(tag)) for tag in tags + plan.extra_names()))
+    # The flags, then -o's keys over them (key by key, as buildx merges them).
+    wanted = compress.attrs(compression, compression_level, force_compression)
+    wanted |= plan.compression_attrs()
+    if not plan.oci_mediatypes and wanted.setdefault("compression", "gzip") == "zstd":
+        # Docker's media types name gzip layers, and no zstd ones.
+        raise UsageError(
+            "--compression zstd with --oci-mediatypes=false: Docker's media types have no name"
+            " for zstd layers; use gzip"
+        )
+    if any(o.dest == "-" for o in plan.outputs):
+        if quiet:
+            raise UsageError("-q prints the image ID on stdout, where an output (dest=-) goes")
+        if sys.stdout.isatty():
+            raise UsageError("dest=- would write an archive to a terminal: redirect stdout")
+    if metadata_file is not None and not metadata_file.parent.is_dir():
+        raise UsageError(f"--metadata-file {metadata_file}: its directory does not exist")
+    store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
-    with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging:
+    # The lease keeps an untagged result's blobs from gc until every output is written.
+    with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging, store.lease():
         options = BuildOptions(
             context=context,
             recipe=recipe,
-            tags=names,
+            tags=names if plan.oci_mediatypes else (),  # tagged once converted
             build_args=parse_build_args(build_args),
             target=target,
             no_cache=no_cache,
-            compression=compress.requested(compression, compression_level, force_compression),
+            compression=LayerCompression.from_attrs(wanted),
             network="host" if network == "host" else "none",
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
             source_date_epoch=sde,
         )
-        result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
+        result = run_build(options, store, renderer("quiet" if quiet else progress))
+        _finish(store, result.manifest_digest, plan, names, metadata_file)
     if iidfile is not None:
         iidfile.write_text(result.image_id)
     if quiet:
         click.echo(result.image_id)
+
+
+def _finish(
+    store: Store, manifest_digest: str, plan: Plan, names: tuple[str, ...], metadata: Path | None
+) -> None:
+    """After the build: Docker media types if asked, the outputs, the metadata file."""
+    import sys
+
+    from builder.cli.outputs import write_metadata, write_outputs
+    from builder.image.descriptor import Descriptor, Platform
+    from builder.image.digest import Digest
+    from builder.image.image import Image
+    from builder.image.mediatypes import MediaType
+
+    digest = Digest(manifest_digest)
+    size = store.layout.stat(digest)
+    if size is None:
+        raise StoreError(f"the built manifest {digest} is missing from the store")
+    image = store.layout.image(Descriptor(MediaType.OCI_MANIFEST, digest, size))
+    platform = Platform(image.config.architecture, image.config.os, image.config.variant)
+    image = Image(
+        Descriptor(MediaType.OCI_MANIFEST, digest, size, platform=platform),
+        image.manifest,
+        image.config,
+    )
+    if not plan.oci_mediatypes:
+        from builder.store.docker_types import with_docker_media_types
+
+        image = with_docker_media_types(store, image)
+        for name in names:
+            store.layout.tag(name, image.descriptor)
+    write_outputs(store, image, plan, names, sys.stdout.buffer)
+    if metadata is not None:
+        write_metadata(metadata, image, names)

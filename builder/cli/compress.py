@@ -37,15 +37,19 @@ def options(func: F) -> F:
     )(func)
 
 
-def requested(
-    compression: str | None, level: int | None, force: bool | None
-) -> LayerCompression | None:
-    """What the flags ask for, None when none of them is given."""
+def attrs(compression: str | None, level: int | None, force: bool | None) -> dict[str, str]:
+    """The flags as buildx's `-o` keys, only those given."""
     # A flag left off is no request (older clicks give False for it rather than None).
-    attrs = {
+    given = {
         "compression": compression,
         "compression-level": level,
         "force-compression": force or None,
     }
-    given = {key: str(value).lower() for key, value in attrs.items() if value is not None}
-    return LayerCompression.from_attrs(given)
+    return {key: str(value).lower() for key, value in given.items() if value is not None}
+
+
+def requested(
+    compression: str | None, level: int | None, force: bool | None
+) -> LayerCompression | None:
+    """What the flags ask for, None when none of them is given."""
+    return LayerCompression.from_attrs(attrs(compression, level, force))

@@ -1,4 +1,5 @@
-"""Verbs on the images in the store: import, images, inspect, rmi, save."""
+"""Verbs on the images in the store: import, images, inspect, rmi (save, load, export:
+archives.py)."""
 
 from __future__ import annotations
 
@@ -137,20 +138,3 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
         store.gc()
     except StoreError as err:  # a build holds a lease: its blobs must stay; gc later
         click.echo(f"warning: blobs kept for now: {err}", err=True)
-
-
-@click.command()
-@click.argument("names", nargs=-1, required=True)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The archive to write.",
-)
-@click.pass_context
-def save(ctx: click.Context, names: tuple[str, ...], output: Path) -> None:
-    """Write images to an OCI archive (a tar of an OCI image layout)."""
-    from builder.store.archive import save_oci_archive
-
-    save_oci_archive(open_store(ctx), names, output)

@@ -1,4 +1,6 @@
-"""unpack_layer: a layer blob (untrusted) -> a dir in overlay form, usable as a lowerdir.
+"""unpack_layer: a layer blob (untrusted) -> a dir in overlay form, usable as a lowerdir;
+or, with `flatten=True`, applied onto a dir holding the layers below it (whiteouts delete),
+which is how an image's root filesystem is exported.
 
 Safety comes from never resolving a path string: every entry is reached by opening its parent
 directories one component at a time from `dest` with O_NOFOLLOW, so a symlink planted by an
@@ -73,11 +75,13 @@ def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
 
 
 class _Extractor:
-    def __init__(self, root_fd: int) -> None:
+    def __init__(self, root_fd: int, flatten: bool = False) -> None:
         self.root_fd = root_fd
+        self.flatten = flatten  # apply whiteouts to what is below instead of recording them
         self.chain: list[tuple[str, int]] = []  # open dirs: the parents of the last entry
         self.files: set[tuple[str, ...]] = set()  # non-dirs made here: valid link targets
         self.dirs: dict[tuple[str, ...], _DirTimes] = {}
+        self.parents: set[tuple[str, ...]] = set()  # dirs holding an entry of this layer
 
     def close(self) -> None:
         for _, fd in self.chain:
@@ -111,6 +115,12 @@ class _Extractor:
         for comp in dirs[keep:]:
             fd = self._open_dir(fd, comp, member, create=True)
             self.chain.append((comp, fd))
+            key = tuple(name for name, _ in self.chain)
+            self.parents.add(key)
+            if self.flatten and key not in self.dirs:
+                # A dir of a layer below that this one writes into without a header of its
+                # own keeps its time: the flattened tree must not depend on when it was made.
+                self.dirs[key] = _DirTimes(key, os.fstat(fd).st_mtime_ns)
         return fd
 
     def open_existing(self, parts: tuple[str, ...] | list[str], member: str) -> int:
@@ -134,7 +144,10 @@ class _Extractor:
         base = parts[-1]
         key = tuple(parts)
         if wh.is_oci_opaque(base):
-            wh.make_overlay_opaque(pfd)
+            if self.flatten:
+                self._purge_lower(pfd, key[:-1])
+            else:
+                wh.make_overlay_opaque(pfd)
             return
         target = wh.oci_whiteout_target(base)
         if target is not None:
@@ -142,7 +155,8 @@ class _Extractor:
                 raise LayerError(f"layer entry {member.name!r}: bad whiteout")
             self._remove(pfd, target)
             self.files.discard((*key[:-1], target))
-            wh.make_overlay_whiteout(target, pfd)
+            if not self.flatten:
+                wh.make_overlay_whiteout(target, pfd)
             return
         mode = member.mode & 0o7777
         xattrs = _xattrs(member)
@@ -194,6 +208,25 @@ class _Extractor:
             shutil.rmtree(name, dir_fd=pfd)
         else:
             os.unlink(name, dir_fd=pfd)
+
+    def _purge_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
+        """An opaque dir, flattened: remove what the layers below put in it, at any depth;
+        keep what this layer wrote (its entries may come before the marker)."""
+        for name in os.listdir(dir_fd):
+            key = (*parts, name)
+            if key in self.files:
+                continue
+            if key in self.dirs or key in self.parents:
+                try:
+                    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+                except OSError:
+                    continue  # replaced by a non-dir of this layer since: kept as it is
+                try:
+                    self._purge_lower(fd, key)
+                finally:
+                    os.close(fd)
+                continue
+            self._remove(dir_fd, name)
 
     @staticmethod
     def _meta(fd: int, member: tarfile.TarInfo, mode: int, xattrs: list[tuple[str, bytes]]) -> None:
@@ -270,16 +303,25 @@ class _Extractor:
                 os.close(fd)
 
 
-def unpack_layer(blob: BinaryIO, dest: Path, *, expected_diff_id: Digest | None = None) -> Digest:
+def unpack_layer(
+    blob: BinaryIO,
+    dest: Path,
+    *,
+    expected_diff_id: Digest | None = None,
+    flatten: bool = False,
+) -> Digest:
     """Extract a layer (gzip/zstd/plain, sniffed) into `dest` in overlay form; return its diff_id.
 
     OCI whiteouts become char devices 0/0, opaque markers the `trusted.overlay.opaque` xattr.
+    With `flatten`, `dest` holds the layers below (applied the same way) and whiteouts are
+    applied to it instead: a whited-out entry is removed, an opaque dir loses what the
+    layers below put in it.
     LayerError names the entry for anything unsafe or corrupt, or on a diff_id mismatch.
     """
     reader = _HashingReader(open_decompressed(blob))
     dest.mkdir(parents=True, exist_ok=True)
     root_fd = os.open(dest, _DIR_FLAGS)
-    ex = _Extractor(root_fd)
+    ex = _Extractor(root_fd, flatten)
     member_name = "(header)"
     try:
         with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]

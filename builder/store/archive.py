@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.image.canonical import canonical_json
-from builder.store.export import LayoutReader, export
+from builder.store.export import LayoutReader, write_archive
 
 if TYPE_CHECKING:
     from builder.store import Store
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
     info.mode = 0o644
@@ -35,19 +35,21 @@ class OciArchiveWriter:
     def write(self, source: LayoutReader, out: BinaryIO) -> None:
         entries = []
         for named in source.images:
-            annotations = {
-                "io.containerd.image.name": str(named.name),
-                "org.opencontainers.image.ref.name": named.name.tag or "latest",
-            }
+            annotations = None
+            if named.name is not None:
+                annotations = {
+                    "io.containerd.image.name": str(named.name),
+                    "org.opencontainers.image.ref.name": named.name.tag or "latest",
+                }
             entries.append(named.image.descriptor.with_annotations(annotations).to_json())
         index = {
             "schemaVersion": 2,
             "mediaType": "application/vnd.oci.image.index.v1+json",
             "manifests": entries,
         }
-        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add_bytes(tar, "oci-layout", OCI_LAYOUT)
-            _add_bytes(tar, "index.json", canonical_json(index))
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            add_bytes(tar, "oci-layout", OCI_LAYOUT)
+            add_bytes(tar, "index.json", canonical_json(index))
             for info in (tarfile.TarInfo("blobs"), tarfile.TarInfo("blobs/sha256")):
                 info.type, info.mode = tarfile.DIRTYPE, 0o755
                 tar.addfile(info)
@@ -59,5 +61,5 @@ class OciArchiveWriter:
                     stream.read()  # to EOF: tarfile stops at info.size, before the check
 
 
-def save_oci_archive(store: Store, names: Sequence[str], out: Path) -> None:
-    export(store.layout, names, out, OciArchiveWriter())
+def save_oci_archive(store: Store, names: Sequence[str], out: Path | BinaryIO) -> None:
+    write_archive(LayoutReader(store.layout, names), out, OciArchiveWriter())

@@ -1,12 +1,12 @@
 """Export: a layout reader (named images and their blobs) composed with an archive writer.
 
-`builder save` is export(store.layout, names, out, OciArchiveWriter()); other formats (a
-docker archive, a registry push) are other writers reading the same LayoutReader.
+`builder save` is export(store.layout, names, out, OciArchiveWriter()); other formats (the
+docker archive of docker_archive.py, a registry push) are other writers reading the same
+LayoutReader. write_archive() writes to a stream (stdout); export() to a file, atomically.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,14 +16,16 @@ from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
 from builder.image.reference import Reference
+from builder.store.destination import output_file
 from builder.store.layout import OciLayout
 
 
 @dataclass(frozen=True)
 class NamedImage:
-    """An image and the name it was asked for by (an archive records it)."""
+    """An image and the name it was asked for by (an archive records it; None: unnamed,
+    as the image of a build without -t)."""
 
-    name: Reference
+    name: Reference | None
     image: Image
 
 
@@ -31,11 +33,19 @@ class LayoutReader:
     """The images named, resolved at once (an unknown name fails before any output), and
     their blobs, each once, read digest-verified."""
 
-    def __init__(self, layout: OciLayout, names: Sequence[str]) -> None:
+    def __init__(
+        self, layout: OciLayout, names: Sequence[str], images: Sequence[NamedImage] = ()
+    ) -> None:
         self._layout = layout
-        self.images = tuple(
+        self.images = tuple(images) + tuple(
             NamedImage(Reference.parse(name), layout.image(layout.resolve(name))) for name in names
         )
+
+    @classmethod
+    def of_image(cls, layout: OciLayout, image: Image, names: Sequence[str] = ()) -> LayoutReader:
+        """One image under each of `names` (or once, unnamed): a build's result."""
+        refs: list[Reference | None] = [Reference.parse(name) for name in names]
+        return cls(layout, (), [NamedImage(ref, image) for ref in refs or [None]])
 
     def blobs(self) -> Iterator[Descriptor]:
         """Every blob of every image, each once, in the order the images list them."""
@@ -65,13 +75,13 @@ class ArchiveWriter(Protocol):
 
 def export(layout: OciLayout, names: Sequence[str], out: Path, writer: ArchiveWriter) -> None:
     """Write the named images to `out`: whole (temp file, fsync, rename) or not at all."""
-    source = LayoutReader(layout, names)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as raw:
-            writer.write(source, raw)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_archive(LayoutReader(layout, names), out, writer)
+
+
+def write_archive(source: LayoutReader, out: Path | BinaryIO, writer: ArchiveWriter) -> None:
+    """Write `source` to a path (atomically) or to an open stream (stdout)."""
+    if isinstance(out, Path):
+        with output_file(out) as stream:
+            writer.write(source, stream)
+    else:
+        writer.write(source, out)

@@ -158,6 +158,15 @@ class OciLayout:
             kept = tuple(d for d in index.manifests if ref_of(d) != ref)
             self.put_index(Index((*kept, entry), index.annotations))
 
+    def keep(self, manifest: Descriptor) -> None:
+        """List an image in the index without a name (as `docker load` keeps an untagged
+        one): gc keeps it, and its digest names it. Nothing if the index lists it already."""
+        entry = manifest.with_annotations(None)
+        with self._lock.held():
+            index = self.index()
+            if all(d.digest != entry.digest for d in index.manifests):
+                self.put_index(Index((*index.manifests, entry), index.annotations))
+
     def untag(self, name: str) -> None:
         ref = str(Reference.parse(name))
         with self._lock.held():

@@ -153,3 +153,71 @@ def test_corrupt_and_truncated_streams(tmp_path: Path) -> None:
     assert unpack_layer(
         io.BytesIO(data), tmp_path / "d", expected_diff_id=Digest.of_bytes(data)
     ) == Digest.of_bytes(data)
+
+
+def _flatten(layers: list[bytes], dest: Path) -> None:
+    for data in layers:
+        unpack_layer(io.BytesIO(data), dest, flatten=True)
+
+
+def _tree(root: Path) -> dict[str, bytes | None]:
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def test_flatten_applies_whiteouts_instead_of_recording_them(tmp_path: Path) -> None:
+    lower = make_tar(
+        [
+            (entry("gone"), b"x"),
+            (entry("d", tarfile.DIRTYPE), None),
+            (entry("d/old"), b"o"),
+            (entry("d/sub", tarfile.DIRTYPE), None),
+            (entry("d/sub/deep"), b"o"),
+            (entry("e", tarfile.DIRTYPE), None),
+            (entry("e/old"), b"o"),
+            (entry("e/stays"), b"s"),
+        ]
+    )
+    upper = make_tar(
+        [
+            (entry(".wh.gone"), b""),
+            (entry("d", tarfile.DIRTYPE), None),
+            (entry("d/new"), b"n"),  # this layer's, before the marker: kept
+            (entry("d/sub", tarfile.DIRTYPE), None),  # re-declared: its old content still goes
+            (entry("d/.wh..wh..opq"), b""),
+            (entry("d/sub/mine"), b"m"),
+            (entry("e/.wh.old"), b""),
+        ]
+    )
+    dest = tmp_path / "root"
+    _flatten([lower, upper], dest)
+    assert _tree(dest) == {
+        "d": None,
+        "d/new": b"n",
+        "d/sub": None,
+        "d/sub/mine": b"m",
+        "e": None,
+        "e/stays": b"s",
+    }
+    assert os.listxattr(dest / "d") == []  # no overlay opaque marker, no whiteout nodes
+
+
+def test_flatten_keeps_a_lower_dirs_time_when_a_layer_writes_into_it(tmp_path: Path) -> None:
+    lower = make_tar([(entry("d", tarfile.DIRTYPE), None), (entry("d/a"), b"a")])
+    upper = make_tar([(entry("d/b"), b"b"), (entry("d/.wh.a"), b"")])  # no header for d
+    dest = tmp_path / "root"
+    _flatten([lower, upper], dest)
+    assert _tree(dest) == {"d": None, "d/b": b"b"}
+    assert os.lstat(dest / "d").st_mtime == 1_000_000
+
+
+def test_flatten_stays_inside_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    lower = make_tar([(entry("link", tarfile.SYMTYPE, linkname=str(outside)), None)])
+    upper = make_tar([(entry("link/.wh..wh..opq"), b""), (entry("link/x"), b"x")])
+    with pytest.raises(LayerError, match="symlink"):
+        _flatten([lower, upper], tmp_path / "root")
+    assert list(outside.iterdir()) == []
