@@ -112,6 +112,10 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     show_default=True,
     help="Layer compression.",
 )
+@click.option(
+    "--pull", is_flag=True, help="Ask the registry for every base image, even one in the store."
+)
+@click.option("--push", is_flag=True, help="Push every -t name after the build.")
 @epoch.option
 @click.pass_context
 def build(
@@ -129,17 +133,22 @@ def build(
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
     compression: str,
+    pull: bool,
+    push: bool,
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
     import tempfile
 
     from builder.cli.progress import renderer
+    from builder.cli.registry import puller, push_image
     from builder.engine.engine import build as run_build
     from builder.engine.options import BuildOptions
     from builder.image.reference import Reference
 
     names = tuple(str(Reference.parse(tag)) for tag in tags)
+    if push and not names:
+        raise UsageError("--push needs a name to push: give -t NAME")
     sde = epoch.source_date_epoch(source_date_epoch)
     with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging:
         options = BuildOptions(
@@ -154,9 +163,14 @@ def build(
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
             source_date_epoch=sde,
+            pull=pull,
         )
-        result = run_build(options, open_store(ctx), renderer("quiet" if quiet else progress))
+        store = open_store(ctx)
+        report = renderer("quiet" if quiet else progress)
+        result = run_build(options, store, report, puller=puller(store, report))
     if iidfile is not None:
         iidfile.write_text(result.image_id)
+    for name in names if push else ():
+        push_image(store, name, None, report)
     if quiet:
         click.echo(result.image_id)

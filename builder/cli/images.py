@@ -1,4 +1,4 @@
-"""Verbs on the images in the store: import, images, inspect, rmi, save."""
+"""Verbs on the images in the store: import, images, inspect, rmi, save, tag."""
 
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ def import_(
 @click.pass_context
 def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
     """List the images in the store."""
+    from builder.cli.progress import human_size
     from builder.image.reference import Reference
 
     store = open_store(ctx)
@@ -73,7 +74,7 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
                 str(r["Tag"]),
                 str(r["Id"]).partition(":")[2][:12],
                 str(r["Created"])[:19].replace("T", " "),
-                _size(int(str(r["Size"]))),
+                human_size(int(str(r["Size"]))),
             )
             for r in rows
         ]
@@ -82,15 +83,6 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
             click.echo(
                 "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
             )
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{size:.1f}TB"
 
 
 @click.command()
@@ -147,3 +139,21 @@ def save(ctx: click.Context, names: tuple[str, ...], output: Path) -> None:
     from builder.store.archive import save_oci_archive
 
     save_oci_archive(open_store(ctx), names, output)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str) -> None:
+    """Give the image SOURCE names (a name, digest or ID prefix) the name TARGET too."""
+    from builder.errors import UsageError
+    from builder.image.reference import Reference
+
+    ref = Reference.parse(target)
+    if ref.digest is not None:
+        raise UsageError(f"cannot tag as {target}: a tag names no digest (drop the @sha256:...)")
+    store = open_store(ctx)
+    name = str(ref)
+    store.layout.tag(name, store.layout.resolve(source).with_annotations(None))
+    click.echo(f"tagged {name}")

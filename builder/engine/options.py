@@ -19,6 +19,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
+    pull: bool = False  # --pull: ask the registry for every named base, even one in the store
 
     def recipe_path(self) -> Path:
         if self.recipe is not None:
