@@ -24,7 +24,9 @@ from builder.registry.transport import RetryPolicy, Transport
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _SCHEME = re.compile(rf"[\s,]*({_TOKEN})")
-_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|({_TOKEN}))')
+# A bare value is read up to the next comma or space: lenient, as some registries send
+# unquoted URLs, which RFC 7235's token grammar would cut at the ':'.
+_PARAM = re.compile(rf'\s*({_TOKEN})\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))')
 _COMMA = re.compile(r"\s*,")
 _ESCAPE = re.compile(r"\\(.)")
 # A token without `expires_in` lives 60 s (the distribution spec's default); renew early.
