@@ -256,15 +256,21 @@ class Repository:
                 )
             with store.writer() as writer:
                 last = time.monotonic()
-                with self.registry.transport.reading():
-                    for chunk in response.stream(_CHUNK):
-                        if writer.size + len(chunk) > blob.size:
-                            raise self._mismatch(blob, f"more than its {blob.size} bytes")
-                        writer.write(chunk)
-                        now = time.monotonic()
-                        if now - last >= _PROGRESS_EVERY:  # a callback per chunk is too many
-                            progress(writer.size)
-                            last = now
+                chunks = response.stream(_CHUNK)
+                while True:
+                    # Only the network read is "interrupted"; a store write error is no
+                    # reason to download again.
+                    with self.registry.transport.reading():
+                        chunk = next(chunks, None)
+                    if chunk is None:
+                        break
+                    if writer.size + len(chunk) > blob.size:
+                        raise self._mismatch(blob, f"more than its {blob.size} bytes")
+                    writer.write(chunk)
+                    now = time.monotonic()
+                    if now - last >= _PROGRESS_EVERY:  # a callback per chunk is too many
+                        progress(writer.size)
+                        last = now
                 if writer.size < blob.size:
                     raise Interrupted(
                         f"the transfer of blob {blob.digest} from registry"

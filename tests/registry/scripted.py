@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -90,9 +91,12 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(script: Script) -> Iterator[str]:
-    """Serve SCRIPT on a free loopback port; yields "127.0.0.1:PORT"."""
+def serve(script: Script, tls: ssl.SSLContext | None = None) -> Iterator[str]:
+    """Serve SCRIPT on a free loopback port (over TLS with a server context); yields
+    "127.0.0.1:PORT"."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
