@@ -311,3 +311,17 @@ def test_a_from_that_cannot_be_pulled_says_where(builder: Builder, tmp_path: Pat
         "error: Dockerfile:1: FROM nohost.invalid/base:1: cannot reach registry nohost.invalid:"
         " unknown host nohost.invalid\n"
     )
+
+
+def test_a_from_the_registry_does_not_have_is_a_missing_image(
+    builder: Builder, registry: str, tmp_path: Path
+) -> None:
+    context = make_context(tmp_path, f"FROM {registry}/e2e/never-pushed:2\nRUN true\n")
+    before = _snapshot(builder.root)
+    failed = builder("build", "--progress", "quiet", context, check=False)
+    assert failed.status == errors.ImageNotFound.exit_code
+    assert failed.stderr == (
+        f"error: Dockerfile:1: FROM {registry}/e2e/never-pushed:2: no image"
+        f" {registry}/e2e/never-pushed:2 in the registry\n"
+    )
+    assert _snapshot(builder.root) == before
