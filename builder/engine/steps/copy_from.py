@@ -44,7 +44,9 @@ def _source_state(name: str, ctx: StepContext, instr: ins.Copy) -> ImageState:
             f" such image {where}"
         ) from None
     except RegistryError as err:
-        raise RegistryError(f"{loc.filename}:{loc.line}: COPY --from={name}: {err}") from None
+        raise RegistryError(
+            f"{loc.filename}:{loc.line}: COPY --from={name}: no stage of that name, and {err}"
+        ) from None
     return ImageState.of_image(image)
 
 
