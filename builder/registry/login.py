@@ -19,15 +19,18 @@ def registry_host(text: str) -> str:
     "https://index.docker.io/v1/" (Docker Hub's names are all "docker.io")."""
     value = text.strip()
     netloc = urlsplit(value).netloc if "://" in value else value.split("/", 1)[0]
+    bad = UsageError(f"invalid registry {text!r}: expected a host such as ghcr.io")
     if not netloc:
-        raise UsageError(f"invalid registry {text!r}: expected a host such as ghcr.io")
+        raise bad
     if netloc.lower() in _HUB_NAMES:
         return DOCKER_HUB
     # The host grammar of image references: a name with a '.' or ':', or localhost.
-    probe = Reference.parse(f"{netloc}/x") if "." in netloc or ":" in netloc else None
-    if probe is None and netloc != "localhost":
-        raise UsageError(f"invalid registry {text!r}: expected a host such as ghcr.io")
-    return netloc
+    if not ("." in netloc or ":" in netloc or netloc == "localhost"):
+        raise bad
+    try:
+        return Reference.parse(f"{netloc}/x").registry
+    except UsageError:
+        raise bad from None
 
 
 def verify_login(

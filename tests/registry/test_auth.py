@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from builder.cli.main import main
-from builder.errors import RegistryError
+from builder.errors import RegistryError, UsageError
 from builder.registry import credentials as credentials_module
 from builder.registry.auth import Challenge, parse_challenges
 from builder.registry.client import Registry
@@ -248,3 +248,9 @@ def test_the_logout_verb_erases_through_the_credentials_module(
 )
 def test_the_registry_a_login_names(text: str, host: str) -> None:
     assert registry_host(text) == host
+
+
+@pytest.mark.parametrize("text", ["", "busybox", "bad host:5000", "https://"])
+def test_what_is_not_a_registry(text: str) -> None:
+    with pytest.raises(UsageError, match="invalid registry"):
+        registry_host(text)
