@@ -132,6 +132,10 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write buildx's build metadata (image digest, config digest, descriptor, names) here.",
 )
+@click.option(
+    "--pull", is_flag=True, help="Ask the registry for every base image, even one in the store."
+)
+@click.option("--push", is_flag=True, help="Push every -t name after the build.")
 @epoch.option
 @click.pass_context
 def build(
@@ -154,6 +158,8 @@ def build(
     outputs: tuple[str, ...],
     oci_mediatypes: bool | None,
     metadata_file: Path | None,
+    pull: bool,
+    push: bool,
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
@@ -162,12 +168,16 @@ def build(
 
     from builder.cli.outputs import plan_outputs
     from builder.cli.progress import renderer
+    from builder.cli.registry import puller
     from builder.engine.engine import build as run_build
     from builder.engine.options import BuildOptions
     from builder.image.compression import LayerCompression
     from builder.image.reference import Reference
 
-    plan = plan_outputs(outputs, oci_mediatypes)
+    report = renderer("quiet" if quiet else progress)
+    if push:  # buildx's --push: an output of type registry
+        outputs = (*outputs, "type=registry")
+    plan = plan_outputs(outputs, oci_mediatypes, report)
     names = tuple(dict.fromkeys(str(Reference.parse(tag)) for tag in tags + plan.extra_names()))
     # The flags, then -o's keys over them (key by key, as buildx merges them).
     wanted = compress.attrs(compression, compression_level, force_compression)
@@ -185,6 +195,8 @@ def build(
             raise UsageError("dest=- would write an archive to a terminal: redirect stdout")
     if metadata_file is not None and not metadata_file.parent.is_dir():
         raise UsageError(f"--metadata-file {metadata_file}: its directory does not exist")
+    if plan.pusher is not None and not names and not plan.registry_names():
+        raise UsageError("--push (or -o type=registry) needs a name to push: give -t NAME")
     store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
     # The lease keeps an untagged result's blobs from gc until every output is written.
@@ -201,8 +213,9 @@ def build(
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
             source_date_epoch=sde,
+            pull=pull,
         )
-        result = run_build(options, store, renderer("quiet" if quiet else progress))
+        result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)
     if iidfile is not None:
         iidfile.write_text(result.image_id)

@@ -1,5 +1,5 @@
-"""Verbs on the images in the store: import, images, inspect, rmi (save, load, export:
-archives.py)."""
+"""Verbs on the images in the store: import, images, inspect, rmi, tag (save, load,
+export: archives.py)."""
 
 from __future__ import annotations
 
@@ -51,6 +51,7 @@ def import_(
 @click.pass_context
 def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
     """List the images in the store."""
+    from builder.cli.progress import human_size
     from builder.image.reference import Reference
 
     store = open_store(ctx)
@@ -81,7 +82,7 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
                 str(r["Tag"]),
                 str(r["Id"]).partition(":")[2][:12],
                 str(r["Created"])[:19].replace("T", " "),
-                _size(int(str(r["Size"]))),
+                human_size(int(str(r["Size"]))),
             )
             for r in rows
         ]
@@ -90,15 +91,6 @@ def images(ctx: click.Context, fmt: str, quiet: bool) -> None:
             click.echo(
                 "   ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
             )
-
-
-def _size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f}{unit}" if unit == "B" else f"{size:.1f}{unit}"
-        size /= 1000
-    return f"{size:.1f}TB"
 
 
 @click.command()
@@ -138,3 +130,21 @@ def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
         store.gc()
     except StoreError as err:  # a build holds a lease: its blobs must stay; gc later
         click.echo(f"warning: blobs kept for now: {err}", err=True)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@click.pass_context
+def tag(ctx: click.Context, source: str, target: str) -> None:
+    """Give the image SOURCE names (a name, digest or ID prefix) the name TARGET too."""
+    from builder.errors import UsageError
+    from builder.image.reference import Reference
+
+    ref = Reference.parse(target)
+    if ref.digest is not None:
+        raise UsageError(f"cannot tag as {target}: a tag names no digest (drop the @sha256:...)")
+    store = open_store(ctx)
+    name = str(ref)
+    store.layout.tag(name, store.layout.resolve(source).with_annotations(None))
+    click.echo(f"tagged {name}")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
+    from builder.cli.progress import Renderer
     from builder.image.image import Image
     from builder.store import Store
 
@@ -47,15 +48,21 @@ STDOUT = "-"
 Pusher = Callable[["Store", "Image", Sequence[str]], None]
 
 
-def pusher() -> Pusher:
-    """The registry push for outputs that push. Asked for before the build starts, so a build
-    that cannot push fails at once rather than after its work.
+def pusher(report: Renderer) -> Pusher:
+    """The registry push for outputs that push (it loads the registry client only when it
+    runs); named before the build starts, so a bad output fails before any work."""
 
-    HOOK for the registry client: return its push function here."""
-    raise UsageError(
-        "-o type=registry (and push=true): pushing to a registry is not available yet in this "
-        "build of builder"
-    )
+    def push(store: Store, image: Image, refs: Sequence[str]) -> None:
+        from builder.registry.push import push as push_to
+
+        for ref in refs:
+            push_to(store, image.descriptor, ref, report=report)
+
+    return push
+
+
+def _silent(_event: object) -> None:
+    """No progress (callers that give no renderer)."""
 
 
 @dataclass(frozen=True)
@@ -147,12 +154,18 @@ class Plan:
                     raise UsageError(f"--output: {key} is given as both {merged[key]} and {value}")
         return merged
 
+    def registry_names(self) -> tuple[str, ...]:
+        """The names given to the outputs that push."""
+        return tuple(n for o in self.outputs if o.pushes for n in o.names)
+
     def extra_names(self) -> tuple[str, ...]:
         """Names that `type=image,name=...` adds to the -t names in the store."""
         return tuple(n for o in self.outputs if o.type == "image" for n in o.names)
 
 
-def plan_outputs(specs: Sequence[str], oci_mediatypes: bool | None) -> Plan:
+def plan_outputs(
+    specs: Sequence[str], oci_mediatypes: bool | None, report: Renderer | None = None
+) -> Plan:
     """Parse the -o values with `--oci-mediatypes` (None: not given); UsageError on a conflict."""
     outputs = tuple(parse_output(s) for s in specs) or (Output("image"),)
     said = {o.oci_mediatypes for o in outputs if o.oci_mediatypes is not None}
@@ -167,7 +180,7 @@ def plan_outputs(specs: Sequence[str], oci_mediatypes: bool | None) -> Plan:
             parent = Path(o.dest).parent
             if not parent.is_dir():  # fail before the build, not after it
                 raise UsageError(f"--output dest={o.dest}: the directory {parent} does not exist")
-    push = pusher() if any(o.pushes for o in outputs) else None
+    push = pusher(report or _silent) if any(o.pushes for o in outputs) else None
     return Plan(outputs, said != {False}, push)
 
 

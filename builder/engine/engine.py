@@ -15,11 +15,19 @@ from pathlib import Path
 from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
 from builder.engine.executor import Executor, SandboxExecutor
+from builder.engine.images import ImageSource, Puller
 from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
-from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
+from builder.errors import (
+    ImageNotFound,
+    LayerError,
+    RecipeError,
+    RegistryError,
+    SandboxError,
+    UsageError,
+)
 from builder.image.compression import LayerCompression
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform
@@ -89,19 +97,23 @@ def _scratch() -> ImageState:
     return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
 
 
-def _base(stage: Stage, store: Store, done: dict[str, ImageState]) -> ImageState:
+def _base(stage: Stage, images: ImageSource, done: dict[str, ImageState]) -> ImageState:
     if stage.base_stage is not None:
         return done[str(stage.base_stage)]
     if stage.base.lower() == "scratch":
         return _scratch()
+    loc = stage.from_instruction.location
     try:
-        image = store.image(stage.base)
-    except ImageNotFound:
-        loc = stage.from_instruction.location
+        image = images.get(stage.base)
+    except ImageNotFound as err:
+        if images.pulls:
+            raise ImageNotFound(f"{loc.filename}:{loc.line}: FROM {stage.base}: {err}") from None
         raise ImageNotFound(
             f"{loc.filename}:{loc.line}: FROM {stage.base}: no such image in the store"
             " (import it with `builder import` or build it first)"
         ) from None
+    except RegistryError as err:
+        raise RegistryError(f"{loc.filename}:{loc.line}: FROM {stage.base}: {err}") from None
     return ImageState.of_image(image)
 
 
@@ -111,10 +123,12 @@ def build(
     report: Reporter = ignore,
     *,
     executor: Executor | None = None,  # what runs RUN and the writers; the sandbox by default
+    puller: Puller | None = None,  # gets images the store lacks (the CLI's registry client)
 ) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
-        return _build(options, store, report, executor or SandboxExecutor())
+        images = ImageSource(store, puller, always_pull=options.pull)
+        return _build(options, store, report, executor or SandboxExecutor(), images)
 
 
 @dataclass
@@ -125,6 +139,7 @@ class _Run:
     store: Store
     report: Reporter
     executor: Executor
+    images: ImageSource
     context: BuildContext
     escape: str
     global_args: dict[str, str]
@@ -160,6 +175,7 @@ class _Run:
             secrets=self.options.secrets,
             source_date_epoch=self.options.source_date_epoch,
             executor=self.executor,
+            images=self.images.get if self.images.pulls else None,
         )
         try:
             state = execute(instr, state, ctx)
@@ -176,7 +192,7 @@ class _Run:
         text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
         self.report(StepStarted(label, self.number, self.total, text))
         # A CMD set in the base stage counts as inherited here (ENTRYPOINT drops it).
-        state = replace(_base(stage, self.store, self.done), cmd_set_in_stage=False)
+        state = replace(_base(stage, self.images, self.done), cmd_set_in_stage=False)
         if self.options.source_date_epoch is not None:
             # Every step this build adds is dated at the epoch, config-only ones included
             # (they take the state's time); the base image's history keeps its own times.
@@ -220,7 +236,7 @@ class _Run:
 
 
 def _build(
-    options: BuildOptions, store: Store, report: Reporter, executor: Executor
+    options: BuildOptions, store: Store, report: Reporter, executor: Executor, images: ImageSource
 ) -> BuildResult:
     started = time.monotonic()
     wanted = options.requested_compression()  # a bad value fails before any work
@@ -234,6 +250,7 @@ def _build(
         store=store,
         report=report,
         executor=executor,
+        images=images,
         context=_context(options, store),
         escape=recipe.escape,
         global_args=build_plan.global_args,

@@ -25,6 +25,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
+    pull: bool = False  # --pull: ask the registry for every named base, even one in the store
 
     def requested_compression(self) -> LayerCompression | None:
         return LayerCompression.coerce(self.compression)

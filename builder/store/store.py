@@ -16,6 +16,7 @@ image, and gc.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +36,20 @@ from builder.store.locks import GcLock, UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
 from builder.store.variants import LayerVariants
+
+# A base pulled in Docker schema 2 keeps its layer bytes; the OCI manifest of an image built
+# on it names them by their OCI types (as BuildKit does), not a mix of the two vocabularies.
+_OCI_LAYER_TYPES = {
+    MediaType.DOCKER_LAYER: MediaType.OCI_LAYER_GZIP,
+    MediaType.DOCKER_FOREIGN_LAYER: MediaType.OCI_LAYER_NONDIST_GZIP,
+}
+
+
+def _oci_layer(layer: Descriptor) -> Descriptor:
+    oci = (
+        _OCI_LAYER_TYPES.get(layer.media_type) if isinstance(layer.media_type, MediaType) else None
+    )
+    return dataclasses.replace(layer, media_type=oci) if oci is not None else layer
 
 
 class Store:
@@ -133,6 +148,7 @@ class Store:
         for layer in layers:
             if not self.layout.has(layer.digest):
                 raise StoreError(f"layer blob {layer.digest} is not in the store")
+        layers = [_oci_layer(layer) for layer in layers]
         cfg = self.layout.put_json(config.to_json(), MediaType.OCI_CONFIG)
         manifest = Manifest(cfg, tuple(layers))
         stored = self.layout.put_json(manifest.to_json(), MediaType.OCI_MANIFEST)

@@ -57,10 +57,10 @@ def test_plan_checks_the_outputs_together(tmp_path: Path) -> None:
         plan_outputs(("-", "type=oci,dest=-"), None)
     with pytest.raises(UsageError, match=r"the directory \S*/nope does not exist"):
         plan_outputs((f"type=oci,dest={tmp_path}/nope/x.tar",), None)
-    with pytest.raises(UsageError, match="pushing to a registry is not available yet"):
-        plan_outputs(("type=registry,name=localhost:5000/x",), None)
-    with pytest.raises(UsageError, match="not available yet"):
-        plan_outputs(("type=image,push=true",), None)
+    pushing = plan_outputs(("type=registry,name=localhost:5000/x",), None)
+    assert pushing.pusher is not None and pushing.registry_names() == ("localhost:5000/x",)
+    assert plan_outputs(("type=image,push=true",), None).pusher is not None
+    assert plan_outputs(("type=image",), None).pusher is None
 
 
 def test_compression_keys_are_read_and_must_agree() -> None:

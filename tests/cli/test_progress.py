@@ -5,8 +5,15 @@ from __future__ import annotations
 import io
 import json
 
-from builder.cli.progress import renderer
+from builder.cli.progress import TtyRenderer, renderer
 from builder.engine.events import BuildDone, BuildWarning, StepDone, StepOutput, StepStarted
+from builder.registry.events import (
+    BlobDone,
+    BlobProgress,
+    BlobStarted,
+    TransferDone,
+    TransferStarted,
+)
 
 EVENTS = [
     BuildWarning("build args not consumed by any ARG: X"),
@@ -51,3 +58,59 @@ def test_auto_is_plain_off_a_terminal() -> None:
     out = io.StringIO()
     renderer("auto", out)(StepStarted("0", 1, 1, "RUN x"))
     assert out.getvalue() == "[1/1] RUN x\n"
+
+
+TRANSFER = [
+    TransferStarted("pull", "busybox:latest", "docker.io"),
+    BlobStarted("pull", "sha256:" + "ab" * 32, 2_500_000, "layer"),
+    BlobProgress("sha256:" + "ab" * 32, 1_000_000, 2_500_000),
+    BlobDone("pull", "sha256:" + "ab" * 32, 2_500_000, "layer", "downloaded", 0.5),
+    BlobStarted("pull", "sha256:" + "cd" * 32, 300, "config"),
+    BlobDone("pull", "sha256:" + "cd" * 32, 300, "config", "present", 0.0),
+    TransferDone("pull", "busybox:latest", "sha256:" + "ef" * 32, 0.75),
+]
+
+
+def test_plain_transfers_are_one_line_per_blob() -> None:
+    out = io.StringIO()
+    report = renderer("plain", out)
+    for event in TRANSFER:
+        report(event)
+    assert out.getvalue().splitlines() == [
+        "pull busybox:latest from docker.io",
+        "  layer abababababab 2.5MB downloaded 0.50s",
+        "  config cdcdcdcdcdcd 300B present 0.00s",
+        f"pulled busybox:latest sha256:{'ef' * 32} in 0.75s",
+    ]
+
+
+def test_json_transfers_are_every_event() -> None:
+    out = io.StringIO()
+    report = renderer("json", out)
+    for event in TRANSFER:
+        report(event)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [r["event"] for r in records] == [type(e).__name__ for e in TRANSFER]
+    assert records[2] == {
+        "event": "BlobProgress",
+        "digest": "sha256:" + "ab" * 32,
+        "done": 1_000_000,
+        "size": 2_500_000,
+    }
+
+
+def test_tty_transfers_draw_a_bar_per_blob_and_keep_the_plain_lines() -> None:
+    out = io.StringIO()
+    report = renderer("tty", out)
+    assert isinstance(report, TtyRenderer)
+    report(TRANSFER[0])
+    report(TRANSFER[1])
+    report(TRANSFER[2])
+    bar = report.blobs["sha256:" + "ab" * 32]
+    assert (bar.n, bar.total) == (1_000_000, 2_500_000)
+    for event in TRANSFER[3:]:
+        report(event)
+    assert report.blobs == {}
+    text = out.getvalue()
+    assert "  layer abababababab 2.5MB downloaded 0.50s" in text
+    assert "pulled busybox:latest" in text

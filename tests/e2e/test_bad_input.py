@@ -37,11 +37,13 @@ CASES = [
         "Dockerfile:2:",
         id="unknown-instruction",
     ),
+    # A base the store lacks is pulled; a registry that cannot be reached is exit 9. (A 404
+    # from a reachable one is exit 4: tests/e2e/test_registry.py, with the test registry.)
     pytest.param(
-        "FROM nosuchimage:1.0\nRUN true\n",
-        errors.ImageNotFound.exit_code,
-        "Dockerfile:1: FROM nosuchimage:1.0: no such image",
-        id="from-missing-image",
+        "FROM nohost.invalid/nosuchimage:1.0\nRUN true\n",
+        errors.RegistryError.exit_code,
+        "Dockerfile:1: FROM nohost.invalid/nosuchimage:1.0: cannot reach registry nohost.invalid",
+        id="from-unreachable-registry",
     ),
     pytest.param(
         "FROM busybox\nRUN echo before\nRUN exit 3\n",

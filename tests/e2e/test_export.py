@@ -167,12 +167,28 @@ def test_a_missing_output_dir_fails_before_the_build(builder: Builder, tmp_path:
     assert (result.status, result.stderr.count("\n")) == (2, 1)
 
 
-def test_type_registry_says_it_is_not_available_yet(builder: Builder, tmp_path: Path) -> None:
+def test_type_registry_pushes_and_push_needs_a_name(
+    builder: Builder, tmp_path: Path, registry: str, repository: str
+) -> None:
     context = make_context(tmp_path, RECIPE)
-    result = builder("build", "-o", "type=registry,name=localhost:5000/x", context, check=False)
-    assert result.status == 2
-    assert "not available yet" in result.stderr and "Traceback" not in result.stderr
-    assert "[1/" not in result.stderr  # refused before any step ran
+    ref = f"{registry}/{repository}:pushed"
+    meta = tmp_path / "meta.json"
+    builder("build", "-o", f"type=registry,name={ref}", "--metadata-file", meta, context)
+    pushed = json.loads(
+        subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"],
+                       capture_output=True, check=True).stdout
+    )  # fmt: skip
+    digest = json.loads(meta.read_text())["containerimage.digest"]
+    assert (
+        pushed["config"]["digest"] == json.loads(meta.read_text())["containerimage.config.digest"]
+    )
+    inspected = subprocess.run(
+        ["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{ref}"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert inspected == digest
+    result = builder("build", "--push", context, check=False)
+    assert result.status == 2 and "needs a name to push" in result.stderr
 
 
 @pytest.mark.parametrize("transport", ["oci-archive", "docker-archive"])

@@ -189,10 +189,14 @@ def test_copy_from_a_missing_source(builder: Builder, tmp_path: Path) -> None:
         "build",
         "-t",
         "x",
-        make_context(tmp_path / "b", "FROM busybox\nCOPY --from=nosuch:1 /a /b\n"),
+        make_context(tmp_path / "b", "FROM busybox\nCOPY --from=nohost.invalid/x:1 /a /b\n"),
         check=False,
     )
-    assert result.status == 4 and "COPY --from=nosuch:1: no stage" in result.stderr
+    # Not a stage, so an image to pull: from a registry that cannot be reached, exit 9.
+    assert result.status == 9, result.stderr
+    assert "COPY --from=nohost.invalid/x:1: no stage of that name, and cannot reach" in (
+        result.stderr
+    )
 
 
 @pytest.mark.parametrize("compress", ["", "--gzip", "--bzip2", "--xz", "--zstd"])

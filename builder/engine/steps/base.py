@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +15,7 @@ from builder.engine.state import ImageState
 from builder.image.compression import LayerCompression
 from builder.image.config import DEFAULT_PATH, History
 from builder.image.epoch import created_at
+from builder.image.image import Image
 from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
@@ -38,6 +39,7 @@ class StepContext:
     secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap
     executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
+    images: Callable[[str], Image] | None = None  # COPY --from=IMAGE (default: the store's)
 
 
 def now(source_date_epoch: int | None = None) -> str:

@@ -25,7 +25,7 @@ from builder.engine.steps.layer_step import (
     discard,
     execute_in_overlay,
 )
-from builder.errors import ImageNotFound, StepFailed
+from builder.errors import ImageNotFound, RegistryError, StepFailed
 from builder.recipe import instructions as ins
 
 
@@ -34,13 +34,18 @@ def _source_state(name: str, ctx: StepContext, instr: ins.Copy) -> ImageState:
     stage = ctx.stages.get(name.lower()) or ctx.stages.get(name)
     if stage is not None:
         return stage
+    loc = instr.location
     try:
-        image = ctx.store.image(name)
-    except ImageNotFound:
-        loc = instr.location
+        image = (ctx.images or ctx.store.image)(name)
+    except ImageNotFound as err:
+        where = "in the store" if ctx.images is None else f"({err})"
         raise ImageNotFound(
             f"{loc.filename}:{loc.line}: COPY --from={name}: no stage of that name and no"
-            " such image in the store"
+            f" such image {where}"
+        ) from None
+    except RegistryError as err:
+        raise RegistryError(
+            f"{loc.filename}:{loc.line}: COPY --from={name}: no stage of that name, and {err}"
         ) from None
     return ImageState.of_image(image)
 

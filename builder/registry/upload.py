@@ -1,0 +1,203 @@
+"""Blob uploads: skip what the registry has, mount across its repositories, else send.
+
+A blob the repository already has (HEAD) is not sent. One that another repository of the
+same registry holds is mounted (`POST ...?mount=DIGEST&from=REPO`: no bytes move). Others
+are sent from the store: in one monolithic PUT when they fit in a chunk, else in PATCH
+chunks and a closing PUT; a registry that refuses PATCH gets the whole blob in one PUT.
+Bytes are read from the store verified: a corrupt blob is never pushed whole.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, BinaryIO
+from urllib.parse import urlencode
+
+from builder.errors import RegistryError
+from builder.image.descriptor import Descriptor
+from builder.registry.client import Repository, registry_message
+from builder.registry.transport import Stream
+from builder.store.blobs import BlobStore
+
+if TYPE_CHECKING:
+    from urllib3 import BaseHTTPResponse
+
+# Chunks are read into memory (so a failed PATCH can be sent again): bounded, not a layer.
+CHUNK_SIZE = 16 << 20
+_NO_PATCH = frozenset({400, 404, 405, 415, 416, 501})  # how registries say "not here"
+
+
+@dataclass(frozen=True)
+class _Session:
+    location: str
+    min_chunk: int  # OCI-Chunk-Min-Length: the registry's smallest PATCH (0: none said)
+
+
+class _Counted(io.RawIOBase):
+    """The blob's stream from the store, read to EOF (where the store verifies its digest),
+    with each read counted for progress."""
+
+    def __init__(self, source: BinaryIO, sent: Callable[[int], None]) -> None:
+        super().__init__()
+        self._source = source
+        self._sent = sent
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._source.read(size)
+        self._sent(len(data))
+        return data
+
+    def close(self) -> None:
+        self._source.close()
+        super().close()
+
+
+class _Progress:
+    """Bytes of one blob sent so far (a restart goes back to zero)."""
+
+    def __init__(self, report: Callable[[int], None]) -> None:
+        self.done = 0
+        self._report = report
+
+    def reset(self) -> None:
+        self.done = 0
+        self._report(0)
+
+    def __call__(self, n: int) -> None:
+        if n:
+            self.done += n
+            self._report(self.done)
+
+
+def upload_blob(
+    repo: Repository,
+    blob: Descriptor,
+    store: BlobStore,
+    mount_from: Sequence[str],
+    progress: Callable[[int], None],
+    chunk_size: int = CHUNK_SIZE,
+) -> str:
+    """Make `repo` hold the blob; returns how: "present", "mounted" or "uploaded"."""
+    if repo.blob_size(blob.digest, repo.push) is not None:
+        return "present"
+    session = None
+    for source in mount_from:
+        if source == repo.name:
+            continue
+        query = urlencode({"mount": str(blob.digest), "from": source})
+        response = repo.registry.request(
+            "POST",
+            f"/v2/{repo.name}/blobs/uploads/?{query}",
+            scopes=(*repo.push, f"repository:{source}:pull"),
+            headers={"Content-Length": "0"},
+        )
+        if response.status == 201:
+            return "mounted"
+        if response.status == 202:  # no such blob there: the registry opened an upload
+            session = _session(repo, response)
+            break
+    session = session or _start(repo)
+    sent = _Progress(progress)
+    chunk = max(chunk_size, session.min_chunk)
+    if blob.size > chunk:
+        if _send_chunks(repo, blob, store, session, chunk, sent):
+            return "uploaded"
+        sent.reset()
+        session = _start(repo)  # the refused PATCH may have spoilt that session
+    _put(repo, blob, session, lambda: _Counted(store.open(blob.digest), sent))
+    return "uploaded"
+
+
+def _start(repo: Repository) -> _Session:
+    response = repo.registry.request(
+        "POST",
+        f"/v2/{repo.name}/blobs/uploads/",
+        scopes=repo.push,
+        headers={"Content-Length": "0"},
+    )
+    if response.status != 202:
+        raise RegistryError(
+            f"registry {repo.registry.host} refused an upload to {repo.name}:"
+            f" {registry_message(response)}"
+        )
+    return _session(repo, response)
+
+
+def _session(repo: Repository, response: BaseHTTPResponse) -> _Session:
+    location = response.headers.get("Location")
+    if not location:
+        raise RegistryError(
+            f"registry {repo.registry.host} opened an upload to {repo.name} without a Location"
+        )
+    minimum = response.headers.get("OCI-Chunk-Min-Length", "")
+    return _Session(location, int(minimum) if minimum.isdigit() else 0)
+
+
+def _send_chunks(
+    repo: Repository,
+    blob: Descriptor,
+    store: BlobStore,
+    session: _Session,
+    chunk: int,
+    sent: _Progress,
+) -> bool:
+    """PATCH the blob in chunks, then close with PUT; False when the registry refuses the
+    first PATCH (the caller then sends the blob whole)."""
+    location = session.location
+    offset = 0
+    with store.open(blob.digest) as source:
+        while offset < blob.size:
+            data = source.read(chunk)
+            if not data:
+                raise RegistryError(f"blob {blob.digest} is shorter in the store than its size")
+            response = repo.registry.request(
+                "PATCH",
+                location,
+                scopes=repo.push,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Length": str(len(data)),
+                    "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                },
+                body=data,
+            )
+            if offset == 0 and response.status in _NO_PATCH:
+                return False
+            if response.status != 202:
+                raise RegistryError(
+                    f"registry {repo.registry.host} refused a chunk of blob {blob.digest}:"
+                    f" {registry_message(response)}"
+                )
+            location = _session(repo, response).location
+            offset += len(data)
+            sent(len(data))
+        source.read()  # to EOF: the store verifies the blob's digest there
+    _put(repo, blob, _Session(location, 0), None)
+    return True
+
+
+def _put(
+    repo: Repository, blob: Descriptor, session: _Session, body: Callable[[], Stream] | None
+) -> None:
+    """The closing PUT: the whole blob (monolithic), or nothing after the chunks."""
+    sep = "&" if "?" in session.location else "?"
+    response = repo.registry.request(
+        "PUT",
+        f"{session.location}{sep}{urlencode({'digest': str(blob.digest)})}",
+        scopes=repo.push,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(blob.size if body is not None else 0),
+        },
+        body=body if body is not None else b"",
+    )
+    if response.status != 201:
+        raise RegistryError(
+            f"registry {repo.registry.host} refused blob {blob.digest} of {repo.name}:"
+            f" {registry_message(response)}"
+        )

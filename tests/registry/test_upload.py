@@ -1,0 +1,120 @@
+"""Uploads against a scripted registry: skip, mount, chunks, and a whole PUT when PATCH is
+refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.image.descriptor import Descriptor
+from builder.image.mediatypes import MediaType
+from builder.registry.client import Registry
+from builder.registry.settings import Settings
+from builder.registry.transport import RetryPolicy
+from builder.registry.upload import upload_blob
+from builder.store import Store
+from tests.registry.scripted import Answer, Handler, Script, Seen, serve
+
+QUICK = RetryPolicy(attempts=1, connect_timeout=2, read_timeout=2)
+DATA = bytes(range(256)) * 40  # 10 KiB
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def host(script: Script) -> Iterator[str]:
+    with serve(script) as address:
+        yield address
+
+
+@pytest.fixture
+def blob(tmp_path: Path) -> tuple[Store, Descriptor]:
+    store = Store.open(tmp_path / "store")
+    return store, store.layout.put(DATA, MediaType.OCI_LAYER)
+
+
+def _upload(
+    host: str, blob: tuple[Store, Descriptor], chunk: int, mounts: tuple[str, ...] = ()
+) -> str:
+    store, desc = blob
+    repo = Registry(host, Settings(), QUICK, lambda: None).repository("app")
+    return upload_blob(repo, desc, store.layout, mounts, lambda _done: None, chunk)
+
+
+def _put_checks(expected: bytes) -> Handler:
+    def put(seen: Seen) -> Answer:
+        return Answer(201) if seen.body == expected else Answer(400)
+
+    return put
+
+
+def test_a_blob_the_repository_has_is_not_sent(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    script.on(f"HEAD /v2/app/blobs/{blob[1].digest}", Answer(200, headers={"X": "y"}))
+    assert _upload(host, blob, 1 << 20) == "present"
+    assert [s.method for s in script.seen] == ["HEAD"]
+
+
+def test_a_blob_another_repository_has_is_mounted(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    script.on("POST /v2/app/blobs/uploads/", Answer(201))
+    assert _upload(host, blob, 1 << 20, ("other",)) == "mounted"
+    post = script.seen[-1]
+    assert (
+        post.path == f"/v2/app/blobs/uploads/?mount={blob[1].digest.replace(':', '%3A')}&from=other"
+    )
+
+
+def test_chunks_then_a_closing_put(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    received: list[bytes] = []
+
+    def patch(seen: Seen) -> Answer:
+        start = int(seen.headers["Content-Range"].split("-")[0])
+        assert start == sum(map(len, received))
+        received.append(seen.body)
+        return Answer(202, headers={"Location": f"/upload/{len(received)}"})
+
+    script.on("POST /v2/app/blobs/uploads/", Answer(202, headers={"Location": "/upload/0"}))
+    for n in range(4):
+        script.on(f"PATCH /upload/{n}", patch)
+    script.on("PUT /upload/3", _put_checks(b""))
+    assert _upload(host, blob, 4096) == "uploaded"
+    assert b"".join(received) == DATA and len(received) == 3
+    assert script.seen[-1].path == f"/upload/3?digest={blob[1].digest.replace(':', '%3A')}"
+
+
+def test_a_registry_refusing_patch_gets_the_blob_in_one_put(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    script.on(
+        "POST /v2/app/blobs/uploads/",
+        [
+            Answer(202, headers={"Location": "/upload/a"}),
+            Answer(202, headers={"Location": "/upload/b"}),
+        ],
+    )
+    script.on("PATCH /upload/a", Answer(405))
+    script.on("PUT /upload/b", _put_checks(DATA))
+    assert _upload(host, blob, 4096) == "uploaded"
+    assert [s.method for s in script.seen] == ["HEAD", "POST", "PATCH", "POST", "PUT"]
+
+
+def test_a_small_blob_goes_in_one_monolithic_put(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    script.on(
+        "POST /v2/app/blobs/uploads/", Answer(202, headers={"Location": "/upload/x?_state=s"})
+    )
+    script.on("PUT /upload/x", _put_checks(DATA))
+    assert _upload(host, blob, 1 << 20) == "uploaded"
+    assert [s.method for s in script.seen] == ["HEAD", "POST", "PUT"]
+    assert script.seen[-1].path.startswith("/upload/x?_state=s&digest=sha256")
