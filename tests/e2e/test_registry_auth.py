@@ -441,6 +441,16 @@ def test_from_busybox_builds_through_a_mirror(
     assert digest_of(fresh, "busybox:latest") == digest_of(builder, "busybox:latest")
 
 
+def test_a_mirror_without_the_image_falls_back_to_the_registry(
+    builder: Builder, registry: str, fault_proxy: FaultProxy, served: Served, home: Home
+) -> None:
+    fault_proxy.fail("/manifests/", status=404, method="GET", times=None)
+    home.config.write_text(f'[registry."{registry}"]\nmirrors = ["{fault_proxy.address}"]\n')
+    direct = served.name.replace(fault_proxy.address, registry)
+    assert builder("pull", "-q", direct, env=home.env()).stdout.strip() == served.image.digest
+    assert statuses(fault_proxy, "/manifests/") == [404]  # the mirror was asked first
+
+
 # -- an index without our platform -------------------------------------------------------
 
 
