@@ -126,9 +126,7 @@ class Authorizer:
                     raise self.refused(scopes)
                 header = basic_header(creds)
             else:
-                wanted = tuple(sorted({*scopes, *challenge.params.get("scope", "").split()}))
-                self._tokens.pop(" ".join(wanted), None)
-                header = "Bearer " + self._token(challenge, wanted)
+                header = self._fresh_token(challenge, scopes, sent)
         if header == sent:
             raise self.refused(scopes)
         return header
@@ -149,8 +147,21 @@ class Authorizer:
 
     # -- bearer tokens ---------------------------------------------------------------------
 
-    def _token(self, challenge: Challenge, scopes: tuple[str, ...]) -> str:
+    def _fresh_token(self, challenge: Challenge, scopes: tuple[str, ...], sent: str | None) -> str:
+        """The bearer header after a 401. Requests running at once (three layers) all meet
+        the first 401: the token one of them fetched meanwhile serves the others, and only
+        a token that was itself refused is fetched again. The token asks for the challenge's
+        scope too, but is kept under the request's scopes, where `header` looks it up."""
         key = " ".join(scopes)
+        cached = self._tokens.get(key)
+        if cached is not None and cached[1] > time.monotonic() and "Bearer " + cached[0] != sent:
+            return "Bearer " + cached[0]
+        self._tokens.pop(key, None)
+        wanted = tuple(sorted({*scopes, *challenge.params.get("scope", "").split()}))
+        return "Bearer " + self._token(challenge, wanted, key)
+
+    def _token(self, challenge: Challenge, scopes: tuple[str, ...], key: str | None = None) -> str:
+        key = " ".join(scopes) if key is None else key
         cached = self._tokens.get(key)
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]

@@ -22,7 +22,13 @@ from typing import IO, TYPE_CHECKING, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 from builder.errors import RegistryError
-from builder.registry.settings import HostSettings, Settings, allows_http, ssl_context
+from builder.registry.settings import (
+    HostSettings,
+    Settings,
+    allows_http,
+    certs_d_root,
+    ssl_context,
+)
 
 if TYPE_CHECKING:
     import urllib3
@@ -359,7 +365,7 @@ class Transport:
         return (
             f"TLS verification of registry {self.host} failed ({reason}); CAs tried: "
             f"{', '.join(sources)}. To trust its CA, put it in "
-            f"/etc/docker/certs.d/{self.host}/ca.crt, or add"
+            f"{certs_d_root() / self.host / 'ca.crt'}, or add"
             f' `ca = ["/path/ca.pem"]` under [registry."{self.host}"] in {where}'
         )
 

@@ -120,6 +120,27 @@ def test_an_anonymous_token_is_fetched_once_per_scope(script: Script, host: str)
     assert script.count("GET /v2/app/manifests/latest") == 3
 
 
+def test_requests_that_met_the_first_401_together_share_one_token(
+    script: Script, host: str
+) -> None:
+    """Three layers start at once and all meet the first 401: the token the first of them
+    fetched serves the others; only a token that was itself refused is fetched again."""
+    fake = TokenRegistry(script, password=None)
+    fake.host = host
+    auth = _registry(host, None).auth
+    challenge = f'Bearer realm="http://{host}/token",service="fake",scope="repository:app:pull"'
+    scopes = ("repository:app:pull",)
+    first = [auth.challenged(challenge, scopes, None) for _ in range(3)]
+    assert first == ["Bearer tok-app-pull"] * 3
+    assert auth.header(scopes) == "Bearer tok-app-pull"  # kept under the request's scopes
+    assert script.count("GET /token") == 1
+    assert auth.challenged(challenge, scopes, "Bearer old-token") == "Bearer tok-app-pull"
+    assert script.count("GET /token") == 1
+    with pytest.raises(RegistryError, match="requires authentication"):
+        auth.challenged(challenge, scopes, "Bearer tok-app-pull")  # refused: fetched again,
+    assert script.count("GET /token") == 2  # and the same token again is given up on
+
+
 def test_a_token_is_fetched_with_the_stored_credentials(script: Script, host: str) -> None:
     fake = TokenRegistry(script, password=USER.password)
     fake.host = host
