@@ -277,6 +277,6 @@ def trust_hint(host: str, settings: HostSettings, certs_d: Path | None = None) -
     config = settings.source or config_path()[0]
     folder = (certs_d or certs_d_root()) / host
     return (
-        f"to trust a CA, put it at {folder}/ca.crt or list it as `ca` under "
-        f'[registry."{canonical_host(host)}"] in {config}'
+        f'To trust its CA, put it in {folder}/ca.crt, or add `ca = ["/path/ca.pem"]` under'
+        f' [registry."{canonical_host(host)}"] in {config}'
     )

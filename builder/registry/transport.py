@@ -26,8 +26,8 @@ from builder.registry.settings import (
     HostSettings,
     Settings,
     allows_http,
-    certs_d_root,
     ssl_context,
+    trust_hint,
 )
 
 if TYPE_CHECKING:
@@ -361,12 +361,9 @@ class Transport:
         reason = _reason(err)
         if not _is_verification_failure(err):
             return f"TLS with registry {self.host} failed: {reason}"
-        where = str(self.settings.source) if self.settings.source else _config_file_hint()
         return (
             f"TLS verification of registry {self.host} failed ({reason}); CAs tried: "
-            f"{', '.join(sources)}. To trust its CA, put it in "
-            f"{certs_d_root() / self.host / 'ca.crt'}, or add"
-            f' `ca = ["/path/ca.pem"]` under [registry."{self.host}"] in {where}'
+            f"{', '.join(sources)}. {trust_hint(self.host, self.host_settings)}"
         )
 
 
@@ -389,11 +386,6 @@ def _reason(err: BaseException) -> str:
     if isinstance(inner, ssl.SSLCertVerificationError) and inner.verify_message:
         text = inner.verify_message
     return text or type(inner).__name__
-
-
-def _config_file_hint() -> str:
-    default = "/etc/builder/builder.toml" if os.geteuid() == 0 else "~/.config/builder/builder.toml"
-    return f"the config file ($BUILDER_CONFIG, else {default})"
 
 
 def _discard(response: BaseHTTPResponse) -> None:

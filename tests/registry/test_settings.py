@@ -463,8 +463,8 @@ def test_trust_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "builder.toml"
     hint = trust_hint("r.example:5000", HostSettings("r.example:5000", source=config), tmp_path)
     assert hint == (
-        f"to trust a CA, put it at {tmp_path}/r.example:5000/ca.crt or list it as `ca` under "
-        f'[registry."r.example:5000"] in {config}'
+        f"To trust its CA, put it in {tmp_path}/r.example:5000/ca.crt, or add"
+        f' `ca = ["/path/ca.pem"]` under [registry."r.example:5000"] in {config}'
     )
     # Without a config file, the hint names the file that would be read.
     monkeypatch.setenv("BUILDER_CONFIG", str(tmp_path / "named.toml"))
