@@ -17,6 +17,9 @@ from dataclasses import dataclass
 _EOF = ""
 # Special parameters are single characters; they are never set in a recipe, so expand to "".
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+# `${a:-${b:-...}}` is read by recursion, a few Python frames per level; deeper nesting is
+# refused (nobody writes more than three levels) long before Python's recursion limit.
+MAX_NESTING = 64
 
 
 class ExpansionError(ValueError):
@@ -98,6 +101,7 @@ class _Lexer:
         self.skip_quotes = skip_quotes
         self.matched: set[str] = set()
         self.unmatched: set[str] = set()
+        self.depth = 0  # ${...} open around the current position
 
     def peek(self) -> str:
         return self.src[self.pos] if self.pos < len(self.src) else _EOF
@@ -213,6 +217,16 @@ class _Lexer:
                 return "$"
             return self.lookup(name) or ""
         self.next()  # the {
+        if self.depth >= MAX_NESTING:
+            raise ExpansionError(f"${{...}} nested deeper than {MAX_NESTING} levels")
+        self.depth += 1
+        try:
+            return self.braced()
+        finally:
+            self.depth -= 1
+
+    def braced(self) -> str:
+        """`${...}` after the brace, up to and with the closing one."""
         ch = self.peek()
         if ch == _EOF:
             raise ExpansionError("syntax error: missing '}'")
