@@ -60,7 +60,11 @@ def _context(options: BuildOptions, store: Store) -> BuildContext:
     if not options.context.is_dir():
         raise UsageError(f"build context {options.context} is not a directory")
     ignore_path = ignore_file_for(options.recipe_path(), options.context)
-    rules = DockerIgnore.parse(ignore_path.read_text()) if ignore_path else None
+    rules = None
+    if ignore_path is not None:
+        # Its patterns match file names, which may be any bytes: a byte that is not UTF-8
+        # stays the raw byte (surrogate-escaped) it stands for, as in the names; no error.
+        rules = DockerIgnore.parse(ignore_path.read_bytes().decode("utf-8", "surrogateescape"))
     kept = store.cache.get(_memo_key(options.context), JsonRecord)
     record = kept.value if kept is not None else {}
     entries = record.get("entries")

@@ -1,6 +1,7 @@
 """Hostile recipes through the real CLI: `builder build` and `builder lint` each end with one
 `error:` line and the exit code of its class, never a traceback (issue 11: items 5, 15,
-16, 17 and 20, and the cases that already held). The corpus is made here, by the test.
+16, 17 and 20, and the cases that already held; and a .dockerignore that is not UTF-8).
+The corpus is made here, by the test.
 
 Every recipe starts FROM scratch and fails (or succeeds) before any step runs, so neither
 a base image nor the sandbox is needed: an empty store per test is enough.
@@ -135,3 +136,12 @@ def test_a_hostile_recipe_gets_one_error_line_and_its_exit_code(
     # the error and its caret stay a few short lines whatever the recipe holds.
     assert not any(ch in stderr for ch in "\x00\x1b\x07\x85\u2028"), repr(stderr[-3000:])
     assert len(stderr) < 2000, stderr[:3000]
+
+
+def test_a_dockerignore_that_is_not_utf8_is_read_byte_for_byte(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    (context / "Dockerfile").write_text("FROM scratch\nLABEL a=b\n")
+    (context / ".dockerignore").write_bytes(b"secret-\xff\n*.log\n")
+    result = Builder(tmp_path / "store")("build", "-q", context, check=False)
+    assert (result.status, "Traceback" in result.stderr) == (0, False), result.stderr
