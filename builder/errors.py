@@ -59,12 +59,40 @@ class RecipeError(BuilderError):
         return f"{loc.filename}:{loc.line}:{loc.column}: {text}"
 
     def render(self) -> str:
+        # What the recipe holds is shown escaped and clipped: its bytes must neither drive
+        # the terminal nor split the one `error:` line, and a 4 MB line is not shown whole.
+        message = _clip(_visible(str(self)), _MESSAGE_CHARS)
         loc = self.location
         if loc is None or loc.source_line is None:
-            return str(self)
+            return message
+        column = max(loc.column - 1, 0)
+        start = max(column - _LINE_CHARS // 2, 0)
+        before = ("…" if start else "") + _visible(loc.source_line[start:column])
+        after = _visible(loc.source_line[column : start + _LINE_CHARS])
+        if start + _LINE_CHARS < len(loc.source_line):
+            after += "…"
         gutter = f"{loc.line:>4} | "
-        caret = " " * (len(gutter) + max(loc.column - 1, 0)) + "^"
-        return f"{self}\n{gutter}{loc.source_line}\n{caret}"
+        # A tab stays a tab under the caret too, so the caret lines up in any terminal.
+        pad = "".join("\t" if ch == "\t" else " " for ch in before)
+        return f"{message}\n{gutter}{before}{after}\n{' ' * len(gutter)}{pad}^"
+
+
+_MESSAGE_CHARS = 400  # of a message that quotes a huge word: its head and tail are shown
+_LINE_CHARS = 120  # of the source line, around the caret
+
+
+def _visible(text: str) -> str:
+    """`text` with every unprintable character but tab written as an escape (\\x1b)."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() or ch == "\t" else ascii(ch)[1:-1] for ch in text)
+
+
+def _clip(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} … {text[-half:]}"
 
 
 class ImageNotFound(BuilderError):

@@ -7,16 +7,12 @@ from pathlib import Path
 
 import click
 
-from builder.errors import UsageError
-
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_bytes().decode("utf-8", errors="surrogateescape")
-    except FileNotFoundError:
-        raise UsageError(f"no recipe at {path}") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a recipe") from None
+    # The same reader as build: a regular file, at most the recipe size limit, UTF-8.
+    from builder.engine.recipefile import read_recipe_text
+
+    return read_recipe_text(path)
 
 
 @click.command()

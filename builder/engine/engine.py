@@ -17,6 +17,7 @@ from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, S
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.images import ImageSource, Puller
 from builder.engine.options import BuildOptions, BuildResult
+from builder.engine.recipefile import read_recipe_bytes
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
@@ -36,6 +37,7 @@ from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, l
 from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
+from builder.recipe.source import recipe_text
 from builder.store import JsonRecord, Store
 
 
@@ -43,14 +45,8 @@ def read_recipe(options: BuildOptions, store: Store) -> Recipe:
     """The typed recipe; one parsed before from the same text is taken from the store, which
     spares the grammar's load (most of a cached rebuild's time)."""
     path = options.recipe_path()
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(
-            f"no recipe at {path} (pass -f FILE or put a Dockerfile in the context)"
-        ) from None
-    except IsADirectoryError:
-        raise UsageError(f"{path} is a directory, not a recipe") from None
+    raw = read_recipe_bytes(path, "pass -f FILE or put a Dockerfile in the context")
+    text = recipe_text(raw, path.name)  # its size and encoding, before the cache is asked
     key_source = b"\0".join([parser_fingerprint().encode(), path.name.encode(), raw])
     key = "recipe-" + hashlib.sha256(key_source).hexdigest()
     kept = store.cache.get(key, JsonRecord)
@@ -59,7 +55,7 @@ def read_recipe(options: BuildOptions, store: Store) -> Recipe:
             return recipe_from_json(kept.value["recipe"])
         except (KeyError, TypeError, ValueError):
             pass  # a damaged record: parse again
-    recipe = load(raw.decode("utf-8", errors="surrogateescape"), filename=path.name)
+    recipe = load(text, filename=path.name)
     store.cache.put(key, JsonRecord({"recipe": to_json(recipe)}))
     return recipe
 
@@ -72,7 +68,11 @@ def _context(options: BuildOptions, store: Store) -> BuildContext:
     if not options.context.is_dir():
         raise UsageError(f"build context {options.context} is not a directory")
     ignore_path = ignore_file_for(options.recipe_path(), options.context)
-    rules = DockerIgnore.parse(ignore_path.read_text()) if ignore_path else None
+    rules = None
+    if ignore_path is not None:
+        # Its patterns match file names, which may be any bytes: a byte that is not UTF-8
+        # stays the raw byte (surrogate-escaped) it stands for, as in the names; no error.
+        rules = DockerIgnore.parse(ignore_path.read_bytes().decode("utf-8", "surrogateescape"))
     kept = store.cache.get(_memo_key(options.context), JsonRecord)
     record = kept.value if kept is not None else {}
     entries = record.get("entries")

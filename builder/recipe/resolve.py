@@ -26,12 +26,16 @@ _HEREDOC_ESCAPE = "\\"
 
 
 class _Resolver:
-    def __init__(self, env: Mapping[str, str], escape: str) -> None:
+    def __init__(self, env: Mapping[str, str], escape: str, keyword: str) -> None:
         self.env = env
         self.escape = escape
+        self.keyword = keyword
 
     def word(self, text: str) -> str:
-        return expand_word(text, self.env, self.escape)
+        # Typing refused a NUL written in the recipe; one here came from a variable.
+        expanded = expand_word(text, self.env, self.escape)
+        values.no_nul(self.keyword, (expanded,))
+        return expanded
 
     def maybe(self, text: str | None) -> str | None:
         return None if text is None else self.word(text)
@@ -109,6 +113,7 @@ class _Resolver:
                 ports = tuple(
                     p for text in instr.ports for p in expand_words(text, self.env, self.escape)
                 )
+                values.no_nul(self.keyword, ports)
                 return r(instr, ports=ports)
             case ins.Copy() | ins.Add():
                 sources = self.words(instr.sources)
@@ -143,7 +148,7 @@ def resolve(instr: ins.Instruction, env: Mapping[str, str], escape: str) -> ins.
     value that is not valid once expanded, a values.InvalidValue at the flag.
     """
     try:
-        return _Resolver(env, escape).resolve(instr)
+        return _Resolver(env, escape, instr.keyword).resolve(instr)
     except ExpansionError as err:
         raise RecipeError(
             f"{instr.keyword}: {err}", instr.location, "check the ${...} syntax and quotes"

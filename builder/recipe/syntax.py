@@ -50,6 +50,11 @@ _JSON_LIST = frozenset({"ADD", "COPY", "VOLUME"})
 _JSON_OR_STRING = frozenset({"RUN", "CMD", "ENTRYPOINT", "SHELL"})
 _WORDS = frozenset({"FROM", "EXPOSE"})
 _STRING = frozenset({"MAINTAINER", "STOPSIGNAL", "USER", "WORKDIR"})
+_UNREADABLE = "this line cannot be read as an instruction"
+# BuildKit parses `ONBUILD ONBUILD x` (its dispatcher refuses it, as typed.py does); deeper
+# chains are refused here, before they could nest a Node per word.
+_MAX_ONBUILD_DEPTH = 2
+_UNREADABLE_HINT = "an instruction is a keyword, its --flags, then its arguments"
 
 
 @functools.cache
@@ -63,11 +68,36 @@ def _parser() -> Lark:
     # bytecode (same owner, same trust), keyed by Lark on the grammar's hash. Where that is
     # not writable the grammar is simply compiled each time.
     cache = Path(__file__).with_name("__pycache__") / "recipe.lark.cache"
+    # The contextual lexer looks only for the terminals the parser can take next: at the
+    # start of a line, KEYWORD. A line starting with a raw 0xA0 or 0x85 byte (blank to the
+    # flag scanner, not to TrimSpace) is then a keyword, as in BuildKit, and not a REST
+    # token that no rule can place (the basic lexer tries REST first).
+    options = {"parser": "lalr", "lexer": "contextual", "start": ["start", "line"]}
     try:
         cache.parent.mkdir(exist_ok=True)
-        return Lark(text, parser="lalr", lexer="basic", start=["start", "line"], cache=str(cache))
+        return Lark(text, cache=str(cache), **options)
     except OSError:
-        return Lark(text, parser="lalr", lexer="basic", start=["start", "line"])
+        return Lark(text, **options)
+
+
+class _Unreadable(Exception):
+    """The grammar could not read a line: its index among the lines given to it."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
+def _grammar(doc: str, start: str) -> Tree[Token]:
+    """One Lark pass. Every logical line fits the grammar; should one not, its index comes
+    out as _Unreadable, never one of Lark's exceptions (garbage in, a recipe error out)."""
+    from lark.exceptions import LarkError
+
+    try:
+        return _parser().parse(doc, start=start)
+    except LarkError as err:
+        line = getattr(err, "line", None)  # 1-based in `doc`, for the Unexpected* errors
+        raise _Unreadable(line - 1 if isinstance(line, int) and line > 0 else 0) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,24 +159,31 @@ def _split_tokens(tokens: list[Token], doc: str) -> _Split:
     return _Split(keyword, tuple(flags), go_trim_space(from_byte_chars(rest)))
 
 
-def _split_one(text: str) -> _Split:
+def _split_one(text: str, where: _Where) -> _Split:
     """Split a single instruction line (the inside of ONBUILD, lines with heredocs)."""
     trimmed = go_trim_space(text)
     if not trimmed:
         return _Split("", (), "")
     chars = to_byte_chars(trimmed)
-    tree: Tree[Token] = _parser().parse(chars, start="line")
+    try:
+        tree = _grammar(chars, start="line")
+    except _Unreadable:
+        raise where.error(_UNREADABLE, hint=_UNREADABLE_HINT) from None
     return _split_tokens(list(tree.children), chars)  # type: ignore[arg-type]
 
 
 def _split_many(texts: list[str]) -> list[_Split]:
-    """Split many instruction lines with one pass of the grammar."""
+    """Split many instruction lines with one pass of the grammar; _Unreadable names the
+    index in `texts` of a line it could not read."""
     trimmed = [go_trim_space(t) for t in texts]
-    present = [t for t in trimmed if t]
+    present = [i for i, t in enumerate(trimmed) if t]
     splits: list[_Split] = []
     if present:
-        doc = to_byte_chars("\n".join(present)) + "\n"
-        tree: Tree[Token] = _parser().parse(doc, start="start")
+        doc = to_byte_chars("\n".join(trimmed[i] for i in present)) + "\n"
+        try:
+            tree = _grammar(doc, start="start")
+        except _Unreadable as err:
+            raise _Unreadable(present[min(err.index, len(present) - 1)]) from None
         for line in tree.children:
             splits.append(_split_tokens(line.children, doc))  # type: ignore[union-attr,arg-type]
     found = iter(splits)
@@ -286,7 +323,7 @@ def _arguments(cmd: str, rest: str, escape: str, where: _Where) -> tuple[tuple[s
     return ("",), False  # unknown keyword: kept, the typed layer says "did you mean"
 
 
-def _node(text: str, split: _Split, escape: str, where: _Where) -> Node:
+def _node(text: str, split: _Split, escape: str, where: _Where, depth: int = 0) -> Node:
     cmd = split.keyword.upper()
     inner: Node | None = None
     if cmd == "ONBUILD":
@@ -295,8 +332,10 @@ def _node(text: str, split: _Split, escape: str, where: _Where) -> Node:
                 f"ONBUILD takes no flags ({split.flags[0]})",
                 hint="put flags after the inner instruction: ONBUILD COPY --from=x ...",
             )
+        if depth >= _MAX_ONBUILD_DEPTH:
+            raise where.error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if split.rest:
-            inner = _node(split.rest, _split_one(split.rest), escape, where)
+            inner = _node(split.rest, _split_one(split.rest, where), escape, where, depth + 1)
         return Node(
             cmd=cmd,
             sub_cmd=inner.cmd if inner else None,
@@ -352,7 +391,7 @@ def parse_syntax(text: str, filename: str = "Dockerfile") -> SyntaxTree:
                 continue
             escape = lex.directives.escape
             where = _where(filename, line, line.end_line)
-            node = _node(line.text, _split_one(line.text), escape, where)
+            node = _node(line.text, _split_one(line.text, where), escape, where)
             if _can_hold_heredocs(node):
                 try:
                     specs = heredocs_in_line(line.text)
@@ -396,8 +435,13 @@ def parse_syntax(text: str, filename: str = "Dockerfile") -> SyntaxTree:
 def _finish(
     entries: list[tuple[LogicalLine, int, Node | None]], escape: str, filename: str
 ) -> tuple[Node, ...]:
-    todo = [line.text for line, _, node in entries if node is None]
-    splits = iter(_split_many(todo)) if todo else iter(())
+    todo = [(line, end_line) for line, end_line, node in entries if node is None]
+    try:
+        splits = iter(_split_many([line.text for line, _ in todo])) if todo else iter(())
+    except _Unreadable as err:
+        line, end_line = todo[err.index]
+        where = _where(filename, line, end_line)
+        raise where.error(_UNREADABLE, hint=_UNREADABLE_HINT) from None
     nodes: list[Node] = []
     for line, end_line, node in entries:
         if node is None:

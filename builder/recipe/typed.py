@@ -392,6 +392,15 @@ _CONVERTERS: Mapping[str, Callable[[_Ctx], ins.Instruction]] = {
 }
 
 
+def _written_words(node: Node) -> list[str]:
+    """Every word of `node` that becomes a command, argument, variable, name or path: all
+    but the heredoc bodies of COPY and ADD, which are file contents."""
+    words = [*node.value, *node.flags]
+    if (node.sub_cmd or node.cmd).upper() not in ("COPY", "ADD"):
+        words += [doc.content for doc in node.heredocs]
+    return words
+
+
 def to_instruction(node: Node, filename: str) -> ins.Instruction:
     """One Node to its typed instruction; RecipeError on anything BuildKit would reject."""
     cmd = node.cmd.upper()
@@ -401,6 +410,10 @@ def to_instruction(node: Node, filename: str) -> ins.Instruction:
         close = difflib.get_close_matches(cmd, KNOWN, n=1)
         hint = f"did you mean {close[0]}?" if close else None
         raise RecipeError(f"unknown instruction: {node.cmd}", location, hint)
+    try:
+        values.no_nul(cmd, _written_words(node))
+    except values.Problem as problem:
+        raise values.invalid(problem, location) from None
     try:
         flags = parse_flags(cmd, node.flags)
     except FlagError as err:

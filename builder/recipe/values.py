@@ -9,7 +9,7 @@ the functions here and raise `InvalidValue` at the same word, so `builder lint` 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 
 from builder.errors import RecipeError, SourceLocation
@@ -53,6 +53,20 @@ def at_word(location: SourceLocation, word: str | None) -> SourceLocation:
 def invalid(problem: Problem, location: SourceLocation) -> InvalidValue:
     """The problem as a recipe error at its word, whichever side found it."""
     return InvalidValue(problem.message, at_word(location, problem.word), problem.hint)
+
+
+def no_nul(keyword: str, texts: Iterable[str]) -> None:
+    """A NUL byte in a word of an instruction: no command, argument, variable, name or
+    path can hold one (the kernel ends a string there). Typing checks the words as written,
+    resolve() the expanded ones, with this one message; the caret goes on the NUL when it
+    is on the instruction's line."""
+    if any("\0" in text for text in texts):
+        raise Problem(
+            f"{keyword}: a NUL byte cannot be part of an instruction",
+            "no command, argument, variable, name or path can hold one;"
+            " only a COPY or ADD heredoc body may",
+            "\0",
+        )
 
 
 def parse_chmod(text: str | None) -> int | None:

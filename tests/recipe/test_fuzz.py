@@ -1,6 +1,8 @@
 """The long fuzz run: whatever the text, parse_syntax returns a tree or raises RecipeError,
 and so do the stages above it (typed instructions, the stage plan, resolving each
 instruction against an empty scope, lint): nothing but a RecipeError ever escapes.
+Hostile input too: random bytes (as the reader decodes them, and as raw bytes), lines of
+hundreds of KB, and constructs nested thousands deep.
 
 Excluded from the normal run (`-m "not fuzz"`); `make fuzz` runs it.
 """
@@ -15,6 +17,7 @@ from builder.errors import RecipeError
 from builder.recipe import load, plan, resolve
 from builder.recipe.dump import dump, to_json
 from builder.recipe.lint import lint
+from builder.recipe.source import recipe_text
 from builder.recipe.syntax import parse_syntax
 from builder.recipe.typed import KNOWN
 
@@ -171,3 +174,70 @@ STRUCTURED = st.lists(INSTRUCTION, min_size=1, max_size=3).map(
 def test_structured_recipes_type_or_raise_recipe_error(text: str) -> None:
     """Mostly well-formed lines, so that the typed layer, resolve, plan and lint see them."""
     _check(text)
+
+
+# --- hostile input ----------------------------------------------------------------------
+
+
+@settings(max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.binary(max_size=300))
+def test_random_bytes_are_refused_or_parsed_never_raised_otherwise(raw: bytes) -> None:
+    try:
+        text = recipe_text(raw, "Dockerfile")  # what build and lint do with a file's bytes
+    except RecipeError as err:
+        assert err.location is not None  # invalid UTF-8, at its line and column
+    else:
+        _check(text)
+    _check(raw.decode("utf-8", "surrogateescape"))  # the parser's own raw-byte paths
+
+
+HOSTILE_PIECES = st.sampled_from(
+    [
+        "${a:-",
+        "${a/",
+        "${a:+",
+        "}",
+        "[",
+        "]",
+        '["',
+        '",',
+        "ONBUILD ",
+        "<<E ",
+        "\\\n",
+        "\\",
+        '"',
+        "'",
+        "--x=",
+        "$",
+        "x",
+        " ",
+        "\t",
+        "=",
+        "\x00",
+        "\udca0",
+        "\udc85",
+    ]
+)
+HOSTILE_LINE = st.tuples(
+    st.sampled_from(["RUN ", "ENV a=", "LABEL a=", "COPY ", "FROM ", "ONBUILD ", "ARG a="]),
+    st.lists(HOSTILE_PIECES, min_size=1, max_size=4).map("".join),
+    st.lists(HOSTILE_PIECES, max_size=4).map("".join),
+)
+
+
+@settings(max_examples=2_000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(HOSTILE_LINE, st.integers(1, 3_000))
+def test_constructs_nested_thousands_deep_raise_only_recipe_errors(
+    line: tuple[str, str, str], times: int
+) -> None:
+    start, repeated, end = line
+    _check(f"FROM a\n{start}{repeated * times}{end}\nE\n")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(HOSTILE_LINE, st.integers(50_000, 300_000))
+def test_lines_of_hundreds_of_kb_raise_only_recipe_errors(
+    line: tuple[str, str, str], size: int
+) -> None:
+    start, repeated, end = line
+    _check(f"FROM a\n{start}{(repeated * (size // len(repeated)))}{end}\n")
