@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.options import BuildOptions, BuildResult
+from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, open_sources
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
@@ -114,7 +116,22 @@ def build(
 ) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
-        return _build(options, store, report, executor or SandboxExecutor())
+        warn = _warner(report)
+        remotes = open_sources(options.cache_from, store, warn)
+        while True:
+            link = CacheLink(store, remotes)
+            try:
+                return _build(options, store, report, executor or SandboxExecutor(), link)
+            except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
+                warn(f"cache import {err}; building again without it")
+                remotes = link.without(err.source)
+
+
+def _warner(report: Reporter) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        report(BuildWarning(message))
+
+    return warn
 
 
 @dataclass
@@ -130,6 +147,7 @@ class _Run:
     global_args: dict[str, str]
     total: int
     new_layers: LayerCompression  # what a step that runs writes its layer with
+    cache: CacheLink
     number: int = 0
     steps: int = 0
     cached_steps: int = 0
@@ -160,6 +178,7 @@ class _Run:
             secrets=self.options.secrets,
             source_date_epoch=self.options.source_date_epoch,
             executor=self.executor,
+            cache=self.cache,
         )
         try:
             state = execute(instr, state, ctx)
@@ -219,8 +238,18 @@ class _Run:
         return state
 
 
+def _target_chain(build_plan: BuildPlan) -> list[int]:
+    """The target stage and the stages it is FROM: those whose layers its image has."""
+    chain: list[int] = []
+    index: int | None = build_plan.target
+    while index is not None:
+        chain.append(index)
+        index = build_plan.stages[index].base_stage
+    return chain
+
+
 def _build(
-    options: BuildOptions, store: Store, report: Reporter, executor: Executor
+    options: BuildOptions, store: Store, report: Reporter, executor: Executor, link: CacheLink
 ) -> BuildResult:
     started = time.monotonic()
     wanted = options.requested_compression()  # a bad value fails before any work
@@ -239,9 +268,11 @@ def _build(
         global_args=build_plan.global_args,
         total=sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed),
         new_layers=wanted or LayerCompression(),
+        cache=link,
     )
     for index in build_plan.needed:
         stage = build_plan.stages[index]
+        link.stage = index
         state = run.stage(stage)
         run.done[str(index)] = state
         if stage.name:
@@ -253,11 +284,14 @@ def _build(
         cc = config.config
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
     layers = final.layers
+    for layer in layers:  # the image's blobs must be in the store; fetched if imported
+        link.need(layer)
     if wanted is not None:  # every layer in it, the cached and the base's too
         layers = store.blobs_for(layers, config.diff_ids, wanted)
     image = store.write_image(config, layers)
     for tag in options.tags:
         store.layout.tag(tag, image.descriptor)
+    export_all(options.cache_to, store, link, _target_chain(build_plan))
     image_id = str(image.id)
     elapsed = time.monotonic() - started
     report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
 
 
@@ -25,6 +26,10 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
+    # Shared caches (engine/remote_cache.py): read after the local cache misses, in order;
+    # written after the build.
+    cache_from: tuple[CacheSource, ...] = ()
+    cache_to: tuple[CacheTarget, ...] = ()
 
     def requested_compression(self) -> LayerCompression | None:
         return LayerCompression.coerce(self.compression)
