@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import compress, epoch
+from builder.cli import cache, compress, epoch
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -111,6 +111,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     help="A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.",
 )
 @compress.options
+@cache.options
 @click.option(
     "-o",
     "--output",
@@ -154,6 +155,8 @@ def build(
     outputs: tuple[str, ...],
     oci_mediatypes: bool | None,
     metadata_file: Path | None,
+    cache_from: tuple[str, ...],
+    cache_to: tuple[str, ...],
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
@@ -185,6 +188,7 @@ def build(
             raise UsageError("dest=- would write an archive to a terminal: redirect stdout")
     if metadata_file is not None and not metadata_file.parent.is_dir():
         raise UsageError(f"--metadata-file {metadata_file}: its directory does not exist")
+    imports, exports = cache.cache_imports(cache_from), cache.cache_exports(cache_to)
     store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
     # The lease keeps an untagged result's blobs from gc until every output is written.
@@ -201,6 +205,8 @@ def build(
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
             source_date_epoch=sde,
+            cache_from=imports,
+            cache_to=exports,
         )
         result = run_build(options, store, renderer("quiet" if quiet else progress))
         _finish(store, result.manifest_digest, plan, names, metadata_file)
