@@ -8,10 +8,14 @@ Each cell is the wall time of the real CLI (`python -m builder build`, start-up 
 Peers' figures (buildah, ch-image on this machine class) are printed beside ours, with the
 ratio to the best peer (target: <= 0.5). Then the cost of SOURCE_DATE_EPOCH: the same
 workload cold and cached with and without it, in alternation, as a ratio (target: 1.00, no
-measurable cost). Then the component benchmarks (parser, layer writer, sandbox start) run,
+measurable cost). Then the CI scenario of a shared build cache on big-context: a cold
+build, the same cold build exporting its cache (--cache-to type=local), and a build in a
+fresh store importing it (--cache-from), which fetches only the image's layers. Then the
+component benchmarks (parser, layer writer, sandbox start) run,
 each measuring itself against a reference in the same process.
 
-Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components
+Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components --cache-runs 0
+Only the shared cache part:       bench/run.py --only --no-components --epoch-runs 0
 """
 
 from __future__ import annotations
@@ -128,12 +132,42 @@ def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, f
     return {k: (statistics.median(c), statistics.median(h)) for k, (c, h) in times.items()}
 
 
+CACHE_WORKLOAD = "big-context"
+
+
+def measure_shared_cache(work: Path, base: Path, runs: int) -> dict[str, float]:
+    """Medians of: a cold build; a cold build with --cache-to; the build in a fresh store
+    (the base only, as a CI runner's pull gives it) with --cache-from. The cache is a
+    directory (type=local): a registry's transfer time is push/pull's bench."""
+    recipe = SHARED / CACHE_WORKLOAD / "Dockerfile"
+    context = _context(CACHE_WORKLOAD, work)
+    args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", "app", context)
+    times: dict[str, list[float]] = {"cold": [], "cold + cache-to": [], "fresh + cache-from": []}
+    for i in range(runs):
+        cache = work / f"cache-{i}"
+        store = work / f"store-cache-{i}"
+        shutil.copytree(base, store, symlinks=True)
+        times["cold"].append(_builder(store, *args))
+        shutil.rmtree(store)
+        shutil.copytree(base, store, symlinks=True)
+        to = f"type=local,dest={cache},mode=max"
+        times["cold + cache-to"].append(_builder(store, *args, "--cache-to", to))
+        shutil.rmtree(store)  # the CI runner is gone; a fresh one starts
+        shutil.copytree(base, store, symlinks=True)
+        imported = _builder(store, *args, "--cache-from", f"type=local,src={cache}")
+        times["fresh + cache-from"].append(imported)
+        shutil.rmtree(store)
+        shutil.rmtree(cache)
+    return {cell: statistics.median(values) for cell, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(PEERS))
     parser.add_argument("--no-components", action="store_true")
     parser.add_argument("--epoch-runs", type=int, default=5)
+    parser.add_argument("--cache-runs", type=int, default=3)
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
@@ -149,12 +183,19 @@ def main() -> None:
             ):
                 best = min(peer)
                 print(f"{name:<25} {cell:<8} {value:8.2f} {best:10.2f} {value / best:6.2f}")
-        epoch = measure_epoch(work, base, options.epoch_runs)
-        print(f"\nSOURCE_DATE_EPOCH cost, {EPOCH_WORKLOAD}, medians of {options.epoch_runs}")
-        print(f"{'cell':<8} {'without':>8} {'with':>8} {'ratio':>6}")
-        for i, cell in enumerate(("cold", "cached")):
-            without, with_ = epoch["without"][i], epoch["with"][i]
-            print(f"{cell:<8} {without:8.2f} {with_:8.2f} {with_ / without:6.2f}")
+        if options.epoch_runs > 0:
+            epoch = measure_epoch(work, base, options.epoch_runs)
+            print(f"\nSOURCE_DATE_EPOCH cost, {EPOCH_WORKLOAD}, medians of {options.epoch_runs}")
+            print(f"{'cell':<8} {'without':>8} {'with':>8} {'ratio':>6}")
+            for i, cell in enumerate(("cold", "cached")):
+                without, with_ = epoch["without"][i], epoch["with"][i]
+                print(f"{cell:<8} {without:8.2f} {with_:8.2f} {with_ / without:6.2f}")
+        if options.cache_runs > 0:
+            shared = measure_shared_cache(work, base, options.cache_runs)
+            print(f"\nShared cache, CI scenario, {CACHE_WORKLOAD}, medians of {options.cache_runs}")
+            for cell, value in shared.items():
+                ratio = value / shared["cold"]
+                print(f"{cell:<20} {value:8.2f} s  {ratio:5.2f} x cold")
     if options.no_components:
         return
     for script in ("parse_bench.py", "layer_bench.py", "sandbox_bench.py"):

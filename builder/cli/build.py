@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import compress, epoch
+from builder.cli import cache, compress, epoch
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -111,6 +111,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     help="A secret for RUN --mount=type=secret: id=ID,src=FILE or id=ID,env=VAR.",
 )
 @compress.options
+@cache.options
 @click.option(
     "-o",
     "--output",
@@ -160,6 +161,8 @@ def build(
     metadata_file: Path | None,
     pull: bool,
     push: bool,
+    cache_from: tuple[str, ...],
+    cache_to: tuple[str, ...],
     source_date_epoch: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
@@ -197,6 +200,7 @@ def build(
         raise UsageError(f"--metadata-file {metadata_file}: its directory does not exist")
     if plan.pusher is not None and not names and not plan.registry_names():
         raise UsageError("--push (or -o type=registry) needs a name to push: give -t NAME")
+    imports, exports = cache.cache_imports(cache_from), cache.cache_exports(cache_to)
     store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
     # The lease keeps an untagged result's blobs from gc until every output is written.
@@ -214,6 +218,8 @@ def build(
             labels=parse_labels(labels),
             source_date_epoch=sde,
             pull=pull,
+            cache_from=imports,
+            cache_to=exports,
         )
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)

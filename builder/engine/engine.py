@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.images import ImageSource, Puller
 from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.recipefile import read_recipe_bytes
+from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, open_sources
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
@@ -127,8 +129,23 @@ def build(
 ) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
-        images = ImageSource(store, puller, always_pull=options.pull)
-        return _build(options, store, report, executor or SandboxExecutor(), images)
+        warn = _warner(report)
+        remotes = open_sources(options.cache_from, store, warn)
+        while True:
+            images = ImageSource(store, puller, always_pull=options.pull)
+            link = CacheLink(store, remotes)
+            try:
+                return _build(options, store, report, executor or SandboxExecutor(), images, link)
+            except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
+                warn(f"cache import {err}; building again without it")
+                remotes = link.without(err.source)
+
+
+def _warner(report: Reporter) -> Callable[[str], None]:
+    def warn(message: str) -> None:
+        report(BuildWarning(message))
+
+    return warn
 
 
 @dataclass
@@ -145,6 +162,7 @@ class _Run:
     global_args: dict[str, str]
     total: int
     new_layers: LayerCompression  # what a step that runs writes its layer with
+    cache: CacheLink
     number: int = 0
     steps: int = 0
     cached_steps: int = 0
@@ -176,6 +194,7 @@ class _Run:
             source_date_epoch=self.options.source_date_epoch,
             executor=self.executor,
             images=self.images.get if self.images.pulls else None,
+            cache=self.cache,
         )
         try:
             state = execute(instr, state, ctx)
@@ -235,8 +254,23 @@ class _Run:
         return state
 
 
+def _target_chain(build_plan: BuildPlan) -> list[int]:
+    """The target stage and the stages it is FROM: those whose layers its image has."""
+    chain: list[int] = []
+    index: int | None = build_plan.target
+    while index is not None:
+        chain.append(index)
+        index = build_plan.stages[index].base_stage
+    return chain
+
+
 def _build(
-    options: BuildOptions, store: Store, report: Reporter, executor: Executor, images: ImageSource
+    options: BuildOptions,
+    store: Store,
+    report: Reporter,
+    executor: Executor,
+    images: ImageSource,
+    link: CacheLink,
 ) -> BuildResult:
     started = time.monotonic()
     wanted = options.requested_compression()  # a bad value fails before any work
@@ -256,9 +290,11 @@ def _build(
         global_args=build_plan.global_args,
         total=sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed),
         new_layers=wanted or LayerCompression(),
+        cache=link,
     )
     for index in build_plan.needed:
         stage = build_plan.stages[index]
+        link.stage = index
         state = run.stage(stage)
         run.done[str(index)] = state
         if stage.name:
@@ -270,11 +306,14 @@ def _build(
         cc = config.config
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
     layers = final.layers
+    for layer in layers:  # the image's blobs must be in the store; fetched if imported
+        link.need(layer)
     if wanted is not None:  # every layer in it, the cached and the base's too
         layers = store.blobs_for(layers, config.diff_ids, wanted)
     image = store.write_image(config, layers)
     for tag in options.tags:
         store.layout.tag(tag, image.descriptor)
+    export_all(options.cache_to, store, link, _target_chain(build_plan))
     image_id = str(image.id)
     elapsed = time.monotonic() - started
     report(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
 
 
@@ -26,6 +27,10 @@ class BuildOptions:
     network: str = "none"  # RUN's network unless the step says --network: none | host
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
     pull: bool = False  # --pull: ask the registry for every named base, even one in the store
+    # Shared caches (engine/remote_cache.py): read after the local cache misses, in order;
+    # written after the build.
+    cache_from: tuple[CacheSource, ...] = ()
+    cache_to: tuple[CacheTarget, ...] = ()
 
     def requested_compression(self) -> LayerCompression | None:
         return LayerCompression.coerce(self.compression)

@@ -92,3 +92,26 @@ class StorePaths:
     def created_dirs(self) -> tuple[Path, ...]:
         """The directories Store.open makes; the others appear on first use."""
         return (self.blobs, self.layers, self.cache, self.tmp)
+
+
+@dataclass(frozen=True)
+class LayoutPaths:
+    """The names inside an OCI image layout directory other than the store's own: a build
+    cache written to a directory (store/cache_transport.py)."""
+
+    root: Path
+
+    @property
+    def oci_layout_file(self) -> Path:
+        return self.root / "oci-layout"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index.json"
+
+    @property
+    def blobs(self) -> Path:
+        return self.root / "blobs" / "sha256"
+
+    def blob(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.hex

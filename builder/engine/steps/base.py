@@ -11,6 +11,7 @@ from pathlib import Path
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
 from builder.engine.executor import Executor, SandboxExecutor
+from builder.engine.remote_cache import CacheLink
 from builder.engine.state import ImageState
 from builder.image.compression import LayerCompression
 from builder.image.config import DEFAULT_PATH, History
@@ -35,6 +36,7 @@ class StepContext:
     compression: LayerCompression  # what new layers are written with
     network: str  # the build's default for RUN: "none" or "host"
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
+    cache: CacheLink  # step records: the local cache, then imported ones; what --cache-to gets
     escape: str = "\\"  # the recipe's escape character, for expansion
     secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap

@@ -6,12 +6,15 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 from builder.engine import cachekey
 from builder.engine.events import StepOutput
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
+from builder.image.descriptor import Descriptor
+from builder.image.digest import Digest
 from builder.layer.prune import prune_unchanged_dirs
 from builder.store import StepRecord
 
@@ -29,26 +32,33 @@ def _record_key(ctx: StepContext, key: str) -> str:
 def cached_layer(
     state: ImageState, ctx: StepContext, key: str, created_by: str
 ) -> ImageState | None:
-    """The state after this step if the cache holds it (and its blob is still there)."""
+    """The state after this step if a cache holds it: the local one (with its blob still
+    there), or an imported one, whose blob is fetched only when it is needed."""
     if ctx.no_cache:
         return None
-    record = ctx.store.cache.get(_record_key(ctx, key), StepRecord)
+    record_key = _record_key(ctx, key)
+    record = ctx.cache.lookup(record_key)
     if record is None:
         return None
+    ctx.cache.note(record_key, record)
     created = record.created
     layer, diff_id = record.layer, record.diff_id
     if layer is None or diff_id is None:  # the step ran and changed nothing (commit_layer)
         config = state.config.with_history(history(created, created_by, empty_layer=True))
         return state.step(config, key, created=created, cached=True)
-    if not ctx.store.layout.has(layer.digest):
-        return None
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=True)
 
 
+def _unpacked(layer: Descriptor, diff_id: Digest, ctx: StepContext) -> Path:
+    if not ctx.store.layers.has(diff_id):  # unpacked from its blob, which may be remote
+        ctx.cache.need(layer)
+    return ctx.store.layers.get(layer, diff_id)
+
+
 def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
     lowers = tuple(
-        ctx.store.layers.get(layer, diff_id)
+        _unpacked(layer, diff_id, ctx)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
     return OverlayRoot(
@@ -79,7 +89,9 @@ def commit_layer(
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
         if skip_if_empty and not any(root.upper.iterdir()):
-            ctx.store.cache.put(_record_key(ctx, key), StepRecord(created))
+            empty = StepRecord(created)
+            ctx.store.cache.put(_record_key(ctx, key), empty)
+            ctx.cache.note(_record_key(ctx, key), empty)
             config = state.config.with_history(history(created, created_by, empty_layer=True))
             return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(
@@ -91,7 +103,9 @@ def commit_layer(
         ctx.store.layers.adopt(diff_id, root.upper)
     finally:
         discard(root)
-    ctx.store.cache.put(_record_key(ctx, key), StepRecord(created, layer, diff_id))
+    record = StepRecord(created, layer, diff_id)
+    ctx.store.cache.put(_record_key(ctx, key), record)
+    ctx.cache.note(_record_key(ctx, key), record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
 
