@@ -8,8 +8,8 @@ Each cell is the wall time of the real CLI (`python -m builder build`, start-up 
 Peers' figures (buildah, ch-image on this machine class) are printed beside ours, with the
 ratio to the best peer (target: <= 0.5). Then the cost of SOURCE_DATE_EPOCH: the same
 workload cold and cached with and without it, in alternation, as a ratio (target: 1.00, no
-measurable cost). Then the component benchmarks (parser, layer writer, sandbox start) run,
-each measuring itself against a reference in the same process.
+measurable cost). Then the component benchmarks (parser, layer writer, sandbox start,
+registry push/pull) run, each measuring itself against a reference in the same run.
 
 Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components
 """
@@ -157,7 +157,12 @@ def main() -> None:
             print(f"{cell:<8} {without:8.2f} {with_:8.2f} {with_ / without:6.2f}")
     if options.no_components:
         return
-    for script in ("parse_bench.py", "layer_bench.py", "sandbox_bench.py"):
+    for script in (
+        "parse_bench.py",
+        "layer_bench.py",
+        "sandbox_bench.py",
+        "registry_bench.py",
+    ):
         path = REPO / "bench" / script
         if path.exists():
             print(f"\n== {script}")
