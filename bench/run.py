@@ -11,8 +11,8 @@ workload cold and cached with and without it, in alternation, as a ratio (target
 measurable cost). Then the CI scenario of a shared build cache on big-context: a cold
 build, the same cold build exporting its cache (--cache-to type=local), and a build in a
 fresh store importing it (--cache-from), which fetches only the image's layers. Then the
-component benchmarks (parser, layer writer, sandbox start) run,
-each measuring itself against a reference in the same process.
+component benchmarks (parser, layer writer, sandbox start, registry push/pull) run, each
+measuring itself against a reference in the same run.
 
 Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components --cache-runs 0
 Only the shared cache part:       bench/run.py --only --no-components --epoch-runs 0
@@ -198,7 +198,12 @@ def main() -> None:
                 print(f"{cell:<20} {value:8.2f} s  {ratio:5.2f} x cold")
     if options.no_components:
         return
-    for script in ("parse_bench.py", "layer_bench.py", "sandbox_bench.py"):
+    for script in (
+        "parse_bench.py",
+        "layer_bench.py",
+        "sandbox_bench.py",
+        "registry_bench.py",
+    ):
         path = REPO / "bench" / script
         if path.exists():
             print(f"\n== {script}")

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -254,8 +256,9 @@ class Repository:
                     f"registry {self.registry.host}: blob {blob.digest} of {self.name}:"
                     f" {registry_message(response)}"
                 )
-            with store.writer() as writer:
+            with store.writer() as writer, _WriteBehind(writer.write) as write:
                 last = time.monotonic()
+                received = 0
                 chunks = response.stream(_CHUNK)
                 while True:
                     # Only the network read is "interrupted"; a store write error is no
@@ -264,18 +267,20 @@ class Repository:
                         chunk = next(chunks, None)
                     if chunk is None:
                         break
-                    if writer.size + len(chunk) > blob.size:
+                    received += len(chunk)
+                    if received > blob.size:
                         raise self._mismatch(blob, f"more than its {blob.size} bytes")
-                    writer.write(chunk)
+                    write(chunk)
                     now = time.monotonic()
                     if now - last >= _PROGRESS_EVERY:  # a callback per chunk is too many
-                        progress(writer.size)
+                        progress(received)
                         last = now
-                if writer.size < blob.size:
+                if received < blob.size:
                     raise Interrupted(
                         f"the transfer of blob {blob.digest} from registry"
-                        f" {self.registry.host} broke off at {writer.size} of {blob.size} bytes"
+                        f" {self.registry.host} broke off at {received} of {blob.size} bytes"
                     )
+                write.flush()
                 if writer.digest != blob.digest:
                     raise self._mismatch(blob, f"bytes that hash to {writer.digest}")
                 writer.commit(blob.media_type)
@@ -288,6 +293,37 @@ class Repository:
             f"{self.where}: blob {blob.digest} does not match its digest (the registry sent"
             f" {what}); it was not stored"
         )
+
+
+class _WriteBehind:
+    """A blob's chunks written to the store (hashed, then written) by a thread of their own,
+    in order, while the next chunk comes in from the network: hashing, writing and receiving
+    all release the GIL, so they overlap instead of taking turns. At most `depth` chunks
+    wait (memory stays bounded); a write's error is raised by a later call or by flush()."""
+
+    def __init__(self, write: Callable[[bytes], object], depth: int = 4) -> None:
+        self._write = write
+        self._depth = depth
+        self._pending: deque[Future[object]] = deque()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="pull-write")
+
+    def __enter__(self) -> _WriteBehind:
+        return self
+
+    def __call__(self, chunk: bytes) -> None:
+        if len(self._pending) >= self._depth:
+            self._pending.popleft().result()
+        self._pending.append(self._pool.submit(self._write, chunk))
+
+    def flush(self) -> None:
+        """Wait until every chunk is written."""
+        while self._pending:
+            self._pending.popleft().result()
+
+    def __exit__(self, *exc: object) -> None:
+        # After an error the waiting chunks are dropped; the one being written is waited
+        # for, so the store's writer is not closed under it.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _media_type(content_type: str, data: bytes) -> str:

@@ -4,7 +4,10 @@ A blob the repository already has (HEAD) is not sent. One that another repositor
 same registry holds is mounted (`POST ...?mount=DIGEST&from=REPO`: no bytes move). Others
 are sent from the store: in one monolithic PUT when they fit in a chunk, else in PATCH
 chunks and a closing PUT; a registry that refuses PATCH gets the whole blob in one PUT.
-Bytes are read from the store verified: a corrupt blob is never pushed whole.
+Bytes are read from the store verified: a corrupt blob is never pushed whole. Every body
+streams from the store's file as it is sent, a chunk too: no chunk is held in memory, so
+chunks can be large (the registry fsyncs each request's bytes before it answers: each
+chunk costs a wait on the disk, as well as a round trip).
 """
 
 from __future__ import annotations
@@ -18,14 +21,15 @@ from urllib.parse import urlencode
 from builder.errors import RegistryError
 from builder.image.descriptor import Descriptor
 from builder.registry.client import Repository, registry_message
-from builder.registry.transport import Stream
+from builder.registry.transport import Attempts, Stream
 from builder.store.blobs import BlobStore
 
 if TYPE_CHECKING:
     from urllib3 import BaseHTTPResponse
 
-# Chunks are read into memory (so a failed PATCH can be sent again): bounded, not a layer.
-CHUNK_SIZE = 16 << 20
+# Most layers go up in one request, as docker and skopeo send them; a bigger one in PATCH
+# chunks of this size (bodies stream from the store: a chunk costs no memory).
+CHUNK_SIZE = 128 << 20
 _NO_PATCH = frozenset({400, 404, 405, 415, 416, 501})  # how registries say "not here"
 
 
@@ -37,24 +41,55 @@ class _Session:
 
 class _Counted(io.RawIOBase):
     """The blob's stream from the store, read to EOF (where the store verifies its digest),
-    with each read counted for progress."""
+    with each read counted for progress. With `limit`: only the next `limit` bytes of it
+    (one chunk's body), and closing it leaves the blob's stream open for the next chunk."""
 
-    def __init__(self, source: BinaryIO, sent: Callable[[int], None]) -> None:
+    def __init__(
+        self, source: BinaryIO, sent: Callable[[int], None], limit: int | None = None
+    ) -> None:
         super().__init__()
         self._source = source
         self._sent = sent
+        self._left = limit
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._left is not None:
+            size = self._left if size < 0 else min(size, self._left)
+            if size == 0:
+                return b""
         data = self._source.read(size)
+        if self._left is not None:
+            if not data:  # the request announced more bytes than it could send
+                raise RegistryError("a blob is shorter in the store than its size")
+            self._left -= len(data)
         self._sent(len(data))
         return data
 
     def close(self) -> None:
-        self._source.close()
+        if self._left is None:
+            self._source.close()
         super().close()
+
+
+class _Resend(Exception):
+    """A chunk's body was asked for again (the transport retries a request that failed):
+    its bytes were streamed and are gone, so the upload starts over."""
+
+
+def _once(open_body: Callable[[], Stream]) -> Callable[[], Stream]:
+    used = False
+
+    def body() -> Stream:
+        nonlocal used
+        if used:
+            raise _Resend
+        used = True
+        return open_body()
+
+    return body
 
 
 class _Progress:
@@ -105,8 +140,20 @@ def upload_blob(
     sent = _Progress(progress)
     chunk = max(chunk_size, session.min_chunk)
     if blob.size > chunk:
-        if _send_chunks(repo, blob, store, session, chunk, sent):
-            return "uploaded"
+        attempts = Attempts(repo.registry.policy)
+        while True:
+            try:
+                if _send_chunks(repo, blob, store, session, chunk, sent):
+                    return "uploaded"
+                break
+            except _Resend:
+                if not attempts.pause():
+                    raise RegistryError(
+                        f"the upload of blob {blob.digest} to registry {repo.registry.host}"
+                        f" kept failing (gave up after {attempts.tried()})"
+                    ) from None
+            sent.reset()
+            session = _start(repo)  # a fresh session: the failed one holds partial bytes
         sent.reset()
         session = _start(repo)  # the refused PATCH may have spoilt that session
     _put(repo, blob, session, lambda: _Counted(store.open(blob.digest), sent))
@@ -147,24 +194,27 @@ def _send_chunks(
     sent: _Progress,
 ) -> bool:
     """PATCH the blob in chunks, then close with PUT; False when the registry refuses the
-    first PATCH (the caller then sends the blob whole)."""
+    first PATCH (the caller then sends the blob whole). _Resend when a chunk would have to
+    be sent again."""
     location = session.location
     offset = 0
     with store.open(blob.digest) as source:
         while offset < blob.size:
-            data = source.read(chunk)
-            if not data:
-                raise RegistryError(f"blob {blob.digest} is shorter in the store than its size")
+            length = min(chunk, blob.size - offset)
+
+            def window(length: int = length) -> Stream:
+                return _Counted(source, sent, length)
+
             response = repo.registry.request(
                 "PATCH",
                 location,
                 scopes=repo.push,
                 headers={
                     "Content-Type": "application/octet-stream",
-                    "Content-Length": str(len(data)),
-                    "Content-Range": f"{offset}-{offset + len(data) - 1}",
+                    "Content-Length": str(length),
+                    "Content-Range": f"{offset}-{offset + length - 1}",
                 },
-                body=data,
+                body=_once(window),
             )
             if offset == 0 and response.status in _NO_PATCH:
                 return False
@@ -174,9 +224,9 @@ def _send_chunks(
                     f" {registry_message(response)}"
                 )
             location = _session(repo, response).location
-            offset += len(data)
-            sent(len(data))
-        source.read()  # to EOF: the store verifies the blob's digest there
+            offset += length
+        if source.read(1):  # at EOF the store verifies the digest: a corrupt blob stops here
+            raise RegistryError(f"blob {blob.digest} is longer in the store than its size")
     _put(repo, blob, _Session(location, 0), None)
     return True
 

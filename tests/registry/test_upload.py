@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.mediatypes import MediaType
 from builder.registry.client import Registry
@@ -118,3 +119,49 @@ def test_a_small_blob_goes_in_one_monolithic_put(
     assert _upload(host, blob, 1 << 20) == "uploaded"
     assert [s.method for s in script.seen] == ["HEAD", "POST", "PUT"]
     assert script.seen[-1].path.startswith("/upload/x?_state=s&digest=sha256")
+
+
+def test_a_blob_corrupt_in_the_store_is_never_completed(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    """The chunks may go out, but the closing PUT that makes the registry take the blob
+    does not: the store's read to EOF refuses bytes that do not hash to the digest."""
+    store, desc = blob
+    store.paths.blob(desc.digest).write_bytes(DATA[::-1])  # same size, other bytes
+    script.on("POST /v2/app/blobs/uploads/", Answer(202, headers={"Location": "/upload/0"}))
+    for n in range(3):
+        script.on(f"PATCH /upload/{n}", Answer(202, headers={"Location": f"/upload/{n + 1}"}))
+    with pytest.raises(StoreError, match="corrupt"):
+        _upload(host, blob, 4096)
+    assert "PUT" not in [s.method for s in script.seen]
+
+
+def test_a_chunk_the_registry_fails_starts_the_upload_over(
+    script: Script, host: str, blob: tuple[Store, Descriptor]
+) -> None:
+    """A chunk streams from the store and is not kept: when the registry fails it, the blob
+    goes up again from its first byte, in a new upload session."""
+    script.on(
+        "POST /v2/app/blobs/uploads/",
+        [
+            Answer(202, headers={"Location": "/upload/a"}),
+            Answer(202, headers={"Location": "/upload/b0"}),
+        ],
+    )
+    script.on("PATCH /upload/a", Answer(500))
+    received: list[bytes] = []
+
+    def patch(seen: Seen) -> Answer:
+        assert seen.headers["Content-Range"].startswith(f"{4096 * len(received)}-")
+        received.append(seen.body)
+        return Answer(202, headers={"Location": f"/upload/b{len(received)}"})
+
+    for n in range(3):
+        script.on(f"PATCH /upload/b{n}", patch)
+    script.on("PUT /upload/b3", _put_checks(b""))
+    store, desc = blob
+    retrying = RetryPolicy(attempts=3, first_delay=0.01, connect_timeout=2, read_timeout=2)
+    repo = Registry(host, Settings(), retrying, lambda: None).repository("app")
+    assert upload_blob(repo, desc, store.layout, (), lambda _done: None, 4096) == "uploaded"
+    assert b"".join(received) == DATA
+    assert script.count("PATCH /upload/a") == 1 and script.count("POST /v2/app/blobs/uploads/") == 2
