@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
+from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
 from builder.store import Store
 
@@ -77,4 +77,4 @@ def _run(store: Store, options: RunOptions) -> int:
         if options.remove:
             store.containers.remove(container)
         else:
-            shutil.rmtree(container.work, ignore_errors=True)
+            remove_tree(container.work, ignore_errors=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import UsageError
+from builder.layer.tree import remove_tree
 from builder.store.atomic import fsync_dir
 
 
@@ -83,6 +83,6 @@ def output_dir(path: Path) -> Iterator[Path]:
         except OSError as err:
             raise UsageError(f"cannot put {path} in place: {err.strerror}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, ignore_errors=True)
         raise
     fsync_dir(parent)
