@@ -94,6 +94,16 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def _memo_name(rel: str) -> str:
+    """A path as the memo (stored as JSON, which is UTF-8) holds it: itself, or for a name
+    that is not UTF-8, a NUL (which no path holds) and its bytes in hex."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "\0" + rel.encode("utf-8", "surrogateescape").hex()
+    return rel
+
+
 # A memo entry: the stat fields that must all match for a stored content digest to be reused.
 MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, sha256 hex
 RACY_NS = 1_000_000_000
@@ -159,14 +169,14 @@ class BuildContext:
             return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, target)
         if stat.S_ISREG(st.st_mode):
             fingerprint = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            known = self._memo.get(rel)
+            known = self._memo.get(_memo_name(rel))
             fresh = max(st.st_mtime_ns, st.st_ctime_ns) < self._memo_made_ns - RACY_NS
             if known is not None and fresh and tuple(known[:4]) == fingerprint:
                 digest = known[4]
             else:
                 digest = _file_digest(visit.dir_fd, visit.name)
                 self.hashed += 1
-            self.new_memo[rel] = (*fingerprint, digest)
+            self.new_memo[_memo_name(rel)] = (*fingerprint, digest)
             return ContextEntry(rel, "file", mode, st.st_size, st.st_mtime_ns, digest)
         raise BuildContextError(f"{rel}: only files, directories and symlinks can be copied")
 
