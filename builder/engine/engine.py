@@ -114,7 +114,7 @@ def build(
 ) -> BuildResult:
     # The lease keeps gc away from blobs this build writes before it tags the image.
     with store.lease():
-        return _build(options, store, report, executor or SandboxExecutor())
+        return _build(options, store, report, executor or SandboxExecutor(store.tmp_dir))
 
 
 @dataclass

@@ -91,6 +91,13 @@ class Store:
         """A new private dir under tmp/, named with our pid so gc can tell it is live."""
         return self.scratch.new_dir(prefix)
 
+    def sweep_scratch(self) -> int:
+        """Remove the tmp/ entries whose owner process is gone (a killed build, import or
+        run left them); returns the bytes freed. Under the update lock, so two commands do
+        not remove the same entry at once; a live owner's entries are never touched."""
+        with self._lock.held():
+            return self.scratch.sweep(ownerless=False)
+
     def put_layer(
         self,
         src_dir: Path,
