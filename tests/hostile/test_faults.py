@@ -107,7 +107,7 @@ def test_a_killed_import_is_swept_by_the_next_command(builder: Builder, tmp_path
     assert _tmp(builder, "import-")
     busybox = builder("inspect", "busybox")  # read-only: sweeps nothing
     assert busybox.status == 0 and _tmp(builder, "import-")
-    builder("rmi", "busybox")  # a verb that writes: sweeps
+    builder("run", "--rm", "busybox", "true")  # a verb that uses the store: sweeps
     assert _tmp(builder) == []
 
 
