@@ -19,7 +19,14 @@ from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
-from builder.errors import ImageNotFound, LayerError, RecipeError, SandboxError, UsageError
+from builder.errors import (
+    ImageNotFound,
+    LayerError,
+    RecipeError,
+    SandboxError,
+    StoreError,
+    UsageError,
+)
 from builder.image.compression import LayerCompression
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Platform
@@ -163,7 +170,7 @@ class _Run:
         )
         try:
             state = execute(instr, state, ctx)
-        except (SandboxError, LayerError) as err:  # they know no recipe: say where
+        except (SandboxError, LayerError, StoreError) as err:  # they know no recipe: say where
             loc = instr.location
             raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
         self.cached_steps += state.from_cache

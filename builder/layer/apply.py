@@ -10,6 +10,7 @@ earlier entry (`a -> /etc`) can never carry a later one (`a/passwd`) out of `des
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import stat
@@ -391,6 +392,8 @@ def unpack_layer(
     except LayerError:
         raise
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the disk's fault, not the layer's: the caller names what it was writing
         raise LayerError(f"layer entry {member_name!r}: {err.strerror or err}") from None
     finally:
         ex.close()

@@ -13,6 +13,7 @@ from builder.image.epoch import created_at
 from builder.layer.apply import unpack_layer
 from builder.layer.compression import Compression
 from builder.layer.tree import remove_tree
+from builder.store.space import writing
 
 if TYPE_CHECKING:
     from builder.store import Store
@@ -41,7 +42,7 @@ def import_rootfs(
         # unpacked tree, so the image holds only what passed the checks, normalised.
         staging = store.tmp_dir("import")
         try:
-            with open(source, "rb") as blob:
+            with writing(f"the import of {source.name}", store.root), open(source, "rb") as blob:
                 unpack_layer(blob, staging)
             layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp, level=level)
             store.layers.adopt(diff_id, staging)

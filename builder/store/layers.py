@@ -18,6 +18,7 @@ from builder.store.locks import UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.removal import remove
 from builder.store.scratch import Scratch
+from builder.store.space import writing
 
 
 class UnpackedLayers:
@@ -42,7 +43,8 @@ class UnpackedLayers:
 
         staging = self._scratch.new_dir("unpack")
         try:
-            with self._blobs.open(blob.digest) as stream:
+            what = f"the unpacked layer {diff_id}"
+            with writing(what, self._paths.root), self._blobs.open(blob.digest) as stream:
                 unpack_layer(stream, staging / "root", expected_diff_id=diff_id)
                 stream.read()  # to EOF, so the blob digest is verified too
             return self.adopt(diff_id, staging / "root")

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from builder.store.removal import remove
+from builder.store.space import writing
 
 _OWNER = re.compile(r"-(\d+)-(\d+)-[^-]*$")
 _OLD_OWNER = re.compile(r"-(\d+)-[^-]*$")
@@ -73,7 +74,8 @@ class Scratch:
     def new_dir(self, prefix: str) -> Path:
         """A new private dir, named with our pid and start time so a sweep can tell it is
         live."""
-        return Path(tempfile.mkdtemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path))
+        with writing(f"the {prefix} dir", self.path):
+            return Path(tempfile.mkdtemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path))
 
     def new_name(self, prefix: str) -> Path:
         """A fresh unused path (nothing is created there) for a file the caller opens

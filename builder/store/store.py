@@ -34,6 +34,7 @@ from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
+from builder.store.space import writing
 from builder.store.variants import LayerVariants
 
 
@@ -114,7 +115,7 @@ class Store:
         """
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
 
-        with self.layout.writer() as w:
+        with writing("a layer blob", self.root), self.layout.writer() as w:
             digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp, level=level)
             desc = w.commit(digests.media_type)
         asked = LayerCompression(compression, level)
@@ -140,9 +141,10 @@ class Store:
         for layer in layers:
             if not self.layout.has(layer.digest):
                 raise StoreError(f"layer blob {layer.digest} is not in the store")
-        cfg = self.layout.put_json(config.to_json(), MediaType.OCI_CONFIG)
-        manifest = Manifest(cfg, tuple(layers))
-        stored = self.layout.put_json(manifest.to_json(), MediaType.OCI_MANIFEST)
+        with writing("the image config and manifest", self.root):
+            cfg = self.layout.put_json(config.to_json(), MediaType.OCI_CONFIG)
+            manifest = Manifest(cfg, tuple(layers))
+            stored = self.layout.put_json(manifest.to_json(), MediaType.OCI_MANIFEST)
         platform = Platform(config.architecture, config.os, config.variant)
         desc = Descriptor(stored.media_type, stored.digest, stored.size, platform=platform)
         return Image(desc, manifest, config)
