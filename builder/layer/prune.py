@@ -67,22 +67,23 @@ def prune_unchanged_dirs(upper: Path, lowers: Sequence[Path]) -> int:
     """
     top_first = list(reversed(lowers))
     removed = 0
-    # Bottom-up: a dir is empty when it holds nothing but removed dirs. kept[d] says whether
-    # the dir open at depth d keeps something.
-    kept: list[bool] = [False]
+    # Bottom-up: a dir is empty when every entry it held was a dir removed here.
+    # left[d]: how many entries the dir whose children are at depth d still holds.
+    left: list[int] = [0]
     for visit in walk(upper, post_order=True):
-        if visit.is_dir and not visit.after:
-            kept.append(False)
-            continue
+        d = visit.depth
         if not visit.after:
-            kept[-1] = True
+            left[d] += 1
+            if visit.is_dir:
+                del left[d + 1 :]
+                left.append(0)
             continue
-        holds_something = kept.pop()
-        if not holds_something and _unchanged(visit, top_first):
+        empty = len(left) > d + 1 and left[d + 1] == 0
+        del left[d + 1 :]
+        if empty and _unchanged(visit, top_first):
             os.rmdir(visit.name, dir_fd=visit.dir_fd)
             removed += 1
-        else:
-            kept[-1] = True
+            left[d] -= 1
     return removed
 
 
