@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,20 @@ from builder.engine.stagecopy import Destination, pack, unpack
 from builder.layer.apply import unpack_layer
 from builder.layer.compression import Compression
 from builder.layer.prune import prune_unchanged_dirs
+from builder.layer.tree import remove_tree
 from builder.layer.write import write_layer
 from builder.store.removal import remove, remove_children
 from tests.e2e.support import Builder, make_context
 from tests.hostile.trees import DEPTH, LEAF, chain_depth, deep_name, few_fds, make_deep
+
+
+@pytest.fixture(autouse=True)
+def _remove_deep_trees(tmp_path: Path) -> Iterator[None]:
+    """Every test's trees go when it ends: pytest's own clean-up of old tmp dirs (shutil's
+    recursive rmtree) would fail on them, in every later run on this machine."""
+    yield
+    for child in tmp_path.iterdir():
+        remove_tree(child, ignore_errors=True)
 
 
 def _layer_of(top: Path) -> bytes:
