@@ -8,8 +8,15 @@ import click
 
 from builder.store import Store
 
+# The verbs that write to the store: each removes, when it opens the store, what killed
+# commands left in its tmp/ (their owner process is gone). Read-only verbs leave it.
+SWEEPING_VERBS = frozenset({"build", "run", "import", "load", "rmi", "save", "export", "prune"})
+
 
 def open_store(ctx: click.Context) -> Store:
     root = ctx.find_root().obj
     assert isinstance(root, Path)
-    return Store.open(root)
+    store = Store.open(root)
+    if ctx.info_name in SWEEPING_VERBS:
+        store.sweep_scratch()
+    return store

@@ -7,6 +7,7 @@ and only here.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -15,7 +16,7 @@ from typing import NoReturn
 
 import click
 
-from builder.errors import BuilderError
+from builder.errors import BuilderError, StoreError
 
 # verb -> "module:function" under builder.cli
 VERBS = {
@@ -95,3 +96,11 @@ def main(argv: list[str] | None = None) -> NoReturn:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(141)
+    except OSError as err:
+        # A full disk where no writer named what it was writing: still one line, the
+        # store's exit code (the writers' own cleanup has run on the way out).
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        click.echo(f"error: {os.strerror(err.errno).lower()}{where}", err=True)
+        sys.exit(StoreError.exit_code)

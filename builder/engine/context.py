@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuildContextError
+from builder.layer.tree import Visit, walk
 
 HASH_CHUNK = 1 << 20
 
@@ -50,9 +51,10 @@ class CopyItem:
     name: str = ""  # the source's own name, for that case (a followed symlink keeps its name)
 
 
-def _file_digest(path: Path) -> str:
+def _file_digest(dir_fd: int, name: bytes) -> str:
     h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with open(fd, "rb", buffering=0) as f:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
@@ -90,6 +92,16 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
             out.append(re.escape(c))
         i += 1
     return re.compile("".join(out))
+
+
+def _memo_name(rel: str) -> str:
+    """A path as the memo (stored as JSON, which is UTF-8) holds it: itself, or for a name
+    that is not UTF-8, a NUL (which no path holds) and its bytes in hex."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        return "\0" + rel.encode("utf-8", "surrogateescape").hex()
+    return rel
 
 
 # A memo entry: the stat fields that must all match for a stored content digest to be reused.
@@ -130,36 +142,41 @@ class BuildContext:
         """Every visible entry, by relative path (the root itself is "")."""
         found: dict[str, ContextEntry] = {}
         self.walked_ns = time.time_ns()
-        root = str(self.root)
-        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-            rel_dir = os.path.relpath(dirpath, root)
-            rel_dir = "" if rel_dir == "." else rel_dir.replace(os.sep, "/")
-            # Excluded dirs are still walked: a later `!` exception may bring a child back.
-            dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                rel = f"{rel_dir}/{name}" if rel_dir else name
+        # Iterative and by dir fd (layer/tree): a context may be deeper than the stack allows
+        # and its paths longer than PATH_MAX. Names are bytes on disk; here they are str with
+        # undecodable bytes surrogate-escaped (os.fsdecode), which os.fsencode gives back.
+        # Excluded dirs are still walked: a later `!` exception may bring a child back.
+        try:
+            for visit in walk(self.root):
+                rel = os.fsdecode(visit.path)
                 if self._ignore is not None and self._ignore.excludes(rel):
                     continue
-                full = os.path.join(dirpath, name)
-                found[rel] = self._entry(rel, full, os.lstat(full))
+                found[rel] = self._entry(rel, visit)
+        except OSError as err:
+            raise BuildContextError(
+                f"cannot read the build context {self.root}: {err.strerror}"
+                + (f": {err.filename}" if err.filename else "")
+            ) from None
         return found
 
-    def _entry(self, rel: str, full: str, st: os.stat_result) -> ContextEntry:
+    def _entry(self, rel: str, visit: Visit) -> ContextEntry:
+        st = visit.st
         mode = stat.S_IMODE(st.st_mode)
         if stat.S_ISDIR(st.st_mode):
             return ContextEntry(rel, "dir", mode, 0, st.st_mtime_ns, "")
         if stat.S_ISLNK(st.st_mode):
-            return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, os.readlink(full))
+            target = os.fsdecode(os.readlink(visit.name, dir_fd=visit.dir_fd))
+            return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, target)
         if stat.S_ISREG(st.st_mode):
             fingerprint = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            known = self._memo.get(rel)
+            known = self._memo.get(_memo_name(rel))
             fresh = max(st.st_mtime_ns, st.st_ctime_ns) < self._memo_made_ns - RACY_NS
             if known is not None and fresh and tuple(known[:4]) == fingerprint:
                 digest = known[4]
             else:
-                digest = _file_digest(Path(full))
+                digest = _file_digest(visit.dir_fd, visit.name)
                 self.hashed += 1
-            self.new_memo[rel] = (*fingerprint, digest)
+            self.new_memo[_memo_name(rel)] = (*fingerprint, digest)
             return ContextEntry(rel, "file", mode, st.st_size, st.st_mtime_ns, digest)
         raise BuildContextError(f"{rel}: only files, directories and symlinks can be copied")
 
@@ -236,5 +253,7 @@ def copy_digest(items: list[CopyItem]) -> str:
     h = hashlib.sha256()
     for item in items:
         e = item.entry
-        h.update(f"{item.target}\0{e.kind}\0{e.mode:o}\0{e.digest}\n".encode())
+        # surrogateescape: a name that is not UTF-8 hashes as its own bytes.
+        line = f"{item.target}\0{e.kind}\0{e.mode:o}\0{e.digest}\n"
+        h.update(line.encode("utf-8", "surrogateescape"))
     return h.hexdigest()

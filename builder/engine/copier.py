@@ -10,9 +10,11 @@ executor without one (the tests') passes a plain directory instead.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import posixpath
+import stat
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +22,7 @@ from typing import ParamSpec
 
 from builder.engine.context import CopyItem
 from builder.engine.extract import extract, open_archive
+from builder.layer.tree import open_below
 from builder.sandbox.users import read_groups, read_passwd
 
 
@@ -66,17 +69,81 @@ class InlineFile:
     mode: int = 0o644
 
 
-def remove_non_dir(path: str) -> None:
+def remove_non_dir(path: str | bytes, dir_fd: int | None = None) -> None:
     try:
-        if not os.path.isdir(path) or os.path.islink(path):
-            os.unlink(path)
+        if not stat.S_ISDIR(os.lstat(path, dir_fd=dir_fd).st_mode):
+            os.unlink(path, dir_fd=dir_fd)
     except FileNotFoundError:
         pass
 
 
-def _write_file(src_fd: int, target: str, mode: int) -> int:
-    remove_non_dir(target)
-    dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode & 0o777)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+class Dirs:
+    """Directories reached by a relative path from a base dir fd one component at a time,
+    made when missing (0755, as `mkdir -p`): a path may be longer than PATH_MAX. The last
+    one opened stays open, since entries come in tree order and the next entry's parent is
+    usually the same dir or one below it. Symlinks on the way are followed as the root we
+    run in resolves them (in the sandbox, inside the image)."""
+
+    def __init__(self, base_fd: int) -> None:
+        self.base = base_fd
+        self.parts: tuple[str, ...] = ()
+        self.fd = -1
+
+    def open(self, rel: str, *, create: bool = True) -> int:
+        """The fd of `rel` (valid until the next call or close())."""
+        parts = tuple(p for p in rel.split("/") if p and p != ".")
+        if self.fd >= 0 and parts == self.parts:
+            return self.fd
+        if self.fd >= 0 and parts[: len(self.parts)] == self.parts:
+            fd, rest = self.fd, parts[len(self.parts) :]
+        else:
+            self.close()
+            fd, rest = self.base, parts
+        start = fd
+        try:
+            for comp in rest:
+                try:
+                    nxt = os.open(comp, _DIR, dir_fd=fd)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(comp, 0o755, dir_fd=fd)
+                    nxt = os.open(comp, _DIR, dir_fd=fd)
+                if fd != self.base:
+                    os.close(fd)
+                fd = nxt
+        except BaseException:
+            if fd not in (self.base, start):
+                os.close(fd)
+            if start == self.fd and fd != start:
+                self.fd = -1  # closed on the way down
+            raise
+        if fd == self.base:
+            fd = os.dup(self.base)  # the root itself: a fd of our own, closed like the others
+        self.parts, self.fd = parts, fd
+        return fd
+
+    def is_dir(self, rel: str) -> bool:
+        try:
+            self.open(rel, create=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+        self.parts, self.fd = (), -1
+
+
+def _write_file(src_fd: int, dir_fd: int, name: str, mode: int) -> int:
+    remove_non_dir(name, dir_fd)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    dst = os.open(name, flags, mode & 0o777, dir_fd=dir_fd)
     try:
         while os.sendfile(dst, src_fd, None, 1 << 30) > 0:
             pass
@@ -110,6 +177,12 @@ def in_root(fn: Callable[P, int]) -> Callable[P, int]:
     return wrapper
 
 
+def _split(path: str) -> tuple[str, str]:
+    """(parent, name) of a '/'-separated path below a root; the root itself is ("", "")."""
+    parent, _, name = path.strip("/").rpartition("/")
+    return parent, name
+
+
 @in_root
 def copy_into_root(
     root: str,
@@ -120,55 +193,85 @@ def copy_into_root(
     chmod: int | None,
     unpack_archives: bool = False,
 ) -> int:
-    """Write the context items (and heredoc files) into the root we are in."""
+    """Write the context items (and heredoc files) into the root we are in.
+
+    Every path is reached one component at a time from an fd (Dirs; open_below for the
+    context): a context or a destination may be deeper than PATH_MAX allows to name.
+    """
     uid, gid = owner.resolve(root)
+    root_fd = os.open(root, _DIR)
+    dirs = Dirs(root_fd)
+    try:
+        _copy_items(root, root_fd, dirs, context_fd, items, owner=(uid, gid), chmod=chmod,
+                    unpack_archives=unpack_archives)  # fmt: skip
+        for file in inline:
+            parent, name = _split(file.target)
+            pfd = dirs.open(parent)
+            remove_non_dir(name, pfd)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o644, dir_fd=pfd)
+            try:
+                os.write(fd, file.content)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, chmod if chmod is not None else file.mode)
+            finally:
+                os.close(fd)
+    finally:
+        dirs.close()
+        os.close(root_fd)
+    return 0
+
+
+def _copy_items(
+    root: str,
+    root_fd: int,
+    dirs: Dirs,
+    context_fd: int,
+    items: list[CopyItem],
+    *,
+    owner: tuple[int, int],
+    chmod: int | None,
+    unpack_archives: bool,
+) -> None:
+    uid, gid = owner
     dir_times: list[tuple[str, int]] = []
     for item in items:
         entry = item.entry
-        target = in_image(root, item.target)
+        target = item.target
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
         archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
-        if item.into_existing_dir and os.path.isdir(target):
+        if item.into_existing_dir and dirs.is_dir(target):
             target = posixpath.join(target, item.name or posixpath.basename(entry.path))
-        os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
+        parent, name = _split(target)
         mode = chmod if chmod is not None else entry.mode
         if entry.kind == "dir":
-            os.makedirs(target, 0o755, exist_ok=True)
-            os.chmod(target, mode)
-            os.chown(target, uid, gid)
-            dir_times.append((target, entry.mtime_ns))
-        elif entry.kind == "symlink":
-            remove_non_dir(target)
-            os.symlink(entry.digest, target)
-            os.lchown(target, uid, gid)
-            os.utime(target, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-        else:
-            src = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=context_fd)
-            try:
-                archive = open_archive(src) if unpack_archives else None
-                if archive is not None:
-                    extract(archive, archive_dir)
-                    continue
-                dst = _write_file(src, target, mode)
-            finally:
-                os.close(src)
-            try:
-                os.fchown(dst, uid, gid)
-                os.fchmod(dst, mode)  # after chown, which clears setuid bits
-                os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
-            finally:
-                os.close(dst)
-    for file in inline:
-        file_target = in_image(root, file.target)
-        os.makedirs(posixpath.dirname(file_target) or "/", 0o755, exist_ok=True)
-        remove_non_dir(file_target)
-        fd = os.open(file_target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        try:
-            os.write(fd, file.content)
+            fd = dirs.open(target.strip("/"))
             os.fchown(fd, uid, gid)
-            os.fchmod(fd, chmod if chmod is not None else file.mode)
+            os.fchmod(fd, mode)  # after chown, which clears setuid bits
+            dir_times.append((target, entry.mtime_ns))
+            continue
+        pfd = dirs.open(parent)
+        if entry.kind == "symlink":
+            remove_non_dir(name, pfd)
+            os.symlink(entry.digest, name, dir_fd=pfd)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            times = (entry.mtime_ns, entry.mtime_ns)
+            os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
+            continue
+        src = open_below(context_fd, os.fsencode(entry.path), os.O_RDONLY)
+        try:
+            archive = open_archive(src) if unpack_archives else None
+            if archive is not None:
+                extract(archive, in_image(root, archive_dir))
+                continue
+            dst = _write_file(src, pfd, name, mode)
         finally:
-            os.close(fd)
+            os.close(src)
+        try:
+            os.fchown(dst, uid, gid)
+            os.fchmod(dst, mode)  # after chown, which clears setuid bits
+            os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(dst)
     for path, mtime_ns in reversed(dir_times):  # children first changed their parents' mtimes
-        os.utime(path, ns=(mtime_ns, mtime_ns))
-    return 0
+        os.utime(dirs.open(path.strip("/")), ns=(mtime_ns, mtime_ns))

@@ -29,6 +29,7 @@ from builder.errors import (
     RecipeError,
     RegistryError,
     SandboxError,
+    StoreError,
     UsageError,
 )
 from builder.image.compression import LayerCompression
@@ -135,7 +136,9 @@ def build(
             images = ImageSource(store, puller, always_pull=options.pull)
             link = CacheLink(store, remotes)
             try:
-                return _build(options, store, report, executor or SandboxExecutor(), images, link)
+                return _build(
+                    options, store, report, executor or SandboxExecutor(store.tmp_dir), images, link
+                )
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")
                 remotes = link.without(err.source)
@@ -198,7 +201,7 @@ class _Run:
         )
         try:
             state = execute(instr, state, ctx)
-        except (SandboxError, LayerError) as err:  # they know no recipe: say where
+        except (SandboxError, LayerError, StoreError) as err:  # they know no recipe: say where
             loc = instr.location
             raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
         self.cached_steps += state.from_cache

@@ -14,10 +14,13 @@ build never loads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
+from builder.layer.tree import remove_tree
 from builder.sandbox.spec import Mount, OverlayRoot
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
@@ -54,9 +57,31 @@ class Executor(Protocol):
 
 
 class SandboxExecutor:
-    """The real executor: Linux namespaces on an overlayfs of the layer dirs."""
+    """The real executor: Linux namespaces on an overlayfs of the layer dirs.
+
+    `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
+    for this process, so that a killed build's is swept there; without it, the system's
+    temp dir."""
+
+    def __init__(self, new_dir: Callable[[str], Path] | None = None) -> None:
+        self._new_dir = new_dir
+
+    @contextlib.contextmanager
+    def _state_dir(self) -> Iterator[Path | None]:
+        if self._new_dir is None:
+            yield None
+            return
+        state = self._new_dir("sandbox")
+        try:
+            yield state
+        finally:
+            remove_tree(state, ignore_errors=True)
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
+        with self._state_dir() as state:
+            return self._run(root, process, output, state)
+
+    def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
         from builder import sandbox
 
         spec = sandbox.SandboxSpec(
@@ -70,6 +95,7 @@ class SandboxExecutor:
             stdout=output,
             stderr=output,
             mounts=process.mounts,
+            state_dir=state,
         )
         return sandbox.run(spec)
 
@@ -78,12 +104,14 @@ class SandboxExecutor:
     ) -> int:
         from builder import sandbox
 
-        spec = sandbox.SandboxSpec(
-            root=root,
-            argv=(label,),
-            cwd="/",
-            stdin=sandbox.DEVNULL,
-            stdout=output,
-            stderr=output,
-        )
-        return sandbox.call(spec, lambda: fn("/"), keep_fds=keep_fds)
+        with self._state_dir() as state:
+            spec = sandbox.SandboxSpec(
+                root=root,
+                argv=(label,),
+                cwd="/",
+                stdin=sandbox.DEVNULL,
+                stdout=output,
+                stderr=output,
+                state_dir=state,
+            )
+            return sandbox.call(spec, lambda: fn("/"), keep_fds=keep_fds)

@@ -1,19 +1,32 @@
 """ADD's archive rule: a local tar (plain, gzip, bzip2, xz or zstd) is unpacked, not copied.
 
-Runs inside the sandbox, in the image's root. Members may not leave the destination
-(absolute names, `..`, links pointing out), as docker refuses them; modes, owners and
-times are kept as the archive has them.
+Runs inside the sandbox, in the image's root. The rules are BuildKit's, which unpacks with
+moby's chrootarchive.Untar (archive.Unpack chrooted into the destination):
+- a member's name is relative to the destination: `/etc/pwned` lands at DEST/etc/pwned;
+  after cleaning (`/../x` is `/x`), a name that climbs above DEST (`../x`, `a/../../x`) is
+  refused: `"../x" is outside of "/a"`;
+- every path is resolved inside DEST, as in moby's chroot: a symlink on the way, the
+  image's or one the archive made (`lib -> /usr/lib`), resolves with DEST as its root
+  (openat2 RESOLVE_IN_ROOT), never above it;
+- symlinks are written as they are, absolute ones too (every distribution rootfs holds
+  them); a relative target that climbs above DEST is refused, as moby refuses it;
+- a hard link's target is a path inside DEST, by the same rule as names.
+Modes, numeric owners and times are kept as the archive has them.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import posixpath
+import stat
 import tarfile
+from collections.abc import Callable
 from types import TracebackType
 from typing import IO
 
 from builder.layer.compression import sniff_format
+from builder.layer.tree import remove_entry
 
 
 def preload() -> None:
@@ -25,6 +38,19 @@ def preload() -> None:
     import lzma  # noqa: F401
 
     import zstandard  # noqa: F401
+
+    # The in-root resolver and its libc handle and syscall number, loaded by a first call.
+    from builder.sandbox.inroot import open_path
+
+    _warm(open_path)
+
+
+def _warm(open_path: Callable[[int, str, int], int]) -> None:
+    root = os.open("/", _DIR)
+    try:
+        os.close(open_path(root, ".", _DIR))
+    finally:
+        os.close(root)
 
 
 class _Archive(tarfile.TarFile):
@@ -84,15 +110,161 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
     return None
 
 
-def _confined(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
-    # data_filter's path checks (absolute names, `..`, links out of dest) raise on escape;
-    # its other changes (dropping setuid bits, owners) are not docker's, so the member is
-    # kept as the archive has it.
-    tarfile.data_filter(member, dest)
-    return member
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _inside(name: str, dest: str) -> str:
+    """A member name as a clean path relative to DEST ("" for DEST itself); LookupError if
+    it climbs above DEST. Absolute names are relative to DEST, as in a chroot."""
+    clean = posixpath.normpath(name or ".").lstrip("/") or "."
+    if clean == ".." or clean.startswith("../"):
+        raise LookupError(f"{name!r} is outside of {dest!r}")
+    return "" if clean == "." else clean
+
+
+class _Unpacker:
+    def __init__(self, dest_fd: int, dest: str) -> None:
+        from builder.sandbox.inroot import open_path  # preloaded (see preload())
+
+        self._open_path = open_path
+        self.dest_fd = dest_fd
+        self.dest = dest
+        self.parent: tuple[str, int] = ("", -1)  # the last parent dir resolved, kept open
+        self.dir_times: list[tuple[str, float]] = []
+
+    def close(self) -> None:
+        if self.parent[1] >= 0:
+            os.close(self.parent[1])
+        self.parent = ("", -1)
+
+    def resolve(self, rel: str, *, create: bool) -> int:
+        """An fd of the directory `rel` resolved inside DEST (made, 0755, when missing)."""
+        try:
+            return self._open_path(self.dest_fd, rel, _DIR)
+        except FileNotFoundError:
+            if not create:
+                raise
+        parts = rel.split("/")
+        fd = os.dup(self.dest_fd)
+        try:
+            for i, part in enumerate(parts):
+                try:
+                    nxt = self._open_path(self.dest_fd, "/".join(parts[: i + 1]), _DIR)
+                except FileNotFoundError:
+                    try:
+                        os.mkdir(part, 0o755, dir_fd=fd)
+                    except FileExistsError:
+                        where = "/".join(parts[: i + 1])
+                        raise LookupError(
+                            f"{rel!r}: {where!r} is a symlink to a missing directory"
+                        ) from None
+                    nxt = self._open_path(self.dest_fd, "/".join(parts[: i + 1]), _DIR)
+                os.close(fd)
+                fd = nxt
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def parent_of(self, rel: str) -> tuple[int, str]:
+        parent, _, base = rel.rpartition("/")
+        if self.parent[1] < 0 or self.parent[0] != parent:
+            fd = self.resolve(parent, create=True) if parent else os.dup(self.dest_fd)
+            self.close()
+            self.parent = (parent, fd)
+        return self.parent[1], base
+
+    def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        rel = _inside(member.name, self.dest)
+        if not rel:
+            return  # DEST itself ("./"): its own metadata stays as the image has it
+        pfd, base = self.parent_of(rel)
+        try:
+            existing: os.stat_result | None = os.lstat(base, dir_fd=pfd)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
+            remove_entry(pfd, base)  # later duplicates win, as in tar and moby
+        mode = member.mode & 0o7777
+        if member.isdir():
+            if existing is None or not stat.S_ISDIR(existing.st_mode):
+                os.mkdir(base, 0o700, dir_fd=pfd)
+            fd = os.open(base, _DIR | os.O_NOFOLLOW, dir_fd=pfd)
+            try:
+                os.fchown(fd, member.uid, member.gid)
+                os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            self.dir_times.append((rel, member.mtime))
+            return
+        if member.isreg():
+            fd = os.open(base, _NEW_FILE, 0o600, dir_fd=pfd)
+            try:
+                source = tar.extractfile(member)
+                if source is not None:
+                    with os.fdopen(os.dup(fd), "wb") as out:
+                        while chunk := source.read(1 << 20):
+                            out.write(chunk)
+                os.fchown(fd, member.uid, member.gid)
+                os.fchmod(fd, mode)  # after chown, which clears setuid bits
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
+            return
+        if member.issym():
+            target = member.linkname
+            climbs = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+            if not target.startswith("/") and (climbs == ".." or climbs.startswith("../")):
+                raise LookupError(
+                    f"invalid symlink {rel!r} -> {target!r}: outside of {self.dest!r}"
+                )
+            os.symlink(target, base, dir_fd=pfd)
+        elif member.islnk():
+            link_rel = _inside(member.linkname, self.dest)
+            link_parent, _, link_base = link_rel.rpartition("/")
+            sfd = self.resolve(link_parent, create=False) if link_parent else self.dest_fd
+            try:
+                os.link(link_base, base, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
+            finally:
+                if sfd != self.dest_fd:
+                    os.close(sfd)
+            return  # a hard link shares its target's inode: owner, mode and times with it
+        elif member.ischr() or member.isblk():
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor), dir_fd=pfd)
+        elif member.isfifo():
+            os.mkfifo(base, 0o600, dir_fd=pfd)
+        else:
+            raise LookupError(f"{member.name!r}: unsupported tar member type {member.type!r}")
+        os.chown(base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
+        if not member.issym():  # a node we just made: chmod by name cannot be led away
+            os.chmod(base, mode, dir_fd=pfd)
+        os.utime(base, (member.mtime, member.mtime), dir_fd=pfd, follow_symlinks=False)
+
+    def finish(self) -> None:
+        """Directory times last (their children changed them), each resolved again."""
+        self.close()
+        for rel, mtime in self.dir_times:
+            try:
+                fd = self.resolve(rel, create=False)
+            except OSError:
+                continue  # replaced by a later member
+            try:
+                os.utime(fd, (mtime, mtime))
+            finally:
+                os.close(fd)
 
 
 def extract(tar: tarfile.TarFile, dest: str) -> None:
     os.makedirs(dest, 0o755, exist_ok=True)
-    with tar:
-        tar.extractall(dest, numeric_owner=True, filter=_confined)
+    dest_fd = os.open(dest, _DIR)
+    unpacker = _Unpacker(dest_fd, dest)
+    try:
+        with tar:
+            for member in tar:
+                unpacker.member(tar, member)
+        unpacker.finish()
+    finally:
+        unpacker.close()
+        os.close(dest_fd)

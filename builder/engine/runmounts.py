@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext, ContextEntry
+from builder.engine.copier import Dirs
 from builder.engine.executor import Mount
+from builder.layer.tree import open_below, remove_tree
 from builder.recipe.mounts import MountError, RunMount
 
 if TYPE_CHECKING:
@@ -47,7 +49,7 @@ class PreparedMounts:
             os.close(fd)
         self.locks.clear()
         for path in self.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_tree(path, ignore_errors=True)
 
 
 def _context_subtree(context: BuildContext, source: str) -> tuple[str, list[ContextEntry]]:
@@ -65,34 +67,70 @@ def bind_key(context: BuildContext, source: str) -> str:
     _rel, below = _context_subtree(context, source)
     h = hashlib.sha256()
     for e in below:
-        h.update(f"{e.path}\0{e.kind}\0{e.mode:o}\0{e.digest}\n".encode())
+        line = f"{e.path}\0{e.kind}\0{e.mode:o}\0{e.digest}\n"
+        h.update(line.encode("utf-8", "surrogateescape"))  # a non-UTF-8 name: its bytes
     return h.hexdigest()
 
 
 def materialize(context: BuildContext, source: str, dest: Path) -> Path:
     """The visible (.dockerignore-filtered) part of the context under SOURCE, copied to
     DEST: a bind of the real directory would show ignored files and let `rw` writes reach
-    the user's tree."""
+    the user's tree. Names are copied as the bytes they are, at any depth (fd-relative)."""
     rel, below = _context_subtree(context, source)
-    root = context.root
     top = context.entries.get(rel) if rel else None
-    if top is not None and top.kind != "dir":
-        target = dest / posixpath.basename(rel)
-        shutil.copy2(root / rel, target, follow_symlinks=False)
-        return target
-    dest.mkdir(exist_ok=True)
-    for e in below:
-        if e.path == rel:
-            continue
-        inner = e.path[len(rel) + 1 :] if rel else e.path
-        path = dest / inner
-        if e.kind == "dir":
-            path.mkdir(exist_ok=True)
-        elif e.kind == "symlink":
-            os.symlink(e.digest, path)
-        else:
-            shutil.copy2(root / e.path, path, follow_symlinks=False)
+    root_fd = os.open(context.root, _DIR)
+    try:
+        if top is not None and top.kind != "dir":
+            target = dest / posixpath.basename(rel)
+            dest_fd = os.open(dest, _DIR)
+            try:
+                _copy_file(root_fd, top, dest_fd, os.fsencode(target.name))
+            finally:
+                os.close(dest_fd)
+            return target
+        dest.mkdir(exist_ok=True)
+        dest_fd = os.open(dest, _DIR)
+        dirs = Dirs(dest_fd)
+        try:
+            for e in below:
+                if e.path == rel:
+                    continue
+                inner = e.path[len(rel) + 1 :] if rel else e.path
+                if e.kind == "dir":
+                    dirs.open(inner)
+                    continue
+                parent, _, name = inner.rpartition("/")
+                pfd = dirs.open(parent)
+                if e.kind == "symlink":
+                    os.symlink(e.digest, name, dir_fd=pfd)
+                else:
+                    _copy_file(root_fd, e, pfd, os.fsencode(name))
+        finally:
+            dirs.close()
+            os.close(dest_fd)
+    finally:
+        os.close(root_fd)
     return dest
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _copy_file(root_fd: int, entry: ContextEntry, dir_fd: int, name: bytes) -> None:
+    """The context file `entry` as `name` in `dir_fd`, with its mode and mtime (copy2's)."""
+    src = open_below(root_fd, os.fsencode(entry.path), os.O_RDONLY)
+    try:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        dst = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        try:
+            with open(src, "rb", closefd=False) as reader, open(dst, "wb", closefd=False) as out:
+                shutil.copyfileobj(reader, out, 1 << 20)
+            os.fchmod(dst, entry.mode)
+            os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def cache_dir(mounts: CacheMounts, mount: RunMount) -> Path:

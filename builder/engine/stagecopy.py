@@ -15,7 +15,8 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from builder.engine.copier import Ownership, in_image, in_root, remove_non_dir
+from builder.engine.copier import Dirs, Ownership, in_image, in_root, remove_non_dir
+from builder.layer.tree import walk
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -42,10 +43,50 @@ def pack(root: str, out_fd: int, sources: tuple[str, ...]) -> int:
             for match in found:
                 real = os.path.realpath(in_image(root, match))
                 if os.path.isdir(real):
-                    tar.add(real, arcname=".", recursive=True)
+                    tar.add(real, arcname=".", recursive=False)
+                    _add_tree(tar, real)
                 else:
                     tar.add(real, arcname=posixpath.basename(match), recursive=False)
     return 0
+
+
+def _add_tree(tar: tarfile.TarFile, top: str) -> None:
+    """What tar.add(recursive=True) writes for the contents of `top`, without its recursion
+    and without naming any entry by its full path (a tree may be deeper than either allows).
+    Names stay bytes (surrogate-escaped str for tarfile, which writes them back as bytes)."""
+    links: dict[tuple[int, int], str] = {}
+    for visit in walk(top):
+        st = visit.st
+        info = tarfile.TarInfo("./" + os.fsdecode(visit.path))
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
+        if stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in links:
+                info.type, info.linkname = tarfile.LNKTYPE, links[key]
+                tar.addfile(info)
+                continue
+            links[key] = info.name
+            info.size = st.st_size
+            fd = os.open(
+                visit.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=visit.dir_fd
+            )
+            with os.fdopen(fd, "rb") as data:
+                tar.addfile(info, data)
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            info.type = tarfile.DIRTYPE
+        elif stat.S_ISLNK(st.st_mode):
+            info.type = tarfile.SYMTYPE
+            info.linkname = os.fsdecode(os.readlink(visit.name, dir_fd=visit.dir_fd))
+        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        elif stat.S_ISFIFO(st.st_mode):
+            info.type = tarfile.FIFOTYPE
+        else:
+            continue  # a socket: tar.add leaves it out too
+        tar.addfile(info)
 
 
 @dataclass(frozen=True)
@@ -56,15 +97,38 @@ class Destination:
 
 @in_root
 def unpack(root: str, in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
-    """Write the tar from `in_fd` under DEST, owned by --chown (root by default)."""
+    """Write the tar from `in_fd` under DEST, owned by --chown (root by default).
+
+    Entries are reached from fds one component at a time (Dirs): the tree may be deeper
+    than PATH_MAX allows to name."""
     uid, gid = owner.resolve(root)
-    dest_path = in_image(root, dest.path)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    opened, link_dirs = Dirs(root_fd), Dirs(root_fd)  # link_dirs: hard links' targets
+    try:
+        _unpack(opened, link_dirs, in_fd, dest, (uid, gid), chmod)
+    finally:
+        opened.close()
+        link_dirs.close()
+        os.close(root_fd)
+    return 0
+
+
+def _unpack(
+    opened: Dirs,
+    link_dirs: Dirs,
+    in_fd: int,
+    dest: Destination,
+    owner: tuple[int, int],
+    chmod: int | None,
+) -> None:
+    uid, gid = owner
+    dest_rel = dest.path.strip("/")
     dirs: list[tuple[str, int]] = []
     with (
         os.fdopen(in_fd, "rb", closefd=False) as raw,
         tarfile.open(fileobj=raw, mode="r|") as tar,
     ):
-        base = dest_path
+        base = dest_rel
         for index, member in enumerate(tar):
             rel = posixpath.normpath(member.name)
             if rel == ".." or rel.startswith(("../", "/")):
@@ -72,38 +136,45 @@ def unpack(root: str, in_fd: int, dest: Destination, owner: Ownership, chmod: in
             # docker: COPY --from=x /file /dest -> /dest is the file, unless /dest is
             # already a directory.
             lone_file = index == 0 and dest.single and not member.isdir() and "/" not in rel
-            if lone_file and not os.path.isdir(dest_path):
-                base, rel = posixpath.dirname(dest_path) or "/", posixpath.basename(dest_path)
+            if lone_file and not opened.is_dir(dest_rel):
+                base, rel = posixpath.dirname(dest_rel), posixpath.basename(dest_rel)
             target = base if rel == "." else posixpath.join(base, rel)
-            os.makedirs(posixpath.dirname(target) or "/", 0o755, exist_ok=True)
             mode = chmod if chmod is not None else member.mode
             if member.isdir():
-                os.makedirs(target, 0o755, exist_ok=True)
-                os.chown(target, uid, gid)
-                os.chmod(target, mode)
+                fd = opened.open(target)
+                os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)
                 dirs.append((target, int(member.mtime)))
                 continue
-            remove_non_dir(target)
+            parent, name = posixpath.split(target)
+            pfd = opened.open(parent)
+            remove_non_dir(name, pfd)
             if member.issym():
-                os.symlink(member.linkname, target)
+                os.symlink(member.linkname, name, dir_fd=pfd)
             elif member.islnk():
-                os.link(posixpath.join(base, posixpath.normpath(member.linkname)), target)
+                link = posixpath.join(base, posixpath.normpath(member.linkname))
+                link_parent, link_name = posixpath.split(link)
+                source_dir = link_dirs.open(link_parent, create=False)
+                os.link(link_name, name, src_dir_fd=source_dir, dst_dir_fd=pfd,
+                        follow_symlinks=False)  # fmt: skip
                 continue
             elif member.isfile():
                 source = tar.extractfile(member)
                 assert source is not None
-                with open(target, "wb") as out:
+                flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+                with os.fdopen(os.open(name, flags, 0o600, dir_fd=pfd), "wb") as out:
                     while chunk := source.read(1 << 20):
                         out.write(chunk)
             elif member.ischr() or member.isblk():
                 kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-                os.mknod(target, kind | 0o600, os.makedev(member.devmajor, member.devminor))
+                dev = os.makedev(member.devmajor, member.devminor)
+                os.mknod(name, kind | 0o600, dev, dir_fd=pfd)
             elif member.isfifo():
-                os.mkfifo(target)
-            os.lchown(target, uid, gid)
+                os.mkfifo(name, dir_fd=pfd)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
             if not member.issym():
-                os.chmod(target, mode)  # after chown, which clears setuid bits
-            os.utime(target, (member.mtime, member.mtime), follow_symlinks=False)
+                os.chmod(name, mode, dir_fd=pfd)  # after chown, which clears setuid bits
+            times = (member.mtime, member.mtime)
+            os.utime(name, times, dir_fd=pfd, follow_symlinks=False)
     for path, mtime in reversed(dirs):
-        os.utime(path, (mtime, mtime))
-    return 0
+        os.utime(opened.open(path), (mtime, mtime))

@@ -10,9 +10,9 @@ earlier entry (`a -> /etc`) can never carry a later one (`a/passwd`) out of `des
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
-import shutil
 import stat
 import tarfile
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from builder.errors import LayerError
 from builder.image.digest import Digest
 from builder.layer import whiteout as wh
 from builder.layer.compression import open_decompressed
+from builder.layer.tree import remove_entry
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
@@ -74,19 +75,62 @@ def _xattrs(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
     return out
 
 
+# The open chain keeps at most this many dir fds: a layer may be thousands of dirs deep,
+# more than the process may have open. A closed link is opened again from the nearest
+# open one above it when an entry needs it.
+_MAX_OPEN = 64
+
+
 class _Extractor:
     def __init__(self, root_fd: int, flatten: bool = False) -> None:
         self.root_fd = root_fd
         self.flatten = flatten  # apply whiteouts to what is below instead of recording them
-        self.chain: list[tuple[str, int]] = []  # open dirs: the parents of the last entry
+        # The parents of the last entry: [name, fd or -1 when closed to bound the fds].
+        self.chain: list[list[str | int]] = []
+        self.open_from = 0  # chain[i] for i < open_from are closed
         self.files: set[tuple[str, ...]] = set()  # non-dirs made here: valid link targets
         self.dirs: dict[tuple[str, ...], _DirTimes] = {}
         self.parents: set[tuple[str, ...]] = set()  # dirs holding an entry of this layer
 
     def close(self) -> None:
-        for _, fd in self.chain:
-            os.close(fd)
-        self.chain.clear()
+        self._truncate(0)
+
+    def _truncate(self, keep: int) -> None:
+        for link in self.chain[keep:]:
+            if isinstance(link[1], int) and link[1] >= 0:
+                os.close(link[1])
+        del self.chain[keep:]
+        self.open_from = min(self.open_from, keep)
+
+    def _fd_at(self, depth: int, member: str) -> int:
+        """The fd of chain[depth - 1] (the root for 0), reopened if it was closed."""
+        if depth == 0:
+            return self.root_fd
+        fd = self.chain[depth - 1][1]
+        assert isinstance(fd, int)
+        if fd >= 0:
+            return fd
+        # Reopen downwards from the nearest open link above (or the root).
+        start = depth - 1
+        while start > 0 and int(self.chain[start - 1][1]) < 0:
+            start -= 1
+        parent = self.root_fd if start == 0 else int(self.chain[start - 1][1])
+        for i in range(start, depth):
+            parent = self._open_dir(parent, str(self.chain[i][0]), member, create=False)
+            self.chain[i][1] = parent
+        self.open_from = min(self.open_from, start)
+        self._bound()
+        return int(self.chain[depth - 1][1])
+
+    def _bound(self) -> None:
+        """Close the shallowest open links past _MAX_OPEN (the deepest are the ones the
+        next entries need)."""
+        while len(self.chain) - self.open_from > _MAX_OPEN:
+            link = self.chain[self.open_from]
+            if int(link[1]) >= 0:
+                os.close(int(link[1]))
+                link[1] = -1
+            self.open_from += 1
 
     def _open_dir(self, parent: int, comp: str, member: str, create: bool) -> int:
         try:
@@ -102,26 +146,29 @@ class _Extractor:
         os.mkdir(comp, 0o755, dir_fd=parent)
         return os.open(comp, _DIR_FLAGS, dir_fd=parent)
 
-    def parent_fd(self, parts: list[str], member: str) -> int:
-        """An fd of the entry's parent dir, reusing the open chain of the previous entry."""
+    def parent_fd(self, parts: list[str], member: str, *, create: bool = True) -> int:
+        """An fd of the entry's parent dir, reusing the open chain of the previous entry.
+        Missing parents are made (and recorded as this layer's) when `create`."""
         dirs = parts[:-1]
         keep = 0
         while keep < len(self.chain) and keep < len(dirs) and self.chain[keep][0] == dirs[keep]:
             keep += 1
-        for _, fd in self.chain[keep:]:
-            os.close(fd)
-        del self.chain[keep:]
-        fd = self.chain[-1][1] if self.chain else self.root_fd
+        self._truncate(keep)
+        fd = self._fd_at(keep, member)
+        key = tuple(dirs[:keep])
         for comp in dirs[keep:]:
-            fd = self._open_dir(fd, comp, member, create=True)
-            self.chain.append((comp, fd))
-            key = tuple(name for name, _ in self.chain)
+            fd = self._open_dir(fd, comp, member, create=create)
+            self.chain.append([comp, fd])
+            if not create:
+                continue
+            key = (*key, comp)
             self.parents.add(key)
             if self.flatten and key not in self.dirs:
                 # A dir of a layer below that this one writes into without a header of its
                 # own keeps its time: the flattened tree must not depend on when it was made.
                 self.dirs[key] = _DirTimes(key, os.fstat(fd).st_mtime_ns)
-        return fd
+        self._bound()
+        return self._fd_at(len(dirs), member)
 
     def open_existing(self, parts: tuple[str, ...] | list[str], member: str) -> int:
         """A fresh fd of an existing dir (caller closes); FileNotFoundError if gone."""
@@ -205,28 +252,37 @@ class _Extractor:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
-            shutil.rmtree(name, dir_fd=pfd)
+            remove_entry(pfd, name)
         else:
             os.unlink(name, dir_fd=pfd)
 
     def _purge_lower(self, dir_fd: int, parts: tuple[str, ...]) -> None:
         """An opaque dir, flattened: remove what the layers below put in it, at any depth;
-        keep what this layer wrote (its entries may come before the marker)."""
-        for name in os.listdir(dir_fd):
-            key = (*parts, name)
-            if key in self.files:
-                continue
-            if key in self.dirs or key in self.parents:
-                try:
-                    fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-                except OSError:
-                    continue  # replaced by a non-dir of this layer since: kept as it is
-                try:
-                    self._purge_lower(fd, key)
-                finally:
+        keep what this layer wrote (its entries may come before the marker). Iterative:
+        a stack of (dir fd, its parts, names left), for trees of any depth."""
+        stack = [(os.dup(dir_fd), parts, sorted(os.listdir(dir_fd), reverse=True))]
+        try:
+            while stack:
+                fd, where, names = stack[-1]
+                if not names:
                     os.close(fd)
-                continue
-            self._remove(dir_fd, name)
+                    stack.pop()
+                    continue
+                name = names.pop()
+                key = (*where, name)
+                if key in self.files:
+                    continue
+                if key in self.dirs or key in self.parents:
+                    try:
+                        child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError:
+                        continue  # replaced by a non-dir of this layer since: kept as it is
+                    stack.append((child, key, sorted(os.listdir(child), reverse=True)))
+                    continue
+                self._remove(fd, name)
+        finally:
+            for fd, _, _ in stack:
+                os.close(fd)
 
     @staticmethod
     def _meta(fd: int, member: tarfile.TarInfo, mode: int, xattrs: list[tuple[str, bytes]]) -> None:
@@ -290,17 +346,18 @@ class _Extractor:
         os.utime(base, ns=(mtime_ns, mtime_ns), dir_fd=pfd, follow_symlinks=False)
 
     def finish(self) -> None:
-        """Set dir mtimes last, deepest first: creating children changed them."""
+        """Set dir mtimes last: creating children changed them. Parents first, so that the
+        chain of open dirs only grows from one dir to the next (setting a child's times
+        does not touch its parent's)."""
         self.close()
-        for times in sorted(self.dirs.values(), key=lambda t: len(t.parts), reverse=True):
+        for times in sorted(self.dirs.values(), key=lambda t: t.parts):
+            parts = list(times.parts)
             try:
-                fd = self.open_existing(times.parts, "/".join(times.parts))
+                fd = self.parent_fd([*parts, "."], "/".join(parts), create=False)
             except (FileNotFoundError, LayerError):
                 continue  # replaced or whited out by a later entry
-            try:
-                os.utime(fd, ns=(times.mtime_ns, times.mtime_ns))
-            finally:
-                os.close(fd)
+            os.utime(fd, ns=(times.mtime_ns, times.mtime_ns))
+        self.close()
 
 
 def unpack_layer(
@@ -335,6 +392,8 @@ def unpack_layer(
     except LayerError:
         raise
     except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise  # the disk's fault, not the layer's: the caller names what it was writing
         raise LayerError(f"layer entry {member_name!r}: {err.strerror or err}") from None
     finally:
         ex.close()

@@ -46,6 +46,19 @@ def _pax_record(keyword: bytes, value: bytes) -> bytes:
     return b"%d %s=%s\n" % (p, keyword, value)
 
 
+_HDRCHARSET_BINARY = b"21 hdrcharset=BINARY\n"
+
+
+def _utf8(value: bytes) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _fallback(name: bytes) -> bytes:
     """The ustar field beside a PAX path: readers use the PAX value; tarfile's choice here."""
     return name.decode("utf-8", "surrogateescape").encode("ascii", "replace")[:100]
@@ -102,8 +115,17 @@ def header(
     devminor: int = 0,
     xattrs: Iterable[tuple[str, bytes]] = (),
 ) -> bytes:
-    """The header block(s) of one member: a PAX header first if any value needs one."""
+    """The header block(s) of one member: a PAX header first if any value needs one.
+
+    Names are bytes, as the file system has them. PAX says path records are UTF-8; a name
+    that is not (b"caf\\xe9") is written as its own bytes after a `hdrcharset=BINARY`
+    record, which POSIX defines for exactly this (path, linkpath, uname, gname) and GNU tar
+    and Python's tarfile write. Go's archive/tar (BuildKit, containerd) writes the same
+    bytes without the record and reads them either way, ignoring the keyword.
+    """
     pax: list[bytes] = []
+    if not (_utf8(name) and _utf8(linkname)):
+        pax.append(_HDRCHARSET_BINARY)
     if len(name) > 100 or not name.isascii():
         pax.append(_pax_record(b"path", name))
         name = _fallback(name)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from builder.image.mediatypes import Compression, MediaType
 from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Sink, compressor
+from builder.layer.tree import Visit, walk
 from builder.layer.xattrs import read_xattrs
 
 _FLUSH = 1 << 20  # bytes of tar gathered before one compressor call (amortises call overhead)
@@ -46,12 +47,6 @@ class _CountingHasher:
         self.size += len(data)
         self.out.write(data)
         return len(data)
-
-
-def _children(path: bytes) -> Iterator[os.DirEntry[bytes]]:
-    with os.scandir(path) as it:
-        entries = sorted(it, key=lambda e: e.name)
-    return iter(entries)
 
 
 def write_layer(
@@ -84,23 +79,9 @@ def write_layer(
         return m if mtime_clamp is None else min(m, mtime_clamp)
 
     links: dict[tuple[int, int], bytes] = {}
-    root = os.fsencode(src)
-    try:
-        stack: list[tuple[bytes, Iterator[os.DirEntry[bytes]]]] = [(b"", _children(root))]
-    except OSError as err:
-        raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
-    while stack:
-        prefix, it = stack[-1]
-        entry = next(it, None)
-        if entry is None:
-            stack.pop()
-            continue
-        name = prefix + entry.name
-        try:
-            st = os.lstat(entry.path)
-            xattrs = read_xattrs(entry.path)
-        except OSError as err:
-            raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
+
+    def entry(visit: Visit, xattrs: dict[str, bytes]) -> None:
+        name, st = visit.path, visit.st
         feature = wh.unrepresentable(xattrs)
         if feature is not None:
             raise LayerError(
@@ -108,72 +89,75 @@ def write_layer(
                 f"(mount the overlay with {feature}{'_dir' if feature == 'redirect' else ''}=off)"
             )
         mode = st.st_mode
+        mtime = mtime_of(st)
         if wh.is_overlay_whiteout(st, xattrs):
-            buf += tw.header(
-                prefix + wh.WHITEOUT_PREFIX.encode() + entry.name,
-                tw.REGTYPE,
-                0o600,
-                st.st_uid,
-                st.st_gid,
-                0,
-                mtime_of(st),
-            )
-            continue
-        if entry.name.startswith(wh.WHITEOUT_PREFIX.encode()):
+            prefix = name[: len(name) - len(visit.name)]
+            whiteout = prefix + wh.WHITEOUT_PREFIX.encode() + visit.name
+            buf.extend(tw.header(whiteout, tw.REGTYPE, 0o600, st.st_uid, st.st_gid, 0, mtime))
+            return
+        if visit.name.startswith(wh.WHITEOUT_PREFIX.encode()):
             raise LayerError(
                 f"{os.fsdecode(name)}: a file named '{wh.WHITEOUT_PREFIX}*' cannot be stored "
                 "in a layer (OCI reserves the prefix for deletions)"
             )
         kept = sorted((k, v) for k, v in xattrs.items() if not wh.is_overlay_xattr(k))
         perm = stat.S_IMODE(mode)
-        mtime = mtime_of(st)
         if stat.S_ISDIR(mode):
-            buf += tw.header(name + b"/", tw.DIRTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
-                             xattrs=kept)  # fmt: skip
+            buf.extend(tw.header(name + b"/", tw.DIRTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
+                                 xattrs=kept))  # fmt: skip
             if wh.is_overlay_opaque(xattrs):
-                buf += tw.header(
-                    name + b"/" + wh.OPAQUE_MARKER.encode(),
-                    tw.REGTYPE,
-                    perm & 0o777,
-                    st.st_uid,
-                    st.st_gid,
-                    0,
-                    mtime,
-                )
-            try:
-                stack.append((name + b"/", _children(entry.path)))
-            except OSError as err:
-                raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
+                buf.extend(tw.header(name + b"/" + wh.OPAQUE_MARKER.encode(), tw.REGTYPE,
+                                     perm & 0o777, st.st_uid, st.st_gid, 0, mtime))  # fmt: skip
         elif stat.S_ISREG(mode):
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 first = links.get(key)
                 if first is not None:
-                    buf += tw.header(name, tw.LNKTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
-                                     first, xattrs=kept)  # fmt: skip
-                    continue
+                    buf.extend(tw.header(name, tw.LNKTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
+                                         first, xattrs=kept))  # fmt: skip
+                    return
                 links[key] = name
             size = st.st_size
-            buf += tw.header(name, tw.REGTYPE, perm, st.st_uid, st.st_gid, size, mtime,
-                             xattrs=kept)  # fmt: skip
-            _copy_file(entry.path, name, size, buf, flush)
-            buf += tw.padding(size)
+            buf.extend(tw.header(name, tw.REGTYPE, perm, st.st_uid, st.st_gid, size, mtime,
+                                 xattrs=kept))  # fmt: skip
+            _copy_file(visit.dir_fd, visit.name, name, size, buf, flush)
+            buf.extend(tw.padding(size))
         elif stat.S_ISLNK(mode):
-            target = os.readlink(entry.path)
-            buf += tw.header(name, tw.SYMTYPE, perm, st.st_uid, st.st_gid, 0, mtime, target,
-                             xattrs=kept)  # fmt: skip
+            target = os.readlink(visit.name, dir_fd=visit.dir_fd)
+            buf.extend(tw.header(name, tw.SYMTYPE, perm, st.st_uid, st.st_gid, 0, mtime, target,
+                                 xattrs=kept))  # fmt: skip
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             kind = tw.CHRTYPE if stat.S_ISCHR(mode) else tw.BLKTYPE
-            buf += tw.header(name, kind, perm, st.st_uid, st.st_gid, 0, mtime,
-                             devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
-                             xattrs=kept)  # fmt: skip
+            buf.extend(tw.header(name, kind, perm, st.st_uid, st.st_gid, 0, mtime,
+                                 devmajor=os.major(st.st_rdev), devminor=os.minor(st.st_rdev),
+                                 xattrs=kept))  # fmt: skip
         elif stat.S_ISFIFO(mode):
-            buf += tw.header(name, tw.FIFOTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
-                             xattrs=kept)  # fmt: skip
+            buf.extend(tw.header(name, tw.FIFOTYPE, perm, st.st_uid, st.st_gid, 0, mtime,
+                                 xattrs=kept))  # fmt: skip
         # Sockets are left out, as tar and docker do: a socket is only meaningful while its
         # process lives, and the format has no type for it.
+
+    # The walk is iterative and reaches entries by name from one open dir (any depth, any
+    # path length). Reading errors are the source's; writing errors (a full disk) are not
+    # caught here, so they reach the caller as what they are.
+    try:
+        visits = walk(src)
+        visit = next(visits, None)
+    except OSError as err:
+        raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
+    while visit is not None:
+        try:
+            xattrs = read_xattrs(visit.proc_path)
+        except OSError as err:
+            raise LayerError(f"cannot read {os.fsdecode(visit.path)}: {err.strerror}") from None
+        entry(visit, xattrs)
         if len(buf) >= _FLUSH:
             flush()
+        last = visit.path
+        try:
+            visit = next(visits, None)
+        except OSError as err:
+            raise LayerError(f"cannot read below {os.fsdecode(last)}: {err.strerror}") from None
     buf += tw.END_OF_ARCHIVE
     flush()
     comp.close()
@@ -186,11 +170,11 @@ def write_layer(
 
 
 def _copy_file(
-    path: bytes, name: bytes, size: int, buf: bytearray, flush: Callable[[], None]
+    dir_fd: int, base: bytes, name: bytes, size: int, buf: bytearray, flush: Callable[[], None]
 ) -> None:
     """Append exactly `size` bytes of the file to `buf`, flushing as it grows."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(base, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     except OSError as err:
         raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
     try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from builder.errors import UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
+from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
 from builder.store import Store
 
@@ -62,6 +62,7 @@ def _run(store: Store, options: RunOptions) -> int:
     config = image.config
     lowers = store.unpacked(image)
     container = store.containers.create()
+    state = store.tmp_dir("sandbox")  # under the store: swept there if we are killed
     spec = SandboxSpec(
         root=OverlayRoot(lowers=lowers, upper=container.upper, work=container.work),
         argv=argv_for(config, options),
@@ -70,11 +71,13 @@ def _run(store: Store, options: RunOptions) -> int:
         user=options.user if options.user is not None else (config.config.user or ""),
         hostname=options.hostname or container.id,
         network="host" if options.network == "host" else "none",
+        state_dir=state,
     )
     try:
         return run(spec)
     finally:
+        remove_tree(state, ignore_errors=True)
         if options.remove:
             store.containers.remove(container)
         else:
-            shutil.rmtree(container.work, ignore_errors=True)
+            remove_tree(container.work, ignore_errors=True)

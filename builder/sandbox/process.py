@@ -94,7 +94,8 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 
 
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
-    state = tempfile.mkdtemp(prefix="builder-sandbox-")
+    given = spec.state_dir is not None
+    state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
     plan = _Run(spec, state, os.geteuid() == 0, fn, keep)
     try:
         _write_state(plan)
@@ -145,7 +146,8 @@ def _remove_state(plan: _Run) -> None:
     for fname in ("hosts", "hostname", "resolv.conf"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{plan.state}/{fname}")
-    for dname in (plan.rootdir, plan.scratch, plan.state):
+    owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
+    for dname in (plan.rootdir, plan.scratch, *([plan.state] if owned else [])):
         with contextlib.suppress(OSError):
             os.rmdir(dname)
 

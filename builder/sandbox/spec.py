@@ -56,6 +56,11 @@ class SandboxSpec:
     stdin: int | None = None
     stdout: int | None = None
     stderr: int | None = None
+    # Where the sandbox keeps its per-run files (the mount point of the root, /etc/hosts...):
+    # an empty dir the caller made and removes, under the store's tmp/, so that a killed
+    # run's leftovers are found and swept there. None: a new dir in the system's temp dir,
+    # removed after the run (nothing sweeps it if the caller is killed).
+    state_dir: Path | None = None
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
@@ -79,6 +84,8 @@ class SandboxSpec:
                 raise SandboxError(f"sandbox: bind mount on {m.target} has no source")
             if m.kind not in ("bind", "tmpfs"):
                 raise SandboxError(f"sandbox: unknown mount kind {m.kind!r}")
+        if self.state_dir is not None and not self.state_dir.is_absolute():
+            raise SandboxError(f"sandbox: state dir {self.state_dir} is not absolute")
         root = self.root
         if isinstance(root, OverlayRoot) and len(root.lowers) > 500:
             # The kernel's overlay stack limit (OVL_MAX_STACK).

@@ -6,6 +6,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from builder.store.scratch import owner_tag
+from builder.store.space import writing
+
 
 def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -17,7 +20,13 @@ def fsync_dir(path: Path) -> None:
 
 def write_atomic(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> None:
     """Replace `path` with `data` so a reader (or a crash) sees the old or the new, never half."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-{os.getpid()}-", dir=tmp_dir)
+    with writing(str(path)):
+        _write_atomic(path, data, tmp_dir, mode)
+
+
+def _write_atomic(path: Path, data: bytes, tmp_dir: Path, mode: int) -> None:
+    # Named with our pid and start time, so a sweep removes it if we are killed here.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-{owner_tag()}-", dir=tmp_dir)
     try:
         view = memoryview(data)
         while view:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder.layer.tree import remove_tree
 from builder.store.paths import StorePaths
 from builder.store.removal import remove_children
 
@@ -47,7 +47,7 @@ class Containers:
         return container
 
     def remove(self, container: Container) -> None:
-        shutil.rmtree(container.home, ignore_errors=True)
+        remove_tree(container.home, ignore_errors=True)
 
     def list(self) -> list[Container]:
         if not self._paths.containers.is_dir():
@@ -78,7 +78,7 @@ class CacheMounts:
             try:
                 staging.rename(path)
             except OSError:
-                shutil.rmtree(staging, ignore_errors=True)  # another build made it first
+                remove_tree(staging, ignore_errors=True)  # another build made it first
         return path
 
     def clear(self) -> int:

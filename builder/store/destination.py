@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -19,7 +18,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 from builder.errors import UsageError
+from builder.layer.tree import remove_tree
 from builder.store.atomic import fsync_dir
+from builder.store.space import writing
 
 
 def _parent_of(path: Path) -> Path:
@@ -40,7 +41,7 @@ def output_file(path: Path) -> Iterator[BinaryIO]:
     except OSError as err:
         raise UsageError(f"{path}: {err.strerror}") from None
     if st is not None and (stat.S_ISCHR(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
-        with open(path, "wb") as device:
+        with writing(str(path)), open(path, "wb") as device:
             yield device
         return
     if st is not None and stat.S_ISDIR(st.st_mode):
@@ -48,7 +49,7 @@ def output_file(path: Path) -> Iterator[BinaryIO]:
     parent = _parent_of(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=parent)
     try:
-        with os.fdopen(fd, "wb") as out:
+        with writing(str(path)), os.fdopen(fd, "wb") as out:
             yield out
             out.flush()
             os.fchmod(out.fileno(), 0o644)
@@ -76,13 +77,14 @@ def output_dir(path: Path) -> Iterator[Path]:
     parent = _parent_of(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=parent))
     try:
-        yield tmp
+        with writing(str(path)):
+            yield tmp
         os.chmod(tmp, 0o755)
         try:
             os.rename(tmp, path)  # replaces an empty dir atomically; fails on a non-empty one
         except OSError as err:
             raise UsageError(f"cannot put {path} in place: {err.strerror}") from None
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp, ignore_errors=True)
         raise
     fsync_dir(parent)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +12,8 @@ from builder.image.descriptor import Descriptor, Platform
 from builder.image.epoch import created_at
 from builder.layer.apply import unpack_layer
 from builder.layer.compression import Compression
+from builder.layer.tree import remove_tree
+from builder.store.space import writing
 
 if TYPE_CHECKING:
     from builder.store import Store
@@ -41,12 +42,12 @@ def import_rootfs(
         # unpacked tree, so the image holds only what passed the checks, normalised.
         staging = store.tmp_dir("import")
         try:
-            with open(source, "rb") as blob:
+            with writing(f"the import of {source.name}", store.root), open(source, "rb") as blob:
                 unpack_layer(blob, staging)
             layer, diff_id = store.put_layer(staging, compression, mtime_clamp=clamp, level=level)
             store.layers.adopt(diff_id, staging)
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
     else:
         raise UsageError(f"{source}: no such directory or tarball")
     if source_date_epoch is None:

@@ -5,19 +5,20 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, DigestError
+from builder.layer.tree import remove_tree
 from builder.store.atomic import fsync_dir
 from builder.store.blobs import BlobStore
 from builder.store.locks import UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.removal import remove
 from builder.store.scratch import Scratch
+from builder.store.space import writing
 
 
 class UnpackedLayers:
@@ -42,19 +43,20 @@ class UnpackedLayers:
 
         staging = self._scratch.new_dir("unpack")
         try:
-            with self._blobs.open(blob.digest) as stream:
+            what = f"the unpacked layer {diff_id}"
+            with writing(what, self._paths.root), self._blobs.open(blob.digest) as stream:
                 unpack_layer(stream, staging / "root", expected_diff_id=diff_id)
                 stream.read()  # to EOF, so the blob digest is verified too
             return self.adopt(diff_id, staging / "root")
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            remove_tree(staging, ignore_errors=True)
 
     def adopt(self, diff_id: Digest, src: Path) -> Path:
         """Move an overlay-form dir in (a rename, no copy); if one is there, drop src."""
         target = self._paths.layer(diff_id)
         with self._lock.held():
             if target.is_dir():
-                shutil.rmtree(src, ignore_errors=True)
+                remove_tree(src, ignore_errors=True)
                 return target
             try:
                 os.rename(src, target)

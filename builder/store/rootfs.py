@@ -17,11 +17,11 @@ store's cached unpacked layers instead would save the unpack for images already 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.image.image import Image
+from builder.layer.tree import remove_tree
 from builder.store.destination import output_dir, output_file
 
 if TYPE_CHECKING:
@@ -60,4 +60,4 @@ def write_rootfs_tar(store: Store, image: Image, out: Path | BinaryIO) -> None:
         else:
             write_layer(root, out, Compression.NONE)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)

@@ -1,7 +1,12 @@
 """root/tmp: scratch space on the store's filesystem, so finished work is renamed into place.
 
-Every entry's name holds the pid of the process that made it (`PREFIX-PID-RANDOM`), so gc
-can tell a live one from one a crash left behind.
+Every entry's name says which process made it: `PREFIX-PID-START-RANDOM`, START being the
+process's start time (clock ticks after boot, field 22 of /proc/PID/stat). A pid alone is
+not enough: after a kill, the pid may be reused by an unrelated live process, which would
+keep the dead one's work forever. An entry whose owner is gone (no such process, another
+process under its pid, or a zombie) is removed by the next command that takes the store's
+update lock (`Store.sweep_scratch`) and by gc. Names of the older form `PREFIX-PID-RANDOM`
+are judged by the pid alone.
 """
 
 from __future__ import annotations
@@ -12,8 +17,31 @@ import tempfile
 from pathlib import Path
 
 from builder.store.removal import remove
+from builder.store.space import writing
 
-_PID = re.compile(r"-(\d+)-[^-]*$")
+_OWNER = re.compile(r"-(\d+)-(\d+)-[^-]*$")
+_OLD_OWNER = re.compile(r"-(\d+)-[^-]*$")
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks after boot), or None if there is no live
+    process of that pid (a zombie has finished: it counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):  # state: zombie, dead
+        return None
+    return int(fields[19])  # field 22: starttime
+
+
+def owner_tag() -> str:
+    """`PID-START` of this process, as entry names carry it."""
+    pid = os.getpid()
+    return f"{pid}-{process_start(pid) or 0}"
 
 
 def _alive(pid: int) -> bool:
@@ -26,29 +54,48 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def owner_gone(name: str) -> bool | None:
+    """Whether the process that made the entry `name` is gone; None if the name says no
+    owner."""
+    m = _OWNER.search(name)
+    if m is not None:
+        pid, start = int(m.group(1)), int(m.group(2))
+        return process_start(pid) != start
+    m = _OLD_OWNER.search(name)
+    if m is not None:
+        return not _alive(int(m.group(1)))
+    return None
+
+
 class Scratch:
     def __init__(self, path: Path) -> None:
         self.path = path
 
     def new_dir(self, prefix: str) -> Path:
-        """A new private dir, named with our pid so gc can tell it is live."""
-        return Path(tempfile.mkdtemp(prefix=f"{prefix}-{os.getpid()}-", dir=self.path))
+        """A new private dir, named with our pid and start time so a sweep can tell it is
+        live."""
+        with writing(f"the {prefix} dir", self.path):
+            return Path(tempfile.mkdtemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path))
 
     def new_name(self, prefix: str) -> Path:
         """A fresh unused path (nothing is created there) for a file the caller opens
         exclusively itself."""
-        fd, name = tempfile.mkstemp(prefix=f"{prefix}-{os.getpid()}-", dir=self.path)
+        fd, name = tempfile.mkstemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path)
         os.close(fd)
         os.unlink(name)
         return Path(name)
 
-    def sweep(self) -> int:
-        """Remove what dead processes left; returns the bytes freed."""
+    def sweep(self, *, ownerless: bool = True) -> int:
+        """Remove what gone processes left; returns the bytes freed. `ownerless` entries
+        (no owner in their name: nothing of ours makes them) go too, which only gc, when
+        nothing else uses the store, may do."""
         freed = 0
-        me = os.getpid()
-        for entry in self.path.iterdir():
-            m = _PID.search(entry.name)
-            pid = int(m.group(1)) if m else None
-            if pid is None or (pid != me and not _alive(pid)):
+        try:
+            entries = list(self.path.iterdir())
+        except FileNotFoundError:
+            return 0
+        for entry in entries:
+            gone = owner_gone(entry.name)
+            if gone or (gone is None and ownerless):
                 freed += remove(entry)
         return freed

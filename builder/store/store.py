@@ -35,6 +35,7 @@ from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
+from builder.store.space import writing
 from builder.store.variants import LayerVariants
 
 # A base pulled in Docker schema 2 keeps its layer bytes; the OCI manifest of an image built
@@ -106,6 +107,13 @@ class Store:
         """A new private dir under tmp/, named with our pid so gc can tell it is live."""
         return self.scratch.new_dir(prefix)
 
+    def sweep_scratch(self) -> int:
+        """Remove the tmp/ entries whose owner process is gone (a killed build, import or
+        run left them); returns the bytes freed. Under the update lock, so two commands do
+        not remove the same entry at once; a live owner's entries are never touched."""
+        with self._lock.held():
+            return self.scratch.sweep(ownerless=False)
+
     def put_layer(
         self,
         src_dir: Path,
@@ -122,7 +130,7 @@ class Store:
         """
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
 
-        with self.layout.writer() as w:
+        with writing("a layer blob", self.root), self.layout.writer() as w:
             digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp, level=level)
             desc = w.commit(digests.media_type)
         asked = LayerCompression(compression, level)
@@ -149,9 +157,10 @@ class Store:
             if not self.layout.has(layer.digest):
                 raise StoreError(f"layer blob {layer.digest} is not in the store")
         layers = [_oci_layer(layer) for layer in layers]
-        cfg = self.layout.put_json(config.to_json(), MediaType.OCI_CONFIG)
-        manifest = Manifest(cfg, tuple(layers))
-        stored = self.layout.put_json(manifest.to_json(), MediaType.OCI_MANIFEST)
+        with writing("the image config and manifest", self.root):
+            cfg = self.layout.put_json(config.to_json(), MediaType.OCI_CONFIG)
+            manifest = Manifest(cfg, tuple(layers))
+            stored = self.layout.put_json(manifest.to_json(), MediaType.OCI_MANIFEST)
         platform = Platform(config.architecture, config.os, config.variant)
         desc = Descriptor(stored.media_type, stored.digest, stored.size, platform=platform)
         return Image(desc, manifest, config)

@@ -33,6 +33,10 @@ def _tarfile_header(
         ("big", tarfile.REGTYPE, 9 * 2**30, 7, "", 3_000_000, (0, 0), None),  # > 8 GiB, uid
         ("é/ü", tarfile.REGTYPE, 0, 0, "", 0, (0, 0), None),  # non-ASCII -> PAX path
         ("c", tarfile.CHRTYPE, 0, 0, "", 0, (1, 3), None),
+        # Not UTF-8 (b"caf\xe9", surrogate-escaped here): the bytes, after hdrcharset=BINARY.
+        ("caf\udce9", tarfile.REGTYPE, 0, 0, "", 0, (0, 0), None),
+        ("l", tarfile.SYMTYPE, 0, 0, "caf\udce9", 0, (0, 0), None),
+        ("new\nline", tarfile.REGTYPE, 0, 0, "", 0, (0, 0), None),
         ("f", tarfile.REGTYPE, 0, 0, "", 0, (0, 0), {"user.a": "v", "security.capability": "\x01"}),
     ],
 )
@@ -47,14 +51,14 @@ def test_header_bytes_equal_tarfile(
     xattrs: dict[str, str] | None,
 ) -> None:
     ours = tw.header(
-        name.encode(),
+        name.encode("utf-8", "surrogateescape"),
         kind,
         0o4755,
         uid,
         uid,
         size,
         mtime,
-        link.encode(),
+        link.encode("utf-8", "surrogateescape"),
         dev[0],
         dev[1],
         [(k, v.encode()) for k, v in (xattrs or {}).items()],

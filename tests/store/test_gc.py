@@ -38,7 +38,7 @@ def test_gc(tmp_path: Path) -> None:
     subprocess.run(["oci-image-tool", "validate", "--type", "image", str(store.paths.layout)],
                    check=True, capture_output=True, timeout=120)  # fmt: skip
     assert store.gc() == 0
-    with store.lease(), pytest.raises(StoreError, match="build is using"):
+    with store.lease(), pytest.raises(StoreError, match="the store is in use by"):
         store.gc()
     store.gc(prune_cache=True)
     assert not store.layout.has(cached.digest) and store.cache.get("k1", StepRecord) is None

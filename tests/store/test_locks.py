@@ -4,6 +4,7 @@ gc out."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from pathlib import Path
 
@@ -45,9 +46,13 @@ def test_lease_keeps_gc_out(tmp_path: Path) -> None:
     with (
         gc.lease(),
         gc.lease(),  # leases share
-        pytest.raises(StoreError, match="a build is using the store"),
+        pytest.raises(StoreError) as refused,
         gc.exclusive(),
     ):
         pass
+    # It names the holder (this process, by pid) and the command to run again, which exists.
+    assert f"(pid {os.getpid()})" in str(refused.value)
+    assert "run `builder prune` again when it ends" in str(refused.value)
+    assert "gc" not in str(refused.value).replace("builder prune", "")
     with gc.exclusive():
         pass

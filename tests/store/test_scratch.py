@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
-from builder.store.scratch import Scratch
+from builder.store.scratch import Scratch, owner_gone, process_start
 
 
 def test_sweep_removes_only_dead_processes_leftovers(tmp_path: Path) -> None:
     scratch = Scratch(tmp_path)
     live = scratch.new_dir("upper")
-    assert f"-{os.getpid()}-" in live.name
+    assert f"-{os.getpid()}-" in live.name  # and our start time after it
     (live / "f").write_bytes(b"12345")
     dead = tmp_path / "upper-999999999-abc"  # a pid that cannot be alive
     dead.mkdir()
@@ -26,3 +28,29 @@ def test_new_name_is_free_and_ours(tmp_path: Path) -> None:
     path = Scratch(tmp_path).new_name("blob")
     assert path.parent == tmp_path and not path.exists()
     assert path.name.startswith(f"blob-{os.getpid()}-")
+
+
+def test_an_owner_is_its_pid_and_start_time(tmp_path: Path) -> None:
+    """A pid alone is not enough: after a kill, another process may get it."""
+    scratch = Scratch(tmp_path)
+    me, start = os.getpid(), process_start(os.getpid())
+    assert start is not None
+    mine = tmp_path / f"upper-{me}-{start}-abc"
+    reused = tmp_path / f"upper-{me}-{start + 1}-abc"  # our pid, another start: not us
+    nameless = tmp_path / "junk"
+    for entry in (mine, reused, nameless):
+        entry.mkdir()
+    scratch.sweep(ownerless=False)  # what any command does: leaves what names no owner
+    assert sorted(tmp_path.iterdir()) == [nameless, mine]
+
+
+def test_a_zombie_owner_is_gone() -> None:
+    child = subprocess.Popen(["true"])
+    try:
+        deadline = time.monotonic() + 10
+        while process_start(child.pid) is not None and time.monotonic() < deadline:
+            time.sleep(0.01)  # exited but not reaped: a zombie, which owns nothing
+        assert owner_gone(f"upper-{child.pid}-1-abc")
+    finally:
+        child.wait()
+    assert owner_gone(f"upper-{os.getpid()}-{process_start(os.getpid())}-abc") is False

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-import shutil
 from collections.abc import Callable
 
 from builder.engine import cachekey
@@ -26,6 +25,7 @@ from builder.engine.steps.layer_step import (
     execute_in_overlay,
 )
 from builder.errors import ImageNotFound, RegistryError, StepFailed
+from builder.layer.tree import remove_tree
 from builder.recipe import instructions as ins
 
 
@@ -100,5 +100,5 @@ def copy_from_step(
             raise StepFailed(f"{shown(instr)}: {failure or 'failed'}", status, instr.location)
     finally:
         os.close(fd)
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_tree(staging, ignore_errors=True)
     return commit_layer(state, ctx, key, f"{created_by} # buildkit", root)

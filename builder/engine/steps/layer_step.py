@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +15,7 @@ from builder.engine.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.prune import prune_unchanged_dirs
+from builder.layer.tree import remove_tree
 from builder.store import StepRecord
 
 
@@ -68,7 +68,7 @@ def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
 
 def discard(root: OverlayRoot) -> None:
     for path in (root.upper, root.work):
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, ignore_errors=True)
 
 
 def commit_layer(

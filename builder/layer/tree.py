@@ -1,0 +1,215 @@
+"""Walking and removing directory trees of any depth, with a bounded number of open fds.
+
+A RUN can make a tree thousands of levels deep: its paths exceed PATH_MAX, so no walk may
+name an entry by its full path, and recursion (os.walk, shutil.rmtree, tarfile.add in
+Python 3.11) exceeds the interpreter's stack. Every walk of a tree we did not make goes
+through here: an explicit stack of sibling lists and ONE open directory fd, entries reached
+by name relative to it. Going up opens `..` and checks that it is the directory we came
+from (device and inode), so a tree moved while it is walked raises instead of leading the
+walk elsewhere.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass(slots=True)
+class Visit:
+    """One entry of a walk. `dir_fd` is the directory holding it, open until the walk moves
+    on: reach the entry as `name` relative to it, never by `path`."""
+
+    dir_fd: int
+    name: bytes
+    path: bytes  # from the walk's top, '/'-separated; may be longer than PATH_MAX
+    st: os.stat_result  # lstat
+    depth: int  # 0 for the top's own children
+    after: bool = False  # a directory seen again after its children (post_order walks)
+
+    @property
+    def is_dir(self) -> bool:
+        return stat.S_ISDIR(self.st.st_mode)
+
+    @property
+    def proc_path(self) -> bytes:
+        """A short path naming the entry itself (for calls without a dir_fd form, such as
+        the xattr ones; the final component is not followed by their l-variants)."""
+        return b"/proc/self/fd/%d/%s" % (self.dir_fd, self.name)
+
+
+@dataclass(slots=True)
+class _Frame:
+    prefix: bytes  # path of this dir + b"/" (b"" for the top)
+    names: list[bytes]  # siblings still to visit, reversed: pop() gives the next by name
+    ident: tuple[int, int]  # (st_dev, st_ino) of this dir
+    visit: Visit | None  # how its parent saw it (None for the top)
+
+
+def _listing(fd: int) -> list[bytes]:
+    # listdir(fd) gives str names, surrogate-escaped: fsencode gives back the exact bytes.
+    names = [os.fsencode(name) for name in os.listdir(fd)]
+    names.sort(reverse=True)
+    return names
+
+
+def _changed(path: bytes) -> OSError:
+    return OSError(errno.ESTALE, "the tree changed while it was walked", os.fsdecode(path))
+
+
+def open_dir(top: str | bytes | Path) -> int:
+    return os.open(top, _DIR_FLAGS)
+
+
+def walk(
+    top: str | bytes | Path | int, *, post_order: bool = False, one_filesystem: bool = False
+) -> Iterator[Visit]:
+    """Every entry below `top` (a path or a directory fd, which stays the caller's),
+    depth-first with siblings in byte order, parents before children; with `post_order`
+    each directory is visited again (`after=True`) once its children are done.
+
+    With `one_filesystem`, directories on another device (mount points) are visited but
+    not entered. An entry removed while the walk runs is skipped.
+    """
+    fd = os.dup(top) if isinstance(top, int) else open_dir(top)
+    try:
+        top_st = os.fstat(fd)
+        frames = [_Frame(b"", _listing(fd), (top_st.st_dev, top_st.st_ino), None)]
+        while frames:
+            frame = frames[-1]
+            if frame.names:
+                name = frame.names.pop()
+                try:
+                    st = os.lstat(name, dir_fd=fd)
+                except FileNotFoundError:
+                    continue
+                visit = Visit(fd, name, frame.prefix + name, st, len(frames) - 1)
+                yield visit
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                if one_filesystem and st.st_dev != top_st.st_dev:
+                    continue
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as err:
+                    if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # removed or replaced (by the caller, or meanwhile)
+                    raise
+                child_st = os.fstat(child)
+                os.close(fd)
+                fd = child
+                if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
+                    raise _changed(visit.path)
+                frames.append(
+                    _Frame(visit.path + b"/", _listing(fd), (st.st_dev, st.st_ino), visit)
+                )
+                continue
+            frames.pop()
+            if not frames:
+                break
+            parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            parent_st = os.fstat(fd)
+            if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
+                raise _changed(frame.prefix)
+            if post_order and frame.visit is not None:
+                done = frame.visit
+                yield Visit(fd, done.name, done.path, done.st, done.depth, after=True)
+    finally:
+        os.close(fd)
+
+
+def remove_tree(top: str | bytes | Path, *, ignore_errors: bool = False) -> None:
+    """`rm -rf top` for a tree of any depth. Mount points below are not entered (their
+    removal then fails, and so does their parents'): a leaked mount is never emptied."""
+    try:
+        st = os.lstat(top)
+    except FileNotFoundError:
+        return
+    except OSError:
+        if ignore_errors:
+            return
+        raise
+    try:
+        if not stat.S_ISDIR(st.st_mode):
+            os.unlink(top)
+            return
+        for visit in walk(top, post_order=True, one_filesystem=True):
+            try:
+                if visit.after:
+                    os.rmdir(visit.name, dir_fd=visit.dir_fd)
+                elif not visit.is_dir:
+                    os.unlink(visit.name, dir_fd=visit.dir_fd)
+            except FileNotFoundError:
+                pass
+            except OSError:
+                if not ignore_errors:
+                    raise
+        os.rmdir(top)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        if not ignore_errors:
+            raise
+
+
+def remove_entry(dir_fd: int, name: str | bytes) -> None:
+    """Remove `name` in the directory `dir_fd`, a tree or not (shutil.rmtree's dir_fd form,
+    without its recursion)."""
+    st = os.lstat(name, dir_fd=dir_fd)
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(name, dir_fd=dir_fd)
+        return
+    child = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    try:
+        for visit in walk(child, post_order=True, one_filesystem=True):
+            if visit.after:
+                os.rmdir(visit.name, dir_fd=visit.dir_fd)
+            elif not visit.is_dir:
+                os.unlink(visit.name, dir_fd=visit.dir_fd)
+    finally:
+        os.close(child)
+    os.rmdir(name, dir_fd=dir_fd)
+
+
+def tree_size(top: str | bytes | Path) -> int:
+    """Bytes of every entry's lstat size, the top's included (0 if it is gone)."""
+    try:
+        st = os.lstat(top)
+    except OSError:
+        return 0
+    total = st.st_size
+    if not stat.S_ISDIR(st.st_mode):
+        return total
+    try:
+        for visit in walk(top, one_filesystem=True):
+            total += visit.st.st_size
+    except OSError:
+        pass
+    return total
+
+
+def open_below(root_fd: int, path: bytes, flags: int = _DIR_FLAGS) -> int:
+    """Open `path` (relative, '/'-separated, any length) below `root_fd` one component at a
+    time, following no symlink: ENOENT/ENOTDIR/ELOOP as open(2) gives them."""
+    parts = [p for p in path.split(b"/") if p and p != b"."]
+    if not parts:
+        return os.open(b".", flags | os.O_CLOEXEC, dir_fd=root_fd)
+    fd = root_fd
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            if fd != root_fd:
+                os.close(fd)
+            fd = nxt
+        return os.open(parts[-1], flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+    finally:
+        if fd != root_fd:
+            os.close(fd)
