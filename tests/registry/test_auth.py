@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -19,7 +18,7 @@ from builder.registry.credentials import Credentials
 from builder.registry.login import registry_host, verify_login
 from builder.registry.settings import Settings
 from builder.registry.transport import RetryPolicy
-from tests.registry.scripted import Answer, FakeImage, Script, Seen, serve
+from tests.registry.scripted import Answer, FakeImage, Script, Seen
 
 QUICK = RetryPolicy(attempts=2, first_delay=0.01, deadline=5, connect_timeout=2, read_timeout=2)
 USER = Credentials("ci", "s3cret")
@@ -92,17 +91,6 @@ class TokenRegistry:
         scopes = query.get("scope", [])  # none for a login's check of /v2/
         token = "tok-" + "-".join(s.split(":")[1] + "-" + s.split(":")[2] for s in scopes)
         return Answer(200, json.dumps({"token": token, "expires_in": 300}).encode())
-
-
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def host(script: Script) -> Iterator[str]:
-    with serve(script) as address:
-        yield address
 
 
 def _registry(host: str, creds: Credentials | None) -> Registry:

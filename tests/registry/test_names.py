@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from builder.registry.pull import pull
 from builder.registry.settings import Settings
 from builder.registry.transport import RetryPolicy, split_host
 from builder.store import Store
-from tests.registry.scripted import FakeImage, Script, serve
+from tests.registry.scripted import FakeImage, Script
 
 
 @pytest.mark.parametrize(
@@ -40,17 +39,6 @@ def test_split_host() -> None:
     assert split_host("127.0.0.1:5000") == ("127.0.0.1", 5000)
     assert split_host("[::1]:5000") == ("::1", 5000)
     assert split_host("ghcr.io") == ("ghcr.io", None)
-
-
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def host(script: Script) -> Iterator[str]:
-    with serve(script) as address:
-        yield address
 
 
 def test_a_pull_asks_for_the_repository_path_and_tags_the_familiar_name(

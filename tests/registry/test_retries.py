@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,23 +13,12 @@ from builder.registry.pull import pull
 from builder.registry.settings import Settings
 from builder.registry.transport import RetryPolicy
 from builder.store import Store
-from tests.registry.scripted import Answer, FakeImage, Script, digest, serve
+from tests.registry.scripted import Answer, FakeImage, Script, digest
 
 QUICK = RetryPolicy(
     attempts=3, first_delay=0.01, max_delay=0.05, deadline=5, connect_timeout=2, read_timeout=2
 )
 LAYER = bytes(range(256)) * 64  # 16 KiB
-
-
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def host(script: Script) -> Iterator[str]:
-    with serve(script) as address:
-        yield address
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ refused."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,21 +15,10 @@ from builder.registry.settings import Settings
 from builder.registry.transport import RetryPolicy
 from builder.registry.upload import upload_blob
 from builder.store import Store
-from tests.registry.scripted import Answer, Handler, Script, Seen, serve
+from tests.registry.scripted import Answer, Handler, Script, Seen
 
 QUICK = RetryPolicy(attempts=1, connect_timeout=2, read_timeout=2)
 DATA = bytes(range(256)) * 40  # 10 KiB
-
-
-@pytest.fixture
-def script() -> Script:
-    return Script()
-
-
-@pytest.fixture
-def host(script: Script) -> Iterator[str]:
-    with serve(script) as address:
-        yield address
 
 
 @pytest.fixture
