@@ -196,8 +196,9 @@ def build(
             raise UsageError("-q prints the image ID on stdout, where an output (dest=-) goes")
         if sys.stdout.isatty():
             raise UsageError("dest=- would write an archive to a terminal: redirect stdout")
-    if metadata_file is not None and not metadata_file.parent.is_dir():
-        raise UsageError(f"--metadata-file {metadata_file}: its directory does not exist")
+    for flag, path in (("--metadata-file", metadata_file), ("--iidfile", iidfile)):
+        if path is not None and str(path) != "-" and not path.parent.is_dir():
+            raise UsageError(f"{flag} {path}: its directory does not exist")  # before the work
     if plan.pusher is not None and not names and not plan.registry_names():
         raise UsageError("--push (or -o type=registry) needs a name to push: give -t NAME")
     imports, exports = cache.cache_imports(cache_from), cache.cache_exports(cache_to)
@@ -224,9 +225,20 @@ def build(
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)
     if iidfile is not None:
-        iidfile.write_text(result.image_id)
+        _write_iidfile(iidfile, result.image_id)
     if quiet:
         click.echo(result.image_id)
+
+
+def _write_iidfile(path: Path, image_id: str) -> None:
+    """--iidfile, as every output file: whole or not at all, devices in place, `-` stdout."""
+    if str(path) == "-":
+        click.echo(image_id, nl=False)
+        return
+    from builder.store.destination import output_file
+
+    with output_file(path) as out:
+        out.write(image_id.encode())
 
 
 def _finish(
