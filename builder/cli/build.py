@@ -43,6 +43,18 @@ def parse_labels(values: tuple[str, ...]) -> dict[str, str]:
     return labels
 
 
+def parse_allow(values: tuple[str, ...]) -> frozenset[str]:
+    """`--allow network.host`, `--allow security.insecure`: BuildKit's entitlement names."""
+    from builder.engine.options import ENTITLEMENTS
+
+    for value in values:
+        if value not in ENTITLEMENTS:
+            raise UsageError(
+                f"--allow {value!r}: invalid entitlement (one of: {', '.join(ENTITLEMENTS)})"
+            )
+    return frozenset(values)
+
+
 def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     """`--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker build's syntax). A secret from
     the environment is written to a private file in STAGING for the build's duration."""
@@ -103,6 +115,14 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
     show_default=True,
     help="RUN's network: default is an isolated namespace (loopback only), like none.",
 )
+@click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="ENTITLEMENT",
+    help="Let RUN steps use network.host (RUN --network=host) or security.insecure"
+    " (repeatable). --network host allows network.host itself.",
+)
 @click.option("--label", "labels", multiple=True, help="Set a label on the image: KEY=VALUE.")
 @click.option(
     "--secret",
@@ -151,6 +171,7 @@ def build(
     quiet: bool,
     iidfile: Path | None,
     network: str,
+    allow: tuple[str, ...],
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
     compression: str | None,
@@ -177,6 +198,7 @@ def build(
     from builder.image.compression import LayerCompression
     from builder.image.reference import Reference
 
+    entitlements = parse_allow(allow)
     report = renderer("quiet" if quiet else progress)
     if push:  # buildx's --push: an output of type registry
         outputs = (*outputs, "type=registry")
@@ -215,6 +237,7 @@ def build(
             no_cache=no_cache,
             compression=LayerCompression.from_attrs(wanted),
             network="host" if network == "host" else "none",
+            allow=entitlements,
             secrets=parse_secrets(secrets, Path(staging)),
             labels=parse_labels(labels),
             source_date_epoch=sde,

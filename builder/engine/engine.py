@@ -191,6 +191,7 @@ class _Run:
             no_cache=self.options.no_cache,
             compression=self.new_layers,
             network=self.options.network,
+            allow=self.options.entitlements(),
             stages=self.done,
             escape=self.escape,
             secrets=self.options.secrets,

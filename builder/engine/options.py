@@ -8,6 +8,11 @@ from pathlib import Path
 from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
 
+# What a RUN step may ask for only when the build allows it (`--allow`), BuildKit's names.
+NETWORK_HOST = "network.host"
+SECURITY_INSECURE = "security.insecure"
+ENTITLEMENTS = (NETWORK_HOST, SECURITY_INSECURE)
+
 
 @dataclass(frozen=True)
 class BuildOptions:
@@ -25,12 +30,19 @@ class BuildOptions:
     secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
+    # --allow: the entitlements RUN steps may use (ENTITLEMENTS). network="host" grants
+    # network.host itself, as buildx's --network host asks for it.
+    allow: frozenset[str] = frozenset()
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: reproducible times (None: clock)
     pull: bool = False  # --pull: ask the registry for every named base, even one in the store
     # Shared caches (engine/remote_cache.py): read after the local cache misses, in order;
     # written after the build.
     cache_from: tuple[CacheSource, ...] = ()
     cache_to: tuple[CacheTarget, ...] = ()
+
+    def entitlements(self) -> frozenset[str]:
+        """What the build allows its RUN steps: --allow, and what --network implies."""
+        return self.allow | ({NETWORK_HOST} if self.network == "host" else set())
 
     def requested_compression(self) -> LayerCompression | None:
         return LayerCompression.coerce(self.compression)

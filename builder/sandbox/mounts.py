@@ -311,6 +311,24 @@ def _mount_sys(rootfd: int) -> None:
         # Without our own net namespace in a user namespace the kernel refuses a fresh
         # sysfs; the host's, read-only, is what rootless runtimes show.
         _bind(rootfd, "sys", "/sys", readonly=True, optional=False)
+    _mask_sys(rootfd)
+
+
+# The firmware's tables (ACPI, DMI with serial numbers, EFI variables) say much about the
+# host and are no container's business: runc hides them behind an empty read-only tmpfs.
+SYS_MASKED = ("firmware",)
+
+
+def _mask_sys(rootfd: int) -> None:
+    sysfd = _open(rootfd, "sys")  # the sysfs we just mounted: ours
+    try:
+        sys_dir = inroot.fd_path(sysfd)
+        for name in SYS_MASKED:
+            path = f"{sys_dir}/{name}"
+            if os.path.isdir(path):
+                mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0", what=f"mask /sys/{name}")
+    finally:
+        os.close(sysfd)
 
 
 def _mount_dev(rootfd: int) -> None:

@@ -63,6 +63,8 @@ class _Run:
     rootful: bool
     fn: Callable[[], int] | None
     keep_fds: tuple[int, ...]
+    # The caller's network namespace (dev, inode): pid 1 changes a sysctl only in another.
+    caller_netns: tuple[int, int]
 
     @property
     def rootdir(self) -> str:
@@ -96,7 +98,7 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep)
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns())
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -244,6 +246,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     sethostname(spec.hostname)
     if spec.network == "none":
         loopback_up()
+        _allow_low_ports(plan.caller_netns)
     mounts.pivot(plan.rootdir)
     creds = users.resolve(spec.user)
     container.make_cwd(spec.cwd)
@@ -261,6 +264,26 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     os.environ.clear()
     os.environ.update(env)
     return container.run_callable(plan.fn)
+
+
+def _netns() -> tuple[int, int]:
+    st = os.stat("/proc/self/ns/net")
+    return st.st_dev, st.st_ino
+
+
+def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
+    """Let the container's root bind ports below 1024 in its own network namespace, as
+    Docker does: its capabilities are in its own user namespace, which the kernel's
+    port check does not consult. The sysctl is per network namespace; /proc/sys/net
+    shows the writer's own. The check is a second lock on a door the caller already
+    shut (a private namespace is made only for network "none"): never the host's value."""
+    if _netns() == caller_netns:
+        raise SandboxError("sandbox: no private network namespace to set up")
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w", encoding="ascii") as f:
+            f.write("0")
+    except FileNotFoundError:
+        pass  # a kernel before 4.11: no such knob, low ports stay closed
 
 
 # ---- the caller ---------------------------------------------------------------------------

@@ -45,7 +45,6 @@ BAD = [
         "type=ssh is not supported",
         id="mount-type-from-arg",
     ),
-    pytest.param("RUN --security=insecure true", "not supported", id="security-insecure"),
     pytest.param("COPY --link Dockerfile /x", "--link is not supported", id="link"),
     pytest.param("COPY --parents Dockerfile /x", "--parents is not supported", id="parents"),
     pytest.param("COPY --exclude=*.md . /x", "--exclude is not supported", id="exclude"),

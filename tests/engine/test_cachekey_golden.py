@@ -91,7 +91,8 @@ CASES: dict[str, Case] = {
         "RUN <<EOF\necho heredoc\nEOF\n"
         "RUN --network=host echo online\n"
         "USER 1000\n"
-        "RUN echo as a user\n"
+        "RUN echo as a user\n",
+        options={"allow": ["network.host"]},  # what --allow network.host gives RUN
     ),
     "run-mounts": Case(
         "FROM scratch\n"
@@ -188,6 +189,8 @@ def build_case(
         secrets = root / "secrets"
         write_tree(secrets, options["secrets"])
         options["secrets"] = {ident: secrets / ident for ident in options["secrets"]}
+    if "allow" in options:
+        options["allow"] = frozenset(options["allow"])
     fake = FakeExecutor(default=Effect(files={f"/out/{name}": "x"}))
     return run_build(store, context, fake, monkeypatch, **options).keys
 

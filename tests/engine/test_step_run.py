@@ -59,7 +59,14 @@ def test_shell_env_args_user_workdir_and_network_reach_the_process(
     )
     fake.on("go", Effect())
     context = make_context(tmp_path / "ctx", recipe)
-    run_build(store, context, fake, monkeypatch, build_args={"VERSION": "2.0"})
+    run_build(
+        store,
+        context,
+        fake,
+        monkeypatch,
+        build_args={"VERSION": "2.0"},
+        allow=frozenset({"network.host"}),
+    )
     (p,) = fake.runs
     assert p.argv == ("/bin/bash", "-e", "-c", "go")
     assert p.env == ("PATH=/opt/bin", "KEEP=1", "VERSION=2.0")  # an image PATH: no default

@@ -152,7 +152,6 @@ def test_copy_flags() -> None:
         ("COPY", ("--chmod=u+x",), ("a", "b"), "invalid --chmod=u+x", "--chmod"),
         ("RUN", ("--mount=type=ssh",), ("x",), "--mount type=ssh is not supported", "--mount"),
         ("RUN", ("--mount=from=a,target=/t",), ("x",), "--mount from=a is not supported", "--m"),
-        ("RUN", ("--security=insecure",), ("x",), "--security=insecure is not supported", "--s"),
     ],
 )
 def test_unsupported_and_invalid_values(
@@ -274,3 +273,9 @@ def test_to_instructions_keeps_order() -> None:
         "Dockerfile", Directives(), (node("FROM", "a"), node("RUN", "x"), node("CMD", "y"))
     )
     assert [i.keyword for i in to_instructions(tree)] == ["FROM", "RUN", "CMD"]
+
+
+def test_security_insecure_types_for_the_build_to_judge() -> None:
+    # Whether it may run depends on the build's --allow, which the recipe does not know.
+    got = typed(node("RUN", "x", flags=("--security=insecure",)))
+    assert isinstance(got, ins.Run) and got.security == "insecure"

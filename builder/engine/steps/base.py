@@ -42,6 +42,7 @@ class StepContext:
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap
     executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
     images: Callable[[str], Image] | None = None  # COPY --from=IMAGE (default: the store's)
+    allow: frozenset[str] = frozenset()  # entitlements RUN may use (BuildOptions.entitlements)
 
 
 def now(source_date_epoch: int | None = None) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
+from builder.engine.options import NETWORK_HOST, SECURITY_INSECURE
 from builder.engine.runmounts import (
     PreparedMounts,
     bind_key,
@@ -99,12 +100,34 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
     return prepared
 
 
+def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
+    """Refuse what the build did not allow, as BuildKit does before a step runs (and before
+    its cache is looked up: a cached layer made with the host network is no exception)."""
+    for asked, flag, entitlement in (
+        (network == "host", "--network=host", NETWORK_HOST),
+        (instr.security == "insecure", "--security=insecure", SECURITY_INSECURE),
+    ):
+        if asked and entitlement not in ctx.allow:
+            raise RecipeError(
+                f"RUN {flag}: {entitlement} is not allowed",
+                instr.location,
+                f"allow it with --allow {entitlement}",
+            )
+    if instr.security == "insecure":
+        raise RecipeError(
+            "RUN --security=insecure is not supported yet",
+            instr.location,
+            "RUN steps always run in the sandbox",
+        )
+
+
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
+    cc = state.config.config
+    network = instr.network if instr.network not in (None, "default") else ctx.network
+    _entitle(instr, network, ctx)
     mounts = _mounts(instr, ctx)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
-    cc = state.config.config
-    network = instr.network if instr.network not in (None, "default") else ctx.network
     created_by = f"RUN {' '.join(argv)} # buildkit"
     payload: dict[str, object] = {
         "argv": argv,

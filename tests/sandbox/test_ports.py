@@ -1,0 +1,51 @@
+"""The container's root may listen on ports below 1024 in its private network namespace
+(nginx on :80), as in Docker, through the per-namespace sysctl
+net.ipv4.ip_unprivileged_port_start; the host's own value never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.sandbox import OverlayRoot, SandboxSpec
+
+ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
+KNOB = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+# Listen on :80 in the background, wait until /proc/net/tcp or tcp6 (the namespace's own;
+# busybox listens on IPv6's any address, dual stack) shows it LISTENing (state 0A), stop it.
+LISTEN_80 = """
+busybox nc -l -p 80 >/dev/null 2>/tmp/nc.err </dev/null &
+pid=$!
+for i in $(seq 50); do
+    if awk '$2 ~ /:0050$/ && $4 == "0A" { found = 1 } END { exit !found }' /proc/net/tcp*; then
+        echo listening; break
+    fi
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.1
+done
+kill $pid 2>/dev/null
+cat /tmp/nc.err >&2
+cat /proc/sys/net/ipv4/ip_unprivileged_port_start
+"""
+
+
+@pytest.fixture
+def host_knob() -> Iterator[str]:
+    if not KNOB.exists():
+        pytest.skip("no ip_unprivileged_port_start on this kernel (before 4.11)")
+    before = KNOB.read_text()
+    yield before
+    assert KNOB.read_text() == before, "the host's sysctl changed"
+
+
+def test_root_binds_port_80_in_its_network_namespace(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, host_knob: str
+) -> None:
+    status, out, err = sh(SandboxSpec(overlay(), (), network="none"), LISTEN_80)
+    assert status == 0, err
+    assert out.split() == ["listening", "0"], (out, err)
+    assert KNOB.read_text() == host_knob
