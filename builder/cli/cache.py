@@ -9,12 +9,12 @@ key is a usage error naming it. The result is what BuildOptions takes (store/cac
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from builder.cli.attrs import parse_attrs
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
@@ -49,23 +49,6 @@ def options(function: click.decorators.FC) -> click.decorators.FC:
     )(function)
 
 
-def _attrs(flag: str, value: str) -> dict[str, str]:
-    try:
-        (fields,) = csv.reader([value])
-    except (csv.Error, ValueError):
-        raise UsageError(f"{flag} {value!r}: not a list of key=value") from None
-    attrs: dict[str, str] = {}
-    for field in fields:
-        key, eq, val = field.partition("=")
-        key = key.strip().lower()
-        if not eq or not key:
-            raise UsageError(f"{flag} {value!r}: {field!r} is not key=value")
-        if key in attrs:
-            raise UsageError(f"{flag} {value!r}: {key} is given twice")
-        attrs[key] = val
-    return attrs
-
-
 def _checked(flag: str, direction: str, attrs: dict[str, str]) -> tuple[str, dict[str, str]]:
     kind = attrs.pop("type", None)
     if kind is None:
@@ -96,7 +79,9 @@ def cache_imports(values: tuple[str, ...]) -> tuple[CacheImport, ...]:
     out = []
     for value in values:
         attrs = (
-            _attrs("--cache-from", value) if "=" in value else {"type": "registry", "ref": value}
+            parse_attrs("--cache-from", value)
+            if "=" in value
+            else {"type": "registry", "ref": value}
         )
         kind, attrs = _checked("--cache-from", "from", attrs)
         if kind == "local":
@@ -112,7 +97,7 @@ def cache_exports(values: tuple[str, ...]) -> tuple[CacheExport, ...]:
 
     out = []
     for value in values:
-        kind, attrs = _checked("--cache-to", "to", _attrs("--cache-to", value))
+        kind, attrs = _checked("--cache-to", "to", parse_attrs("--cache-to", value))
         mode = attrs.get("mode", "min")
         if mode not in ("min", "max"):
             raise UsageError(f"--cache-to: mode={mode}: use min or max")

@@ -14,13 +14,13 @@ the exporters read the image from it. `name=` adds names to -t's; archives and p
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from builder.cli.attrs import parse_attrs
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
@@ -93,19 +93,7 @@ def parse_output(spec: str) -> Output:
         return Output("tar", STDOUT)
     if "=" not in spec:
         return Output("local", spec)
-    try:
-        (fields,) = list(csv.reader([spec]))
-    except (csv.Error, ValueError):
-        raise UsageError(f"--output {spec!r}: expected type=TYPE,key=value,...") from None
-    attrs: dict[str, str] = {}
-    for field in fields:
-        key, sep, value = field.partition("=")
-        key = key.strip().lower()
-        if not sep or not key:
-            raise UsageError(f"--output {spec!r}: {field!r} is not key=value")
-        if key in attrs:
-            raise UsageError(f"--output {spec!r}: {key} given twice")
-        attrs[key] = value
+    attrs = parse_attrs("--output", spec)
     kind = attrs.pop("type", "")
     if kind not in TYPES:
         raise UsageError(

@@ -37,7 +37,7 @@ def test_parse(spec: str, expected: Output) -> None:
         ("type=local,dest=-", "not stdout"),
         ("type=tar,dest=x,name=a", "type=tar takes dest; not name"),
         ("type=image,push=maybe", "expected true or false"),
-        ("type=oci,dest=a,dest=b", "dest given twice"),
+        ("type=oci,dest=a,dest=b", "dest is given twice"),
         ("type=oci,dest", "'dest' is not key=value"),
     ],
 )
