@@ -20,16 +20,17 @@ PACKAGE = REPO / "builder"
 # the engine and runtime above them, the CLI on top; nothing imports the CLI.
 MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
+    "config": {"errors"},
     "image": {"errors"},
     "recipe": {"errors", "image"},
     "layer": {"errors", "image"},
     "store": {"errors", "image", "layer"},
     "sandbox": {"errors"},
     "engine": {"errors", "image", "layer", "recipe", "sandbox", "store"},
-    "registry": {"errors", "image", "layer", "store"},
+    "registry": {"errors", "config", "image", "layer", "store"},
     "runtime": {"errors", "image", "layer", "sandbox", "store"},
-    "cli": {"errors", "image", "layer", "recipe", "sandbox", "store", "engine", "registry",
-            "runtime"},
+    "cli": {"errors", "config", "image", "layer", "recipe", "sandbox", "store", "engine",
+            "registry", "runtime"},
 }  # fmt: skip
 # Modules at the package's top level other than errors.py: the facade and the entry point.
 TOP_LEVEL = {"__init__": set(MAY_IMPORT), "__main__": {"cli"}}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import cache, compress, epoch
+from builder.cli import cache, compress, epoch, limits
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -132,6 +132,7 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
 )
 @compress.options
 @cache.options
+@limits.options
 @click.option(
     "-o",
     "--output",
@@ -185,6 +186,11 @@ def build(
     cache_from: tuple[str, ...],
     cache_to: tuple[str, ...],
     source_date_epoch: str | None,
+    memory: str | None,
+    memory_swap: str | None,
+    cpus: str | None,
+    pids_limit: int | None,
+    cgroup_parent: str | None,
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
     import sys
@@ -199,6 +205,14 @@ def build(
     from builder.image.reference import Reference
 
     entitlements = parse_allow(allow)
+    resources = limits.limits(
+        memory,
+        memory_swap,
+        cpus,
+        pids_limit,
+        cgroup_parent,
+        default_pids=limits.build_pids_default(),
+    )
     report = renderer("quiet" if quiet else progress)
     if push:  # buildx's --push: an output of type registry
         outputs = (*outputs, "type=registry")
@@ -244,6 +258,7 @@ def build(
             pull=pull,
             cache_from=imports,
             cache_to=exports,
+            limits=resources,
         )
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from builder.cli import limits
 from builder.cli.common import open_store
 
 
@@ -19,6 +20,7 @@ from builder.cli.common import open_store
 @click.option("--entrypoint", help="Replace the image's ENTRYPOINT.")
 @click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
 @click.option("--hostname", help="The container's hostname.")
+@limits.options
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -31,6 +33,11 @@ def run(
     entrypoint: str | None,
     network: str,
     hostname: str | None,
+    memory: str | None,
+    memory_swap: str | None,
+    cpus: str | None,
+    pids_limit: int | None,
+    cgroup_parent: str | None,
 ) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
     from builder.runtime import RunOptions, run_image
@@ -45,6 +52,7 @@ def run(
         network=network,
         hostname=hostname,
         remove=remove,
+        limits=limits.limits(memory, memory_swap, cpus, pids_limit, cgroup_parent),
     )
     sys.stdout.flush()
     ctx.exit(run_image(open_store(ctx), options))

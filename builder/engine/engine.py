@@ -137,7 +137,12 @@ def build(
             link = CacheLink(store, remotes)
             try:
                 return _build(
-                    options, store, report, executor or SandboxExecutor(store.tmp_dir), images, link
+                    options,
+                    store,
+                    report,
+                    executor or SandboxExecutor(store.tmp_dir, options.limits),
+                    images,
+                    link,
                 )
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from builder.layer.tree import remove_tree
+from builder.sandbox.limits import Limits
 from builder.sandbox.spec import Mount, OverlayRoot
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
@@ -61,10 +62,14 @@ class SandboxExecutor:
 
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
-    temp dir."""
+    temp dir. `limits` are every RUN process's resource limits (our in-root writers have
+    none)."""
 
-    def __init__(self, new_dir: Callable[[str], Path] | None = None) -> None:
+    def __init__(
+        self, new_dir: Callable[[str], Path] | None = None, limits: Limits | None = None
+    ) -> None:
         self._new_dir = new_dir
+        self._limits = limits
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -96,6 +101,7 @@ class SandboxExecutor:
             stderr=output,
             mounts=process.mounts,
             state_dir=state,
+            limits=self._limits,
         )
         return sandbox.run(spec)
 

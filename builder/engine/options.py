@@ -7,6 +7,7 @@ from pathlib import Path
 
 from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
+from builder.sandbox.limits import Limits
 
 # What a RUN step may ask for only when the build allows it (`--allow`), BuildKit's names.
 NETWORK_HOST = "network.host"
@@ -39,6 +40,8 @@ class BuildOptions:
     # written after the build.
     cache_from: tuple[CacheSource, ...] = ()
     cache_to: tuple[CacheTarget, ...] = ()
+    # Every RUN step's resource limits (cgroups): --memory, --cpus, --pids-limit...
+    limits: Limits | None = None
 
     def entitlements(self) -> frozenset[str]:
         """What the build allows its RUN steps: --allow, and what --network implies."""

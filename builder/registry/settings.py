@@ -1,8 +1,7 @@
 """Per-registry settings: mirrors, plain HTTP, TLS trust.
 
-The config file is TOML ($BUILDER_CONFIG, else /etc/builder/builder.toml as root, else
-$XDG_CONFIG_HOME/builder/builder.toml or ~/.config/builder/builder.toml). Its registry
-sections use the names of BuildKit's buildkitd.toml:
+The config file is TOML (builder/config.py says where it is). Its registry sections use
+the names of BuildKit's buildkitd.toml:
 
     [registry."docker.io"]
     mirrors = ["127.0.0.1:5000"]       # host[:port] only: no scheme, no path
@@ -24,14 +23,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder.config import config_path, load_document
 from builder.errors import UsageError
 
-SYSTEM_CONFIG = Path("/etc/builder/builder.toml")
 # Where docker keeps per-registry TLS files; BUILDER_CERTS_D moves it, for tests only.
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")
 
@@ -80,41 +78,15 @@ def endpoint_host(host: str) -> str:
     return DOCKER_HUB_ENDPOINT if canonical_host(host) == DOCKER_HUB else host
 
 
-def config_path(euid: int | None = None) -> tuple[Path, bool]:
-    """The config file's path, and whether the user named it ($BUILDER_CONFIG)."""
-    named = os.environ.get("BUILDER_CONFIG")
-    if named:
-        return Path(named), True
-    if (os.geteuid() if euid is None else euid) == 0:
-        return SYSTEM_CONFIG, False
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    # The XDG spec says a relative value is invalid and is to be ignored.
-    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
-    return base / "builder" / "builder.toml", False
-
-
 def load_settings(path: Path | None = None) -> Settings:
-    """The settings of the config file at `path` (default: the usual places).
+    """The registry settings of the config file at `path` (default: the usual places).
 
     A missing file at a default place means no settings; a missing file that was named
     (`path` or $BUILDER_CONFIG), bad TOML or a value of the wrong type is a UsageError.
     """
-    named = path is not None
-    if path is None:
-        path, named = config_path()
-    try:
-        text = path.read_bytes().decode()
-    except FileNotFoundError:
-        if named:
-            raise UsageError(f"config file {path} does not exist") from None
+    document, path = load_document(path)
+    if not document:
         return Settings()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
-        raise UsageError(f"cannot read config file {path}: {reason}") from None
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise UsageError(f"config file {path} is not valid TOML: {err}") from None
     return Settings(_registry_sections(document.get("registry", {}), path), path)
 
 

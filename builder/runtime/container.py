@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from builder.errors import UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
+from builder.sandbox.limits import Limits, OutOfMemory
 from builder.store import Store
 
 
@@ -23,6 +25,7 @@ class RunOptions:
     network: str = "none"
     hostname: str | None = None
     remove: bool = False  # --rm: drop the container's writable layer when it exits
+    limits: Limits | None = None  # --memory, --cpus, --pids-limit... (cgroups)
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -54,7 +57,11 @@ def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
 def run_image(store: Store, options: RunOptions) -> int:
     """Run the image's process; returns its exit status (128+N when killed by signal N)."""
     with store.lease():  # gc must not take the layers from under a running container
-        return _run(store, options)
+        try:
+            return _run(store, options)
+        except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
+            print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
+            return oom.status
 
 
 def _run(store: Store, options: RunOptions) -> int:
@@ -72,6 +79,7 @@ def _run(store: Store, options: RunOptions) -> int:
         hostname=options.hostname or container.id,
         network="host" if options.network == "host" else "none",
         state_dir=state,
+        limits=options.limits,
     )
     try:
         return run(spec)

@@ -31,7 +31,9 @@ from types import FrameType
 
 from builder.errors import SandboxError
 from builder.sandbox import container, mounts, users
+from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake
+from builder.sandbox.limits import OutOfMemory
 from builder.sandbox.spec import DirRoot, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
@@ -65,6 +67,8 @@ class _Run:
     keep_fds: tuple[int, ...]
     # The caller's network namespace (dev, inode): pid 1 changes a sysctl only in another.
     caller_netns: tuple[int, int]
+    # The container's cgroup (resource limits), which the supervisor joins; None: no limits.
+    cgroup: Cgroup | None = None
 
     @property
     def rootdir(self) -> str:
@@ -96,9 +100,23 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 
 
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
+    cgroup = _cgroup(spec)
+    try:
+        code = _execute_in(spec, fn, keep, cgroup)
+        if code != 0 and cgroup is not None and cgroup.oom_kills():
+            raise OutOfMemory(code, cgroup.limits.memory)
+        return code
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+
+
+def _execute_in(
+    spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...], cgroup: Cgroup | None
+) -> int:
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns())
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup)
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -126,6 +144,22 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
             os.close(report_r)
     finally:
         _remove_state(plan)
+
+
+def _cgroup(spec: SandboxSpec) -> Cgroup | None:
+    """The container's cgroup with its limits written, or None when it has no limits (or
+    only best-effort ones that this machine or user cannot apply)."""
+    limits = spec.limits
+    if limits is None or not limits.any():
+        return None
+    try:
+        cgroup = Cgroup(limits)
+        cgroup.create()
+    except Unavailable:
+        if limits.best_effort:
+            return None
+        raise
+    return cgroup
 
 
 def _write_state(plan: _Run) -> None:
@@ -191,6 +225,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
         signal.signal(sig, signal.SIG_IGN)
+    if plan.cgroup is not None:
+        plan.cgroup.join()  # before any namespace: pid 1 and all it forks inherit it
     if host_maps is not None:
         host_maps.child_side()
         unshare(CLONE_NEWUSER)

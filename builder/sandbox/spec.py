@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from builder.errors import SandboxError
+from builder.sandbox.limits import Limits
 
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
@@ -61,6 +62,8 @@ class SandboxSpec:
     # run's leftovers are found and swept there. None: a new dir in the system's temp dir,
     # removed after the run (nothing sweeps it if the caller is killed).
     state_dir: Path | None = None
+    # Resource limits (cgroups); None or empty: none.
+    limits: Limits | None = None
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""

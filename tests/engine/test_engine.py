@@ -154,8 +154,10 @@ print(sorted(m for m in sys.modules if m.startswith("builder.sandbox")))
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    # The package, its plain value types and the passwd reader; no namespace machinery.
+    # The package, its plain value types (limits, spec) and the passwd reader; no namespace
+    # machinery, no cgroups.
     assert (
         done.stdout.strip()
-        == "['builder.sandbox', 'builder.sandbox.spec', 'builder.sandbox.users']"
+        == "['builder.sandbox', 'builder.sandbox.limits', 'builder.sandbox.spec',"
+        " 'builder.sandbox.users']"
     )

@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from builder.config import config_path
 from builder.errors import UsageError
 from builder.registry.settings import (
     HostSettings,
     Settings,
     allows_http,
     canonical_host,
-    config_path,
     endpoint_host,
     load_settings,
     ssl_context,
@@ -64,7 +64,7 @@ def test_a_user_without_xdg_reads_dot_config(
 def test_a_missing_default_file_means_no_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("builder.registry.settings.SYSTEM_CONFIG", tmp_path / "absent.toml")
+    monkeypatch.setattr("builder.config.SYSTEM_CONFIG", tmp_path / "absent.toml")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_settings() == Settings()
 

@@ -30,6 +30,7 @@ from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
+from builder.sandbox.limits import OutOfMemory
 
 
 def _script(instr: ins.Run) -> str:
@@ -157,6 +158,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     prepared = _prepare(mounts, ctx, instr)
     try:
         status, root, _last = execute_in_overlay(state, ctx, launch)
+    except OutOfMemory as oom:  # the step failed, not the sandbox: exit 5, as any RUN
+        raise StepFailed(f"{shown(instr)}: {oom}", oom.status, instr.location) from None
     finally:
         prepared.close()
     if status != 0:

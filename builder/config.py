@@ -1,0 +1,64 @@
+"""The config file: where it is and its TOML document. Each feature reads its own tables
+(`[registry."HOST"]` in registry/settings, `[build]` in the CLI); other tables are ignored.
+
+The file is $BUILDER_CONFIG, else /etc/builder/builder.toml as root, else
+$XDG_CONFIG_HOME/builder/builder.toml or ~/.config/builder/builder.toml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from builder.errors import UsageError
+
+SYSTEM_CONFIG = Path("/etc/builder/builder.toml")
+
+
+def config_path(euid: int | None = None) -> tuple[Path, bool]:
+    """The config file's path, and whether the user named it ($BUILDER_CONFIG)."""
+    named = os.environ.get("BUILDER_CONFIG")
+    if named:
+        return Path(named), True
+    if (os.geteuid() if euid is None else euid) == 0:
+        return SYSTEM_CONFIG, False
+    xdg = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative value is invalid and is to be ignored.
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
+    return base / "builder" / "builder.toml", False
+
+
+def load_document(path: Path | None = None) -> tuple[dict[str, Any], Path]:
+    """The config file's TOML document (empty if there is none at a default place), and
+    the path it was looked for at.
+
+    A missing file that was named (`path` or $BUILDER_CONFIG), bad TOML or an unreadable
+    file is a UsageError.
+    """
+    named = path is not None
+    if path is None:
+        path, named = config_path()
+    try:
+        text = path.read_bytes().decode()
+    except FileNotFoundError:
+        if named:
+            raise UsageError(f"config file {path} does not exist") from None
+        return {}, path
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
+        raise UsageError(f"cannot read config file {path}: {reason}") from None
+    import tomllib  # only when there is a file: most runs have none
+
+    try:
+        return tomllib.loads(text), path
+    except tomllib.TOMLDecodeError as err:
+        raise UsageError(f"config file {path} is not valid TOML: {err}") from None
+
+
+def table(document: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    """The document's table NAME ({} if absent); a non-table is a UsageError."""
+    value = document.get(name, {})
+    if not isinstance(value, dict):
+        raise UsageError(f"config file {path}: [{name}] must be a table")
+    return value

@@ -1,0 +1,228 @@
+"""A sandbox's cgroup: made before the sandbox starts, joined by its supervisor (so every
+process of the container is in it), read for OOM kills and removed when the run ends.
+
+Detects what the machine has, controller by controller, from /proc/self/mountinfo: a v1
+hierarchy that holds the controller, else the unified (v2) hierarchy if the controller is
+enabled there. A hybrid machine (v1 controllers plus a v2 mount with none) uses v1. The
+cgroup of a container is PARENT/NAME in each hierarchy it needs (docker's cgroupfs layout,
+PARENT being --cgroup-parent, default /builder); NAME starts with the caller's pid, so a
+cgroup left by a killed caller (empty, its owner gone) is removed by the next sandbox that
+makes one under the same parent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import time
+from dataclasses import dataclass
+
+from builder.errors import SandboxError
+from builder.sandbox.limits import Limits
+
+_V1, _V2 = 1, 2
+_CPU_PERIOD_US = 100_000
+# Errors that mean "this user or machine cannot make cgroups here" (not a bad limit).
+_UNAVAILABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT)
+
+
+@dataclass(frozen=True)
+class Hierarchy:
+    mount: str
+    version: int
+    controllers: frozenset[str]
+
+
+class Unavailable(SandboxError):
+    """No cgroup can be made for a controller here (no hierarchy, or no permission)."""
+
+
+def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
+    found: list[Hierarchy] = []
+    with open(mountinfo, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype, options = fields[sep + 1], fields[sep + 3]
+            mount = fields[4].replace("\\040", " ")
+            if fstype == "cgroup":
+                names = {o for o in options.split(",") if o not in ("rw", "ro")}
+                found.append(Hierarchy(mount, _V1, frozenset(n for n in names if "=" not in n)))
+            elif fstype == "cgroup2":
+                try:
+                    with open(f"{mount}/cgroup.controllers", encoding="ascii") as c:
+                        controllers = frozenset(c.read().split())
+                except OSError:
+                    controllers = frozenset()
+                found.append(Hierarchy(mount, _V2, controllers))
+    return found
+
+
+def _needed(limits: Limits) -> list[str]:
+    wanted = [
+        ("memory", limits.memory is not None),
+        ("cpu", limits.cpus is not None),
+        ("pids", limits.pids is not None),
+    ]
+    return [name for name, asked in wanted if asked]
+
+
+def _choose(controller: str, found: list[Hierarchy]) -> Hierarchy:
+    for version in (_V1, _V2):  # a controller bound to a v1 hierarchy is absent from v2
+        for h in found:
+            if h.version == version and controller in h.controllers:
+                return h
+    raise Unavailable(f"cgroups: no {controller} controller on this machine")
+
+
+class Cgroup:
+    """One container's cgroup dirs (one per hierarchy used) and the files that limit it."""
+
+    def __init__(self, limits: Limits, found: list[Hierarchy] | None = None) -> None:
+        self.limits = limits
+        found = hierarchies() if found is None else found
+        self.by_controller = {c: _choose(c, found) for c in _needed(limits)}
+        self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
+        self.dirs: dict[str, str] = {}  # hierarchy mount -> the container's dir in it
+
+    def dir_of(self, controller: str) -> str:
+        return self.dirs[self.by_controller[controller].mount]
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def create(self) -> None:
+        """Make the dirs and write the limits; on any failure remove what was made."""
+        try:
+            for h in {h.mount: h for h in self.by_controller.values()}.values():
+                parent = h.mount + "/" + self.limits.parent.strip("/")
+                _make_parent(h, parent, self._controllers_in(h))
+                _sweep(parent)
+                path = f"{parent}/{self.name}"
+                os.mkdir(path, 0o755)
+                self.dirs[h.mount] = path
+            self._write_limits()
+        except OSError as err:
+            self.remove()
+            if err.errno in _UNAVAILABLE:
+                raise Unavailable(
+                    f"cgroups: cannot make a cgroup under {err.filename or self.limits.parent}:"
+                    f" {err.strerror} (resource limits need root or a delegated cgroup)"
+                ) from None
+            raise SandboxError(f"cgroups: {err.strerror}: {err.filename}") from None
+        except BaseException:
+            self.remove()
+            raise
+
+    def _controllers_in(self, h: Hierarchy) -> list[str]:
+        return [c for c, used in self.by_controller.items() if used.mount == h.mount]
+
+    def join(self) -> None:
+        """Move the calling process (and so all it will fork) into the cgroup."""
+        for path in self.dirs.values():
+            with open(f"{path}/cgroup.procs", "w", encoding="ascii") as f:
+                f.write("0")
+
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer took in the cgroup (0 without a memory limit)."""
+        if "memory" not in self.by_controller or not self.dirs:
+            return 0
+        h = self.by_controller["memory"]
+        name = "memory.oom_control" if h.version == _V1 else "memory.events"
+        try:
+            with open(f"{self.dir_of('memory')}/{name}", encoding="ascii") as f:
+                for line in f:
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+        except OSError:
+            pass
+        return 0
+
+    def remove(self) -> None:
+        """rmdir each dir; a dir whose last processes are still exiting gets a moment."""
+        for mount, path in list(self.dirs.items()):
+            for attempt in range(50):
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as err:
+                    if err.errno != errno.EBUSY or attempt == 49:
+                        break  # left for the next sweep under the same parent
+                    time.sleep(0.01)
+            del self.dirs[mount]
+
+    # ---- limits ----------------------------------------------------------------------
+
+    def _write_limits(self) -> None:
+        for controller, h in self.by_controller.items():
+            for fname, value in self._settings(controller, h.version):
+                path = f"{self.dir_of(controller)}/{fname}"
+                try:
+                    with open(path, "w", encoding="ascii") as f:
+                        f.write(value)
+                except FileNotFoundError:
+                    if fname == "memory.memsw.limit_in_bytes":
+                        continue  # a kernel without swap accounting: docker ignores it too
+                    raise
+                except OSError as err:
+                    raise SandboxError(
+                        f"cgroups: the kernel refused {fname} = {value}: {err.strerror}"
+                    ) from None
+
+    def _settings(self, controller: str, version: int) -> list[tuple[str, str]]:
+        lim = self.limits
+        if controller == "pids":
+            return [("pids.max", str(lim.pids))]
+        if controller == "cpu":
+            assert lim.cpus is not None
+            quota = int(lim.cpus * _CPU_PERIOD_US)  # the kernel refuses < 1 ms: its words
+            if version == _V1:
+                return [
+                    ("cpu.cfs_period_us", str(_CPU_PERIOD_US)),
+                    ("cpu.cfs_quota_us", str(quota)),
+                ]
+            return [("cpu.max", f"{quota} {_CPU_PERIOD_US}")]
+        assert lim.memory is not None
+        total = lim.swap_total()
+        if version == _V1:
+            return [
+                ("memory.limit_in_bytes", str(lim.memory)),
+                ("memory.memsw.limit_in_bytes", str(total if total is not None else -1)),
+            ]
+        swap = "max" if total is None else str(total - lim.memory)
+        return [("memory.max", str(lim.memory)), ("memory.swap.max", swap)]
+
+
+def _make_parent(h: Hierarchy, parent: str, controllers: list[str]) -> None:
+    """PARENT and its ancestors; on v2, each level passes the controllers down."""
+    if h.version == _V1:
+        os.makedirs(parent, 0o755, exist_ok=True)
+        return
+    level = h.mount
+    enable = " ".join(f"+{c}" for c in controllers)
+    for part in parent[len(h.mount) :].strip("/").split("/"):
+        with open(f"{level}/cgroup.subtree_control", "w", encoding="ascii") as f:
+            f.write(enable)
+        level = f"{level}/{part}"
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(level, 0o755)
+    with open(f"{level}/cgroup.subtree_control", "w", encoding="ascii") as f:
+        f.write(enable)
+
+
+def _sweep(parent: str) -> None:
+    """Remove cgroups under PARENT that a killed caller left: empty, their owner gone."""
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return
+    for name in names:
+        owner, dash, _ = name.partition("-")
+        if not dash or not owner.isdigit() or os.path.exists(f"/proc/{owner}"):
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(f"{parent}/{name}")  # fails (EBUSY) while a process is in it

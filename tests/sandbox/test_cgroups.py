@@ -1,0 +1,191 @@
+"""Resource limits through real cgroups (this machine: v1 controllers plus an empty v2
+mount), and the v2 file layout against a directory standing in for a v2 hierarchy (a v2
+hierarchy with controllers cannot exist here while v1 holds them).
+
+Every test uses its own --cgroup-parent and checks that nothing of ours is left in it.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from builder.errors import SandboxError, UsageError
+from builder.sandbox import SandboxSpec
+from builder.sandbox.cgroups import Cgroup, Hierarchy, hierarchies
+from builder.sandbox.limits import Limits, OutOfMemory, parse_bytes
+from tests.sandbox.conftest import ShRunner
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups need root here")
+
+
+def _mount_of(controller: str) -> str:
+    for h in hierarchies():
+        if controller in h.controllers:
+            return h.mount
+    pytest.skip(f"no {controller} controller on this machine")
+
+
+@pytest.fixture
+def parent() -> Iterator[str]:
+    """A cgroup parent of this test's own; after it, no cgroup of ours may remain."""
+    name = f"/builder-test-{secrets.token_hex(4)}"
+    yield name
+    left = []
+    for h in hierarchies():
+        path = h.mount + name
+        if os.path.isdir(path):
+            left += [e.name for e in os.scandir(path) if e.is_dir()]
+            os.rmdir(path)
+    assert left == [], f"cgroups left behind: {left}"
+
+
+@pytest.fixture
+def spec(overlay, parent: str) -> SandboxSpec:  # type: ignore[no-untyped-def]
+    return SandboxSpec(root=overlay(), argv=("true",), limits=Limits(parent=parent))
+
+
+def _limited(spec: SandboxSpec, **limits: object) -> SandboxSpec:
+    assert spec.limits is not None
+    return replace(spec, limits=replace(spec.limits, **limits))
+
+
+def test_the_pids_limit_stops_a_fork_attempt(spec: SandboxSpec, sh: ShRunner) -> None:
+    script = "n=0; for i in $(seq 100); do sleep 5 & n=$((n+1)); done; echo started $n"
+    status, out, err = sh(_limited(spec, pids=50), script)
+    assert "can't fork" in err
+    assert "started 100" not in out
+    # Without the limit the same script starts all 100.
+    status, out, _ = sh(spec, "for i in $(seq 100); do sleep 0.1 & done; wait; echo done")
+    assert (status, out) == (0, "done\n")
+
+
+def test_a_memory_hog_is_killed_and_reported(spec: SandboxSpec, sh: ShRunner) -> None:
+    with pytest.raises(OutOfMemory) as caught:
+        sh(_limited(spec, memory=64 << 20), "dd if=/dev/zero of=/dev/null bs=200M count=1")
+    assert caught.value.status == 137
+    assert str(caught.value) == "killed: out of memory (limit 64 MiB)"
+    # Within the limit, the same command runs.
+    status, _, _ = sh(_limited(spec, memory=64 << 20), "dd if=/dev/zero of=/dev/null bs=8M count=1")
+    assert status == 0
+
+
+def test_a_child_killed_by_oom_does_not_fail_a_command_that_succeeds(
+    spec: SandboxSpec, sh: ShRunner
+) -> None:
+    # docker reports the status; the OOM is only the reason when the command fails.
+    status, out, _ = sh(
+        _limited(spec, memory=64 << 20), "dd if=/dev/zero of=/dev/null bs=200M count=1; echo ok"
+    )
+    assert (status, out) == (0, "ok\n")
+
+
+def test_limits_are_written_where_the_process_runs(spec: SandboxSpec, sh: ShRunner) -> None:
+    """Read the container's cgroup files from outside while it runs. The sandbox runs in a
+    forked child: this process polls, and a thread here would make forking unsafe."""
+    assert spec.limits is not None
+    bases = {
+        "cpu.cfs_quota_us": _mount_of("cpu"),
+        "memory.limit_in_bytes": _mount_of("memory"),
+        "pids.max": _mount_of("pids"),
+        "cgroup.procs": _mount_of("pids"),
+    }
+    child = os.fork()
+    if child == 0:
+        try:
+            status, _, _ = sh(_limited(spec, cpus=0.5, memory=32 << 20, pids=77), "sleep 1")
+        finally:
+            os._exit(status if "status" in locals() else 99)
+    seen: dict[str, str] = {}
+    most_procs = 0
+    while os.waitpid(child, os.WNOHANG) == (0, 0):
+        for fname, mount in bases.items():
+            for path in Path(mount + spec.limits.parent).glob("*/" + fname):
+                text = path.read_text().strip()
+                if text:
+                    seen[fname] = text
+                    if fname == "cgroup.procs":
+                        most_procs = max(most_procs, len(text.split()))
+        time.sleep(0.02)
+    assert seen["cpu.cfs_quota_us"] == "50000"
+    assert seen["memory.limit_in_bytes"] == str(32 << 20)
+    assert seen["pids.max"] == "77"
+    assert most_procs >= 2  # the supervisor and pid 1 (sh, which execs sleep)
+
+
+def test_a_limit_the_kernel_refuses_is_one_error_and_leaves_nothing(
+    spec: SandboxSpec, sh: ShRunner
+) -> None:
+    with pytest.raises(SandboxError, match=r"the kernel refused cpu\.cfs_quota_us = 500"):
+        sh(_limited(spec, cpus=0.005), "true")  # below the kernel's 1 ms quota
+
+
+def test_no_limits_make_no_cgroup(spec: SandboxSpec, sh: ShRunner) -> None:
+    status, out, _ = sh(spec, "cat /proc/self/cgroup | grep -c memory:/$")
+    assert (status, out) == (0, "1\n")  # our own cgroup namespace's root, no new cgroup
+    assert spec.limits is not None
+    for h in hierarchies():
+        assert not os.path.exists(h.mount + spec.limits.parent)
+
+
+def test_a_killed_callers_cgroup_is_swept_by_the_next_run(spec: SandboxSpec, sh: ShRunner) -> None:
+    assert spec.limits is not None
+    pids = _mount_of("pids")
+    os.makedirs(f"{pids}{spec.limits.parent}/999999999-deadbeef")  # no such pid
+    status, _, _ = sh(_limited(spec, pids=10), "true")
+    assert status == 0
+    assert not os.path.exists(f"{pids}{spec.limits.parent}/999999999-deadbeef")
+
+
+def test_docker_spellings_of_sizes() -> None:
+    assert parse_bytes("64m", "-m") == 64 << 20
+    assert parse_bytes("64MiB", "-m") == 64 << 20
+    assert parse_bytes("1.5g", "-m") == 3 << 29
+    assert parse_bytes("1048576", "-m") == 1 << 20
+    with pytest.raises(UsageError):
+        parse_bytes("64x", "-m")
+    with pytest.raises(UsageError, match="minimum memory limit allowed is 6MB"):
+        Limits(memory=1024)
+    with pytest.raises(UsageError, match="--memory-swap needs --memory"):
+        Limits(memory_swap=1 << 30)
+    assert Limits(memory=64 << 20).swap_total() == 128 << 20  # docker: twice the memory
+    assert Limits(memory=64 << 20, memory_swap=-1).swap_total() is None
+
+
+def test_v2_files(tmp_path: Path) -> None:
+    """The unified hierarchy's layout, on a directory standing in for one: the
+    controllers passed down each level, then the limits in v2's files."""
+    (tmp_path / "cgroup.subtree_control").touch()
+    h = Hierarchy(str(tmp_path), 2, frozenset({"memory", "pids", "cpu"}))
+    limits = Limits(memory=64 << 20, memory_swap=96 << 20, cpus=1.5, pids=9, parent="/a/b")
+    cgroup = Cgroup(limits, found=[h])
+    real_mkdir = os.mkdir
+
+    def mkdir(path: str, mode: int = 0o777) -> None:  # cgroupfs makes these files itself
+        real_mkdir(path, mode)
+        Path(path, "cgroup.subtree_control").touch()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "mkdir", mkdir)
+        cgroup.create()
+    made = Path(cgroup.dir_of("memory"))
+    assert made.parent == tmp_path / "a" / "b"
+    assert (tmp_path / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    assert (tmp_path / "a" / "b" / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    assert (made / "memory.max").read_text() == str(64 << 20)
+    assert (made / "memory.swap.max").read_text() == str(32 << 20)
+    assert (made / "cpu.max").read_text() == "150000 100000"
+    assert (made / "pids.max").read_text() == "9"
+
+
+def test_this_machine_is_detected() -> None:
+    found = hierarchies()
+    assert found, "no cgroup hierarchy mounted"
+    for controller in ("memory", "pids", "cpu"):
+        assert any(controller in h.controllers for h in found), controller
