@@ -21,12 +21,27 @@ def config_path(euid: int | None = None) -> tuple[Path, bool]:
     named = os.environ.get("BUILDER_CONFIG")
     if named:
         return Path(named), True
-    if (os.geteuid() if euid is None else euid) == 0:
+    if (_host_euid() if euid is None else euid) == 0:
         return SYSTEM_CONFIG, False
     xdg = os.environ.get("XDG_CONFIG_HOME", "")
     # The XDG spec says a relative value is invalid and is to be ignored.
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".config"
     return base / "builder" / "builder.toml", False
+
+
+def _host_euid() -> int:
+    """Our uid on the host: a rootless builder is uid 0 of its own user namespace, and
+    its config is still the user's."""
+    euid = os.geteuid()
+    try:
+        with open("/proc/self/uid_map", encoding="ascii") as f:
+            for line in f:
+                inside, outside, count = map(int, line.split())
+                if inside <= euid < inside + count:
+                    return outside + euid - inside
+    except (OSError, ValueError):
+        pass
+    return euid
 
 
 def load_document(path: Path | None = None) -> tuple[dict[str, Any], Path]:

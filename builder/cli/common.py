@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -16,6 +17,10 @@ SWEEPING_VERBS = frozenset({"build", "run", "import", "load", "rmi", "save", "ex
 def open_store(ctx: click.Context) -> Store:
     root = ctx.find_root().obj
     assert isinstance(root, Path)
+    if os.geteuid() != 0:  # rootless: the store is only ever touched from our user namespace
+        from builder.sandbox.rootless import enter
+
+        enter()
     store = Store.open(root)
     if ctx.info_name in SWEEPING_VERBS:
         store.sweep_scratch()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class BuildOptions:
             return self.recipe
         for name in ("Dockerfile", "Containerfile"):
             candidate = self.context / name
-            if candidate.exists():
+            if os.path.lexists(candidate):  # unreadable: the recipe reader says so, in words
                 return candidate
         return self.context / "Dockerfile"
 

@@ -18,6 +18,9 @@ import stat
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
 OPAQUE_XATTR = "trusted.overlay.opaque"
+# In a user namespace (rootless builder) the kernel allows no trusted.* xattrs: overlay is
+# mounted with `userxattr` there and reads this one instead.
+USER_OPAQUE_XATTR = "user.overlay.opaque"
 _OVERLAY_NAMESPACES = ("trusted.overlay.", "user.overlay.")
 # overlayfs features whose meaning a tar layer cannot carry: a renamed dir (redirect) and a
 # metadata-only copy-up (metacopy). Sandboxes must mount with redirect_dir=off,metacopy=off.
@@ -68,4 +71,10 @@ def make_overlay_whiteout(name: str, dir_fd: int) -> None:
 
 
 def make_overlay_opaque(dir_fd: int) -> None:
-    os.setxattr(dir_fd, OPAQUE_XATTR, b"y")
+    name = OPAQUE_XATTR if _in_initial_user_namespace() else USER_OPAQUE_XATTR
+    os.setxattr(dir_fd, name, b"y")
+
+
+def _in_initial_user_namespace() -> bool:
+    with open("/proc/self/uid_map", encoding="ascii") as f:
+        return f.read().split() == ["0", "0", "4294967295"]

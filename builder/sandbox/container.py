@@ -46,7 +46,8 @@ def make_cwd(cwd: str) -> None:
 
 def become(creds: Credentials, cwd: str) -> None:
     try:
-        os.setgroups(list(creds.groups))
+        if _may_setgroups():
+            os.setgroups(list(creds.groups))
         os.setgid(creds.gid)
         os.setuid(creds.uid)
     except OSError as err:
@@ -58,6 +59,16 @@ def become(creds: Credentials, cwd: str) -> None:
         os.chdir(cwd)
     except OSError as err:
         raise SandboxError(f"working directory {cwd}: {err.strerror}") from None
+
+
+def _may_setgroups() -> bool:
+    """False in a user namespace made with a single-id map (setgroups denied, as the
+    kernel requires there): the process keeps the groups it has."""
+    try:
+        with open("/proc/self/setgroups", encoding="ascii") as f:
+            return f.read().strip() != "deny"
+    except FileNotFoundError:
+        return True
 
 
 def stdio(spec: SandboxSpec) -> None:

@@ -30,24 +30,43 @@ class IdMap:
 IDENTITY = IdMap(0, 0, 4294967295)
 
 
-def maps_for_host() -> tuple[IdMap, IdMap, bool]:
-    """(uid map, gid map, deny setgroups) for the current host user."""
+def own_maps(which: str = "uid") -> tuple[IdMap, ...]:
+    """This process's user namespace's uid_map (or gid_map)."""
+    with open(f"/proc/self/{which}_map", encoding="ascii") as f:
+        return tuple(IdMap(*map(int, line.split())) for line in f if line.strip())
+
+
+def in_initial_user_namespace() -> bool:
+    """True unless we run in a user namespace (rootless builder runs in one of its own)."""
+    return own_maps() == (IDENTITY,)
+
+
+def maps_for_host() -> tuple[tuple[IdMap, ...], tuple[IdMap, ...], bool]:
+    """(uid maps, gid maps, deny setgroups) for a namespace made by the current user."""
     uid, gid = os.geteuid(), os.getegid()
     if uid == 0:
-        return IDENTITY, IDENTITY, False
+        # Identity over what we have: all ids as host root; as root of a rootless
+        # namespace, the ids it maps (0 and the user's subordinate range).
+        if in_initial_user_namespace():
+            return (IDENTITY,), (IDENTITY,), False
+        return _identity_of(own_maps("uid")), _identity_of(own_maps("gid")), False
     # Unprivileged: only our own id can be mapped, and setgroups must be denied first.
-    return IdMap(0, uid, 1), IdMap(0, gid, 1), True
+    return (IdMap(0, uid, 1),), (IdMap(0, gid, 1),), True
+
+
+def _identity_of(maps: tuple[IdMap, ...]) -> tuple[IdMap, ...]:
+    return tuple(IdMap(m.inside, m.inside, m.count) for m in maps)
 
 
 def write_maps(pid: int) -> None:
     """Write the maps for `pid`, a child that has unshared its user namespace."""
-    uid_map, gid_map, deny = maps_for_host()
+    uid_maps, gid_maps, deny = maps_for_host()
     base = f"/proc/{pid}"
     try:
         if deny:
             _write(f"{base}/setgroups", "deny")
-        _write(f"{base}/uid_map", uid_map.line())
-        _write(f"{base}/gid_map", gid_map.line())
+        _write(f"{base}/uid_map", "".join(m.line() for m in uid_maps))
+        _write(f"{base}/gid_map", "".join(m.line() for m in gid_maps))
     except OSError as err:
         raise SandboxError(f"write id maps of {pid}: {err.strerror}") from None
 

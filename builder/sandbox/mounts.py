@@ -104,14 +104,15 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
             except OSError as err:
                 raise SandboxError(f"overlay: {path}: {err.strerror}") from None
         names = [str(fd) for fd in fds]
+        # Plain upper dirs only: no redirect or metacopy xattrs the layer writer would have
+        # to understand. In a user namespace (user.* xattrs) the kernel refuses
+        # redirect_dir=off, which still follows redirects: nofollow neither makes nor
+        # follows them.
+        redirect = "nofollow,userxattr" if userns else "off"
         data = (
             f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
-            # Plain upper dirs only: no redirect or metacopy xattrs the layer writer
-            # would have to understand.
-            ",redirect_dir=off,metacopy=off"
+            f",metacopy=off,redirect_dir={redirect}"
         )
-        if userns:
-            data += ",userxattr"
         if len(data) >= 4096:
             raise SandboxError(f"overlay: {len(lowers)} layers make the options too long")
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)

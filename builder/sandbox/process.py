@@ -32,7 +32,7 @@ from types import FrameType
 from builder.errors import SandboxError
 from builder.sandbox import container, mounts, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
-from builder.sandbox.idmap import Handshake
+from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
 from builder.sandbox.spec import DirRoot, SandboxSpec
 from builder.sandbox.syscalls import (
@@ -237,7 +237,9 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         flags |= CLONE_NEWNET
     unshare(flags)
     mounts.make_private()
-    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=not plan.rootful)
+    # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
+    userxattr = not plan.rootful or not in_initial_user_namespace()
+    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr)
     stubs = mounts.make_stubs(plan.rootdir, spec)
     try:
         if isinstance(spec.root, DirRoot) and spec.root.readonly:
