@@ -103,6 +103,7 @@ def test_a_plain_http_loopback_registry_never_builds_a_tls_context(
 
     monkeypatch.setattr(transport, "ssl_context", refused)
     with serve(script) as host:
-        fetched = Registry(host, Settings(), QUICK, lambda: None).repository("app").manifest("latest")
+        repository = Registry(host, Settings(), QUICK, lambda: None).repository("app")
+        fetched = repository.manifest("latest")
     assert fetched.data == FakeImage.make(b"layer").manifest
     assert [s.path for s in script.seen] == ["/v2/app/manifests/latest"]
