@@ -79,12 +79,18 @@ def test_a_fresh_store_with_cache_from_fetches_only_the_final_images_layers(
     cache = f"{proxy}/{build_base.partition('/build:')[0]}/cache:main"
     first = Builder(tmp_path / "first")
     first_id = tmp_path / "first.id"
-    first(
-        "build", "-t", "app", "--iidfile", first_id,
+    exported = first(
+        "build", "--progress", "plain", "-t", "app", "--iidfile", first_id,
         "--cache-to", f"type=registry,ref={cache},mode={mode}", context,
     )  # fmt: skip
     app_layers = _layers(first, "app")
     (run_layer,) = [d for d in _recorded_layers(first) if d not in app_layers]
+    # The export shows as a push: a header, a line per blob, the manifest's digest.
+    assert f"push {cache} (cache) to {proxy}\n" in exported.stderr
+    sent = re.findall(r"^  layer ([0-9a-f]{12}) .* uploaded ", exported.stderr, re.MULTILINE)
+    records = set(_recorded_layers(first)) if mode == "max" else set(app_layers[1:])
+    assert sorted(sent) == sorted(d.removeprefix("sha256:")[:12] for d in records), exported.stderr
+    assert re.search(rf"^pushed {re.escape(cache)} sha256:[0-9a-f]{{64}} in ", exported.stderr, re.M)
 
     fault_proxy.reset()  # the CI runner: an empty store, the same registry
     fresh = Builder(tmp_path / "fresh")

@@ -5,6 +5,7 @@ image needs move; an unusable import is a warning and a normal build."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.store import StepRecord, Store
+from builder.store.blobs import BlobStore
 from builder.store.cache_format import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE
 from builder.store.cache_sync import CacheExport, CacheImport
 from builder.store.cache_transport import LocalCacheDir
@@ -371,3 +373,29 @@ def test_exporting_an_imported_cache_fetches_only_what_the_destination_lacks(
     assert _cache_document(again)[1] == _cache_document(cache)[1]
     third, _c, fake = _import(tmp_path, again, monkeypatch)
     assert all(third.cached) and fake.runs == []
+
+
+class _Together(LocalCacheDir):
+    """A directory that lets a blob in only while two others are being sent too."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.barrier = threading.Barrier(3, timeout=10)
+
+    def put_blob(self, blob: Descriptor, source: BlobStore) -> None:
+        if blob.media_type != CONFIG_MEDIA_TYPE:
+            self.barrier.wait()  # BrokenBarrierError if the blobs go one at a time
+        super().put_blob(blob, source)
+
+
+def test_an_export_sends_three_blobs_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path / "a")
+    recipe = "FROM base\nCOPY a /a\nRUN make\nRUN check\n"
+    context = make_context(tmp_path / "ctx", recipe, {"a": "a" * 4000})
+    together = _Together(tmp_path / "cache")
+    export = CacheExport(together, mode="max")
+    run_build(store, context, _fake(), monkeypatch, cache_to=(export,))
+    _manifest, config = _cache_document(tmp_path / "cache")
+    assert len(config["records"]) == 3
