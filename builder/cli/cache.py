@@ -125,8 +125,8 @@ def registry_transport(
     from builder.image.descriptor import Descriptor
     from builder.image.reference import Reference
     from builder.registry.cache_transport import RegistryCacheTransport
-    from builder.registry.events import ignore
     from builder.registry.client import Registry
+    from builder.registry.events import ignore
     from builder.registry.settings import load_settings
     from builder.registry.upload import CHUNK_SIZE, upload_blob
     from builder.store.blobs import BlobStore

@@ -105,8 +105,9 @@ class RegistryCacheTransport:
         with self._lock:
             if self._started is None:
                 self._started = time.monotonic()
-                host = self._repo.where.partition("/")[0]
-                self._report(TransferStarted("push", f"{self._repo.where}:{self._tag} (cache)", host))
+                where = self._repo.where
+                name = f"{where}:{self._tag} (cache)"
+                self._report(TransferStarted("push", name, where.partition("/")[0]))
             return self._started
 
     def has_blob(self, blob: Descriptor) -> bool:

@@ -90,7 +90,8 @@ def test_a_fresh_store_with_cache_from_fetches_only_the_final_images_layers(
     sent = re.findall(r"^  layer ([0-9a-f]{12}) .* uploaded ", exported.stderr, re.MULTILINE)
     records = set(_recorded_layers(first)) if mode == "max" else set(app_layers[1:])
     assert sorted(sent) == sorted(d.removeprefix("sha256:")[:12] for d in records), exported.stderr
-    assert re.search(rf"^pushed {re.escape(cache)} sha256:[0-9a-f]{{64}} in ", exported.stderr, re.M)
+    pushed = rf"^pushed {re.escape(cache)} sha256:[0-9a-f]{{64}} in "
+    assert re.search(pushed, exported.stderr, re.MULTILINE)
 
     fault_proxy.reset()  # the CI runner: an empty store, the same registry
     fresh = Builder(tmp_path / "fresh")
