@@ -148,3 +148,27 @@ def test_a_build_without_a_cache_pulls_its_bases_whole(
     archive = tmp_path / "app.tar"
     store("save", "app", "-o", archive)
     assert store("run", "--rm", "app").stdout == "from the build base\ncold\n"
+
+
+def test_a_base_layer_that_fails_on_need_is_one_error_and_names_nothing(
+    tmp_path: Path, fault_proxy: FaultProxy, bases: tuple[str, str, list[str]]
+) -> None:
+    """A deferred base whose layer comes corrupt when the image needs it: exit 9, one error
+    line, and the store names no image (neither the base nor the result)."""
+    build_base, final_base, _layers_of_build_base = bases
+    proxy = fault_proxy.address
+    recipe = RECIPE.format(build_base=f"{proxy}/{build_base}", final_base=f"{proxy}/{final_base}")
+    context = make_context(tmp_path, recipe, {"msg": "m\n"})
+    cache = f"{proxy}/{build_base.partition('/build:')[0]}/cache:main"
+    first = Builder(tmp_path / "first")
+    first("build", "-t", "app", "--cache-to", f"type=registry,ref={cache},mode=max", context)
+    (final_layer,) = _layers(first, f"{proxy}/{final_base}")
+    fault_proxy.corrupt(f"/blobs/{final_layer}$")
+    fresh = Builder(tmp_path / "fresh")
+    failed = fresh("build", "-q", "-t", "app", "--cache-from", cache, context, check=False)
+    assert failed.status == 9, failed.stderr
+    assert failed.stderr.startswith("error: ") and failed.stderr.count("\n") == 1, failed.stderr
+    assert "does not match its digest" in failed.stderr
+    index = fresh.root / "layout" / "index.json"
+    assert json.loads(index.read_bytes())["manifests"] == []
+    assert not _blob(fresh.root, final_layer).exists()
