@@ -24,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,6 +110,8 @@ def load_settings(path: Path | None = None) -> Settings:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
         raise UsageError(f"cannot read config file {path}: {reason}") from None
+    import tomllib  # here: with no config file (the usual case) it is not loaded at all
+
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
