@@ -16,11 +16,16 @@ Each tool pushes to a registry of its own, started fresh for each run (empty sto
 no blob is already there and none can be mounted from another repository: every push sends
 every byte. The two tools alternate which goes first. Printed: seconds and ours / skopeo
 (the goal: <= 1.00).
+
+`--baseline TREE` adds a third tool, `builder` imported from another checkout (e.g. the main
+branch), run interleaved with the other two: on a shared machine, whose load swings, the
+ratio of runs taken side by side is the figure to trust, not a time from another hour.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -30,7 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,13 +117,14 @@ class Bench:
         path.mkdir()
         return path
 
-    def ours(self, name: str) -> tuple[float, float]:
+    def ours(self, name: str, tree: Path = REPO) -> tuple[float, float]:
+        env = {**self.env, "PYTHONPATH": str(tree)}
         registry = start_registry(self._fresh("registry"))
         try:
             ref = f"{registry.address}/ours/{self._serial}:latest"
-            push = _run(_builder(self.store, "push", "-q", name, ref), self.env)
+            push = _run(_builder(self.store, "push", "-q", name, ref), env)
             pulled = self.work / f"pulled-{self._serial}"
-            pull = _run(_builder(pulled, "pull", "-q", ref), self.env)
+            pull = _run(_builder(pulled, "pull", "-q", ref), env)
             if _mounted(registry):
                 raise SystemExit("builder push mounted a blob: the measure is not fair")
         finally:
@@ -150,6 +156,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--compression", nargs="*", default=["zstd", "gzip"])
     parser.add_argument("--keep", type=Path, help="work in DIR and leave it (to profile)")
+    parser.add_argument("--baseline", type=Path, help="also time builder from this checkout")
     options = parser.parse_args()
     if shutil.which("skopeo") is None or shutil.which("docker-registry") is None:
         print("registry bench skipped: skopeo and docker-registry are needed (make setup)")
@@ -161,20 +168,31 @@ def main() -> None:
         rows = []
         for compression in options.compression:
             name, size = bench.image(compression)
-            times: dict[str, list[tuple[float, float]]] = {"ours": [], "skopeo": []}
+            tools: dict[str, Callable[[], tuple[float, float]]] = {
+                "ours": functools.partial(bench.ours, name),
+                "skopeo": functools.partial(bench.skopeo, name),
+            }
+            if options.baseline is not None:
+                baseline = options.baseline.resolve()
+                tools["baseline"] = functools.partial(bench.ours, name, baseline)
+            times: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for i in range(options.runs):
-                order = ("ours", "skopeo") if i % 2 == 0 else ("skopeo", "ours")
+                order = list(tools) if i % 2 == 0 else list(reversed(tools))
                 for tool in order:
-                    times[tool].append(getattr(bench, tool)(name))
+                    times[tool].append(tools[tool]())
             for j, direction in enumerate(("push", "pull")):
-                ours = statistics.median(t[j] for t in times["ours"])
-                theirs = statistics.median(t[j] for t in times["skopeo"])
-                rows.append((compression, size, direction, ours, theirs))
+                medians = {t: statistics.median(run[j] for run in times[t]) for t in tools}
+                rows.append((compression, size, direction, medians))
     print(f"registry push/pull, one-layer image, medians of {options.runs}")
-    print(f"{'layer':<16} {'direction':<9} {'builder':>8} {'skopeo':>8} {'ratio':>6}")
-    for compression, size, direction, ours, theirs in rows:
+    extra = f" {'baseline':>8} {'ours/base':>9}" if options.baseline else ""
+    print(f"{'layer':<16} {'direction':<9} {'builder':>8} {'skopeo':>8} {'ratio':>6}{extra}")
+    for compression, size, direction, m in rows:
         layer = f"{compression} {size / 1e6:.0f} MB"
-        print(f"{layer:<16} {direction:<9} {ours:8.2f} {theirs:8.2f} {ours / theirs:6.2f}")
+        line = f"{layer:<16} {direction:<9} {m['ours']:8.2f} {m['skopeo']:8.2f}"
+        line += f" {m['ours'] / m['skopeo']:6.2f}"
+        if "baseline" in m:
+            line += f" {m['baseline']:8.2f} {m['ours'] / m['baseline']:9.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

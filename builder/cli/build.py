@@ -237,7 +237,7 @@ def build(
             raise UsageError(f"{flag} {path}: its directory does not exist")  # before the work
     if plan.pusher is not None and not names and not plan.registry_names():
         raise UsageError("--push (or -o type=registry) needs a name to push: give -t NAME")
-    imports, exports = cache.cache_imports(cache_from), cache.cache_exports(cache_to)
+    imports, exports = cache.cache_imports(cache_from), cache.cache_exports(cache_to, report)
     store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
     # The lease keeps an untagged result's blobs from gc until every output is written.

@@ -18,6 +18,9 @@ from builder.cli.attrs import parse_attrs
 from builder.errors import UsageError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from builder.registry.events import TransferReporter
     from builder.store.cache_sync import CacheExport, CacheImport
     from builder.store.cache_transport import CacheTransport
 
@@ -92,7 +95,10 @@ def cache_imports(values: tuple[str, ...]) -> tuple[CacheImport, ...]:
     return tuple(out)
 
 
-def cache_exports(values: tuple[str, ...]) -> tuple[CacheExport, ...]:
+def cache_exports(
+    values: tuple[str, ...], report: TransferReporter | None = None
+) -> tuple[CacheExport, ...]:
+    """--cache-to; a registry export reports its uploads to `report`, as a push does."""
     from builder.store.cache_sync import CacheExport
 
     out = []
@@ -104,20 +110,23 @@ def cache_exports(values: tuple[str, ...]) -> tuple[CacheExport, ...]:
         if kind == "local":
             out.append(CacheExport(_local(attrs["dest"]), attrs.get("tag") or "latest", mode))
         else:
-            transport, reference = registry_transport(attrs["ref"])
+            transport, reference = registry_transport(attrs["ref"], report)
             if reference.startswith("sha256:"):
                 raise UsageError(f"--cache-to ref={attrs['ref']}: give a tag, not a digest")
             out.append(CacheExport(transport, reference, mode))
     return tuple(out)
 
 
-def registry_transport(ref: str) -> tuple[CacheTransport, str]:
+def registry_transport(
+    ref: str, report: TransferReporter | None = None
+) -> tuple[CacheTransport, str]:
     """The cache's repository through the registry client, and its tag (or digest). The
     client is imported only here, so a build without a registry cache never loads it."""
     from builder.image.descriptor import Descriptor
     from builder.image.reference import Reference
     from builder.registry.cache_transport import RegistryCacheTransport
     from builder.registry.client import Registry
+    from builder.registry.events import ignore
     from builder.registry.settings import load_settings
     from builder.registry.upload import CHUNK_SIZE, upload_blob
     from builder.store.blobs import BlobStore
@@ -126,7 +135,8 @@ def registry_transport(ref: str) -> tuple[CacheTransport, str]:
     reference = str(parsed.digest) if parsed.digest is not None else parsed.tag or "latest"
     repo = Registry(parsed.registry, load_settings()).repository(parsed.repository)
 
-    def send(blob: Descriptor, source: BlobStore) -> None:
-        upload_blob(repo, blob, source, (), lambda _n: None, CHUNK_SIZE)
+    def send(blob: Descriptor, source: BlobStore, progress: Callable[[int], None]) -> str:
+        return upload_blob(repo, blob, source, (), progress, CHUNK_SIZE)
 
-    return RegistryCacheTransport(repo, send), reference
+    transport = RegistryCacheTransport(repo, send, report or ignore, reference)
+    return transport, reference

@@ -117,15 +117,32 @@ def inspect(ctx: click.Context, names: tuple[str, ...]) -> None:
 
 @click.command()
 @click.argument("names", nargs=-1, required=True)
+@click.option("-f", "--force", is_flag=True, help="Remove an image by ID even if several names it.")
 @click.pass_context
-def rmi(ctx: click.Context, names: tuple[str, ...]) -> None:
-    """Remove image names from the store (blobs go at the next garbage collection)."""
+def rmi(ctx: click.Context, names: tuple[str, ...], force: bool) -> None:
+    """Remove images from the store: a NAME untags that name; an image ID (a prefix will
+    do) or a manifest digest removes the image and every name it has, as docker rmi does
+    (blobs go at the next garbage collection)."""
+    from builder.errors import ImageNotFound, StoreError, UsageError
+
     store = open_store(ctx)
     for name in names:
-        store.layout.untag(name)
-        click.echo(f"untagged {name}")
-    from builder.errors import StoreError
-
+        try:
+            store.layout.untag(name)
+            click.echo(f"untagged {name}")
+            continue
+        except (ImageNotFound, UsageError):
+            desc = store.layout.resolve(name)  # an ID prefix or a digest; else ImageNotFound
+        named = sorted(ref for ref, d in store.layout.refs() if d.digest == desc.digest)
+        if len(named) > 1 and not force:
+            raise UsageError(
+                f"conflict: unable to delete {name} (must be forced): the image is named"
+                f" {', '.join(named)}"
+            )
+        store.layout.forget(desc.digest)
+        for ref in named:
+            click.echo(f"untagged {ref}")
+        click.echo(f"deleted {desc.digest}")
     try:
         store.gc()
     except StoreError as err:  # a build holds a lease: its blobs must stay; gc later

@@ -14,6 +14,7 @@ from builder.errors import UsageError
 if TYPE_CHECKING:
     from builder.cli.progress import Renderer
     from builder.image.image import Image
+    from builder.registry.pull import PendingImage
     from builder.store import Store
 
 
@@ -35,16 +36,29 @@ def _renderer(progress: str, quiet: bool) -> Renderer:
     return renderer("quiet" if quiet else progress)
 
 
-def puller(store: Store, report: Renderer) -> Callable[[str], Image]:
-    """What a build calls for an image it must get from a registry. The registry client is
-    imported only when this is called: a build whose bases are in the store never loads it."""
+class RegistryPuller:
+    """What a build calls for an image it must get from a registry: whole (`__call__`), or
+    its manifest and config only (`resolve`, when an imported cache may spare its layers).
+    The registry client is imported only when one is asked for: a build whose bases are in
+    the store never loads it."""
 
-    def pull_image(name: str) -> Image:
+    def __init__(self, store: Store, report: Renderer) -> None:
+        self._store = store
+        self._report = report
+
+    def __call__(self, name: str) -> Image:
         from builder.registry.pull import pull
 
-        return pull(store, name, report=report)
+        return pull(self._store, name, report=self._report)
 
-    return pull_image
+    def resolve(self, name: str) -> PendingImage:
+        from builder.registry.pull import resolve
+
+        return resolve(self._store, name, report=self._report)
+
+
+def puller(store: Store, report: Renderer) -> RegistryPuller:
+    return RegistryPuller(store, report)
 
 
 def push_image(store: Store, name: str, target: str | None, report: Renderer) -> str:

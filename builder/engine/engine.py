@@ -7,9 +7,10 @@ the base image's ENV are seen exactly as BuildKit sees them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.images import ImageSource, Puller
+from builder.engine.lazystages import LazyStages, finished, side_stages
 from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.recipefile import read_recipe_bytes
 from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, open_sources
@@ -133,8 +135,9 @@ def build(
         warn = _warner(report)
         remotes = open_sources(options.cache_from, store, warn)
         while True:
-            images = ImageSource(store, puller, always_pull=options.pull)
             link = CacheLink(store, remotes)
+            defer = link.add_base if link.defers_bases else None
+            images = ImageSource(store, puller, always_pull=options.pull, defer=defer)
             try:
                 return _build(
                     options,
@@ -175,6 +178,8 @@ class _Run:
     steps: int = 0
     cached_steps: int = 0
     done: dict[str, ImageState] = field(default_factory=dict)
+    probing: bool = False  # a side stage's keys only (engine/lazystages)
+    lazy: LazyStages | None = None
 
     def step(
         self,
@@ -204,6 +209,8 @@ class _Run:
             executor=self.executor,
             images=self.images.get if self.images.pulls else None,
             cache=self.cache,
+            probe=self.probing,
+            realize=self.lazy.realize if self.lazy is not None else lambda state: state,
         )
         try:
             state = execute(instr, state, ctx)
@@ -213,6 +220,14 @@ class _Run:
         self.cached_steps += state.from_cache
         self.report(StepDone(self.number, cached=state.from_cache, seconds=time.monotonic() - t0))
         return state
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        report, self.report = self.report, ignore
+        try:
+            yield
+        finally:
+            self.report = report
 
     def stage(self, stage: Stage) -> ImageState:
         label = stage.name or str(stage.index)
@@ -301,13 +316,16 @@ def _build(
         new_layers=wanted or LayerCompression(),
         cache=link,
     )
+    chain = _target_chain(build_plan)
+    # With an imported cache, a stage only copied from is built only if a step needs it.
+    lazy = link.defers_bases and not options.no_cache
+    side = side_stages(build_plan, chain) if lazy else frozenset()
+    run.lazy = LazyStages(run, build_plan) if side else None
     for index in build_plan.needed:
         stage = build_plan.stages[index]
         link.stage = index
-        state = run.stage(stage)
-        run.done[str(index)] = state
-        if stage.name:
-            run.done[stage.name] = state
+        state = run.lazy.probe(index) if run.lazy and index in side else run.stage(stage)
+        finished(run.done, index, stage, state)
     _save_memo(run.context, store)
     final = run.done[str(build_plan.target)]
     config = final.config.with_created(final.created)
@@ -322,7 +340,7 @@ def _build(
     image = store.write_image(config, layers)
     for tag in options.tags:
         store.layout.tag(tag, image.descriptor)
-    export_all(options.cache_to, store, link, _target_chain(build_plan))
+    export_all(options.cache_to, store, link, chain)
     image_id = str(image.id)
     elapsed = time.monotonic() - started
     report(

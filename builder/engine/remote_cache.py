@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from builder.engine.images import PendingImage
 from builder.errors import BuilderError, RegistryError, StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
@@ -92,6 +93,7 @@ class CacheLink:
         self._remotes = list(remotes)
         self._origin: dict[Digest, _Origin] = {}
         self._by_stage: dict[int, dict[str, StepRecord]] = {}
+        self._bases: dict[Digest, PendingImage] = {}  # a resolved base's layers, by blob
         self.stage = 0  # the stage whose steps run now (the engine sets it)
 
     def lookup(self, key: str) -> StepRecord | None:
@@ -116,11 +118,29 @@ class CacheLink:
         """A record this build used or made, for --cache-to."""
         self._by_stage.setdefault(self.stage, {})[key] = record
 
+    def add_base(self, base: PendingImage) -> None:
+        """A base image whose layers are still in its registry (engine/images): the first
+        of them needed brings them all, and names the image in the store."""
+        for layer in base.image.manifest.layers:
+            self._bases.setdefault(layer.digest, base)
+
+    @property
+    def defers_bases(self) -> bool:
+        """Whether a missing base is worth resolving rather than pulling: only an imported
+        cache can spare its layers."""
+        return bool(self._remotes)
+
     def need(self, layer: Descriptor) -> None:
         """Make sure the store has the blob: fetch it from the imported cache whose record
-        named it. A blob no imported cache named is left for the store to report."""
+        named it, or complete the base image it belongs to. A blob neither named is left
+        for the store to report."""
         if self._store.layout.has(layer.digest):
             return
+        base = self._bases.get(layer.digest)
+        if base is not None:
+            base.complete()
+            if self._store.layout.has(layer.digest):
+                return
         origin = self._origin.get(layer.digest)
         if origin is None:
             return

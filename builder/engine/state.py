@@ -20,6 +20,9 @@ class ImageState:
     created: str  # RFC 3339 time of the newest step; metadata steps reuse it (deterministic)
     from_cache: bool = True  # the last step that did any work reused a cached result
     cmd_set_in_stage: bool = False  # ENTRYPOINT clears an inherited CMD, not one set here
+    # A step before it missed while its stage was only probed for its keys (engine: lazy
+    # stages): the key chain is right, the layers are not there.
+    unresolved: bool = False
 
     @classmethod
     def of_image(cls, image: Image) -> ImageState:

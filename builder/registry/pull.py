@@ -10,9 +10,11 @@ Layers are unpacked on first use, as for any image.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
@@ -58,6 +60,34 @@ def pull(
     familiar name ("busybox" -> "busybox:latest"); returns the stored image.
 
     ImageNotFound when no registry has it; RegistryError for everything else that fails."""
+    return _from_first_host(store, name, settings, report, policy, platform, _Pull.run)
+
+
+def resolve(
+    store: Store,
+    name: str,
+    *,
+    settings: Settings | None = None,
+    report: TransferReporter = ignore,
+    policy: RetryPolicy | None = None,
+    platform: Platform | None = None,
+) -> PendingImage:
+    """NAME's manifest and config only, from the first host that has it (mirrors first):
+    enough for a build to know the image's config, diff IDs and cache keys. Its layers
+    move, and its name is tagged, only when `complete()` is called, so the store never
+    names an image it does not hold whole. Errors as for `pull`."""
+    return _from_first_host(store, name, settings, report, policy, platform, _Pull.pending)
+
+
+def _from_first_host(
+    store: Store,
+    name: str,
+    settings: Settings | None,
+    report: TransferReporter,
+    policy: RetryPolicy | None,
+    platform: Platform | None,
+    action: Callable[[_Pull], T],
+) -> T:
     ref = Reference.parse(name)
     settings = settings or load_settings()
     report = serialized(report)
@@ -65,7 +95,7 @@ def pull(
     failed: list[str] = []
     for host in (*mirrors, ref.registry):
         try:
-            return _Pull(store, ref, Registry(host, settings, policy), report, platform).run()
+            return action(_Pull(store, ref, Registry(host, settings, policy), report, platform))
         except (RegistryError, ImageNotFound) as err:
             if host == ref.registry:
                 if failed:
@@ -95,24 +125,53 @@ class _Pull:
         self.written: list[Digest] = []  # blobs this pull added (removed again if it fails)
 
     def run(self) -> Image:
-        started = time.monotonic()
-        name = str(self.ref)
-        self.report(TransferStarted("pull", name, self.repo.registry.host))
-        fetched = self._manifest()
-        manifest = _parse(Manifest.from_json, fetched, name)
-        _check_image(manifest, name)
+        started = self._announce()
+        fetched, manifest = self._head()
         with self.store.lease():  # gc must not sweep blobs this pull has not tagged yet
-            try:
-                image = self._blobs(fetched, manifest)
-                self._keep_manifest(fetched)
-                if self._stored() != image.descriptor:
-                    self.store.layout.tag(name, image.descriptor)
-            except BaseException:
-                for digest in self.written:
-                    self.store.layout.delete(digest)
-                raise
-        self.report(TransferDone("pull", name, str(image.digest), time.monotonic() - started))
+            with self._taking_back():
+                image = self._config(fetched, manifest)
+            self._finish(fetched, manifest, image, started)
         return image
+
+    def pending(self) -> PendingImage:
+        fetched, manifest = self._head()
+        with self._taking_back():
+            image = self._config(fetched, manifest)
+        # The config stays while the layers wait: the build reads it. Were the build never to
+        # need the layers, it is an unnamed blob for gc, as BuildKit leaves its metadata.
+        self.written.clear()
+        return PendingImage(self, fetched, manifest, image)
+
+    def _announce(self) -> float:
+        self.report(TransferStarted("pull", str(self.ref), self.repo.registry.host))
+        return time.monotonic()
+
+    def _head(self) -> tuple[Fetched, Manifest]:
+        fetched = self._manifest()
+        manifest = _parse(Manifest.from_json, fetched, str(self.ref))
+        _check_image(manifest, str(self.ref))
+        return fetched, manifest
+
+    def _finish(self, fetched: Fetched, manifest: Manifest, image: Image, started: float) -> None:
+        """The layers, then the manifest, then the name. The caller holds a lease."""
+        name = str(self.ref)
+        with self._taking_back():
+            self._layers(manifest)
+            self._keep_manifest(fetched)
+            if self._stored() != image.descriptor:
+                self.store.layout.tag(name, image.descriptor)
+        self.report(TransferDone("pull", name, str(image.digest), time.monotonic() - started))
+
+    @contextlib.contextmanager
+    def _taking_back(self) -> Iterator[None]:
+        """On failure, the blobs this pull added are removed: the store is left as found."""
+        try:
+            yield
+        except BaseException:
+            for digest in self.written:
+                self.store.layout.delete(digest)
+            self.written.clear()
+            raise
 
     def _manifest(self) -> Fetched:
         """The image manifest for this platform (through the index, if the name is one)."""
@@ -136,8 +195,8 @@ class _Pull:
         except ImageNotFound:
             return None
 
-    def _blobs(self, fetched: Fetched, manifest: Manifest) -> Image:
-        """Config first (it is checked before any layer moves), then the layers."""
+    def _config(self, fetched: Fetched, manifest: Manifest) -> Image:
+        """The config is fetched (and checked) before any layer moves."""
         self._fetch(manifest.config, "config")
         try:
             config = ImageConfig.from_json(
@@ -145,9 +204,11 @@ class _Pull:
             )
             platform = Platform(config.architecture, config.os, config.variant)
             desc = Descriptor(fetched.media_type, fetched.digest, len(fetched.data), None, platform)
-            image = Image(desc, manifest, config)
+            return Image(desc, manifest, config)
         except (ValueError, FormatError) as err:
             raise RegistryError(f"{self.ref}: the image config is malformed: {err}") from None
+
+    def _layers(self, manifest: Manifest) -> None:
         with ThreadPoolExecutor(PARALLEL, thread_name_prefix="pull") as pool:
             futures = [pool.submit(self._fetch, layer, "layer") for layer in manifest.layers]
             try:
@@ -156,7 +217,6 @@ class _Pull:
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
-        return image
 
     def _fetch(self, blob: Descriptor, kind: str) -> None:
         started = time.monotonic()
@@ -185,6 +245,33 @@ class _Pull:
                 raise RegistryError(f"{self.ref}: the manifest changed while it was stored")
             writer.commit(fetched.media_type)
         self.written.append(fetched.digest)
+
+
+class PendingImage:
+    """An image whose manifest and config are known and whose layers are still in the
+    registry (see `resolve`)."""
+
+    def __init__(self, pull: _Pull, fetched: Fetched, manifest: Manifest, image: Image) -> None:
+        self._pull = pull
+        self._fetched = fetched
+        self._manifest = manifest
+        self._lock = threading.Lock()
+        self._done = False
+        self.image = image
+
+    def complete(self) -> None:
+        """Bring every layer into the store (three at once, verified) and name the image
+        there, as `pull` does; once. A failure takes back what it added and may be retried."""
+        with self._lock:
+            if self._done:
+                return
+            pull = self._pull
+            started = pull._announce()
+            with pull.store.lease():
+                with pull._taking_back():  # gone if gc ran between resolve and now
+                    pull._fetch(self._manifest.config, "config")
+                pull._finish(self._fetched, self._manifest, self.image, started)
+            self._done = True
 
 
 def _parse(parse: Callable[[object], T], fetched: Fetched, name: str) -> T:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import socket
 import ssl
 import threading
 import time
@@ -148,6 +149,28 @@ def _context(host: str, settings: HostSettings) -> tuple[ssl.SSLContext, tuple[s
         return _contexts[host]
 
 
+def _speaks_tls(netloc: str, timeout: float) -> bool | None:
+    """Whether a registry that may speak plain HTTP (loopback) answers a TLS handshake:
+    False when it answers in plain text, None when it cannot be told (refused, silent).
+
+    The full context (the system CAs: ~0.1 s to load) is built only for a registry that
+    does speak TLS; a plain-HTTP loopback registry, the common local case, never pays for
+    it. The handshake is not trusted for anything: the request that follows verifies."""
+    host, port = split_host(netloc)
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    probe.check_hostname = False
+    probe.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port or 443), timeout=timeout) as sock:
+            sock.settimeout(min(timeout, 2.0))  # a TLS server on loopback answers at once
+            with probe.wrap_socket(sock, server_hostname=host):
+                return True
+    except ssl.SSLError:
+        return False  # a plain-HTTP server's answer is not a ServerHello
+    except OSError:
+        return None  # refused or timed out: the request says so, in its words
+
+
 def split_host(host: str) -> tuple[str, int | None]:
     """ "host:port" -> (host, port); "[::1]:5000" -> ("::1", 5000)."""
     parts = urlsplit(f"//{host}")
@@ -272,6 +295,9 @@ class Transport:
         if self.host_settings.http:
             return ("http",)
         if allows_http(self.host, self.host_settings):
+            if _speaks_tls(self.host, self.policy.connect_timeout) is False:
+                _schemes[self.host] = "http"
+                return ("http",)
             return ("https", "http")
         return ("https",)
 

@@ -1,8 +1,10 @@
 """`builder save`: images from the store as an OCI archive (a tar of an OCI image layout).
 
-The index names each image as `docker save` (OCI format) does: the full name in
-`io.containerd.image.name` and the tag alone in `org.opencontainers.image.ref.name`, so
-skopeo's `oci-archive:FILE` and `oci-archive:FILE:TAG` both find it.
+The index names each image as `docker save` and buildx's `-o type=oci` do: the fully
+qualified name (`docker.io/library/app:1`, as containerd spells it: podman loads a short
+name as `localhost/app`) in `io.containerd.image.name`, and the tag alone in
+`org.opencontainers.image.ref.name`, so skopeo's `oci-archive:FILE` and
+`oci-archive:FILE:TAG` both find it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.image.canonical import canonical_json
+from builder.image.reference import Reference
 from builder.store.export import LayoutReader, write_archive
 
 if TYPE_CHECKING:
@@ -38,7 +41,7 @@ class OciArchiveWriter:
             annotations = None
             if named.name is not None:
                 annotations = {
-                    "io.containerd.image.name": str(named.name),
+                    "io.containerd.image.name": qualified(named.name),
                     "org.opencontainers.image.ref.name": named.name.tag or "latest",
                 }
             entries.append(named.image.descriptor.with_annotations(annotations).to_json())
@@ -59,6 +62,16 @@ class OciArchiveWriter:
                 with source.open(blob) as stream:
                     tar.addfile(info, stream)
                     stream.read()  # to EOF: tarfile stops at info.size, before the check
+
+
+def qualified(ref: Reference) -> str:
+    """The name with its registry and full repository path: docker.io/library/busybox:1."""
+    text = f"{ref.registry}/{ref.repository}"
+    if ref.tag is not None:
+        text += f":{ref.tag}"
+    if ref.digest is not None:
+        text += f"@{ref.digest}"
+    return text
 
 
 def save_oci_archive(store: Store, names: Sequence[str], out: Path | BinaryIO) -> None:

@@ -9,6 +9,7 @@ only when it needs its bytes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from builder.errors import StoreError
@@ -23,6 +24,8 @@ from builder.store.cache_format import (
 )
 from builder.store.cache_transport import CacheTransport
 from builder.store.store import Store
+
+PARALLEL = 3  # blobs moving at once
 
 
 class OpenedCache:
@@ -84,11 +87,22 @@ class CacheExport:
         at an incomplete cache. A blob the destination has already is not sent again."""
         document = CacheDocument(records)
         layers = document.layers()
-        for layer in layers:
+
+        def send(layer: Descriptor) -> None:
             if self.transport.has_blob(layer):
-                continue
+                return
             fetch(layer)  # a record imported from elsewhere: its blob is not here yet
             self.transport.put_blob(layer, store.layout)
+
+        # Up to three blobs at once, as a push moves an image's layers.
+        with ThreadPoolExecutor(PARALLEL, thread_name_prefix="cache-export") as pool:
+            futures = [pool.submit(send, layer) for layer in layers]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
         config = store.layout.put(document.config_bytes(), CONFIG_MEDIA_TYPE)
         self.transport.put_blob(config, store.layout)
         self.transport.put_manifest(

@@ -176,6 +176,15 @@ class OciLayout:
                 raise ImageNotFound(f"no image named {ref} in the store")
             self.put_index(Index(kept, index.annotations))
 
+    def forget(self, digest: Digest) -> None:
+        """Drop every index entry of the manifest DIGEST: its names, or its unnamed entry."""
+        with self._lock.held():
+            index = self.index()
+            kept = tuple(d for d in index.manifests if d.digest != digest)
+            if len(kept) == len(index.manifests):
+                raise ImageNotFound(f"no image {digest} in the store")
+            self.put_index(Index(kept, index.annotations))
+
     def refs(self) -> list[tuple[str, Descriptor]]:
         """(name, manifest descriptor) for every named image, in index order."""
         out = []

@@ -316,3 +316,5 @@ def test_podman_loads_the_archive(builder: Builder, tmp_path: Path, fmt: str) ->
         shutil.rmtree(run, ignore_errors=True)
     ids = [image["Id"] for image in json.loads(listed)]
     assert ids == [str(_inspect(builder, "exp:1")["Id"]).removeprefix("sha256:")]
+    # The name as docker's: not podman's `localhost/exp:1` for a name without a registry.
+    assert [image["Names"] for image in json.loads(listed)] == [["docker.io/library/exp:1"]]

@@ -114,6 +114,38 @@ def test_a_blob_another_repository_holds_is_mounted(builder: Builder, registry: 
     assert remote(f"{registry}/e2e/mount-b:1")["Digest"] == remote(first)["Digest"]
 
 
+def test_rmi_removes_an_unnamed_image_skopeo_wrote_by_its_id_or_digest(
+    builder: Builder, tmp_path: Path
+) -> None:
+    """An archive skopeo writes names no image: loaded, it is known by its ID and manifest
+    digest only, and `rmi` takes either, as docker rmi does."""
+    info = local(builder, "busybox:latest")
+    named, nameless = tmp_path / "named.tar", tmp_path / "nameless.tar"
+    builder("save", "busybox:latest", "-o", named)
+    skopeo("copy", "-q", f"oci-archive:{named}", f"oci-archive:{nameless}")
+    for spelled in (str(info["Id"]).removeprefix("sha256:")[:12], str(info["Digest"])):
+        builder("rmi", "busybox:latest")
+        builder("load", "-i", nameless)
+        assert local(builder, str(info["Digest"]))["Id"] == info["Id"]  # there, unnamed
+        removed = builder("rmi", spelled)
+        assert removed.stdout == f"deleted {info['Digest']}\n"
+        assert json.loads((builder.root / "layout/index.json").read_bytes())["manifests"] == []
+        builder("load", "-i", named)
+
+
+def test_rmi_by_id_of_an_image_with_two_names_needs_force(builder: Builder) -> None:
+    image_id = str(local(builder, "busybox:latest")["Id"])
+    builder("tag", "busybox:latest", "other:1")
+    refused = builder("rmi", image_id[:19], check=False)
+    assert refused.status == errors.UsageError.exit_code
+    assert refused.stderr.startswith("error: conflict: unable to delete")
+    assert refused.stderr.count("\n") == 1
+    assert len(json.loads((builder.root / "layout/index.json").read_bytes())["manifests"]) == 2
+    forced = builder("rmi", "-f", image_id).stdout.splitlines()
+    assert forced[:2] == ["untagged busybox:latest", "untagged other:1"]
+    assert json.loads((builder.root / "layout/index.json").read_bytes())["manifests"] == []
+
+
 def test_tag_names_an_image_again(builder: Builder) -> None:
     assert builder("tag", "busybox", "team/box:2").stdout == "tagged team/box:2\n"
     assert local(builder, "team/box:2")["Id"] == local(builder, "busybox")["Id"]

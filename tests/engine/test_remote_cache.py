@@ -5,17 +5,19 @@ image needs move; an unusable import is a warning and a normal build."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from builder.engine.events import BuildWarning
+from builder.engine.events import BuildWarning, StepDone
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.store import StepRecord, Store
+from builder.store.blobs import BlobStore
 from builder.store.cache_format import ARTIFACT_TYPE, CONFIG_MEDIA_TYPE
 from builder.store.cache_sync import CacheExport, CacheImport
 from builder.store.cache_transport import LocalCacheDir
@@ -152,10 +154,31 @@ def test_mode_min_leaves_out_the_stages_the_image_is_not_built_from(
     assert run_make_key not in config["records"]  # the build stage's RUN
     assert len(config["records"]) == 2  # COPY --from and RUN check
     second, _b, fake = _import(tmp_path, cache, monkeypatch)
-    # The build stage runs (our stages are built in order), the final stage's steps hit.
-    assert [p.argv[-1] for p in fake.runs] == ["make"]
-    assert second.cached == [True, False, True, True, True]
+    # As BuildKit's solver: COPY --from hits on the build stage's key, so the build stage,
+    # whose results the cache lacks, is never built, and is not in the log.
+    assert fake.runs == [] and fake.calls == []
+    assert second.cached == [True, True, True]  # FROM base, COPY --from, RUN check
+    assert [text for text in second.step_texts] == ["FROM base", _COPY_FROM, "RUN check"]
     assert second.result.image_id == first.result.image_id
+
+
+_COPY_FROM = "COPY --from=build /made /copied"
+
+
+def test_a_stage_left_out_of_a_min_cache_is_built_when_a_copy_from_it_misses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = "FROM base AS build\nRUN make\nFROM base\nCOPY a /a\n" + _COPY_FROM + "\n"
+    first, _a, cache = _export(tmp_path, recipe, "min", monkeypatch)
+    (tmp_path / "ctx" / "a").write_text("changed")  # the COPY --from's parent key changes
+    second, b, fake = _import(tmp_path, cache, monkeypatch)
+    assert [p.argv[-1] for p in fake.runs] == ["make"]  # built when the copy needed it
+    assert second.cached == [True, False, True, False, False]
+    copied = [e for e in second.events if isinstance(e, StepDone)]
+    assert [e.number for e in copied] == [3, 4, 1, 2, 5]  # the build stage keeps its numbers
+    assert second.result.image_id != first.result.image_id
+    _config, layers = image(b, second)
+    assert all(b.layout.has(layer.digest) for layer in layers)
 
 
 def test_a_changed_file_reruns_from_its_copy_and_fetches_the_lower_it_runs_on(
@@ -350,3 +373,29 @@ def test_exporting_an_imported_cache_fetches_only_what_the_destination_lacks(
     assert _cache_document(again)[1] == _cache_document(cache)[1]
     third, _c, fake = _import(tmp_path, again, monkeypatch)
     assert all(third.cached) and fake.runs == []
+
+
+class _Together(LocalCacheDir):
+    """A directory that lets a blob in only while two others are being sent too."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.barrier = threading.Barrier(3, timeout=10)
+
+    def put_blob(self, blob: Descriptor, source: BlobStore) -> None:
+        if blob.media_type != CONFIG_MEDIA_TYPE:
+            self.barrier.wait()  # BrokenBarrierError if the blobs go one at a time
+        super().put_blob(blob, source)
+
+
+def test_an_export_sends_three_blobs_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = _store(tmp_path / "a")
+    recipe = "FROM base\nCOPY a /a\nRUN make\nRUN check\n"
+    context = make_context(tmp_path / "ctx", recipe, {"a": "a" * 4000})
+    together = _Together(tmp_path / "cache")
+    export = CacheExport(together, mode="max")
+    run_build(store, context, _fake(), monkeypatch, cache_to=(export,))
+    _manifest, config = _cache_document(tmp_path / "cache")
+    assert len(config["records"]) == 3

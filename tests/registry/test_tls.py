@@ -87,3 +87,23 @@ def test_a_ca_the_settings_trust_is_used(
     assert fetched.data == FakeImage.make(b"layer").manifest
     assert asked == [settings.for_host(host)]
     assert [s.path for s in script.seen] == ["/v2/app/manifests/latest"]
+
+
+def test_a_plain_http_loopback_registry_never_builds_a_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The system CAs take ~0.1 s to load: a loopback registry that answers a TLS handshake
+    in plain text is asked over HTTP at once, without them (and, as before, without a
+    failed HTTPS request)."""
+    script = Script()
+    FakeImage.make(b"layer").serve_on(script, "app")
+
+    def refused(name: str, settings: HostSettings) -> tuple[ssl.SSLContext, tuple[str, ...]]:
+        raise AssertionError(f"a TLS context was built for plain-HTTP {name}")
+
+    monkeypatch.setattr(transport, "ssl_context", refused)
+    with serve(script) as host:
+        repository = Registry(host, Settings(), QUICK, lambda: None).repository("app")
+        fetched = repository.manifest("latest")
+    assert fetched.data == FakeImage.make(b"layer").manifest
+    assert [s.path for s in script.seen] == ["/v2/app/manifests/latest"]

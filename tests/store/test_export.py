@@ -38,9 +38,9 @@ def test_oci_archive(tmp_path: Path) -> None:
         for m in index["manifests"]
     ]  # fmt: skip
     assert refs == [
-        (one.digest, "one:v1", "v1"),
+        (one.digest, "docker.io/library/one:v1", "v1"),  # as docker and buildx write it
         (two.digest, "registry.example/team/two:v2", "v2"),
-        (one.digest, "one:v1", "v1"),
+        (one.digest, "docker.io/library/one:v1", "v1"),
     ]
     assert list(tmp_path.glob(".out.tar*")) == []
 

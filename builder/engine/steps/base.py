@@ -43,6 +43,10 @@ class StepContext:
     executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
     images: Callable[[str], Image] | None = None  # COPY --from=IMAGE (default: the store's)
     allow: frozenset[str] = frozenset()  # entitlements RUN may use (BuildOptions.entitlements)
+    # Lazy stages (engine/lazystages): a probe computes keys only, a miss becoming an
+    # unresolved state; `realize` builds the stage an unresolved state stands for.
+    probe: bool = False
+    realize: Callable[[ImageState], ImageState] = lambda state: state
 
 
 def now(source_date_epoch: int | None = None) -> str:

@@ -72,6 +72,7 @@ def copy_from_step(
     hit = cached_layer(state, ctx, key, f"{created_by} # buildkit")
     if hit is not None:
         return hit
+    source = ctx.realize(source)  # a stage only probed so far is built now: its files are read
     single = len(resolved.sources) == 1 and not dest.endswith("/")
     target = Destination(posixpath.normpath(dest), single)
     staging = ctx.store.tmp_dir("copy-from")

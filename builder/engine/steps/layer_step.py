@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from builder.engine import cachekey
@@ -39,6 +40,9 @@ def cached_layer(
     record_key = _record_key(ctx, key)
     record = ctx.cache.lookup(record_key)
     if record is None:
+        if ctx.probe:  # the keys only: whether the result is made is decided later
+            config = state.config.with_history(history(state.created, created_by, empty_layer=True))
+            return replace(state.step(config, key, cached=False), unresolved=True)
         return None
     ctx.cache.note(record_key, record)
     created = record.created
