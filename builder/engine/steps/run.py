@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.engine.options import NETWORK_HOST, SECURITY_INSECURE
@@ -100,14 +102,23 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
     return prepared
 
 
-def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
+def check_entitlements(runs: Iterable[ins.Instruction], allow: frozenset[str]) -> None:
+    """Refuse, before anything runs, a RUN asking for what the build did not allow, as
+    BuildKit checks when the solve starts. (--network and --security are never expanded,
+    so the plan says it all; the steps of a base's ONBUILD are checked when they come.)"""
+    for instr in runs:
+        if isinstance(instr, ins.Run):
+            _entitle(instr, instr.network or "default", allow)
+
+
+def _entitle(instr: ins.Run, network: str, allow: frozenset[str]) -> None:
     """Refuse what the build did not allow, as BuildKit does before a step runs (and before
     its cache is looked up: a cached layer made with the host network is no exception)."""
     for asked, flag, entitlement in (
         (network == "host", "--network=host", NETWORK_HOST),
         (instr.security == "insecure", "--security=insecure", SECURITY_INSECURE),
     ):
-        if asked and entitlement not in ctx.allow:
+        if asked and entitlement not in allow:
             raise RecipeError(
                 f"RUN {flag}: {entitlement} is not allowed",
                 instr.location,
@@ -124,7 +135,7 @@ def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     cc = state.config.config
     network = instr.network if instr.network not in (None, "default") else ctx.network
-    _entitle(instr, network, ctx)
+    _entitle(instr, network, ctx.allow)
     mounts = _mounts(instr, ctx)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
