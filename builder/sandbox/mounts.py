@@ -10,13 +10,15 @@ once the process ends it can remove the stubs from the bare root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from builder.errors import SandboxError
 from builder.sandbox import inroot
-from builder.sandbox.spec import DirRoot, OverlayRoot, SandboxSpec, normalize
+from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
 from builder.sandbox.syscalls import (
     MNT_DETACH,
     MS_BIND,
@@ -127,6 +129,34 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def place_files(spec: SandboxSpec, directory: str) -> SandboxSpec:
+    """Write the spec's "file" mounts (secrets) to a tmpfs mounted on `directory` in our
+    private mount namespace — the host sees an empty dir, and the bytes are freed when the
+    namespace ends, however the sandbox ends — and return the spec with each one a
+    read-only bind of its file."""
+    if not any(m.kind == "file" for m in spec.mounts):
+        return spec
+    os.makedirs(directory, 0o700, exist_ok=True)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("tmpfs", directory, "tmpfs", flags, "mode=0755", what="mount tmpfs for secrets")
+    placed = []
+    for i, m in enumerate(spec.mounts):
+        if m.kind != "file" or m.data is None:
+            placed.append(m)
+            continue
+        path = f"{directory}/{i}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, m.data)  # a tmpfs write of a few hundred KB at most: whole
+            os.fchmod(fd, m.mode)
+            if os.geteuid() == 0:
+                os.fchown(fd, m.uid, m.gid)
+        finally:
+            os.close(fd)
+        placed.append(Mount(m.target, "bind", Path(path), readonly=True))
+    return dataclasses.replace(spec, mounts=tuple(placed))
 
 
 def mountpoints(spec: SandboxSpec) -> list[tuple[str, Literal["dir", "file"], bool]]:

@@ -19,6 +19,7 @@ The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -73,6 +74,10 @@ class _Run:
     @property
     def scratch(self) -> str:
         return f"{self.state}/scratch"
+
+    @property
+    def files(self) -> str:  # a tmpfs in the sandbox's namespaces only (mounts.place_files)
+        return f"{self.state}/files"
 
     @property
     def etc(self) -> mounts.EtcFiles:
@@ -149,7 +154,7 @@ def _remove_state(plan: _Run) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{plan.state}/{fname}")
     owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
-    for dname in (plan.rootdir, plan.scratch, *([plan.state] if owned else [])):
+    for dname in (plan.rootdir, plan.scratch, plan.files, *([plan.state] if owned else [])):
         with contextlib.suppress(OSError):
             os.rmdir(dname)
 
@@ -201,6 +206,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         flags |= CLONE_NEWNET
     unshare(flags)
     mounts.make_private()
+    plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
+    spec = plan.spec
     mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=not plan.rootful)
     stubs = mounts.make_stubs(plan.rootdir, spec)
     try:

@@ -12,7 +12,7 @@ from builder.engine.runmounts import (
     bind_key,
     cache_dir,
     materialize,
-    secret_file,
+    secret_mount,
 )
 from builder.engine.state import ImageState
 from builder.engine.steps.base import (
@@ -67,6 +67,8 @@ def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object
             shape.append(bind_key(ctx.context, mount.source or "."))
         except MountError as err:
             raise RecipeError(str(err), instr.location) from None
+    if mount.env is not None:  # the variable's name, never the secret's value
+        shape.append(["env", mount.env])
     return shape
 
 
@@ -88,11 +90,11 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
             elif m.type == "tmpfs":
                 prepared.mounts.append(Mount(m.target, "tmpfs", None, readonly=False))
             elif m.type == "secret":
-                staging = ctx.store.tmp_dir("secret")
-                prepared.cleanup.append(staging)
-                secret = secret_file(ctx.secrets, m, staging)
+                secret, entry = secret_mount(ctx.secrets, m)
                 if secret is not None:
-                    prepared.mounts.append(Mount(m.target, "bind", secret, readonly=True))
+                    prepared.mounts.append(secret)
+                if entry is not None:
+                    prepared.env.append(entry)
     except MountError as err:
         prepared.close()
         raise RecipeError(str(err), instr.location) from None
@@ -157,7 +159,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     def launch(root: OverlayRoot, output: int) -> int:
         process = Process(
             argv=argv,
-            env=tuple(env),
+            env=(*env, *prepared.env),  # secrets: for the process only, not in the key
             cwd=cc.working_dir or "/",
             user=cc.user or "",
             network="host" if network == "host" else "none",
