@@ -24,14 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuilderError, StoreError
+from builder.image.canonical import canonical_json
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.fields import FormatError
 from builder.image.manifest import Index
 from builder.image.mediatypes import Compression, MediaType
+from builder.store.atomic import write_atomic
 from builder.store.blobs import FSCK_HINT
 from builder.store.cache import StepRecord
-from builder.store.layout import ref_of
+from builder.store.layout import LAYOUT_VERSION, ref_of
 from builder.store.store import Store
 from builder.store.variants import Variant
 
@@ -41,7 +43,7 @@ _MANIFESTS = (MediaType.OCI_MANIFEST, MediaType.DOCKER_MANIFEST)
 
 @dataclass(frozen=True)
 class Problem:
-    kind: str  # blob | image | layer | cache | variant | index
+    kind: str  # blob | image | layer | cache | variant | index (index.json, oci-layout)
     name: str  # the object: a digest, an image's name, a cache key
     what: str
 
@@ -65,6 +67,7 @@ class Report:
     bad_records: set[str] = field(default_factory=set)
     bad_variants: set[Digest] = field(default_factory=set)
     index_unreadable: bool = False
+    layout_file_bad: bool = False
 
     def add(self, kind: str, name: str, what: str) -> None:
         self.problems.append(Problem(kind, name, what))
@@ -104,12 +107,26 @@ class Checker:
         self.blobs_of: dict[Digest, list[Descriptor]] = {}  # diff_id -> its blobs
 
     def run(self) -> Report:
+        self._layout_file()
         self._blobs()
         self._images()
         self._cache()
         self._variants()
         self._layers()
         return self.report
+
+    def _layout_file(self) -> None:
+        path = self.store.paths.oci_layout_file
+        try:
+            version = json.loads(path.read_bytes()).get("imageLayoutVersion")
+        except (OSError, ValueError, AttributeError) as err:
+            version = None
+            what = f"unreadable: {getattr(err, 'strerror', None) or err}"
+        else:
+            what = f"imageLayoutVersion is {version!r}, not '1.0.0'"
+        if version != "1.0.0":
+            self.report.add("index", "oci-layout", what)
+            self.report.layout_file_bad = True
 
     # -- blobs -----------------------------------------------------------------------------
 
@@ -262,6 +279,8 @@ def check(store: Store) -> Report:
 def repair(store: Store, report: Report) -> None:
     """Remove what `report` found broken. The caller holds the store's locks."""
     layout = store.layout
+    if report.layout_file_bad:
+        write_atomic(store.paths.oci_layout_file, canonical_json(LAYOUT_VERSION), store.paths.tmp)
     if report.index_unreadable:
         layout.put_index(Index(()))  # every name is lost; gc sweeps what they kept
     elif report.bad_entries:

@@ -201,7 +201,7 @@ class Store:
 
         if not repair:
             return fsck.check(self)
-        with self._gc_lock.exclusive(), self._lock.held():
+        with self._gc_lock.exclusive("fsck --repair"), self._lock.held():
             found = fsck.check(self)
             fsck.repair(self, found)
             return found

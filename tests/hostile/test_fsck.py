@@ -175,3 +175,25 @@ def test_layers_from_other_writers_are_no_false_alarm(
     builder("run", "--rm", "gnutar", "true")  # unpacks it
     out = _fsck(builder)
     assert out.status == 0, out.stdout + out.stderr
+
+
+def test_a_broken_index_and_layout_file(builder: Builder, tmp_path: Path) -> None:
+    _build(builder, tmp_path)
+    layout = builder.root / "layout"
+    (layout / "index.json").write_text('{"schemaVersion": 2, "manifests": [')  # torn
+    (layout / "oci-layout").write_text("{}")
+    lines = _problems(_fsck(builder))
+    assert lines[0] == "index oci-layout: imageLayoutVersion is None, not '1.0.0'"
+    assert lines[1].startswith("index index.json: ") and "unreadable" in lines[1]
+    _repaired(builder)  # every name is lost with the index; the layout is valid again
+    assert builder("images").stdout.splitlines()[1:] == []
+
+
+def test_repair_waits_for_no_build(builder: Builder, tmp_path: Path) -> None:
+    from builder.store import Store
+
+    _build(builder, tmp_path)
+    with Store.open(builder.root).lease():  # as a running build holds it
+        out = _fsck(builder, "--repair")
+    assert out.status == StoreError.exit_code
+    assert "run `builder fsck --repair` again when it ends" in out.stderr
