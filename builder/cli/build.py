@@ -55,12 +55,17 @@ def parse_allow(values: tuple[str, ...]) -> frozenset[str]:
     return frozenset(values)
 
 
-def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
-    """`--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker build's syntax). A secret from
-    the environment is written to a private file in STAGING for the build's duration."""
+# BuildKit's bound on one secret (session/secrets: 500 KB); it is held in memory.
+MAX_SECRET = 500 * 1024
+
+
+def parse_secrets(values: tuple[str, ...]) -> dict[str, bytes]:
+    """`--secret id=ID,src=FILE` or `id=ID,env=VAR` (docker build's syntax), read into
+    memory now: a secret is never copied to a file (the sandbox writes it to a tmpfs of
+    its own), so a killed build leaves it nowhere on disk."""
     import os
 
-    secrets: dict[str, Path] = {}
+    secrets: dict[str, bytes] = {}
     for value in values:
         fields = dict(part.partition("=")[::2] for part in value.split(","))
         ident = fields.get("id", "")
@@ -71,19 +76,31 @@ def parse_secrets(values: tuple[str, ...], staging: Path) -> dict[str, Path]:
         if source is None and env is None:
             env = ident  # docker: a bare id names an environment variable
         if source is not None:
-            path = Path(source).expanduser()
-            if not path.is_file():
-                raise UsageError(f"--secret id={ident}: {source} is not a file")
-            secrets[ident] = path
+            secrets[ident] = _read_secret(ident, source)
         elif env is not None:
             if env not in os.environ:
                 raise UsageError(f"--secret id={ident}: ${env} is not set")
-            path = staging / f"env-{len(secrets)}"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(os.environ[env])
-            secrets[ident] = path
+            secrets[ident] = os.environb[os.fsencode(env)]
+        if len(secrets[ident]) > MAX_SECRET:
+            raise UsageError(f"--secret id={ident}: larger than {MAX_SECRET // 1024} KB")
     return secrets
+
+
+def _read_secret(ident: str, source: str) -> bytes:
+    import os
+    import stat
+
+    path = Path(source).expanduser()
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError as err:
+        raise UsageError(f"--secret id={ident}: {source}: {err.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"--secret id={ident}: {source} is not a file")
+        return os.read(fd, MAX_SECRET + 1)  # one byte more says it is too big
+    finally:
+        os.close(fd)
 
 
 @click.command()
@@ -194,7 +211,6 @@ def build(
 ) -> None:
     """Build an image from a recipe and a build CONTEXT directory."""
     import sys
-    import tempfile
 
     from builder.cli.outputs import plan_outputs
     from builder.cli.progress import renderer
@@ -241,7 +257,7 @@ def build(
     store = open_store(ctx)
     sde = epoch.source_date_epoch(source_date_epoch)
     # The lease keeps an untagged result's blobs from gc until every output is written.
-    with tempfile.TemporaryDirectory(prefix="builder-secrets-") as staging, store.lease():
+    with store.lease():
         options = BuildOptions(
             context=context,
             recipe=recipe,
@@ -252,7 +268,7 @@ def build(
             compression=LayerCompression.from_attrs(wanted),
             network="host" if network == "host" else "none",
             allow=entitlements,
-            secrets=parse_secrets(secrets, Path(staging)),
+            secrets=parse_secrets(secrets),
             labels=parse_labels(labels),
             source_date_epoch=sde,
             pull=pull,

@@ -37,6 +37,7 @@ VERBS = {
     "prune": "prune:prune",
     "parse": "recipe:parse",
     "lint": "recipe:lint",
+    "fsck": "fsck:fsck",
 }
 
 

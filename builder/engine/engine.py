@@ -25,6 +25,7 @@ from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, op
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
+from builder.engine.steps.run import check_entitlements
 from builder.errors import (
     ImageNotFound,
     LayerError,
@@ -303,6 +304,10 @@ def _build(
     if build_plan.unused_build_args:
         names = ", ".join(build_plan.unused_build_args)
         report(BuildWarning(f"build args not consumed by any ARG: {names}"))
+    check_entitlements(
+        (i for n in build_plan.needed for i in build_plan.stages[n].instructions),
+        options.entitlements(),
+    )
     run = _Run(
         options=options,
         store=store,

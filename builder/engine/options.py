@@ -29,7 +29,7 @@ class BuildOptions:
     # Asked (a LayerCompression, or a kind's name): every layer of the image has it,
     # converted if need be. `requested_compression` gives it as a value.
     compression: LayerCompression | str | None = None
-    secrets: dict[str, Path] = field(default_factory=dict)  # --secret id=ID,src=FILE
+    secrets: dict[str, bytes] = field(default_factory=dict)  # --secret: id -> bytes, in memory
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
     network: str = "none"  # RUN's network unless the step says --network: none | host
     # --allow: the entitlements RUN steps may use (ENTITLEMENTS). network="host" grants

@@ -5,8 +5,10 @@
 - cache: a directory kept in the store across builds (by `id`, default the target), for
   package-manager caches. Not part of the key.
 - tmpfs: an empty tmpfs.
-- secret: a file given to the build with `--secret id=ID,src=PATH` (or `env=VAR`), mounted
-  read-only at /run/secrets/ID; never part of the key, never in a layer.
+- secret: what the build got with `--secret id=ID,src=PATH` (or `env=VAR`), held in memory:
+  a read-only file at /run/secrets/ID (or target=) on a tmpfs of the sandbox's own, and/or
+  with `env=NAME` the environment variable NAME; never part of the key, never in a layer,
+  never in the image's config or history, never on a disk.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class PreparedMounts:
 
     mounts: list[Mount] = field(default_factory=list)
     cleanup: list[Path] = field(default_factory=list)
+    env: list[str] = field(default_factory=list)  # NAME=VALUE of secrets asked with env=
     locks: list[int] = field(default_factory=list)
 
     def lock(self, directory: Path) -> None:
@@ -138,20 +141,29 @@ def cache_dir(mounts: CacheMounts, mount: RunMount) -> Path:
     return mounts.get(mount.id or mount.target, mode=mode, uid=mount.uid, gid=mount.gid)
 
 
-def secret_file(secrets: Mapping[str, Path], mount: RunMount, staging: Path) -> Path | None:
+def secret_mount(secrets: Mapping[str, bytes], mount: RunMount) -> tuple[Mount | None, str | None]:
+    """The secret's file mount (None when the step asks only for `env=`) and its
+    environment entry `NAME=VALUE` (None unless `env=`); both None when the build has no
+    such secret and the mount does not say `required`, as BuildKit skips it. The bytes go
+    to the sandbox in memory: it writes them to a tmpfs of its own (sandbox/mounts.py)."""
     ident = mount.id or posixpath.basename(mount.target)
-    source = secrets.get(ident)
-    if source is None:
+    data = secrets.get(ident)
+    if data is None:
         if mount.required:
             raise MountError(
                 f"--mount type=secret,id={ident}: no such secret"
                 f" (pass --secret id={ident},src=FILE)"
             )
-        return None
-    copy = staging / f"secret-{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
-    fd = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mount.mode or 0o400)
-    with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-        shutil.copyfileobj(src, out)
-    if os.geteuid() == 0:  # as for cache_dir
-        os.chown(copy, mount.uid, mount.gid)
-    return copy
+        return None, None
+    entry = None
+    if mount.env is not None:
+        if b"\0" in data:
+            raise MountError(
+                f"--mount type=secret,id={ident},env={mount.env}: the secret holds a NUL byte"
+            )
+        entry = f"{mount.env}={os.fsdecode(data)}"
+    if not mount.target:  # env= alone: no file
+        return None, entry
+    mode = mount.mode if mount.mode is not None else 0o400
+    file = Mount(mount.target, "file", data=data, mode=mode, uid=mount.uid, gid=mount.gid)
+    return file, entry

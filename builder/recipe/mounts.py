@@ -9,6 +9,7 @@ the same message.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 
 _TRUE = {"", "true", "1"}
@@ -36,6 +37,9 @@ _KEYS = {
 }
 
 
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class MountError(ValueError):
     """A --mount value that is not valid (or not supported yet); the caller adds where."""
 
@@ -53,6 +57,7 @@ class RunMount:
     uid: int = 0
     gid: int = 0
     required: bool = False
+    env: str | None = None  # type=secret: also (or, without target=, only) this variable
 
 
 def _flag(key: str, value: str) -> bool:
@@ -88,14 +93,21 @@ def parse_mount(spec: str) -> RunMount:
         if key in values:
             readonly = not _flag(key, values.pop(key))
     ident = values.pop("id", None)
-    if kind == "secret" and target is None:
+    env = values.pop("env", None) if kind == "secret" else None
+    if env is not None and not _ENV_NAME.fullmatch(env):
+        raise MountError(f"--mount env={env}: not a variable name")
+    if kind == "secret" and target is None and env is not None:
+        if not ident:
+            raise MountError("--mount type=secret,env= needs id=")
+        target = ""  # BuildKit: env= without target= gives the variable only, no file
+    elif kind == "secret" and target is None:
         name = ident or ""
         if not name:
             raise MountError("--mount type=secret needs id= or target=")
         target = f"/run/secrets/{name}"
-    if not target:
+    if not target and env is None:
         raise MountError(f"--mount type={kind} needs target=")
-    if not target.startswith("/"):
+    if target and not target.startswith("/"):
         raise MountError(f"--mount target={target}: must be an absolute path")
     sharing = values.pop("sharing", "shared")
     if sharing not in ("shared", "private", "locked"):
@@ -115,7 +127,7 @@ def parse_mount(spec: str) -> RunMount:
         raise MountError(f"--mount {', '.join(values)} is not supported yet")
     return RunMount(
         kind,
-        posixpath.normpath(target),
+        posixpath.normpath(target) if target else "",
         source,
         from_,
         readonly,
@@ -125,4 +137,5 @@ def parse_mount(spec: str) -> RunMount:
         uid,
         gid,
         required,
+        env,
     )

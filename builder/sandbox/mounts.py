@@ -10,13 +10,15 @@ once the process ends it can remove the stubs from the bare root.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from builder.errors import SandboxError
 from builder.sandbox import inroot
-from builder.sandbox.spec import DirRoot, OverlayRoot, SandboxSpec, normalize
+from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
 from builder.sandbox.syscalls import (
     MNT_DETACH,
     MS_BIND,
@@ -84,6 +86,7 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     """Mount the root at `target` (an empty dir of ours)."""
     if isinstance(root, DirRoot):
         mount(str(root.path), target, None, MS_BIND | MS_REC, what=f"bind root {root.path}")
+        remount_nodev(target)  # a bind ignores MS_NODEV: only a remount sets it
         return
     # Top-most first, each dir once: overlayfs refuses a stack that holds one dir twice
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
@@ -118,13 +121,43 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.chdir("/proc/self/fd")
-            mount("overlay", target, "overlay", 0, data, what="mount overlay root")
+            # nodev: a device node shipped in a layer (c 10 232, /dev/kvm) cannot be opened;
+            # only the sandbox's own /dev holds nodes that work.
+            mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
         finally:
             os.fchdir(cwd)
             os.close(cwd)
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def place_files(spec: SandboxSpec, directory: str) -> SandboxSpec:
+    """Write the spec's "file" mounts (secrets) to a tmpfs mounted on `directory` in our
+    private mount namespace — the host sees an empty dir, and the bytes are freed when the
+    namespace ends, however the sandbox ends — and return the spec with each one a
+    read-only bind of its file."""
+    if not any(m.kind == "file" for m in spec.mounts):
+        return spec
+    os.makedirs(directory, 0o700, exist_ok=True)
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("tmpfs", directory, "tmpfs", flags, "mode=0755", what="mount tmpfs for secrets")
+    placed = []
+    for i, m in enumerate(spec.mounts):
+        if m.kind != "file" or m.data is None:
+            placed.append(m)
+            continue
+        path = f"{directory}/{i}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, m.data)  # a tmpfs write of a few hundred KB at most: whole
+            os.fchmod(fd, m.mode)
+            if os.geteuid() == 0:
+                os.fchown(fd, m.uid, m.gid)
+        finally:
+            os.close(fd)
+        placed.append(Mount(m.target, "bind", Path(path), readonly=True))
+    return dataclasses.replace(spec, mounts=tuple(placed))
 
 
 def mountpoints(spec: SandboxSpec) -> list[tuple[str, Literal["dir", "file"], bool]]:
@@ -178,15 +211,27 @@ def remove_stubs(target: str, stubs: inroot.Stubs) -> None:
         os.close(rootfd)
 
 
-def remount_readonly(path: str) -> None:
-    """Make the mount at `path` read-only, keeping its (possibly locked) flags."""
+def _kept_flags(path: str) -> int:
     kept = 0
     with contextlib.suppress(OSError):
         st = os.statvfs(path)
         for st_flag, ms_flag in _KEEP_FLAGS:
             if st.f_flag & st_flag:
                 kept |= ms_flag
+    return kept
+
+
+def remount_readonly(path: str) -> None:
+    """Make the mount at `path` read-only, keeping its (possibly locked) flags."""
+    kept = _kept_flags(path)
     mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept, what="remount read-only")
+
+
+def remount_nodev(path: str) -> None:
+    """Make the mount at `path` nodev (device nodes on it cannot be opened), keeping the
+    rest of its flags, read-only included."""
+    kept = _kept_flags(path) | (MS_RDONLY if os.statvfs(path).f_flag & 1 else 0)
+    mount(None, path, None, MS_REMOUNT | MS_BIND | MS_NODEV | kept, what="remount nodev")
 
 
 def remount_writable(path: str) -> None:
@@ -258,13 +303,15 @@ def _bind(rootfd: int, target: str, source: str, *, readonly: bool, optional: bo
         )
     finally:
         os.close(fd)
-    if readonly:
-        # The fd above names the covered inode; reopen to reach the new mount's root.
-        fd = _open(rootfd, target)
-        try:
+    # The fd above names the covered inode; reopen to reach the new mount's root.
+    fd = _open(rootfd, target)
+    try:
+        # Every bind (the context, a cache, a secret, the /etc files) is nodev, as the root is.
+        remount_nodev(inroot.fd_path(fd))
+        if readonly:
             remount_readonly(inroot.fd_path(fd))
-        finally:
-            os.close(fd)
+    finally:
+        os.close(fd)
 
 
 # The host-wide knobs /proc exposes, made read-only or hidden as runc does by default.

@@ -19,6 +19,7 @@ The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import select
 import signal
@@ -77,6 +78,10 @@ class _Run:
     @property
     def scratch(self) -> str:
         return f"{self.state}/scratch"
+
+    @property
+    def files(self) -> str:  # a tmpfs in the sandbox's namespaces only (mounts.place_files)
+        return f"{self.state}/files"
 
     @property
     def etc(self) -> mounts.EtcFiles:
@@ -183,7 +188,7 @@ def _remove_state(plan: _Run) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(f"{plan.state}/{fname}")
     owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
-    for dname in (plan.rootdir, plan.scratch, *([plan.state] if owned else [])):
+    for dname in (plan.rootdir, plan.scratch, plan.files, *([plan.state] if owned else [])):
         with contextlib.suppress(OSError):
             os.rmdir(dname)
 
@@ -237,6 +242,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         flags |= CLONE_NEWNET
     unshare(flags)
     mounts.make_private()
+    plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
+    spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
     userxattr = not plan.rootful or not in_initial_user_namespace()
     mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr)

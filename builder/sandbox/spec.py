@@ -6,7 +6,7 @@ RUN steps and `builder run` build this value differently and execute it the same
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
@@ -36,12 +36,18 @@ class DirRoot:
 
 @dataclass(frozen=True)
 class Mount:
-    """An extra mount inside the root: a bind of a host path, or a fresh tmpfs."""
+    """An extra mount inside the root: a bind of a host path, a fresh tmpfs, or a "file"
+    holding `data` (a secret): written to a tmpfs that exists only in the sandbox's mount
+    namespaces, so its bytes never reach a disk and vanish with the sandbox, killed or not."""
 
     target: str
-    kind: Literal["bind", "tmpfs"]
+    kind: Literal["bind", "tmpfs", "file"]
     source: Path | None = None
     readonly: bool = True
+    data: bytes | None = field(default=None, repr=False)  # kind "file"; never shown
+    mode: int = 0o400  # kind "file": its mode and owner
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,9 @@ class SandboxSpec:
                 raise SandboxError(f"sandbox: bad mount target {m.target!r}")
             if m.kind == "bind" and m.source is None:
                 raise SandboxError(f"sandbox: bind mount on {m.target} has no source")
-            if m.kind not in ("bind", "tmpfs"):
+            if m.kind == "file" and m.data is None:
+                raise SandboxError(f"sandbox: file mount on {m.target} has no data")
+            if m.kind not in ("bind", "tmpfs", "file"):
                 raise SandboxError(f"sandbox: unknown mount kind {m.kind!r}")
         if self.state_dir is not None and not self.state_dir.is_absolute():
             raise SandboxError(f"sandbox: state dir {self.state_dir} is not absolute")

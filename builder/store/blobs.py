@@ -17,6 +17,9 @@ from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.store.atomic import fsync_dir
 
+# What every corruption message ends with: fsck finds all the damage, --repair drops it.
+FSCK_HINT = "; run `builder fsck` (then `builder fsck --repair`, and pull or build again)"
+
 
 class BlobStore(Protocol):
     """Content-addressed blobs. Readers verify: a blob read to its end that does not hash to
@@ -81,13 +84,13 @@ class BlobWriter:
         finally:
             f.close()
         digest = self.digest
-        final = self._blobs / digest.hex
-        if final.exists():
-            self._tmp.unlink(missing_ok=True)
-        else:
-            os.chmod(self._tmp, 0o644)
-            os.rename(self._tmp, final)
-            fsync_dir(self._blobs)
+        # Renamed over a blob already there: these bytes hash to the digest, that file may
+        # not (a flipped byte on disk). So writing a blob again heals it — a cached rebuild
+        # re-tagging an image whose config was corrupt leaves a sound config — and never
+        # keeps a corrupt copy. A reader holding the old file keeps reading the old inode.
+        os.chmod(self._tmp, 0o644)
+        os.rename(self._tmp, self._blobs / digest.hex)
+        fsync_dir(self._blobs)
         self.descriptor = Descriptor(media_type, digest, self._size)
         return self.descriptor
 
@@ -106,7 +109,7 @@ class VerifyingReader(io.RawIOBase):
         try:
             self._f = open(path, "rb", buffering=0)  # noqa: SIM115  # closed in close()
         except FileNotFoundError:
-            raise StoreError(f"blob {digest} is missing from the store") from None
+            raise StoreError(f"blob {digest} is missing from the store{FSCK_HINT}") from None
         self._digest = digest
         self._hash = digest.hasher()
         self._verified = False
@@ -122,8 +125,7 @@ class VerifyingReader(io.RawIOBase):
             got = Digest.from_hash(self._hash)
             if got != self._digest:
                 raise StoreError(
-                    f"blob {self._digest} is corrupt (content hashes to {got}); "
-                    "remove it and pull or build again"
+                    f"blob {self._digest} is corrupt (content hashes to {got}){FSCK_HINT}"
                 )
             self._verified = True
         return n or 0

@@ -30,7 +30,7 @@ from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
 
 REF_NAME = "org.opencontainers.image.ref.name"
-_LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 _HEX_PREFIX = re.compile(r"^(?:sha256:)?([0-9a-f]{1,64})$")
 
 
@@ -55,7 +55,7 @@ class OciLayout:
             if not self._paths.index.exists():
                 self.put_index(Index(()))
                 write_atomic(
-                    self._paths.oci_layout_file, canonical_json(_LAYOUT_VERSION), self._paths.tmp
+                    self._paths.oci_layout_file, canonical_json(LAYOUT_VERSION), self._paths.tmp
                 )
 
     # -- blobs (the BlobStore protocol) ----------------------------------------------------

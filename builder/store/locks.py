@@ -104,8 +104,9 @@ class GcLock:
             os.close(fd)
 
     @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """For gc: StoreError at once (no waiting) if any lease is held."""
+    def exclusive(self, verb: str = "prune") -> Iterator[None]:
+        """For gc and fsck --repair: StoreError at once (no waiting) if any lease is held;
+        the message says to run `builder VERB` again."""
         fd = _open(self._path)
         try:
             try:
@@ -113,7 +114,7 @@ class GcLock:
             except OSError as err:
                 if err.errno in (errno.EAGAIN, errno.EWOULDBLOCK):
                     raise StoreError(
-                        f"the store is in use by {_holders(fd)}; run `builder prune` again"
+                        f"the store is in use by {_holders(fd)}; run `builder {verb}` again"
                         " when it ends"
                     ) from None
                 raise

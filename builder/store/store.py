@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import StoreError
 from builder.image.compression import LayerCompression
@@ -37,6 +38,9 @@ from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
 from builder.store.space import writing
 from builder.store.variants import LayerVariants
+
+if TYPE_CHECKING:
+    from builder.store.fsck import Report
 
 # A base pulled in Docker schema 2 keeps its layer bytes; the OCI manifest of an image built
 # on it names them by their OCI types (as BuildKit does), not a mix of the two vocabularies.
@@ -187,3 +191,17 @@ class Store:
             return freed + collect(
                 self.layout, self.layers, self.cache, self.variants, self.scratch
             )
+
+    def fsck(self, *, repair: bool = False) -> Report:
+        """Check every blob, image, unpacked layer and record (see fsck.py); with `repair`,
+        remove what is broken, under gc's exclusive lock (StoreError while a build or run
+        holds a lease) and the update lock. The report is what was found (and, with
+        `repair`, removed)."""
+        from builder.store import fsck  # lazily: only fsck needs it
+
+        if not repair:
+            return fsck.check(self)
+        with self._gc_lock.exclusive("fsck --repair"), self._lock.held():
+            found = fsck.check(self)
+            fsck.repair(self, found)
+            return found

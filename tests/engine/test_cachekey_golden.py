@@ -30,7 +30,7 @@ from builder.engine.cachekey import KEY_VERSION
 from builder.image.config import ContainerConfig
 from builder.store import Store
 from tests.engine.fakes import Effect, FakeExecutor
-from tests.engine.support import Files, add_image, make_context, run_build, write_tree
+from tests.engine.support import Files, add_image, make_context, run_build
 
 GOLDEN = Path(__file__).parent / "golden" / "cache_keys.json"
 REFRESH = "UPDATE_GOLDEN=1 PYTHONPATH=. python -m pytest -q tests/engine/test_cachekey_golden.py"
@@ -186,9 +186,7 @@ def build_case(
                 os.utime(entry, (mtime, mtime), follow_symlinks=False)
     options = dict(case.options)
     if "secrets" in options:
-        secrets = root / "secrets"
-        write_tree(secrets, options["secrets"])
-        options["secrets"] = {ident: secrets / ident for ident in options["secrets"]}
+        options["secrets"] = {ident: v.encode() for ident, v in options["secrets"].items()}
     if "allow" in options:
         options["allow"] = frozenset(options["allow"])
     fake = FakeExecutor(default=Effect(files={f"/out/{name}": "x"}))

@@ -97,3 +97,28 @@ def test_security_sandbox_needs_nothing(
 ) -> None:
     _build(store, fake, tmp_path, monkeypatch, "--security=sandbox --network=none")
     assert [p.network for p in fake.runs] == ["none"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "entitlement"),
+    [("--network=host", "network.host"), ("--security=insecure", "security.insecure")],
+)
+def test_the_gate_stands_before_anything_runs(
+    store: Store,
+    fake: FakeExecutor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: str,
+    entitlement: str,
+) -> None:
+    # BuildKit checks the entitlements when the solve starts: the steps before the one
+    # asking, in this stage and in an earlier one, never run.
+    fake.on("go", Effect(files={"/made": "x"}))
+    recipe = f"FROM scratch AS a\nRUN go\nFROM a\nRUN go\nRUN {flags} go\n"
+    context = make_context(tmp_path / "ctx", recipe)
+    with pytest.raises(RecipeError) as info:
+        run_build(store, context, fake, monkeypatch)
+    assert f"{entitlement} is not allowed" in str(info.value)
+    assert f"--allow {entitlement}" in str(info.value)
+    assert info.value.location is not None and info.value.location.line == 5
+    assert fake.runs == []

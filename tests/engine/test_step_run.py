@@ -121,15 +121,13 @@ def test_a_run_that_changes_nothing_still_makes_a_layer(
 def test_mounts_are_prepared_for_the_executor_and_cleaned_after(
     store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    secret = tmp_path / "token"
-    secret.write_text("s3cret")
     seen: dict[str, bytes] = {}
 
     class Peeking(FakeExecutor):
         def run(self, root, process, output):  # type: ignore[no-untyped-def]
             for m in process.mounts:
-                if m.source is not None and m.source.is_file():
-                    seen[m.target] = m.source.read_bytes()
+                if m.kind == "file" and m.data is not None:
+                    seen[m.target] = m.data
                 elif m.target == "/src":
                     seen[m.target] = (m.source / "f").read_bytes()
             return super().run(root, process, output)
@@ -143,21 +141,24 @@ def test_mounts_are_prepared_for_the_executor_and_cleaned_after(
         " --mount=type=secret,id=token go\n"
     )
     context = make_context(tmp_path / "ctx", recipe, {"src/f": "data"})
-    run_build(store, context, peeking, monkeypatch, secrets={"token": secret})
+    run_build(store, context, peeking, monkeypatch, secrets={"token": b"s3cret"})
     (p,) = peeking.runs
     kinds = [(m.target, m.kind, m.readonly) for m in p.mounts]
     assert kinds == [
         ("/src", "bind", True),
         ("/root/.cache", "bind", False),
         ("/tmp", "tmpfs", False),
-        ("/run/secrets/token", "bind", True),
+        ("/run/secrets/token", "file", True),
     ]
     assert seen == {"/src": b"data", "/run/secrets/token": b"s3cret"}
     cache = next(m.source for m in p.mounts if m.target == "/root/.cache")
     assert cache is not None and cache.is_dir() and store.root in cache.parents
-    # The staged bind copy and the secret's copy are gone; the cache dir is kept.
-    staged = [m.source for m in p.mounts if m.target in ("/src", "/run/secrets/token")]
-    assert all(s is not None and not s.exists() for s in staged)
+    # The staged bind copy is gone; the cache dir is kept; the secret was never a file.
+    staged = next(m.source for m in p.mounts if m.target == "/src")
+    assert staged is not None and not staged.exists()
+    secret = next(m for m in p.mounts if m.target == "/run/secrets/token")
+    assert secret.source is None and secret.mode == 0o400
+    assert "s3cret" not in repr(secret)
     assert Mount("/tmp", "tmpfs", None, readonly=False) in p.mounts
 
 

@@ -92,7 +92,7 @@ def test_a_killed_copy_is_swept_by_the_next_build(
     (small / "Dockerfile").write_text("FROM busybox\nRUN true\n")
     builder("build", small)  # any verb that writes to the store sweeps
     assert _tmp(builder) == []
-    # (cli/build.py's builder-secrets-* staging is item 6's: secrets leave the disk there.)
+    # (Secrets are never staged on disk: test_secrets.py.)
     assert [p for p in system_tmp.iterdir() if p.name.startswith("builder-sandbox-")] == []
 
 

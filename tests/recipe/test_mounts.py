@@ -25,6 +25,15 @@ def test_options() -> None:
     assert parse_mount("type=secret,id=a,required=true").required
 
 
+def test_a_secret_as_a_variable() -> None:
+    # BuildKit: env= without target= is the variable only; with target=, both.
+    m = parse_mount("type=secret,id=tok,env=TOKEN")
+    assert (m.target, m.env, m.id) == ("", "TOKEN", "tok")
+    m = parse_mount("type=secret,id=tok,env=TOKEN,target=/t")
+    assert (m.target, m.env) == ("/t", "TOKEN")
+    assert parse_mount("type=secret,id=tok").env is None
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -37,6 +46,9 @@ def test_options() -> None:
         ("type=ssh", "not supported yet"),
         ("type=bind,from=build,target=/x", "not supported yet"),
         ("type=secret", "needs id= or target="),
+        ("type=secret,env=TOKEN", "env= needs id="),
+        ("type=secret,id=t,env=1X", "not a variable name"),
+        ("type=cache,target=/c,env=X", "not supported yet"),
     ],
 )
 def test_errors(spec: str, message: str) -> None:

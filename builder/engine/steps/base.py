@@ -6,7 +6,6 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
@@ -38,7 +37,7 @@ class StepContext:
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     cache: CacheLink  # step records: the local cache, then imported ones; what --cache-to gets
     escape: str = "\\"  # the recipe's escape character, for expansion
-    secrets: Mapping[str, Path] = field(default_factory=dict)  # --secret id -> file
+    secrets: Mapping[str, bytes] = field(default_factory=dict)  # --secret id -> its bytes
     source_date_epoch: int | None = None  # SOURCE_DATE_EPOCH: the steps' time, the mtime cap
     executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
     images: Callable[[str], Image] | None = None  # COPY --from=IMAGE (default: the store's)

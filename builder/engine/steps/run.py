@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.engine.options import NETWORK_HOST, SECURITY_INSECURE
@@ -10,7 +12,7 @@ from builder.engine.runmounts import (
     bind_key,
     cache_dir,
     materialize,
-    secret_file,
+    secret_mount,
 )
 from builder.engine.state import ImageState
 from builder.engine.steps.base import (
@@ -66,6 +68,8 @@ def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object
             shape.append(bind_key(ctx.context, mount.source or "."))
         except MountError as err:
             raise RecipeError(str(err), instr.location) from None
+    if mount.env is not None:  # the variable's name, never the secret's value
+        shape.append(["env", mount.env])
     return shape
 
 
@@ -87,11 +91,11 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
             elif m.type == "tmpfs":
                 prepared.mounts.append(Mount(m.target, "tmpfs", None, readonly=False))
             elif m.type == "secret":
-                staging = ctx.store.tmp_dir("secret")
-                prepared.cleanup.append(staging)
-                secret = secret_file(ctx.secrets, m, staging)
+                secret, entry = secret_mount(ctx.secrets, m)
                 if secret is not None:
-                    prepared.mounts.append(Mount(m.target, "bind", secret, readonly=True))
+                    prepared.mounts.append(secret)
+                if entry is not None:
+                    prepared.env.append(entry)
     except MountError as err:
         prepared.close()
         raise RecipeError(str(err), instr.location) from None
@@ -101,14 +105,23 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
     return prepared
 
 
-def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
+def check_entitlements(runs: Iterable[ins.Instruction], allow: frozenset[str]) -> None:
+    """Refuse, before anything runs, a RUN asking for what the build did not allow, as
+    BuildKit checks when the solve starts. (--network and --security are never expanded,
+    so the plan says it all; the steps of a base's ONBUILD are checked when they come.)"""
+    for instr in runs:
+        if isinstance(instr, ins.Run):
+            _entitle(instr, instr.network or "default", allow)
+
+
+def _entitle(instr: ins.Run, network: str, allow: frozenset[str]) -> None:
     """Refuse what the build did not allow, as BuildKit does before a step runs (and before
     its cache is looked up: a cached layer made with the host network is no exception)."""
     for asked, flag, entitlement in (
         (network == "host", "--network=host", NETWORK_HOST),
         (instr.security == "insecure", "--security=insecure", SECURITY_INSECURE),
     ):
-        if asked and entitlement not in ctx.allow:
+        if asked and entitlement not in allow:
             raise RecipeError(
                 f"RUN {flag}: {entitlement} is not allowed",
                 instr.location,
@@ -125,7 +138,7 @@ def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     cc = state.config.config
     network = instr.network if instr.network not in (None, "default") else ctx.network
-    _entitle(instr, network, ctx)
+    _entitle(instr, network, ctx.allow)
     mounts = _mounts(instr, ctx)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
@@ -147,7 +160,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     def launch(root: OverlayRoot, output: int) -> int:
         process = Process(
             argv=argv,
-            env=tuple(env),
+            env=(*env, *prepared.env),  # secrets: for the process only, not in the key
             cwd=cc.working_dir or "/",
             user=cc.user or "",
             network="host" if network == "host" else "none",
