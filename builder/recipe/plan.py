@@ -6,14 +6,15 @@ stage is left for the engine, which drives a StageScope as it executes.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from builder.errors import RecipeError, SourceLocation
+from builder.recipe.gostr import go_quote
 from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
+from builder.recipe.suggest import closest
 
 
 @dataclass(frozen=True)
@@ -38,20 +39,24 @@ class BuildPlan:
 
 
 def _global_args(
-    preamble: list[Arg], build_args: Mapping[str, str], escape: str
+    preamble: list[Arg], build_args: Mapping[str, str], escape: str, stage: str | None
 ) -> tuple[dict[str, str], set[str]]:
-    env = platform_args()
+    env = platform_args(stage=stage)
+    # BuildKit: a --build-arg overrides an automatic arg (TARGETSTAGE=x) too.
+    env.update({k: v for k, v in build_args.items() if k in env})
     declared: set[str] = set()
     for instr in preamble:
-        # Each default may use the global args declared before it.
-        resolved = resolve(instr, env, escape)
-        assert isinstance(resolved, Arg)
-        for name, default in resolved.args:
+        for name, default in instr.args:
             declared.add(name)
-            if name in build_args:
+            if name in build_args:  # the default is never expanded: it may not even parse
                 env[name] = build_args[name]
             elif default is not None:
-                env[name] = default
+                # Each default may use the global args declared before it.
+                one = resolve(replace(instr, args=((name, default),)), env, escape)
+                assert isinstance(one, Arg)
+                value = one.args[0][1]
+                assert value is not None
+                env[name] = value
     return env, declared
 
 
@@ -110,7 +115,9 @@ def _split(recipe: Recipe) -> tuple[list[Arg], list[tuple[From, tuple[Instructio
 def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = None) -> BuildPlan:
     """The stage graph of `recipe` and the stages needed to build `target` (default: last)."""
     preamble, groups = _split(recipe)
-    global_env, global_declared = _global_args(preamble, build_args, recipe.escape)
+    # TARGETSTAGE: --target as given, else the last stage's name (BuildKit's defaultArgs).
+    stage_name = target if target is not None else groups[-1][0].stage_name
+    global_env, global_declared = _global_args(preamble, build_args, recipe.escape, stage_name)
     # All names first: a COPY --from naming its own or a later stage is an error, not an image.
     names: dict[str, int] = {}
     for index, (from_raw, _) in enumerate(groups):
@@ -168,9 +175,9 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
         return count - 1
     index = names.get(target.lower())
     if index is None:
-        close = difflib.get_close_matches(target.lower(), list(names), n=1)
+        close = closest(target, list(names), case_sensitive=True)
         hint = (
-            f"did you mean {close[0]}?"
+            f"did you mean {close}?"
             if close
             else (
                 f"stages: {', '.join(names)}"
@@ -178,7 +185,8 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
                 else "the recipe names no stage (FROM x AS name)"
             )
         )
-        raise RecipeError(f"target stage {target!r} could not be found", None, hint)
+        # BuildKit's words: `target stage "bulid" could not be found (did you mean build?)`
+        raise RecipeError(f"target stage {go_quote(target)} could not be found", None, hint)
     return index
 
 

@@ -9,7 +9,6 @@ and a hint saying what the instruction expects.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from builder.recipe import instructions as ins
 from builder.recipe import values
 from builder.recipe.flags import FlagError, ParsedFlags, parse_flags
 from builder.recipe.mounts import MountError, parse_mount
+from builder.recipe.suggest import closest
 from builder.recipe.tree import Node, SyntaxTree
 
 # BuildKit's stage-name rule (after lower-casing).
@@ -403,8 +403,8 @@ def to_instruction(node: Node, filename: str) -> ins.Instruction:
     convert = _CONVERTERS.get(cmd)
     location = node_location(node, filename)
     if convert is None:
-        close = difflib.get_close_matches(cmd, KNOWN, n=1)
-        hint = f"did you mean {close[0]}?" if close else None
+        close = closest(node.cmd, KNOWN, case_sensitive=False)
+        hint = f"did you mean {close}?" if close else None
         raise RecipeError(f"unknown instruction: {node.cmd}", location, hint)
     try:
         values.no_nul(cmd, _written_words(node))

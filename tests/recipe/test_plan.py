@@ -126,3 +126,37 @@ def test_global_defaults_chain_and_platform() -> None:
     stage = built.stages[0]
     assert stage.base == f"img:2-{built.global_args['TARGETARCH']}"
     assert stage.platform == built.global_args["BUILDPLATFORM"]
+
+
+def test_target_not_found_reads_as_buildkit_says_it() -> None:
+    with pytest.raises(RecipeError) as info:
+        plan(recipe(("FROM", "a", "AS", "build"), ("FROM", "b")), {}, target="bulid")
+    # BuildKit: target stage "bulid" could not be found (did you mean build?)
+    assert str(info.value) == 'target stage "bulid" could not be found (did you mean build?)'
+
+
+def test_a_global_default_is_not_expanded_when_a_build_arg_gives_the_value() -> None:
+    r = recipe(("ARG", "V=${UNSET:?needs a value}"), ("FROM", "img:$V"))
+    assert plan(r, {"V": "1"}).stages[0].base == "img:1"
+    with pytest.raises(RecipeError, match="needs a value"):
+        plan(r, {})
+
+
+@pytest.mark.parametrize(
+    ("target", "build_args", "expected"),
+    [
+        (None, {}, "last"),  # the last stage's name
+        ("first", {}, "first"),  # --target as given
+        ("FIRST", {}, "FIRST"),
+        ("first", {"TARGETSTAGE": "x"}, "x"),  # a build arg overrides it
+    ],
+)
+def test_targetstage_names_the_stage_being_built(
+    target: str | None, build_args: dict[str, str], expected: str
+) -> None:
+    r = recipe(("FROM", "a", "AS", "first"), ("FROM", "b", "AS", "Last"))
+    assert plan(r, build_args, target).global_args["TARGETSTAGE"] == expected
+
+
+def test_targetstage_is_default_when_the_last_stage_has_no_name() -> None:
+    assert plan(recipe(("FROM", "a")), {}).global_args["TARGETSTAGE"] == "default"

@@ -164,7 +164,10 @@ def test_onbuild_mirrors_inner() -> None:
         ('RUN --a=\'x y\' --b="c\\"d" -- --e f\n', '(run ["--a=x y" "--b=c\\"d"] "--e f")\n'),
         # json.Unmarshal since BuildKit 0.15: text after the array makes it shell form
         ('CMD ["a"] trailing\n', '(cmd "[\\"a\\"] trailing")\n'),
-        ('RUN ["echo","hello"]this is invalid\n', '(run "[\\"echo\\",\\"hello\\"]this is invalid")\n'),
+        (
+            'RUN ["echo","hello"]this is invalid\n',
+            '(run "[\\"echo\\",\\"hello\\"]this is invalid")\n',
+        ),
         ('VOLUME ["/a"] x\n', '(volume "[\\"/a\\"]" "x")\n'),
         ('SHELL ["a"]["b"]\n', '(shell "[\\"a\\"][\\"b\\"]")\n'),
         ('CMD ["a"] \t\n', '(cmd "a")\n'),  # JSON blanks after the array are fine

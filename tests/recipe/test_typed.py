@@ -87,6 +87,10 @@ def test_unknown_instruction_hint() -> None:
     assert err.message == "unknown instruction: COPPY"
     assert err.hint == "did you mean COPY?"
     assert str(err).startswith("Dockerfile:3:1: unknown instruction: COPPY")
+    # BuildKit's words, in the case the user wrote
+    assert str(error(node("entrypont", "x"))).endswith(
+        "unknown instruction: entrypont (did you mean entrypoint?)"
+    )
 
 
 def test_unknown_flag_points_at_the_flag() -> None:

@@ -50,6 +50,20 @@ def _script(instr: ins.Run) -> str:
     return "\n".join(parts) + "\n"
 
 
+def _history_text(argv: tuple[str, ...], ctx: StepContext) -> str:
+    """BuildKit's history line: `RUN [|N a=1 b=2 ]argv... # buildkit`, N the stage's ARGs."""
+    args = ctx.scope.history_args()
+    prefix = [f"|{len(args)}", *args] if args else []
+    return "RUN " + " ".join([*prefix, *argv]) + " # buildkit"
+
+
+def _with_proxies(env: list[str], proxies: list[str]) -> tuple[str, ...]:
+    """The process env: the proxy build args last, replacing a same-named entry (as the OCI
+    spec's env is built in BuildKit); they stay out of the key, which uses `env`."""
+    merged = dict(entry.partition("=")[::2] for entry in (*env, *proxies))
+    return tuple(f"{k}={v}" for k, v in merged.items())
+
+
 def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
     """The mounts, parsed (and refused if not valid) by resolve() as lint parses them."""
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
@@ -128,7 +142,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     mounts = _mounts(instr, ctx)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
-    created_by = f"RUN {' '.join(argv)} # buildkit"
+    created_by = _history_text(argv, ctx)
     payload: dict[str, object] = {
         "argv": argv,
         "env": env,
@@ -146,7 +160,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     def launch(root: OverlayRoot, output: int) -> int:
         process = Process(
             argv=argv,
-            env=tuple(env),
+            env=_with_proxies(env, ctx.scope.proxy_env()),
             cwd=cc.working_dir or "/",
             user=cc.user or "",
             network="host" if network == "host" else "none",
