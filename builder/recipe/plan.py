@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from builder.errors import RecipeError, SourceLocation
+from builder.errors import RecipeError
 from builder.recipe.gostr import go_quote
 from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
 from builder.recipe.resolve import resolve
@@ -60,33 +60,64 @@ def _global_args(
     return env, declared
 
 
-def _stage_ref(
-    ref: str, names: Mapping[str, int], current: int, location: SourceLocation, what: str
-) -> int | None:
-    """The stage `ref` (a name or an index) points to, or None when it names an image."""
-    index = int(ref) if ref.isdecimal() else names.get(ref.lower())
-    if index is None:
-        return None
-    if index >= current:
-        which = "its own stage" if index == current else "a later stage"
-        raise RecipeError(
-            f"{what}={ref} refers to {which}",
-            location,
-            "a stage can only use stages defined before it",
-        )
-    return index
-
-
-def _dependencies(
-    stage_index: int, body: tuple[Instruction, ...], names: Mapping[str, int]
-) -> set[int]:
-    deps: set[int] = set()
+def _copy_sources(
+    body: tuple[Instruction, ...], names: Mapping[str, int]
+) -> list[tuple[int, Copy]]:
+    """(stage index, COPY) for each COPY --from naming a stage (by name or index), earlier
+    or not: a later one is an error, after the cycle check BuildKit makes first."""
+    found = []
     for instr in body:
-        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
         if isinstance(instr, Copy) and instr.from_stage is not None:
-            index = _stage_ref(instr.from_stage, names, stage_index, instr.location, "COPY --from")
+            ref = instr.from_stage
+            index = int(ref) if ref.isdecimal() else names.get(ref.lower())
             if index is not None:
-                deps.add(index)
+                found.append((index, instr))
+    return found
+
+
+def _stage_label(index: int, name: str | None) -> str:
+    return name if name is not None else f"stage-{index}"  # BuildKit's name for it
+
+
+def _check_cycles(sources: list[list[tuple[int, Copy]]], labels: list[str]) -> None:
+    """BuildKit's validateCircularDependency: the first stage (in recipe order) from which a
+    cycle of COPY --from can be reached is named, at the COPY lines on the way."""
+    visited: set[int] = set()
+
+    def visit(index: int, path: list[int], via: list[Copy]) -> list[Copy] | None:
+        if index in visited:
+            return None
+        visited.add(index)
+        for dep, copy in sources[index]:
+            if dep >= len(sources):
+                raise RecipeError(f"invalid stage index {dep}", copy.location)
+            if dep in path or dep == index:
+                return [*via, copy]
+            found = visit(dep, [*path, index], [*via, copy])
+            if found is not None:
+                return found
+        return None
+
+    for index in range(len(sources)):
+        cycle = visit(index, [], [])
+        if cycle is not None:
+            raise RecipeError(
+                f"circular dependency detected on stage: {labels[index]}", cycle[-1].location
+            )
+
+
+def _dependencies(stage_index: int, sources: list[tuple[int, Copy]], labels: list[str]) -> set[int]:
+    deps: set[int] = set()
+    for index, copy in sources:
+        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
+        if index >= stage_index:
+            target = copy.from_stage
+            raise RecipeError(
+                f"cannot copy from stage {go_quote(str(target))}, it needs to be defined before"
+                f" current stage {go_quote(labels[stage_index])}",
+                copy.location,
+            )
+        deps.add(index)
     return deps
 
 
@@ -130,6 +161,9 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
                     f"stage {names[name]} already has this name",
                 )
             names[name] = index
+    labels = [_stage_label(i, from_raw.stage_name) for i, (from_raw, _) in enumerate(groups)]
+    sources = [_copy_sources(body, names) for _, body in groups]
+    _check_cycles(sources, labels)
     stages: list[Stage] = []
     for index, (from_raw, body) in enumerate(groups):
         resolved = resolve(from_raw, global_env, recipe.escape)
@@ -144,7 +178,7 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
         base_stage = names.get(resolved.image.lower())
         if base_stage is not None and base_stage >= index:
             base_stage = None
-        deps = _dependencies(index, body, names)
+        deps = _dependencies(index, sources[index], labels)
         if base_stage is not None:
             deps.add(base_stage)
         stages.append(
