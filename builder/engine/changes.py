@@ -19,8 +19,8 @@ from builder.recipe.resolve import resolve
 
 # moby's validCommitCommands
 VALID = frozenset(
-    ("CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL", "ONBUILD")
-    + ("STOPSIGNAL", "USER", "VOLUME", "WORKDIR")
+    {"CMD", "ENTRYPOINT", "ENV", "EXPOSE", "HEALTHCHECK", "LABEL", "ONBUILD"}
+    | {"STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
 )
 
 
