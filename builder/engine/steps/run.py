@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import posixpath
+
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.engine.options import NETWORK_HOST, SECURITY_INSECURE
@@ -30,6 +32,18 @@ from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
+
+# BuildKit mounts a heredoc with a shebang here, read-only, and runs it as a file.
+PIPES = "/dev/pipes"
+
+
+def _shebang_heredoc(instr: ins.Run) -> tuple[str, str] | None:
+    """(file name, body) of a shell-form RUN that is one heredoc starting with `#!`: BuildKit
+    writes it to a file (0755, never expanded) and runs that, so its interpreter runs it."""
+    if instr.exec_form or len(instr.heredocs) != 1 or not is_heredoc_marker(instr.command[0]):
+        return None
+    body = heredoc_body(instr.heredocs[0])
+    return (instr.heredocs[0].name, body) if body.startswith("#!") else None
 
 
 def _script(instr: ins.Run) -> str:
@@ -140,7 +154,13 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     network = instr.network if instr.network not in (None, "default") else ctx.network
     _entitle(instr, network, ctx)
     mounts = _mounts(instr, ctx)
-    argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
+    shebang = _shebang_heredoc(instr)
+    if shebang is not None:
+        argv: tuple[str, ...] = (*shell_of(state), posixpath.join(PIPES, shebang[0]))
+    elif instr.exec_form:
+        argv = tuple(instr.command)
+    else:
+        argv = (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
     created_by = _history_text(argv, ctx)
     payload: dict[str, object] = {
@@ -152,6 +172,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     }
     if mounts:
         payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
+    if shebang is not None:
+        payload["script"] = shebang[1]
     key = cachekey.chain(state.key, "RUN", payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
@@ -169,6 +191,14 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         return ctx.executor.run(root, process, output)
 
     prepared = _prepare(mounts, ctx, instr)
+    if shebang is not None:
+        staging = ctx.store.tmp_dir("heredoc")
+        staging.chmod(0o755)  # any USER reads it, as BuildKit's mount
+        prepared.cleanup.append(staging)
+        script = staging / shebang[0]
+        script.write_text(shebang[1])
+        script.chmod(0o755)
+        prepared.mounts.append(Mount(PIPES, "bind", staging, readonly=True))
     try:
         status, root, _last = execute_in_overlay(state, ctx, launch)
     finally:
