@@ -358,10 +358,15 @@ def _onbuild(c: _Ctx) -> ins.Instruction:
     if inner.cmd in ("FROM", "MAINTAINER"):
         raise c.error(f"{inner.cmd} isn't allowed as an ONBUILD trigger")
     instruction = to_instruction(inner, c.filename)
+    # BuildKit's parseOnBuild: the trigger is the line, then each heredoc's body and
+    # terminator, so that the child build parses the whole instruction again.
+    trigger = _ONBUILD_PREFIX.sub("", c.node.original)
+    for doc in c.node.heredocs or inner.heredocs:
+        trigger += "\n" + doc.content + doc.name
     return ins.Onbuild(
         location=c.location,
         original=c.node.original,
-        trigger=_ONBUILD_PREFIX.sub("", c.node.original),
+        trigger=trigger,
         instruction=instruction,
     )
 
@@ -411,7 +416,8 @@ def to_instruction(node: Node, filename: str) -> ins.Instruction:
     except values.Problem as problem:
         raise values.invalid(problem, location) from None
     try:
-        flags = parse_flags(cmd, node.flags)
+        # An ONBUILD node mirrors its inner instruction's flags; they are the inner's to parse.
+        flags = parse_flags(cmd, node.flags if cmd != "ONBUILD" else ())
     except FlagError as err:
         ctx = _Ctx(node, filename, ParsedFlags({}, {}, {}))
         raise ctx.error(str(err), word=err.word) from None

@@ -146,3 +146,22 @@ def test_import_with_changes_and_a_message(
     assert config["history"] == [{"created": config["created"], "comment": "my import"}]
     refused = builder("import", "-c", "RUN true", busybox_rootfs, "nope", check=False)
     assert refused.status == 2 and "run is not a valid change command" in refused.stderr
+
+
+def test_onbuild_run_heredoc_and_mount_run_in_the_child(builder: Builder, tmp_path: Path) -> None:
+    parent = (
+        "FROM busybox\n"
+        "ONBUILD RUN <<EOF\n"
+        'echo "hello world" >> /dest\n'
+        "EOF\n"
+        "ONBUILD RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /m\n"
+    )
+    builder("build", "-t", "parent", make_context(tmp_path / "p", parent))
+    on_build = _config(builder, "parent")["config"]["OnBuild"]
+    assert on_build == [
+        'RUN <<EOF\necho "hello world" >> /dest\nEOF',
+        "RUN --mount=type=tmpfs,target=/scratch touch /scratch/x && ls /scratch > /m",
+    ]
+    builder("build", "-t", "child", make_context(tmp_path / "c", "FROM parent\n"))
+    out = builder("run", "--rm", "child", "cat", "/dest", "/m").stdout
+    assert out == "hello world\nx\n"

@@ -7,6 +7,7 @@ import pytest
 from builder.errors import RecipeError
 from builder.image.platform import Platform
 from builder.recipe import instructions as ins
+from builder.recipe import load
 from builder.recipe.tree import Directives, Heredoc, Node, SyntaxTree
 from builder.recipe.typed import to_instruction, to_instructions
 
@@ -283,3 +284,20 @@ def test_security_insecure_types_for_the_build_to_judge() -> None:
     # Whether it may run depends on the build's --allow, which the recipe does not know.
     got = typed(node("RUN", "x", flags=("--security=insecure",)))
     assert isinstance(got, ins.Run) and got.security == "insecure"
+
+
+def test_onbuild_run_with_a_heredoc_or_a_mount_is_a_trigger() -> None:
+    """BuildKit's parseOnBuild: flags are the inner instruction's; a heredoc's body and
+    terminator are part of the trigger, so that the child parses the whole of it again."""
+    recipe = load(
+        "FROM a\n"
+        "ONBUILD RUN <<-EOF\n\techo hi > /x\nEOF\n"
+        "ONBUILD RUN --mount=type=cache,target=/c make\n"
+    )
+    heredoc, mount = recipe.instructions[1:]
+    assert isinstance(heredoc, ins.Onbuild) and isinstance(mount, ins.Onbuild)
+    assert heredoc.trigger == "RUN <<-EOF\n\techo hi > /x\nEOF"
+    assert mount.trigger == "RUN --mount=type=cache,target=/c make"
+    assert isinstance(mount.instruction, ins.Run) and mount.instruction.mounts
+    (child,) = load(heredoc.trigger).instructions
+    assert isinstance(child, ins.Run) and child.heredocs[0].content == "\techo hi > /x\n"
