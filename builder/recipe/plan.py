@@ -133,13 +133,13 @@ def _split(recipe: Recipe) -> tuple[list[Arg], list[tuple[From, tuple[Instructio
             preamble.append(instr)
         else:
             raise RecipeError(
-                f"{instr.keyword} before the first FROM",
+                "no build stage in current context",  # BuildKit's words
                 instr.location,
-                "only ARG may come before FROM",
+                f"only ARG may come before FROM, not {instr.keyword}",
             )
     if not groups:
         location = recipe.instructions[0].location if recipe.instructions else None
-        raise RecipeError("the recipe has no FROM instruction", location, "add FROM <image>")
+        raise RecipeError("dockerfile contains no stages to build", location, "add FROM <image>")
     return preamble, [(f, tuple(body)) for f, body in groups]
 
 
