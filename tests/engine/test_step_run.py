@@ -211,3 +211,17 @@ def test_a_heredoc_with_a_shebang_runs_as_a_file_from_dev_pipes(
     assert first.keys[-1] != second.keys[-1] and len(peeking.runs) == 2
     config, _ = image(store, first)
     assert config.history[-1].created_by == "RUN |1 X=1 /bin/sh -c /dev/pipes/EOF # buildkit"
+
+
+def test_a_command_with_heredocs_is_joined_as_buildkit_joins_it(
+    store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line, then each raw body and terminator; no newline after the last (its argv
+    and its history line are BuildKit's)."""
+    script = "cat <<-A <<B > /f\n\tone\nA\ntwo\nB"
+    fake.on(script, Effect())
+    recipe = "FROM scratch\nRUN cat <<-A <<B > /f\n\tone\nA\ntwo\nB\n"
+    built = run_build(store, make_context(tmp_path / "ctx", recipe), fake, monkeypatch)
+    assert fake.runs[0].argv == ("/bin/sh", "-c", script)
+    config, _ = image(store, built)
+    assert config.history[-1].created_by == f"RUN /bin/sh -c {script} # buildkit"

@@ -50,18 +50,15 @@ def _script(instr: ins.Run) -> str:
     """The shell script of a shell-form RUN, with its heredocs (BuildKit's rules).
 
     A RUN that is nothing but one heredoc runs the heredoc's body as the script; otherwise
-    the command line is followed by the bodies and terminators, for the shell to read.
+    the command line is followed by the raw bodies and terminators (no newline after the
+    last, and `<<-` tabs left for the shell to strip), as BuildKit joins them.
     """
     command = instr.command[0]
     if not instr.heredocs:
         return command
-    bodies = [heredoc_body(h) for h in instr.heredocs]
     if len(instr.heredocs) == 1 and is_heredoc_marker(command):
-        return bodies[0]
-    parts = [command]
-    for heredoc, body in zip(instr.heredocs, bodies, strict=True):
-        parts.append(body + heredoc.name)
-    return "\n".join(parts) + "\n"
+        return heredoc_body(instr.heredocs[0])
+    return "\n".join([command, *(h.content + h.name for h in instr.heredocs)])
 
 
 def _history_text(argv: tuple[str, ...], ctx: StepContext) -> str:
