@@ -96,7 +96,7 @@ def test_unknown_instruction_hint() -> None:
 
 def test_unknown_flag_points_at_the_flag() -> None:
     err = error(node("COPY", "a", "b", flags=("--link", "--fromm=x")))
-    assert err.message == "unknown flag: --fromm for COPY"
+    assert err.message == "unknown flag: --fromm (did you mean from?)"  # BuildKit's words
     assert err.location is not None
     assert err.location.column == len("COPY --link ") + 1
     assert "^" in err.render()
@@ -108,11 +108,11 @@ def test_unknown_flag_points_at_the_flag() -> None:
         ("COPY", ("--from",), "missing a value on flag: --from"),
         ("COPY", ("--from=a", "--from=b"), "duplicate flag specified: --from"),
         ("COPY", ("--link=yes",), "expecting boolean value for flag link, not: yes"),
-        ("ADD", ("--from=x",), "unknown flag: --from for ADD"),
+        ("ADD", ("--from=x",), "unknown flag: --from"),
         ("RUN", ("--network=bridge",), "invalid --network=bridge"),
         ("RUN", ("--security=x",), "invalid --security=x"),
-        ("FROM", ("--link",), "unknown flag: --link for FROM"),
-        ("WORKDIR", ("--x=1",), "unknown flag: --x for WORKDIR"),
+        ("FROM", ("--link",), "unknown flag: --link"),
+        ("WORKDIR", ("--x=1",), "unknown flag: --x"),
     ],
 )
 def test_flag_errors(cmd: str, flags: tuple[str, ...], message: str) -> None:
