@@ -11,7 +11,8 @@ import hashlib
 import json
 
 KEY_VERSION = "builder-cache-v3"  # bump when a step's meaning changes (v2: ADD unpacks tars;
-# v3: ARG is a step of its own with a history entry, scratch has PATH and WorkingDir)
+# v3: scratch has PATH and WorkingDir, proxy args left out of RUN's env, heredocs joined
+# as BuildKit joins them)
 
 
 def chain(parent: str, kind: str, payload: object) -> str:

@@ -189,6 +189,7 @@ def test_arg_values_are_in_runs_key(
     _, _, second = _build(
         store, fake, tmp_path, monkeypatch, "ARG A\nRUN go\n", build_args={"A": "1"}
     )
+    assert first.keys[0] == second.keys[0]  # ARG itself changes no key
     assert first.keys[1] != second.keys[1] and second.cached == [True, True, False]
 
 

@@ -207,8 +207,12 @@ def arg_step(instr: ins.Arg, state: ImageState, ctx: StepContext) -> ImageState:
         ctx.scope.declare_arg(name, value)
         current = ctx.scope.arg_value(name)
         written.append(name if current is None else f"{name}={current}")
-    text = " ".join(written)
-    return _apply(state, ctx, f"ARG {text}", "ARG", text)
+    # The key does not change: as in BuildKit, a value reaches the key of the steps that
+    # use it (RUN's env, an expanded field), not of every step after the ARG.
+    config = state.config.with_history(
+        history(state.created, f"ARG {' '.join(written)}", empty_layer=True)
+    )
+    return state.step(config, state.key)
 
 
 Handler = Callable[[Any, ImageState, StepContext], ImageState]
