@@ -171,10 +171,9 @@ def _variable_checks(built: BuildPlan, escape: str, build_args: Mapping[str, str
             "UndefinedArgInFrom",
         )
         findings.extend(found)
+        # scratch has the default PATH (BuildKit's empty image), as an image is assumed to
         if stage.base_stage is not None:
             base_env = stage_env[stage.base_stage]
-        elif stage.base == "scratch":
-            base_env = []
         else:
             base_env = list(_ASSUMED_BASE_ENV)
         scope = StageScope(built.global_args, build_args, base_env)

@@ -122,3 +122,8 @@ def test_an_arg_default_is_not_read_when_a_build_arg_gives_the_value() -> None:
     r = recipe(("FROM", "a:1"), ("ARG", "A=${UNSET:?boom}"), ("RUN", "echo $A"))
     assert lint(r, {"A": "1"}) == []  # as the build: no error
     assert [f.severity for f in lint(r, {})] == ["error"]
+
+
+def test_scratch_has_a_path() -> None:
+    r = recipe(("FROM", "scratch"), ("USER", "$PATH"))
+    assert lint(r, {}) == []
