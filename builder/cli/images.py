@@ -15,6 +15,16 @@ from builder.cli.common import open_store
 @click.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.argument("name")
+@click.option(
+    "-c",
+    "--change",
+    "changes",
+    multiple=True,
+    metavar="INSTRUCTION",
+    help="Apply a Dockerfile instruction to the image's config (CMD, ENTRYPOINT, ENV, "
+    "EXPOSE, HEALTHCHECK, LABEL, ONBUILD, STOPSIGNAL, USER, VOLUME, WORKDIR); repeatable.",
+)
+@click.option("-m", "--message", help="The history's comment (default: Imported from SOURCE).")
 @compress.options
 @epoch.option
 @click.pass_context
@@ -22,23 +32,35 @@ def import_(
     ctx: click.Context,
     source: Path,
     name: str,
+    changes: tuple[str, ...],
+    message: str | None,
     compression: str | None,
     compression_level: int | None,
     force_compression: bool | None,
     source_date_epoch: str | None,
 ) -> None:
     """Make a one-layer image NAME[:TAG] from a rootfs directory or tarball (plain, gzip, zstd)."""
+    from builder.engine.changes import apply_changes
     from builder.image.compression import LayerCompression
+    from builder.image.config import ContainerConfig
     from builder.image.reference import Reference
     from builder.store.importer import import_rootfs
 
     ref = str(Reference.parse(name))
+    config = apply_changes(ContainerConfig(), changes)  # a bad change fails before any work
     sde = epoch.source_date_epoch(source_date_epoch)
     # The one layer is always written anew: force has nothing to redo.
     wanted = compress.requested(compression, compression_level, force_compression)
     wanted = wanted or LayerCompression()
     manifest = import_rootfs(
-        open_store(ctx), source, ref, wanted.kind, level=wanted.level, source_date_epoch=sde
+        open_store(ctx),
+        source,
+        ref,
+        wanted.kind,
+        level=wanted.level,
+        source_date_epoch=sde,
+        config=config,
+        message=message,
     )
     click.echo(str(manifest.digest))
 

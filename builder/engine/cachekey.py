@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-KEY_VERSION = "builder-cache-v2"  # bump when a step's meaning changes (v2: ADD unpacks tars)
+KEY_VERSION = "builder-cache-v3"  # bump when a step's meaning changes (v2: ADD unpacks tars;
+# v3: scratch has PATH and WorkingDir, proxy args left out of RUN's env, heredocs joined
+# as BuildKit joins them)
 
 
 def chain(parent: str, kind: str, payload: object) -> str:

@@ -36,7 +36,7 @@ from builder.errors import (
     UsageError,
 )
 from builder.image.compression import LayerCompression
-from builder.image.config import ImageConfig
+from builder.image.config import DEFAULT_PATH, ContainerConfig, ImageConfig
 from builder.image.descriptor import Platform
 from builder.image.epoch import created_at
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
@@ -98,9 +98,25 @@ def _save_memo(context: BuildContext, store: Store) -> None:
 
 
 def _scratch() -> ImageState:
+    """BuildKit's empty image: WorkingDir "/" (only scratch gets one) and the default PATH."""
     host = Platform.host()
-    config = ImageConfig(architecture=host.architecture, os=host.os, variant=host.variant)
+    config = ImageConfig(
+        architecture=host.architecture,
+        os=host.os,
+        variant=host.variant,
+        config=ContainerConfig(env=(f"PATH={DEFAULT_PATH}",), working_dir="/"),
+    )
     return ImageState(config=config, layers=(), key="scratch", created=EPOCH)
+
+
+def _with_path(state: ImageState) -> ImageState:
+    """BuildKit makes sure every stage's image has a PATH (a base image without one gets
+    the default, in the config too)."""
+    cc = state.config.config
+    if any(entry.startswith("PATH=") for entry in cc.env):
+        return state
+    cc = cc.replace(env=(*cc.env, f"PATH={DEFAULT_PATH}"))
+    return replace(state, config=state.config.with_container_config(cc))
 
 
 def _base(stage: Stage, images: ImageSource, done: dict[str, ImageState]) -> ImageState:
@@ -236,7 +252,7 @@ class _Run:
         text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
         self.report(StepStarted(label, self.number, self.total, text))
         # A CMD set in the base stage counts as inherited here (ENTRYPOINT drops it).
-        state = replace(_base(stage, self.images, self.done), cmd_set_in_stage=False)
+        state = replace(_with_path(_base(stage, self.images, self.done)), cmd_set_in_stage=False)
         if self.options.source_date_epoch is not None:
             # Every step this build adds is dated at the epoch, config-only ones included
             # (they take the state's time); the base image's history keeps its own times.

@@ -68,6 +68,9 @@ class ContainerConfig:
     healthcheck: Healthcheck | None = None
     on_build: tuple[str, ...] = ()
     shell: tuple[str, ...] | None = None
+    # Deprecated in the OCI spec; BuildKit sets it on every CMD for the Docker image spec,
+    # and it is part of the config digest.
+    args_escaped: bool = False
 
     def __hash__(self) -> int:
         return hash((self.env, self.entrypoint, self.cmd, tuple(sorted(self.labels.items()))))
@@ -96,6 +99,8 @@ class ContainerConfig:
             out["Labels"] = dict(self.labels)
         if self.stop_signal:
             out["StopSignal"] = self.stop_signal
+        if self.args_escaped:
+            out["ArgsEscaped"] = True
         if self.healthcheck is not None:
             out["Healthcheck"] = self.healthcheck.to_json()
         if self.on_build:
@@ -124,6 +129,7 @@ class ContainerConfig:
             healthcheck=None if hc is None else Healthcheck.from_json(hc),
             on_build=fields.opt_strs(m, "OnBuild", w) or (),
             shell=fields.opt_strs(m, "Shell", w),
+            args_escaped=fields.opt_bool(m, "ArgsEscaped", w),
         )
 
 
@@ -152,9 +158,7 @@ class History:
     @classmethod
     def from_json(cls, value: Any) -> History:
         m = fields.obj(value, "history")
-        empty = m.get("empty_layer", False)
-        if not isinstance(empty, bool):
-            raise fields.FormatError("history: 'empty_layer' must be a boolean")
+        empty = fields.opt_bool(m, "empty_layer", "history")
         return cls(
             created=fields.opt_str(m, "created", "history"),
             created_by=fields.opt_str(m, "created_by", "history"),

@@ -98,3 +98,31 @@ def parse_duration(text: str) -> int:
     if total > _MAX:
         raise invalid
     return total
+
+
+def _decimal(value: int, unit: int) -> str:
+    """`value / unit` as Go prints it: the fraction without trailing zeros."""
+    whole, frac = divmod(value, unit)
+    digits = len(str(unit)) - 1
+    return f"{whole}" + (f".{frac:0{digits}d}".rstrip("0") if frac else "")
+
+
+def format_duration(ns: int) -> str:
+    """Go's time.Duration.String(): "0s", "100ms", "1.5µs", "1h0m30s"."""
+    sign, u = ("-" if ns < 0 else ""), abs(ns)
+    if u == 0:
+        return "0s"
+    if u < 1_000:
+        return f"{sign}{u}ns"
+    if u < 1_000_000:
+        return f"{sign}{_decimal(u, 1_000)}µs"
+    if u < 1_000_000_000:
+        return f"{sign}{_decimal(u, 1_000_000)}ms"
+    hours, rest = divmod(u, 3_600_000_000_000)
+    minutes, rest = divmod(rest, 60_000_000_000)
+    text = _decimal(rest, 1_000_000_000) + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    if hours:
+        text = f"{hours}h{text}"
+    return sign + text

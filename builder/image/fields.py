@@ -45,6 +45,15 @@ def opt_int(m: Mapping[str, Any], key: str, what: str) -> int | None:
     return value
 
 
+def opt_bool(m: Mapping[str, Any], key: str, what: str) -> bool:
+    value = m.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise FormatError(f"{what}: {key!r} must be a boolean")
+    return value
+
+
 def opt_strs(m: Mapping[str, Any], key: str, what: str) -> tuple[str, ...] | None:
     value = m.get(key)
     if value is None:

@@ -7,6 +7,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from builder.recipe.suggest import closest
+
 
 class FlagKind(enum.Enum):
     STRING = "string"
@@ -75,7 +77,9 @@ def parse_flags(keyword: str, words: tuple[str, ...]) -> ParsedFlags:
         name, has_value, value = word[2:].partition("=")
         kind = allowed.get(name)
         if kind is None:
-            raise FlagError(f"unknown flag: --{name} for {keyword}", word)
+            close = closest(name, allowed, case_sensitive=True)
+            hint = f" (did you mean {close}?)" if close else ""  # BuildKit's bflag words
+            raise FlagError(f"unknown flag: --{name}{hint}", word)
         if kind is FlagKind.BOOL:
             if name in bools:
                 raise FlagError(f"duplicate flag specified: --{name}", word)

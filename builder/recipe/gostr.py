@@ -135,22 +135,25 @@ def _finite(text: str) -> float:
     return value
 
 
+_JSON_SPACE = " \t\n\r"  # the only blanks JSON allows around a value
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, parse_int=_finite)
 
 
 def go_json_strings(rest: str) -> list[str] | None:
     """BuildKit's parseJSON: the argv of an exec-form instruction, or None for shell form.
 
-    Like Go's json.Decoder, only the first JSON value counts and text after it is ignored
-    (`CMD ["a"] x` is `["a"]`). Raises NotStringArray for a valid array holding anything
-    but strings.
+    Like Go's json.Unmarshal (BuildKit 0.15 and later), the whole text must be one JSON
+    value: `RUN ["a"] x` is shell form. Raises NotStringArray for a valid array holding
+    anything but strings.
     """
     rest = rest.lstrip(GO_SPACE)
     if not rest.startswith("["):
         return None
     try:
-        value, _ = _DECODER.raw_decode(rest)
+        value, end = _DECODER.raw_decode(rest)
     except (ValueError, RecursionError):
+        return None
+    if rest[end:].strip(_JSON_SPACE):  # Unmarshal: "invalid character after top-level value"
         return None
     if not isinstance(value, list):
         return None

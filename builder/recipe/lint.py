@@ -11,7 +11,7 @@ the base image) is therefore not an error here: the UndefinedVar warning points 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from builder.errors import RecipeError, SourceLocation
@@ -171,15 +171,17 @@ def _variable_checks(built: BuildPlan, escape: str, build_args: Mapping[str, str
             "UndefinedArgInFrom",
         )
         findings.extend(found)
+        # scratch has the default PATH (BuildKit's empty image), as an image is assumed to
         if stage.base_stage is not None:
             base_env = stage_env[stage.base_stage]
-        elif stage.base == "scratch":
-            base_env = []
         else:
             base_env = list(_ASSUMED_BASE_ENV)
         scope = StageScope(built.global_args, build_args, base_env)
         external = stage.base_stage is None and stage.base != "scratch"
         for instr in stage.instructions:
+            if isinstance(instr, ins.Arg):  # as the build: a given value's default is not read
+                given = tuple((n, None if scope.has_build_arg(n) else d) for n, d in instr.args)
+                instr = replace(instr, args=given)
             resolved, found = _undefined(
                 instr,
                 scope.expansion_env(),

@@ -6,14 +6,15 @@ stage is left for the engine, which drives a StageScope as it executes.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from builder.errors import RecipeError, SourceLocation
+from builder.errors import RecipeError
+from builder.recipe.gostr import go_quote
 from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
+from builder.recipe.suggest import closest
 
 
 @dataclass(frozen=True)
@@ -38,50 +39,85 @@ class BuildPlan:
 
 
 def _global_args(
-    preamble: list[Arg], build_args: Mapping[str, str], escape: str
+    preamble: list[Arg], build_args: Mapping[str, str], escape: str, stage: str | None
 ) -> tuple[dict[str, str], set[str]]:
-    env = platform_args()
+    env = platform_args(stage=stage)
+    # BuildKit: a --build-arg overrides an automatic arg (TARGETSTAGE=x) too.
+    env.update({k: v for k, v in build_args.items() if k in env})
     declared: set[str] = set()
     for instr in preamble:
-        # Each default may use the global args declared before it.
-        resolved = resolve(instr, env, escape)
-        assert isinstance(resolved, Arg)
-        for name, default in resolved.args:
+        for name, default in instr.args:
             declared.add(name)
-            if name in build_args:
+            if name in build_args:  # the default is never expanded: it may not even parse
                 env[name] = build_args[name]
             elif default is not None:
-                env[name] = default
+                # Each default may use the global args declared before it.
+                one = resolve(replace(instr, args=((name, default),)), env, escape)
+                assert isinstance(one, Arg)
+                value = one.args[0][1]
+                assert value is not None
+                env[name] = value
     return env, declared
 
 
-def _stage_ref(
-    ref: str, names: Mapping[str, int], current: int, location: SourceLocation, what: str
-) -> int | None:
-    """The stage `ref` (a name or an index) points to, or None when it names an image."""
-    index = int(ref) if ref.isdecimal() else names.get(ref.lower())
-    if index is None:
-        return None
-    if index >= current:
-        which = "its own stage" if index == current else "a later stage"
-        raise RecipeError(
-            f"{what}={ref} refers to {which}",
-            location,
-            "a stage can only use stages defined before it",
-        )
-    return index
-
-
-def _dependencies(
-    stage_index: int, body: tuple[Instruction, ...], names: Mapping[str, int]
-) -> set[int]:
-    deps: set[int] = set()
+def _copy_sources(
+    body: tuple[Instruction, ...], names: Mapping[str, int]
+) -> list[tuple[int, Copy]]:
+    """(stage index, COPY) for each COPY --from naming a stage (by name or index), earlier
+    or not: a later one is an error, after the cycle check BuildKit makes first."""
+    found = []
     for instr in body:
-        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
         if isinstance(instr, Copy) and instr.from_stage is not None:
-            index = _stage_ref(instr.from_stage, names, stage_index, instr.location, "COPY --from")
+            ref = instr.from_stage
+            index = int(ref) if ref.isdecimal() else names.get(ref.lower())
             if index is not None:
-                deps.add(index)
+                found.append((index, instr))
+    return found
+
+
+def _stage_label(index: int, name: str | None) -> str:
+    return name if name is not None else f"stage-{index}"  # BuildKit's name for it
+
+
+def _check_cycles(sources: list[list[tuple[int, Copy]]], labels: list[str]) -> None:
+    """BuildKit's validateCircularDependency: the first stage (in recipe order) from which a
+    cycle of COPY --from can be reached is named, at the COPY lines on the way."""
+    visited: set[int] = set()
+
+    def visit(index: int, path: list[int], via: list[Copy]) -> list[Copy] | None:
+        if index in visited:
+            return None
+        visited.add(index)
+        for dep, copy in sources[index]:
+            if dep >= len(sources):
+                raise RecipeError(f"invalid stage index {dep}", copy.location)
+            if dep in path or dep == index:
+                return [*via, copy]
+            found = visit(dep, [*path, index], [*via, copy])
+            if found is not None:
+                return found
+        return None
+
+    for index in range(len(sources)):
+        cycle = visit(index, [], [])
+        if cycle is not None:
+            raise RecipeError(
+                f"circular dependency detected on stage: {labels[index]}", cycle[-1].location
+            )
+
+
+def _dependencies(stage_index: int, sources: list[tuple[int, Copy]], labels: list[str]) -> set[int]:
+    deps: set[int] = set()
+    for index, copy in sources:
+        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
+        if index >= stage_index:
+            target = copy.from_stage
+            raise RecipeError(
+                f"cannot copy from stage {go_quote(str(target))}, it needs to be defined before"
+                f" current stage {go_quote(labels[stage_index])}",
+                copy.location,
+            )
+        deps.add(index)
     return deps
 
 
@@ -97,20 +133,22 @@ def _split(recipe: Recipe) -> tuple[list[Arg], list[tuple[From, tuple[Instructio
             preamble.append(instr)
         else:
             raise RecipeError(
-                f"{instr.keyword} before the first FROM",
+                "no build stage in current context",  # BuildKit's words
                 instr.location,
-                "only ARG may come before FROM",
+                f"only ARG may come before FROM, not {instr.keyword}",
             )
     if not groups:
         location = recipe.instructions[0].location if recipe.instructions else None
-        raise RecipeError("the recipe has no FROM instruction", location, "add FROM <image>")
+        raise RecipeError("dockerfile contains no stages to build", location, "add FROM <image>")
     return preamble, [(f, tuple(body)) for f, body in groups]
 
 
 def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = None) -> BuildPlan:
     """The stage graph of `recipe` and the stages needed to build `target` (default: last)."""
     preamble, groups = _split(recipe)
-    global_env, global_declared = _global_args(preamble, build_args, recipe.escape)
+    # TARGETSTAGE: --target as given, else the last stage's name (BuildKit's defaultArgs).
+    stage_name = target if target is not None else groups[-1][0].stage_name
+    global_env, global_declared = _global_args(preamble, build_args, recipe.escape, stage_name)
     # All names first: a COPY --from naming its own or a later stage is an error, not an image.
     names: dict[str, int] = {}
     for index, (from_raw, _) in enumerate(groups):
@@ -123,6 +161,9 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
                     f"stage {names[name]} already has this name",
                 )
             names[name] = index
+    labels = [_stage_label(i, from_raw.stage_name) for i, (from_raw, _) in enumerate(groups)]
+    sources = [_copy_sources(body, names) for _, body in groups]
+    _check_cycles(sources, labels)
     stages: list[Stage] = []
     for index, (from_raw, body) in enumerate(groups):
         resolved = resolve(from_raw, global_env, recipe.escape)
@@ -137,7 +178,7 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
         base_stage = names.get(resolved.image.lower())
         if base_stage is not None and base_stage >= index:
             base_stage = None
-        deps = _dependencies(index, body, names)
+        deps = _dependencies(index, sources[index], labels)
         if base_stage is not None:
             deps.add(base_stage)
         stages.append(
@@ -168,9 +209,9 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
         return count - 1
     index = names.get(target.lower())
     if index is None:
-        close = difflib.get_close_matches(target.lower(), list(names), n=1)
+        close = closest(target, list(names), case_sensitive=True)
         hint = (
-            f"did you mean {close[0]}?"
+            f"did you mean {close}?"
             if close
             else (
                 f"stages: {', '.join(names)}"
@@ -178,7 +219,8 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
                 else "the recipe names no stage (FROM x AS name)"
             )
         )
-        raise RecipeError(f"target stage {target!r} could not be found", None, hint)
+        # BuildKit's words: `target stage "bulid" could not be found (did you mean build?)`
+        raise RecipeError(f"target stage {go_quote(target)} could not be found", None, hint)
     return index
 
 

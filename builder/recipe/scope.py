@@ -5,8 +5,10 @@
 - `--build-arg` overrides any default; a build arg nobody declares is "unused" (a warning).
 - ARG values are in the environment of RUN steps but never in the image config.
 - ENV (the base image's, and the stage's own) overrides an ARG of the same name.
-- The proxy args are passed to RUN without a declaration when given as build args; the
-  platform args (TARGETARCH...) live in the global scope and must be declared to be seen.
+- The proxy args are passed to RUN without a declaration when given as build args, as
+  BuildKit's ProxyEnv: both spellings, out of the cache key, the config and the history.
+  The platform args (TARGETARCH..., TARGETSTAGE) live in the global scope and must be
+  declared to be seen.
 """
 
 from __future__ import annotations
@@ -15,11 +17,8 @@ from collections.abc import Mapping, Sequence
 
 from builder.image.platform import Platform
 
-PROXY_ARGS = frozenset(
-    name
-    for base in ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
-    for name in (base, base.lower())
-)
+_PROXY_KINDS = ("HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY")
+PROXY_ARGS = frozenset(name for base in _PROXY_KINDS for name in (base, base.lower()))
 PLATFORM_ARGS = (
     "TARGETPLATFORM",
     "TARGETOS",
@@ -29,6 +28,7 @@ PLATFORM_ARGS = (
     "BUILDOS",
     "BUILDARCH",
     "BUILDVARIANT",
+    "TARGETSTAGE",
 )
 
 
@@ -38,8 +38,12 @@ def host_platform(machine: str | None = None) -> tuple[str, str, str]:
     return host.os, host.architecture, host.variant or ""
 
 
-def platform_args(target: str | None = None, machine: str | None = None) -> dict[str, str]:
-    """The automatic platform args: BUILD* for this host, TARGET* for `target` (or host)."""
+def platform_args(
+    target: str | None = None, machine: str | None = None, stage: str | None = None
+) -> dict[str, str]:
+    """The automatic platform args: BUILD* for this host, TARGET* for `target` (or host),
+    and TARGETSTAGE: the stage being built (BuildKit: --target, else the last stage's
+    name, else "default")."""
     os_, arch, variant = host_platform(machine)
     build = f"{os_}/{arch}" + (f"/{variant}" if variant else "")
     t_os, t_arch, t_variant = os_, arch, variant
@@ -58,6 +62,7 @@ def platform_args(target: str | None = None, machine: str | None = None) -> dict
         "TARGETOS": t_os,
         "TARGETARCH": t_arch,
         "TARGETVARIANT": t_variant,
+        "TARGETSTAGE": stage or "default",
     }
 
 
@@ -84,6 +89,7 @@ class StageScope:
         # ENV of an existing key replaces it in place.
         self._env = _split_env(image_env)
         self._args: dict[str, str | None] = {}
+        self._first_declared: dict[str, None] = {}  # the order BuildKit's history keeps
         self.used_build_args: set[str] = {n for n in self._build_args if n in PROXY_ARGS}
 
     def declare_arg(self, name: str, default: str | None) -> None:
@@ -99,6 +105,14 @@ class StageScope:
         # Re-declaring moves the arg to the end, so run_env follows declaration order.
         self._args.pop(name, None)
         self._args[name] = value
+        self._first_declared.setdefault(name)
+
+    def has_build_arg(self, name: str) -> bool:
+        """Whether --build-arg gives `name` (then its ARG default is never expanded)."""
+        return name in self._build_args
+
+    def arg_value(self, name: str) -> str | None:
+        return self._args.get(name)
 
     def set_env(self, name: str, value: str) -> None:
         """`ENV name=value` (value already expanded)."""
@@ -116,9 +130,27 @@ class StageScope:
         env = dict(self._env)
         for name, value in self._set_args().items():
             env.setdefault(name, value)
-        for name in sorted(PROXY_ARGS & self._build_args.keys()):
-            env.setdefault(name, self._build_args[name])
         return [f"{k}={v}" for k, v in env.items()]
+
+    def proxy_env(self) -> list[str]:
+        """BuildKit's ProxyEnv: each proxy build arg (any case) in both spellings, added to
+        a RUN's environment last (it wins), and kept out of its cache key."""
+        values: dict[str, str] = {}
+        for name in sorted(self._build_args):  # as BuildKit: sorted, so `http_proxy` wins
+            if name.upper() in _PROXY_KINDS:
+                values[name.upper()] = self._build_args[name]
+        return [
+            f"{spelling}={values[kind]}"
+            for kind in _PROXY_KINDS
+            if values.get(kind)
+            for spelling in (kind, kind.lower())
+        ]
+
+    def history_args(self) -> list[str]:
+        """`name=value` of each ARG the stage declared, in first-declaration order with its
+        value as a RUN sees it (ENV wins), for BuildKit's `RUN |N a=1 b=2 ...` history."""
+        env = dict(entry.partition("=")[::2] for entry in self.run_env())
+        return [f"{n}={env.get(n, self._args.get(n) or '')}" for n in self._first_declared]
 
     def image_env(self) -> list[str]:
         """The env to write into the image config: no ARG ever reaches it."""

@@ -333,7 +333,7 @@ def _node(text: str, split: _Split, escape: str, where: _Where, depth: int = 0) 
                 hint="put flags after the inner instruction: ONBUILD COPY --from=x ...",
             )
         if depth >= _MAX_ONBUILD_DEPTH:
-            raise where.error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+            raise where.error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
         if split.rest:
             inner = _node(split.rest, _split_one(split.rest, where), escape, where, depth + 1)
         return Node(

@@ -9,7 +9,6 @@ and a hint saying what the instruction expects.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -18,7 +17,9 @@ from builder.errors import RecipeError, SourceLocation
 from builder.recipe import instructions as ins
 from builder.recipe import values
 from builder.recipe.flags import FlagError, ParsedFlags, parse_flags
+from builder.recipe.gostr import go_quote
 from builder.recipe.mounts import MountError, parse_mount
+from builder.recipe.suggest import closest
 from builder.recipe.tree import Node, SyntaxTree
 
 # BuildKit's stage-name rule (after lower-casing).
@@ -85,14 +86,14 @@ def node_location(node: Node, filename: str) -> SourceLocation:
 def _from(c: _Ctx) -> ins.Instruction:
     args = c.node.value
     if len(args) not in (1, 3) or (len(args) == 3 and args[1].lower() != "as"):
-        raise c.error("FROM requires either one argument, or three: FROM <source> AS <name>")
+        raise c.error("FROM requires either one or three arguments")
     stage = None
     if len(args) == 3:
         stage = args[2].lower()
         if not STAGE_NAME.match(stage):
             raise c.error(
-                f"invalid name for build stage: {args[2]!r}",
-                "a stage name starts with a letter and holds only a-z 0-9 - _ .",
+                f"invalid name for build stage: {go_quote(args[2])},"
+                " name can't start with a number or contain symbols",
                 word=args[2],
             )
     platform = c.flags.string("platform")
@@ -152,9 +153,10 @@ def _run(c: _Ctx) -> ins.Instruction:
 def _sources_dest(c: _Ctx) -> tuple[tuple[str, ...], str]:
     args = c.node.value
     if len(args) < 2:
-        kw = c.node.cmd
-        got = "none was" if not args else "only one was"
-        raise c.error(f"{kw} requires at least two arguments, but {got} provided")
+        raise c.error(
+            f"{c.node.cmd} requires at least two arguments, but only one was provided."
+            " Destination could not be determined"
+        )
     return args[:-1], args[-1]
 
 
@@ -312,9 +314,9 @@ def _healthcheck(c: _Ctx) -> ins.Instruction:
             raise c.error("HEALTHCHECK NONE takes no flags", word=c.node.flags[0])
         return ins.Healthcheck(location=c.location, original=c.node.original, test=("NONE",))
     if kind != "CMD":
-        raise c.error(f"unknown type {args[0]} in HEALTHCHECK", "try CMD or NONE", word=args[0])
+        raise c.error(f"Unknown type {go_quote(args[0])} in HEALTHCHECK", "try CMD", word=args[0])
     if len(args) < 2 or (not c.node.json and not args[1].strip()):
-        raise c.error("missing command after HEALTHCHECK CMD")
+        raise c.error("Missing command after HEALTHCHECK CMD")
     test = ("CMD", *args[1:]) if c.node.json else ("CMD-SHELL", args[1])
     # HEALTHCHECK's flags are never expanded: every value is known here.
     try:
@@ -354,14 +356,19 @@ def _onbuild(c: _Ctx) -> ins.Instruction:
             source_line=c.node.source_line,
         )
     if inner.cmd == "ONBUILD":
-        raise c.error("chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
+        raise c.error("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed")
     if inner.cmd in ("FROM", "MAINTAINER"):
         raise c.error(f"{inner.cmd} isn't allowed as an ONBUILD trigger")
     instruction = to_instruction(inner, c.filename)
+    # BuildKit's parseOnBuild: the trigger is the line, then each heredoc's body and
+    # terminator, so that the child build parses the whole instruction again.
+    trigger = _ONBUILD_PREFIX.sub("", c.node.original)
+    for doc in c.node.heredocs or inner.heredocs:
+        trigger += "\n" + doc.content + doc.name
     return ins.Onbuild(
         location=c.location,
         original=c.node.original,
-        trigger=_ONBUILD_PREFIX.sub("", c.node.original),
+        trigger=trigger,
         instruction=instruction,
     )
 
@@ -403,15 +410,16 @@ def to_instruction(node: Node, filename: str) -> ins.Instruction:
     convert = _CONVERTERS.get(cmd)
     location = node_location(node, filename)
     if convert is None:
-        close = difflib.get_close_matches(cmd, KNOWN, n=1)
-        hint = f"did you mean {close[0]}?" if close else None
+        close = closest(node.cmd, KNOWN, case_sensitive=False)
+        hint = f"did you mean {close}?" if close else None
         raise RecipeError(f"unknown instruction: {node.cmd}", location, hint)
     try:
         values.no_nul(cmd, _written_words(node))
     except values.Problem as problem:
         raise values.invalid(problem, location) from None
     try:
-        flags = parse_flags(cmd, node.flags)
+        # An ONBUILD node mirrors its inner instruction's flags; they are the inner's to parse.
+        flags = parse_flags(cmd, node.flags if cmd != "ONBUILD" else ())
     except FlagError as err:
         ctx = _Ctx(node, filename, ParsedFlags({}, {}, {}))
         raise ctx.error(str(err), word=err.word) from None

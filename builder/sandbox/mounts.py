@@ -172,9 +172,18 @@ def mountpoints(spec: SandboxSpec) -> list[tuple[str, Literal["dir", "file"], bo
         ("etc/resolv.conf", "file", False),
     ]
     for m in spec.mounts:
-        is_dir = m.kind == "tmpfs" or (m.source is not None and os.path.isdir(m.source))
-        points.append((normalize(m.target), "dir" if is_dir else "file", True))
+        if not _in_dev(m.target):  # those are made in our fresh /dev (populate)
+            points.append((normalize(m.target), _point_kind(m), True))
     return points
+
+
+def _in_dev(target: str) -> bool:
+    return normalize(target).startswith("/dev/")
+
+
+def _point_kind(m: Mount) -> Literal["dir", "file"]:
+    is_dir = m.kind == "tmpfs" or (m.source is not None and os.path.isdir(m.source))
+    return "dir" if is_dir else "file"
 
 
 def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
@@ -253,6 +262,9 @@ def populate(rootdir: str, spec: SandboxSpec, etc: EtcFiles) -> None:
             _bind(rootfd, target, source, readonly=True, optional=True)
         for m in sorted(spec.mounts, key=lambda m: normalize(m.target).count("/")):
             target = normalize(m.target)
+            if _in_dev(target):  # (RUN <<EOF with a shebang: /dev/pipes) in the /dev tmpfs
+                fd, _made = inroot.ensure(rootfd, target, _point_kind(m))
+                os.close(fd)
             if m.kind == "tmpfs":
                 flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.readonly else 0)
                 _on(rootfd, target, "tmpfs", "tmpfs", flags, "mode=1777")

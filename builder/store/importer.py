@@ -27,8 +27,13 @@ def import_rootfs(
     *,
     source_date_epoch: int | None = None,
     level: int | None = None,
+    config: ContainerConfig | None = None,
+    message: str | None = None,
 ) -> Descriptor:
     """Import SOURCE (a directory, or a plain/gzip/zstd tarball) and tag it NAME.
+
+    `config` is the image's container config (docker import --change), `message` the
+    history's comment (-m), which is, as docker writes it, the only thing it says.
 
     With `source_date_epoch`, the image's `created` is that time and no mtime in the layer
     is later: the same rootfs gives the same image ID wherever and whenever it is imported.
@@ -55,19 +60,15 @@ def import_rootfs(
     else:
         created = created_at(source_date_epoch)
     host = Platform.host()
-    config = ImageConfig(
+    image_config = ImageConfig(
         architecture=host.architecture,
         os=host.os,
         variant=host.variant,
         created=created,
-        config=ContainerConfig(),
+        config=config or ContainerConfig(),
         diff_ids=(diff_id,),
-        history=(
-            History(
-                created=created, created_by=f"builder import {source.name}", comment="imported"
-            ),
-        ),
+        history=(History(created=created, comment=message or f"Imported from {source.name}"),),
     )
-    image = store.write_image(config, (layer,))
+    image = store.write_image(image_config, (layer,))
     store.layout.tag(name, image.descriptor)
     return image.descriptor

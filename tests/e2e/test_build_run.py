@@ -48,7 +48,8 @@ def test_image_config_and_history_as_docker_fills_them(builder: Builder) -> None
     assert not any(e.startswith("GREETING=") for e in config["config"]["Env"])  # ARG never persists
     layered = [h for h in config["history"] if not h.get("empty_layer")]
     assert len(layered) == len(config["rootfs"]["diff_ids"]) == len(info["Manifest"]["layers"])
-    assert [h["created_by"].split()[0] for h in layered] == ["builder", "WORKDIR", "COPY", "RUN"]
+    # the imported base's entry has no created_by, as docker import writes it
+    assert [h.get("created_by", "-").split()[0] for h in layered] == ["-", "WORKDIR", "COPY", "RUN"]
     assert all(
         layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
         for layer in info["Manifest"]["layers"][1:]
@@ -284,7 +285,7 @@ def test_config_fields_as_docker_writes_them(builder: Builder, tmp_path: Path) -
     assert "Cmd" not in c  # a new ENTRYPOINT drops the CMD inherited from the base stage
     assert c["OnBuild"] == ["RUN echo child"]
     assert config["architecture"] and config["os"] == "linux"
-    created_by = [h["created_by"] for h in config["history"]]
+    created_by = [h.get("created_by", "") for h in config["history"]]
     assert "LABEL org.example.a=1 b c=d e" in created_by
     keywords = (
         "CMD",
@@ -296,10 +297,11 @@ def test_config_fields_as_docker_writes_them(builder: Builder, tmp_path: Path) -
         "SHELL",
         "HEALTHCHECK",
         "ENTRYPOINT",
-        "ONBUILD",
     )
-    metadata_only = [h for h in config["history"] if h["created_by"].startswith(keywords)]
-    assert len(metadata_only) == 10 and all(h.get("empty_layer") for h in metadata_only)
+    history = config["history"]
+    metadata_only = [h for h in history if h.get("created_by", "").startswith(keywords)]
+    assert len(metadata_only) == 9 and all(h.get("empty_layer") for h in metadata_only)
+    assert not any(line.startswith("ONBUILD") for line in created_by)  # BuildKit writes none
     assert builder("run", "--rm", "cfg", "hi").stdout == "hi\n"  # ENTRYPOINT + args
 
 

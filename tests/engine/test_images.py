@@ -9,7 +9,7 @@ import pytest
 from builder.engine.engine import build
 from builder.engine.options import BuildOptions
 from builder.errors import ImageNotFound, RegistryError
-from builder.image.config import ContainerConfig
+from builder.image.config import DEFAULT_PATH, ContainerConfig
 from builder.image.image import Image
 from builder.store import Store
 from tests.engine.fakes import FakeExecutor
@@ -47,7 +47,7 @@ def test_a_missing_base_is_pulled(store: Store, tmp_path: Path) -> None:
     puller = FakePuller(store)
     built = _build(store, tmp_path, "FROM base:1\n", puller)
     assert puller.asked == ["base:1"]
-    assert built.config.config.env == ("FROM=registry",)
+    assert built.config.config.env == ("FROM=registry", f"PATH={DEFAULT_PATH}")
 
 
 def test_a_base_in_the_store_is_used_without_asking(store: Store, tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_a_base_in_the_store_is_used_without_asking(store: Store, tmp_path: Path
     puller = FakePuller(store)
     built = _build(store, tmp_path, "FROM base:1\n", puller)
     assert puller.asked == []
-    assert built.config.config.env == ("FROM=store",)
+    assert built.config.config.env == ("FROM=store", f"PATH={DEFAULT_PATH}")
 
 
 def test_pull_asks_again_once_per_build_and_uses_the_newer(store: Store, tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_pull_asks_again_once_per_build_and_uses_the_newer(store: Store, tmp_pat
     recipe = "FROM base:1 AS a\nFROM base:1\nCOPY --from=a /f /g\n"
     built = _build(store, tmp_path, recipe, puller, pull=True)
     assert puller.asked == ["base:1"]
-    assert built.config.config.env == ("FROM=registry",)
+    assert built.config.config.env == ("FROM=registry", f"PATH={DEFAULT_PATH}")
 
 
 def test_a_pinned_digest_in_the_store_is_not_asked_for_even_with_pull(

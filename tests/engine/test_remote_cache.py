@@ -304,9 +304,13 @@ def test_a_missing_blob_is_a_warning_and_the_build_starts_again_without_the_cach
 def test_a_blob_that_does_not_match_its_digest_is_never_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _first, _a, cache = _export(tmp_path, SINGLE, "min", monkeypatch)
+    first, a, cache = _export(tmp_path, SINGLE, "min", monkeypatch)
     manifest, _config = _cache_document(cache)
-    forged = manifest["layers"][0]
+    # The COPY's layer (the cache lists layers by key, in no step order): the image's first
+    # layer the cache holds.
+    _image_config, built_layers = image(a, first)
+    in_cache = {layer["digest"]: layer for layer in manifest["layers"]}
+    forged = next(in_cache[str(d.digest)] for d in built_layers if str(d.digest) in in_cache)
     path = cache / "blobs/sha256" / forged["digest"][7:]
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # same size, other bytes

@@ -182,3 +182,47 @@ def test_a_bad_mount_is_a_recipe_error_at_its_line(
         run_build(store, context, fake, monkeypatch)
     assert caught.value.location is not None and caught.value.location.line == 2
     assert fake.runs == []
+
+
+def test_a_heredoc_with_a_shebang_runs_as_a_file_from_dev_pipes(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BuildKit: the body (never expanded) in a 0755 file mounted read-only at /dev/pipes,
+    run as `/bin/sh -c /dev/pipes/NAME`; the body is in the key."""
+    seen: list[tuple[str, int]] = []
+
+    class Peeking(FakeExecutor):
+        def run(self, root, process, output):  # type: ignore[no-untyped-def]
+            for m in process.mounts:
+                script = m.source / "EOF"
+                seen.append((script.read_text(), script.stat().st_mode & 0o7777))
+            return super().run(root, process, output)
+
+    peeking = Peeking({"/dev/pipes/EOF": Effect()})
+    recipe = "FROM scratch\nARG X=1\nRUN <<EOF\n#!/usr/bin/env python3\nprint('$X')\nEOF\n"
+    context = make_context(tmp_path / "ctx", recipe)
+    first = run_build(store, context, peeking, monkeypatch)
+    (p,) = peeking.runs
+    assert p.argv == ("/bin/sh", "-c", "/dev/pipes/EOF")
+    assert [(m.target, m.kind, m.readonly) for m in p.mounts] == [("/dev/pipes", "bind", True)]
+    assert seen == [("#!/usr/bin/env python3\nprint('$X')\n", 0o755)]
+    assert p.mounts[0].source is not None and not p.mounts[0].source.exists()  # cleaned
+    other = make_context(tmp_path / "other", recipe.replace("print", "exit"))
+    second = run_build(store, other, peeking, monkeypatch)
+    assert first.keys[-1] != second.keys[-1] and len(peeking.runs) == 2
+    config, _ = image(store, first)
+    assert config.history[-1].created_by == "RUN |1 X=1 /bin/sh -c /dev/pipes/EOF # buildkit"
+
+
+def test_a_command_with_heredocs_is_joined_as_buildkit_joins_it(
+    store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The line, then each raw body and terminator; no newline after the last (its argv
+    and its history line are BuildKit's)."""
+    script = "cat <<-A <<B > /f\n\tone\nA\ntwo\nB"
+    fake.on(script, Effect())
+    recipe = "FROM scratch\nRUN cat <<-A <<B > /f\n\tone\nA\ntwo\nB\n"
+    built = run_build(store, make_context(tmp_path / "ctx", recipe), fake, monkeypatch)
+    assert fake.runs[0].argv == ("/bin/sh", "-c", script)
+    config, _ = image(store, built)
+    assert config.history[-1].created_by == f"RUN /bin/sh -c {script} # buildkit"

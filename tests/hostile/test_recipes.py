@@ -77,7 +77,7 @@ CASES = {
     "onbuild-chain": Case(
         _text("FROM scratch\n" + "ONBUILD " * 2000 + "RUN x\n"),
         RECIPE,
-        "Dockerfile:2:1: chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
+        "Dockerfile:2:1: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
     ),
     "nul-in-run": Case(
         _text("FROM scratch\nRUN echo a\0b\n"),

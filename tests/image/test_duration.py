@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.image.duration import DurationError, parse_duration
+from builder.image.duration import DurationError, format_duration, parse_duration
 
 S = 1_000_000_000
 
@@ -58,3 +58,22 @@ def test_valid(text: str, ns: int) -> None:
 def test_invalid(text: str, message: str) -> None:
     with pytest.raises(DurationError, match=message):
         parse_duration(text)
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [
+        (0, "0s"),
+        (1, "1ns"),
+        (1_500, "1.5µs"),
+        (100_000_000, "100ms"),
+        (1_000_000_000, "1s"),
+        (90_000_000_000, "1m30s"),
+        (3_600_000_000_000, "1h0m0s"),
+        (3_723_500_000_000, "1h2m3.5s"),
+        (-2_000_000, "-2ms"),
+    ],
+)
+def test_format_is_gos_duration_string(ns: int, text: str) -> None:
+    assert format_duration(ns) == text
+    assert parse_duration(text) == ns

@@ -65,14 +65,14 @@ def test_an_error_of_the_grammar_is_a_recipe_error_at_its_line(
 def test_an_onbuild_chain_is_refused_without_recursing_through_it(depth: int) -> None:
     with pytest.raises(RecipeError) as info:
         parse_syntax("FROM a\n" + "ONBUILD " * depth + "RUN <<EOF\nx\nEOF\n")
-    assert "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed" in str(info.value)
+    assert "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed" in str(info.value)
 
 
 def test_onbuild_onbuild_parses_as_in_buildkit_and_typing_refuses_it() -> None:
     node = parse_syntax("FROM a\nONBUILD ONBUILD RUN x\n").nodes[1]
     assert node.inner is not None and node.inner.inner is not None
     assert node.inner.inner.cmd == "RUN"
-    with pytest.raises(RecipeError, match="chaining ONBUILD"):
+    with pytest.raises(RecipeError, match="Chaining ONBUILD"):
         load("FROM a\nONBUILD ONBUILD RUN x\n")
 
 

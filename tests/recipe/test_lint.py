@@ -116,3 +116,14 @@ def test_a_value_from_the_base_images_env_is_not_judged() -> None:
     # On scratch nothing can set it: build would fail the same way, so lint does too.
     scratch = recipe(("FROM", "scratch"), ("COPY", "--chmod=${MODE}9", "x", "/y"))
     assert [f.rule for f in lint(scratch, {})] == ["InvalidRecipe"]
+
+
+def test_an_arg_default_is_not_read_when_a_build_arg_gives_the_value() -> None:
+    r = recipe(("FROM", "a:1"), ("ARG", "A=${UNSET:?boom}"), ("RUN", "echo $A"))
+    assert lint(r, {"A": "1"}) == []  # as the build: no error
+    assert [f.severity for f in lint(r, {})] == ["error"]
+
+
+def test_scratch_has_a_path() -> None:
+    r = recipe(("FROM", "scratch"), ("USER", "$PATH"))
+    assert lint(r, {}) == []

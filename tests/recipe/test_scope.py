@@ -60,11 +60,16 @@ def test_env_replaces_in_place_keeping_order() -> None:
 
 
 def test_proxy_args_need_no_declaration_for_run() -> None:
-    scope = StageScope({}, {"http_proxy": "http://p:3128", "OTHER": "x"}, [])
-    assert "http_proxy=http://p:3128" in scope.run_env()
+    scope = StageScope(
+        {}, {"HTTP_PROXY": "upper", "http_proxy": "http://p:3128", "OTHER": "x", "no_proxy": ""}, []
+    )
+    # BuildKit's ProxyEnv: apart from the key's env; both spellings; sorted, so the
+    # lower-case arg wins; an empty value is not passed.
+    assert scope.proxy_env() == ["HTTP_PROXY=http://p:3128", "http_proxy=http://p:3128"]
+    assert scope.run_env() == []
     assert "http_proxy" not in scope.expansion_env()
     assert not any(e.startswith("OTHER=") for e in scope.run_env())
-    assert scope.used_build_args == {"http_proxy"}
+    assert scope.used_build_args == {"HTTP_PROXY", "http_proxy", "no_proxy"}
     assert scope.image_env() == []
 
 

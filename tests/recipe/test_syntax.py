@@ -162,7 +162,15 @@ def test_onbuild_mirrors_inner() -> None:
     [
         ("foo bar\n", '(foo "")\n'),  # unknown keywords are kept
         ('RUN --a=\'x y\' --b="c\\"d" -- --e f\n', '(run ["--a=x y" "--b=c\\"d"] "--e f")\n'),
-        ('CMD ["a"] trailing\n', '(cmd "a")\n'),  # Go's json.Decoder stops after a value
+        # json.Unmarshal since BuildKit 0.15: text after the array makes it shell form
+        ('CMD ["a"] trailing\n', '(cmd "[\\"a\\"] trailing")\n'),
+        (
+            'RUN ["echo","hello"]this is invalid\n',
+            '(run "[\\"echo\\",\\"hello\\"]this is invalid")\n',
+        ),
+        ('VOLUME ["/a"] x\n', '(volume "[\\"/a\\"]" "x")\n'),
+        ('SHELL ["a"]["b"]\n', '(shell "[\\"a\\"][\\"b\\"]")\n'),
+        ('CMD ["a"] \t\n', '(cmd "a")\n'),  # JSON blanks after the array are fine
         ("CMD [NaN]\n", '(cmd "[NaN]")\n'),  # not JSON in Go: shell form
         ('CMD ["a", 1e400]\n', '(cmd "[\\"a\\", 1e400]")\n'),
         ("RUN a\x1c\n", '(run "a\\x1c")\n'),  # U+001C is not a Go space

@@ -7,6 +7,7 @@ import pytest
 from builder.errors import RecipeError
 from builder.image.platform import Platform
 from builder.recipe import instructions as ins
+from builder.recipe import load
 from builder.recipe.tree import Directives, Heredoc, Node, SyntaxTree
 from builder.recipe.typed import to_instruction, to_instructions
 
@@ -73,7 +74,7 @@ def test_from_another_platform_is_refused() -> None:
 @pytest.mark.parametrize("value", [("a", "b"), ("a", "AS"), ("a", "AS", "b", "c"), ()])
 def test_from_arity(value: tuple[str, ...]) -> None:
     err = error(node("FROM", *value))
-    assert "FROM requires either one argument, or three" in err.message
+    assert err.message == "FROM requires either one or three arguments"
     assert err.hint and err.hint.startswith("usage: FROM")
 
 
@@ -87,11 +88,15 @@ def test_unknown_instruction_hint() -> None:
     assert err.message == "unknown instruction: COPPY"
     assert err.hint == "did you mean COPY?"
     assert str(err).startswith("Dockerfile:3:1: unknown instruction: COPPY")
+    # BuildKit's words, in the case the user wrote
+    assert str(error(node("entrypont", "x"))).endswith(
+        "unknown instruction: entrypont (did you mean entrypoint?)"
+    )
 
 
 def test_unknown_flag_points_at_the_flag() -> None:
     err = error(node("COPY", "a", "b", flags=("--link", "--fromm=x")))
-    assert err.message == "unknown flag: --fromm for COPY"
+    assert err.message == "unknown flag: --fromm (did you mean from?)"  # BuildKit's words
     assert err.location is not None
     assert err.location.column == len("COPY --link ") + 1
     assert "^" in err.render()
@@ -103,11 +108,11 @@ def test_unknown_flag_points_at_the_flag() -> None:
         ("COPY", ("--from",), "missing a value on flag: --from"),
         ("COPY", ("--from=a", "--from=b"), "duplicate flag specified: --from"),
         ("COPY", ("--link=yes",), "expecting boolean value for flag link, not: yes"),
-        ("ADD", ("--from=x",), "unknown flag: --from for ADD"),
+        ("ADD", ("--from=x",), "unknown flag: --from"),
         ("RUN", ("--network=bridge",), "invalid --network=bridge"),
         ("RUN", ("--security=x",), "invalid --security=x"),
-        ("FROM", ("--link",), "unknown flag: --link for FROM"),
-        ("WORKDIR", ("--x=1",), "unknown flag: --x for WORKDIR"),
+        ("FROM", ("--link",), "unknown flag: --link"),
+        ("WORKDIR", ("--x=1",), "unknown flag: --x"),
     ],
 )
 def test_flag_errors(cmd: str, flags: tuple[str, ...], message: str) -> None:
@@ -234,8 +239,8 @@ def test_healthcheck_forms() -> None:
 @pytest.mark.parametrize(
     ("value", "flags", "message"),
     [
-        (("CONNECT", "TCP 7000"), (), "unknown type CONNECT in HEALTHCHECK"),
-        (("CMD",), (), "missing command after HEALTHCHECK CMD"),
+        (("CONNECT", "TCP 7000"), (), 'Unknown type "CONNECT" in HEALTHCHECK'),
+        (("CMD",), (), "Missing command after HEALTHCHECK CMD"),
         (("NONE", "x"), (), "HEALTHCHECK NONE takes no arguments"),
         ((), (), "HEALTHCHECK requires at least one argument"),
         (("CMD", "x"), ("--interval=5",), "invalid duration --interval=5"),
@@ -258,7 +263,7 @@ def test_onbuild() -> None:
     assert got.trigger == "RUN make"
     assert isinstance(got.instruction, ins.Run)
     chained = node("ONBUILD", inner=node("ONBUILD", "x"), source="ONBUILD ONBUILD x")
-    assert "chaining ONBUILD" in error(chained).message
+    assert "Chaining ONBUILD" in error(chained).message
     assert "isn't allowed" in error(node("ONBUILD", inner=node("FROM", "x"))).message
 
 
@@ -279,3 +284,20 @@ def test_security_insecure_types_for_the_build_to_judge() -> None:
     # Whether it may run depends on the build's --allow, which the recipe does not know.
     got = typed(node("RUN", "x", flags=("--security=insecure",)))
     assert isinstance(got, ins.Run) and got.security == "insecure"
+
+
+def test_onbuild_run_with_a_heredoc_or_a_mount_is_a_trigger() -> None:
+    """BuildKit's parseOnBuild: flags are the inner instruction's; a heredoc's body and
+    terminator are part of the trigger, so that the child parses the whole of it again."""
+    recipe = load(
+        "FROM a\n"
+        "ONBUILD RUN <<-EOF\n\techo hi > /x\nEOF\n"
+        "ONBUILD RUN --mount=type=cache,target=/c make\n"
+    )
+    heredoc, mount = recipe.instructions[1:]
+    assert isinstance(heredoc, ins.Onbuild) and isinstance(mount, ins.Onbuild)
+    assert heredoc.trigger == "RUN <<-EOF\n\techo hi > /x\nEOF"
+    assert mount.trigger == "RUN --mount=type=cache,target=/c make"
+    assert isinstance(mount.instruction, ins.Run) and mount.instruction.mounts
+    (child,) = load(heredoc.trigger).instructions
+    assert isinstance(child, ins.Run) and child.heredocs[0].content == "\techo hi > /x\n"

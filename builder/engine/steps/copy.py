@@ -14,6 +14,7 @@ from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
 from builder.engine.steps.base import shown as _shown
 from builder.engine.steps.copy_from import copy_from_step
+from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -59,7 +60,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     except BuildContextError as err:
         raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
     keyword = instr.keyword
-    created_by = f"{keyword} {' '.join(resolved.sources)} {resolved.dest} # buildkit"
+    created_by = copy_history(resolved)
     payload = {
         "files": copy_digest(items),
         "inline": [(f.target, f.content.decode()) for f in inline],

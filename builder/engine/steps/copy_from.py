@@ -18,6 +18,7 @@ from builder.engine.executor import InRoot, OverlayRoot
 from builder.engine.stagecopy import Destination, pack, unpack
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
+from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -60,7 +61,7 @@ def copy_from_step(
 ) -> ImageState:
     assert instr.from_stage is not None
     source = _source_state(instr.from_stage, ctx, instr)
-    created_by = f"COPY --from={instr.from_stage} {' '.join(resolved.sources)} {resolved.dest}"
+    created_by = copy_history(resolved)
     payload = {
         "from": source.key,
         "sources": resolved.sources,
@@ -69,7 +70,7 @@ def copy_from_step(
         "chmod": resolved.chmod,
     }
     key = cachekey.chain(state.key, "COPY --from", payload)
-    hit = cached_layer(state, ctx, key, f"{created_by} # buildkit")
+    hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
     source = ctx.realize(source)  # a stage only probed so far is built now: its files are read
@@ -102,4 +103,4 @@ def copy_from_step(
     finally:
         os.close(fd)
         remove_tree(staging, ignore_errors=True)
-    return commit_layer(state, ctx, key, f"{created_by} # buildkit", root)
+    return commit_layer(state, ctx, key, created_by, root)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -11,7 +10,9 @@ from builder.engine import cachekey
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history
 from builder.image.config import Healthcheck
+from builder.image.duration import format_duration
 from builder.recipe import instructions as ins
+from builder.recipe.gostr import go_quote
 from builder.recipe.resolve import resolve
 
 
@@ -26,8 +27,14 @@ def _apply(
     return state.step(config, key)
 
 
-def _json_words(words: tuple[str, ...] | list[str]) -> str:
-    return json.dumps(list(words), ensure_ascii=False, separators=(",", ":"))
+# History lines are BuildKit's Go format strings: `%q` of a []string is `["a" "b"]`, `%v`
+# is `[a b]`; `docker history` users and reproducibility checkers compare them verbatim.
+def _go_q(words: tuple[str, ...] | list[str]) -> str:
+    return "[" + " ".join(go_quote(w) for w in words) + "]"
+
+
+def _go_v(words: tuple[str, ...] | list[str]) -> str:
+    return "[" + " ".join(words) + "]"
 
 
 def shell_of(state: ImageState) -> list[str]:
@@ -66,7 +73,9 @@ def user_step(instr: ins.User, state: ImageState, ctx: StepContext) -> ImageStat
 
 def cmd_step(instr: ins.Cmd, state: ImageState, ctx: StepContext) -> ImageState:
     cmd = _command(state, instr.command, instr.exec_form)
-    new = _apply(state, ctx, f"CMD {_json_words(cmd)}", "CMD", cmd, cmd=cmd)
+    # BuildKit sets ArgsEscaped on every CMD (exec or shell form, any SHELL), never on
+    # ENTRYPOINT, for the Docker image spec; it is in the config digest.
+    new = _apply(state, ctx, f"CMD {_go_q(cmd)}", "CMD", cmd, cmd=cmd, args_escaped=True)
     return replace(new, cmd_set_in_stage=True)
 
 
@@ -75,24 +84,36 @@ def entrypoint_step(instr: ins.Entrypoint, state: ImageState, ctx: StepContext) 
     changes: dict[str, Any] = {"entrypoint": entry}
     if not state.cmd_set_in_stage:
         changes["cmd"] = None  # docker: a new ENTRYPOINT drops the base image's CMD
-    return _apply(state, ctx, f"ENTRYPOINT {_json_words(entry)}", "ENTRYPOINT", entry, **changes)
+    return _apply(state, ctx, f"ENTRYPOINT {_go_q(entry)}", "ENTRYPOINT", entry, **changes)
 
 
 def shell_step(instr: ins.Shell, state: ImageState, ctx: StepContext) -> ImageState:
     return _apply(
-        state, ctx, f"SHELL {_json_words(instr.argv)}", "SHELL", instr.argv, shell=tuple(instr.argv)
+        state, ctx, f"SHELL {_go_v(instr.argv)}", "SHELL", instr.argv, shell=tuple(instr.argv)
     )
 
 
+def _port_names(port: str) -> list[str]:
+    """`80`, `80/UDP`, `8000-8002/tcp` as the config's keys (BuildKit's parsePort)."""
+    number, _, proto = port.partition("/")
+    proto = proto.lower() or "tcp"
+    start, dash, end = number.partition("-")
+    if dash and start.isdecimal() and end.isdecimal() and int(start) < int(end):
+        return [f"{n}/{proto}" for n in range(int(start), int(end) + 1)]
+    return [f"{start}/{proto}"]
+
+
 def expose_step(instr: ins.Expose, state: ImageState, ctx: StepContext) -> ImageState:
+    # BuildKit sorts the ports as written, before expansion; the history keeps that order.
+    instr = replace(instr, ports=tuple(sorted(instr.ports)))
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Expose)
-    names = [p if "/" in p else f"{p}/tcp" for p in resolved.ports]
+    names = [name for p in resolved.ports for name in _port_names(p)]
     ports = tuple(dict.fromkeys((*state.config.config.exposed_ports, *names)))
     return _apply(
         state,
         ctx,
-        f"EXPOSE map[{' '.join(f'{n}:{{}}' for n in names)}]",
+        f"EXPOSE {_go_v(names)}",
         "EXPOSE",
         names,
         exposed_ports=ports,
@@ -106,7 +127,7 @@ def volume_step(instr: ins.Volume, state: ImageState, ctx: StepContext) -> Image
     return _apply(
         state,
         ctx,
-        f"VOLUME {_json_words(resolved.paths)}",
+        f"VOLUME {_go_v(resolved.paths)}",
         "VOLUME",
         resolved.paths,
         volumes=volumes,
@@ -126,6 +147,18 @@ def stopsignal_step(instr: ins.Stopsignal, state: ImageState, ctx: StepContext) 
     )
 
 
+def _healthcheck_text(check: Healthcheck) -> str:
+    """Go's `%+v` of BuildKit's HealthcheckConfig."""
+    times = (
+        ("Interval", check.interval),
+        ("Timeout", check.timeout),
+        ("StartPeriod", check.start_period),
+        ("StartInterval", check.start_interval),
+    )
+    fields = " ".join(f"{name}:{format_duration(ns)}" for name, ns in times)
+    return f"{{Test:{_go_v(check.test)} {fields} Retries:{check.retries}}}"
+
+
 def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext) -> ImageState:
     check = Healthcheck(
         test=tuple(instr.test),
@@ -138,7 +171,7 @@ def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext
     return _apply(
         state,
         ctx,
-        f"HEALTHCHECK {_json_words(instr.test)}",
+        f"HEALTHCHECK {_healthcheck_text(check)}",
         "HEALTHCHECK",
         check.to_json(),
         healthcheck=check,
@@ -146,10 +179,11 @@ def healthcheck_step(instr: ins.Healthcheck, state: ImageState, ctx: StepContext
 
 
 def onbuild_step(instr: ins.Onbuild, state: ImageState, ctx: StepContext) -> ImageState:
+    """The trigger goes into the config; BuildKit writes no history entry for ONBUILD."""
     triggers = (*(state.config.config.on_build or ()), instr.trigger)
-    return _apply(
-        state, ctx, f"ONBUILD {instr.trigger}", "ONBUILD", instr.trigger, on_build=triggers
-    )
+    cc = replace(state.config.config, on_build=triggers)
+    key = cachekey.chain(state.key, "ONBUILD", instr.trigger)
+    return state.step(state.config.with_container_config(cc), key)
 
 
 def maintainer_step(instr: ins.Maintainer, state: ImageState, ctx: StepContext) -> ImageState:
@@ -160,12 +194,25 @@ def maintainer_step(instr: ins.Maintainer, state: ImageState, ctx: StepContext) 
 
 
 def arg_step(instr: ins.Arg, state: ImageState, ctx: StepContext) -> ImageState:
-    """ARG changes the scope, not the image (BuildKit writes no history entry for it)."""
-    resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
-    assert isinstance(resolved, ins.Arg)
-    for name, default in resolved.args:
-        ctx.scope.declare_arg(name, default)
-    return state
+    """ARG changes the scope, and adds an empty-layer history entry `ARG a=1 b` (BuildKit's).
+
+    Each default sees the args declared before it, and is not expanded at all when a
+    --build-arg gives the value (its expansion may fail: BuildKit never runs it)."""
+    written: list[str] = []
+    for name, default in instr.args:
+        one = replace(instr, args=((name, None if ctx.scope.has_build_arg(name) else default),))
+        resolved = resolve(one, ctx.scope.expansion_env(), ctx.escape)
+        assert isinstance(resolved, ins.Arg)
+        ((name, value),) = resolved.args
+        ctx.scope.declare_arg(name, value)
+        current = ctx.scope.arg_value(name)
+        written.append(name if current is None else f"{name}={current}")
+    # The key does not change: as in BuildKit, a value reaches the key of the steps that
+    # use it (RUN's env, an expanded field), not of every step after the ARG.
+    config = state.config.with_history(
+        history(state.created, f"ARG {' '.join(written)}", empty_layer=True)
+    )
+    return state.step(config, state.key)
 
 
 Handler = Callable[[Any, ImageState, StepContext], ImageState]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterable
 
 from builder.engine import cachekey
@@ -34,23 +35,46 @@ from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
 from builder.sandbox.limits import OutOfMemory
 
+# BuildKit mounts a heredoc with a shebang here, read-only, and runs it as a file.
+PIPES = "/dev/pipes"
+
+
+def _shebang_heredoc(instr: ins.Run) -> tuple[str, str] | None:
+    """(file name, body) of a shell-form RUN that is one heredoc starting with `#!`: BuildKit
+    writes it to a file (0755, never expanded) and runs that, so its interpreter runs it."""
+    if instr.exec_form or len(instr.heredocs) != 1 or not is_heredoc_marker(instr.command[0]):
+        return None
+    body = heredoc_body(instr.heredocs[0])
+    return (instr.heredocs[0].name, body) if body.startswith("#!") else None
+
 
 def _script(instr: ins.Run) -> str:
     """The shell script of a shell-form RUN, with its heredocs (BuildKit's rules).
 
     A RUN that is nothing but one heredoc runs the heredoc's body as the script; otherwise
-    the command line is followed by the bodies and terminators, for the shell to read.
+    the command line is followed by the raw bodies and terminators (no newline after the
+    last, and `<<-` tabs left for the shell to strip), as BuildKit joins them.
     """
     command = instr.command[0]
     if not instr.heredocs:
         return command
-    bodies = [heredoc_body(h) for h in instr.heredocs]
     if len(instr.heredocs) == 1 and is_heredoc_marker(command):
-        return bodies[0]
-    parts = [command]
-    for heredoc, body in zip(instr.heredocs, bodies, strict=True):
-        parts.append(body + heredoc.name)
-    return "\n".join(parts) + "\n"
+        return heredoc_body(instr.heredocs[0])
+    return "\n".join([command, *(h.content + h.name for h in instr.heredocs)])
+
+
+def _history_text(argv: tuple[str, ...], ctx: StepContext) -> str:
+    """BuildKit's history line: `RUN [|N a=1 b=2 ]argv... # buildkit`, N the stage's ARGs."""
+    args = ctx.scope.history_args()
+    prefix = [f"|{len(args)}", *args] if args else []
+    return "RUN " + " ".join([*prefix, *argv]) + " # buildkit"
+
+
+def _with_proxies(env: list[str], proxies: list[str]) -> tuple[str, ...]:
+    """The process env: the proxy build args last, replacing a same-named entry (as the OCI
+    spec's env is built in BuildKit); they stay out of the key, which uses `env`."""
+    merged = dict(entry.partition("=")[::2] for entry in (*env, *proxies))
+    return tuple(f"{k}={v}" for k, v in merged.items())
 
 
 def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
@@ -140,9 +164,15 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     network = instr.network if instr.network not in (None, "default") else ctx.network
     _entitle(instr, network, ctx.allow)
     mounts = _mounts(instr, ctx)
-    argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
+    shebang = _shebang_heredoc(instr)
+    if shebang is not None:
+        argv: tuple[str, ...] = (*shell_of(state), posixpath.join(PIPES, shebang[0]))
+    elif instr.exec_form:
+        argv = tuple(instr.command)
+    else:
+        argv = (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
-    created_by = f"RUN {' '.join(argv)} # buildkit"
+    created_by = _history_text(argv, ctx)
     payload: dict[str, object] = {
         "argv": argv,
         "env": env,
@@ -152,6 +182,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     }
     if mounts:
         payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
+    if shebang is not None:
+        payload["script"] = shebang[1]
     key = cachekey.chain(state.key, "RUN", payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
@@ -160,7 +192,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     def launch(root: OverlayRoot, output: int) -> int:
         process = Process(
             argv=argv,
-            env=(*env, *prepared.env),  # secrets: for the process only, not in the key
+            # The proxy args and secrets' env: for the process only, not in the key.
+            env=(*_with_proxies(env, ctx.scope.proxy_env()), *prepared.env),
             cwd=cc.working_dir or "/",
             user=cc.user or "",
             network="host" if network == "host" else "none",
@@ -169,6 +202,14 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         return ctx.executor.run(root, process, output)
 
     prepared = _prepare(mounts, ctx, instr)
+    if shebang is not None:
+        staging = ctx.store.tmp_dir("heredoc")
+        staging.chmod(0o755)  # any USER reads it, as BuildKit's mount
+        prepared.cleanup.append(staging)
+        script = staging / shebang[0]
+        script.write_text(shebang[1])
+        script.chmod(0o755)
+        prepared.mounts.append(Mount(PIPES, "bind", staging, readonly=True))
     try:
         status, root, _last = execute_in_overlay(state, ctx, launch)
     except OutOfMemory as oom:  # the step failed, not the sandbox: exit 5, as any RUN
