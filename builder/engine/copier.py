@@ -28,31 +28,41 @@ from builder.sandbox.users import read_groups, read_passwd
 
 @dataclass(frozen=True)
 class Ownership:
-    """--chown as written (`user[:group]`), resolved against the image's /etc files."""
+    """--chown (or WORKDIR's USER) as written, `user[:group]`, resolved against the image's
+    /etc files the way BuildKit's file operations resolve it: "root" or a number is an id
+    (a lone uid is the gid too); a user name the image does not know is 0:0 and a group
+    name it does not know leaves the user's gid. Never an error: only RUN fails on an
+    unknown user."""
 
     spec: str | None
 
     def resolve(self, root: str) -> tuple[int, int]:
         if not self.spec:
             return 0, 0
-        user, _, group = self.spec.partition(":")
-        if user.isdigit():
-            uid = primary_gid = int(user)
-        else:
+        user, colon, group = self.spec.partition(":")
+        uid = gid = _numeric(user)
+        if uid is None:
             users = read_passwd(in_image(root, "/etc/passwd"))
             entry = next((u for u in users if u.name == user), None)
-            if entry is None:
-                raise LookupError(f"unable to find user {user!r} in /etc/passwd")
-            uid, primary_gid = entry.uid, entry.gid
-        if not group:
-            return uid, primary_gid
-        if group.isdigit():
-            return uid, int(group)
-        groups = read_groups(in_image(root, "/etc/group"))
-        match = next((g for g in groups if g.name == group), None)
-        if match is None:
-            raise LookupError(f"unable to find group {group!r} in /etc/group")
-        return uid, match.gid
+            uid, gid = (entry.uid, entry.gid) if entry is not None else (0, 0)
+        assert gid is not None
+        if not colon:
+            return uid, gid
+        group_id = _numeric(group)
+        if group_id is None:
+            groups = read_groups(in_image(root, "/etc/group"))
+            match = next((g for g in groups if g.name == group), None)
+            group_id = match.gid if match is not None else gid
+        return uid, group_id
+
+
+def _numeric(name: str) -> int | None:
+    """BuildKit's parseUID: "root" is 0, a decimal below 2**31 is itself, else a name."""
+    if name == "root":
+        return 0
+    if name.isdigit() and int(name) < 2**31:
+        return int(name)
+    return None
 
 
 def in_image(root: str, path: str) -> str:

@@ -30,6 +30,7 @@ from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
+from builder.sandbox.spec import ProcessStartError
 
 
 def _script(instr: ins.Run) -> str:
@@ -157,6 +158,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     prepared = _prepare(mounts, ctx, instr)
     try:
         status, root, _last = execute_in_overlay(state, ctx, launch)
+    except ProcessStartError as err:  # an unknown USER, a WORKDIR it cannot enter
+        raise StepFailed(f"{shown(instr)}: {err}", 1, instr.location) from None
     finally:
         prepared.close()
     if status != 0:
