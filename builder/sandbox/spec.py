@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from builder.errors import SandboxError
 
+
 class ProcessStartError(SandboxError):
     """The process cannot start as its spec asks (its user is not in the image, its working
     directory cannot be entered): the spec's fault, not the kernel's."""
