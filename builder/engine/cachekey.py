@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-KEY_VERSION = "builder-cache-v2"  # bump when a step's meaning changes (v2: ADD unpacks tars)
+KEY_VERSION = "builder-cache-v3"  # bump when a step's meaning changes (v3: COPY ownership, modes)
 
 
 def chain(parent: str, kind: str, payload: object) -> str:

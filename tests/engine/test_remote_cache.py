@@ -281,9 +281,11 @@ def test_a_missing_blob_is_a_warning_and_the_build_starts_again_without_the_cach
 def test_a_blob_that_does_not_match_its_digest_is_never_stored(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _first, _a, cache = _export(tmp_path, SINGLE, "min", monkeypatch)
+    first, a, cache = _export(tmp_path, SINGLE, "min", monkeypatch)
     manifest, _config = _cache_document(cache)
-    forged = manifest["layers"][0]
+    _image_config, layers = image(a, first)
+    copy_layer = str(layers[-3].digest)  # COPY, RUN, WORKDIR: the one the RUN builds on
+    (forged,) = [d for d in manifest["layers"] if d["digest"] == copy_layer]
     path = cache / "blobs/sha256" / forged["digest"][7:]
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # same size, other bytes

@@ -21,6 +21,7 @@ from builder.engine.steps.layer_step import (
 )
 from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
+from builder.recipe.chmod import parse as parse_chmod
 from builder.recipe.resolve import resolve
 
 
@@ -49,7 +50,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     dest = posixpath.join(workdir, resolved.dest)
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
-    chmod = resolved.mode
+    chmod = parse_chmod(resolved.chmod) if resolved.chmod else None
     if isinstance(instr, ins.Copy) and instr.from_stage is not None:
         assert isinstance(resolved, ins.Copy)
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)

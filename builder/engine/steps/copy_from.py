@@ -27,6 +27,7 @@ from builder.engine.steps.layer_step import (
 from builder.errors import ImageNotFound, RegistryError, StepFailed
 from builder.layer.tree import remove_tree
 from builder.recipe import instructions as ins
+from builder.recipe.chmod import Chmod
 
 
 def _source_state(name: str, ctx: StepContext, instr: ins.Copy) -> ImageState:
@@ -54,7 +55,7 @@ def copy_from_step(
     instr: ins.Copy,
     resolved: ins.Copy,
     dest: str,
-    chmod: int | None,
+    chmod: Chmod | None,
     state: ImageState,
     ctx: StepContext,
 ) -> ImageState:
@@ -85,7 +86,11 @@ def copy_from_step(
 
     try:
         status, source_root, failure = execute_in_overlay(
-            source, ctx, in_sandbox(functools.partial(pack, out_fd=fd, sources=resolved.sources))
+            source,
+            ctx,
+            in_sandbox(
+                functools.partial(pack, out_fd=fd, sources=resolved.sources, ref=instr.from_stage)
+            ),
         )
         if status == 0:
             discard(source_root)  # the source is only read
