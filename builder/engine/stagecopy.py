@@ -66,8 +66,15 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
     and without naming any entry by its full path (a tree may be deeper than either allows).
     Names stay bytes (surrogate-escaped str for tarfile, which writes them back as bytes)."""
     links: dict[tuple[int, int], str] = {}
-    for visit in walk(top):
+    # What the sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
+    # stage's: a mount point's directory is kept, never what is mounted there. (The layers
+    # all live in the store, one filesystem: overlayfs then gives every entry of its own
+    # its st_dev, so only mounted ones differ.)
+    device = os.stat(top).st_dev
+    for visit in walk(top, one_filesystem=True):
         st = visit.st
+        if st.st_dev != device and not stat.S_ISDIR(st.st_mode):
+            continue
         info = tarfile.TarInfo("./" + os.fsdecode(visit.path))
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from builder.errors import RecipeError, SourceLocation
-from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
+from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe, Run
+from builder.recipe.mounts import mount_from
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
 
@@ -25,7 +26,7 @@ class Stage:
     platform: str | None
     instructions: tuple[Instruction, ...]  # everything after the FROM, raw
     from_instruction: From
-    depends_on: frozenset[int]  # base stage and COPY --from stages
+    depends_on: frozenset[int]  # base stage, COPY --from and RUN --mount from= stages
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,14 @@ def _dependencies(
 ) -> set[int]:
     deps: set[int] = set()
     for instr in body:
-        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
+        refs: list[tuple[str, str]] = []
         if isinstance(instr, Copy) and instr.from_stage is not None:
-            index = _stage_ref(instr.from_stage, names, stage_index, instr.location, "COPY --from")
+            refs.append((instr.from_stage, "COPY --from"))
+        if isinstance(instr, Run):
+            found = (mount_from(spec) for spec in instr.mounts)
+            refs.extend((ref, "RUN --mount from") for ref in found if ref is not None)
+        for ref, what in refs:
+            index = _stage_ref(ref, names, stage_index, instr.location, what)
             if index is not None:
                 deps.add(index)
     return deps

@@ -206,3 +206,35 @@ def test_copy_onto_a_dangling_symlink_writes_through_it(builder: Builder, tmp_pa
     builder("build", "-t", "dangling", make_context(tmp_path, recipe, {"f": "through"}))
     out = builder("run", "--rm", "dangling", "sh", "-c", "cat /target/file /escape; readlink /link")
     assert out.stdout == "throughthrough/target/file\n"
+
+
+def test_run_mounts_from_a_stage_or_an_image(builder: Builder, tmp_path: Path) -> None:
+    # BuildKit's from= on bind and cache mounts: the stage is built first (a dependency of
+    # the plan, though never the target), a cache mount starts as the source's files.
+    recipe = (
+        "FROM busybox AS deps\n"
+        "RUN mkdir /out && echo dep > /out/file && chown 5:6 /out/file\n"
+        "FROM busybox AS unused\n"
+        "RUN exit 1\n"
+        "FROM busybox\n"
+        "RUN --mount=type=bind,from=deps,source=/out,target=/m"
+        " cat /m/file > /got && stat -c %u:%g /m/file >> /got\n"
+        "RUN --mount=from=deps,target=/d,rw touch /d/scratch && cat /d/out/file >> /got\n"
+        "RUN --mount=type=cache,from=deps,source=/out,target=/c,id=seeded"
+        " cat /c/file >> /got && echo more > /c/added\n"
+        "RUN --mount=type=cache,from=deps,source=/out,target=/c,id=seeded ls /c >> /got\n"
+        "RUN --mount=type=bind,from=busybox,source=/bin/busybox,target=/bb"
+        " test -x /bb && echo image >> /got\n"
+    )
+    builder("build", "-t", "mounts", make_context(tmp_path, recipe))
+    out = builder("run", "--rm", "mounts", "cat", "/got").stdout
+    assert out == "dep\n5:6\ndep\ndep\nadded\nfile\nimage\n"
+
+
+def test_run_mount_from_cannot_expand(builder: Builder, tmp_path: Path) -> None:
+    recipe = "FROM busybox AS a\nFROM busybox\nENV s=a\nRUN --mount=from=$s,target=/t true\n"
+    result = builder("build", make_context(tmp_path, recipe), check=False)
+    assert result.status == 3
+    assert "'from' doesn't support variable expansion, define alias stage instead" in (
+        result.stderr
+    )

@@ -126,3 +126,25 @@ def test_global_defaults_chain_and_platform() -> None:
     stage = built.stages[0]
     assert stage.base == f"img:2-{built.global_args['TARGETARCH']}"
     assert stage.platform == built.global_args["BUILDPLATFORM"]
+
+
+def test_run_mount_from_is_a_dependency() -> None:
+    r = recipe(
+        ("FROM", "a", "AS", "deps"),
+        ("FROM", "b", "AS", "unused"),
+        ("FROM", "c"),
+        (
+            "RUN",
+            "--mount=type=bind,from=deps,target=/d",
+            "--mount=type=cache,from=img:1,target=/c",
+            "x",
+        ),
+    )
+    built = plan(r, {})
+    assert built.stages[2].depends_on == {0}
+    assert built.needed == (0, 2)
+    later = recipe(
+        ("FROM", "a"), ("RUN", "--mount=from=later,target=/d", "x"), ("FROM", "b", "AS", "later")
+    )
+    with pytest.raises(RecipeError, match="RUN --mount from=later refers to a later stage"):
+        plan(later, {})

@@ -152,7 +152,7 @@ def test_copy_flags() -> None:
         ("COPY", ("--chmod=10000",), ("a", "b"), "invalid chmod parameter: '10000'", "--chmod"),
         ("COPY", ("--chmod=u+q",), ("a", "b"), "invalid chmod parameter: 'u+q'", "--chmod"),
         ("RUN", ("--mount=type=ssh",), ("x",), "--mount type=ssh is not supported", "--mount"),
-        ("RUN", ("--mount=from=a,target=/t",), ("x",), "--mount from=a is not supported", "--m"),
+        ("RUN", ("--mount=from=$a,target=/t",), ("x",), "'from' doesn't support variable", "--m"),
     ],
 )
 def test_unsupported_and_invalid_values(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.engine.options import NETWORK_HOST, SECURITY_INSECURE
@@ -20,6 +23,7 @@ from builder.engine.steps.base import (
     run_env,
     shown,
 )
+from builder.engine.steps.copy_from import source_state, stage_files
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -58,10 +62,25 @@ def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
     return list(resolved.run_mounts)
 
 
-def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object]:
-    """What a mount adds to the key: its shape, and for a context bind its content."""
+def _sources(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> dict[str, ImageState]:
+    """The stages and images the mounts' from= name, by name (a stage the plan built
+    first, else an image: the store's, or pulled, as for COPY --from)."""
+    found: dict[str, ImageState] = {}
+    for m in mounts:
+        if m.from_ is not None and m.from_ not in found:
+            found[m.from_] = source_state(m.from_, ctx, instr.location, "RUN --mount from")
+    return found
+
+
+def _mount_key(
+    mount: RunMount, ctx: StepContext, instr: ins.Run, sources: dict[str, ImageState]
+) -> list[object]:
+    """What a mount adds to the key: its shape, and for a bind what it shows: the
+    context's content, or the source stage's key and the path."""
     shape: list[object] = [mount.type, mount.target, mount.readonly, mount.id]
-    if mount.type == "bind":
+    if mount.type == "bind" and mount.from_ is not None:
+        shape.append([sources[mount.from_].key, mount.source or "/"])
+    elif mount.type == "bind":
         try:
             shape.append(bind_key(ctx.context, mount.source or "."))
         except MountError as err:
@@ -69,12 +88,35 @@ def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object
     return shape
 
 
-def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> PreparedMounts:
+def _prepare(
+    mounts: list[RunMount], ctx: StepContext, instr: ins.Run, sources: dict[str, ImageState]
+) -> PreparedMounts:
     """Sandbox mounts for a step that runs (on a cache hit nothing is prepared)."""
     prepared = PreparedMounts()
+
+    def failed(message: str, status: int) -> StepFailed:
+        return StepFailed(f"{shown(instr)}: --mount from=: {message}", status, instr.location)
+
+    def from_source(m: RunMount, dest: Path) -> Path:
+        assert m.from_ is not None
+        path = m.source or "/"
+        return stage_files(sources[m.from_], path, m.from_, ctx, dest, failed)
+
     try:
         for m in mounts:
-            if m.type == "bind":
+            if m.type == "bind" and m.from_ is not None:
+                staging = ctx.store.tmp_dir("bind")
+                prepared.cleanup.append(staging)
+                source = from_source(m, staging / "src")
+                prepared.mounts.append(Mount(m.target, "bind", source, m.readonly))
+            elif m.type == "cache" and m.from_ is not None:
+                key = sources[m.from_].key
+                seed = functools.partial(from_source, m)
+                directory = cache_dir(ctx.store.cache_mounts, m, key, seed)
+                if m.sharing == "locked":
+                    prepared.lock(directory)
+                prepared.mounts.append(Mount(m.target, "bind", directory, m.readonly))
+            elif m.type == "bind":
                 staging = ctx.store.tmp_dir("bind")
                 prepared.cleanup.append(staging)
                 source = materialize(ctx.context, m.source or ".", staging / "src")
@@ -127,6 +169,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     network = instr.network if instr.network not in (None, "default") else ctx.network
     _entitle(instr, network, ctx)
     mounts = _mounts(instr, ctx)
+    sources = _sources(mounts, ctx, instr)
     argv = tuple(instr.command) if instr.exec_form else (*shell_of(state), _script(instr))
     env = run_env(ctx.scope.run_env())
     created_by = f"RUN {' '.join(argv)} # buildkit"
@@ -138,7 +181,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         "network": network,
     }
     if mounts:
-        payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
+        payload["mounts"] = [_mount_key(m, ctx, instr, sources) for m in mounts]
     key = cachekey.chain(state.key, "RUN", payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
@@ -155,7 +198,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         )
         return ctx.executor.run(root, process, output)
 
-    prepared = _prepare(mounts, ctx, instr)
+    prepared = _prepare(mounts, ctx, instr, sources)
     try:
         status, root, _last = execute_in_overlay(state, ctx, launch)
     except ProcessStartError as err:  # an unknown USER, a WORKDIR it cannot enter
