@@ -209,6 +209,7 @@ def _add(c: _Ctx) -> ins.Instruction:
         mode=_mode(c),
         checksum=checksum,
         keep_git_dir=keep_git_dir,
+        unpack=c.flags.bools.get("unpack"),
         heredocs=c.node.heredocs,
     )
 

@@ -79,13 +79,16 @@ def test_add_unpacks_only_a_source_that_is_an_archive(builder: Builder, tmp_path
         "ADD dir /copied/\n"  # dir/inner.tar stays a file
         "ADD dir/inner.tar /unpacked/\n"
         "ADD --chown=7:8 dir/inner.tar /chowned/\n"  # testDockerfileAddChownArchive
+        "ADD --unpack=false dir/inner.tar /kept/\n"  # newer BuildKit's --unpack
+        "ADD --unpack dir/inner.tar /asked/\n"
     )
     context = make_context(tmp_path, recipe)
     (context / "dir").mkdir()
     (context / "dir" / "inner.tar").write_bytes(_tar({"a/file": (b"A", 33)}))
     builder("build", "-t", "add", context)
-    out = builder("run", "--rm", "add", "sh", "-c", "ls /copied; cat /unpacked/a/file")
-    assert out.stdout == "inner.tar\nA"
+    script = "ls /copied /kept; cat /unpacked/a/file /asked/a/file"
+    out = builder("run", "--rm", "add", "sh", "-c", script)
+    assert out.stdout == "/copied:\ninner.tar\n\n/kept:\ninner.tar\nAA"
     assert _stat(builder, "add", "%n %u:%g", "/unpacked/a/file", "/chowned/a/file") == [
         "/unpacked/a/file 33:33",  # without --chown the archive's own ids
         "/chowned/a/file 7:8",

@@ -138,6 +138,14 @@ def test_copy_flags() -> None:
 
 
 @pytest.mark.parametrize(
+    ("flags", "unpack"), [((), None), (("--unpack",), True), (("--unpack=false",), False)]
+)
+def test_add_unpack(flags: tuple[str, ...], unpack: bool | None) -> None:
+    got = typed(node("ADD", "a.tar", "/d/", flags=flags))
+    assert isinstance(got, ins.Add) and got.unpack is unpack
+
+
+@pytest.mark.parametrize(
     ("cmd", "flags", "value", "message", "word"),
     [
         ("COPY", ("--link",), ("a", "b"), "COPY --link is not supported yet", "--link"),

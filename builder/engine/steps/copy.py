@@ -61,17 +61,20 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
     keyword = instr.keyword
     created_by = f"{keyword} {' '.join(resolved.sources)} {resolved.dest} # buildkit"
-    payload = {
+    # ADD unpacks a local archive unless --unpack=false (BuildKit's --unpack).
+    unpack_archives = isinstance(resolved, ins.Add) and resolved.unpack is not False
+    payload: dict[str, object] = {
         "files": copy_digest(items),
         "inline": [(f.target, f.content.decode()) for f in inline],
         "chown": resolved.chown,
         "chmod": resolved.chmod,
     }
+    if isinstance(resolved, ins.Add) and resolved.unpack is not None:
+        payload["unpack"] = resolved.unpack
     key = cachekey.chain(state.key, keyword, payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    unpack_archives = isinstance(instr, ins.Add)
     if unpack_archives:
         from builder.engine.extract import preload
 
