@@ -201,6 +201,16 @@ class BuildContext:
             if found is not None:
                 return [found]
             raise BuildContextError(not_found("context", clean))
+        # The directories before the first wildcard may go through symlinks too.
+        parts = clean.split("/")
+        fixed = next(i for i, part in enumerate(parts) if _has_magic(part))
+        if fixed:
+            found = self._through_links("/".join(parts[:fixed]))
+            found = self._follow(found, strict=False) if found is not None else None
+            entry = self.entries.get(found) if found else None
+            if entry is None or entry.kind != "dir":
+                return []
+            clean = "/".join([found, *parts[fixed:]]) if found else "/".join(parts[fixed:])
         regex = _glob_regex(clean)
         # A wildcard that matches nothing copies nothing: BuildKit allows it.
         return sorted(p for p in self.entries if regex.fullmatch(p))

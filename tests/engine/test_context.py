@@ -64,6 +64,7 @@ def test_a_path_through_a_symlinked_dir_is_followed_inside_the_context(ctx: Path
     # BuildKit's testCopyThroughSymlinkContext: `COPY link/foo .` with link -> sub.
     (ctx / "dirlink").symlink_to("src/sub")
     assert _targets(BuildContext(ctx), ("dirlink/b.txt",), "/d/") == ["/d/b.txt"]
+    assert _targets(BuildContext(ctx), ("dirlink/*.txt",), "/d/") == ["/d/b.txt"]
     # A link that climbs out stops at the context's root: it names the context's own dir.
     (ctx / "up").symlink_to("../../../src")
     assert _targets(BuildContext(ctx), ("up/sub/b.txt",), "/d/") == ["/d/b.txt"]
