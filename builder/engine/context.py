@@ -49,6 +49,18 @@ class CopyItem:
     # existing directory in the image, the file goes inside it (docker's rule).
     into_existing_dir: bool = False
     name: str = ""  # the source's own name, for that case (a followed symlink keeps its name)
+    # A named source itself (or the destination of a directory source's contents), not an
+    # entry found inside a directory: only a source is unpacked by ADD, and only its
+    # destination is resolved through a symlink.
+    source: bool = False
+
+
+def not_found(ref: str, path: str) -> str:
+    """BuildKit's words for a COPY source that is not there (what users search for)."""
+    return (
+        f"failed to compute cache key: failed to calculate checksum of ref {ref}:"
+        f' "{posixpath.normpath("/" + path)}": not found'
+    )
 
 
 def _file_digest(dir_fd: int, name: bytes) -> str:
@@ -185,17 +197,38 @@ class BuildContext:
         if clean in ("", "."):
             return [""]
         if not _has_magic(clean):
-            if clean in self.entries:
-                return [clean]
-            raise BuildContextError(
-                f"COPY source {source!r} is not in the build context"
-                " (or is excluded by .dockerignore)"
-            )
+            found = self._through_links(clean)
+            if found is not None:
+                return [found]
+            raise BuildContextError(not_found("context", clean))
+        # The directories before the first wildcard may go through symlinks too.
+        parts = clean.split("/")
+        fixed = next(i for i, part in enumerate(parts) if _has_magic(part))
+        if fixed:
+            found = self._through_links("/".join(parts[:fixed]))
+            found = self._follow(found, strict=False) if found is not None else None
+            entry = self.entries.get(found) if found else None
+            if entry is None or entry.kind != "dir":
+                return []
+            clean = "/".join([found, *parts[fixed:]]) if found else "/".join(parts[fixed:])
         regex = _glob_regex(clean)
-        matched = sorted(p for p in self.entries if regex.fullmatch(p))
-        if not matched:
-            raise BuildContextError(f"COPY source {source!r} matches no file in the build context")
-        return matched
+        # A wildcard that matches nothing copies nothing: BuildKit allows it.
+        return sorted(p for p in self.entries if regex.fullmatch(p))
+
+    def _through_links(self, rel: str) -> str | None:
+        """REL with the symlinked directories on its way followed inside the context (a
+        `..` stops at its root, as BuildKit's fs.RootPath); None when it is not there.
+        The last component is left as it is (plan_copy follows a named source link)."""
+        parts = rel.split("/")
+        resolved = ""
+        for i, part in enumerate(parts):
+            resolved = posixpath.join(resolved, part) if resolved else part
+            if i < len(parts) - 1:
+                resolved = self._follow(resolved, strict=False)
+                entry = self.entries.get(resolved) if resolved else None
+                if resolved and (entry is None or entry.kind != "dir"):
+                    return None
+        return resolved if resolved in self.entries else None
 
     def _tree(self, top: str) -> Iterator[ContextEntry]:
         prefix = f"{top}/" if top else ""
@@ -221,26 +254,29 @@ class BuildContext:
                 for child in self._tree(found):
                     rel = child.path[len(found) + 1 :] if found else child.path
                     items.append(CopyItem(child, posixpath.join(dest, rel)))
-                if entry is not None:
-                    items.append(CopyItem(entry, dest))  # carries the dir's own mode
+                # The context root has no entry of its own: its destination is made all
+                # the same, as BuildKit makes it (even for an empty context).
+                top = entry or ContextEntry("", "dir", 0o755, 0, 0, "")
+                items.append(CopyItem(top, dest, source=True))
                 continue
             name = posixpath.basename(match)
             if dest_is_dir:
-                items.append(CopyItem(entry, posixpath.join(dest, name)))
+                items.append(CopyItem(entry, posixpath.join(dest, name), source=True))
             else:
-                items.append(CopyItem(entry, dest, into_existing_dir=True, name=name))
+                items.append(CopyItem(entry, dest, into_existing_dir=True, name=name, source=True))
         return items
 
-    def _follow(self, rel: str) -> str:
+    def _follow(self, rel: str, *, strict: bool = True) -> str:
         """A named source that is a symlink is followed, as docker follows it, but only
-        inside the context: the link is resolved against the context root, never the host."""
+        inside the context: the link is resolved against the context root, never the host.
+        Not STRICT: a link to a path the context lacks gives that path."""
         for _ in range(40):
             entry = self.entries.get(rel)
             if entry is None or entry.kind != "symlink":
                 return rel
             base = "/" if entry.digest.startswith("/") else "/" + posixpath.dirname(rel)
             rel = posixpath.normpath(posixpath.join(base, entry.digest)).lstrip("/")
-            if rel not in self.entries and rel != "":
+            if strict and rel not in self.entries and rel != "":
                 raise BuildContextError(
                     f"COPY source {entry.path!r} is a symlink to {entry.digest!r}, which is not"
                     " in the build context"

@@ -23,36 +23,47 @@ from typing import ParamSpec
 from builder.engine.context import CopyItem
 from builder.engine.extract import extract, open_archive
 from builder.layer.tree import open_below
+from builder.recipe.chmod import Chmod
 from builder.sandbox.users import read_groups, read_passwd
 
 
 @dataclass(frozen=True)
 class Ownership:
-    """--chown as written (`user[:group]`), resolved against the image's /etc files."""
+    """--chown (or WORKDIR's USER) as written, `user[:group]`, resolved against the image's
+    /etc files the way BuildKit's file operations resolve it: "root" or a number is an id
+    (a lone uid is the gid too); a user name the image does not know is 0:0 and a group
+    name it does not know leaves the user's gid. Never an error: only RUN fails on an
+    unknown user."""
 
     spec: str | None
 
     def resolve(self, root: str) -> tuple[int, int]:
         if not self.spec:
             return 0, 0
-        user, _, group = self.spec.partition(":")
-        if user.isdigit():
-            uid = primary_gid = int(user)
-        else:
+        user, colon, group = self.spec.partition(":")
+        uid = gid = _numeric(user)
+        if uid is None:
             users = read_passwd(in_image(root, "/etc/passwd"))
             entry = next((u for u in users if u.name == user), None)
-            if entry is None:
-                raise LookupError(f"unable to find user {user!r} in /etc/passwd")
-            uid, primary_gid = entry.uid, entry.gid
-        if not group:
-            return uid, primary_gid
-        if group.isdigit():
-            return uid, int(group)
-        groups = read_groups(in_image(root, "/etc/group"))
-        match = next((g for g in groups if g.name == group), None)
-        if match is None:
-            raise LookupError(f"unable to find group {group!r} in /etc/group")
-        return uid, match.gid
+            uid, gid = (entry.uid, entry.gid) if entry is not None else (0, 0)
+        assert gid is not None
+        if not colon:
+            return uid, gid
+        group_id = _numeric(group)
+        if group_id is None:
+            groups = read_groups(in_image(root, "/etc/group"))
+            match = next((g for g in groups if g.name == group), None)
+            group_id = match.gid if match is not None else gid
+        return uid, group_id
+
+
+def _numeric(name: str) -> int | None:
+    """BuildKit's parseUID: "root" is 0, a decimal below 2**31 is itself, else a name."""
+    if name == "root":
+        return 0
+    if name.isdigit() and int(name) < 2**31:
+        return int(name)
+    return None
 
 
 def in_image(root: str, path: str) -> str:
@@ -82,13 +93,17 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 
 class Dirs:
     """Directories reached by a relative path from a base dir fd one component at a time,
-    made when missing (0755, as `mkdir -p`): a path may be longer than PATH_MAX. The last
+    made when missing (as `mkdir -p`): a path may be longer than PATH_MAX. The last
     one opened stays open, since entries come in tree order and the next entry's parent is
     usually the same dir or one below it. Symlinks on the way are followed as the root we
-    run in resolves them (in the sandbox, inside the image)."""
+    run in resolves them (in the sandbox, inside the image).
 
-    def __init__(self, base_fd: int) -> None:
+    A directory made here gets MODE and OWNER: BuildKit's copy makes the parents it needs
+    0755 (or the octal --chmod) and owned by --chown (root without one)."""
+
+    def __init__(self, base_fd: int, mode: int = 0o755, owner: tuple[int, int] = (0, 0)) -> None:
         self.base = base_fd
+        self.mode, self.owner = mode, owner
         self.parts: tuple[str, ...] = ()
         self.fd = -1
 
@@ -110,9 +125,14 @@ class Dirs:
                 except FileNotFoundError:
                     if not create:
                         raise
+                    made = False
                     with contextlib.suppress(FileExistsError):
-                        os.mkdir(comp, 0o755, dir_fd=fd)
+                        os.mkdir(comp, 0o700, dir_fd=fd)
+                        made = True
                     nxt = os.open(comp, _DIR, dir_fd=fd)
+                    if made:
+                        os.fchown(nxt, *self.owner)
+                        os.fchmod(nxt, self.mode)  # after chown, which clears setuid bits
                 if fd != self.base:
                     os.close(fd)
                 fd = nxt
@@ -183,6 +203,19 @@ def _split(path: str) -> tuple[str, str]:
     return parent, name
 
 
+def final_target(root: str, path: str) -> str:
+    """PATH with its last component followed while it is a symlink, as BuildKit resolves a
+    COPY destination (fs.RootPath): a link to a missing file is written through. `..` stops
+    at the root, so the result never leaves it."""
+    for _ in range(40):
+        try:
+            link = os.readlink(in_image(root, path))
+        except OSError:  # not a symlink, or missing
+            return path
+        path = posixpath.normpath(posixpath.join("/", posixpath.dirname(path), link))
+    raise LookupError(f"{path}: too many levels of symbolic links")
+
+
 @in_root
 def copy_into_root(
     root: str,
@@ -190,7 +223,7 @@ def copy_into_root(
     items: list[CopyItem],
     inline: list[InlineFile],
     owner: Ownership,
-    chmod: int | None,
+    chmod: Chmod | None,
     unpack_archives: bool = False,
 ) -> int:
     """Write the context items (and heredoc files) into the root we are in.
@@ -200,12 +233,14 @@ def copy_into_root(
     """
     uid, gid = owner.resolve(root)
     root_fd = os.open(root, _DIR)
-    dirs = Dirs(root_fd)
+    dirs = Dirs(root_fd, chmod.created_dir_mode if chmod else 0o755, (uid, gid))
     try:
-        _copy_items(root, root_fd, dirs, context_fd, items, owner=(uid, gid), chmod=chmod,
-                    unpack_archives=unpack_archives)  # fmt: skip
+        # ADD --chown owns what it unpacks; without one, the archive's own ids stay.
+        archive_owner = (uid, gid) if owner.spec else None
+        _copy_items(root, dirs, context_fd, items, owner=(uid, gid), chmod=chmod,
+                    unpack_archives=unpack_archives, archive_owner=archive_owner)  # fmt: skip
         for file in inline:
-            parent, name = _split(file.target)
+            parent, name = _split(final_target(root, file.target))
             pfd = dirs.open(parent)
             remove_non_dir(name, pfd)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -213,7 +248,7 @@ def copy_into_root(
             try:
                 os.write(fd, file.content)
                 os.fchown(fd, uid, gid)
-                os.fchmod(fd, chmod if chmod is not None else file.mode)
+                os.fchmod(fd, chmod.apply(file.mode, False) if chmod else file.mode)
             finally:
                 os.close(fd)
     finally:
@@ -224,27 +259,34 @@ def copy_into_root(
 
 def _copy_items(
     root: str,
-    root_fd: int,
     dirs: Dirs,
     context_fd: int,
     items: list[CopyItem],
     *,
     owner: tuple[int, int],
-    chmod: int | None,
+    chmod: Chmod | None,
     unpack_archives: bool,
+    archive_owner: tuple[int, int] | None,
 ) -> None:
     uid, gid = owner
     dir_times: list[tuple[str, int]] = []
     for item in items:
         entry = item.entry
-        target = item.target
+        target = final_target(root, item.target) if item.source else item.target
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
         archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
         if item.into_existing_dir and dirs.is_dir(target):
             target = posixpath.join(target, item.name or posixpath.basename(entry.path))
         parent, name = _split(target)
-        mode = chmod if chmod is not None else entry.mode
+        mode = chmod.apply(entry.mode, entry.kind == "dir") if chmod else entry.mode
         if entry.kind == "dir":
+            if item.source:
+                # The destination of a directory's contents: made like a parent (0755 or
+                # the octal --chmod, --chown's owner); one that exists keeps its own.
+                dirs.open(target.strip("/"))
+                continue
+            if dirs.is_dir(target):  # one the image has keeps its owner and mode (BuildKit)
+                continue
             fd = dirs.open(target.strip("/"))
             os.fchown(fd, uid, gid)
             os.fchmod(fd, mode)  # after chown, which clears setuid bits
@@ -260,9 +302,12 @@ def _copy_items(
             continue
         src = open_below(context_fd, os.fsencode(entry.path), os.O_RDONLY)
         try:
-            archive = open_archive(src) if unpack_archives else None
+            # Only a source that is itself an archive is unpacked, never one found inside
+            # a directory being copied (BuildKit tries each matched source, not its files).
+            archive = open_archive(src) if unpack_archives and item.source else None
             if archive is not None:
-                extract(archive, in_image(root, archive_dir))
+                dirs.open(archive_dir.strip("/"))
+                extract(archive, in_image(root, archive_dir), archive_owner)
                 continue
             dst = _write_file(src, pfd, name, mode)
         finally:

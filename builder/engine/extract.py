@@ -124,9 +124,10 @@ def _inside(name: str, dest: str) -> str:
 
 
 class _Unpacker:
-    def __init__(self, dest_fd: int, dest: str) -> None:
+    def __init__(self, dest_fd: int, dest: str, owner: tuple[int, int] | None) -> None:
         from builder.sandbox.inroot import open_path  # preloaded (see preload())
 
+        self.owner = owner  # ADD --chown: every member's owner; None keeps the archive's
         self._open_path = open_path
         self.dest_fd = dest_fd
         self.dest = dest
@@ -175,6 +176,9 @@ class _Unpacker:
             self.parent = (parent, fd)
         return self.parent[1], base
 
+    def ids(self, member: tarfile.TarInfo) -> tuple[int, int]:
+        return self.owner if self.owner is not None else (member.uid, member.gid)
+
     def member(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         rel = _inside(member.name, self.dest)
         if not rel:
@@ -192,7 +196,7 @@ class _Unpacker:
                 os.mkdir(base, 0o700, dir_fd=pfd)
             fd = os.open(base, _DIR | os.O_NOFOLLOW, dir_fd=pfd)
             try:
-                os.fchown(fd, member.uid, member.gid)
+                os.fchown(fd, *self.ids(member))
                 os.fchmod(fd, mode)
             finally:
                 os.close(fd)
@@ -206,7 +210,7 @@ class _Unpacker:
                     with os.fdopen(os.dup(fd), "wb") as out:
                         while chunk := source.read(1 << 20):
                             out.write(chunk)
-                os.fchown(fd, member.uid, member.gid)
+                os.fchown(fd, *self.ids(member))
                 os.fchmod(fd, mode)  # after chown, which clears setuid bits
                 os.utime(fd, (member.mtime, member.mtime))
             finally:
@@ -237,7 +241,7 @@ class _Unpacker:
             os.mkfifo(base, 0o600, dir_fd=pfd)
         else:
             raise LookupError(f"{member.name!r}: unsupported tar member type {member.type!r}")
-        os.chown(base, member.uid, member.gid, dir_fd=pfd, follow_symlinks=False)
+        os.chown(base, *self.ids(member), dir_fd=pfd, follow_symlinks=False)
         if not member.issym():  # a node we just made: chmod by name cannot be led away
             os.chmod(base, mode, dir_fd=pfd)
         os.utime(base, (member.mtime, member.mtime), dir_fd=pfd, follow_symlinks=False)
@@ -256,10 +260,12 @@ class _Unpacker:
                 os.close(fd)
 
 
-def extract(tar: tarfile.TarFile, dest: str) -> None:
+def extract(tar: tarfile.TarFile, dest: str, owner: tuple[int, int] | None = None) -> None:
+    """Unpack TAR into DEST (made 0755 when missing), its members owned by OWNER when
+    given (ADD --chown), else by their own ids, as BuildKit's unpack does."""
     os.makedirs(dest, 0o755, exist_ok=True)
     dest_fd = os.open(dest, _DIR)
-    unpacker = _Unpacker(dest_fd, dest)
+    unpacker = _Unpacker(dest_fd, dest, owner)
     try:
         with tar:
             for member in tar:

@@ -2,8 +2,11 @@
 
 - bind (the default type): a path of the build context, read-only unless `rw` (writes are
   then thrown away, as in BuildKit). Its content is part of the step's cache key.
+- bind from=STAGE|IMAGE: a path of that stage's (or image's) root, copied out for the step;
+  the source's key and the path are part of the step's key.
 - cache: a directory kept in the store across builds (by `id`, default the target), for
-  package-manager caches. Not part of the key.
+  package-manager caches. Not part of the key. With from=, one per id and source, made
+  from the source's files.
 - tmpfs: an empty tmpfs.
 - secret: what the build got with `--secret id=ID,src=PATH` (or `env=VAR`), held in memory:
   a read-only file at /run/secrets/ID (or target=) on a tmpfs of the sandbox's own, and/or
@@ -18,7 +21,7 @@ import hashlib
 import os
 import posixpath
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -136,9 +139,19 @@ def _copy_file(root_fd: int, entry: ContextEntry, dir_fd: int, name: bytes) -> N
         os.close(src)
 
 
-def cache_dir(mounts: CacheMounts, mount: RunMount) -> Path:
+def cache_dir(
+    mounts: CacheMounts,
+    mount: RunMount,
+    source_key: str | None = None,
+    seed: Callable[[Path], object] | None = None,
+) -> Path:
+    """The cache mount's dir. With from=, BuildKit keeps one cache per id and source
+    (its key is the id and the source's ref), made from the source's files (`seed`)."""
     mode = mount.mode if mount.mode is not None else 0o755
-    return mounts.get(mount.id or mount.target, mode=mode, uid=mount.uid, gid=mount.gid)
+    ident = mount.id or mount.target
+    if source_key is not None:
+        ident += f"\0from={source_key}:{posixpath.normpath('/' + (mount.source or '/'))}"
+    return mounts.get(ident, mode=mode, uid=mount.uid, gid=mount.gid, seed=seed)
 
 
 def secret_mount(secrets: Mapping[str, bytes], mount: RunMount) -> tuple[Mount | None, str | None]:

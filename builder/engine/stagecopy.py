@@ -15,14 +15,23 @@ import stat
 import tarfile
 from dataclasses import dataclass
 
-from builder.engine.copier import Dirs, Ownership, in_image, in_root, remove_non_dir
+from builder.engine.context import not_found
+from builder.engine.copier import (
+    Dirs,
+    Ownership,
+    final_target,
+    in_image,
+    in_root,
+    remove_non_dir,
+)
 from builder.layer.tree import walk
+from builder.recipe.chmod import Chmod
 
 _MAGIC = re.compile(r"[*?\[]")
 
 
 @in_root
-def pack(root: str, out_fd: int, sources: tuple[str, ...]) -> int:
+def pack(root: str, out_fd: int, sources: tuple[str, ...], ref: str = "") -> int:
     """Write SOURCES (paths or wildcards in this root) as a tar to `out_fd`.
 
     A directory contributes its contents (as "./..."), anything else itself under its
@@ -38,8 +47,10 @@ def pack(root: str, out_fd: int, sources: tuple[str, ...]) -> int:
             if _MAGIC.search(path):  # root_dir: no character of ROOT may act as a wildcard
                 matches = glob.glob(path.lstrip("/"), root_dir=root, include_hidden=True)
                 found = sorted("/" + m for m in matches)
-            if not found or not os.path.lexists(in_image(root, found[0])):
-                raise LookupError(f"{source}: no such file or directory")
+            if not found:
+                continue  # BuildKit allows a wildcard that matches nothing
+            if not os.path.lexists(in_image(root, found[0])):
+                raise LookupError(not_found(ref, path))
             for match in found:
                 real = os.path.realpath(in_image(root, match))
                 if os.path.isdir(real):
@@ -55,8 +66,15 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
     and without naming any entry by its full path (a tree may be deeper than either allows).
     Names stay bytes (surrogate-escaped str for tarfile, which writes them back as bytes)."""
     links: dict[tuple[int, int], str] = {}
-    for visit in walk(top):
+    # What the sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
+    # stage's: a mount point's directory is kept, never what is mounted there. (The layers
+    # all live in the store, one filesystem: overlayfs then gives every entry of its own
+    # its st_dev, so only mounted ones differ.)
+    device = os.stat(top).st_dev
+    for visit in walk(top, one_filesystem=True):
         st = visit.st
+        if st.st_dev != device and not stat.S_ISDIR(st.st_mode):
+            continue
         info = tarfile.TarInfo("./" + os.fsdecode(visit.path))
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
@@ -96,16 +114,21 @@ class Destination:
 
 
 @in_root
-def unpack(root: str, in_fd: int, dest: Destination, owner: Ownership, chmod: int | None) -> int:
-    """Write the tar from `in_fd` under DEST, owned by --chown (root by default).
+def unpack(root: str, in_fd: int, dest: Destination, owner: Ownership, chmod: Chmod | None) -> int:
+    """Write the tar from `in_fd` under DEST. Entries keep their own uid/gid unless
+    --chown gives one (BuildKit's copy); the directories made on the way are root's.
 
     Entries are reached from fds one component at a time (Dirs): the tree may be deeper
     than PATH_MAX allows to name."""
-    uid, gid = owner.resolve(root)
+    ids = owner.resolve(root) if owner.spec else None
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    opened, link_dirs = Dirs(root_fd), Dirs(root_fd)  # link_dirs: hard links' targets
+    made_mode = chmod.created_dir_mode if chmod else 0o755
+    opened = Dirs(root_fd, made_mode, ids or (0, 0))
+    link_dirs = Dirs(root_fd)  # hard links' targets, never made
+    if dest.single:
+        dest = Destination(final_target(root, dest.path), dest.single)
     try:
-        _unpack(opened, link_dirs, in_fd, dest, (uid, gid), chmod)
+        _unpack(opened, link_dirs, in_fd, dest, ids, chmod)
     finally:
         opened.close()
         link_dirs.close()
@@ -118,10 +141,9 @@ def _unpack(
     link_dirs: Dirs,
     in_fd: int,
     dest: Destination,
-    owner: tuple[int, int],
-    chmod: int | None,
+    owner: tuple[int, int] | None,
+    chmod: Chmod | None,
 ) -> None:
-    uid, gid = owner
     dest_rel = dest.path.strip("/")
     dirs: list[tuple[str, int]] = []
     with (
@@ -138,9 +160,15 @@ def _unpack(
             lone_file = index == 0 and dest.single and not member.isdir() and "/" not in rel
             if lone_file and not opened.is_dir(dest_rel):
                 base, rel = posixpath.dirname(dest_rel), posixpath.basename(dest_rel)
-            target = base if rel == "." else posixpath.join(base, rel)
-            mode = chmod if chmod is not None else member.mode
+            if rel == ".":  # the destination of a directory's contents: made as a parent
+                opened.open(base)
+                continue
+            target = posixpath.join(base, rel)
+            mode = chmod.apply(member.mode, member.isdir()) if chmod else member.mode
+            uid, gid = owner or (member.uid, member.gid)
             if member.isdir():
+                if opened.is_dir(target):  # one the image has keeps its owner and mode
+                    continue
                 fd = opened.open(target)
                 os.fchown(fd, uid, gid)
                 os.fchmod(fd, mode)

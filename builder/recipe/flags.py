@@ -54,6 +54,7 @@ ALLOWED: Mapping[str, Mapping[str, FlagKind]] = {
         "checksum": _S,
         "keep-git-dir": _B,
         "exclude": _L,
+        "unpack": _B,
     },
     "HEALTHCHECK": {
         "interval": _S,

@@ -73,6 +73,7 @@ class Add(Instruction):
     mode: int | None = None  # --chmod parsed: permission bits
     checksum: str | None = None  # accepted only with remote sources, which are refused
     keep_git_dir: bool = False
+    unpack: bool | None = None  # --unpack[=BOOL]; None: a local archive is unpacked
     heredocs: tuple[Heredoc, ...] = ()
 
 

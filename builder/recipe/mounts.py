@@ -39,6 +39,9 @@ _KEYS = {
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+# from= is never expanded (the plan needs it before any ARG has a value): BuildKit's words.
+FROM_NOT_EXPANDED = "'from' doesn't support variable expansion, define alias stage instead"
+
 
 class MountError(ValueError):
     """A --mount value that is not valid (or not supported yet); the caller adds where."""
@@ -67,6 +70,16 @@ def _flag(key: str, value: str) -> bool:
     if lowered in _FALSE:
         return False
     raise MountError(f"--mount {key}={value}: expected true or false")
+
+
+def mount_from(spec: str) -> str | None:
+    """The `from=` of a --mount value as written (BuildKit never expands it): the stage
+    or image the mount reads, which the plan must build first."""
+    for part in spec.split(","):
+        key, _eq, value = part.partition("=")
+        if key.strip().lower() == "from" and value:
+            return value
+    return None
 
 
 def parse_mount(spec: str) -> RunMount:
@@ -120,9 +133,12 @@ def parse_mount(spec: str) -> RunMount:
         raise MountError(f"--mount: {err}") from None
     required = _flag("required", values.pop("required")) if "required" in values else False
     source = values.pop("source", None) or values.pop("src", None)
-    from_ = values.pop("from", None)
+    from_ = values.pop("from", None) or None
     if from_ is not None:
-        raise MountError(f"--mount from={from_} is not supported yet (mount the context)")
+        if "$" in from_:
+            raise MountError(FROM_NOT_EXPANDED)
+        if kind not in ("bind", "cache"):
+            raise MountError(f"--mount type={kind} does not take from=")
     if "size" in values or "env" in values:
         raise MountError(f"--mount {', '.join(values)} is not supported yet")
     return RunMount(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 
 from builder.errors import RecipeError
 from builder.recipe.gostr import go_quote
-from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe
+from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe, Run
+from builder.recipe.mounts import mount_from
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
 from builder.recipe.suggest import closest
@@ -26,7 +27,7 @@ class Stage:
     platform: str | None
     instructions: tuple[Instruction, ...]  # everything after the FROM, raw
     from_instruction: From
-    depends_on: frozenset[int]  # base stage and COPY --from stages
+    depends_on: frozenset[int]  # base stage, COPY --from and RUN --mount from= stages
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,24 @@ def _global_args(
     return env, declared
 
 
-def _copy_sources(
-    body: tuple[Instruction, ...], names: Mapping[str, int]
-) -> list[tuple[int, Copy]]:
-    """(stage index, COPY) for each COPY --from naming a stage (by name or index), earlier
-    or not: a later one is an error, after the cycle check BuildKit makes first."""
-    found = []
+# (stage index, the instruction, the reference as written): a use of another stage.
+StageUse = tuple[int, Instruction, str]
+
+
+def _stage_uses(body: tuple[Instruction, ...], names: Mapping[str, int]) -> list[StageUse]:
+    """Each COPY --from and RUN --mount from= naming a stage (by name or index), earlier or
+    not: a later one is an error, after the cycle check BuildKit makes first."""
+    found: list[StageUse] = []
     for instr in body:
+        refs: list[str] = []
         if isinstance(instr, Copy) and instr.from_stage is not None:
-            ref = instr.from_stage
+            refs.append(instr.from_stage)
+        if isinstance(instr, Run):
+            refs.extend(ref for ref in map(mount_from, instr.mounts) if ref is not None)
+        for ref in refs:
             index = int(ref) if ref.isdecimal() else names.get(ref.lower())
             if index is not None:
-                found.append((index, instr))
+                found.append((index, instr, ref))
     return found
 
 
@@ -79,16 +86,17 @@ def _stage_label(index: int, name: str | None) -> str:
     return name if name is not None else f"stage-{index}"  # BuildKit's name for it
 
 
-def _check_cycles(sources: list[list[tuple[int, Copy]]], labels: list[str]) -> None:
+def _check_cycles(sources: list[list[StageUse]], labels: list[str]) -> None:
     """BuildKit's validateCircularDependency: the first stage (in recipe order) from which a
-    cycle of COPY --from can be reached is named, at the COPY lines on the way."""
+    cycle of COPY --from (or RUN --mount from=) can be reached is named, at the lines on
+    the way."""
     visited: set[int] = set()
 
-    def visit(index: int, path: list[int], via: list[Copy]) -> list[Copy] | None:
+    def visit(index: int, path: list[int], via: list[Instruction]) -> list[Instruction] | None:
         if index in visited:
             return None
         visited.add(index)
-        for dep, copy in sources[index]:
+        for dep, copy, _ in sources[index]:
             if dep >= len(sources):
                 raise RecipeError(f"invalid stage index {dep}", copy.location)
             if dep in path or dep == index:
@@ -106,12 +114,10 @@ def _check_cycles(sources: list[list[tuple[int, Copy]]], labels: list[str]) -> N
             )
 
 
-def _dependencies(stage_index: int, sources: list[tuple[int, Copy]], labels: list[str]) -> set[int]:
+def _dependencies(stage_index: int, sources: list[StageUse], labels: list[str]) -> set[int]:
     deps: set[int] = set()
-    for index, copy in sources:
-        # (RUN --mount from= would be one too; it is refused when the recipe is typed.)
+    for index, copy, target in sources:
         if index >= stage_index:
-            target = copy.from_stage
             raise RecipeError(
                 f"cannot copy from stage {go_quote(str(target))}, it needs to be defined before"
                 f" current stage {go_quote(labels[stage_index])}",
@@ -162,7 +168,7 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
                 )
             names[name] = index
     labels = [_stage_label(i, from_raw.stage_name) for i, (from_raw, _) in enumerate(groups)]
-    sources = [_copy_sources(body, names) for _, body in groups]
+    sources = [_stage_uses(body, names) for _, body in groups]
     _check_cycles(sources, labels)
     stages: list[Stage] = []
     for index, (from_raw, body) in enumerate(groups):

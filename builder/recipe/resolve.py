@@ -63,7 +63,9 @@ class _Resolver:
         fields = []
         for field in spec.split(","):
             key, eq, value = field.partition("=")
-            fields.append(f"{key}={self.word(value)}" if eq else field)
+            # from= is not expanded, as in BuildKit (parse_mount refuses a `$` in it).
+            expand = eq and key.strip().lower() != "from"
+            fields.append(f"{key}={self.word(value)}" if expand else field)
         return ",".join(fields)
 
     @staticmethod

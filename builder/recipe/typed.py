@@ -18,7 +18,7 @@ from builder.recipe import instructions as ins
 from builder.recipe import values
 from builder.recipe.flags import FlagError, ParsedFlags, parse_flags
 from builder.recipe.gostr import go_quote
-from builder.recipe.mounts import MountError, parse_mount
+from builder.recipe.mounts import FROM_NOT_EXPANDED, MountError, mount_from, parse_mount
 from builder.recipe.suggest import closest
 from builder.recipe.tree import Node, SyntaxTree
 
@@ -136,6 +136,8 @@ def _run(c: _Ctx) -> ins.Instruction:
                 mounts.append(parse_mount(spec))
             except MountError as err:
                 raise c.invalid(values.Problem(str(err), word=f"--mount={spec}")) from None
+        elif "$" in (mount_from(spec) or ""):
+            raise c.invalid(values.Problem(FROM_NOT_EXPANDED, word=f"--mount={spec}"))
     return ins.Run(
         location=c.location,
         original=c.node.original,
@@ -209,6 +211,7 @@ def _add(c: _Ctx) -> ins.Instruction:
         mode=_mode(c),
         checksum=checksum,
         keep_git_dir=keep_git_dir,
+        unpack=c.flags.bools.get("unpack"),
         heredocs=c.node.heredocs,
     )
 

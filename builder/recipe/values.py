@@ -15,8 +15,8 @@ from dataclasses import replace
 from builder.errors import RecipeError, SourceLocation
 from builder.image.duration import DurationError, parse_duration
 from builder.image.platform import Platform
+from builder.recipe import chmod
 
-_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
 _RETRIES = re.compile(r"[+-]?[0-9]+")
 # Expansion leaves a word without `$`, quotes or escape characters as it is.
 _LITERAL = re.compile(r"[^$\"'\\`]*")
@@ -70,16 +70,17 @@ def no_nul(keyword: str, texts: Iterable[str]) -> None:
 
 
 def parse_chmod(text: str | None) -> int | None:
-    """--chmod: octal permission bits, as BuildKit accepts them (755, 0640, 4755)."""
+    """--chmod: octal permission bits (755, 0640, 4755), or a symbolic mode (go-w,
+    u=rwx,g=rx), which is checked here and applied per file by the engine (recipe/chmod);
+    the octal bits, None for a symbolic mode."""
     if not text:
         return None
-    if not _OCTAL_MODE.fullmatch(text):
+    try:
+        return chmod.parse(text).octal
+    except chmod.ChmodError as err:
         raise Problem(
-            f"invalid --chmod={text}: expected octal permission bits",
-            "for example --chmod=755 or --chmod=0644",
-            "--chmod",
-        )
-    return int(text, 8)
+            str(err), "for example --chmod=755, --chmod=0644 or --chmod=u=rwx,go=rx", "--chmod"
+        ) from None
 
 
 def parse_platform(text: str | None) -> Platform | None:

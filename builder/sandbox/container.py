@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from builder.errors import SandboxError
-from builder.sandbox.spec import DEVNULL, SandboxSpec
+from builder.sandbox.spec import DEVNULL, ProcessStartError, SandboxSpec
 from builder.sandbox.users import Credentials
 
 # Python ignores these at start-up and ignored signals survive exec: a build's `yes | head`
@@ -41,7 +41,7 @@ def make_cwd(cwd: str) -> None:
     try:
         os.makedirs(cwd, mode=0o755, exist_ok=True)
     except OSError as err:
-        raise SandboxError(f"working directory {cwd}: {err.strerror}") from None
+        raise ProcessStartError(f"working directory {cwd}: {err.strerror}") from None
 
 
 def become(creds: Credentials, cwd: str) -> None:
@@ -58,7 +58,7 @@ def become(creds: Credentials, cwd: str) -> None:
     try:
         os.chdir(cwd)
     except OSError as err:
-        raise SandboxError(f"working directory {cwd}: {err.strerror}") from None
+        raise ProcessStartError(f"working directory {cwd}: {err.strerror}") from None
 
 
 def _may_setgroups() -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -92,7 +93,22 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
+    _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
     _mount_overlay(lowers, str(root.upper), str(root.work), target, userns)
+
+
+def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
+    """overlayfs shows the merged `/` with the upper dir's mode and owner. A fresh upper
+    dir is a store temp dir (0700): left so, it would lock a non-root USER out of `/`.
+    It takes the image's own root instead: the top-most layer's, or 0755 root:root on
+    scratch (what docker gives an image). An upper dir already in use keeps its own."""
+    if any(os.scandir(upper)):
+        return
+    st = os.stat(top_lower) if top_lower is not None else None
+    uid, gid = (st.st_uid, st.st_gid) if st is not None else (0, 0)
+    with contextlib.suppress(OSError):  # unmapped ids without root: the caller's own stay
+        os.chown(upper, uid, gid)
+    os.chmod(upper, stat.S_IMODE(st.st_mode) if st is not None else 0o755)
 
 
 def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns: bool) -> None:

@@ -35,7 +35,7 @@ from builder.sandbox import container, mounts, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
-from builder.sandbox.spec import DirRoot, SandboxSpec
+from builder.sandbox.spec import DirRoot, ProcessStartError, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -198,6 +198,8 @@ def _child(report_w: int, body: Callable[[], int]) -> None:
     code = 255
     try:
         code = body()
+    except ProcessStartError as err:
+        _report(report_w, "S" + str(err))
     except BaseException as err:
         _report(report_w, "E" + _message(err))
     finally:
@@ -391,6 +393,7 @@ def _wait(pid: int, report_r: int) -> int:
     forwarder = _Forwarder()
     forwarder.install()
     errors: list[str] = []
+    start_error = ""  # "S": the spec's fault (ProcessStartError)
     buf = b""
     try:
         while True:
@@ -408,11 +411,15 @@ def _wait(pid: int, report_r: int) -> int:
                     forwarder.attach(int(line[1:]))
                 elif line.startswith("E"):
                     errors.append(line[1:])
+                elif line.startswith("S"):
+                    start_error = start_error or line[1:]
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()
     if errors:
         raise SandboxError(errors[0])
+    if start_error:
+        raise ProcessStartError(start_error)
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
     return os.waitstatus_to_exitcode(status)

@@ -13,6 +13,12 @@ from typing import Final, Literal
 from builder.errors import SandboxError
 from builder.sandbox.limits import Limits
 
+
+class ProcessStartError(SandboxError):
+    """The process cannot start as its spec asks (its user is not in the image, its working
+    directory cannot be entered): the spec's fault, not the kernel's."""
+
+
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from builder.errors import SandboxError
+from builder.sandbox.spec import ProcessStartError
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,14 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
     name, _, group = user.partition(":")
     if not name:
         if group:
-            raise SandboxError(f"user {user!r}: no user before ':'")
+            raise ProcessStartError(f"user {user!r}: no user before ':'")
         name = "0"
     users = read_passwd(f"{etc}/passwd")
     uid = _id(name)
     entry = next((u for u in users if (u.uid == uid if uid is not None else u.name == name)), None)
     if entry is None and uid is None:
-        raise SandboxError(f"user {name!r} not found in the image's /etc/passwd")
+        # moby/sys/user's words, which BuildKit reports as they are
+        raise ProcessStartError(f"unable to find user {name}: no matching entries in passwd file")
     uid = entry.uid if entry else uid
     assert uid is not None
     gid = entry.gid if entry else 0
@@ -89,7 +90,9 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
         if gid_given is None:
             match = next((g for g in groups if g.name == group), None)
             if match is None:
-                raise SandboxError(f"group {group!r} not found in the image's /etc/group")
+                raise ProcessStartError(
+                    f"unable to find group {group}: no matching entries in group file"
+                )
             gid_given = match.gid
         gid = gid_given
     supplementary = [gid]

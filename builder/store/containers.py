@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,9 +66,18 @@ class CacheMounts:
     def __init__(self, paths: StorePaths) -> None:
         self._paths = paths
 
-    def get(self, ident: str, *, mode: int, uid: int, gid: int) -> Path:
-        """The dir for `ident`, made on first use with that mode and owner (later uses get
-        it as the first one left it, as BuildKit does)."""
+    def get(
+        self,
+        ident: str,
+        *,
+        mode: int,
+        uid: int,
+        gid: int,
+        seed: Callable[[Path], object] | None = None,
+    ) -> Path:
+        """The dir for `ident`, made on first use with that mode and owner and filled by
+        `seed` (RUN --mount=type=cache,from=); later uses get it as the first one left it,
+        as BuildKit does."""
         path = self._paths.cache_mounts / hashlib.sha256(ident.encode()).hexdigest()[:32]
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -75,6 +85,12 @@ class CacheMounts:
             staging.mkdir(mode=mode)
             if os.geteuid() == 0:  # rootless, ours is the only id mapped (as uid 0) anyway
                 os.chown(staging, uid, gid)
+            if seed is not None:
+                try:
+                    seed(staging)
+                except BaseException:
+                    remove_tree(staging, ignore_errors=True)
+                    raise
             try:
                 staging.rename(path)
             except OSError:

@@ -56,8 +56,33 @@ def test_sources_cannot_leave_the_context(ctx: Path) -> None:
     context = BuildContext(ctx)
     # `..` is cleaned against the context root, as docker does: it names the root's own file.
     assert _targets(context, ("../../top.txt",), "/d/") == ["/d/top.txt"]
-    with pytest.raises(BuildContextError, match="not in the build context"):
+    with pytest.raises(BuildContextError, match='"/etc/passwd": not found'):
         context.plan_copy(("../etc/passwd",), "/d/")
+
+
+def test_a_path_through_a_symlinked_dir_is_followed_inside_the_context(ctx: Path) -> None:
+    # BuildKit's testCopyThroughSymlinkContext: `COPY link/foo .` with link -> sub.
+    (ctx / "dirlink").symlink_to("src/sub")
+    assert _targets(BuildContext(ctx), ("dirlink/b.txt",), "/d/") == ["/d/b.txt"]
+    assert _targets(BuildContext(ctx), ("dirlink/*.txt",), "/d/") == ["/d/b.txt"]
+    # A link that climbs out stops at the context's root: it names the context's own dir.
+    (ctx / "up").symlink_to("../../../src")
+    assert _targets(BuildContext(ctx), ("up/sub/b.txt",), "/d/") == ["/d/b.txt"]
+    (ctx / "abs").symlink_to("/etc")
+    with pytest.raises(BuildContextError, match='"/abs/passwd": not found'):
+        BuildContext(ctx).plan_copy(("abs/passwd",), "/d/")
+
+
+def test_wildcards_may_match_nothing_a_literal_may_not(ctx: Path) -> None:
+    # BuildKit's testEmptyWildcard: `COPY foo nomatch* /` copies foo.
+    assert _targets(BuildContext(ctx), ("top.txt", "nomatch*"), "/") == ["/top.txt"]
+    assert BuildContext(ctx).plan_copy(("nomatch*",), "/d/") == []
+    with pytest.raises(BuildContextError) as info:
+        BuildContext(ctx).plan_copy(("nomatch",), "/d/")
+    assert str(info.value) == (
+        'failed to compute cache key: failed to calculate checksum of ref context: "/nomatch":'
+        " not found"
+    )
 
 
 def test_a_named_symlink_is_followed_inside_the_context_only(ctx: Path) -> None:

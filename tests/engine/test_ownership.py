@@ -32,16 +32,23 @@ def test_names_and_numbers(root: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("spec", "message"),
-    [("nosuch", "unable to find user 'nosuch'"), ("0:nosuch", "unable to find group 'nosuch'")],
+    ("spec", "expected"),
+    [
+        ("nosuch", (0, 0)),  # BuildKit's readUser: an unknown name is 0:0
+        ("nosuch:staff", (0, 50)),
+        ("0:nosuch", (0, 0)),  # an unknown group keeps the user's gid
+        ("app:nosuch", (1000, 1001)),
+        ("7:nosuch", (7, 7)),
+        ("app:", (1000, 1001)),
+    ],
 )
-def test_unknown_names(root: str, spec: str, message: str) -> None:
-    with pytest.raises(LookupError, match=message):
-        Ownership(spec).resolve(root)
+def test_unknown_names_fall_back_as_buildkit(
+    root: str, spec: str, expected: tuple[int, int]
+) -> None:
+    assert Ownership(spec).resolve(root) == expected
 
 
 def test_names_come_from_the_root_not_the_host(root: str) -> None:
     # The host has no user "app" with uid 1000 in every setup; the root given does.
     assert Ownership("app").resolve(root) == (1000, 1001)
-    with pytest.raises(LookupError):
-        Ownership("app").resolve(str(Path(root) / "elsewhere"))
+    assert Ownership("app").resolve(str(Path(root) / "elsewhere")) == (0, 0)

@@ -105,7 +105,7 @@ def test_an_expanded_value_is_checked_with_what_lint_knows() -> None:
     (found,) = lint(bad, {})
     assert (found.severity, found.location.line, found.location.column) == ("error", 3, 6)
     assert found.error is not None and found.error.message == found.message
-    assert found.message.startswith("invalid --chmod=99")
+    assert found.message.startswith("invalid chmod parameter: '99'")
     assert lint(bad, {"MODE": "0644"}) == []
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from builder.recipe.mounts import MountError, RunMount, parse_mount
+from builder.recipe.mounts import MountError, RunMount, mount_from, parse_mount
 
 
 def test_defaults_per_type() -> None:
@@ -44,7 +44,8 @@ def test_a_secret_as_a_variable() -> None:
         ("type=cache,target=/x,sharing=maybe", "sharing=maybe"),
         ("target=/x,ro=perhaps", "expected true or false"),
         ("type=ssh", "not supported yet"),
-        ("type=bind,from=build,target=/x", "not supported yet"),
+        ("type=bind,from=$STAGE,target=/x", "'from' doesn't support variable expansion"),
+        ("type=tmpfs,from=build,target=/x", "does not take from="),
         ("type=secret", "needs id= or target="),
         ("type=secret,env=TOKEN", "env= needs id="),
         ("type=secret,id=t,env=1X", "not a variable name"),
@@ -54,3 +55,10 @@ def test_a_secret_as_a_variable() -> None:
 def test_errors(spec: str, message: str) -> None:
     with pytest.raises(MountError, match=message):
         parse_mount(spec)
+
+
+def test_from_is_kept_as_written() -> None:
+    assert parse_mount("type=bind,from=build,source=/out,target=/x").from_ == "build"
+    assert parse_mount("type=cache,from=alpine:3,target=/x").from_ == "alpine:3"
+    assert mount_from("type=cache,FROM=build,target=/x") == "build"
+    assert mount_from("type=cache,target=/x") is None

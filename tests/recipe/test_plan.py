@@ -192,3 +192,28 @@ def test_targetstage_names_the_stage_being_built(
 
 def test_targetstage_is_default_when_the_last_stage_has_no_name() -> None:
     assert plan(recipe(("FROM", "a")), {}).global_args["TARGETSTAGE"] == "default"
+
+
+def test_run_mount_from_is_a_dependency() -> None:
+    r = recipe(
+        ("FROM", "a", "AS", "deps"),
+        ("FROM", "b", "AS", "unused"),
+        ("FROM", "c"),
+        (
+            "RUN",
+            "--mount=type=bind,from=deps,target=/d",
+            "--mount=type=cache,from=img:1,target=/c",
+            "x",
+        ),
+    )
+    built = plan(r, {})
+    assert built.stages[2].depends_on == {0}
+    assert built.needed == (0, 2)
+    later = recipe(
+        ("FROM", "a"), ("RUN", "--mount=from=later,target=/d", "x"), ("FROM", "b", "AS", "later")
+    )
+    with pytest.raises(
+        RecipeError,
+        match='cannot copy from stage "later", it needs to be defined before current stage',
+    ):
+        plan(later, {})

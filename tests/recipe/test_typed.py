@@ -143,6 +143,14 @@ def test_copy_flags() -> None:
 
 
 @pytest.mark.parametrize(
+    ("flags", "unpack"), [((), None), (("--unpack",), True), (("--unpack=false",), False)]
+)
+def test_add_unpack(flags: tuple[str, ...], unpack: bool | None) -> None:
+    got = typed(node("ADD", "a.tar", "/d/", flags=flags))
+    assert isinstance(got, ins.Add) and got.unpack is unpack
+
+
+@pytest.mark.parametrize(
     ("cmd", "flags", "value", "message", "word"),
     [
         ("COPY", ("--link",), ("a", "b"), "COPY --link is not supported yet", "--link"),
@@ -153,10 +161,11 @@ def test_copy_flags() -> None:
         ("ADD", (), ("git@host:r.git", "/d"), "ADD from a URL or git repository", "git@"),
         ("ADD", ("--checksum=sha256:ab",), ("u", "/d"), "apply to URL and git sources", "--c"),
         ("ADD", ("--keep-git-dir",), ("u", "/d"), "apply to URL and git sources", "--k"),
-        ("COPY", ("--chmod=999",), ("a", "b"), "invalid --chmod=999", "--chmod"),
-        ("COPY", ("--chmod=u+x",), ("a", "b"), "invalid --chmod=u+x", "--chmod"),
+        ("COPY", ("--chmod=999",), ("a", "b"), "invalid chmod parameter: '999'", "--chmod"),
+        ("COPY", ("--chmod=10000",), ("a", "b"), "invalid chmod parameter: '10000'", "--chmod"),
+        ("COPY", ("--chmod=u+q",), ("a", "b"), "invalid chmod parameter: 'u+q'", "--chmod"),
         ("RUN", ("--mount=type=ssh",), ("x",), "--mount type=ssh is not supported", "--mount"),
-        ("RUN", ("--mount=from=a,target=/t",), ("x",), "--mount from=a is not supported", "--m"),
+        ("RUN", ("--mount=from=$a,target=/t",), ("x",), "'from' doesn't support variable", "--m"),
     ],
 )
 def test_unsupported_and_invalid_values(

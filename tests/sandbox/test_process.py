@@ -15,6 +15,7 @@ import pytest
 
 from builder.errors import SandboxError
 from builder.sandbox import DirRoot, Mount, OverlayRoot, SandboxSpec, call, run
+from builder.sandbox.spec import ProcessStartError
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
 
@@ -57,9 +58,35 @@ def test_user_nobody(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
     assert sh(SandboxSpec(overlay(), (), user="1234:5678"), "id -u; id -g")[1] == "1234\n5678\n"
 
 
-def test_unknown_user_is_a_sandbox_error(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
-    with pytest.raises(SandboxError, match="not found in the image's /etc/passwd"):
+def test_unknown_user_cannot_start(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    with pytest.raises(ProcessStartError, match="unable to find user alice: no matching entries"):
         sh(SandboxSpec(overlay(), (), user="alice"), "true")
+
+
+def test_fresh_upper_keeps_the_image_root(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, busybox_root: Path
+) -> None:
+    # overlayfs shows `/` with the upper dir's mode; a store temp dir is 0700.
+    root = overlay()
+    root.upper.chmod(0o700)
+    busybox_root.chmod(0o755)
+    spec = SandboxSpec(root, (), user="nobody")
+    assert sh(spec, "stat -c %a /; ls / >/dev/null && echo ok") == (0, "755\nok\n", "")
+
+
+def test_scratch_root_is_0755(overlay: Callable[..., OverlayRoot]) -> None:
+    root = overlay()
+    root.upper.chmod(0o700)
+    status = call(SandboxSpec(OverlayRoot((), root.upper, root.work), ("x",)), lambda: 0)
+    assert status == 0
+    assert oct(root.upper.stat().st_mode & 0o7777) == oct(0o755)
+
+
+def test_cwd_the_user_cannot_enter(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    root = overlay()
+    (root.upper / "w").mkdir(mode=0o700)
+    with pytest.raises(ProcessStartError, match="working directory /w: Permission denied"):
+        sh(SandboxSpec(root, (), user="nobody", cwd="/w"), "true")
 
 
 def test_files_keep_host_ids(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:

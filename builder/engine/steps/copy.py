@@ -22,6 +22,7 @@ from builder.engine.steps.layer_step import (
 )
 from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
+from builder.recipe.chmod import parse as parse_chmod
 from builder.recipe.resolve import resolve
 
 
@@ -50,7 +51,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     dest = posixpath.join(workdir, resolved.dest)
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
-    chmod = resolved.mode
+    chmod = parse_chmod(resolved.chmod) if resolved.chmod else None
     if isinstance(instr, ins.Copy) and instr.from_stage is not None:
         assert isinstance(resolved, ins.Copy)
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)
@@ -61,17 +62,20 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
     keyword = instr.keyword
     created_by = copy_history(resolved)
-    payload = {
+    # ADD unpacks a local archive unless --unpack=false (BuildKit's --unpack).
+    unpack_archives = isinstance(resolved, ins.Add) and resolved.unpack is not False
+    payload: dict[str, object] = {
         "files": copy_digest(items),
         "inline": [(f.target, f.content.decode()) for f in inline],
         "chown": resolved.chown,
         "chmod": resolved.chmod,
     }
+    if isinstance(resolved, ins.Add) and resolved.unpack is not None:
+        payload["unpack"] = resolved.unpack
     key = cachekey.chain(state.key, keyword, payload)
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
-    unpack_archives = isinstance(instr, ins.Add)
     if unpack_archives:
         from builder.engine.extract import preload
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Iterable
+from pathlib import Path
 
 from builder.engine import cachekey
 from builder.engine.executor import Mount, OverlayRoot, Process
@@ -23,6 +25,7 @@ from builder.engine.steps.base import (
     run_env,
     shown,
 )
+from builder.engine.steps.copy_from import source_state, stage_files
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -34,6 +37,7 @@ from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
 from builder.sandbox.limits import OutOfMemory
+from builder.sandbox.spec import ProcessStartError
 
 # BuildKit mounts a heredoc with a shebang here, read-only, and runs it as a file.
 PIPES = "/dev/pipes"
@@ -84,10 +88,25 @@ def _mounts(instr: ins.Run, ctx: StepContext) -> list[RunMount]:
     return list(resolved.run_mounts)
 
 
-def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object]:
-    """What a mount adds to the key: its shape, and for a context bind its content."""
+def _sources(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> dict[str, ImageState]:
+    """The stages and images the mounts' from= name, by name (a stage the plan built
+    first, else an image: the store's, or pulled, as for COPY --from)."""
+    found: dict[str, ImageState] = {}
+    for m in mounts:
+        if m.from_ is not None and m.from_ not in found:
+            found[m.from_] = source_state(m.from_, ctx, instr.location, "RUN --mount from")
+    return found
+
+
+def _mount_key(
+    mount: RunMount, ctx: StepContext, instr: ins.Run, sources: dict[str, ImageState]
+) -> list[object]:
+    """What a mount adds to the key: its shape, and for a bind what it shows: the
+    context's content, or the source stage's key and the path."""
     shape: list[object] = [mount.type, mount.target, mount.readonly, mount.id]
-    if mount.type == "bind":
+    if mount.type == "bind" and mount.from_ is not None:
+        shape.append([sources[mount.from_].key, mount.source or "/"])
+    elif mount.type == "bind":
         try:
             shape.append(bind_key(ctx.context, mount.source or "."))
         except MountError as err:
@@ -97,12 +116,35 @@ def _mount_key(mount: RunMount, ctx: StepContext, instr: ins.Run) -> list[object
     return shape
 
 
-def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> PreparedMounts:
+def _prepare(
+    mounts: list[RunMount], ctx: StepContext, instr: ins.Run, sources: dict[str, ImageState]
+) -> PreparedMounts:
     """Sandbox mounts for a step that runs (on a cache hit nothing is prepared)."""
     prepared = PreparedMounts()
+
+    def failed(message: str, status: int) -> StepFailed:
+        return StepFailed(f"{shown(instr)}: --mount from=: {message}", status, instr.location)
+
+    def from_source(m: RunMount, dest: Path) -> Path:
+        assert m.from_ is not None
+        path = m.source or "/"
+        return stage_files(sources[m.from_], path, m.from_, ctx, dest, failed)
+
     try:
         for m in mounts:
-            if m.type == "bind":
+            if m.type == "bind" and m.from_ is not None:
+                staging = ctx.store.tmp_dir("bind")
+                prepared.cleanup.append(staging)
+                source = from_source(m, staging / "src")
+                prepared.mounts.append(Mount(m.target, "bind", source, m.readonly))
+            elif m.type == "cache" and m.from_ is not None:
+                key = sources[m.from_].key
+                seed = functools.partial(from_source, m)
+                directory = cache_dir(ctx.store.cache_mounts, m, key, seed)
+                if m.sharing == "locked":
+                    prepared.lock(directory)
+                prepared.mounts.append(Mount(m.target, "bind", directory, m.readonly))
+            elif m.type == "bind":
                 staging = ctx.store.tmp_dir("bind")
                 prepared.cleanup.append(staging)
                 source = materialize(ctx.context, m.source or ".", staging / "src")
@@ -164,6 +206,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     network = instr.network if instr.network not in (None, "default") else ctx.network
     _entitle(instr, network, ctx.allow)
     mounts = _mounts(instr, ctx)
+    sources = _sources(mounts, ctx, instr)
     shebang = _shebang_heredoc(instr)
     if shebang is not None:
         argv: tuple[str, ...] = (*shell_of(state), posixpath.join(PIPES, shebang[0]))
@@ -181,7 +224,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         "network": network,
     }
     if mounts:
-        payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
+        payload["mounts"] = [_mount_key(m, ctx, instr, sources) for m in mounts]
     if shebang is not None:
         payload["script"] = shebang[1]
     key = cachekey.chain(state.key, "RUN", payload)
@@ -201,7 +244,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         )
         return ctx.executor.run(root, process, output)
 
-    prepared = _prepare(mounts, ctx, instr)
+    prepared = _prepare(mounts, ctx, instr, sources)
     if shebang is not None:
         staging = ctx.store.tmp_dir("heredoc")
         staging.chmod(0o755)  # any USER reads it, as BuildKit's mount
@@ -214,6 +257,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         status, root, _last = execute_in_overlay(state, ctx, launch)
     except OutOfMemory as oom:  # the step failed, not the sandbox: exit 5, as any RUN
         raise StepFailed(f"{shown(instr)}: {oom}", oom.status, instr.location) from None
+    except ProcessStartError as err:  # an unknown USER, a WORKDIR it cannot enter
+        raise StepFailed(f"{shown(instr)}: {err}", 1, instr.location) from None
     finally:
         prepared.close()
     if status != 0:
