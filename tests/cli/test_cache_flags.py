@@ -96,13 +96,16 @@ class _Repository:
             writer.write(self.blobs[blob.digest])
             writer.commit(blob.media_type)
 
-    def upload(self, blob: Descriptor, source: BlobStore) -> None:
+    def upload(self, blob: Descriptor, source: BlobStore, progress: Callable[[int], None]) -> str:
         self.blobs[blob.digest] = source.read(blob.digest)
+        progress(blob.size)
+        return "uploaded"
 
 
 def test_the_registry_transport_maps_the_cache_onto_a_repository(tmp_path: Path) -> None:
     repo = _Repository()
-    transport = RegistryCacheTransport(repo, repo.upload)
+    events: list[object] = []
+    transport = RegistryCacheTransport(repo, repo.upload, events.append, "main")
     a, b = Store.open(tmp_path / "a"), Store.open(tmp_path / "b")
     blob = a.layout.put(b"layer bytes", MediaType.OCI_LAYER)
     assert not transport.has_blob(blob)
@@ -112,5 +115,8 @@ def test_the_registry_transport_maps_the_cache_onto_a_repository(tmp_path: Path)
     assert b.layout.read(blob.digest) == b"layer bytes"
     transport.put_manifest("main", b"{}", str(MediaType.OCI_MANIFEST))
     assert transport.get_manifest("main") == b"{}"
+    # Shown as a push: the transfer, the blob (started, bytes, done), the manifest's digest.
+    kinds = [type(e).__name__ for e in events]
+    assert kinds == ["TransferStarted", "BlobStarted", "BlobProgress", "BlobDone", "TransferDone"]
     with pytest.raises(ImageNotFound, match=r"no cache registry\.test/ci/cache:other"):
         transport.get_manifest("other")
