@@ -40,6 +40,9 @@ class Process:
     user: str  # "" for root; "name", "uid", "name:group" as USER wrote it
     network: Literal["none", "host"]
     mounts: tuple[Mount, ...] = ()
+    # RUN --security=insecure (the build allowed security.insecure): every capability and
+    # no seccomp filter; else Docker's defaults.
+    insecure: bool = False
 
 
 class Executor(Protocol):
@@ -83,6 +86,7 @@ class SandboxExecutor:
 
     def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
         from builder import sandbox
+        from builder.sandbox.security import INSECURE, Security
 
         spec = sandbox.SandboxSpec(
             root=root,
@@ -96,6 +100,7 @@ class SandboxExecutor:
             stderr=output,
             mounts=process.mounts,
             state_dir=state,
+            security=INSECURE if process.insecure else Security(),
         )
         return sandbox.run(spec)
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from builder.errors import SandboxError
-from builder.sandbox import container, mounts, users
+from builder.sandbox import confine, container, mounts, users
 from builder.sandbox.idmap import Handshake
 from builder.sandbox.spec import DirRoot, SandboxSpec
 from builder.sandbox.syscalls import (
@@ -65,6 +65,8 @@ class _Run:
     keep_fds: tuple[int, ...]
     # The caller's network namespace (dev, inode): pid 1 changes a sysctl only in another.
     caller_netns: tuple[int, int]
+    # Capabilities, seccomp, no_new_privs for an exec (see confine.py); None for `call`.
+    confinement: confine.Confinement | None = None
 
     @property
     def rootdir(self) -> str:
@@ -96,9 +98,10 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 
 
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
+    confinement = confine.prepare(spec.security) if fn is None else None  # before any file
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns())
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), confinement)
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -253,7 +256,11 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     if maps is not None:
         unshare(CLONE_NEWUSER)
         maps.ask()
+    if plan.confinement is not None:
+        confine.before_user(plan.confinement)
     container.become(creds, spec.cwd)
+    if plan.confinement is not None:
+        confine.after_user(plan.confinement)
     env = container.environment(spec, creds)
     container.stdio(spec)
     container.restore_signals()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from builder.errors import SandboxError
+from builder.sandbox.security import Security
 
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
@@ -61,6 +62,9 @@ class SandboxSpec:
     # run's leftovers are found and swept there. None: a new dir in the system's temp dir,
     # removed after the run (nothing sweeps it if the caller is killed).
     state_dir: Path | None = None
+    # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
+    # our own code): Docker's defaults unless the caller asks otherwise.
+    security: Security = Security()
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
