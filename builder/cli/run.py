@@ -19,6 +19,15 @@ from builder.cli.common import open_store
 @click.option("--entrypoint", help="Replace the image's ENTRYPOINT.")
 @click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
 @click.option("--hostname", help="The container's hostname.")
+# -- isolation (docker's flags; sandbox/security.py) --
+@click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (NET_ADMIN, ALL).")
+@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (ALL: all).")
+@click.option(
+    "--security-opt",
+    multiple=True,
+    metavar="OPT",
+    help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -31,9 +40,13 @@ def run(
     entrypoint: str | None,
     network: str,
     hostname: str | None,
+    cap_add: tuple[str, ...],
+    cap_drop: tuple[str, ...],
+    security_opt: tuple[str, ...],
 ) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
     from builder.runtime import RunOptions, run_image
+    from builder.sandbox.security import from_flags
 
     options = RunOptions(
         image=image,
@@ -45,6 +58,7 @@ def run(
         network=network,
         hostname=hostname,
         remove=remove,
+        security=from_flags(cap_add, cap_drop, security_opt),
     )
     sys.stdout.flush()
     ctx.exit(run_image(open_store(ctx), options))

@@ -86,7 +86,7 @@ class SandboxExecutor:
 
     def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
         from builder import sandbox
-        from builder.sandbox.security import INSECURE, Security
+        from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
 
         spec = sandbox.SandboxSpec(
             root=root,
@@ -100,7 +100,7 @@ class SandboxExecutor:
             stderr=output,
             mounts=process.mounts,
             state_dir=state,
-            security=INSECURE if process.insecure else Security(),
+            security=INSECURE if process.insecure else DOCKER_DEFAULT,
         )
         return sandbox.run(spec)
 

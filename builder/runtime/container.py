@@ -9,6 +9,7 @@ from builder.errors import UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
+from builder.sandbox.security import DOCKER_DEFAULT, Security
 from builder.store import Store
 
 
@@ -23,6 +24,8 @@ class RunOptions:
     network: str = "none"
     hostname: str | None = None
     remove: bool = False  # --rm: drop the container's writable layer when it exits
+    # --cap-add, --cap-drop, --security-opt (sandbox/security.from_flags): Docker's defaults
+    security: Security = DOCKER_DEFAULT
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -72,6 +75,7 @@ def _run(store: Store, options: RunOptions) -> int:
         hostname=options.hostname or container.id,
         network="host" if options.network == "host" else "none",
         state_dir=state,
+        security=options.security,
     )
     try:
         return run(spec)

@@ -89,6 +89,10 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
+    # The merged "/" is the upper dir's inode. A private 0700 dir (mkdtemp's) would make
+    # every path unreachable for a non-root USER; layers never record "/" itself, and
+    # Docker's snapshotters make it 0755, as here.
+    os.chmod(root.upper, 0o755)
     _mount_overlay(lowers, str(root.upper), str(root.work), target, userns)
 
 
@@ -332,7 +336,10 @@ def _mask_sys(rootfd: int) -> None:
 
 
 def _mount_dev(rootfd: int) -> None:
-    _on(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    # nodev: a node made in /dev (CAP_MKNOD is in Docker's set) opens nothing; the nodes
+    # bound below keep the flags of the host's /dev mount they come from.
+    flags = MS_NOSUID | MS_NODEV | MS_STRICTATIME
+    _on(rootfd, "dev", "tmpfs", "tmpfs", flags, "mode=755,size=65536k")
     devfd = _open(rootfd, "dev")  # now the fresh tmpfs: ours, no symlinks to fear
     try:
         dev = inroot.fd_path(devfd)

@@ -80,7 +80,9 @@ def read_profile(path: str | Path) -> Profile:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(f"seccomp profile {path}: {getattr(err, 'strerror', None) or err}") from None
+        raise UsageError(
+            f"seccomp profile {path}: {getattr(err, 'strerror', None) or err}"
+        ) from None
     try:
         return parse_profile(json.loads(text))
     except (ValueError, TypeError, KeyError) as err:
@@ -107,7 +109,9 @@ def parse_profile(data: Any) -> Profile:
         for a in _list(data.get("archMap"))
     )
     rules = tuple(_rule(item) for item in _list(data.get("syscalls")))
-    return Profile(default, tuple(str(a) for a in _list(data.get("architectures"))), arch_map, rules)
+    return Profile(
+        default, tuple(str(a) for a in _list(data.get("architectures"))), arch_map, rules
+    )
 
 
 def _list(value: Any) -> list[Any]:
@@ -138,7 +142,9 @@ def _rule(item: Mapping[str, Any]) -> Rule:
     names = tuple(str(n) for n in (_list(item.get("names")) or [item["name"]]))
     args = tuple(
         ArgCompare(
-            _uint(a["index"], 5), _op(a["op"]), _uint(a["value"], 2**64 - 1),
+            _uint(a["index"], 5),
+            _op(a["op"]),
+            _uint(a["value"], 2**64 - 1),
             _uint(a.get("valueTwo", 0), 2**64 - 1),
         )
         for a in _list(item.get("args"))

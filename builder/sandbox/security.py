@@ -7,10 +7,12 @@ and no seccomp filter (the namespaces, masks and read-only /proc and /sys stay).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from builder.sandbox.capabilities import DEFAULT
+from builder.errors import UsageError
+from builder.sandbox.capabilities import DEFAULT, tweak
 
 UNCONFINED: Final = "unconfined"
 DEFAULT_PROFILE: Final = "default"
@@ -28,4 +30,35 @@ class Security:
     no_new_privileges: bool = False
 
 
+DOCKER_DEFAULT: Final = Security()
 INSECURE: Final = Security(capabilities=None, seccomp=UNCONFINED)
+
+
+def from_flags(
+    cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), security_opt: Sequence[str] = ()
+) -> Security:
+    """`docker run`'s --cap-add, --cap-drop and --security-opt (seccomp=unconfined,
+    seccomp=PROFILE.json, no-new-privileges[=true|false]); UsageError on what we do not
+    support (apparmor=, label=, systempaths=: Docker's other knobs have no meaning here)."""
+    from builder.sandbox import seccomp  # the profile is checked now, not in the sandbox
+
+    profile = DEFAULT_PROFILE
+    nnp = False
+    for opt in security_opt:
+        # docker still takes the old "key:value" spelling
+        key, sep, value = opt.partition("=") if "=" in opt else opt.partition(":")
+        if key == "no-new-privileges":
+            if value not in ("", "true", "false") or (sep and not value):
+                raise UsageError(f"--security-opt {opt}: want no-new-privileges[=true|false]")
+            nnp = value != "false"
+        elif key == "seccomp" and value:
+            if value != UNCONFINED:
+                seccomp.read_profile(value)
+            profile = value
+        else:
+            raise UsageError(
+                f"--security-opt {opt}: not supported"
+                " (seccomp=unconfined|PROFILE.json, no-new-privileges)"
+            )
+    caps = tweak(cap_add, cap_drop) if cap_add or cap_drop else DEFAULT
+    return Security(capabilities=caps, seccomp=profile, no_new_privileges=nnp)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from builder.errors import SandboxError
-from builder.sandbox.security import Security
+from builder.sandbox.security import DOCKER_DEFAULT, Security
 
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
@@ -64,7 +64,7 @@ class SandboxSpec:
     state_dir: Path | None = None
     # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
     # our own code): Docker's defaults unless the caller asks otherwise.
-    security: Security = Security()
+    security: Security = DOCKER_DEFAULT
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""

@@ -145,8 +145,12 @@ def capset(effective: int, permitted: int, inheritable: int) -> None:
     """capset(2) for this thread: each set a bit mask of capability numbers."""
     header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
     data = b"".join(
-        struct.pack("=III", effective >> shift & 0xFFFFFFFF, permitted >> shift & 0xFFFFFFFF,
-                    inheritable >> shift & 0xFFFFFFFF)
+        struct.pack(
+            "=III",
+            effective >> shift & 0xFFFFFFFF,
+            permitted >> shift & 0xFFFFFFFF,
+            inheritable >> shift & 0xFFFFFFFF,
+        )
         for shift in (0, 32)
     )
     _check(_libc().capset(ctypes.c_char_p(header), ctypes.c_char_p(data)), "capset")
