@@ -320,7 +320,8 @@ def _mount_sys(rootfd: int) -> None:
 
 # The firmware's tables (ACPI, DMI with serial numbers, EFI variables) say much about the
 # host and are no container's business: runc hides them behind an empty read-only tmpfs.
-SYS_MASKED = ("firmware",)
+# Docker also hides powercap: its RAPL energy counters leak secrets (CVE-2020-8694).
+SYS_MASKED = ("firmware", "devices/virtual/powercap")
 
 
 def _mask_sys(rootfd: int) -> None:

@@ -4,8 +4,12 @@ read, or write to /dev/null."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 from builder.sandbox import OverlayRoot, SandboxSpec
+from builder.sandbox.mounts import SYS_MASKED
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
 
@@ -62,3 +66,12 @@ def test_dev_and_sys_mount_flags(overlay: Callable[..., OverlayRoot], sh: ShRunn
     assert "nodev" in flags["/dev"] and "nosuid" in flags["/dev"], out
     assert "ro" in flags["/sys"], out
     assert status != 0 and "Read-only file system" in err, err
+
+
+@pytest.mark.parametrize("name", SYS_MASKED)
+def test_sys_masks_are_empty(name: str, overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
+    host = Path("/sys", name)
+    if not host.is_dir() or not any(host.iterdir()):
+        pytest.skip(f"the host's /sys/{name} is empty or missing: nothing to hide")
+    status, out, err = sh(SandboxSpec(overlay(), ()), f"ls -A /sys/{name}")
+    assert (status, out) == (0, ""), err
