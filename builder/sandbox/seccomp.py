@@ -1,8 +1,9 @@
 """Seccomp profiles in Docker's JSON format: read, resolved for this host and a capability
 set (moby's rules), and compiled to a BPF program through libseccomp.
 
-Docker's default profile ships as `seccomp_default.json`, in Docker's own format, so that
-`diff` against moby's profiles/seccomp/default.json shows what changed upstream.
+Docker's default profile ships as `seccomp_default.json`, in Docker's own format (names
+sorted, one a line); `scripts/seccomp_diff.py` compares it with moby's
+profiles/seccomp/default.json by meaning and lists what changed upstream.
 Resolution follows moby's setupSeccomp: a rule whose `excludes` matches (an arch, a
 capability in the set, a kernel at least minKernel) is dropped, and so is one whose
 `includes` does not fully match. Compilation follows runc: unknown syscall names are

@@ -5,13 +5,16 @@ the data and moby's resolution rules on compiled programs (libseccomp's real out
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from builder.sandbox import seccomp
 from builder.sandbox.capabilities import DEFAULT, every
+from tests.e2e.support import REPO
 
 
 def test_the_default_profile_is_in_dockers_format() -> None:
@@ -62,3 +65,24 @@ def test_x86_64_filters_its_32_bit_sub_architectures() -> None:
         "x86",
         "x32",
     ]
+
+
+def _diff_script():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("seccomp_diff", REPO / "scripts/seccomp_diff.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_diff_script_compares_by_meaning(tmp_path: Path) -> None:
+    script = _diff_script()
+    data = json.loads(seccomp.DEFAULT_FILE.read_text())
+    data["syscalls"][0]["names"].reverse()  # order does not count
+    data["syscalls"][0]["names"].remove("uname")
+    data["syscalls"][0]["names"].append("mount")
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    assert script.main(["seccomp_diff.py", str(seccomp.DEFAULT_FILE)]) == 0
+    lines = script.diff(seccomp.default_profile(), seccomp.read_profile(other))
+    assert [line.split()[:2] for line in lines] == [["-", "uname"], ["+", "mount"]]
