@@ -53,9 +53,10 @@ def prepare(security: Security) -> Confinement:
         program = seccomp.compiled_default(caps)
     else:
         program = seccomp.compile_filter(seccomp.read_profile(security.seccomp), caps)
-    return Confinement(
-        capabilities.mask(caps), capabilities.last_cap(), program, security.no_new_privileges
-    )
+    last = capabilities.last_cap()
+    # A capability newer than this kernel cannot be held: capset would refuse the whole set.
+    keep = capabilities.mask(caps) & ((1 << (last + 1)) - 1)
+    return Confinement(keep, last, program, security.no_new_privileges)
 
 
 def before_user(c: Confinement) -> None:

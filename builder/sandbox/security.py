@@ -7,6 +7,7 @@ and no seccomp filter (the namespaces, masks and read-only /proc and /sys stay).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -38,8 +39,8 @@ def from_flags(
     cap_add: Sequence[str] = (), cap_drop: Sequence[str] = (), security_opt: Sequence[str] = ()
 ) -> Security:
     """`docker run`'s --cap-add, --cap-drop and --security-opt (seccomp=unconfined,
-    seccomp=PROFILE.json, no-new-privileges[=true|false]); UsageError on what we do not
-    support (apparmor=, label=, systempaths=: Docker's other knobs have no meaning here)."""
+    seccomp=builtin, seccomp=PROFILE.json, no-new-privileges[=true|false]); UsageError on
+    what we do not support (apparmor=, label=, systempaths=: no meaning here)."""
     from builder.sandbox import seccomp  # the profile is checked now, not in the sandbox
 
     profile = DEFAULT_PROFILE
@@ -51,14 +52,15 @@ def from_flags(
             if value not in ("", "true", "false") or (sep and not value):
                 raise UsageError(f"--security-opt {opt}: want no-new-privileges[=true|false]")
             nnp = value != "false"
+        elif key == "seccomp" and value in ("builtin", UNCONFINED):
+            profile = DEFAULT_PROFILE if value == "builtin" else UNCONFINED  # builtin: docker 25
         elif key == "seccomp" and value:
-            if value != UNCONFINED:
-                seccomp.read_profile(value)
-            profile = value
+            seccomp.read_profile(value)
+            profile = os.path.abspath(value)  # a file named "default" is a file
         else:
             raise UsageError(
                 f"--security-opt {opt}: not supported"
-                " (seccomp=unconfined|PROFILE.json, no-new-privileges)"
+                " (seccomp=unconfined|builtin|PROFILE.json, no-new-privileges)"
             )
     caps = tweak(cap_add, cap_drop) if cap_add or cap_drop else DEFAULT
     return Security(capabilities=caps, seccomp=profile, no_new_privileges=nnp)

@@ -37,12 +37,17 @@ def test_an_unknown_capability_is_a_usage_error() -> None:
         tweak(["NET_ADMINN"], [])
 
 
-def test_security_opts(tmp_path: Path) -> None:
+def test_security_opts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     profile = tmp_path / "p.json"
     profile.write_text('{"defaultAction": "SCMP_ACT_ALLOW"}')
     assert from_flags(security_opt=["seccomp=unconfined"]).seccomp == "unconfined"
+    assert from_flags(security_opt=["seccomp=unconfined", "seccomp=builtin"]) == Security()
     assert from_flags(security_opt=[f"seccomp={profile}"]).seccomp == str(profile)
     assert from_flags(security_opt=[f"seccomp:{profile}"]).seccomp == str(profile)
+    # A relative path is the caller's file, never the name of the built-in profile.
+    (tmp_path / "default").write_text(profile.read_text())
+    monkeypatch.chdir(tmp_path)
+    assert from_flags(security_opt=["seccomp=default"]).seccomp == str(tmp_path / "default")
     for opt in ("no-new-privileges", "no-new-privileges=true", "no-new-privileges:true"):
         assert from_flags(security_opt=[opt]).no_new_privileges
     assert not from_flags(security_opt=["no-new-privileges=false"]).no_new_privileges
