@@ -26,7 +26,7 @@ from builder.cli.common import open_store
     "--security-opt",
     multiple=True,
     metavar="OPT",
-    help="seccomp=unconfined, seccomp=PROFILE.json (Docker's format), no-new-privileges.",
+    help="seccomp=unconfined|builtin|PROFILE.json (Docker's format), no-new-privileges.",
 )
 @click.pass_context
 def run(
