@@ -21,6 +21,15 @@ from builder.cli.common import open_store
 @click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
 @click.option("--hostname", help="The container's hostname.")
 @limits.options
+# -- isolation (docker's flags; sandbox/security.py) --
+@click.option("--cap-add", multiple=True, metavar="CAP", help="Add a capability (NET_ADMIN, ALL).")
+@click.option("--cap-drop", multiple=True, metavar="CAP", help="Drop a capability (ALL: all).")
+@click.option(
+    "--security-opt",
+    multiple=True,
+    metavar="OPT",
+    help="seccomp=unconfined|builtin|PROFILE.json (Docker's format), no-new-privileges.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -38,9 +47,13 @@ def run(
     cpus: str | None,
     pids_limit: int | None,
     cgroup_parent: str | None,
+    cap_add: tuple[str, ...],
+    cap_drop: tuple[str, ...],
+    security_opt: tuple[str, ...],
 ) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
     from builder.runtime import RunOptions, run_image
+    from builder.sandbox.security import from_flags
 
     options = RunOptions(
         image=image,
@@ -53,6 +66,7 @@ def run(
         hostname=hostname,
         remove=remove,
         limits=limits.limits(memory, memory_swap, cpus, pids_limit, cgroup_parent),
+        security=from_flags(cap_add, cap_drop, security_opt),
     )
     sys.stdout.flush()
     ctx.exit(run_image(open_store(ctx), options))

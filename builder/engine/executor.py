@@ -41,6 +41,9 @@ class Process:
     user: str  # "" for root; "name", "uid", "name:group" as USER wrote it
     network: Literal["none", "host"]
     mounts: tuple[Mount, ...] = ()
+    # RUN --security=insecure (the build allowed security.insecure): every capability and
+    # no seccomp filter; else Docker's defaults.
+    insecure: bool = False
 
 
 class Executor(Protocol):
@@ -88,6 +91,7 @@ class SandboxExecutor:
 
     def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
         from builder import sandbox
+        from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
 
         spec = sandbox.SandboxSpec(
             root=root,
@@ -102,6 +106,7 @@ class SandboxExecutor:
             mounts=process.mounts,
             state_dir=state,
             limits=self._limits,
+            security=INSECURE if process.insecure else DOCKER_DEFAULT,
         )
         return sandbox.run(spec)
 

@@ -11,6 +11,7 @@ from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
+from builder.sandbox.security import DOCKER_DEFAULT, Security
 from builder.store import Store
 
 
@@ -26,6 +27,8 @@ class RunOptions:
     hostname: str | None = None
     remove: bool = False  # --rm: drop the container's writable layer when it exits
     limits: Limits | None = None  # --memory, --cpus, --pids-limit... (cgroups)
+    # --cap-add, --cap-drop, --security-opt (sandbox/security.from_flags): Docker's defaults
+    security: Security = DOCKER_DEFAULT
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -80,6 +83,7 @@ def _run(store: Store, options: RunOptions) -> int:
         network="host" if options.network == "host" else "none",
         state_dir=state,
         limits=options.limits,
+        security=options.security,
     )
     try:
         return run(spec)

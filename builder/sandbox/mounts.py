@@ -392,7 +392,8 @@ def _mount_sys(rootfd: int) -> None:
 
 # The firmware's tables (ACPI, DMI with serial numbers, EFI variables) say much about the
 # host and are no container's business: runc hides them behind an empty read-only tmpfs.
-SYS_MASKED = ("firmware",)
+# Docker also hides powercap: its RAPL energy counters leak secrets (CVE-2020-8694).
+SYS_MASKED = ("firmware", "devices/virtual/powercap")
 
 
 def _mask_sys(rootfd: int) -> None:
@@ -408,7 +409,10 @@ def _mask_sys(rootfd: int) -> None:
 
 
 def _mount_dev(rootfd: int) -> None:
-    _on(rootfd, "dev", "tmpfs", "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k")
+    # nodev: a node made in /dev (CAP_MKNOD is in Docker's set) opens nothing; the nodes
+    # bound below keep the flags of the host's /dev mount they come from.
+    flags = MS_NOSUID | MS_NODEV | MS_STRICTATIME
+    _on(rootfd, "dev", "tmpfs", "tmpfs", flags, "mode=755,size=65536k")
     devfd = _open(rootfd, "dev")  # now the fresh tmpfs: ours, no symlinks to fear
     try:
         dev = inroot.fd_path(devfd)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from builder.errors import SandboxError
-from builder.sandbox import container, mounts, users
+from builder.sandbox import confine, container, mounts, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
@@ -70,6 +70,8 @@ class _Run:
     caller_netns: tuple[int, int]
     # The container's cgroup (resource limits), which the supervisor joins; None: no limits.
     cgroup: Cgroup | None = None
+    # Capabilities, seccomp, no_new_privs for an exec (see confine.py); None for `call`.
+    confinement: confine.Confinement | None = None
 
     @property
     def rootdir(self) -> str:
@@ -121,7 +123,8 @@ def _execute_in(
 ) -> int:
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup)
+    confinement = confine.prepare(spec.security) if fn is None else None  # before any file
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement)
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -300,7 +303,11 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     if maps is not None:
         unshare(CLONE_NEWUSER)
         maps.ask()
+    if plan.confinement is not None:
+        confine.before_user(plan.confinement)
     container.become(creds, spec.cwd)
+    if plan.confinement is not None:
+        confine.after_user(plan.confinement)
     env = container.environment(spec, creds)
     container.stdio(spec)
     container.restore_signals()

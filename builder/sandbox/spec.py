@@ -12,6 +12,7 @@ from typing import Final, Literal
 
 from builder.errors import SandboxError
 from builder.sandbox.limits import Limits
+from builder.sandbox.security import DOCKER_DEFAULT, Security
 
 
 class ProcessStartError(SandboxError):
@@ -76,6 +77,9 @@ class SandboxSpec:
     state_dir: Path | None = None
     # Resource limits (cgroups); None or empty: none.
     limits: Limits | None = None
+    # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
+    # our own code): Docker's defaults unless the caller asks otherwise.
+    security: Security = DOCKER_DEFAULT
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""

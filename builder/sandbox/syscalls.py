@@ -39,6 +39,14 @@ MNT_DETACH = 0x2
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SECCOMP_MODE_FILTER = 2
+# <linux/capability.h>: version 3 takes two 32-bit words per set.
+_CAPABILITY_VERSION_3 = 0x20080522
 
 # <linux/openat2.h>
 RESOLVE_NO_MAGICLINKS = 0x02
@@ -116,16 +124,57 @@ def sethostname(name: str) -> None:
     _check(_libc().sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name}")
 
 
-def set_pdeathsig(signum: int) -> None:
-    """Ask the kernel to send `signum` to us when the thread that forked us dies."""
+def prctl(option: int, arg: int, what: str, arg3: int = 0) -> int:
+    """prctl(2) with integer arguments; `what` names the option in errors."""
     ret = _libc().prctl(
-        ctypes.c_int(PR_SET_PDEATHSIG),
-        ctypes.c_ulong(signum),
-        ctypes.c_ulong(0),
+        ctypes.c_int(option),
+        ctypes.c_ulong(arg),
+        ctypes.c_ulong(arg3),
         ctypes.c_ulong(0),
         ctypes.c_ulong(0),
     )
-    _check(ret, "prctl(PR_SET_PDEATHSIG)")
+    return _check(ret, f"prctl({what})")
+
+
+def set_pdeathsig(signum: int) -> None:
+    """Ask the kernel to send `signum` to us when the thread that forked us dies."""
+    prctl(PR_SET_PDEATHSIG, signum, "PR_SET_PDEATHSIG")
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) for this thread: each set a bit mask of capability numbers."""
+    header = struct.pack("=Ii", _CAPABILITY_VERSION_3, 0)
+    data = b"".join(
+        struct.pack(
+            "=III",
+            effective >> shift & 0xFFFFFFFF,
+            permitted >> shift & 0xFFFFFFFF,
+            inheritable >> shift & 0xFFFFFFFF,
+        )
+        for shift in (0, 32)
+    )
+    _check(_libc().capset(ctypes.c_char_p(header), ctypes.c_char_p(data)), "capset")
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
+
+
+def load_seccomp_filter(program: bytes) -> None:
+    """Install a classic-BPF seccomp program (struct sock_filter[], 8 bytes each) on this
+    thread. Without no_new_privs the kernel wants CAP_SYS_ADMIN in our user namespace."""
+    if not program or len(program) % 8:
+        raise SandboxError(f"seccomp: a filter of {len(program)} bytes is not a BPF program")
+    buf = ctypes.create_string_buffer(program, len(program))
+    prog = _SockFprog(len(program) // 8, ctypes.cast(buf, ctypes.c_void_p))
+    ret = _libc().prctl(
+        ctypes.c_int(PR_SET_SECCOMP),
+        ctypes.c_ulong(SECCOMP_MODE_FILTER),
+        ctypes.byref(prog),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+    )
+    _check(ret, "prctl(PR_SET_SECCOMP)")
 
 
 def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:

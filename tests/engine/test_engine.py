@@ -154,10 +154,16 @@ print(sorted(m for m in sys.modules if m.startswith("builder.sandbox")))
     done = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
     )
-    # The package, its plain value types (limits, spec) and the passwd reader; no namespace
-    # machinery, no cgroups.
-    assert (
-        done.stdout.strip()
-        == "['builder.sandbox', 'builder.sandbox.limits', 'builder.sandbox.spec',"
-        " 'builder.sandbox.users']"
+    # The package, its plain value types (the spec, its limits, its Security value and the
+    # capability names that value defaults to) and the passwd reader; no namespace
+    # machinery, no seccomp, no cgroups.
+    assert done.stdout.strip() == str(
+        [
+            "builder.sandbox",
+            "builder.sandbox.capabilities",
+            "builder.sandbox.limits",
+            "builder.sandbox.security",
+            "builder.sandbox.spec",
+            "builder.sandbox.users",
+        ]
     )

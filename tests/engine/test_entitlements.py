@@ -84,19 +84,18 @@ def test_security_insecure_asks_for_its_entitlement_first(
     assert fake.runs == []
 
 
-def test_allowed_security_insecure_is_not_supported_yet(
+def test_allowed_security_insecure_runs_insecure(
     store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(RecipeError, match="--security=insecure is not supported yet"):
-        _build(store, fake, tmp_path, monkeypatch, "--security=insecure", allow=INSECURE)
-    assert fake.runs == []
+    _build(store, fake, tmp_path, monkeypatch, "--security=insecure", allow=INSECURE)
+    assert [p.insecure for p in fake.runs] == [True]
 
 
 def test_security_sandbox_needs_nothing(
     store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _build(store, fake, tmp_path, monkeypatch, "--security=sandbox --network=none")
-    assert [p.network for p in fake.runs] == ["none"]
+    assert [(p.network, p.insecure) for p in fake.runs] == [("none", False)]
 
 
 @pytest.mark.parametrize(

@@ -87,3 +87,10 @@ def test_installed_wheel_parses(wheel: Path, tmp_path: Path) -> None:
     location, *dumped = done.stdout.splitlines()
     assert location.startswith(str(env_dir))
     assert dumped == ['(from "a")', '(run "<<EOF")']
+
+
+def test_the_seccomp_profile_ships_in_the_wheel(wheel: Path) -> None:
+    # Every RUN loads it: a wheel without it could confine nothing.
+    profile = REPO / "builder" / "sandbox" / "seccomp_default.json"
+    with zipfile.ZipFile(wheel) as zf:
+        assert zf.read("builder/sandbox/seccomp_default.json") == profile.read_bytes()

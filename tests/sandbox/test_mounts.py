@@ -102,3 +102,15 @@ def test_dangling_symlink_mount_point_is_refused(
         sh(spec, "true")
     assert not host.exists()
     assert os.listdir(upper) == []
+
+
+def test_a_user_reaches_the_root_of_a_private_upper_dir(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    # The store makes upper dirs with mkdtemp (0700); the merged "/" is that inode.
+    root = overlay()
+    os.chmod(root.upper, 0o700)
+    status, out, err = sh(
+        SandboxSpec(root, (), user="65534"), "cd / && ls /bin >/dev/null && echo ok"
+    )
+    assert (status, out) == (0, "ok\n"), err

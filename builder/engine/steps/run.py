@@ -193,12 +193,6 @@ def _entitle(instr: ins.Run, network: str, allow: frozenset[str]) -> None:
                 instr.location,
                 f"allow it with --allow {entitlement}",
             )
-    if instr.security == "insecure":
-        raise RecipeError(
-            "RUN --security=insecure is not supported yet",
-            instr.location,
-            "RUN steps always run in the sandbox",
-        )
 
 
 def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
@@ -223,6 +217,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         "user": cc.user or "",
         "network": network,
     }
+    if instr.security == "insecure":  # every capability, no seccomp: another layer
+        payload["security"] = "insecure"
     if mounts:
         payload["mounts"] = [_mount_key(m, ctx, instr, sources) for m in mounts]
     if shebang is not None:
@@ -241,6 +237,7 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             user=cc.user or "",
             network="host" if network == "host" else "none",
             mounts=tuple(prepared.mounts),
+            insecure=instr.security == "insecure",
         )
         return ctx.executor.run(root, process, output)
 
