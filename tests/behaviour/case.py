@@ -44,9 +44,10 @@ class Src:
 
 @dataclass(frozen=True)
 class Fails:
-    """The build must fail: our exit code (builder/errors.py) and a substring of stderr."""
+    """The build must fail: our exit code (builder/errors.py; None: any but 0) and a substring
+    of stderr."""
 
-    exit_code: int
+    exit_code: int | None
     message: str = ""
 
 

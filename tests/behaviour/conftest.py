@@ -1,7 +1,8 @@
 """One store for the whole behaviour suite, holding a busybox:latest like Docker Hub's.
 
-Docker Hub's busybox has its users and groups (daemon:1, bin:2, … nobody:65534) and a config
-of `PATH` and `CMD ["sh"]`; BuildKit's tests lean on both, so our base has them too. Every
+Docker Hub's busybox has its users and groups (daemon:1, bin:2, … nobody:65534), every applet
+in /bin (BuildKit's tests run `/bin/awk`), and a config of `PATH` and `CMD ["sh"]`; BuildKit's
+tests lean on all of these, so our base has them too. Every
 case tags its own image name in this one store, so the base is imported once.
 """
 
@@ -39,7 +40,7 @@ www-data:x:33:
 operator:x:37:
 users:x:100:
 staff:x:50:
-nogroup:x:65534:
+nobody:x:65534:
 """
 BASE_RECIPE = (
     "FROM busybox:raw\n"
@@ -55,6 +56,10 @@ def behaviour_store(tmp_path_factory: pytest.TempPathFactory, busybox_rootfs: Pa
     shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
     (rootfs / "etc" / "passwd").write_text(PASSWD)
     (rootfs / "etc" / "group").write_text(GROUP)
+    for folder in ("sbin", "usr/bin", "usr/sbin"):
+        for applet in (rootfs / folder).iterdir():
+            if not (rootfs / "bin" / applet.name).is_symlink():
+                (rootfs / "bin" / applet.name).symlink_to("busybox")
     builder = Builder(work / "store")
     builder("import", "--compression", "gzip", rootfs, "busybox:raw")
     (work / "base").mkdir()

@@ -56,11 +56,14 @@ def check(builder: Builder, tmp: Path, case: Case) -> None:
         "build", "--progress", "plain", "-t", name, *flags, context, check=False, env=dict(case.env)
     )
     if case.fails is not None:
-        assert result.status == case.fails.exit_code, result.stderr
-        assert case.fails.message in result.stderr, result.stderr
+        said = error_line(result.stderr)
+        expected = case.fails.exit_code
+        assert result.status != 0, f"exit 0: {said}"
+        assert expected is None or result.status == expected, f"exit {result.status}: {said}"
+        assert case.fails.message in result.stderr, f"message: {said}"
         assert "Traceback" not in result.stderr
         return
-    assert result.status == 0, result.stderr
+    assert result.status == 0, f"failed: {error_line(result.stderr)}"
     if case.files or case.absent:
         check_files(builder, tmp, name, case)
     if case.last_layer:
@@ -69,6 +72,13 @@ def check(builder: Builder, tmp: Path, case: Case) -> None:
             assert entry in names, f"{entry} not in the last layer: {sorted(names)}"
     if case.config or case.env_has or case.env_lacks or case.history is not None:
         check_config(builder, name, case)
+
+
+def error_line(stderr: str) -> str:
+    """The `error:` line of a failed build (else its last line), for the assertion message."""
+    lines = stderr.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or [""])[-1]
 
 
 def check_files(builder: Builder, tmp: Path, name: str, case: Case) -> None:
@@ -128,7 +138,7 @@ def check_config(builder: Builder, name: str, case: Case) -> None:
     if case.history is not None:
         history = image.get("history", [])
         added = [(h.get("created_by", ""), bool(h.get("empty_layer"))) for h in history]
-        assert added[case.history_base :] == list(case.history)
+        assert added[case.history_base :] == list(case.history), f"history: {added}"
 
 
 def last_layer_names(builder: Builder, tmp: Path, name: str) -> set[str]:

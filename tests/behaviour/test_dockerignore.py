@@ -37,7 +37,7 @@ CASES = [
         "testDockerignoreInvalid",
         "FROM scratch\nCOPY . .\n",
         context={".dockerignore": "!\n"},
-        fails=Fails(10, "dockerignore"),
+        fails=Fails(3, "dockerignore"),
     ),
     Case(
         "recipe-specific-ignore-file-wins",

@@ -23,7 +23,8 @@ CASES = [
         "testLabels",
         'FROM busybox AS base\nLABEL "a b"="c d" e=f\nFROM base\nLABEL e=g\n',
         config={"Labels": {"a b": "c d", "e": "g"}},
-        history=[('LABEL "a b"="c d" e=f', True), ("LABEL e=g", True)],
+        # KeyValuePair.String(): the unquoted key and value.
+        history=[("LABEL a b=c d e=f", True), ("LABEL e=g", True)],
     ),
     Case(
         "expose-expansion",
@@ -37,6 +38,7 @@ CASES = [
         'FROM busybox\nVOLUME /data\nVOLUME ["/a", "/b"]\n',
         config={"Volumes": {"/data": {}, "/a": {}, "/b": {}}},
         history=[("VOLUME [/data]", True), ("VOLUME [/a /b]", True)],
+        xfail="gap: history writes VOLUME as JSON; BuildKit writes Go's %v: VOLUME [/a /b]",
     ),
     Case(
         "stopsignal",
@@ -50,6 +52,7 @@ CASES = [
         "testExportedHistory",
         "FROM busybox\nSTOPSIGNAL NOTASIGNAL\n",
         fails=Fails(3, "NOTASIGNAL"),
+        xfail="gap: STOPSIGNAL NOTASIGNAL is accepted; BuildKit refuses a signal it cannot parse",
     ),
     Case(
         "healthcheck-cmd",
@@ -83,6 +86,7 @@ CASES = [
         config={"Env": [PATH, "foo=bar"], "WorkingDir": "/"},
         history=[("ENV foo=bar", True)],
         history_base=0,
+        xfail="issue 10: FROM scratch gets no default PATH",
     ),
     Case(
         "onbuild-recorded-not-run",

@@ -158,6 +158,7 @@ CASES = [
         history_base=3,
         # dispatchOnbuild writes no history entry; the trigger's RUN writes one in the child.
         history=[("RUN /bin/sh -c mkdir -p /out && echo -n 11 >> /out/foo # buildkit", False)],
+        xfail="gap: ONBUILD writes a history entry; BuildKit's dispatchOnbuild writes none",
     ),
     Case(
         "onbuild-cleared-in-grandchild",
@@ -183,6 +184,7 @@ CASES = [
         "FROM busybox AS base\nONBUILD COPY --from=src /in/file /out/foo\n"
         "FROM base AS mid\nRUN cp /out/foo /out/bar\nFROM scratch\nCOPY --from=mid /out/bar /\n",
         files={"/bar": "12"},
+        xfail="gap: ONBUILD COPY --from=STAGE is refused (unknown flag: --from for ONBUILD)",
     ),
     Case(
         "onbuild-heredoc",
@@ -190,6 +192,7 @@ CASES = [
         "FROM h10c-onbuild-heredoc AS base\nFROM scratch\nCOPY --from=base /dest /dest\n",
         before=[("h10c-onbuild-heredoc", ONBUILD_HEREDOC)],
         files={"/dest": "hello world\n"},
+        xfail="issue 10: ONBUILD RUN <<EOF is refused",
     ),
     Case(
         "onbuild-cache-mount",
@@ -198,6 +201,7 @@ CASES = [
         ' [ "$(cat /h10c-obcache/foo)" = "42" ] && [ "$(cat /bar)" = "11" ]\n',
         before=[("h10c-onbuild-cache", ONBUILD_CACHE)],
         files={"/bar": "11"},
+        xfail="issue 10: ONBUILD RUN --mount=… is refused",
     ),
     Case(
         "copy-heredoc-names-modes-owners",

@@ -81,6 +81,7 @@ CASES = [
             ("RUN ls # buildkit", False),
             ("EXPOSE [1234/udp 2375/tcp 5000/tcp]", True),
         ],
+        xfail="gap: history of COPY --from=base writes the --from flag; BuildKit writes COPY foo2 foo3",
     ),
     Case(
         "history-flattens-args-into-run",
@@ -92,6 +93,7 @@ CASES = [
             ("ARG foo=bar2", True),
             ("RUN |2 foo=bar2 bar=123 /bin/sh -c ls /etc/ # buildkit", False),
         ],
+        xfail="issue 10: history holds no ARG entries and RUN lines lack BuildKit's |N name=value prefix",
     ),
     Case(
         "history-build-arg-value-in-run",
@@ -99,6 +101,7 @@ CASES = [
         "FROM busybox\nARG v=default\nRUN true\n",
         flags=["--build-arg", "v=given"],
         history=[("ARG v=given", True), ("RUN |1 v=given /bin/sh -c true # buildkit", False)],
+        xfail="issue 10: history holds no ARG entries and RUN lines lack BuildKit's |N name=value prefix",
     ),
     Case(
         "history-copy-flags",
@@ -106,6 +109,7 @@ CASES = [
         "FROM busybox\nCOPY --chown=1:1 --chmod=644 foo /dest\n",
         context={"foo": "x"},
         history=[("COPY --chown=1:1 --chmod=644 foo /dest # buildkit", False)],
+        xfail="gap: history of COPY leaves out --chown/--chmod; BuildKit writes COPY --chown=1:1 --chmod=644 foo /dest",
     ),
     Case(
         "history-add",
@@ -125,12 +129,14 @@ CASES = [
         "testExportedHistory",
         'FROM busybox\nENV a=1 b=2\nUSER daemon\nSHELL ["/bin/sh", "-ec"]\n',
         history=[("ENV a=1 b=2", True), ("USER daemon", True), ("SHELL [/bin/sh -ec]", True)],
+        xfail="gap: history writes SHELL as JSON; BuildKit writes Go's %v: SHELL [/bin/sh -ec]",
     ),
     Case(
         "history-entrypoint-cmd",
         "testExportedHistory",
         'FROM busybox\nENTRYPOINT ["/bin/echo"]\nCMD echo hi\n',
         history=[('ENTRYPOINT ["/bin/echo"]', True), ('CMD ["/bin/sh" "-c" "echo hi"]', True)],
+        xfail='gap: history writes CMD/ENTRYPOINT as compact JSON; BuildKit writes Go\'s %q: CMD ["/bin/sh" "-c" "echo hi"]',
     ),
     Case(
         "history-from-scratch-copy-heredoc",
@@ -139,6 +145,7 @@ CASES = [
         context={"foo": "x"},
         history=[("ARG x", True), ("COPY foo / # buildkit", False)],
         history_base=0,
+        xfail="issue 10: history holds no entry for ARG",
     ),
 ]
 
