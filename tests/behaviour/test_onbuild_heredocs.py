@@ -247,6 +247,7 @@ CASES = [
         "testRunShebangHeredoc",
         SHEBANG,
         files={"/dest/out1": "hello\nworld\n", "/dest/out2": "hello\nworld\n"},
+        xfail="issue 10: a RUN <<EOF whose body starts with #! does not run that interpreter",
     ),
     Case(
         "run-complex-heredoc",
