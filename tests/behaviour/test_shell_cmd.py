@@ -131,8 +131,9 @@ CASES = [
         "cmd-empty-exec-form",
         "testCmdShell",
         "FROM busybox\nCMD []\n",
-        config={"Cmd": [], "ArgsEscaped": True},
-        xfail="issue 10: CMD does not set ArgsEscaped",
+        # Go's omitempty leaves an empty Cmd out of the config, so nothing is inherited either.
+        config={"Cmd": NOT_SET, "ArgsEscaped": True},
+        xfail='issue 10: CMD does not set ArgsEscaped; and gap: CMD [] is written as "Cmd": [] where BuildKit leaves Cmd out',
     ),
 ]
 
