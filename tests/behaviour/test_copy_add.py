@@ -281,6 +281,24 @@ CASES = [
         xfail="issue 10: symbolic --chmod modes are refused",
     ),
     Case(
+        # chmod(1) semantics on the source's mode: X adds x to dirs (and to files with some x).
+        "chmod-symbolic-from-stage",
+        "testChmodNonOctal",
+        "FROM busybox AS base\nRUN mkdir -p /in/dirs/d2/d2 /in/dirs/d3/d3"
+        " && chmod 124 /in/dirs/d2/d2 /in/dirs/d3/d3 && touch /in/file && chmod 666 /in/file\n"
+        "FROM scratch\nCOPY --from=base --chmod=u=rw,g=r,o=r /in/file /f2\n"
+        "COPY --from=base --chmod=a+X /in/file /f3\n"
+        "COPY --from=base --chmod=u+rw,g+r,o-x,o+w /in/dirs/d2 /\n"
+        "COPY --from=base --chmod=a+X /in/dirs/d3 /\n",
+        files={
+            "/f2": F(mode=0o644),
+            "/f3": F(mode=0o666),
+            "/d2": F(mode=0o766),
+            "/d3": F(mode=0o135),
+        },
+        xfail="issue 10: symbolic --chmod modes are refused",
+    ),
+    Case(
         "chmod-invalid-letters",
         "testCopyInvalidChmod",
         "FROM scratch\nCOPY --chmod=64a foo /\n",
