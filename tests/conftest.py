@@ -20,6 +20,7 @@ pytest_plugins = ["tests.registry.fixtures"]
 _TESTS = Path(__file__).resolve().parent
 _FOLDER_MARKS = {
     "e2e": (pytest.mark.e2e, pytest.mark.needs_root),
+    "behaviour": (pytest.mark.e2e, pytest.mark.needs_root),
     "sandbox": (pytest.mark.needs_root,),
 }
 
