@@ -78,7 +78,7 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
     uid = _id(name)
     entry = next((u for u in users if (u.uid == uid if uid is not None else u.name == name)), None)
     if entry is None and uid is None:
-        raise SandboxError(f"user {name!r} not found in the image's /etc/passwd")
+        raise SandboxError(f"unable to find user {name}: no matching entries in passwd file")
     uid = entry.uid if entry else uid
     assert uid is not None
     gid = entry.gid if entry else 0
@@ -89,7 +89,9 @@ def resolve(user: str, etc: str = "/etc") -> Credentials:
         if gid_given is None:
             match = next((g for g in groups if g.name == group), None)
             if match is None:
-                raise SandboxError(f"group {group!r} not found in the image's /etc/group")
+                raise SandboxError(
+                    f"unable to find group {group}: no matching entries in group file"
+                )
             gid_given = match.gid
         gid = gid_given
     supplementary = [gid]

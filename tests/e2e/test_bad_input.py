@@ -66,7 +66,7 @@ CASES = [
     pytest.param(
         "FROM busybox\nUSER nosuch\nRUN true\n",
         errors.SandboxError.exit_code,
-        "Dockerfile:3: RUN true: user 'nosuch' not found",
+        "Dockerfile:3: RUN true: unable to find user nosuch: no matching entries in passwd file",
         id="run-unknown-user",
     ),
     pytest.param(

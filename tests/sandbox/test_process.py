@@ -58,7 +58,9 @@ def test_user_nobody(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
 
 
 def test_unknown_user_is_a_sandbox_error(overlay: Callable[..., OverlayRoot], sh: ShRunner) -> None:
-    with pytest.raises(SandboxError, match="not found in the image's /etc/passwd"):
+    with pytest.raises(
+        SandboxError, match="unable to find user alice: no matching entries in passwd file"
+    ):
         sh(SandboxSpec(overlay(), (), user="alice"), "true")
 
 

@@ -42,8 +42,8 @@ def test_resolve(etc: str, user: str, expected: Credentials) -> None:
 @pytest.mark.parametrize(
     ("user", "message"),
     [
-        ("alice", "user 'alice' not found"),
-        ("app:nogroup", "group 'nogroup' not found"),
+        ("alice", "unable to find user alice: no matching entries in passwd file"),
+        ("app:nogroup", "unable to find group nogroup: no matching entries in group file"),
         (":10", "no user before"),
     ],
 )

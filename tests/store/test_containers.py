@@ -12,7 +12,7 @@ from builder.store import Store
 def test_containers_create_list_remove(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s")
     a, b = store.containers.create(), store.containers.create()
-    assert a.id != b.id and len(a.id) == 12
+    assert a.id != b.id and len(a.id) == 64
     assert a.home == store.paths.containers / a.id
     assert a.upper.is_dir() and a.work.is_dir()
     assert sorted(c.id for c in store.containers.list()) == sorted([a.id, b.id])
