@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import pty
+import select
 import signal
+import struct
+import termios
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -186,3 +191,81 @@ def test_the_container_id_is_64_hex_and_its_hostname_the_short_id(builder: Build
     assert len(cid) == 64 and all(c in "0123456789abcdef" for c in cid)
     assert ran.stdout == cid[:12] + "\n"
     assert os.path.isdir(builder.root / "containers" / cid / "upper")
+
+
+def _on_a_terminal(builder: Builder, *args: str, resize_after: bytes = b"") -> tuple[bytes, int]:
+    """Run the CLI with a real pty as its stdio, 33 rows x 77 columns; once the output
+    shows `resize_after`, make the terminal 40 x 100 and send SIGWINCH (what a terminal
+    emulator does). Returns the output and the exit status."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 77, 0, 0))
+    proc = popen(builder, *args, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    out = b""
+    resized = not resize_after
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 1)
+        if not ready:
+            continue
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the CLI and everything it started have closed the pty
+            break
+        if not data:
+            break
+        out += data
+        if not resized and resize_after in out:
+            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+            proc.send_signal(signal.SIGWINCH)
+            resized = True
+    os.close(master)
+    return out, proc.wait(timeout=30)
+
+
+def test_t_gives_a_pty_with_the_callers_window_size(builder: Builder) -> None:
+    out, status = _on_a_terminal(builder, "run", "--rm", "-t", IMAGE, "stty", "size")
+    assert (out, status) == (b"33 77\r\r\n", 0)  # our pty's \r\n, then the caller's
+    script = "test -t 0 && test -t 1 && test -t 2 && echo all-ttys; exit 4"
+    out, status = _on_a_terminal(builder, "run", "--rm", "-t", IMAGE, "sh", "-c", script)
+    assert (out, status) == (b"all-ttys\r\r\n", 4)
+    # Without -t, no terminal: the same test fails.
+    assert builder("run", "--rm", IMAGE, "sh", "-c", "test -t 1", check=False).status == 1
+
+
+def test_t_passes_window_size_changes_on(builder: Builder) -> None:
+    script = "trap 'stty size; exit 0' WINCH; echo ready; while :; do sleep 0.05; done"
+    out, status = _on_a_terminal(
+        builder, "run", "--rm", "-t", IMAGE, "sh", "-c", script, resize_after=b"ready"
+    )
+    assert (out, status) == (b"ready\r\r\n40 100\r\r\n", 0)
+
+
+def test_it_relays_keys_and_ctrl_c_reaches_the_container(builder: Builder) -> None:
+    master, slave = pty.openpty()
+    proc = popen(builder, "run", "--rm", "-it", IMAGE, "sh", "-c",
+                 "trap 'echo got-int; exit 9' INT; echo ready; read line; echo \"line=$line\"; sleep 30",
+                 stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 30
+    sent_line = sent_int = False
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if ready:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        if b"ready" in out and not sent_line:  # typed once our terminal is in raw mode
+            os.write(master, b"hello\r")
+            sent_line = True
+        if b"line=hello" in out and not sent_int:
+            os.write(master, b"\x03")  # ^C as a key: raw mode passes it to the container's pty
+            sent_int = True
+    os.close(master)
+    assert proc.wait(timeout=30) == 9
+    assert b"line=hello" in out and b"got-int" in out
