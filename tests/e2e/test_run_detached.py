@@ -194,3 +194,15 @@ def test_ps_is_safe_while_containers_start_and_stop(builder: Builder) -> None:
         watcher.join()
     assert failures == []
     assert containers_of(builder) == [] and leftovers(builder, TOKEN) == NOTHING
+
+
+def test_a_name_is_taken_once_by_concurrent_runs(builder: Builder) -> None:
+    procs = [popen(builder, "run", "-d", "--name", "one", IMAGE, "sleep", TOKEN) for _ in range(4)]
+    results = [(p.communicate(timeout=60), p.returncode) for p in procs]
+    assert sorted(code for _, code in results) == [0, 125, 125, 125]
+    for (_, err), code in results:
+        assert code == 0 or b'The container name "/one" is already in use' in err
+    (row,) = _ps(builder)
+    assert row["Names"] == "one"
+    builder("rm", "-f", "one")
+    assert containers_of(builder) == [] and leftovers(builder, TOKEN) == NOTHING
