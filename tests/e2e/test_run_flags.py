@@ -243,8 +243,8 @@ def test_t_passes_window_size_changes_on(builder: Builder) -> None:
 
 def test_it_relays_keys_and_ctrl_c_reaches_the_container(builder: Builder) -> None:
     master, slave = pty.openpty()
-    proc = popen(builder, "run", "--rm", "-it", IMAGE, "sh", "-c",
-                 "trap 'echo got-int; exit 9' INT; echo ready; read line; echo \"line=$line\"; sleep 30",
+    script = "trap 'echo got-int; exit 9' INT; echo ready; read line; echo \"line=$line\"; sleep 30"
+    proc = popen(builder, "run", "--rm", "-it", IMAGE, "sh", "-c", script,
                  stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
     os.close(slave)
     out = b""

@@ -31,5 +31,5 @@ def test_env_file_refusals(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_a_missing_env_file(tmp_path: Path) -> None:
-    with pytest.raises(RunFailed, match="open .*/nope: no such file or directory"):
+    with pytest.raises(RunFailed, match=r"open .*/nope: no such file or directory"):
         read_env_file(str(tmp_path / "nope"))
