@@ -25,10 +25,15 @@ class ContainerBusy(BuilderError):
 
 
 def _signal(container: Container, signum: int) -> None:
-    pid = container.state().pid
-    if pid > 0 and container.running():
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signum)
+    """Signal pid 1, waiting for it if the container is still being set up (its owner
+    writes the pid once the sandbox is ready to exec)."""
+    while container.running():
+        pid = container.state().pid
+        if pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+            return
+        time.sleep(0.02)
 
 
 def stop(container: Container, timeout: float | None = None) -> None:
