@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
-from builder.errors import BuilderError, RunFailed, UsageError
+from builder.errors import RunFailed, UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
@@ -157,22 +157,20 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
             started()
 
     code: int | None = None
-    error = ""
     try:
         with terminal or contextlib.nullcontext():
             code = run(replace(spec, state_dir=state), started=on_start)
         return code
-    except BuilderError as err:
-        error = str(err)
-        raise
     finally:
         remove_tree(state, ignore_errors=True)
-        _finish(store, container, options.remove, code, error)
+        _finish(store, container, options.remove, code)
 
 
-def _finish(store: Store, container: Container, remove: bool, code: int | None, error: str) -> None:
+def _finish(store: Store, container: Container, remove: bool, code: int | None) -> None:
     with contextlib.suppress(OSError):
-        if remove:
+        # One that never started goes too (docker keeps it as "created"): a bad flag
+        # leaves nothing behind.
+        if remove or code is None:
             store.containers.remove(container)
         else:
             final = container.state()
@@ -180,10 +178,9 @@ def _finish(store: Store, container: Container, remove: bool, code: int | None, 
                 ContainerState(
                     "exited",
                     pid=0,
-                    exit_code=125 if code is None else code,
+                    exit_code=code,
                     started=final.started,
                     finished=time.time(),
-                    error=error,
                 )
             )
             remove_tree(container.work, ignore_errors=True)

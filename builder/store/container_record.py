@@ -45,7 +45,6 @@ class ContainerState:
     exit_code: int | None = None
     started: float | None = None
     finished: float | None = None
-    error: str = ""  # why it could not start (exit code 125)
 
 
 def write_json(path: Path, value: dict[str, Any]) -> None:
