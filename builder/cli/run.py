@@ -7,12 +7,15 @@ Exit codes are docker's: 125 when the container could not be started (a bad flag
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from builder.cli.common import open_store
 from builder.errors import BuilderError, RunFailed
+
+if TYPE_CHECKING:
+    from builder.sandbox import Mount
 
 
 class _DockerRun(click.Command):
@@ -64,15 +67,21 @@ class _DockerRun(click.Command):
 def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: Any) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
     from builder.runtime import RunOptions, run_image
-    from builder.runtime.envfile import read_env_file
-    from builder.runtime.volumes import parse_mount, parse_tmpfs, parse_volume
 
-    env = [item for path in flags["env_files"] for item in read_env_file(path)]
-    mounts = (
-        *(parse_volume(v) for v in flags["volumes"]),
-        *(parse_mount(m) for m in flags["mount_specs"]),
-        *(parse_tmpfs(t) for t in flags["tmpfs"]),
-    )
+    env: list[str] = []
+    if flags["env_files"]:  # imported only when used: `run --rm IMAGE` is timed (issue 9)
+        from builder.runtime.envfile import read_env_file
+
+        env = [item for path in flags["env_files"] for item in read_env_file(path)]
+    mounts: tuple[Mount, ...] = ()
+    if flags["volumes"] or flags["mount_specs"] or flags["tmpfs"]:
+        from builder.runtime.volumes import parse_mount, parse_tmpfs, parse_volume
+
+        mounts = (
+            *(parse_volume(v) for v in flags["volumes"]),
+            *(parse_mount(m) for m in flags["mount_specs"]),
+            *(parse_tmpfs(t) for t in flags["tmpfs"]),
+        )
     options = RunOptions(
         image=image,
         args=command,

@@ -39,7 +39,7 @@ from builder.store.paths import StorePaths
 from builder.store.removal import remove_children
 
 # docker's rule for --name (daemon/names): a letter or digit, then letters, digits, _ . -
-_NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]+")
+_NAME = r"[a-zA-Z0-9][a-zA-Z0-9_.-]+"
 _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quiet", "sharp")
 _NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov", "perlman")
 
@@ -153,7 +153,7 @@ class Containers:
         return out
 
     def _check_name(self, name: str) -> None:
-        if not _NAME.fullmatch(name):
+        if not re.fullmatch(_NAME, name):
             raise UsageError(
                 f'invalid container name "{name}", only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
             )
