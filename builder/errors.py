@@ -145,3 +145,11 @@ class BuildContextError(BuilderError):
     """A COPY/ADD source is missing from the build context or escapes it."""
 
     exit_code = 10
+
+
+class RunFailed(BuilderError):
+    """`builder run` could not start the container, docker's exit code 125: a bad flag, an
+    unknown image, a setup step the sandbox failed. 126 and 127 (the command cannot be
+    executed, or is not found) are statuses of the container's process, not errors."""
+
+    exit_code = 125

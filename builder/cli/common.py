@@ -11,7 +11,9 @@ from builder.store import Store
 
 # The verbs that write to the store: each removes, when it opens the store, what killed
 # commands left in its tmp/ (their owner process is gone). Read-only verbs leave it.
-SWEEPING_VERBS = frozenset({"build", "run", "import", "load", "rmi", "save", "export", "prune"})
+SWEEPING_VERBS = frozenset(
+    {"build", "run", "import", "load", "rmi", "save", "export", "prune", "rm"}
+)
 
 
 def open_store(ctx: click.Context) -> Store:

@@ -22,6 +22,11 @@ from builder.errors import BuilderError, StoreError
 VERBS = {
     "build": "build:build",
     "run": "run:run",
+    "ps": "containers:ps",
+    "logs": "containers:logs",
+    "stop": "containers:stop",
+    "rm": "containers:rm",
+    "wait": "containers:wait",
     "import": "images:import_",
     "images": "images:images",
     "inspect": "images:inspect",

@@ -1,18 +1,30 @@
-"""Assemble a container from an image (overlay of its unpacked layers) and run it."""
+"""Assemble a container from an image (overlay of its unpacked layers) and run it.
+
+`prepare` does what can fail before anything runs (the image, the container's record)
+and `execute` runs it, attached here or in the detached supervisor (detached.py).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 
-from builder.errors import UsageError
+from builder.errors import RunFailed, UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
-from builder.sandbox import OverlayRoot, SandboxSpec, run
+from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
 from builder.store import Store
+from builder.store.container_record import ContainerConfig, ContainerState
+from builder.store.containers import Container
+
+DEFAULT_STOP_TIMEOUT = 10.0  # docker's
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,15 @@ class RunOptions:
     limits: Limits | None = None  # --memory, --cpus, --pids-limit... (cgroups)
     # --cap-add, --cap-drop, --security-opt (sandbox/security.from_flags): Docker's defaults
     security: Security = DOCKER_DEFAULT
+    mounts: tuple[Mount, ...] = ()  # -v, --mount, --tmpfs
+    readonly: bool = False  # --read-only
+    interactive: bool = False  # -i: keep stdin open (else /dev/null)
+    tty: bool = False  # -t
+    name: str | None = None
+    init: bool = False
+    stop_signal: str | None = None  # else the image's StopSignal, else SIGTERM
+    stop_timeout: float | None = None  # else 10 s
+    detach: bool = False
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -57,39 +78,126 @@ def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in env.items())
 
 
+def signal_number(name: str) -> int:
+    """docker's --stop-signal / StopSignal: SIGTERM, TERM or 15."""
+    text = name.strip().upper()
+    if text.isdigit() and 0 < int(text) < signal.NSIG:
+        return int(text)
+    try:
+        return int(signal.Signals[text if text.startswith("SIG") else "SIG" + text])
+    except KeyError:
+        raise RunFailed(f"invalid signal: {name}") from None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A container made and its sandbox described: what `execute` runs."""
+
+    container: Container
+    spec: SandboxSpec
+    options: RunOptions
+
+
 def run_image(store: Store, options: RunOptions) -> int:
-    """Run the image's process; returns its exit status (128+N when killed by signal N)."""
+    """Run the image's process attached; its exit status (128+N when killed by signal N)."""
     with store.lease():  # gc must not take the layers from under a running container
-        try:
-            return _run(store, options)
-        except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
-            print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
-            return oom.status
+        return execute(store, prepare(store, options))
 
 
-def _run(store: Store, options: RunOptions) -> int:
+def prepare(store: Store, options: RunOptions) -> Prepared:
     image = store.image(options.image)
     config = image.config
+    argv = argv_for(config, options)
+    stop = options.stop_signal or config.config.stop_signal or "SIGTERM"
+    signal_number(stop)  # refuse a bad one now, not at `builder stop`
     lowers = store.unpacked(image)
-    container = store.containers.create()
-    state = store.tmp_dir("sandbox")  # under the store: swept there if we are killed
+    record = ContainerConfig(
+        name=options.name or "",
+        image=options.image,
+        command=argv,
+        created=time.time(),
+        stop_signal=stop,
+        stop_timeout=DEFAULT_STOP_TIMEOUT if options.stop_timeout is None else options.stop_timeout,
+        auto_remove=options.remove,
+        detached=options.detach,
+    )
+    container = store.containers.create(record, staging=store.tmp_dir("container"))
     spec = SandboxSpec(
         root=OverlayRoot(lowers=lowers, upper=container.upper, work=container.work),
-        argv=argv_for(config, options),
+        argv=argv,
         env=env_for(config, options.env),
         cwd=options.workdir or config.config.working_dir or "/",
         user=options.user if options.user is not None else (config.config.user or ""),
-        hostname=options.hostname or container.id,
+        hostname=options.hostname or container.id[:12],
         network="host" if options.network == "host" else "none",
-        state_dir=state,
         limits=options.limits,
         security=options.security,
+        mounts=options.mounts,
+        stdin=None if options.interactive else DEVNULL,
+        readonly_root=options.readonly,
+        init=options.init,
+        stop_timeout=record.stop_timeout,
+        exec_errors="docker",
     )
+    return Prepared(container, spec, options)
+
+
+def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None = None) -> int:
+    """Run a prepared container to its end, keeping its state file; `started` is called
+    once its pid 1 exists. The owner lock is released, and with --rm the container
+    removed, whatever happens."""
+    container, spec, options = prepared.container, prepared.spec, prepared.options
+    state = store.tmp_dir("sandbox")  # under the store: swept there if we are killed
+    terminal = None
+    if options.tty:
+        from builder.runtime.terminal import Terminal  # only -t pays for the import
+
+        out = sys.stdout.fileno()
+        terminal = Terminal(out, sys.stdin.fileno() if options.interactive else None)
+        spec = _on_pty(spec, terminal.slave)
+
+    def on_start(pid: int) -> None:
+        container.set_state(ContainerState("running", pid=pid, started=time.time()))
+        if terminal is not None:
+            terminal.start()
+        if started is not None:
+            started()
+
+    code: int | None = None
     try:
-        return run(spec)
+        with terminal or contextlib.nullcontext():
+            try:
+                code = run(replace(spec, state_dir=state), started=on_start)
+            except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
+                print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
+                code = oom.status
+        return code
     finally:
         remove_tree(state, ignore_errors=True)
-        if options.remove:
+        _finish(store, container, options.remove, code)
+
+
+def _finish(store: Store, container: Container, remove: bool, code: int | None) -> None:
+    with contextlib.suppress(OSError):
+        # One that never started goes too (docker keeps it as "created"): a bad flag
+        # leaves nothing behind.
+        if remove or code is None:
             store.containers.remove(container)
         else:
+            final = container.state()
+            container.set_state(
+                ContainerState(
+                    "exited",
+                    pid=0,
+                    exit_code=code,
+                    started=final.started,
+                    finished=time.time(),
+                )
+            )
             remove_tree(container.work, ignore_errors=True)
+    if container.owner_fd >= 0:
+        os.close(container.owner_fd)  # last: a reader sees the final state once it is free
+
+
+def _on_pty(spec: SandboxSpec, slave: int) -> SandboxSpec:
+    return replace(spec, stdin=slave, stdout=slave, stderr=slave, tty=True)

@@ -12,6 +12,7 @@ import fcntl
 import os
 import signal
 import sys
+import termios
 from collections.abc import Callable, Sequence
 
 from builder.errors import SandboxError
@@ -108,9 +109,10 @@ def restore_signals() -> None:
             signal.signal(sig, signal.SIG_DFL)
 
 
-def exec_command(argv: Sequence[str], env: dict[str, str]) -> int:
+def exec_command(argv: Sequence[str], env: dict[str, str], style: str = "builder") -> int:
     """execve argv[0] looked up in the env's PATH; returns (never raising) like sh when
-    nothing could be run: 127 not found, 126 found but not executable."""
+    nothing could be run: 127 not found, 126 found but not executable. `style` "docker"
+    words the message as `docker run` does, as one `error:` line."""
     name = argv[0]
     if "/" in name:
         candidates = [name]
@@ -126,6 +128,8 @@ def exec_command(argv: Sequence[str], env: dict[str, str]) -> int:
                 denied = denied or err
             elif err.errno not in (errno.ENOENT, errno.ENOTDIR):
                 other = other or err
+    if style == "docker":
+        return _docker_exec_error(name, denied or other)
     if denied is not None:
         _say(f"builder: {name}: {denied.strerror}\n")
         return 126
@@ -134,6 +138,27 @@ def exec_command(argv: Sequence[str], env: dict[str, str]) -> int:
         return 126 if other.errno == errno.ENOEXEC else 127
     _say(f"builder: {name}: command not found\n")
     return 127
+
+
+def _docker_exec_error(name: str, err: OSError | None) -> int:
+    if err is None:
+        where = (
+            "executable file not found in $PATH" if "/" not in name else "no such file or directory"
+        )
+        _say(f'error: exec: "{name}": {where}\n')
+        return 127
+    _say(f'error: exec: "{name}": {(err.strerror or str(err)).lower()}\n')
+    return 126 if err.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC) else 127
+
+
+def controlling_tty() -> None:
+    """Make stdin (a pty's slave) our controlling terminal, in a session of our own, so the
+    shell gets job control and ^C, and a window-size change reaches us as SIGWINCH."""
+    try:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    except OSError as err:
+        raise SandboxError(f"controlling terminal: {err.strerror}") from None
 
 
 def run_callable(fn: Callable[[], int]) -> int:

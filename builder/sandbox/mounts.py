@@ -283,7 +283,8 @@ def populate(rootdir: str, spec: SandboxSpec, etc: EtcFiles) -> None:
                 os.close(fd)
             if m.kind == "tmpfs":
                 flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.readonly else 0)
-                _on(rootfd, target, "tmpfs", "tmpfs", flags, "mode=1777")
+                data = "mode=1777" + (f",{m.options}" if m.options else "")  # last one wins
+                _on(rootfd, target, "tmpfs", "tmpfs", flags, data)
             else:
                 _bind(rootfd, target, str(m.source), readonly=m.readonly, optional=False)
     finally:

@@ -12,8 +12,9 @@ overlay xattrs and 0/0 whiteouts, and no mount is "locked"); the process still e
 capability in the host's user namespace. When not root, the supervisor enters a user
 namespace first (uid 0 -> us) and mounts from inside it.
 
-The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to) and
-`E<message>` (a setup step failed). EOF means every sandbox process has gone.
+The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to),
+`X` (set up, about to exec) and `E<message>` (a setup step failed). EOF means every
+sandbox process has gone.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from builder.errors import SandboxError
-from builder.sandbox import confine, container, mounts, users
+from builder.sandbox import confine, container, mounts, reaper, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
@@ -93,10 +94,12 @@ class _Run:
         )
 
 
-def run(spec: SandboxSpec) -> int:
-    """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N."""
+def run(spec: SandboxSpec, *, started: Callable[[int], None] | None = None) -> int:
+    """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N.
+    `started` is called with pid 1's host pid (what `builder stop` signals) once the
+    sandbox is set up and the command about to be executed."""
     spec.validate()
-    return _execute(spec, None, ())
+    return _execute(spec, None, (), started)
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:
@@ -106,10 +109,15 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
     return _execute(spec, fn, tuple(keep_fds))
 
 
-def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
+def _execute(
+    spec: SandboxSpec,
+    fn: Callable[[], int] | None,
+    keep: tuple[int, ...],
+    started: Callable[[int], None] | None = None,
+) -> int:
     cgroup = _cgroup(spec)
     try:
-        code = _execute_in(spec, fn, keep, cgroup)
+        code = _execute_in(spec, fn, keep, cgroup, started)
         if code != 0 and cgroup is not None and cgroup.oom_kills():
             raise OutOfMemory(code, cgroup.limits.memory)
         return code
@@ -119,7 +127,11 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
 
 
 def _execute_in(
-    spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...], cgroup: Cgroup | None
+    spec: SandboxSpec,
+    fn: Callable[[], int] | None,
+    keep: tuple[int, ...],
+    cgroup: Cgroup | None,
+    started: Callable[[int], None] | None,
 ) -> int:
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
@@ -141,7 +153,7 @@ def _execute_in(
             if host_maps is not None:
                 host_maps.parent_side()
                 host_maps.serve(pid)
-            return _wait(pid, report_r)
+            return _wait(pid, report_r, spec.stop_timeout, started)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -293,6 +305,8 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     # A copy of the supervisor's namespace: what we mount now stays out of its view.
     unshare(CLONE_NEWNS)
     mounts.populate(plan.rootdir, spec, plan.etc)
+    if spec.readonly_root:  # in our namespace only: the supervisor still removes the stubs
+        mounts.remount_readonly(plan.rootdir)
     sethostname(spec.hostname)
     if spec.network == "none":
         loopback_up()
@@ -310,10 +324,17 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
         confine.after_user(plan.confinement)
     env = container.environment(spec, creds)
     container.stdio(spec)
+    if spec.tty:
+        container.controlling_tty()
     container.restore_signals()
     if plan.fn is None:
         container.close_fds([report_w])  # the report pipe is close-on-exec
-        return container.exec_command(spec.argv, env)
+        _report(report_w, "X")  # set up: what `started` (`run -d`) waits for
+
+        def start() -> int:
+            return container.exec_command(spec.argv, env, spec.exec_errors)
+
+        return reaper.run(start) if spec.init else start()
     container.close_fds(plan.keep_fds)
     os.environ.clear()
     os.environ.update(env)
@@ -346,7 +367,8 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
 class _Forwarder:
     """Forward SIGINT/SIGTERM/SIGHUP to pid 1; SIGKILL it if it outlives the grace."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float | None) -> None:
+        self.grace = KILL_GRACE_SECONDS if grace is None else grace
         self.target: int | None = None
         self.pending: list[int] = []
         self.deadline: float | None = None
@@ -366,7 +388,7 @@ class _Forwarder:
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         if self.deadline is None:
-            self.deadline = time.monotonic() + KILL_GRACE_SECONDS
+            self.deadline = time.monotonic() + self.grace
         if self.target is None:
             self.pending.append(signum)
         else:
@@ -396,8 +418,10 @@ class _Forwarder:
         return min(left, 0.25)
 
 
-def _wait(pid: int, report_r: int) -> int:
-    forwarder = _Forwarder()
+def _wait(
+    pid: int, report_r: int, grace: float | None, started: Callable[[int], None] | None
+) -> int:
+    forwarder = _Forwarder(grace)
     forwarder.install()
     errors: list[str] = []
     start_error = ""  # "S": the spec's fault (ProcessStartError)
@@ -416,6 +440,8 @@ def _wait(pid: int, report_r: int) -> int:
                 line = raw.decode(errors="replace")
                 if line.startswith("P") and line[1:].isdigit():
                     forwarder.attach(int(line[1:]))
+                elif line == "X" and started is not None and forwarder.target is not None:
+                    started(forwarder.target)
                 elif line.startswith("E"):
                     errors.append(line[1:])
                 elif line.startswith("S"):

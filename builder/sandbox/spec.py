@@ -55,6 +55,9 @@ class Mount:
     mode: int = 0o400  # kind "file": its mode and owner
     uid: int = 0
     gid: int = 0
+    # tmpfs only: mount data as docker's --tmpfs takes it ("size=64m,mode=755"); the
+    # default mode is 1777, as docker's.
+    options: str = ""
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,15 @@ class SandboxSpec:
     # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
     # our own code): Docker's defaults unless the caller asks otherwise.
     security: Security = DOCKER_DEFAULT
+    # `builder run`'s extras (RUN steps leave them at their defaults):
+    tty: bool = False  # stdin is a pty's slave: pid 1 makes it its controlling terminal
+    init: bool = False  # pid 1 is a reaper that forwards signals to the command (--init)
+    readonly_root: bool = False  # the root (not /dev, /proc or the mounts) is read-only
+    # After a forwarded SIGINT/SIGTERM/SIGHUP, SIGKILL pid 1 this long after (None: 3 s).
+    stop_timeout: float | None = None
+    # How a command that cannot be executed is reported on stderr: "builder" for a RUN
+    # step's log, "docker" (`error: exec: "x": executable file not found in $PATH`) for run.
+    exec_errors: Literal["builder", "docker"] = "builder"
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
@@ -105,6 +117,8 @@ class SandboxSpec:
                 raise SandboxError(f"sandbox: file mount on {m.target} has no data")
             if m.kind not in ("bind", "tmpfs", "file"):
                 raise SandboxError(f"sandbox: unknown mount kind {m.kind!r}")
+            if "\0" in m.options or (m.options and m.kind != "tmpfs"):
+                raise SandboxError(f"sandbox: bad options for the mount on {m.target}")
         if self.state_dir is not None and not self.state_dir.is_absolute():
             raise SandboxError(f"sandbox: state dir {self.state_dir} is not absolute")
         root = self.root

@@ -9,6 +9,7 @@ root/mounts/cache/<id>/      RUN --mount=type=cache directories
 root/tmp/                    scratch on the same filesystem, for atomic renames
 root/lock                    flock: index.json updates and layer-dir renames
 root/gc.lock                 flock: shared by leases (builds, runs), exclusive by gc
+root/containers.lock         flock: container names are checked and taken under it
 
 The layout has a directory of its own because OCI tools walk and open every file under a
 layout's root: an unpacked layer's whiteouts (char devices), fifos and absolute symlinks
@@ -66,6 +67,11 @@ class StorePaths:
     @property
     def containers(self) -> Path:
         return self.root / "containers"
+
+    @property
+    def containers_lock(self) -> Path:
+        """flock: a container's name is checked and taken under it."""
+        return self.root / "containers.lock"
 
     @property
     def cache_mounts(self) -> Path:
