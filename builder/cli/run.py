@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from builder.cli import netflags
 from builder.cli.common import open_store
 
 
@@ -17,7 +18,22 @@ from builder.cli.common import open_store
 @click.option("-w", "--workdir", help="Working directory inside the container.")
 @click.option("-u", "--user", help="USER[:GROUP] to run as.")
 @click.option("--entrypoint", help="Replace the image's ENTRYPOINT.")
-@click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
+@click.option(
+    "--network",
+    type=click.Choice(["bridge", "default", "none", "host"]),
+    default="bridge",
+    show_default=True,
+    help="bridge (default): a private network with outbound access; none: loopback only.",
+)
+@click.option(
+    "-p",
+    "--publish",
+    "publish",
+    multiple=True,
+    metavar="[IP:]HOSTPORT:CTRPORT[/PROTO]",
+    help="Publish a container's port on the host (repeatable).",
+)
+@netflags.add_host_option
 @click.option("--hostname", help="The container's hostname.")
 @click.pass_context
 def run(
@@ -30,6 +46,8 @@ def run(
     user: str | None,
     entrypoint: str | None,
     network: str,
+    publish: tuple[str, ...],
+    add_hosts: tuple[str, ...],
     hostname: str | None,
 ) -> None:
     """Run IMAGE's entrypoint/cmd (or COMMAND) and exit with its exit status."""
@@ -43,6 +61,8 @@ def run(
         workdir=workdir,
         user=user,
         network=network,
+        add_hosts=netflags.add_hosts(add_hosts),
+        ports=netflags.ports(publish),
         hostname=hostname,
         remove=remove,
     )

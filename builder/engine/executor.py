@@ -18,10 +18,13 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
-from builder.sandbox.spec import Mount, OverlayRoot
+from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot
+
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
@@ -38,8 +41,9 @@ class Process:
     env: tuple[str, ...]
     cwd: str
     user: str  # "" for root; "name", "uid", "name:group" as USER wrote it
-    network: Literal["none", "host"]
+    network: NetworkMode
     mounts: tuple[Mount, ...] = ()
+    extra_hosts: tuple[HostEntry, ...] = ()  # --add-host
 
 
 class Executor(Protocol):
@@ -96,6 +100,7 @@ class SandboxExecutor:
             stderr=output,
             mounts=process.mounts,
             state_dir=state,
+            extra_hosts=process.extra_hosts,
         )
         return sandbox.run(spec)
 

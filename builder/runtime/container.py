@@ -4,12 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
 
 from builder.errors import UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.sandbox import OverlayRoot, SandboxSpec, run
+from builder.sandbox.spec import NetworkMode
 from builder.store import Store
+
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.publish import PortMapping
+
+# docker run's --network names as the sandbox calls them ("default" is docker's alias).
+NETWORKS: Final[dict[str, NetworkMode]] = {
+    "bridge": "private",
+    "default": "private",
+    "none": "none",
+    "host": "host",
+}
 
 
 @dataclass(frozen=True)
@@ -20,7 +34,9 @@ class RunOptions:
     env: tuple[str, ...] = ()  # "K=V" added to (or replacing in) the image's env
     workdir: str | None = None
     user: str | None = None
-    network: str = "none"
+    network: str = "bridge"  # a NETWORKS name
+    add_hosts: tuple[HostEntry, ...] = ()  # --add-host
+    ports: tuple[PortMapping, ...] = ()  # -p, on the bridge (private) network only
     hostname: str | None = None
     remove: bool = False  # --rm: drop the container's writable layer when it exits
 
@@ -51,6 +67,16 @@ def env_for(config: ImageConfig, extra: Sequence[str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in env.items())
 
 
+def network_of(options: RunOptions) -> NetworkMode:
+    mode = NETWORKS.get(options.network)
+    if mode is None:
+        raise UsageError(f"--network {options.network}: unknown (one of: {', '.join(NETWORKS)})")
+    if options.ports and mode != "private":
+        # docker drops them with a warning; a flag we cannot honour is an error here.
+        raise UsageError(f"-p: ports are published on the bridge network, not {options.network}")
+    return mode
+
+
 def run_image(store: Store, options: RunOptions) -> int:
     """Run the image's process; returns its exit status (128+N when killed by signal N)."""
     with store.lease():  # gc must not take the layers from under a running container
@@ -58,6 +84,7 @@ def run_image(store: Store, options: RunOptions) -> int:
 
 
 def _run(store: Store, options: RunOptions) -> int:
+    network = network_of(options)  # before anything is made
     image = store.image(options.image)
     config = image.config
     lowers = store.unpacked(image)
@@ -70,8 +97,10 @@ def _run(store: Store, options: RunOptions) -> int:
         cwd=options.workdir or config.config.working_dir or "/",
         user=options.user if options.user is not None else (config.config.user or ""),
         hostname=options.hostname or container.id,
-        network="host" if options.network == "host" else "none",
+        network=network,
         state_dir=state,
+        extra_hosts=options.add_hosts,
+        ports=options.ports,
     )
     try:
         return run(spec)

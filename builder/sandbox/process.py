@@ -12,8 +12,9 @@ overlay xattrs and 0/0 whiteouts, and no mount is "locked"); the process still e
 capability in the host's user namespace. When not root, the supervisor enters a user
 namespace first (uid 0 -> us) and mounts from inside it.
 
-The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to) and
-`E<message>` (a setup step failed). EOF means every sandbox process has gone.
+The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to),
+`N` (the private network namespace exists: the caller starts its helper, see network.py)
+and `E<message>` (a setup step failed). EOF means every sandbox process has gone.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from dataclasses import dataclass
 from types import FrameType
 
 from builder.errors import SandboxError
-from builder.sandbox import container, mounts, users
+from builder.sandbox import container, hosts, mounts, users
 from builder.sandbox.idmap import Handshake
+from builder.sandbox.network import Network, wait_gate
 from builder.sandbox.spec import DirRoot, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
@@ -65,6 +67,7 @@ class _Run:
     keep_fds: tuple[int, ...]
     # The caller's network namespace (dev, inode): pid 1 changes a sysctl only in another.
     caller_netns: tuple[int, int]
+    net: Network | None = None  # the private network's gate and helper
 
     @property
     def rootdir(self) -> str:
@@ -76,7 +79,8 @@ class _Run:
 
     @property
     def etc(self) -> mounts.EtcFiles:
-        resolv = "/etc/resolv.conf" if os.path.exists("/etc/resolv.conf") else ""
+        host = os.path.exists("/etc/resolv.conf") and self.spec.network != "private"
+        resolv = "/etc/resolv.conf" if host else ""
         return mounts.EtcFiles(
             f"{self.state}/hosts", f"{self.state}/hostname", resolv or f"{self.state}/resolv.conf"
         )
@@ -98,8 +102,10 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns())
+    net: Network | None = None
     try:
+        net = Network.prepare(spec, state)
+        plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), net)
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
             with contextlib.suppress(OSError, ValueError):
@@ -112,10 +118,12 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
             _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
         os.close(report_w)
         try:
+            if net is not None:
+                net.parent_side()
             if host_maps is not None:
                 host_maps.parent_side()
                 host_maps.serve(pid)
-            return _wait(pid, report_r)
+            return _wait(pid, report_r, (lambda: net.up(pid)) if net is not None else None)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -125,17 +133,19 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
         finally:
             os.close(report_r)
     finally:
-        _remove_state(plan)
+        if net is not None:
+            net.close()
+        _remove_state(spec, state)
 
 
 def _write_state(plan: _Run) -> None:
     os.mkdir(plan.rootdir, 0o755)
     os.mkdir(plan.scratch, 0o755)
-    name = plan.spec.hostname
+    spec = plan.spec
     files = {
-        "hosts": f"127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        "hostname": f"{name}\n",
-        "resolv.conf": "",
+        "hosts": hosts.hosts_file(spec.hostname, spec.extra_hosts),
+        "hostname": f"{spec.hostname}\n",
+        "resolv.conf": _resolv_conf(spec),
     }
     for fname, text in files.items():
         with open(f"{plan.state}/{fname}", "w", encoding="utf-8") as f:
@@ -143,13 +153,27 @@ def _write_state(plan: _Run) -> None:
             f.write(text)
 
 
-def _remove_state(plan: _Run) -> None:
+def _resolv_conf(spec: SandboxSpec) -> str:
+    """The private network's: the host's, its loopback resolvers made the helper's."""
+    if spec.network != "private":
+        return ""
+    from builder.sandbox.slirp import DNS_FORWARDER
+
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    return hosts.resolv_conf(text, DNS_FORWARDER)
+
+
+def _remove_state(spec: SandboxSpec, state: str) -> None:
     # Never a recursive delete: should a mount ever leak here, we must not walk into it.
     for fname in ("hosts", "hostname", "resolv.conf"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{plan.state}/{fname}")
-    owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
-    for dname in (plan.rootdir, plan.scratch, *([plan.state] if owned else [])):
+            os.unlink(f"{state}/{fname}")
+    owned = spec.state_dir is None  # a given state dir is the caller's to remove
+    for dname in (f"{state}/root", f"{state}/scratch", *([state] if owned else [])):
         with contextlib.suppress(OSError):
             os.rmdir(dname)
 
@@ -187,6 +211,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:  # the caller died before prctl took effect
         return 255
+    if plan.net is not None:
+        plan.net.child_side()
     for sig in FORWARDED_SIGNALS:
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
@@ -197,9 +223,11 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         host_maps.ask()
     spec = plan.spec
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if spec.network == "none":
+    if spec.network != "host":
         flags |= CLONE_NEWNET
     unshare(flags)
+    if spec.network == "private":
+        _report(report_w, "N")  # the caller gives the namespace its network meanwhile
     mounts.make_private()
     mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=not plan.rootful)
     stubs = mounts.make_stubs(plan.rootdir, spec)
@@ -244,7 +272,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     unshare(CLONE_NEWNS)
     mounts.populate(plan.rootdir, spec, plan.etc)
     sethostname(spec.hostname)
-    if spec.network == "none":
+    if spec.network != "host":
         loopback_up()
         _allow_low_ports(plan.caller_netns)
     mounts.pivot(plan.rootdir)
@@ -255,6 +283,8 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
         maps.ask()
     container.become(creds, spec.cwd)
     env = container.environment(spec, creds)
+    if plan.net is not None:
+        wait_gate(plan.net.gate_r)
     container.stdio(spec)
     container.restore_signals()
     if plan.fn is None:
@@ -276,7 +306,7 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
     Docker does: its capabilities are in its own user namespace, which the kernel's
     port check does not consult. The sysctl is per network namespace; /proc/sys/net
     shows the writer's own. The check is a second lock on a door the caller already
-    shut (a private namespace is made only for network "none"): never the host's value."""
+    shut (a namespace of its own is made for every network but "host"): never the host's value."""
     if _netns() == caller_netns:
         raise SandboxError("sandbox: no private network namespace to set up")
     try:
@@ -342,7 +372,7 @@ class _Forwarder:
         return min(left, 0.25)
 
 
-def _wait(pid: int, report_r: int) -> int:
+def _wait(pid: int, report_r: int, on_netns: Callable[[], None] | None = None) -> int:
     forwarder = _Forwarder()
     forwarder.install()
     errors: list[str] = []
@@ -363,6 +393,8 @@ def _wait(pid: int, report_r: int) -> int:
                     forwarder.attach(int(line[1:]))
                 elif line.startswith("E"):
                     errors.append(line[1:])
+                elif line == "N" and on_netns is not None:
+                    on_netns()
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()

@@ -8,9 +8,18 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from builder.errors import SandboxError
+
+if TYPE_CHECKING:  # a cached build loads this module: not the parsers behind these
+    from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.publish import PortMapping
+
+# "private": a network namespace of its own with outbound access through a user-mode helper
+# (docker's default); "none": a namespace with loopback only; "host": the host's network.
+NetworkMode = Literal["none", "host", "private"]
+NETWORK_MODES: Final = ("none", "host", "private")
 
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
@@ -51,7 +60,7 @@ class SandboxSpec:
     cwd: str = "/"
     user: str = ""
     hostname: str = "builder"
-    network: Literal["none", "host"] = "none"
+    network: NetworkMode = "none"
     mounts: tuple[Mount, ...] = ()
     stdin: int | None = None
     stdout: int | None = None
@@ -61,6 +70,8 @@ class SandboxSpec:
     # run's leftovers are found and swept there. None: a new dir in the system's temp dir,
     # removed after the run (nothing sweeps it if the caller is killed).
     state_dir: Path | None = None
+    extra_hosts: tuple[HostEntry, ...] = ()  # --add-host: more lines in /etc/hosts
+    ports: tuple[PortMapping, ...] = ()  # -p: forwarded from the host (private network only)
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
@@ -75,8 +86,10 @@ class SandboxSpec:
             raise SandboxError(f"sandbox: working directory {self.cwd!r} is not absolute")
         if not self.hostname or len(self.hostname.encode()) > 64 or "\0" in self.hostname:
             raise SandboxError(f"sandbox: bad hostname {self.hostname!r}")
-        if self.network not in ("none", "host"):
+        if self.network not in NETWORK_MODES:
             raise SandboxError(f"sandbox: unknown network mode {self.network!r}")
+        if self.ports and self.network != "private":
+            raise SandboxError("sandbox: ports are published on the private network only")
         for m in self.mounts:
             if not m.target.startswith("/") or normalize(m.target) == "/":
                 raise SandboxError(f"sandbox: bad mount target {m.target!r}")

@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
@@ -22,6 +23,9 @@ from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
 from builder.store import Store
 
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
+
 BUILDKIT_COMMENT = "buildkit.dockerfile.v0"
 
 
@@ -34,7 +38,7 @@ class StepContext:
     number: int  # the step's number in the log
     no_cache: bool
     compression: LayerCompression  # what new layers are written with
-    network: str  # the build's default for RUN: "none" or "host"
+    network: str  # the build's default for RUN: "default", "none" or "host"
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     cache: CacheLink  # step records: the local cache, then imported ones; what --cache-to gets
     escape: str = "\\"  # the recipe's escape character, for expansion
@@ -43,6 +47,7 @@ class StepContext:
     executor: Executor = field(default_factory=SandboxExecutor)  # runs RUN and the writers
     images: Callable[[str], Image] | None = None  # COPY --from=IMAGE (default: the store's)
     allow: frozenset[str] = frozenset()  # entitlements RUN may use (BuildOptions.entitlements)
+    add_hosts: tuple[HostEntry, ...] = ()  # --add-host, for every RUN's /etc/hosts
 
 
 def now(source_date_epoch: int | None = None) -> str:

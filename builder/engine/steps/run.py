@@ -30,6 +30,7 @@ from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
+from builder.sandbox.spec import NetworkMode
 
 
 def _script(instr: ins.Run) -> str:
@@ -100,6 +101,10 @@ def _prepare(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> Prepar
     return prepared
 
 
+# RUN's and the build's network names (BuildKit's) as the sandbox calls them.
+SANDBOX_NETWORK: dict[str, NetworkMode] = {"default": "private", "none": "none", "host": "host"}
+
+
 def _entitle(instr: ins.Run, network: str, ctx: StepContext) -> None:
     """Refuse what the build did not allow, as BuildKit does before a step runs (and before
     its cache is looked up: a cached layer made with the host network is no exception)."""
@@ -136,6 +141,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
         "user": cc.user or "",
         "network": network,
     }
+    if ctx.add_hosts:  # BuildKit keys a step by its extra hosts too
+        payload["add_hosts"] = [[h.name, h.address] for h in ctx.add_hosts]
     if mounts:
         payload["mounts"] = [_mount_key(m, ctx, instr) for m in mounts]
     key = cachekey.chain(state.key, "RUN", payload)
@@ -149,8 +156,9 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             env=tuple(env),
             cwd=cc.working_dir or "/",
             user=cc.user or "",
-            network="host" if network == "host" else "none",
+            network=SANDBOX_NETWORK[network],
             mounts=tuple(prepared.mounts),
+            extra_hosts=ctx.add_hosts,
         )
         return ctx.executor.run(root, process, output)
 

@@ -1,0 +1,95 @@
+"""The private network's plumbing across the sandbox's processes.
+
+The supervisor makes the network namespace and says so on the report pipe (`N`). The caller,
+still in the host's network namespace, then starts the helper (slirp4netns) for it,
+publishes the ports, and opens the gate: a pipe pid 1 reads before it runs the command, so
+that the command never starts without its network. Pid 1 meanwhile mounts its root: the
+helper's start costs the step little more than the time the two overlap.
+
+The gate is a pipe made before the first fork: pid 1 inherits its read end, the caller
+keeps the write end. A caller that dies closes it, and pid 1 fails instead of waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+from builder.errors import SandboxError
+from builder.sandbox import slirp
+from builder.sandbox.spec import SandboxSpec
+
+OPEN: bytes = b"1"
+# sun_path holds 108 bytes with its NUL: a deep store's state dir cannot hold the socket.
+_SUN_PATH_MAX = 107
+
+
+@dataclass
+class Network:
+    spec: SandboxSpec
+    executable: str
+    gate_r: int
+    gate_w: int
+    state: str
+    helper: slirp.Slirp | None = None
+    _own_dir: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def prepare(cls, spec: SandboxSpec, state: str) -> Network | None:
+        """Before the first fork: None unless the spec asks for the private network; the
+        helper is looked up now, so that a missing one fails before anything starts."""
+        if spec.network != "private":
+            return None
+        executable = slirp.find()
+        gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
+        return cls(spec, executable, gate_r, gate_w, state)
+
+    def child_side(self) -> None:
+        """In the supervisor (and so in pid 1): only the gate's read end."""
+        os.close(self.gate_w)
+
+    def parent_side(self) -> None:
+        os.close(self.gate_r)
+
+    def up(self, target_pid: int) -> None:
+        """Caller: TARGET_PID's network namespace exists; give it its network, open the gate."""
+        self.helper = slirp.Slirp.start(
+            self.executable, target_pid, self._api_socket() if self.spec.ports else None
+        )
+        self.helper.wait_ready()
+        for mapping in self.spec.ports:
+            self.helper.publish(mapping)
+        os.write(self.gate_w, OPEN)
+
+    def close(self) -> None:
+        """Caller, after the sandbox: stop the helper; nothing of ours stays."""
+        if self.helper is not None:
+            self.helper.stop()
+        with contextlib.suppress(OSError):
+            os.close(self.gate_w)
+        if self._own_dir is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self._own_dir}/api.sock")
+            with contextlib.suppress(OSError):
+                os.rmdir(self._own_dir)
+        with contextlib.suppress(OSError):
+            os.unlink(f"{self.state}/api.sock")
+
+    def _api_socket(self) -> str:
+        path = f"{self.state}/api.sock"
+        if len(os.fsencode(path)) > _SUN_PATH_MAX:
+            self._own_dir = tempfile.mkdtemp(prefix="builder-net-")
+            path = f"{self._own_dir}/api.sock"
+        return path
+
+
+def wait_gate(gate_r: int) -> None:
+    """Pid 1: block until the caller has given the namespace its network."""
+    try:
+        answer = os.read(gate_r, 1)
+    finally:
+        os.close(gate_r)
+    if answer != OPEN:
+        raise SandboxError("network: the network was not set up")
