@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-KEY_VERSION = "builder-cache-v2"  # bump when a step's meaning changes (v2: ADD unpacks tars)
+KEY_VERSION = "builder-cache-v3"  # bump when a step's meaning changes (v2: ADD unpacks tars;
+# v3: RUN's default network is a private one with outbound access, no longer loopback only)
 
 
 def chain(parent: str, kind: str, payload: object) -> str:
