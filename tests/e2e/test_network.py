@@ -225,3 +225,38 @@ def test_no_helper_outlives_a_killed_cli(
         cli.kill()
         cli.communicate()
     # The marker fixture waits for the helper to go, and fails if it does not.
+
+
+def test_dns_through_the_helpers_forwarder(builder: Builder, marker: str) -> None:
+    # What a host with systemd-resolved ends up using: slirp4netns' forwarder, which asks
+    # the host's own resolver.
+    host = _apt_host()
+    out = builder(
+        "run", "--rm", "busybox", "nslookup", host, "10.0.2.3", env={"H8NET_MARKER": marker}
+    ).stdout
+    assert f"Name:\t{host}" in out, out
+
+
+def test_a_loopback_resolver_becomes_the_forwarder(
+    builder: Builder, tmp_path: Path, marker: str
+) -> None:
+    # The host's resolv.conf as systemd-resolved writes it, in a mount namespace of the
+    # CLI's own: the host's file is never touched.
+    fake = tmp_path / "resolv.conf"
+    fake.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch example.org\n")
+    cli = f"{sys.executable} -m builder --root {builder.root} run --rm busybox cat /etc/resolv.conf"
+    done = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind {fake} /etc/resolv.conf && {cli}"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "H8NET_MARKER": marker},
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "nameserver 10.0.2.3\noptions edns0 trust-ad\nsearch example.org\n"
+
+
+def _apt_host() -> str:
+    from tests.e2e.test_network_debian import apt_mirror
+
+    return apt_mirror()[0].split("/")[2]
