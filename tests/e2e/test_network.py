@@ -260,3 +260,18 @@ def _apt_host() -> str:
     from tests.e2e.test_network_debian import apt_mirror
 
     return apt_mirror()[0].split("/")[2]
+
+
+@pytest.mark.parametrize("verb", ["run", "build"])
+def test_a_missing_helper_is_one_error_naming_the_package(
+    builder: Builder, tmp_path: Path, verb: str
+) -> None:
+    context = make_context(tmp_path, "FROM busybox\nRUN true\n")
+    args = ("run", "--rm", "busybox", "true") if verb == "run" else ("build", str(context))
+    result = builder(*args, check=False, env={"PATH": str(tmp_path / "empty")})
+    assert result.status in (125, SandboxError.exit_code), result.stderr
+    line = _error_line(result.stderr)
+    assert "slirp4netns" in line and "install the Debian package slirp4netns" in line, line
+    for part in ("containers", "tmp"):
+        where = builder.root / part
+        assert not where.exists() or list(where.iterdir()) == [], part
