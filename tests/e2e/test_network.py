@@ -130,6 +130,9 @@ def test_add_host_on_build_and_run(builder: Builder, tmp_path: Path, marker: str
     context = make_context(tmp_path, "FROM busybox\nRUN grep db /etc/hosts > /seen\n")
     builder("build", "--add-host", "db:192.0.2.10", "-t", "hosts", context, env=env)
     assert builder("run", "--rm", "hosts", "cat", "/seen").stdout == "192.0.2.10\tdb\n"
+    # Another address is another step (BuildKit keys a step by its extra hosts too).
+    builder("build", "--add-host", "db:192.0.2.12", "-t", "hosts", context, env=env)
+    assert builder("run", "--rm", "hosts", "cat", "/seen").stdout == "192.0.2.12\tdb\n"
     out = builder(
         "run", "--rm", "--add-host", "db=192.0.2.11", "--add-host", "gw:host-gateway",
         "busybox", "cat", "/etc/hosts", env=env,

@@ -4,9 +4,12 @@ through slirp4netns, DNS from the host's resolv.conf, --add-host lines, no way t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -15,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from builder.errors import SandboxError
-from builder.sandbox import OverlayRoot, SandboxSpec
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run
 from builder.sandbox.hosts import HostEntry, host_address, resolv_conf
+from builder.sandbox.publish import PortMapping
 from builder.sandbox.slirp import DNS_FORWARDER
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
@@ -181,3 +185,47 @@ def test_a_missing_helper_names_the_package(
 def test_the_helper_goes_when_the_step_fails(private: SandboxSpec, sh: ShRunner) -> None:
     status, _, _ = sh(private, "exit 3")
     assert status == 3  # and the fixture finds no slirp4netns of ours
+
+
+# A UDP echo of one datagram, in Python: the host's root (read-only, under an overlay) has
+# it, busybox's nc has no UDP.
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+data, peer = s.recvfrom(100)
+s.sendto(data.upper(), peer)
+"""
+
+
+def test_a_published_udp_port_reaches_the_container(tmp_path: Path) -> None:
+    # From the host's own address: a client on the host's 127.0.0.1 would reach the
+    # container, but slirp4netns sends its answer to the gateway 10.0.2.2, which
+    # --disable-host-loopback drops (TCP is unaffected: its answers use the connection).
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("0.0.0.0", 0))
+        port = probe.getsockname()[1]
+    spec = SandboxSpec(
+        OverlayRoot((Path("/"),), upper, work),
+        (sys.executable, "-c", UDP_ECHO),
+        network="private",
+        ports=(PortMapping(port, 5353, "udp"),),
+        stdin=DEVNULL,
+    )
+    status: list[int] = []
+    container = threading.Thread(target=lambda: status.append(run(spec)))
+    container.start()
+    reply = b""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(0.2)
+        deadline = time.monotonic() + 30
+        while not reply and container.is_alive() and time.monotonic() < deadline:
+            client.sendto(b"ping", (host_address(), port))
+            with contextlib.suppress(TimeoutError, ConnectionRefusedError):
+                reply = client.recv(100)
+    container.join(timeout=30)
+    assert reply == b"PING" and status == [0], (reply, status)
+    assert slirp_children() == []
