@@ -32,19 +32,19 @@ class Network:
     executable: str
     gate_r: int
     gate_w: int
-    state: str
     helper: slirp.Slirp | None = None
+    api: str | None = None  # the helper's API socket, when ports are published
     _own_dir: str | None = field(default=None, repr=False)
 
     @classmethod
-    def prepare(cls, spec: SandboxSpec, state: str) -> Network | None:
+    def prepare(cls, spec: SandboxSpec) -> Network | None:
         """Before the first fork: None unless the spec asks for the private network; the
         helper is looked up now, so that a missing one fails before anything starts."""
         if spec.network != "private":
             return None
         executable = slirp.find()
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
-        return cls(spec, executable, gate_r, gate_w, state)
+        return cls(spec, executable, gate_r, gate_w)
 
     def child_side(self) -> None:
         """In the supervisor (and so in pid 1): only the gate's read end."""
@@ -53,11 +53,11 @@ class Network:
     def parent_side(self) -> None:
         os.close(self.gate_r)
 
-    def up(self, target_pid: int) -> None:
-        """Caller: TARGET_PID's network namespace exists; give it its network, open the gate."""
-        self.helper = slirp.Slirp.start(
-            self.executable, target_pid, self._api_socket() if self.spec.ports else None
-        )
+    def up(self, target_pid: int, state: str) -> None:
+        """Caller: TARGET_PID's network namespace exists; give it its network, open the gate.
+        The API socket (for ports) goes in the sandbox's STATE dir."""
+        self.api = self._api_socket(state) if self.spec.ports else None
+        self.helper = slirp.Slirp.start(self.executable, target_pid, self.api)
         self.helper.wait_ready()
         for mapping in self.spec.ports:
             self.helper.publish(mapping)
@@ -69,16 +69,15 @@ class Network:
             self.helper.stop()
         with contextlib.suppress(OSError):
             os.close(self.gate_w)
+        if self.api is not None:  # killed, the helper leaves its socket behind
+            with contextlib.suppress(OSError):
+                os.unlink(self.api)
         if self._own_dir is not None:
             with contextlib.suppress(OSError):
-                os.unlink(f"{self._own_dir}/api.sock")
-            with contextlib.suppress(OSError):
                 os.rmdir(self._own_dir)
-        with contextlib.suppress(OSError):
-            os.unlink(f"{self.state}/api.sock")
 
-    def _api_socket(self) -> str:
-        path = f"{self.state}/api.sock"
+    def _api_socket(self, state: str) -> str:
+        path = f"{state}/api.sock"
         if len(os.fsencode(path)) > _SUN_PATH_MAX:
             self._own_dir = tempfile.mkdtemp(prefix="builder-net-")
             path = f"{self._own_dir}/api.sock"

@@ -100,12 +100,11 @@ def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ())
 
 
 def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, ...]) -> int:
+    net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    net: Network | None = None
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), net)
     try:
-        net = Network.prepare(spec, state)
-        plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), net)
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
             with contextlib.suppress(OSError, ValueError):
@@ -123,7 +122,7 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
             if host_maps is not None:
                 host_maps.parent_side()
                 host_maps.serve(pid)
-            return _wait(pid, report_r, (lambda: net.up(pid)) if net is not None else None)
+            return _wait(pid, report_r, (lambda: net.up(pid, state)) if net is not None else None)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -135,7 +134,7 @@ def _execute(spec: SandboxSpec, fn: Callable[[], int] | None, keep: tuple[int, .
     finally:
         if net is not None:
             net.close()
-        _remove_state(spec, state)
+        _remove_state(plan)
 
 
 def _write_state(plan: _Run) -> None:
@@ -167,13 +166,13 @@ def _resolv_conf(spec: SandboxSpec) -> str:
     return hosts.resolv_conf(text, DNS_FORWARDER)
 
 
-def _remove_state(spec: SandboxSpec, state: str) -> None:
+def _remove_state(plan: _Run) -> None:
     # Never a recursive delete: should a mount ever leak here, we must not walk into it.
     for fname in ("hosts", "hostname", "resolv.conf"):
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{state}/{fname}")
-    owned = spec.state_dir is None  # a given state dir is the caller's to remove
-    for dname in (f"{state}/root", f"{state}/scratch", *([state] if owned else [])):
+            os.unlink(f"{plan.state}/{fname}")
+    owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
+    for dname in (plan.rootdir, plan.scratch, *([plan.state] if owned else [])):
         with contextlib.suppress(OSError):
             os.rmdir(dname)
 
