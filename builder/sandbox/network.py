@@ -17,11 +17,11 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 
-from builder.errors import SandboxError
 from builder.sandbox import slirp
 from builder.sandbox.spec import SandboxSpec
 
 OPEN: bytes = b"1"
+GATE_SHUT = 125  # pid 1's status when the network could not be set up
 # sun_path holds 108 bytes with its NUL: a deep store's state dir cannot hold the socket.
 _SUN_PATH_MAX = 107
 
@@ -56,19 +56,24 @@ class Network:
     def up(self, target_pid: int, state: str) -> None:
         """Caller: TARGET_PID's network namespace exists; give it its network, open the gate.
         The API socket (for ports) goes in the sandbox's STATE dir."""
-        self.api = self._api_socket(state) if self.spec.ports else None
-        self.helper = slirp.Slirp.start(self.executable, target_pid, self.api)
-        self.helper.wait_ready()
-        for mapping in self.spec.ports:
-            self.helper.publish(mapping)
-        os.write(self.gate_w, OPEN)
+        try:
+            self.api = self._api_socket(state) if self.spec.ports else None
+            self.helper = slirp.Slirp.start(self.executable, target_pid, self.api)
+            self.helper.wait_ready()
+            for mapping in self.spec.ports:
+                self.helper.publish(mapping)
+            os.write(self.gate_w, OPEN)
+        except BaseException:
+            self.close()  # pid 1 finds the gate shut and ends; the sandbox winds down
+            raise
 
     def close(self) -> None:
         """Caller, after the sandbox: stop the helper; nothing of ours stays."""
         if self.helper is not None:
             self.helper.stop()
-        with contextlib.suppress(OSError):
+        if self.gate_w >= 0:  # once: the number may be another file's after the close
             os.close(self.gate_w)
+            self.gate_w = -1
         if self.api is not None:  # killed, the helper leaves its socket behind
             with contextlib.suppress(OSError):
                 os.unlink(self.api)
@@ -85,10 +90,11 @@ class Network:
 
 
 def wait_gate(gate_r: int) -> None:
-    """Pid 1: block until the caller has given the namespace its network."""
+    """Pid 1: block until the caller has given the namespace its network. A shut gate is
+    never the cause of a failure (the caller has its reason, or is gone): end quietly."""
     try:
         answer = os.read(gate_r, 1)
     finally:
         os.close(gate_r)
     if answer != OPEN:
-        raise SandboxError("network: the network was not set up")
+        os._exit(GATE_SHUT)

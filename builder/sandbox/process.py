@@ -375,6 +375,7 @@ def _wait(pid: int, report_r: int, on_netns: Callable[[], None] | None = None) -
     forwarder = _Forwarder()
     forwarder.install()
     errors: list[str] = []
+    network: SandboxError | None = None  # pid 1 ends at its gate: report why after EOF
     buf = b""
     try:
         while True:
@@ -393,12 +394,17 @@ def _wait(pid: int, report_r: int, on_netns: Callable[[], None] | None = None) -
                 elif line.startswith("E"):
                     errors.append(line[1:])
                 elif line == "N" and on_netns is not None:
-                    on_netns()
+                    try:
+                        on_netns()
+                    except SandboxError as err:
+                        network = err
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()
-    if errors:
+    if errors:  # a setup step's failure is the cause, even of the network's
         raise SandboxError(errors[0])
+    if network is not None:
+        raise network
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
     return os.waitstatus_to_exitcode(status)

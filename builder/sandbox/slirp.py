@@ -142,7 +142,13 @@ class Slirp:
         except OSError:
             text = ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
-        return lines[-1] if lines else "it exited before its network was ready"
+        message = "; ".join(lines[-3:]) or "it exited before its network was ready"
+        if "/dev/net/tun" in text and os.geteuid() != 0:
+            message += (
+                " (without root, /dev/net/tun must be open to all users, mode 0666 as"
+                " Debian ships it; or use --network none)"
+            )
+        return message
 
     def stop(self) -> None:
         """Kill and reap it, and close our ends. Idempotent."""

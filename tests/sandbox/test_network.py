@@ -229,3 +229,16 @@ def test_a_published_udp_port_reaches_the_container(tmp_path: Path) -> None:
     container.join(timeout=30)
     assert reply == b"PING" and status == [0], (reply, status)
     assert slirp_children() == []
+
+
+def test_a_port_in_use_fails_the_run_and_leaves_nothing(private: SandboxSpec, sh: ShRunner) -> None:
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        port = taken.getsockname()[1]
+        spec = replace(private, ports=(PortMapping(port, 80),))
+        with pytest.raises(SandboxError, match=rf"-p 0.0.0.0:{port}:80/tcp: .*in use"):
+            sh(spec, "touch /ran")
+    # The command never ran, and the supervisor took its mount stubs (files) back out of
+    # the upper dir (it is not killed: pid 1 ends at its shut gate). The copied-up /etc
+    # stays, as after any run (the layer writer prunes it).
+    assert isinstance(private.root, OverlayRoot)
+    assert [p for p in private.root.upper.rglob("*") if not p.is_dir()] == []
