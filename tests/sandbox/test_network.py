@@ -242,3 +242,29 @@ def test_a_port_in_use_fails_the_run_and_leaves_nothing(private: SandboxSpec, sh
     # stays, as after any run (the layer writer prunes it).
     assert isinstance(private.root, OverlayRoot)
     assert [p for p in private.root.upper.rglob("*") if not p.is_dir()] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("8080:80", PortMapping(8080, 80, "tcp", "0.0.0.0")),
+        ("8080:80/tcp", PortMapping(8080, 80, "tcp", "0.0.0.0")),
+        ("127.0.0.1:5353:53/udp", PortMapping(5353, 53, "udp", "127.0.0.1")),
+    ],
+)
+def test_publish_formats(text: str, expected: PortMapping) -> None:
+    assert PortMapping.parse(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("db:192.0.2.10", HostEntry("db", "192.0.2.10")),
+        ("db=192.0.2.10", HostEntry("db", "192.0.2.10")),
+        ("v6:2001:db8::1", HostEntry("v6", "2001:db8::1")),  # docker splits at the first ':'
+        ("v6=[2001:db8::1]", HostEntry("v6", "2001:db8::1")),
+        ("gw:host-gateway", HostEntry("gw", "host-gateway")),
+    ],
+)
+def test_add_host_formats(text: str, expected: HostEntry) -> None:
+    assert HostEntry.parse(text) == expected
