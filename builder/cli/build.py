@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import cache, compress, epoch, limits
+from builder.cli import cache, compress, epoch, limits, netflags
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -130,8 +130,10 @@ def _read_secret(ident: str, source: str) -> bytes:
     type=click.Choice(["none", "host", "default"]),
     default="default",
     show_default=True,
-    help="RUN's network: default is an isolated namespace (loopback only), like none.",
+    help="RUN's network: default is a private network with outbound access (slirp4netns);"
+    " none is loopback only; host is the host's network.",
 )
+@netflags.add_host_option
 @click.option(
     "--allow",
     "allow",
@@ -189,6 +191,7 @@ def build(
     quiet: bool,
     iidfile: Path | None,
     network: str,
+    add_hosts: tuple[str, ...],
     allow: tuple[str, ...],
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
@@ -266,7 +269,8 @@ def build(
             target=target,
             no_cache=no_cache,
             compression=LayerCompression.from_attrs(wanted),
-            network="host" if network == "host" else "none",
+            network=network,
+            add_hosts=netflags.add_hosts(add_hosts),
             allow=entitlements,
             secrets=parse_secrets(secrets),
             labels=parse_labels(labels),

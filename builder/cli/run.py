@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.cli import limits
+from builder.cli import limits, netflags
 from builder.cli.common import open_store
 from builder.errors import BuilderError, RunFailed
 
@@ -55,7 +55,22 @@ class _DockerRun(click.Command):
 @click.option("-w", "--workdir", help="Working directory inside the container.")
 @click.option("-u", "--user", help="USER[:GROUP] to run as.")
 @click.option("--entrypoint", help="Replace the image's ENTRYPOINT.")
-@click.option("--network", type=click.Choice(["none", "host"]), default="none", show_default=True)
+@click.option(
+    "--network",
+    type=click.Choice(["bridge", "default", "none", "host"]),
+    default="bridge",
+    show_default=True,
+    help="bridge (default): a private network with outbound access; none: loopback only.",
+)
+@click.option(
+    "-p",
+    "--publish",
+    "publish",
+    multiple=True,
+    metavar="[IP:]HOSTPORT:CTRPORT[/PROTO]",
+    help="Publish a container's port on the host (repeatable).",
+)
+@netflags.add_host_option
 @click.option("--hostname", help="The container's hostname.")
 @click.option("-v", "--volume", "volumes", multiple=True, help="Bind HOST:CONTAINER[:ro].")
 @click.option("--mount", "mount_specs", multiple=True, help="type=bind|tmpfs,... (docker's).")
@@ -102,6 +117,8 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: An
         workdir=flags["workdir"],
         user=flags["user"],
         network=flags["network"],
+        add_hosts=netflags.add_hosts(flags["add_hosts"]),
+        ports=netflags.ports(flags["publish"]),
         hostname=flags["hostname"],
         remove=flags["remove"],
         mounts=mounts,

@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 
-KEY_VERSION = "builder-cache-v4"  # bump when a step's meaning changes (v2: ADD unpacks tars;
+KEY_VERSION = "builder-cache-v5"  # bump when a step's meaning changes (v2: ADD unpacks tars;
 # v3: scratch has PATH and WorkingDir, proxy args left out of RUN's env, heredocs joined
-# as BuildKit joins them; v4: COPY ownership and modes as BuildKit's file ops)
+# as BuildKit joins them; v4: COPY ownership and modes as BuildKit's file ops; v5: RUN's
+# default network is a private one with outbound access, no longer loopback only)
 
 
 def chain(parent: str, kind: str, payload: object) -> str:

@@ -219,6 +219,7 @@ class _Run:
             compression=self.new_layers,
             network=self.options.network,
             allow=self.options.entitlements(),
+            add_hosts=self.options.add_hosts,
             stages=self.done,
             escape=self.escape,
             secrets=self.options.secrets,

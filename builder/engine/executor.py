@@ -18,11 +18,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
 from builder.sandbox.limits import Limits
-from builder.sandbox.spec import Mount, OverlayRoot
+from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot
+
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
@@ -39,11 +42,12 @@ class Process:
     env: tuple[str, ...]
     cwd: str
     user: str  # "" for root; "name", "uid", "name:group" as USER wrote it
-    network: Literal["none", "host"]
+    network: NetworkMode
     mounts: tuple[Mount, ...] = ()
     # RUN --security=insecure (the build allowed security.insecure): every capability and
     # no seccomp filter; else Docker's defaults.
     insecure: bool = False
+    extra_hosts: tuple[HostEntry, ...] = ()  # --add-host
 
 
 class Executor(Protocol):
@@ -107,6 +111,7 @@ class SandboxExecutor:
             state_dir=state,
             limits=self._limits,
             security=INSECURE if process.insecure else DOCKER_DEFAULT,
+            extra_hosts=process.extra_hosts,
         )
         return sandbox.run(spec)
 

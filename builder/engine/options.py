@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
 from builder.sandbox.limits import Limits
+
+if TYPE_CHECKING:  # a cached build never loads the sandbox's parsers
+    from builder.sandbox.hosts import HostEntry
 
 # What a RUN step may ask for only when the build allows it (`--allow`), BuildKit's names.
 NETWORK_HOST = "network.host"
@@ -31,7 +35,10 @@ class BuildOptions:
     compression: LayerCompression | str | None = None
     secrets: dict[str, bytes] = field(default_factory=dict)  # --secret: id -> bytes, in memory
     labels: dict[str, str] = field(default_factory=dict)  # --label K=V, on the final image
-    network: str = "none"  # RUN's network unless the step says --network: none | host
+    # RUN's network unless the step says --network, BuildKit's names: "default" (a private
+    # network with outbound access), "none" (loopback only), "host".
+    network: str = "default"
+    add_hosts: tuple[HostEntry, ...] = ()  # --add-host: lines of every RUN's /etc/hosts
     # --allow: the entitlements RUN steps may use (ENTITLEMENTS). network="host" grants
     # network.host itself, as buildx's --network host asks for it.
     allow: frozenset[str] = frozenset()

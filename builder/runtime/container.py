@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Final
 
 from builder.errors import RunFailed, UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
@@ -20,11 +21,24 @@ from builder.layer.tree import remove_tree
 from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
+from builder.sandbox.spec import NetworkMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
 from builder.store.containers import Container
 
 DEFAULT_STOP_TIMEOUT = 10.0  # docker's
+
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.publish import PortMapping
+
+# docker run's --network names as the sandbox calls them ("default" is docker's alias).
+NETWORKS: Final[dict[str, NetworkMode]] = {
+    "bridge": "private",
+    "default": "private",
+    "none": "none",
+    "host": "host",
+}
 
 
 @dataclass(frozen=True)
@@ -35,7 +49,9 @@ class RunOptions:
     env: tuple[str, ...] = ()  # "K=V" added to (or replacing in) the image's env
     workdir: str | None = None
     user: str | None = None
-    network: str = "none"
+    network: str = "bridge"  # a NETWORKS name
+    add_hosts: tuple[HostEntry, ...] = ()  # --add-host
+    ports: tuple[PortMapping, ...] = ()  # -p, on the bridge (private) network only
     hostname: str | None = None
     remove: bool = False  # --rm: drop the container's writable layer when it exits
     limits: Limits | None = None  # --memory, --cpus, --pids-limit... (cgroups)
@@ -98,6 +114,16 @@ class Prepared:
     options: RunOptions
 
 
+def network_of(options: RunOptions) -> NetworkMode:
+    mode = NETWORKS.get(options.network)
+    if mode is None:
+        raise UsageError(f"--network {options.network}: unknown (one of: {', '.join(NETWORKS)})")
+    if options.ports and mode != "private":
+        # docker drops them with a warning; a flag we cannot honour is an error here.
+        raise UsageError(f"-p: ports are published on the bridge network, not {options.network}")
+    return mode
+
+
 def run_image(store: Store, options: RunOptions) -> int:
     """Run the image's process attached; its exit status (128+N when killed by signal N)."""
     with store.lease():  # gc must not take the layers from under a running container
@@ -105,6 +131,7 @@ def run_image(store: Store, options: RunOptions) -> int:
 
 
 def prepare(store: Store, options: RunOptions) -> Prepared:
+    network = network_of(options)  # before anything is made
     image = store.image(options.image)
     config = image.config
     argv = argv_for(config, options)
@@ -129,7 +156,9 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
         cwd=options.workdir or config.config.working_dir or "/",
         user=options.user if options.user is not None else (config.config.user or ""),
         hostname=options.hostname or container.id[:12],
-        network="host" if options.network == "host" else "none",
+        network=network,
+        extra_hosts=options.add_hosts,
+        ports=options.ports,
         limits=options.limits,
         security=options.security,
         mounts=options.mounts,

@@ -13,7 +13,8 @@ capability in the host's user namespace. When not root, the supervisor enters a 
 namespace first (uid 0 -> us) and mounts from inside it.
 
 The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to),
-`X` (set up, about to exec) and `E<message>` (a setup step failed). EOF means every
+`X` (set up, about to exec), `N` (the private network namespace exists: the caller starts
+its helper, see network.py) and `E<message>` (a setup step failed). EOF means every
 sandbox process has gone.
 """
 
@@ -32,10 +33,11 @@ from dataclasses import dataclass
 from types import FrameType
 
 from builder.errors import SandboxError
-from builder.sandbox import confine, container, mounts, reaper, users
+from builder.sandbox import confine, container, hosts, mounts, reaper, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
+from builder.sandbox.network import Network, wait_gate
 from builder.sandbox.spec import DirRoot, ProcessStartError, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
@@ -73,6 +75,7 @@ class _Run:
     cgroup: Cgroup | None = None
     # Capabilities, seccomp, no_new_privs for an exec (see confine.py); None for `call`.
     confinement: confine.Confinement | None = None
+    net: Network | None = None  # the private network's gate and helper
 
     @property
     def rootdir(self) -> str:
@@ -88,7 +91,8 @@ class _Run:
 
     @property
     def etc(self) -> mounts.EtcFiles:
-        resolv = "/etc/resolv.conf" if os.path.exists("/etc/resolv.conf") else ""
+        host = os.path.exists("/etc/resolv.conf") and self.spec.network != "private"
+        resolv = "/etc/resolv.conf" if host else ""
         return mounts.EtcFiles(
             f"{self.state}/hosts", f"{self.state}/hostname", resolv or f"{self.state}/resolv.conf"
         )
@@ -133,10 +137,11 @@ def _execute_in(
     cgroup: Cgroup | None,
     started: Callable[[int], None] | None,
 ) -> int:
+    net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
     confinement = confine.prepare(spec.security) if fn is None else None  # before any file
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement)
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net)
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -150,10 +155,13 @@ def _execute_in(
             _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
         os.close(report_w)
         try:
+            if net is not None:
+                net.parent_side()
             if host_maps is not None:
                 host_maps.parent_side()
                 host_maps.serve(pid)
-            return _wait(pid, report_r, spec.stop_timeout, started)
+            on_netns = (lambda: net.up(pid, state)) if net is not None else None
+            return _wait(pid, report_r, spec.stop_timeout, started, on_netns)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -163,6 +171,8 @@ def _execute_in(
         finally:
             os.close(report_r)
     finally:
+        if net is not None:
+            net.close()
         _remove_state(plan)
 
 
@@ -185,16 +195,30 @@ def _cgroup(spec: SandboxSpec) -> Cgroup | None:
 def _write_state(plan: _Run) -> None:
     os.mkdir(plan.rootdir, 0o755)
     os.mkdir(plan.scratch, 0o755)
-    name = plan.spec.hostname
+    spec = plan.spec
     files = {
-        "hosts": f"127.0.0.1\tlocalhost {name}\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-        "hostname": f"{name}\n",
-        "resolv.conf": "",
+        "hosts": hosts.hosts_file(spec.hostname, spec.extra_hosts),
+        "hostname": f"{spec.hostname}\n",
+        "resolv.conf": _resolv_conf(spec),
     }
     for fname, text in files.items():
         with open(f"{plan.state}/{fname}", "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), 0o644)
             f.write(text)
+
+
+def _resolv_conf(spec: SandboxSpec) -> str:
+    """The private network's: the host's, its loopback resolvers made the helper's."""
+    if spec.network != "private":
+        return ""
+    from builder.sandbox.slirp import DNS_FORWARDER
+
+    try:
+        with open("/etc/resolv.conf", encoding="utf-8", errors="replace") as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = ""
+    return hosts.resolv_conf(text, DNS_FORWARDER)
 
 
 def _remove_state(plan: _Run) -> None:
@@ -243,6 +267,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:  # the caller died before prctl took effect
         return 255
+    if plan.net is not None:
+        plan.net.child_side()
     for sig in FORWARDED_SIGNALS:
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
@@ -255,9 +281,11 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         host_maps.ask()
     spec = plan.spec
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if spec.network == "none":
+    if spec.network != "host":
         flags |= CLONE_NEWNET
     unshare(flags)
+    if spec.network == "private":
+        _report(report_w, "N")  # the caller gives the namespace its network meanwhile
     mounts.make_private()
     plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
     spec = plan.spec
@@ -308,7 +336,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     if spec.readonly_root:  # in our namespace only: the supervisor still removes the stubs
         mounts.remount_readonly(plan.rootdir)
     sethostname(spec.hostname)
-    if spec.network == "none":
+    if spec.network != "host":
         loopback_up()
         _allow_low_ports(plan.caller_netns)
     mounts.pivot(plan.rootdir)
@@ -323,6 +351,8 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     if plan.confinement is not None:
         confine.after_user(plan.confinement)
     env = container.environment(spec, creds)
+    if plan.net is not None:
+        wait_gate(plan.net.gate_r)
     container.stdio(spec)
     if spec.tty:
         container.controlling_tty()
@@ -351,7 +381,7 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
     Docker does: its capabilities are in its own user namespace, which the kernel's
     port check does not consult. The sysctl is per network namespace; /proc/sys/net
     shows the writer's own. The check is a second lock on a door the caller already
-    shut (a private namespace is made only for network "none"): never the host's value."""
+    shut (a namespace of its own is made for every network but "host"): never the host's value."""
     if _netns() == caller_netns:
         raise SandboxError("sandbox: no private network namespace to set up")
     try:
@@ -419,12 +449,17 @@ class _Forwarder:
 
 
 def _wait(
-    pid: int, report_r: int, grace: float | None, started: Callable[[int], None] | None
+    pid: int,
+    report_r: int,
+    grace: float | None,
+    started: Callable[[int], None] | None,
+    on_netns: Callable[[], None] | None = None,
 ) -> int:
     forwarder = _Forwarder(grace)
     forwarder.install()
     errors: list[str] = []
     start_error = ""  # "S": the spec's fault (ProcessStartError)
+    network: SandboxError | None = None  # pid 1 ends at its gate: report why after EOF
     buf = b""
     try:
         while True:
@@ -446,13 +481,20 @@ def _wait(
                     errors.append(line[1:])
                 elif line.startswith("S"):
                     start_error = start_error or line[1:]
+                elif line == "N" and on_netns is not None:
+                    try:
+                        on_netns()
+                    except SandboxError as err:
+                        network = err
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()
-    if errors:
+    if errors:  # a setup step's failure is the cause, even of the network's
         raise SandboxError(errors[0])
     if start_error:
         raise ProcessStartError(start_error)
+    if network is not None:
+        raise network
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
     return os.waitstatus_to_exitcode(status)

@@ -8,17 +8,26 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from builder.errors import SandboxError
 from builder.sandbox.limits import Limits
 from builder.sandbox.security import DOCKER_DEFAULT, Security
+
+if TYPE_CHECKING:  # a cached build loads this module: not the parsers behind these
+    from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.publish import PortMapping
 
 
 class ProcessStartError(SandboxError):
     """The process cannot start as its spec asks (its user is not in the image, its working
     directory cannot be entered): the spec's fault, not the kernel's."""
 
+
+# "private": a network namespace of its own with outbound access through a user-mode helper
+# (docker's default); "none": a namespace with loopback only; "host": the host's network.
+NetworkMode = Literal["none", "host", "private"]
+NETWORK_MODES: Final = ("none", "host", "private")
 
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
@@ -68,7 +77,7 @@ class SandboxSpec:
     cwd: str = "/"
     user: str = ""
     hostname: str = "builder"
-    network: Literal["none", "host"] = "none"
+    network: NetworkMode = "none"
     mounts: tuple[Mount, ...] = ()
     stdin: int | None = None
     stdout: int | None = None
@@ -92,6 +101,8 @@ class SandboxSpec:
     # How a command that cannot be executed is reported on stderr: "builder" for a RUN
     # step's log, "docker" (`error: exec: "x": executable file not found in $PATH`) for run.
     exec_errors: Literal["builder", "docker"] = "builder"
+    extra_hosts: tuple[HostEntry, ...] = ()  # --add-host: more lines in /etc/hosts
+    ports: tuple[PortMapping, ...] = ()  # -p: forwarded from the host (private network only)
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
@@ -106,8 +117,10 @@ class SandboxSpec:
             raise SandboxError(f"sandbox: working directory {self.cwd!r} is not absolute")
         if not self.hostname or len(self.hostname.encode()) > 64 or "\0" in self.hostname:
             raise SandboxError(f"sandbox: bad hostname {self.hostname!r}")
-        if self.network not in ("none", "host"):
+        if self.network not in NETWORK_MODES:
             raise SandboxError(f"sandbox: unknown network mode {self.network!r}")
+        if self.ports and self.network != "private":
+            raise SandboxError("sandbox: ports are published on the private network only")
         for m in self.mounts:
             if not m.target.startswith("/") or normalize(m.target) == "/":
                 raise SandboxError(f"sandbox: bad mount target {m.target!r}")

@@ -35,7 +35,8 @@ def test_shell_form_runs_in_the_shell_with_the_default_path(
     store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p = _process(store, fake, tmp_path, monkeypatch, "FROM scratch\nRUN go\n")
-    assert p == Process(("/bin/sh", "-c", "go"), (DEFAULT_PATH,), "/", "", "none")
+    # docker build's default network: a private one with outbound access
+    assert p == Process(("/bin/sh", "-c", "go"), (DEFAULT_PATH,), "/", "", "private")
 
 
 def test_exec_form_is_the_argv_itself(

@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext
 from builder.engine.events import Reporter
@@ -21,6 +22,9 @@ from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
 from builder.store import Store
 
+if TYPE_CHECKING:
+    from builder.sandbox.hosts import HostEntry
+
 BUILDKIT_COMMENT = "buildkit.dockerfile.v0"
 
 
@@ -33,7 +37,7 @@ class StepContext:
     number: int  # the step's number in the log
     no_cache: bool
     compression: LayerCompression  # what new layers are written with
-    network: str  # the build's default for RUN: "none" or "host"
+    network: str  # the build's default for RUN: "default", "none" or "host"
     stages: Mapping[str, ImageState]  # finished stages by name and by index text
     cache: CacheLink  # step records: the local cache, then imported ones; what --cache-to gets
     escape: str = "\\"  # the recipe's escape character, for expansion
@@ -46,6 +50,7 @@ class StepContext:
     # unresolved state; `realize` builds the stage an unresolved state stands for.
     probe: bool = False
     realize: Callable[[ImageState], ImageState] = lambda state: state
+    add_hosts: tuple[HostEntry, ...] = ()  # --add-host, for every RUN's /etc/hosts
 
 
 def now(source_date_epoch: int | None = None) -> str:

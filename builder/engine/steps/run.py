@@ -37,7 +37,7 @@ from builder.recipe import instructions as ins
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
 from builder.sandbox.limits import OutOfMemory
-from builder.sandbox.spec import ProcessStartError
+from builder.sandbox.spec import NetworkMode, ProcessStartError
 
 # BuildKit mounts a heredoc with a shebang here, read-only, and runs it as a file.
 PIPES = "/dev/pipes"
@@ -171,6 +171,10 @@ def _prepare(
     return prepared
 
 
+# RUN's and the build's network names (BuildKit's) as the sandbox calls them.
+SANDBOX_NETWORK: dict[str, NetworkMode] = {"default": "private", "none": "none", "host": "host"}
+
+
 def check_entitlements(runs: Iterable[ins.Instruction], allow: frozenset[str]) -> None:
     """Refuse, before anything runs, a RUN asking for what the build did not allow, as
     BuildKit checks when the solve starts. (--network and --security are never expanded,
@@ -219,6 +223,8 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     }
     if instr.security == "insecure":  # every capability, no seccomp: another layer
         payload["security"] = "insecure"
+    if ctx.add_hosts:  # BuildKit keys a step by its extra hosts too
+        payload["add_hosts"] = [[h.name, h.address] for h in ctx.add_hosts]
     if mounts:
         payload["mounts"] = [_mount_key(m, ctx, instr, sources) for m in mounts]
     if shebang is not None:
@@ -235,9 +241,10 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             env=(*_with_proxies(env, ctx.scope.proxy_env()), *prepared.env),
             cwd=cc.working_dir or "/",
             user=cc.user or "",
-            network="host" if network == "host" else "none",
+            network=SANDBOX_NETWORK[network],
             mounts=tuple(prepared.mounts),
             insecure=instr.security == "insecure",
+            extra_hosts=ctx.add_hosts,
         )
         return ctx.executor.run(root, process, output)
 
