@@ -9,7 +9,8 @@
 
 As host root, every mount happens BEFORE the user namespace (the kernel then writes trusted
 overlay xattrs and 0/0 whiteouts, and no mount is "locked"); the process still ends with no
-capability in the host's user namespace. When not root, the supervisor enters a user
+capability in the host's user namespace, except with the host's network, where it keeps
+Docker's default set there, as Docker does (to bind ports below 1024). When not root, the supervisor enters a user
 namespace first (uid 0 -> us) and mounts from inside it.
 
 The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to),
@@ -296,7 +297,12 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     try:
         if isinstance(spec.root, DirRoot) and spec.root.readonly:
             mounts.remount_readonly(plan.rootdir)
-        maps = Handshake.new() if plan.rootful else None
+        # With the host's network, pid 1 stays in the host's user namespace, as in Docker:
+        # the kernel checks the network's own namespace for CAP_NET_BIND_SERVICE, so a
+        # nested one would leave root unable to bind a port below 1024 there. It keeps only
+        # Docker's capabilities (confine), which is Docker's isolation.
+        nested = plan.rootful and spec.network != "host"
+        maps = Handshake.new() if nested else None
         pid = os.fork()
         if pid == 0:
             _child(report_w, lambda: _init(plan, report_w, maps))
