@@ -274,8 +274,6 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
         signal.signal(sig, signal.SIG_IGN)
-    if plan.cgroup is not None:
-        plan.cgroup.join()  # before any namespace: pid 1 and all it forks inherit it
     if host_maps is not None:
         host_maps.child_side()
         unshare(CLONE_NEWUSER)
@@ -334,6 +332,12 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     # supervisor dies before this, the id-map handshake fails, or setup finds no caller.)
     set_pdeathsig(signal.SIGKILL)
     spec = plan.spec
+    if plan.cgroup is not None:
+        # pid 1 and all it forks, not the supervisor: a fork of the (big) caller, it would
+        # count against the limits and could be the one the OOM killer picks. A cgroup
+        # namespace of its own makes the container see its cgroup as "/", as in Docker.
+        plan.cgroup.join()
+        unshare(CLONE_NEWCGROUP)
     if maps is not None:
         maps.child_side()
     # A copy of the supervisor's namespace: what we mount now stays out of its view.

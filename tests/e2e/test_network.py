@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import SandboxError, UsageError
+from builder.errors import RunFailed, SandboxError, UsageError
 from builder.sandbox.hosts import host_address
 from tests.e2e.support import Builder, make_context
 from tests.sandbox.test_network import GREETING, tcp_server
@@ -141,6 +141,8 @@ def test_add_host_on_build_and_run(builder: Builder, tmp_path: Path, marker: str
     assert f"{host_address()}\tgw" in out.splitlines(), out
     for bad in ("nocolon", "db:not-an-ip", ":192.0.2.1"):
         result = builder("run", "--rm", "--add-host", bad, "busybox", "true", check=False)
+        assert result.status == RunFailed.exit_code, result.stderr  # docker run's 125
+        result = builder("build", "--add-host", bad, context, check=False)
         assert result.status == UsageError.exit_code, result.stderr
         assert f"--add-host {bad}" in _error_line(result.stderr)
 
@@ -202,7 +204,7 @@ def test_publish_a_port_in_use_is_one_error(builder: Builder, marker: str) -> No
 )
 def test_bad_publish_flags(builder: Builder, flags: tuple[str, ...], message: str) -> None:
     result = builder("run", "--rm", *flags, "busybox", "true", check=False)
-    assert result.status == UsageError.exit_code, result.stderr
+    assert result.status == RunFailed.exit_code, result.stderr  # docker run's 125
     assert message in _error_line(result.stderr)
 
 
