@@ -165,7 +165,7 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
             except OSError as err:
                 raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
             try:
-                xattrs = _xattrs(fd, st.st_dev, no_xattrs, name)
+                xattrs = {} if st.st_dev in no_xattrs else _xattrs(fd, st.st_dev, no_xattrs, name)
                 whiteout = (xattrs or visit.name.startswith(_WH)) and _special(
                     visit, xattrs, mtime, buf
                 )
