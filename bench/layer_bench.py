@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -26,6 +27,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
@@ -53,36 +55,54 @@ def big_files(root: Path, total_mb: int = 200, files: int = 20) -> None:
         (root / f"blob{i:02d}").write_bytes(chunk)
 
 
-def time_ours(src: Path, out: Path) -> tuple[float, int]:
+def time_ours(src: Path, out: Path) -> tuple[float, float, int]:
+    """(wall s, CPU s of every thread, blob bytes) of write_layer."""
     os.sync()  # untimed: write back what the last run left dirty
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     with open(out, "wb") as f:
         digests = write_layer(src, f, Compression.ZSTD)
-    return time.perf_counter() - start, digests.size
+    return time.perf_counter() - start, time.process_time() - cpu, digests.size
 
 
-def time_cli(src: Path, out: Path) -> tuple[float, int]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def time_cli(src: Path, out: Path) -> tuple[float, float, int]:
+    """(wall s, CPU s of tar and zstd, blob bytes) of the pipe."""
     # No --xattrs: the reference is the plain pipe the issue names (with it, GNU tar does
     # one llistxattr per entry as we do, and is slower).
     cmd = f"tar -c --sort=name -C {src} -f - . | zstd -T0 -3 -q -o {out} -f"
     os.sync()
-    start = time.perf_counter()
+    cpu, start = _children_cpu(), time.perf_counter()
     subprocess.run(["sh", "-c", cmd], check=True)
-    return time.perf_counter() - start, out.stat().st_size
+    return time.perf_counter() - start, _children_cpu() - cpu, out.stat().st_size
 
 
-def interleaved(src: Path, base: Path, runs: int) -> tuple[float, int, float, int]:
-    """Medians of `runs` alternating runs of ours and the CLI pipe: (ours s, ours bytes,
-    cli s, cli bytes)."""
-    ours: list[float] = []
-    cli: list[float] = []
-    sizes = [0, 0]
+class Alternated(NamedTuple):
+    ours: float  # median wall seconds
+    ours_cpu: float  # median CPU seconds (all threads)
+    ours_size: int
+    cli: float
+    cli_cpu: float
+    cli_size: int
+
+
+def interleaved(src: Path, base: Path, runs: int) -> Alternated:
+    """Medians of `runs` alternating runs of ours and the CLI pipe. Wall time is what a user
+    waits; CPU time shows the work itself when other load on the machine skews the wall
+    (a pipe of two processes gets more of a busy machine than one process does)."""
+    ours: list[tuple[float, float, int]] = []
+    cli: list[tuple[float, float, int]] = []
     for _ in range(runs):
-        seconds, sizes[0] = time_ours(src, base / "ours.zst")
-        ours.append(seconds)
-        seconds, sizes[1] = time_cli(src, base / "cli.zst")
-        cli.append(seconds)
-    return statistics.median(ours), sizes[0], statistics.median(cli), sizes[1]
+        ours.append(time_ours(src, base / "ours.zst"))
+        cli.append(time_cli(src, base / "cli.zst"))
+
+    def med(rows: list[tuple[float, float, int]], i: int) -> float:
+        return statistics.median(row[i] for row in rows)
+
+    return Alternated(med(ours, 0), med(ours, 1), ours[-1][2], med(cli, 0), med(cli, 1), cli[-1][2])
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -145,11 +165,12 @@ def main() -> None:
         subprocess.run(["sh", "-c", f"tar -C {src} -cf - . > /dev/null"], check=True)  # warm
         if opts.convert_only:
             break
-        ours, ours_size, cli, cli_size = interleaved(src, base, opts.runs)
+        r = interleaved(src, base, opts.runs)
         print(
-            f"{name:20s} ours {ours:6.2f}s ({ours_size / 1e6:7.1f} MB)  "
-            f"tar|zstd {cli:6.2f}s ({cli_size / 1e6:7.1f} MB)  ratio {ours / cli:4.2f}"
-            f"  (medians of {opts.runs}, alternating)",
+            f"{name:20s} ours {r.ours:6.2f}s ({r.ours_size / 1e6:7.1f} MB)  "
+            f"tar|zstd {r.cli:6.2f}s ({r.cli_size / 1e6:7.1f} MB)  ratio {r.ours / r.cli:4.2f}"
+            f"  (CPU {r.ours_cpu:5.2f}s / {r.cli_cpu:5.2f}s = {r.ours_cpu / r.cli_cpu:4.2f};"
+            f" medians of {opts.runs}, alternating)",
             flush=True,
         )
     if not opts.small_only:
