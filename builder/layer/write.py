@@ -7,6 +7,7 @@ held in memory beyond a few buffers of about a megabyte.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import queue
@@ -47,7 +48,15 @@ class _CountingHasher:
     def write(self, data: bytes, /) -> object:
         self.hash.update(data)
         self.size += len(data)
-        self.out.write(data)
+        done = self.out.write(data)
+        if isinstance(done, int) and done < len(data):
+            # A raw file writes short when the disk fills (the next write raises ENOSPC);
+            # the bytes left over must not be dropped without a word.
+            while done < len(data):
+                more = self.out.write(data[done:])
+                if not isinstance(more, int) or more <= 0:
+                    raise OSError(errno.EIO, "the layer's sink stopped taking bytes")
+                done += more
         return len(data)
 
 
