@@ -154,7 +154,9 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
     links: dict[tuple[int, int], bytes] = {}
     no_xattrs: set[int] = set()  # st_dev of file systems that refused listxattr
     clamp = _NO_CLAMP if mtime_clamp is None else mtime_clamp
-    header, os_open, read, is_reg = tw.header, os.open, os.read, stat.S_ISREG  # hot loop
+    # Locals: the loop below runs once per entry.
+    header, padding, regtype = tw.header, tw.padding, tw.REGTYPE
+    os_open, read, listxattr, is_reg = os.open, os.read, os.listxattr, stat.S_ISREG
     # The walk is iterative and reaches entries by name from one open dir (any depth, any
     # path length). Reading errors are the source's; writing errors (a full disk) are not
     # caught here, so they reach the caller as what they are.
@@ -174,7 +176,13 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
             except OSError as err:
                 raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
             try:
-                xattrs = {} if st.st_dev in no_xattrs else _xattrs(fd, st.st_dev, no_xattrs, name)
+                if st.st_dev in no_xattrs:
+                    xattrs = _NONE
+                else:
+                    try:  # inline: the common answer, none
+                        xattrs = _xattrs(fd, st.st_dev, no_xattrs, name) if listxattr(fd) else _NONE
+                    except OSError:  # again, through the one place that knows the errors
+                        xattrs = _xattrs(fd, st.st_dev, no_xattrs, name)
                 whiteout = (xattrs or visit.name.startswith(_WH)) and _special(
                     visit, xattrs, mtime, buf
                 )
@@ -182,15 +190,18 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
                     size = st.st_size
                     if st.st_nlink > 1:
                         links[st.st_dev, st.st_ino] = name
-                    buf += header(name, tw.REGTYPE, mode, st.st_uid, st.st_gid, size, mtime,
-                                  xattrs=_kept(xattrs) if xattrs else ())  # fmt: skip
+                    if xattrs:
+                        buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime,
+                                      xattrs=_kept(xattrs))  # fmt: skip
+                    else:
+                        buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime)
                     if size:
                         # A small file in one read; a big one (or a short read) in chunks.
                         data = read(fd, size) if size < _FLUSH else b""
                         buf += data
                         if len(data) < size:
                             _copy_file(fd, name, size - len(data), buf, pipe)
-                        buf += tw.padding(size)
+                        buf += padding(size)
             finally:
                 os.close(fd)
         else:
@@ -211,6 +222,7 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
 
 
 _NO_CLAMP = 1 << 62
+_NONE: dict[str, bytes] = {}  # no xattrs (shared, never changed)
 _WH = wh.WHITEOUT_PREFIX.encode()
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 

@@ -8,15 +8,18 @@ import os
 
 def xattr_names(target: str | bytes | int) -> list[str] | None:
     """The names of the xattrs of `target` itself (a path, whose last component is not
-    followed, or an open fd), or None when its file system holds none (or refuses to list
-    them). Any other failure is raised."""
+    followed, or an open fd): None when its file system cannot hold any (so no other file
+    of it needs asking), [] when it has none or refuses to list them. Any other failure is
+    raised."""
     try:
         if isinstance(target, int):
             return os.listxattr(target)
         return os.listxattr(target, follow_symlinks=False)
     except OSError as err:
-        if err.errno in (errno.ENOTSUP, errno.EPERM):
+        if err.errno == errno.ENOTSUP:
             return None
+        if err.errno == errno.EPERM:
+            return []
         raise
 
 
