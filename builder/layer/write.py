@@ -60,9 +60,6 @@ class _CountingHasher:
         return len(data)
 
 
-_DONE = b""  # the pipeline's end-of-stream mark (no chunk is ever empty)
-
-
 class _Pipeline:
     """Hash (the diff_id), compress and write the tar in a thread of their own, while the
     caller's thread walks the tree and builds the next chunk: hashlib and zstandard release
@@ -73,7 +70,7 @@ class _Pipeline:
     def __init__(self, comp: Compressor) -> None:
         self.tar_hash = hashlib.sha256()
         self._comp = comp
-        self._queue: queue.Queue[bytes] = queue.Queue(maxsize=4)
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # None: the end
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
         self._thread.start()
@@ -81,7 +78,7 @@ class _Pipeline:
     def _run(self) -> None:
         while True:
             chunk = self._queue.get()
-            if chunk is _DONE:
+            if chunk is None:
                 break
             if self._error is not None:
                 continue  # failed: drain, so the producer never blocks on a full queue
@@ -109,7 +106,7 @@ class _Pipeline:
 
     def stop(self) -> None:
         if self._thread.is_alive():
-            self._queue.put(_DONE)
+            self._queue.put(None)
             self._thread.join()
 
 
