@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import struct
 import zlib
 from typing import BinaryIO, Protocol
@@ -74,13 +75,22 @@ class _Gzip:
         self._sink.write(self._z.flush() + trailer)
 
 
+def zstd_workers() -> int:
+    """zstd's worker threads for a layer: one per CPU this process may run on, and never 0.
+
+    zstd's output is the same for any number of workers >= 1 (it cuts the input into jobs
+    by size, not by worker), but 0 is its single-threaded mode, which writes other bytes:
+    always using workers keeps a layer's digest the same on a machine of any core count
+    (tests/layer/test_compression_workers.py checks both facts against the library).
+    """
+    return max(1, len(os.sched_getaffinity(0)))
+
+
 class _Zstd:
     def __init__(self, sink: Sink, level: int) -> None:
         import zstandard
 
-        # threads=-1: one worker per CPU. zstd's multithreaded output does not depend on
-        # the number of workers, so the layer digest is the same on every machine.
-        cctx = zstandard.ZstdCompressor(level=level, threads=-1)
+        cctx = zstandard.ZstdCompressor(level=level, threads=zstd_workers())
         self._c = cctx.compressobj()
         self._sink = sink
 

@@ -78,20 +78,22 @@ def walk(
     not entered. An entry removed while the walk runs is skipped.
     """
     fd = os.dup(top) if isinstance(top, int) else open_dir(top)
+    lstat, is_dir = os.lstat, stat.S_ISDIR  # locals: this loop runs once per entry
     try:
         top_st = os.fstat(fd)
         frames = [_Frame(b"", _listing(fd), (top_st.st_dev, top_st.st_ino), None)]
         while frames:
             frame = frames[-1]
-            if frame.names:
-                name = frame.names.pop()
+            names, prefix, depth = frame.names, frame.prefix, len(frames) - 1
+            while names:
+                name = names.pop()
                 try:
-                    st = os.lstat(name, dir_fd=fd)
+                    st = lstat(name, dir_fd=fd)
                 except FileNotFoundError:
                     continue
-                visit = Visit(fd, name, frame.prefix + name, st, len(frames) - 1)
+                visit = Visit(fd, name, prefix + name, st, depth)
                 yield visit
-                if not stat.S_ISDIR(st.st_mode):
+                if not is_dir(st.st_mode):
                     continue
                 if one_filesystem and st.st_dev != top_st.st_dev:
                     continue
@@ -109,19 +111,20 @@ def walk(
                 frames.append(
                     _Frame(visit.path + b"/", _listing(fd), (st.st_dev, st.st_ino), visit)
                 )
-                continue
-            frames.pop()
-            if not frames:
                 break
-            parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = parent
-            parent_st = os.fstat(fd)
-            if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
-                raise _changed(frame.prefix)
-            if post_order and frame.visit is not None:
-                done = frame.visit
-                yield Visit(fd, done.name, done.path, done.st, done.depth, after=True)
+            else:  # this dir is done: back up to its parent
+                frames.pop()
+                if not frames:
+                    break
+                parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = parent
+                parent_st = os.fstat(fd)
+                if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
+                    raise _changed(frame.prefix)
+                if post_order and frame.visit is not None:
+                    done = frame.visit
+                    yield Visit(fd, done.name, done.path, done.st, done.depth, after=True)
     finally:
         os.close(fd)
 
