@@ -10,8 +10,8 @@
 As host root, every mount happens BEFORE the user namespace (the kernel then writes trusted
 overlay xattrs and 0/0 whiteouts, and no mount is "locked"); the process still ends with no
 capability in the host's user namespace, except with the host's network, where it keeps
-Docker's default set there, as Docker does (to bind ports below 1024). When not root, the supervisor enters a user
-namespace first (uid 0 -> us) and mounts from inside it.
+Docker's default set there, as Docker does (to bind ports below 1024). When not root, the
+supervisor enters a user namespace first (uid 0 -> us) and mounts from inside it.
 
 The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to),
 `X` (set up, about to exec), `N` (the private network namespace exists: the caller starts
