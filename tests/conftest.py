@@ -15,7 +15,7 @@ import pytest
 
 # The real-registry fixtures (registry, tls_registry, token_registry, fault_proxy, …), for
 # every folder: the client's own tests and the end-to-end ones both push and pull.
-pytest_plugins = ["tests.registry.fixtures"]
+pytest_plugins = ["tests.registry.fixtures", "tests.cgroup_parent"]
 
 _TESTS = Path(__file__).resolve().parent
 _FOLDER_MARKS = {

@@ -3,39 +3,18 @@ them; an OOM kill reported as such; the build's default pids limit; no cgroup le
 
 from __future__ import annotations
 
-import os
-import secrets
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from builder.sandbox.cgroups import hierarchies
 from tests.e2e.support import Builder, make_context
 
 HOG = "dd if=/dev/zero of=/dev/null bs=200M count=1"
 FORKS = "for i in $(seq 60); do sleep 2 & done; wait"
 
 
-@pytest.fixture
-def parent() -> Iterator[str]:
-    name = f"/builder-e2e-{secrets.token_hex(4)}"
-    yield name
-    left = []
-    for h in hierarchies():
-        path = h.mount + name
-        if os.path.isdir(path):
-            left += [e.name for e in os.scandir(path) if e.is_dir()]
-            os.rmdir(path)
-    assert left == [], f"cgroups left behind: {left}"
-
-
-def test_build_reports_an_oom_kill(builder: Builder, tmp_path: Path, parent: str) -> None:
+def test_build_reports_an_oom_kill(builder: Builder, tmp_path: Path, cgroup_parent: str) -> None:
     context = make_context(tmp_path, f"FROM busybox\nRUN echo start\nRUN {HOG}\n")
-    result = builder(
-        "build", "--progress", "plain", "--memory", "64m", "--cgroup-parent", parent, context,
-        check=False,
-    )  # fmt: skip
+    flags = ("--progress", "plain", "--memory", "64m", "--cgroup-parent", cgroup_parent)
+    result = builder("build", *flags, context, check=False)
     assert result.status == 5, result.stderr
     assert (
         f"error: Dockerfile:3: RUN {HOG}: killed: out of memory (limit 64 MiB)\n" in result.stderr
@@ -43,28 +22,28 @@ def test_build_reports_an_oom_kill(builder: Builder, tmp_path: Path, parent: str
     assert "Traceback" not in result.stderr
 
 
-def test_run_exits_137_on_an_oom_kill(builder: Builder, parent: str) -> None:
-    args = ("run", "--rm", "-m", "64m", "--cgroup-parent", parent, "busybox")
+def test_run_exits_137_on_an_oom_kill(builder: Builder, cgroup_parent: str) -> None:
+    args = ("run", "--rm", "-m", "64m", "--cgroup-parent", cgroup_parent, "busybox")
     result = builder(*args, "sh", "-c", HOG, check=False)
     assert result.status == 137
     assert "killed: out of memory (limit 64 MiB)" in result.stderr
     assert builder(*args, "true").status == 0
 
 
-def test_run_pids_limit(builder: Builder, parent: str) -> None:
-    args = ("run", "--rm", "--pids-limit", "50", "--cgroup-parent", parent, "busybox")
+def test_run_pids_limit(builder: Builder, cgroup_parent: str) -> None:
+    args = ("run", "--rm", "--pids-limit", "50", "--cgroup-parent", cgroup_parent, "busybox")
     result = builder(*args, "sh", "-c", FORKS, check=False)
     assert "can't fork" in result.stderr
 
 
 def test_the_build_has_a_default_pids_limit_from_the_config_file(
-    builder: Builder, tmp_path: Path, parent: str
+    builder: Builder, tmp_path: Path, cgroup_parent: str
 ) -> None:
     context = make_context(tmp_path, f"FROM busybox\nRUN {FORKS}\n")
     config = tmp_path / "builder.toml"
     config.write_text("[build]\npids-limit = 40\n")
     env = {"BUILDER_CONFIG": str(config)}
-    build = ("build", "--progress", "plain", "--cgroup-parent", parent)
+    build = ("build", "--progress", "plain", "--cgroup-parent", cgroup_parent)
     failed = builder(*build, context, check=False, env=env)
     assert failed.status == 5
     assert "can't fork" in failed.stderr

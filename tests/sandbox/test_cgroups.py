@@ -8,9 +8,7 @@ Every test uses its own --cgroup-parent and checks that nothing of ours is left 
 from __future__ import annotations
 
 import os
-import secrets
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -33,22 +31,8 @@ def _mount_of(controller: str) -> str:
 
 
 @pytest.fixture
-def parent() -> Iterator[str]:
-    """A cgroup parent of this test's own; after it, no cgroup of ours may remain."""
-    name = f"/builder-test-{secrets.token_hex(4)}"
-    yield name
-    left = []
-    for h in hierarchies():
-        path = h.mount + name
-        if os.path.isdir(path):
-            left += [e.name for e in os.scandir(path) if e.is_dir()]
-            os.rmdir(path)
-    assert left == [], f"cgroups left behind: {left}"
-
-
-@pytest.fixture
-def spec(overlay, parent: str) -> SandboxSpec:  # type: ignore[no-untyped-def]
-    return SandboxSpec(root=overlay(), argv=("true",), limits=Limits(parent=parent))
+def spec(overlay, cgroup_parent: str) -> SandboxSpec:  # type: ignore[no-untyped-def]
+    return SandboxSpec(root=overlay(), argv=("true",), limits=Limits(parent=cgroup_parent))
 
 
 def _limited(spec: SandboxSpec, **limits: object) -> SandboxSpec:
