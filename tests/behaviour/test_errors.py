@@ -37,28 +37,24 @@ CASES = [
         "TestDockerfileCircularDependencies (dockerfile2llb/convert_test.go)",
         "FROM busybox AS stage0\nCOPY --from=stage0 f1 /sub/\n",
         fails=Fails(3, "circular dependency detected on stage: stage0"),
-        xfail="issue 10: BuildKit's words: circular dependency detected on stage: X",
     ),
     Case(
         "missing-source-cache-key-words",
         "testHistoryError",
         "FROM scratch\nCOPY notexist /foo\n",
         fails=Fails(10, "failed to compute cache key: failed to calculate checksum of ref"),
-        xfail="issue 10: BuildKit's words: failed to compute cache key: …: not found",
     ),
     Case(
         "missing-source-not-found",
         "testHistoryError",
         "FROM scratch\nCOPY notexist /foo\n",
         fails=Fails(10, '"/notexist": not found'),
-        xfail="issue 10: BuildKit's words: failed to compute cache key: …: not found",
     ),
     Case(
         "from-needs-argument",
         "TestErrorsSourceMap (errors_test.go)",
         "FROM\n",
         fails=Fails(3, "FROM requires either one or three arguments"),
-        xfail="gap: BuildKit's words: FROM requires either one or three arguments",
     ),
     Case(
         "env-needs-argument",
@@ -89,7 +85,6 @@ CASES = [
         "testErrorsSourceMap",
         "RUN true\nFROM busybox\n",
         fails=Fails(3, "no build stage in current context"),
-        xfail="gap: BuildKit's words for an instruction before FROM: no build stage in current context",
     ),
     Case(
         "run-fails-with-exit-status",
@@ -122,7 +117,6 @@ CASES = [
         "testOnBuildCleared",
         "FROM busybox\nONBUILD ONBUILD RUN true\n",
         fails=Fails(3, "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
-        xfail="gap: BuildKit's words start with a capital: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed",
     ),
     Case(
         "onbuild-cannot-from",

@@ -158,7 +158,6 @@ CASES = [
         history_base=3,
         # dispatchOnbuild writes no history entry; the trigger's RUN writes one in the child.
         history=[("RUN /bin/sh -c mkdir -p /out && echo -n 11 >> /out/foo # buildkit", False)],
-        xfail="gap: ONBUILD writes a history entry; BuildKit's dispatchOnbuild writes none",
     ),
     Case(
         "onbuild-cleared-in-grandchild",
@@ -192,7 +191,6 @@ CASES = [
         "FROM h10c-onbuild-heredoc AS base\nFROM scratch\nCOPY --from=base /dest /dest\n",
         before=[("h10c-onbuild-heredoc", ONBUILD_HEREDOC)],
         files={"/dest": "hello world\n"},
-        xfail="issue 10: ONBUILD RUN <<EOF is refused",
     ),
     Case(
         "onbuild-cache-mount",
@@ -201,7 +199,6 @@ CASES = [
         ' [ "$(cat /h10c-obcache/foo)" = "42" ] && [ "$(cat /bar)" = "11" ]\n',
         before=[("h10c-onbuild-cache", ONBUILD_CACHE)],
         files={"/bar": "11"},
-        xfail="issue 10: ONBUILD RUN --mount=… is refused",
     ),
     Case(
         "copy-heredoc-names-modes-owners",
@@ -247,7 +244,6 @@ CASES = [
         "testRunShebangHeredoc",
         SHEBANG,
         files={"/dest/out1": "hello\nworld\n", "/dest/out2": "hello\nworld\n"},
-        xfail="issue 10: a RUN <<EOF whose body starts with #! does not run that interpreter",
     ),
     Case(
         "run-complex-heredoc",
