@@ -79,7 +79,6 @@ CASES = [
         "FROM busybox\nWORKDIR /var/www\nCOPY --link testfile .\n",
         context={"testfile": "contents0"},
         files={"/var/www/testfile": "contents0"},
-        xfail="gap: COPY --link is refused ('not supported yet'); BuildKit accepts it",
     ),
     Case(
         "copy-link-empty-dest",
@@ -87,7 +86,6 @@ CASES = [
         'FROM busybox\nWORKDIR /var/www\nENV empty=""\nCOPY --link testfile $empty\n',
         context={"testfile": "contents0"},
         files={"/var/www/testfile": "contents0"},
-        xfail="gap: COPY --link is refused ('not supported yet'); BuildKit accepts it",
     ),
     Case(
         "copy-from-keeps-owners",
@@ -240,6 +238,22 @@ CASES = [
         "FROM scratch\nCOPY --chown=daemon:daemon foo /\n",
         context={"foo": "x"},
         fails=Fails(None, "daemon"),
+    ),
+    Case(
+        "chown-name-on-scratch-fails-message",
+        "testCopyChown",
+        "FROM scratch\nENV A=1\nCOPY --chown=1:daemon foo /\n",
+        context={"foo": "x"},
+        fails=Fails(5, "invalid user index: -1"),
+    ),
+    Case(
+        # Once a layer is there, the step has an input: no /etc/passwd in it means the name
+        # is not found, which is 0 (readUser), as on any base.
+        "chown-name-after-a-layer-on-scratch",
+        "testCopyChown",
+        "FROM scratch\nCOPY foo /a\nCOPY --chown=daemon:daemon foo /b\n",
+        context={"foo": "x"},
+        files={"/b": F("x", uid=0, gid=0)},
     ),
     Case(
         "chmod-octal-modes",
@@ -477,7 +491,6 @@ CASES = [
         "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae foo /tmp/foo\n",
         context={"foo": "foo"},
         fails=Fails(3, "checksum requires HTTP(S) or Git sources"),
-        xfail="gap: BuildKit's words for --checksum on a local source: checksum requires HTTP(S) or Git sources",
     ),
     Case(
         # Only a source that is itself an archive is unpacked, never one inside a dir.
@@ -500,7 +513,6 @@ CASES = [
         "testDockerfileCopyFromArgs",
         "FROM scratch\nCOPY --from=$FOO . .\n",
         fails=Fails(3, "variable expansion is not supported for --from"),
-        xfail="gap: COPY --from=$FOO looks up an image named '$FOO'; BuildKit refuses: variable expansion is not supported for --from",
     ),
     Case(
         "copy-dir-copies-contents",

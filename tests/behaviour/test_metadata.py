@@ -51,7 +51,6 @@ CASES = [
         "testExportedHistory",
         "FROM busybox\nSTOPSIGNAL NOTASIGNAL\n",
         fails=Fails(3, "NOTASIGNAL"),
-        xfail="gap: STOPSIGNAL NOTASIGNAL is accepted; BuildKit refuses a signal it cannot parse",
     ),
     Case(
         "healthcheck-cmd",

@@ -58,7 +58,6 @@ CASES = [
         "FROM scratch\nCOPY --from=base /combined.txt /\n",
         context={"a.txt": "foo\n", "b.txt": "bar\n"},
         files={"/combined.txt": "foo\nbar\n"},
-        xfail="gap: a bind of . plus a bind of a file inside its target crashes with a FileNotFoundError traceback",
     ),
     Case(
         "tmpfs-not-kept",
@@ -72,7 +71,6 @@ CASES = [
         "FROM busybox AS base\nRUN --mount=type=tmpfs,target=/dev/shm,size=128m"
         " mount | grep /dev/shm > /tmpfssize\nFROM scratch\nCOPY --from=base /tmpfssize /\n",
         files={"/tmpfssize": F(contains=["size=131072k"])},
-        xfail="gap: RUN --mount=type=tmpfs,size= is refused ('not supported yet')",
     ),
     Case(
         "cache-uid-gid-mode",
@@ -151,14 +149,12 @@ CASES = [
         "testMountInvalid",
         "FROM scratch\nRUN --mount=typ=tmpfs /bin/true\n",
         fails=Fails(3, "unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)"),
-        xfail="issue 10: BuildKit's words: unexpected key 'typ' in 'typ=tmpfs' (did you mean type?)",
     ),
     Case(
         "mount-type-typo",
         "testMountInvalid",
         "FROM scratch\nRUN --mount=type=tmp /bin/true\n",
         fails=Fails(3, 'unsupported mount type "tmp" (did you mean tmpfs?)'),
-        xfail='issue 10: BuildKit\'s words: unsupported mount type "tmp" (did you mean tmpfs?)',
     ),
     Case(
         "secret-file-params-no-stub",
@@ -174,7 +170,6 @@ CASES = [
         "testSecretRequiredWithoutValue",
         "FROM busybox\nRUN --mount=type=secret,required,id=mysecret foo\n",
         fails=Fails(3, "secret mysecret: not found"),
-        xfail="gap: BuildKit's words for a required secret not given: secret mysecret: not found",
     ),
     Case(
         "secret-optional-missing",

@@ -183,7 +183,6 @@ CASES = [
         "FROM busybox AS base\nONBUILD COPY --from=src /in/file /out/foo\n"
         "FROM base AS mid\nRUN cp /out/foo /out/bar\nFROM scratch\nCOPY --from=mid /out/bar /\n",
         files={"/bar": "12"},
-        xfail="gap: ONBUILD COPY --from=STAGE is refused (unknown flag: --from for ONBUILD)",
     ),
     Case(
         "onbuild-heredoc",

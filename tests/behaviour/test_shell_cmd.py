@@ -126,7 +126,6 @@ CASES = [
         "FROM busybox\nCMD []\n",
         # Go's omitempty leaves an empty Cmd out of the config, so nothing is inherited either.
         config={"Cmd": NOT_SET, "ArgsEscaped": True},
-        xfail='issue 10: CMD does not set ArgsEscaped; and gap: CMD [] is written as "Cmd": [] where BuildKit leaves Cmd out',
     ),
 ]
 

@@ -42,6 +42,21 @@ CASES = [
         config={"WorkingDir": "/"},
     ),
     Case(
+        # WORKDIR's mkdir looks USER up in the stage's files, which scratch has none of
+        # (dispatchWorkdir: llb.WithUser; ops/file.go: invalid user index: -1).
+        "workdir-named-user-on-scratch-fails",
+        "testWorkdirUser",
+        "FROM scratch\nUSER daemon\nWORKDIR /foo\n",
+        fails=Fails(5, "invalid user index: -1"),
+    ),
+    Case(
+        # WORKDIR / makes no dir, so nothing is looked up.
+        "workdir-root-named-user-on-scratch",
+        "testWorkdirUser",
+        "FROM scratch\nUSER daemon\nWORKDIR /\n",
+        config={"WorkingDir": "/", "User": "daemon"},
+    ),
+    Case(
         "workdir-created-as-user",
         "testWorkdirUser",
         "FROM busybox\n" + ADD_USER + "USER user\nWORKDIR /mydir\n"
