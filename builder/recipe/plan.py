@@ -236,6 +236,18 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
     return index
 
 
+def stages_used_by(instr: Instruction, build_plan: BuildPlan) -> tuple[int, ...]:
+    """The stages `instr` copies or mounts from, each with the stages it needs, in
+    dependency order: what a base image's ONBUILD trigger needs built first."""
+    names = {s.name: s.index for s in build_plan.stages if s.name is not None}
+    used = [index for index, _, _ in _stage_uses((instr,), names)]
+    wanted: set[int] = set()
+    for index in used:
+        if index < len(build_plan.stages):
+            wanted.update(_reachable(list(build_plan.stages), index))
+    return tuple(sorted(wanted))
+
+
 def _reachable(stages: list[Stage], target: int) -> tuple[int, ...]:
     seen: set[int] = set()
     todo = [target]

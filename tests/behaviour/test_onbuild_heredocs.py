@@ -185,6 +185,18 @@ CASES = [
         files={"/bar": "12"},
     ),
     Case(
+        # The trigger comes with an image, not a stage of this recipe: the stage it copies
+        # from is needed only once the image's config is read (initOnBuildTriggers).
+        "onbuild-image-copy-from-stage",
+        "testOnBuildNamedContext",
+        "FROM busybox AS src\nRUN mkdir -p /in && echo -n 13 > /in/file\n"
+        "FROM h10d-onbuild-copy-from\nRUN cp /out/foo /out/bar\n",
+        before=[
+            ("h10d-onbuild-copy-from", "FROM busybox\nONBUILD COPY --from=src /in/file /out/foo\n")
+        ],
+        files={"/out/bar": "13"},
+    ),
+    Case(
         "onbuild-heredoc",
         "testOnBuildHeredoc",
         "FROM h10c-onbuild-heredoc AS base\nFROM scratch\nCOPY --from=base /dest /dest\n",
