@@ -42,7 +42,7 @@ class Ownership:
     def check_base(self, state: ImageState, what: str, location: SourceLocation) -> None:
         """BuildKit looks a name up in the files of the step's input; a stage with no layer
         yet (FROM scratch) has no input, and the step fails (docker/buildx#1526)."""
-        if state.layers or not self.spec:
+        if state.layers or state.unresolved or not self.spec:  # (a probed step made none)
             return
         user, colon, group = self.spec.partition(":")
         if _numeric(user) is None or (colon and _numeric(group) is None):
