@@ -16,6 +16,7 @@ from builder.image.config import ContainerConfig, Healthcheck
 from builder.recipe import instructions as ins
 from builder.recipe import load
 from builder.recipe.resolve import resolve
+from builder.recipe.values import expose_ports
 
 # moby's validCommitCommands
 VALID = frozenset(
@@ -34,11 +35,6 @@ def _argv(config: ContainerConfig, command: tuple[str, ...], exec_form: bool) ->
     return (*(config.shell or ("/bin/sh", "-c")), command[0] if command else "")
 
 
-def _port(port: str) -> str:
-    number, _, proto = port.partition("/")
-    return f"{number}/{proto.lower() or 'tcp'}"
-
-
 def _apply(config: ContainerConfig, instr: ins.Instruction, cmd_set: bool) -> ContainerConfig:
     r = resolve(instr, _env(config), "\\")
     match r:
@@ -54,7 +50,7 @@ def _apply(config: ContainerConfig, instr: ins.Instruction, cmd_set: bool) -> Co
             entry = _argv(config, r.command, r.exec_form)
             return replace(config, entrypoint=entry, cmd=config.cmd if cmd_set else None)
         case ins.Expose():
-            ports = (*config.exposed_ports, *(_port(p) for p in r.ports))
+            ports = (*config.exposed_ports, *(k for p in r.ports for k in expose_ports(p)))
             return replace(config, exposed_ports=tuple(dict.fromkeys(ports)))
         case ins.Volume():
             return replace(config, volumes=tuple(dict.fromkeys((*config.volumes, *r.paths))))

@@ -22,6 +22,8 @@ from typing import ParamSpec
 
 from builder.engine.context import CopyItem
 from builder.engine.extract import extract, open_archive
+from builder.engine.state import ImageState
+from builder.errors import SourceLocation, StepFailed
 from builder.layer.tree import open_below
 from builder.recipe.chmod import Chmod
 from builder.sandbox.users import read_groups, read_passwd
@@ -36,6 +38,20 @@ class Ownership:
     unknown user."""
 
     spec: str | None
+
+    def check_base(self, state: ImageState, what: str, location: SourceLocation) -> None:
+        """BuildKit looks a name up in the files of the step's input; a stage with no layer
+        yet (FROM scratch) has no input, and the step fails (docker/buildx#1526)."""
+        if state.layers or state.unresolved or not self.spec:  # (a probed step made none)
+            return
+        user, colon, group = self.spec.partition(":")
+        if _numeric(user) is None or (colon and _numeric(group) is None):
+            raise StepFailed(
+                f"{what}: invalid user index: -1 (the stage has no files yet, so no"
+                f" /etc/passwd or /etc/group to look {self.spec!r} up in)",
+                1,
+                location,
+            )
 
     def resolve(self, root: str) -> tuple[int, int]:
         if not self.spec:

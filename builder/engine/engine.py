@@ -42,6 +42,7 @@ from builder.image.epoch import created_at
 from builder.recipe import BuildPlan, DockerIgnore, Recipe, Stage, StageScope, load, plan
 from builder.recipe.dockerignore import ignore_file_for
 from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
+from builder.recipe.plan import stages_used_by
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.recipe.source import recipe_text
 from builder.store import JsonRecord, Store
@@ -197,6 +198,7 @@ class _Run:
     done: dict[str, ImageState] = field(default_factory=dict)
     probing: bool = False  # a side stage's keys only (engine/lazystages)
     lazy: LazyStages | None = None
+    plan: BuildPlan | None = None
 
     def step(
         self,
@@ -292,8 +294,20 @@ class _Run:
                     " which docker does not allow",
                     loc,
                 )
+            self.trigger_sources(instr, stage)
             state = self.step(instr, label, state, scope, text=f"ONBUILD {trigger}")
         return state
+
+    def trigger_sources(self, instr: Instruction, stage: Stage) -> None:
+        """A base image's trigger may COPY --from (or mount from) a stage of this recipe,
+        which BuildKit then adds as a dependency (initOnBuildTriggers): one the plan did not
+        need is built now. Only an earlier stage; a later name stays an image reference."""
+        if self.plan is None:
+            return
+        for index in stages_used_by(instr, self.plan):
+            if index < stage.index and str(index) not in self.done:
+                source = self.plan.stages[index]
+                finished(self.done, index, source, self.stage(source))
 
 
 def _target_chain(build_plan: BuildPlan) -> list[int]:
@@ -337,6 +351,7 @@ def _build(
         total=sum(len(build_plan.stages[i].instructions) + 1 for i in build_plan.needed),
         new_layers=wanted or LayerCompression(),
         cache=link,
+        plan=build_plan,
     )
     chain = _target_chain(build_plan)
     # With an imported cache, a stage only copied from is built only if a step needs it.

@@ -87,6 +87,7 @@ def materialize(context: BuildContext, source: str, dest: Path) -> Path:
     root_fd = os.open(context.root, _DIR)
     try:
         if top is not None and top.kind != "dir":
+            dest.mkdir(exist_ok=True)
             target = dest / posixpath.basename(rel)
             dest_fd = os.open(dest, _DIR)
             try:
@@ -162,10 +163,9 @@ def secret_mount(secrets: Mapping[str, bytes], mount: RunMount) -> tuple[Mount |
     ident = mount.id or posixpath.basename(mount.target)
     data = secrets.get(ident)
     if data is None:
-        if mount.required:
+        if mount.required:  # BuildKit's words (session/secrets)
             raise MountError(
-                f"--mount type=secret,id={ident}: no such secret"
-                f" (pass --secret id={ident},src=FILE)"
+                f"secret {ident}: not found (pass --secret id={ident},src=FILE or env=VAR)"
             )
         return None, None
     entry = None

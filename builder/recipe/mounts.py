@@ -12,29 +12,38 @@ import posixpath
 import re
 from dataclasses import dataclass
 
+from builder.recipe.gostr import go_quote
+from builder.recipe.suggest import closest
+
 _TRUE = {"", "true", "1"}
 _FALSE = {"false", "0"}
-_KEYS = {
+# In BuildKit's order (commands_runmount.go): a mistyped key is told the first closest one.
+_KEYS = (
     "type",
-    "target",
-    "dst",
-    "destination",
-    "source",
-    "src",
     "from",
+    "source",
+    "target",
     "readonly",
-    "ro",
-    "rw",
-    "readwrite",
     "id",
     "sharing",
+    "required",
+    "size",
     "mode",
     "uid",
     "gid",
-    "required",
-    "size",
+    "src",
+    "dst",
+    "destination",
+    "ro",
+    "rw",
+    "readwrite",
     "env",
-}
+)
+_TYPES = ("bind", "cache", "tmpfs", "secret", "ssh")
+_SHARING = ("shared", "private", "locked")
+# docker/go-units RAMInBytes: a number, then an optional binary unit (k = 1024).
+_RAM = re.compile(r"([0-9]+(?:\.[0-9]+)?) ?([kmgtp])?(?:i?b)?", re.IGNORECASE)
+_RAM_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -61,6 +70,7 @@ class RunMount:
     gid: int = 0
     required: bool = False
     env: str | None = None  # type=secret: also (or, without target=, only) this variable
+    size: int | None = None  # type=tmpfs: its size limit in bytes
 
 
 def _flag(key: str, value: str) -> bool:
@@ -82,17 +92,31 @@ def mount_from(spec: str) -> str | None:
     return None
 
 
+def _suggest(message: str, value: str, options: tuple[str, ...]) -> str:
+    """BuildKit's suggest.WrapError: the message, then `(did you mean X?)` when one is close."""
+    close = closest(value, options, case_sensitive=True)
+    return f"{message} (did you mean {close}?)" if close else message
+
+
+def ram_in_bytes(text: str) -> int | None:
+    """docker/go-units RAMInBytes (`128m`, `1g`, `512KiB`, `1024`), else None."""
+    match = _RAM.fullmatch(text)
+    if match is None:
+        return None
+    return int(float(match[1]) * _RAM_UNITS[(match[2] or "").lower()])
+
+
 def parse_mount(spec: str) -> RunMount:
     values: dict[str, str] = {}
     for part in spec.split(","):
         key, _eq, value = part.partition("=")
         key = key.strip().lower()
         if key not in _KEYS:
-            raise MountError(f"--mount: unknown option {key!r}")
+            raise MountError(_suggest(f"unexpected key '{key}' in '{part}'", key, _KEYS))
         values[key] = value
-    kind = values.pop("type", "bind") or "bind"
-    if kind not in ("bind", "cache", "tmpfs", "secret", "ssh"):
-        raise MountError(f"--mount type={kind}: expected bind, cache, tmpfs, secret or ssh")
+    kind = (values.pop("type", "bind") or "bind").lower()
+    if kind not in _TYPES:
+        raise MountError(_suggest(f"unsupported mount type {go_quote(kind)}", kind, _TYPES))
     if kind == "ssh":
         raise MountError("--mount type=ssh is not supported yet")
     target = (
@@ -122,9 +146,18 @@ def parse_mount(spec: str) -> RunMount:
         raise MountError(f"--mount type={kind} needs target=")
     if target and not target.startswith("/"):
         raise MountError(f"--mount target={target}: must be an absolute path")
-    sharing = values.pop("sharing", "shared")
-    if sharing not in ("shared", "private", "locked"):
-        raise MountError(f"--mount sharing={sharing}: expected shared, private or locked")
+    sharing = values.pop("sharing", "shared").lower()
+    if sharing not in _SHARING:
+        message = f"unsupported sharing value {go_quote(sharing)}"
+        raise MountError(_suggest(message, sharing, _SHARING))
+    size = None
+    if "size" in values:
+        text = values.pop("size")
+        if kind != "tmpfs":
+            raise MountError(f"unexpected key 'size' for mount type '{kind}'")
+        size = ram_in_bytes(text)
+        if size is None:
+            raise MountError(f"invalid value for size: {text}")
     try:
         mode = int(values.pop("mode"), 8) if "mode" in values else None
         uid = int(values.pop("uid", "0") or 0)
@@ -139,7 +172,7 @@ def parse_mount(spec: str) -> RunMount:
             raise MountError(FROM_NOT_EXPANDED)
         if kind not in ("bind", "cache"):
             raise MountError(f"--mount type={kind} does not take from=")
-    if "size" in values or "env" in values:
+    if "env" in values:
         raise MountError(f"--mount {', '.join(values)} is not supported yet")
     return RunMount(
         kind,
@@ -154,4 +187,5 @@ def parse_mount(spec: str) -> RunMount:
         gid,
         required,
         env,
+        size,
     )

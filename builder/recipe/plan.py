@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from builder.errors import RecipeError
 from builder.recipe.gostr import go_quote
-from builder.recipe.instructions import Arg, Copy, From, Instruction, Recipe, Run
+from builder.recipe.instructions import Arg, Copy, From, Instruction, Onbuild, Recipe, Run
 from builder.recipe.mounts import mount_from
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
@@ -184,7 +184,13 @@ def plan(recipe: Recipe, build_args: Mapping[str, str], target: str | None = Non
         base_stage = names.get(resolved.image.lower())
         if base_stage is not None and base_stage >= index:
             base_stage = None
-        deps = _dependencies(index, sources[index], labels)
+        uses = sources[index]
+        if base_stage is not None:
+            # The base stage's ONBUILD triggers run here: their COPY --from and RUN --mount
+            # from= stages are this stage's dependencies (BuildKit's initOnBuildTriggers).
+            triggers = [i.instruction for i in groups[base_stage][1] if isinstance(i, Onbuild)]
+            uses = [*uses, *_stage_uses(tuple(triggers), names)]
+        deps = _dependencies(index, uses, labels)
         if base_stage is not None:
             deps.add(base_stage)
         stages.append(
@@ -228,6 +234,18 @@ def _target(target: str | None, names: Mapping[str, int], count: int) -> int:
         # BuildKit's words: `target stage "bulid" could not be found (did you mean build?)`
         raise RecipeError(f"target stage {go_quote(target)} could not be found", None, hint)
     return index
+
+
+def stages_used_by(instr: Instruction, build_plan: BuildPlan) -> tuple[int, ...]:
+    """The stages `instr` copies or mounts from, each with the stages it needs, in
+    dependency order: what a base image's ONBUILD trigger needs built first."""
+    names = {s.name: s.index for s in build_plan.stages if s.name is not None}
+    used = [index for index, _, _ in _stage_uses((instr,), names)]
+    wanted: set[int] = set()
+    for index in used:
+        if index < len(build_plan.stages):
+            wanted.update(_reachable(list(build_plan.stages), index))
+    return tuple(sorted(wanted))
 
 
 def _reachable(stages: list[Stage], target: int) -> tuple[int, ...]:

@@ -107,7 +107,9 @@ class _Resolver:
             case ins.User():
                 return r(instr, user=self.word(instr.user))
             case ins.Stopsignal():
-                return r(instr, signal=self.word(instr.signal))
+                signal = self.word(instr.signal)
+                values.check_signal(signal)
+                return r(instr, signal=signal)
             case ins.Volume():
                 return r(instr, paths=self.words(instr.paths))
             case ins.Expose():
@@ -116,6 +118,8 @@ class _Resolver:
                     p for text in instr.ports for p in expand_words(text, self.env, self.escape)
                 )
                 values.no_nul(self.keyword, ports)
+                for port in ports:
+                    values.expose_ports(port)
                 return r(instr, ports=ports)
             case ins.Copy() | ins.Add():
                 sources = self.words(instr.sources)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from builder.errors import RecipeError, SourceLocation
 from builder.recipe import instructions as ins
 from builder.recipe import values
+from builder.recipe.expand import ExpansionError, expand_word
 from builder.recipe.flags import FlagError, ParsedFlags, parse_flags
 from builder.recipe.gostr import go_quote
 from builder.recipe.mounts import FROM_NOT_EXPANDED, MountError, mount_from, parse_mount
@@ -172,15 +173,37 @@ def _mode(c: _Ctx) -> int | None:
         raise c.invalid(problem) from None
 
 
+# BuildKit's toCommand: --from must read the same once expanded with no variables.
+FROM_VARIABLE = (
+    "variable expansion is not supported for --from, define a new stage with FROM using ARG"
+    " from global scope as a workaround"
+)
+
+
+def _from_stage(c: _Ctx) -> str | None:
+    value = c.flags.string("from")
+    if value is not None and not values.is_literal(value):
+        try:
+            same = expand_word(value, {}) == value
+        except ExpansionError:
+            same = False
+        if not same:
+            raise c.invalid(values.Problem(FROM_VARIABLE, word="--from"))
+    return value
+
+
 def _copy(c: _Ctx) -> ins.Instruction:
     sources, dest = _sources_dest(c)
-    c.unsupported("link", "parents", "exclude")
+    # --link (BuildKit: the layer does not depend on the parent's files) is taken as a
+    # plain COPY: the files it writes are the same.
+    c.unsupported("parents", "exclude")
+    from_stage = _from_stage(c)
     return ins.Copy(
         location=c.location,
         original=c.node.original,
         sources=sources,
         dest=dest,
-        from_stage=c.flags.string("from"),
+        from_stage=from_stage,
         chown=c.flags.string("chown"),
         chmod=c.flags.string("chmod"),
         mode=_mode(c),
@@ -190,7 +213,7 @@ def _copy(c: _Ctx) -> ins.Instruction:
 
 def _add(c: _Ctx) -> ins.Instruction:
     sources, dest = _sources_dest(c)
-    c.unsupported("link", "exclude")
+    c.unsupported("exclude")
     checksum = c.flags.string("checksum")
     keep_git_dir = c.flags.flag("keep-git-dir")
     # A source that expands to a URL can only be seen by resolve(), which checks again.
@@ -263,7 +286,13 @@ def _user(c: _Ctx) -> ins.Instruction:
 
 
 def _stopsignal(c: _Ctx) -> ins.Instruction:
-    return ins.Stopsignal(location=c.location, original=c.node.original, signal=_one(c))
+    signal = _one(c)
+    if values.is_literal(signal):  # else resolve() checks it once expanded
+        try:
+            values.check_signal(signal)
+        except values.Problem as problem:
+            raise c.invalid(problem) from None
+    return ins.Stopsignal(location=c.location, original=c.node.original, signal=signal)
 
 
 def _maintainer(c: _Ctx) -> ins.Instruction:
@@ -296,6 +325,12 @@ def _shell(c: _Ctx) -> ins.Instruction:
 def _expose(c: _Ctx) -> ins.Instruction:
     if not c.node.value:
         raise c.error("EXPOSE requires at least one argument")
+    try:
+        for port in c.node.value:
+            if values.is_literal(port):  # else resolve() checks it once expanded
+                values.expose_ports(port)
+    except values.Problem as problem:
+        raise c.invalid(problem) from None
     return ins.Expose(location=c.location, original=c.node.original, ports=c.node.value)
 
 

@@ -8,6 +8,7 @@ the functions here and raise `InvalidValue` at the same word, so `builder lint` 
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
@@ -136,13 +137,90 @@ def _is_remote(source: str) -> bool:
 
 
 def add_sources(sources: Sequence[str], checksum: str | None, keep_git_dir: bool) -> None:
-    """ADD: local files and archives only; --checksum and --keep-git-dir need a remote
-    source, which we do not fetch yet."""
+    """ADD: local files and archives only (a URL or git source is not fetched yet).
+
+    --checksum is refused on a local source in BuildKit's words (convert_copy.go);
+    --keep-git-dir is ignored there, as BuildKit uses it only for a git source."""
+    del keep_git_dir
     remote = next((s for s in sources if _is_remote(s)), None)
     if remote is not None:
         raise Problem("ADD from a URL or git repository is not supported yet", word=remote)
-    if checksum or keep_git_dir:
-        flag = "--checksum" if checksum else "--keep-git-dir"
-        raise Problem(
-            "ADD --checksum and --keep-git-dir apply to URL and git sources only", word=flag
-        )
+    if checksum:
+        if len(sources) != 1:
+            raise Problem("checksum can't be specified for multiple sources", word="--checksum")
+        raise Problem("checksum requires HTTP(S) or Git sources", word="--checksum")
+
+
+# moby/sys/signal's SignalMap for Linux: the names STOPSIGNAL takes, without "SIG".
+_SIGNAL_NAMES = (
+    "ABRT ALRM BUS CHLD CLD CONT FPE HUP ILL INT IO IOT KILL PIPE POLL PROF PWR QUIT SEGV"
+    " STKFLT STOP SYS TERM TRAP TSTP TTIN TTOU URG USR1 USR2 VTALRM WINCH XCPU XFSZ RTMIN RTMAX"
+)
+_SIGNALS = frozenset(
+    _SIGNAL_NAMES.split()
+    + [f"RTMIN+{n}" for n in range(1, 16)]
+    + [f"RTMAX-{n}" for n in range(1, 15)]
+)
+_GO_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def check_signal(text: str) -> None:
+    """STOPSIGNAL: moby's ParseSignal, as BuildKit's dispatchStopSignal calls it: a non-zero
+    number, or a signal name with or without SIG in any case."""
+    if _GO_INT.fullmatch(text):
+        if int(text) != 0:
+            return
+    elif text.upper().removeprefix("SIG") in _SIGNALS:
+        return
+    raise Problem(f"invalid signal: {text}", "for example SIGTERM, TERM or 15")
+
+
+def expose_ports(raw: str) -> list[str]:
+    """One EXPOSE word as the config's keys, `80`, `80/UDP`, `8000-8002/tcp` or
+    `[ip:]host:container/proto`, by BuildKit's parsePort (the container side only), with its
+    error words."""
+    parts = raw.split(":")
+    container = parts[-1]
+    ip = ":".join(parts[:-2]) if len(parts) > 2 else ""
+    host = parts[-2] if len(parts) > 1 else ""
+    port, _, proto = container.partition("/")
+    if not port:
+        raise Problem(f'invalid port: "{raw}": no port specified')
+    if proto.lower() not in ("", "tcp", "udp", "sctp"):
+        raise Problem(f'invalid port: "{raw}": invalid proto: {proto}')
+    if ip.startswith("[") and ip.endswith("]"):
+        ip = ip[1:-1]
+    if ip and not _is_ip(ip):
+        raise Problem(f"invalid IP address: {ip}")
+    span = _port_range(port)
+    if span is None:
+        raise Problem(f"invalid containerPort: {port}")
+    if host:
+        host_span = _port_range(host)
+        if host_span is None:
+            raise Problem(f"invalid hostPort: {host}")
+        if span[1] - span[0] != host_span[1] - host_span[0] and span[0] != span[1]:
+            raise Problem(
+                f"invalid ranges specified for container and host Ports: {port} and {host}"
+            )
+    name = (proto or "tcp").lower()
+    return [f"{n}/{name}" for n in range(span[0], span[1] + 1)]
+
+
+def _port_range(text: str) -> tuple[int, int] | None:
+    start, dash, end = text.partition("-")
+    if not _GO_INT.fullmatch(start) or not 0 <= int(start) <= 65535:
+        return None
+    if not dash or start == end:
+        return int(start), int(start)
+    if not _GO_INT.fullmatch(end) or not int(start) <= int(end) <= 65535:
+        return None
+    return int(start), int(end)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

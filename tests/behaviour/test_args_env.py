@@ -51,7 +51,6 @@ CASES = [
         'ARG FOO=${FOO:?"custom error"}\nFROM busybox\n',
         flags=["--build-arg", "FOO=bar"],
         config={"Cmd": ["sh"]},
-        xfail="issue 10: an ARG default is evaluated although --build-arg gives the value",
     ),
     Case(
         "arg-default-expansion-error",
@@ -66,14 +65,12 @@ CASES = [
         flags=["--build-arg", "FOO=123"],
         history=[("ARG FOO=123", True), ("ARG BAR=123", True)],
         history_base=0,
-        xfail="issue 10: history holds no entry for ARG",
     ),
     Case(
         "arg-default-not-evaluated-when-given",
         "testArgDefaultExpansion",
         'FROM scratch\nARG FOO\nARG BAR=${FOO:?"foo missing"}\n',
         flags=["--build-arg", "BAR=123"],
-        xfail="issue 10: an ARG default is evaluated although --build-arg gives the value",
     ),
     Case(
         "multi-args-one-line",
@@ -96,21 +93,18 @@ CASES = [
         TARGETSTAGE_RECIPE,
         flags=["--target", "foo"],
         files={"/first": "value:", "/second": "value:foo"},
-        xfail="issue 10: TARGETSTAGE is not defined",
     ),
     Case(
         "targetstage-default-target",
         "testTargetStageNameArg",
         TARGETSTAGE_RECIPE,
         files={"/first": "value:", "/second": "value:default"},
-        xfail="issue 10: TARGETSTAGE is not defined",
     ),
     Case(
         "targetstage-named-last-stage",
         "testTargetStageNameArg",
         TARGETSTAGE_RECIPE + "FROM scratch AS final\nCOPY --from=base /out/ /\n",
         files={"/first": "value:", "/second": "value:final"},
-        xfail="issue 10: TARGETSTAGE is not defined",
     ),
     Case(
         "builtin-proxy-args-reach-run",
@@ -124,7 +118,6 @@ CASES = [
             *("--build-arg", "NO_PROXY=npvalue"),
         ],
         files={"/out": "hpvalue::npvalue::foocontents::::bazcontent"},
-        xfail="issue 10: proxy build args do not reach RUN without an ARG",
     ),
     Case(
         "proxy-args-left-out-of-config-and-history",

@@ -22,7 +22,6 @@ CASES = [
         config={"Cmd": ["test"], "ArgsEscaped": True},
         history=[('CMD ["test"]', True)],
         history_base=0,
-        xfail="issue 10: CMD does not set ArgsEscaped",
     ),
     Case(
         "shell-then-entrypoint-clears-inherited-cmd",
@@ -32,14 +31,12 @@ CASES = [
         config={"Cmd": NOT_SET, "Entrypoint": ["ls", "my entrypoint"], "Shell": ["ls"]},
         history_base=1,
         history=[("SHELL [ls]", True), ('ENTRYPOINT ["ls" "my entrypoint"]', True)],
-        xfail='gap: history writes SHELL/ENTRYPOINT as JSON; BuildKit writes SHELL [ls] and ENTRYPOINT ["ls" "my entrypoint"] (Go %v and %q)',
     ),
     Case(
         "scratch-entrypoint-shell-form-and-path",
         "testDefaultShellAndPath",
         "FROM scratch\nENTRYPOINT foo bar\nCOPY Dockerfile .\n",
         config={"Entrypoint": ["/bin/sh", "-c", "foo bar"], "Env": [PATH]},
-        xfail="issue 10: FROM scratch gets no default PATH",
     ),
     Case(
         # dispatchEntrypoint leaves ArgsEscaped alone: only CMD sets it.
@@ -59,14 +56,12 @@ CASES = [
         "testInvalidJSONCommands",
         'FROM busybox\nRUN ["echo", "hello"]this is invalid\n',
         fails=Fails(5, "this is invalid"),
-        xfail='issue 10: RUN ["echo","hello"]this is invalid runs as exec form',
     ),
     Case(
         "entrypoint-bad-json-is-shell-form",
         "testInvalidJSONCommands",
         "FROM busybox\nENTRYPOINT []random string\n",
         config={"Entrypoint": ["/bin/sh", "-c", "[]random string"]},
-        xfail="gap: ENTRYPOINT []random string is taken as exec form [] (BuildKit: not JSON, so shell form), as issue 10's parser item for RUN",
     ),
     Case(
         "cmd-shell-form",
@@ -74,7 +69,6 @@ CASES = [
         "FROM busybox\nCMD echo hi\n",
         config={"Cmd": ["/bin/sh", "-c", "echo hi"], "ArgsEscaped": True},
         history=[('CMD ["/bin/sh" "-c" "echo hi"]', True)],
-        xfail="issue 10: CMD does not set ArgsEscaped",
     ),
     Case(
         "cmd-after-entrypoint-kept",
@@ -106,7 +100,6 @@ CASES = [
             ("SHELL [/bin/busybox sh -c]", True),
             ("RUN /bin/busybox sh -c echo -n $0 > /shell # buildkit", False),
         ],
-        xfail="gap: history writes SHELL as JSON; BuildKit writes Go's %v: SHELL [/bin/busybox sh -c]",
     ),
     Case(
         "shell-errexit-flags",
@@ -133,7 +126,6 @@ CASES = [
         "FROM busybox\nCMD []\n",
         # Go's omitempty leaves an empty Cmd out of the config, so nothing is inherited either.
         config={"Cmd": NOT_SET, "ArgsEscaped": True},
-        xfail='issue 10: CMD does not set ArgsEscaped; and gap: CMD [] is written as "Cmd": [] where BuildKit leaves Cmd out',
     ),
 ]
 

@@ -42,12 +42,26 @@ CASES = [
         config={"WorkingDir": "/"},
     ),
     Case(
+        # WORKDIR's mkdir looks USER up in the stage's files, which scratch has none of
+        # (dispatchWorkdir: llb.WithUser; ops/file.go: invalid user index: -1).
+        "workdir-named-user-on-scratch-fails",
+        "testWorkdirUser",
+        "FROM scratch\nUSER daemon\nWORKDIR /foo\n",
+        fails=Fails(5, "invalid user index: -1"),
+    ),
+    Case(
+        # WORKDIR / makes no dir, so nothing is looked up.
+        "workdir-root-named-user-on-scratch",
+        "testWorkdirUser",
+        "FROM scratch\nUSER daemon\nWORKDIR /\n",
+        config={"WorkingDir": "/", "User": "daemon"},
+    ),
+    Case(
         "workdir-created-as-user",
         "testWorkdirUser",
         "FROM busybox\n" + ADD_USER + "USER user\nWORKDIR /mydir\n"
         "RUN [ \"$(stat -c '%U %G' /mydir)\" = 'user user' ]\n",
         files={"/mydir": F(kind="dir", uid=1000, gid=1000, mode=0o755)},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         "workdir-existing-keeps-owner",
@@ -83,7 +97,6 @@ CASES = [
         USER_RECIPE,
         files={"/rootuser": "root\n", "/daemonuser": "daemon\n"},
         config={"User": "nobody"},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         "user-additional-gids",
@@ -94,28 +107,24 @@ CASES = [
         'USER 1234:1234\nRUN [ "$(id)" = "uid=1234 gid=1234 groups=1234" ]\n'
         'USER daemon\nRUN [ "$(id)" = "uid=1(daemon) gid=1(daemon) groups=1(daemon)" ]\n',
         config={"User": "daemon"},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         "run-as-nobody",
         "testUser",
         "FROM busybox\nUSER nobody\nRUN id -u > /tmp/id\n",
         config={"User": "nobody"},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         "run-as-nobody-in-workdir",
         "testWorkdirUser",
         "FROM busybox\nWORKDIR /w\nUSER nobody\nRUN id -u > /tmp/id && pwd > /tmp/pwd\n",
         files={"/tmp/id": "65534\n", "/tmp/pwd": "/w\n", "/w": F(uid=0, mode=0o755)},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         "root-dir-mode-kept-under-user",
         "testUser",
         "FROM busybox\nUSER nobody\nRUN stat -c %a / > /tmp/mode\n",
         files={"/tmp/mode": "755\n"},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
     Case(
         # BuildKit resolves a user it cannot find to 0 for the WORKDIR it creates.
@@ -124,14 +133,12 @@ CASES = [
         "FROM busybox\nUSER nosuchuser\nWORKDIR /tmp/new\n",
         files={"/tmp/new": F(kind="dir", uid=0, gid=0)},
         config={"User": "nosuchuser"},
-        xfail="issue 10: WORKDIR as a USER missing from /etc/passwd fails (BuildKit: dir owned by 0)",
     ),
     Case(
         "run-as-unknown-user-fails",
         "testUser",
         "FROM busybox\nUSER nosuchuser\nRUN true\n",
         fails=Fails(None, "unable to find user nosuchuser"),
-        xfail="issue 10: RUN as a USER missing from /etc/passwd: BuildKit's words unable to find user nosuchuser (ours: exit 8, blaming the sandbox)",
     ),
     Case(
         "user-expands-env",
@@ -145,7 +152,6 @@ CASES = [
         "testUser",
         "FROM busybox\nUSER 1042:1043\nRUN id -u > /tmp/u; id -g > /tmp/g\n",
         files={"/tmp/u": F("1042\n", uid=1042, gid=1043), "/tmp/g": "1043\n"},
-        xfail="issue 10: RUN as a non-root USER (working directory: Permission denied)",
     ),
 ]
 

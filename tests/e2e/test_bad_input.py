@@ -48,7 +48,8 @@ CASES = [
     pytest.param(
         "FROM busybox\nRUN echo before\nRUN exit 3\n",
         errors.StepFailed.exit_code,
-        "Dockerfile:3: RUN exit 3: the command exited with status 3",
+        'Dockerfile:3: RUN exit 3: process "/bin/sh -c exit 3" did not complete successfully:'
+        " exit code: 3",
         id="run-fails",
     ),
     pytest.param(
@@ -114,4 +115,4 @@ def test_add_checksum_on_a_local_file_is_an_error(builder: Builder, tmp_path: Pa
     context = make_context(tmp_path, "FROM busybox\nADD --checksum=sha256:00 Dockerfile /x\n")
     result = builder("build", context, check=False)
     assert result.status == errors.RecipeError.exit_code
-    assert "apply to URL and git sources only" in result.stderr
+    assert "checksum requires HTTP(S) or Git sources" in result.stderr

@@ -49,7 +49,6 @@ BAD = [
         "type=ssh is not supported",
         id="mount-type-from-arg",
     ),
-    pytest.param("COPY --link Dockerfile /x", "--link is not supported", id="link"),
     pytest.param("COPY --parents Dockerfile /x", "--parents is not supported", id="parents"),
     pytest.param("COPY --exclude=*.md . /x", "--exclude is not supported", id="exclude"),
     pytest.param("ADD https://example.com/a.tar /x", "from a URL", id="add-url"),
@@ -57,9 +56,14 @@ BAD = [
         "ARG URL=https://example.com/a.tar\nADD $URL /x", "from a URL", id="add-url-from-arg"
     ),
     pytest.param(
-        "ADD --checksum=sha256:00 Dockerfile /x", "URL and git sources only", id="add-checksum"
+        "ADD --checksum=sha256:00 Dockerfile /x",
+        "checksum requires HTTP(S) or Git sources",
+        id="add-checksum",
     ),
-    pytest.param("ADD --keep-git-dir Dockerfile /x", "URL and git sources only", id="keep-git"),
+    pytest.param("EXPOSE notaport", "invalid containerPort: notaport", id="expose"),
+    pytest.param("ARG P=notaport\nEXPOSE $P", "invalid containerPort", id="expose-from-arg"),
+    pytest.param("STOPSIGNAL NOTASIGNAL", "invalid signal: NOTASIGNAL", id="stopsignal"),
+    pytest.param("COPY --from=$X Dockerfile /x", "not supported for --from", id="from-variable"),
 ]
 
 BAD_FROM = [

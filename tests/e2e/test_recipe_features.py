@@ -296,7 +296,7 @@ def test_required_secret_missing(builder: Builder, tmp_path: Path) -> None:
         tmp_path, "FROM busybox\nRUN --mount=type=secret,id=x,required cat /run/secrets/x\n"
     )
     result = builder("build", "-t", "x", context, check=False)
-    assert result.status == 3 and "no such secret" in result.stderr, result.stderr
+    assert result.status == 3 and "secret x: not found" in result.stderr, result.stderr
 
 
 def test_empty_steps_do_not_break_the_layer_stack(builder: Builder, tmp_path: Path) -> None:

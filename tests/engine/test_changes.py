@@ -65,3 +65,13 @@ def test_instructions_docker_refuses(change: str) -> None:
 def test_a_change_that_does_not_parse() -> None:
     with pytest.raises(RecipeError):
         apply_changes(ContainerConfig(), ["ENV"])
+
+
+def test_ports_and_signals_parsed_as_docker_does() -> None:
+    # A range is every port in it; a port or signal docker cannot parse is refused.
+    config = apply_changes(ContainerConfig(), ["EXPOSE 8000-8002/udp"])
+    assert config.exposed_ports == ("8000/udp", "8001/udp", "8002/udp")
+    with pytest.raises(RecipeError, match="invalid containerPort: notaport"):
+        apply_changes(ContainerConfig(), ["EXPOSE notaport"])
+    with pytest.raises(RecipeError, match="invalid signal: NOPE"):
+        apply_changes(ContainerConfig(), ["STOPSIGNAL NOPE"])

@@ -110,7 +110,10 @@ def test_a_failing_run_stops_the_build_with_its_status_and_last_line(
         run_build(store, context, fake, monkeypatch)
     assert caught.value.status == 3
     assert caught.value.location is not None and caught.value.location.line == 2
-    assert "RUN false: the command exited with status 3" in str(caught.value)
+    assert (
+        'RUN false: process "/bin/sh -c false" did not complete successfully: exit code: 3'
+        in str(caught.value)
+    )
     assert [p.argv[-1] for p in fake.runs] == ["false"]  # nothing after it ran
     # No record of the failed step (only the parsed recipe's), and its dirs are gone.
     assert [key[:7] for key in store.cache.stored_keys()] == ["recipe-"]

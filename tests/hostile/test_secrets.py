@@ -99,7 +99,7 @@ def test_a_required_env_secret_that_is_missing(builder: Builder, tmp_path: Path)
     )
     out = builder("build", context, check=False)
     assert out.status == RecipeError.exit_code, out.stderr
-    assert "no such secret" in out.stderr and "Traceback" not in out.stderr
+    assert "secret tok: not found" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_a_secret_too_big_or_not_a_file_is_a_usage_error(builder: Builder, tmp_path: Path) -> None:

@@ -37,11 +37,15 @@ def test_a_secret_as_a_variable() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("type=nfs,target=/x", "expected bind, cache"),
+        ("type=nfs,target=/x", 'unsupported mount type "nfs"$'),
+        ("type=tmp,target=/x", r'unsupported mount type "tmp" \(did you mean tmpfs\?\)'),
         ("type=cache", "needs target="),
         ("target=relative", "absolute"),
-        ("target=/x,colour=red", "unknown option"),
-        ("type=cache,target=/x,sharing=maybe", "sharing=maybe"),
+        ("target=/x,colour=red", "unexpected key 'colour' in 'colour=red'$"),
+        ("typ=tmpfs", r"unexpected key 'typ' in 'typ=tmpfs' \(did you mean type\?\)"),
+        ("type=cache,target=/x,sharing=maybe", 'unsupported sharing value "maybe"$'),
+        ("type=bind,target=/x,size=1m", "unexpected key 'size' for mount type 'bind'"),
+        ("type=tmpfs,target=/x,size=lots", "invalid value for size: lots"),
         ("target=/x,ro=perhaps", "expected true or false"),
         ("type=ssh", "not supported yet"),
         ("type=bind,from=$STAGE,target=/x", "'from' doesn't support variable expansion"),
@@ -55,6 +59,14 @@ def test_a_secret_as_a_variable() -> None:
 def test_errors(spec: str, message: str) -> None:
     with pytest.raises(MountError, match=message):
         parse_mount(spec)
+
+
+def test_tmpfs_size_in_go_units_ram_bytes() -> None:
+    # BuildKit parses size= with docker/go-units RAMInBytes: binary units, any case.
+    assert parse_mount("type=tmpfs,target=/t,size=128m").size == 128 << 20
+    assert parse_mount("type=tmpfs,target=/t,size=1GiB").size == 1 << 30
+    assert parse_mount("type=tmpfs,target=/t,size=4096").size == 4096
+    assert parse_mount("type=tmpfs,target=/t").size is None
 
 
 def test_from_is_kept_as_written() -> None:

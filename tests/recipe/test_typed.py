@@ -153,14 +153,20 @@ def test_add_unpack(flags: tuple[str, ...], unpack: bool | None) -> None:
 @pytest.mark.parametrize(
     ("cmd", "flags", "value", "message", "word"),
     [
-        ("COPY", ("--link",), ("a", "b"), "COPY --link is not supported yet", "--link"),
         ("COPY", ("--parents=true",), ("a", "b"), "COPY --parents is not supported yet", "--p"),
         ("COPY", ("--exclude=*.md",), ("a", "b"), "COPY --exclude is not supported yet", "--e"),
-        ("ADD", ("--link",), ("a", "b"), "ADD --link is not supported yet", "--link"),
         ("ADD", (), ("https://x/y", "/d"), "ADD from a URL or git repository", "https:"),
         ("ADD", (), ("git@host:r.git", "/d"), "ADD from a URL or git repository", "git@"),
-        ("ADD", ("--checksum=sha256:ab",), ("u", "/d"), "apply to URL and git sources", "--c"),
-        ("ADD", ("--keep-git-dir",), ("u", "/d"), "apply to URL and git sources", "--k"),
+        ("ADD", ("--checksum=sha256:ab",), ("u", "/d"), "requires HTTP(S) or Git sources", "--c"),
+        ("ADD", ("--checksum=sha256:ab",), ("u", "v", "/d"), "for multiple sources", "--c"),
+        ("COPY", ("--from=$FOO",), ("a", "b"), "variable expansion is not supported for", "--f"),
+        ("COPY", ("--from=${X:-b}",), ("a", "b"), "variable expansion is not supported", "--f"),
+        ("EXPOSE", (), ("80", "notaport"), "invalid containerPort: notaport", "EXPOSE"),
+        ("EXPOSE", (), ("80/xyz",), 'invalid port: "80/xyz": invalid proto: xyz', "EXPOSE"),
+        ("EXPOSE", (), ("70000",), "invalid containerPort: 70000", "EXPOSE"),
+        ("EXPOSE", (), ("x:80:90",), "invalid IP address: x", "EXPOSE"),
+        ("STOPSIGNAL", (), ("NOTASIGNAL",), "invalid signal: NOTASIGNAL", "STOPSIGNAL"),
+        ("STOPSIGNAL", (), ("0",), "invalid signal: 0", "STOPSIGNAL"),
         ("COPY", ("--chmod=999",), ("a", "b"), "invalid chmod parameter: '999'", "--chmod"),
         ("COPY", ("--chmod=10000",), ("a", "b"), "invalid chmod parameter: '10000'", "--chmod"),
         ("COPY", ("--chmod=u+q",), ("a", "b"), "invalid chmod parameter: 'u+q'", "--chmod"),
@@ -175,6 +181,39 @@ def test_unsupported_and_invalid_values(
     assert message in err.message
     assert err.location is not None and err.location.source_line is not None
     assert err.location.source_line[err.location.column - 1 :].startswith(word)
+
+
+def test_flags_buildkit_takes_as_they_are() -> None:
+    # --link: the files are the same as a plain COPY's; --keep-git-dir: BuildKit uses it
+    # for a git source only and ignores it on a local one.
+    assert isinstance(typed(node("COPY", "a", "b", flags=("--link",))), ins.Copy)
+    assert isinstance(typed(node("ADD", "a", "b", flags=("--link",))), ins.Add)
+    assert isinstance(typed(node("ADD", "a", "b", flags=("--keep-git-dir",))), ins.Add)
+    got = typed(node("COPY", "a", "b", flags=("--from=build",)))
+    assert isinstance(got, ins.Copy) and got.from_stage == "build"
+
+
+@pytest.mark.parametrize(
+    ("port", "keys"),
+    [
+        ("80", ["80/tcp"]),
+        ("80/UDP", ["80/udp"]),
+        ("8000-8002/sctp", ["8000/sctp", "8001/sctp", "8002/sctp"]),
+        ("127.0.0.1:8080:80", ["80/tcp"]),
+        ("[::1]:8080:80/udp", ["80/udp"]),
+        ("5000-5000", ["5000/tcp"]),
+    ],
+)
+def test_expose_ports_as_buildkit_parses_them(port: str, keys: list[str]) -> None:
+    from builder.recipe.values import expose_ports
+
+    assert expose_ports(port) == keys
+
+
+@pytest.mark.parametrize("signal", ["SIGKILL", "term", "RTMIN+3", "sigrtmax-2", "9", "+15"])
+def test_stopsignal_names_moby_takes(signal: str) -> None:
+    got = typed(node("STOPSIGNAL", signal))
+    assert isinstance(got, ins.Stopsignal) and got.signal == signal
 
 
 def test_run_mounts_are_parsed() -> None:

@@ -52,6 +52,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     if resolved.dest.endswith("/") and not dest.endswith("/"):
         dest += "/"
     chmod = parse_chmod(resolved.chmod) if resolved.chmod else None
+    Ownership(resolved.chown).check_base(state, _shown(instr), instr.location)
     if isinstance(instr, ins.Copy) and instr.from_stage is not None:
         assert isinstance(resolved, ins.Copy)
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)

@@ -14,6 +14,7 @@ from builder.image.duration import format_duration
 from builder.recipe import instructions as ins
 from builder.recipe.gostr import go_quote
 from builder.recipe.resolve import resolve
+from builder.recipe.values import expose_ports
 
 
 def _apply(
@@ -75,13 +76,14 @@ def cmd_step(instr: ins.Cmd, state: ImageState, ctx: StepContext) -> ImageState:
     cmd = _command(state, instr.command, instr.exec_form)
     # BuildKit sets ArgsEscaped on every CMD (exec or shell form, any SHELL), never on
     # ENTRYPOINT, for the Docker image spec; it is in the config digest.
-    new = _apply(state, ctx, f"CMD {_go_q(cmd)}", "CMD", cmd, cmd=cmd, args_escaped=True)
+    # An empty exec form leaves Cmd out (Go's omitempty), the inherited one included.
+    new = _apply(state, ctx, f"CMD {_go_q(cmd)}", "CMD", cmd, cmd=cmd or None, args_escaped=True)
     return replace(new, cmd_set_in_stage=True)
 
 
 def entrypoint_step(instr: ins.Entrypoint, state: ImageState, ctx: StepContext) -> ImageState:
     entry = _command(state, instr.command, instr.exec_form)
-    changes: dict[str, Any] = {"entrypoint": entry}
+    changes: dict[str, Any] = {"entrypoint": entry or None}  # [] is left out, as CMD []
     if not state.cmd_set_in_stage:
         changes["cmd"] = None  # docker: a new ENTRYPOINT drops the base image's CMD
     return _apply(state, ctx, f"ENTRYPOINT {_go_q(entry)}", "ENTRYPOINT", entry, **changes)
@@ -93,22 +95,12 @@ def shell_step(instr: ins.Shell, state: ImageState, ctx: StepContext) -> ImageSt
     )
 
 
-def _port_names(port: str) -> list[str]:
-    """`80`, `80/UDP`, `8000-8002/tcp` as the config's keys (BuildKit's parsePort)."""
-    number, _, proto = port.partition("/")
-    proto = proto.lower() or "tcp"
-    start, dash, end = number.partition("-")
-    if dash and start.isdecimal() and end.isdecimal() and int(start) < int(end):
-        return [f"{n}/{proto}" for n in range(int(start), int(end) + 1)]
-    return [f"{start}/{proto}"]
-
-
 def expose_step(instr: ins.Expose, state: ImageState, ctx: StepContext) -> ImageState:
     # BuildKit sorts the ports as written, before expansion; the history keeps that order.
     instr = replace(instr, ports=tuple(sorted(instr.ports)))
     resolved = resolve(instr, ctx.scope.expansion_env(), ctx.escape)
     assert isinstance(resolved, ins.Expose)
-    names = [name for p in resolved.ports for name in _port_names(p)]
+    names = [name for p in resolved.ports for name in expose_ports(p)]
     ports = tuple(dict.fromkeys((*state.config.config.exposed_ports, *names)))
     return _apply(
         state,

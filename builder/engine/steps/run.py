@@ -34,6 +34,7 @@ from builder.engine.steps.layer_step import (
 from builder.engine.steps.metadata import shell_of
 from builder.errors import RecipeError, StepFailed
 from builder.recipe import instructions as ins
+from builder.recipe.gostr import go_quote
 from builder.recipe.mounts import MountError, RunMount
 from builder.recipe.resolve import resolve
 from builder.sandbox.limits import OutOfMemory
@@ -113,6 +114,8 @@ def _mount_key(
             raise RecipeError(str(err), instr.location) from None
     if mount.env is not None:  # the variable's name, never the secret's value
         shape.append(["env", mount.env])
+    if mount.size is not None:  # (only when given: other keys stay as they were)
+        shape.append(["size", mount.size])
     return shape
 
 
@@ -155,7 +158,8 @@ def _prepare(
                     prepared.lock(directory)
                 prepared.mounts.append(Mount(m.target, "bind", directory, m.readonly))
             elif m.type == "tmpfs":
-                prepared.mounts.append(Mount(m.target, "tmpfs", None, readonly=False))
+                options = f"size={m.size}" if m.size is not None else ""
+                prepared.mounts.append(Mount(m.target, "tmpfs", None, False, options=options))
             elif m.type == "secret":
                 secret, entry = secret_mount(ctx.secrets, m)
                 if secret is not None:
@@ -266,7 +270,11 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
     finally:
         prepared.close()
     if status != 0:
+        # BuildKit's words (solver/llbsolver/ops/exec.go), which users search for.
+        process = go_quote(" ".join(argv))
         raise StepFailed(
-            f"{shown(instr)}: the command exited with status {status}", status, instr.location
+            f"{shown(instr)}: process {process} did not complete successfully: exit code: {status}",
+            status,
+            instr.location,
         )
     return commit_layer(state, ctx, key, created_by, root)

@@ -44,6 +44,8 @@ def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> Ima
     path = posixpath.normpath(posixpath.join(current, resolved.path))
     user = state.config.config.user or ""
     created_by = f"WORKDIR {path}"
+    if path != "/":  # BuildKit makes no dir for /, so looks no USER up
+        Ownership(user or None).check_base(state, shown(instr), instr.location)
     key = cachekey.chain(state.key, "WORKDIR", [path, user])
     after = cached_layer(state, ctx, key, created_by)
     if after is None:
