@@ -12,6 +12,7 @@ OCI (what a layer tar holds):
 
 from __future__ import annotations
 
+import functools
 import os
 import stat
 
@@ -75,6 +76,9 @@ def make_overlay_opaque(dir_fd: int) -> None:
     os.setxattr(dir_fd, name, b"y")
 
 
+@functools.cache
 def _in_initial_user_namespace() -> bool:
+    """Read once per process, not once per opaque dir: a rootless builder enters its user
+    namespace when it opens its store, before any layer is unpacked, and never leaves it."""
     with open("/proc/self/uid_map", encoding="ascii") as f:
         return f.read().split() == ["0", "0", "4294967295"]
