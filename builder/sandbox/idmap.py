@@ -58,9 +58,22 @@ def _identity_of(maps: tuple[IdMap, ...]) -> tuple[IdMap, ...]:
     return tuple(IdMap(m.inside, m.inside, m.count) for m in maps)
 
 
-def write_maps(pid: int) -> None:
-    """Write the maps for `pid`, a child that has unshared its user namespace."""
-    uid_maps, gid_maps, deny = maps_for_host()
+# (uid maps, gid maps): a namespace's ids when not the identity (--userns=auto's range).
+Maps = tuple[tuple[IdMap, ...], tuple[IdMap, ...]]
+
+
+def write_maps(pid: int, maps: Maps | None = None) -> None:
+    """Write the maps for `pid`, a child that has unshared its user namespace: `maps`, or
+    the identity over what we have (maps_for_host)."""
+    if maps is None:
+        write_maps_of(pid, *maps_for_host())
+    else:
+        write_maps_of(pid, *maps, deny=False)
+
+
+def write_maps_of(
+    pid: int, uid_maps: tuple[IdMap, ...], gid_maps: tuple[IdMap, ...], deny: bool
+) -> None:
     base = f"/proc/{pid}"
     try:
         if deny:
@@ -112,13 +125,13 @@ class Handshake:
         if answer != b"k":
             raise SandboxError("id maps: the parent did not write them")
 
-    def serve(self, pid: int) -> bool:
-        """Parent: wait for the child's request and answer it. False if the child died
-        (or finished without asking)."""
+    def serve(self, pid: int, maps: Maps | None = None) -> bool:
+        """Parent: wait for the child's request and answer it (with `maps`, else the
+        identity). False if the child died (or finished without asking)."""
         try:
             if os.read(self.ask_r, 1) != b"u":
                 return False
-            write_maps(pid)
+            write_maps(pid, maps)
             os.write(self.done_w, b"k")
             return True
         finally:

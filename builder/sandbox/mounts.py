@@ -15,7 +15,7 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from builder.errors import SandboxError
 from builder.sandbox import inroot
@@ -34,9 +34,13 @@ from builder.sandbox.syscalls import (
     MS_STRICTATIME,
     SyscallError,
     mount,
+    move_mount,
     pivot_root,
     umount2,
 )
+
+if TYPE_CHECKING:  # only --userns=auto loads it
+    from builder.sandbox.idmapped import Idmapping
 
 # Nodes bind-mounted from the host's /dev into a small tmpfs (what runc/docker expose).
 DEV_NODES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -83,10 +87,17 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE, what="make mounts private")
 
 
-def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: bool) -> None:
-    """Mount the root at `target` (an empty dir of ours)."""
+def mount_root(
+    root: OverlayRoot | DirRoot,
+    target: str,
+    scratch: str,
+    userns: bool,
+    idmap: Idmapping | None = None,
+) -> None:
+    """Mount the root at `target` (an empty dir of ours); with `idmap`, its files show
+    with the container's ids (idmapped.py)."""
     if isinstance(root, DirRoot):
-        mount(str(root.path), target, None, MS_BIND | MS_REC, what=f"bind root {root.path}")
+        _bind_at(str(root.path), target, idmap, what=f"bind root {root.path}")
         remount_nodev(target)  # a bind ignores MS_NODEV: only a remount sets it
         return
     # Top-most first, each dir once: overlayfs refuses a stack that holds one dir twice
@@ -94,7 +105,7 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
     _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
-    _mount_overlay(lowers, str(root.upper), str(root.work), target, userns)
+    _mount_overlay(lowers, str(root.upper), str(root.work), target, userns, idmap)
 
 
 def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
@@ -111,17 +122,20 @@ def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
     os.chmod(upper, stat.S_IMODE(st.st_mode) if st is not None else 0o755)
 
 
-def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns: bool) -> None:
+def _mount_overlay(
+    lowers: list[str], upper: str, work: str, target: str, userns: bool, idmap: Idmapping | None
+) -> None:
     # The options string is limited to one page. Naming each dir by an fd number relative
     # to /proc/self/fd ("5:6:7") costs ~4 bytes a layer whatever the paths, and sidesteps
     # the escaping of ':' and ',' in paths.
     fds: list[int] = []
+    keep: list[int] = []
     try:
-        for path in [*lowers, upper, work]:
-            try:
-                fds.append(os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
-            except OSError as err:
-                raise SandboxError(f"overlay: {path}: {err.strerror}") from None
+        if idmap is None:
+            for path in [*lowers, upper, work]:
+                fds.append(_open_dir(path))
+        else:
+            _open_idmapped(lowers, upper, work, idmap, fds, keep)
         names = [str(fd) for fd in fds]
         # Plain upper dirs only: no redirect or metacopy xattrs the layer writer would have
         # to understand. In a user namespace (user.* xattrs) the kernel refuses
@@ -139,13 +153,53 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
             os.chdir("/proc/self/fd")
             # nodev: a device node shipped in a layer (c 10 232, /dev/kvm) cannot be opened;
             # only the sandbox's own /dev holds nodes that work.
-            mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
+            with idmap.as_creator() if idmap is not None else contextlib.nullcontext():
+                mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
         finally:
             os.fchdir(cwd)
             os.close(cwd)
     finally:
-        for fd in fds:
+        for fd in fds + keep:
             os.close(fd)
+
+
+def _open_dir(path: str, dir_fd: int | None = None) -> int:
+    try:
+        return os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    except OSError as err:
+        raise SandboxError(f"overlay: {path}: {err.strerror}") from None
+
+
+def _open_idmapped(
+    lowers: list[str], upper: str, work: str, idmap: Idmapping, fds: list[int], keep: list[int]
+) -> None:
+    """Append to `fds` an idmapped mount of each lower dir, then the upper and work dirs
+    opened through one idmapped mount of the dir holding both (overlayfs wants the two
+    on the same mount). That mount goes to `keep`: closing its fd would dissolve it, and
+    overlayfs can only take the dirs of a mount that still exists."""
+    for path in lowers:
+        fds.append(idmap.clone(path))
+    parent = os.path.commonpath([upper, work])
+    tree = idmap.clone(parent)
+    keep.append(tree)
+    for path in (upper, work):
+        fds.append(_open_dir(os.path.relpath(path, parent), dir_fd=tree))
+
+
+def _bind_at(source: str, target: str, idmap: Idmapping | None, what: str) -> None:
+    """A recursive bind of `source` on `target`, idmapped if `idmap` is given."""
+    if idmap is None:
+        mount(source, target, None, MS_BIND | MS_REC, what=what)
+        return
+    tree = idmap.clone(source, recursive=True)
+    try:
+        fd = os.open(target, os.O_PATH | os.O_CLOEXEC)  # (a /proc/self/fd/N path: followed)
+        try:
+            move_mount(tree, fd, what)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(tree)
 
 
 def place_files(spec: SandboxSpec, directory: str) -> SandboxSpec:
@@ -266,16 +320,22 @@ def remount_writable(path: str) -> None:
 # ---- pid 1 side: everything on top, then pivot ----------------------------------------
 
 
-def populate(rootdir: str, spec: SandboxSpec, etc: EtcFiles) -> None:
-    """Mount /proc, /sys, /dev, the /etc files and the spec's mounts inside the root."""
+def populate(
+    rootdir: str, spec: SandboxSpec, etc: EtcFiles, idmap: Idmapping | None = None
+) -> None:
+    """Mount /proc, /sys, /dev, the /etc files and the spec's mounts inside the root. With
+    `idmap` (--userns=auto), the tmpfs mounts belong to container root, the /etc files show
+    as root's, and so do the spec's binds if it asks (idmap_binds)."""
     rootfd = os.open(rootdir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    binds = idmap if spec.idmap_binds else None
+    owner = "" if idmap is None else f",uid={idmap.ids.uid},gid={idmap.ids.gid}"
     try:
         _on(rootfd, "proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         _protect_proc(rootfd)
         _mount_sys(rootfd)
-        _mount_dev(rootfd)
+        _mount_dev(rootfd, owner)
         for target, source in etc.pairs():
-            _bind(rootfd, target, source, readonly=True, optional=True)
+            _bind(rootfd, target, source, readonly=True, optional=True, idmap=idmap)
         for m in sorted(spec.mounts, key=lambda m: normalize(m.target).count("/")):
             target = normalize(m.target)
             if _in_dev(target):  # (RUN <<EOF with a shebang: /dev/pipes) in the /dev tmpfs
@@ -283,10 +343,12 @@ def populate(rootdir: str, spec: SandboxSpec, etc: EtcFiles) -> None:
                 os.close(fd)
             if m.kind == "tmpfs":
                 flags = MS_NOSUID | MS_NODEV | (MS_RDONLY if m.readonly else 0)
-                data = "mode=1777" + (f",{m.options}" if m.options else "")  # last one wins
+                data = f"mode=1777{owner}" + (f",{m.options}" if m.options else "")  # last wins
                 _on(rootfd, target, "tmpfs", "tmpfs", flags, data)
             else:
-                _bind(rootfd, target, str(m.source), readonly=m.readonly, optional=False)
+                _bind(
+                    rootfd, target, str(m.source), readonly=m.readonly, optional=False, idmap=binds
+                )
     finally:
         os.close(rootfd)
 
@@ -315,7 +377,15 @@ def _on(
         os.close(fd)
 
 
-def _bind(rootfd: int, target: str, source: str, *, readonly: bool, optional: bool) -> None:
+def _bind(
+    rootfd: int,
+    target: str,
+    source: str,
+    *,
+    readonly: bool,
+    optional: bool,
+    idmap: Idmapping | None = None,
+) -> None:
     try:
         fd = inroot.open_path(rootfd, target)
     except OSError as err:
@@ -323,13 +393,7 @@ def _bind(rootfd: int, target: str, source: str, *, readonly: bool, optional: bo
             return
         raise SandboxError(f"mount point /{target.strip('/')}: {err.strerror}") from None
     try:
-        mount(
-            source,
-            inroot.fd_path(fd),
-            None,
-            MS_BIND | MS_REC,
-            what=f"bind {source} on /{target.strip('/')}",
-        )
+        _bind_at(source, inroot.fd_path(fd), idmap, what=f"bind {source} on /{target.strip('/')}")
     finally:
         os.close(fd)
     # The fd above names the covered inode; reopen to reach the new mount's root.
@@ -409,11 +473,12 @@ def _mask_sys(rootfd: int) -> None:
         os.close(sysfd)
 
 
-def _mount_dev(rootfd: int) -> None:
+def _mount_dev(rootfd: int, owner: str = "") -> None:
     # nodev: a node made in /dev (CAP_MKNOD is in Docker's set) opens nothing; the nodes
-    # bound below keep the flags of the host's /dev mount they come from.
+    # bound below keep the flags of the host's /dev mount they come from. `owner`: the
+    # tmpfs mount options that give them to container root (--userns=auto).
     flags = MS_NOSUID | MS_NODEV | MS_STRICTATIME
-    _on(rootfd, "dev", "tmpfs", "tmpfs", flags, "mode=755,size=65536k")
+    _on(rootfd, "dev", "tmpfs", "tmpfs", flags, f"mode=755,size=65536k{owner}")
     devfd = _open(rootfd, "dev")  # now the fresh tmpfs: ours, no symlinks to fear
     try:
         dev = inroot.fd_path(devfd)
@@ -438,7 +503,7 @@ def _mount_dev(rootfd: int) -> None:
             f"{dev}/shm",
             "tmpfs",
             MS_NOSUID | MS_NODEV | MS_NOEXEC,
-            "mode=1777,size=65536k",
+            f"mode=1777,size=65536k{owner}",
             what="mount tmpfs on /dev/shm",
         )
     except OSError as err:

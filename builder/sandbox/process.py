@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from builder.errors import SandboxError
 from builder.sandbox import confine, container, hosts, mounts, reaper, users
@@ -56,6 +57,10 @@ from builder.sandbox.syscalls import (
     unshare,
 )
 
+if TYPE_CHECKING:  # --userns=auto only
+    from builder.sandbox.idmapped import Idmapping
+    from builder.sandbox.subids import IdRange, Lease
+
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # pid 1 ignores signals it has no handler for; this long after forwarding one, SIGKILL.
 KILL_GRACE_SECONDS = 3.0
@@ -77,6 +82,7 @@ class _Run:
     # Capabilities, seccomp, no_new_privs for an exec (see confine.py); None for `call`.
     confinement: confine.Confinement | None = None
     net: Network | None = None  # the private network's gate and helper
+    ids: IdRange | None = None  # --userns=auto: container root's host range (leased)
 
     @property
     def rootdir(self) -> str:
@@ -138,11 +144,41 @@ def _execute_in(
     cgroup: Cgroup | None,
     started: Callable[[int], None] | None,
 ) -> int:
+    lease = _lease(spec)  # as early: a missing or used-up range fails before anything
+    try:
+        return _execute_leased(spec, fn, keep, cgroup, started, lease.ids if lease else None)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _lease(spec: SandboxSpec) -> Lease | None:
+    if spec.userns != "auto":
+        return None
+    if os.geteuid() != 0 or not in_initial_user_namespace():
+        raise SandboxError(
+            "--userns=auto needs root: rootless, container root is your own id already"
+        )
+    from builder.sandbox.subids import lease
+
+    return lease()
+
+
+def _execute_leased(
+    spec: SandboxSpec,
+    fn: Callable[[], int] | None,
+    keep: tuple[int, ...],
+    cgroup: Cgroup | None,
+    started: Callable[[int], None] | None,
+    ids: IdRange | None,
+) -> int:
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
     confinement = confine.prepare(spec.security) if fn is None else None  # before any file
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net)
+    plan = _Run(
+        spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net, ids
+    )
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -278,6 +314,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         host_maps.child_side()
         unshare(CLONE_NEWUSER)
         host_maps.ask()
+    # Before the pid namespace: making it forks a helper, which must not become its init.
+    idmap = _idmapping(plan.ids) if plan.ids is not None else None
     spec = plan.spec
     flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
     if spec.network != "host":
@@ -290,8 +328,11 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
     userxattr = not plan.rootful or not in_initial_user_namespace()
-    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr)
-    stubs = mounts.make_stubs(plan.rootdir, spec)
+    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr, idmap=idmap)
+    # With an idmapped root, what we create in it must be made as container root: host
+    # root's id has no name there (EOVERFLOW).
+    with _as_container_root(idmap):
+        stubs = mounts.make_stubs(plan.rootdir, spec)
     try:
         if isinstance(spec.root, DirRoot) and spec.root.readonly:
             mounts.remount_readonly(plan.rootdir)
@@ -299,16 +340,18 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         # the kernel checks the network's own namespace for CAP_NET_BIND_SERVICE, so a
         # nested one would leave root unable to bind a port below 1024 there. It keeps only
         # Docker's capabilities (confine), which is Docker's isolation.
-        nested = plan.rootful and spec.network != "host"
+        # With --userns=auto it nests always: container root must not be host root.
+        nested = plan.rootful and (spec.network != "host" or plan.ids is not None)
         maps = Handshake.new() if nested else None
         pid = os.fork()
         if pid == 0:
-            _child(report_w, lambda: _init(plan, report_w, maps))
+            _child(report_w, lambda: _init(plan, report_w, maps, idmap))
         _report(report_w, f"P{pid}")
         if maps is not None:
             maps.parent_side()
+            ids = plan.ids
             try:
-                maps.serve(pid)
+                maps.serve(pid, None if ids is None else (ids.uid_maps(), ids.gid_maps()))
             except SandboxError as err:
                 _report(report_w, "E" + str(err))
         _, status = os.waitpid(pid, 0)
@@ -317,7 +360,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     finally:
         if isinstance(spec.root, DirRoot) and spec.root.readonly:
             mounts.remount_writable(plan.rootdir)  # only our view: the stubs must go
-        mounts.remove_stubs(plan.rootdir, stubs)
+        with _as_container_root(idmap):
+            mounts.remove_stubs(plan.rootdir, stubs)
         # Unmount now, not when the namespace dies (that may happen asynchronously, after
         # the caller has started reading the upper dir).
         with contextlib.suppress(SandboxError):
@@ -327,7 +371,17 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
 # ---- pid 1 --------------------------------------------------------------------------------
 
 
-def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
+def _idmapping(ids: IdRange) -> Idmapping:
+    from builder.sandbox.idmapped import Idmapping
+
+    return Idmapping.create(ids)
+
+
+def _as_container_root(idmap: Idmapping | None) -> contextlib.AbstractContextManager[None]:
+    return idmap.as_creator() if idmap is not None else contextlib.nullcontext()
+
+
+def _init(plan: _Run, report_w: int, maps: Handshake | None, idmap: Idmapping | None) -> int:
     # (No getppid() check: our parent is outside our pid namespace, so it reads 0. If the
     # supervisor dies before this, the id-map handshake fails, or setup finds no caller.)
     set_pdeathsig(signal.SIGKILL)
@@ -342,7 +396,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
         maps.child_side()
     # A copy of the supervisor's namespace: what we mount now stays out of its view.
     unshare(CLONE_NEWNS)
-    mounts.populate(plan.rootdir, spec, plan.etc)
+    mounts.populate(plan.rootdir, spec, plan.etc, idmap)
     if spec.readonly_root:  # in our namespace only: the supervisor still removes the stubs
         mounts.remount_readonly(plan.rootdir)
     sethostname(spec.hostname)
@@ -351,7 +405,8 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
         _allow_low_ports(plan.caller_netns)
     mounts.pivot(plan.rootdir)
     creds = users.resolve(spec.user)
-    container.make_cwd(spec.cwd)
+    with _as_container_root(idmap):
+        container.make_cwd(spec.cwd)
     if maps is not None:
         unshare(CLONE_NEWUSER)
         maps.ask()

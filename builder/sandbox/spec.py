@@ -29,6 +29,11 @@ class ProcessStartError(SandboxError):
 NetworkMode = Literal["none", "host", "private"]
 NETWORK_MODES: Final = ("none", "host", "private")
 
+# "host": as root, the identity map (container root is host root, layers as they are);
+# "auto": container root is an unprivileged host range of its own (subids, idmapped).
+UsernsMode = Literal["host", "auto"]
+USERNS_MODES: Final = ("host", "auto")
+
 # Pass as stdin/stdout/stderr to connect that stream to /dev/null (the value subprocess uses).
 DEVNULL: Final = -3
 
@@ -103,6 +108,12 @@ class SandboxSpec:
     exec_errors: Literal["builder", "docker"] = "builder"
     extra_hosts: tuple[HostEntry, ...] = ()  # --add-host: more lines in /etc/hosts
     ports: tuple[PortMapping, ...] = ()  # -p: forwarded from the host (private network only)
+    userns: UsernsMode = "host"  # --userns
+    # With userns "auto": the binds show their files with the ids they have as seen by
+    # container root (a RUN's cache, secret and context mounts, which must work as without
+    # the range), or False: as the host has them, a root-owned file as nobody (`run -v`,
+    # podman's default without its `idmap` option).
+    idmap_binds: bool = True
 
     def validate(self, *, need_argv: bool = True) -> None:
         """Reject what the kernel would reject later with a less helpful message."""
@@ -119,6 +130,8 @@ class SandboxSpec:
             raise SandboxError(f"sandbox: bad hostname {self.hostname!r}")
         if self.network not in NETWORK_MODES:
             raise SandboxError(f"sandbox: unknown network mode {self.network!r}")
+        if self.userns not in USERNS_MODES:
+            raise SandboxError(f"sandbox: unknown user namespace mode {self.userns!r}")
         if self.ports and self.network != "private":
             raise SandboxError("sandbox: ports are published on the private network only")
         for m in self.mounts:
