@@ -134,6 +134,7 @@ def _read_secret(ident: str, source: str) -> bytes:
     " none is loopback only; host is the host's network.",
 )
 @netflags.add_host_option
+@netflags.userns_option
 @click.option(
     "--allow",
     "allow",
@@ -192,6 +193,7 @@ def build(
     iidfile: Path | None,
     network: str,
     add_hosts: tuple[str, ...],
+    userns: str,
     allow: tuple[str, ...],
     labels: tuple[str, ...],
     secrets: tuple[str, ...],
@@ -271,6 +273,7 @@ def build(
             compression=LayerCompression.from_attrs(wanted),
             network=network,
             add_hosts=netflags.add_hosts(add_hosts),
+            userns="auto" if userns == "auto" else "host",
             allow=entitlements,
             secrets=parse_secrets(secrets),
             labels=parse_labels(labels),

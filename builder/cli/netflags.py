@@ -19,6 +19,17 @@ add_host_option = click.option(
 )
 
 
+userns_option = click.option(
+    "--userns",
+    type=click.Choice(["host", "auto"]),
+    default="host",
+    show_default=True,
+    help="host: container root is root (ids as the image has them); auto: an unprivileged host"
+    " range of its own, leased from the user containers' ranges in /etc/subuid and"
+    " /etc/subgid (podman's).",
+)
+
+
 def add_hosts(values: tuple[str, ...]) -> tuple[HostEntry, ...]:
     if not values:
         return ()

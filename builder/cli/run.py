@@ -71,6 +71,7 @@ class _DockerRun(click.Command):
     help="Publish a container's port on the host (repeatable).",
 )
 @netflags.add_host_option
+@netflags.userns_option
 @click.option("--hostname", help="The container's hostname.")
 @click.option("-v", "--volume", "volumes", multiple=True, help="Bind HOST:CONTAINER[:ro].")
 @click.option("--mount", "mount_specs", multiple=True, help="type=bind|tmpfs,... (docker's).")
@@ -117,6 +118,7 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: An
         workdir=flags["workdir"],
         user=flags["user"],
         network=flags["network"],
+        userns=flags["userns"],
         add_hosts=netflags.add_hosts(flags["add_hosts"]),
         ports=netflags.ports(flags["publish"]),
         hostname=flags["hostname"],

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
 from builder.sandbox.limits import Limits
-from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot
+from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot, UsernsMode
 
 if TYPE_CHECKING:
     from builder.sandbox.hosts import HostEntry
@@ -70,13 +70,18 @@ class SandboxExecutor:
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir. `limits` are every RUN process's resource limits (our in-root writers have
-    none)."""
+    none), `userns` its user namespace (our in-root writers run as root: their code is
+    ours, and what they write is the same either way)."""
 
     def __init__(
-        self, new_dir: Callable[[str], Path] | None = None, limits: Limits | None = None
+        self,
+        new_dir: Callable[[str], Path] | None = None,
+        limits: Limits | None = None,
+        userns: UsernsMode = "host",
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
+        self._userns = userns
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -112,6 +117,7 @@ class SandboxExecutor:
             limits=self._limits,
             security=INSECURE if process.insecure else DOCKER_DEFAULT,
             extra_hosts=process.extra_hosts,
+            userns=self._userns,
         )
         return sandbox.run(spec)
 

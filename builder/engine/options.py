@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
 from builder.sandbox.limits import Limits
+from builder.sandbox.spec import UsernsMode
 
 if TYPE_CHECKING:  # a cached build never loads the sandbox's parsers
     from builder.sandbox.hosts import HostEntry
@@ -50,6 +51,8 @@ class BuildOptions:
     cache_to: tuple[CacheTarget, ...] = ()
     # Every RUN step's resource limits (cgroups): --memory, --cpus, --pids-limit...
     limits: Limits | None = None
+    # --userns: RUN's container root is root ("host") or a leased unprivileged range.
+    userns: UsernsMode = "host"
 
     def entitlements(self) -> frozenset[str]:
         """What the build allows its RUN steps: --allow, and what --network implies."""

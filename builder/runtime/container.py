@@ -21,7 +21,7 @@ from builder.layer.tree import remove_tree
 from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
-from builder.sandbox.spec import NetworkMode
+from builder.sandbox.spec import NetworkMode, UsernsMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
 from builder.store.containers import Container
@@ -66,6 +66,7 @@ class RunOptions:
     stop_signal: str | None = None  # else the image's StopSignal, else SIGTERM
     stop_timeout: float | None = None  # else 10 s
     detach: bool = False
+    userns: UsernsMode = "host"  # --userns (auto: -v binds show host ids, as podman's)
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -167,6 +168,8 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
         init=options.init,
         stop_timeout=record.stop_timeout,
         exec_errors="docker",
+        userns=options.userns,
+        idmap_binds=False,
     )
     return Prepared(container, spec, options)
 

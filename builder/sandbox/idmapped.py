@@ -28,9 +28,11 @@ from builder.sandbox.syscalls import (
     CLONE_NEWUSER,
     SyscallError,
     capset,
+    get_pdeathsig,
     open_tree_clone,
     set_fsids,
     set_idmap,
+    set_pdeathsig,
     unshare,
 )
 
@@ -95,6 +97,7 @@ class Idmapping:
         """Act as the container's root for file ownership (fsuid/fsgid), with every
         capability we had: what an overlay mount made meanwhile remembers."""
         caps = _own_caps()
+        deathsig, parent = get_pdeathsig(), os.getppid()
         set_fsids(self.ids.uid, self.ids.gid)
         try:
             capset(*caps)  # a change of fsuid from 0 drops the file capabilities
@@ -102,6 +105,12 @@ class Idmapping:
         finally:
             set_fsids(0, 0)
             capset(*caps)
+            # A change of fsuid also clears the parent-death signal: without it, a killed
+            # caller would leave the sandbox (and its range) behind.
+            if deathsig:
+                set_pdeathsig(deathsig)
+                if os.getppid() != parent:  # the parent died while it was off
+                    os.kill(os.getpid(), deathsig)
 
 
 def _own_caps() -> tuple[int, int, int]:

@@ -176,9 +176,7 @@ def _execute_leased(
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
     confinement = confine.prepare(spec.security) if fn is None else None  # before any file
-    plan = _Run(
-        spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net, ids
-    )
+    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net, ids)
     try:
         _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
@@ -413,6 +411,9 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None, idmap: Idmapping | 
     if plan.confinement is not None:
         confine.before_user(plan.confinement)
     container.become(creds, spec.cwd)
+    # A change of our host uid clears the parent-death signal: as container root under
+    # --userns=auto (host uid B) or as a USER, pid 1 must still die with the supervisor.
+    set_pdeathsig(signal.SIGKILL)
     if plan.confinement is not None:
         confine.after_user(plan.confinement)
     env = container.environment(spec, creds)

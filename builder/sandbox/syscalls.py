@@ -39,6 +39,7 @@ MNT_DETACH = 0x2
 
 # <linux/prctl.h>
 PR_SET_PDEATHSIG = 1
+PR_GET_PDEATHSIG = 2
 PR_SET_SECCOMP = 22
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
@@ -144,6 +145,20 @@ def prctl(option: int, arg: int, what: str, arg3: int = 0) -> int:
         ctypes.c_ulong(0),
     )
     return _check(ret, f"prctl({what})")
+
+
+def get_pdeathsig() -> int:
+    """The signal set_pdeathsig asked for (0: none)."""
+    sig = ctypes.c_int(0)
+    ret = _libc().prctl(
+        ctypes.c_int(PR_GET_PDEATHSIG),
+        ctypes.byref(sig),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+    )
+    _check(ret, "prctl(PR_GET_PDEATHSIG)")
+    return sig.value
 
 
 def set_pdeathsig(signum: int) -> None:
@@ -253,9 +268,10 @@ def set_fsids(uid: int, gid: int) -> None:
     libc = _libc()
     libc.setfsgid(ctypes.c_uint(gid))
     libc.setfsuid(ctypes.c_uint(uid))
-    if libc.setfsuid(ctypes.c_uint(0xFFFFFFFF)) != uid or libc.setfsgid(
-        ctypes.c_uint(0xFFFFFFFF)
-    ) != gid:
+    if (
+        libc.setfsuid(ctypes.c_uint(0xFFFFFFFF)) != uid
+        or libc.setfsgid(ctypes.c_uint(0xFFFFFFFF)) != gid
+    ):
         raise SandboxError(f"setfsuid/setfsgid {uid}/{gid}: refused")
 
 
