@@ -83,9 +83,7 @@ def _decompressed(data: bytes) -> bytes | None:
     return None
 
 
-def test_layers_are_the_same_with_and_without_userns_auto(
-    builder: Builder, tmp_path: Path
-) -> None:
+def test_layers_are_the_same_with_and_without_userns_auto(builder: Builder, tmp_path: Path) -> None:
     plain = _build(builder, tmp_path, "plain")
     auto = _build(builder, tmp_path, "auto", "--userns=auto")
     plain_ids = plain["Config"]["rootfs"]["diff_ids"]  # type: ignore[index]

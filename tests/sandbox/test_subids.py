@@ -1,0 +1,87 @@
+"""The lease of an id range for `--userns=auto` (sandbox/subids.py): slots cut from the
+user `containers`' subordinate ranges, held by flock so two containers never share one and
+a dead holder's slot is free again. Ranges and lease records live in a test's temp dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from builder.errors import SandboxError
+from builder.sandbox import subids
+from builder.sandbox.subids import SIZE, IdRange
+
+
+@pytest.fixture
+def ranges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """/etc/subuid and /etc/subgid stand-ins with two slots for `containers`."""
+    subuid, subgid = tmp_path / "subuid", tmp_path / "subgid"
+    subuid.write_text(f"someone:100000:65536\ncontainers:500000:{2 * SIZE + 10}\n")
+    subgid.write_text(f"containers:700000:{2 * SIZE}\n")
+    monkeypatch.setattr(subids, "SUBUID", str(subuid))
+    monkeypatch.setattr(subids, "SUBGID", str(subgid))
+    leases = tmp_path / "leases"
+    return leases
+
+
+def test_slots_are_cut_from_the_containers_ranges(ranges: Path) -> None:
+    assert subids.slots() == [IdRange(500000, 700000), IdRange(500000 + SIZE, 700000 + SIZE)]
+
+
+def test_two_leases_at_once_get_different_slots_and_a_release_frees_one(ranges: Path) -> None:
+    first = subids.lease(str(ranges))
+    second = subids.lease(str(ranges))
+    try:
+        assert first.ids != second.ids
+        assert sorted(subids.leased(str(ranges)), key=lambda r: r.uid) == [first.ids, second.ids]
+        with pytest.raises(SandboxError, match=r"all 2 ranges of containers .* are in use"):
+            subids.lease(str(ranges))
+        second.release()
+        assert subids.leased(str(ranges)) == [first.ids]
+        third = subids.lease(str(ranges))
+        assert third.ids == second.ids
+        third.release()
+    finally:
+        first.release()
+        second.release()
+    assert subids.leased(str(ranges)) == [] and list(ranges.iterdir()) == []
+
+
+def test_a_killed_holders_slot_is_free_again(ranges: Path) -> None:
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # holds a lease, never releases it
+        os.close(r)
+        try:
+            subids.lease(str(ranges))
+            os.write(w, b"k")
+            os.pause()
+        finally:
+            os._exit(1)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"k"
+        assert len(subids.leased(str(ranges))) == 1
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+    assert len(list(ranges.iterdir())) == 1  # its record stays, stale
+    assert subids.leased(str(ranges)) == []
+    reclaimed = subids.lease(str(ranges))
+    assert reclaimed.ids == subids.slots()[0]
+    reclaimed.release()
+
+
+def test_no_range_for_containers_is_a_clear_error(
+    ranges: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.write_text("someone:100000:65536\n")
+    monkeypatch.setattr(subids, "SUBUID", str(empty))
+    with pytest.raises(SandboxError, match=r"no range of 65536 ids for the user containers in"):
+        subids.lease(str(ranges))
+    assert not ranges.exists()  # nothing made
