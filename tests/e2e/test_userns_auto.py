@@ -9,6 +9,7 @@ The session adds a range for `containers` to /etc/subuid and /etc/subgid when th
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
@@ -65,8 +66,6 @@ def _layer_members(builder: Builder, diff_id: str) -> dict[str, tuple[int, int, 
         raw = _decompressed(data)
         if raw is None:
             continue
-        import hashlib
-
         if "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id:
             with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
                 return {m.name: (m.uid, m.gid, m.mode, ord(m.type)) for m in tar}
