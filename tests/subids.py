@@ -19,6 +19,10 @@ def ensure_range() -> None:
     for path in (Path("/etc/subuid"), Path("/etc/subgid")):
         text = path.read_text(encoding="ascii") if path.exists() else ""
         if not any(line.startswith(f"{OWNER}:") for line in text.splitlines()):
-            if text and not text.endswith("\n"):
-                text += "\n"
-            path.write_text(f"{text}{OWNER}:{START}:{COUNT}\n", encoding="ascii")
+            # Appended, not rewritten: the rootless tests edit these files too.
+            with path.open("a", encoding="ascii") as f:
+                f.write(("\n" if text and not text.endswith("\n") else "") + line_for())
+
+
+def line_for() -> str:
+    return f"{OWNER}:{START}:{COUNT}\n"

@@ -15,6 +15,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import tarfile
 import time
 from collections.abc import Iterator
@@ -145,7 +147,7 @@ def test_run_userns_auto_shows_the_image_owners_and_leaves_nothing(
     by_name = {line.split()[-1]: line.split()[2:4] for line in lines if line.startswith(("-", "d"))}
     assert by_name == {"/home/u/f": ["1000", "1000"], "/r": ["0", "0"], "/d": ["7", "8"]}
     assert lines[-2] == "0"
-    assert leftovers(builder, "owned") == {"processes": [], "mounts": [], "tmp": []}
+    assert leftovers(builder, str(builder.root)) == {"processes": [], "mounts": [], "tmp": []}
     assert subids.leased() == []
 
 
@@ -165,3 +167,28 @@ def test_a_killed_cli_leaves_no_range_leased(builder: Builder) -> None:
     assert subids.leased() == []
     assert leftovers(builder, token)["processes"] == []
     assert leftovers(builder, token)["mounts"] == []
+
+
+@pytest.mark.parametrize("verb", ["run", "build"])
+def test_no_range_for_containers_is_one_error_line(
+    builder: Builder, tmp_path: Path, verb: str
+) -> None:
+    # /etc/subuid without a `containers` line, in a mount namespace of the CLI's own: the
+    # host's file is never touched.
+    empty = tmp_path / "subuid"
+    empty.write_text("someone:100000:65536\n")
+    context = make_context(tmp_path, "FROM busybox\nRUN true\n")
+    args = ("run", "--rm", "--userns=auto", "busybox", "true") if verb == "run" else (
+        "build", "--no-cache", "--network", "none", "--userns=auto", str(context))  # fmt: skip
+    done = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         f'mount --bind "{empty}" /etc/subuid && exec "$@"', "sh",
+         sys.executable, "-m", "builder", "--root", str(builder.root), *args],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "no range of 65536 ids for the user containers in /etc/subuid" in errors[0]
+    assert done.returncode == (125 if verb == "run" else 8)
+    assert leftovers(builder, str(builder.root)) == {"processes": [], "mounts": [], "tmp": []}
+    assert subids.leased() == []
