@@ -192,3 +192,17 @@ def test_no_range_for_containers_is_one_error_line(
     assert done.returncode == (125 if verb == "run" else 8)
     assert leftovers(builder, str(builder.root)) == {"processes": [], "mounts": [], "tmp": []}
     assert subids.leased() == []
+
+
+def test_a_detached_container_holds_its_range_until_it_ends(builder: Builder) -> None:
+    before = set(subids.leased())
+    cid = builder("run", "-d", "--network", "none", "--userns=auto", "busybox",
+                  "sleep", "60").stdout.strip()  # fmt: skip
+    try:
+        # The CLI has exited: the detached supervisor holds the lease now.
+        [ours] = set(subids.leased()) - before
+        builder("stop", "-t", "1", cid)
+        assert ours not in subids.leased()
+    finally:
+        builder("rm", "-f", cid, check=False)
+    assert leftovers(builder, str(builder.root)) == {"processes": [], "mounts": [], "tmp": []}
