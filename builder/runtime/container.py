@@ -161,6 +161,7 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
         ports=options.ports,
         limits=options.limits,
         security=options.security,
+        seccomp_cache=store.paths.seccomp,
         mounts=options.mounts,
         stdin=None if options.interactive else DEVNULL,
         readonly_root=options.readonly,

@@ -92,6 +92,9 @@ class SandboxSpec:
     # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
     # our own code): Docker's defaults unless the caller asks otherwise.
     security: Security = DOCKER_DEFAULT
+    # Where compiled seccomp programs are kept across runs (the store's; seccomp_cache.py).
+    # None: compiled once per process.
+    seccomp_cache: Path | None = None
     # `builder run`'s extras (RUN steps leave them at their defaults):
     tty: bool = False  # stdin is a pty's slave: pid 1 makes it its controlling terminal
     init: bool = False  # pid 1 is a reaper that forwards signals to the command (--init)
