@@ -141,7 +141,8 @@ def _execute_in(
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    confinement = confine.prepare(spec.security, spec.seccomp_cache) if fn is None else None  # before any file
+    # Before any file is made: a bad profile fails here.
+    confinement = confine.prepare(spec.security, spec.seccomp_cache) if fn is None else None
     plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net)
     try:
         _write_state(plan)

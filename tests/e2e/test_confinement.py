@@ -118,7 +118,10 @@ def test_runs_keep_their_compiled_programs_in_the_store(builder: Builder, tmp_pa
     assert len(list((builder.root / "seccomp").glob("*.bpf"))) == 1
     # A profile edited between two runs is compiled again, not served from the cache.
     profile = tmp_path / "profile.json"
-    deny = '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": %s, "action": "SCMP_ACT_ERRNO"}]}'
+    deny = (
+        '{"defaultAction": "SCMP_ACT_ALLOW",'
+        ' "syscalls": [{"names": %s, "action": "SCMP_ACT_ERRNO"}]}'
+    )
     run = ("run", "--rm", "--security-opt", f"seccomp={profile}", "busybox", "mkdir", "/tmp/d")
     profile.write_text(deny % '["mkdir", "mkdirat"]')
     assert builder(*run, check=False).status != 0

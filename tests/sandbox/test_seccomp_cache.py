@@ -90,7 +90,7 @@ def test_a_hit_neither_parses_the_profile_nor_loads_libseccomp(tmp_path: Path) -
 def test_a_damaged_entry_is_a_miss_and_is_written_again(tmp_path: Path, damage: str) -> None:
     good = _fresh(tmp_path)
     entry = _entry(tmp_path)
-    header, body = _split(entry)
+    _, body = _split(entry)
     data = entry.read_bytes()
     damaged = {
         "truncated": data[:-3],
@@ -111,7 +111,7 @@ def test_a_damaged_entry_is_a_miss_and_is_written_again(tmp_path: Path, damage: 
 def test_another_libseccomp_is_a_miss(tmp_path: Path, change: str) -> None:
     good = _fresh(tmp_path)
     entry = _entry(tmp_path)
-    header, body = _split(entry)
+    header, _ = _split(entry)
     library = dict(header["library"])  # type: ignore[call-overload]
     if change == "path":
         library["path"] = str(tmp_path / "libseccomp.so.2.9.9")  # an upgrade removed it
@@ -133,7 +133,10 @@ def test_the_key_follows_caps_profile_and_kernel(tmp_path: Path) -> None:
 
 def test_an_edited_profile_file_is_compiled_again(tmp_path: Path) -> None:
     profile = tmp_path / "profile.json"
-    deny = '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": [%s], "action": "SCMP_ACT_ERRNO"}]}'
+    deny = (
+        '{"defaultAction": "SCMP_ACT_ALLOW",'
+        ' "syscalls": [{"names": [%s], "action": "SCMP_ACT_ERRNO"}]}'
+    )
     profile.write_text(deny % '"mkdir"')
     first = seccomp_cache.program(str(profile), DEFAULT, tmp_path / "cache")
     profile.write_text(deny % '"mkdir", "rmdir"')
