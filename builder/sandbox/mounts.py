@@ -83,6 +83,15 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE, what="make mounts private")
 
 
+def private_tmpfs(directory: str) -> None:
+    """A tmpfs on `directory` (the sandbox's state dir) in our private mount namespace: the
+    per-run files and mount points are made in memory, the host sees the dir empty, and
+    they go with the namespace. On disk, each dir or file made and removed cost 1-2 ms on
+    this machine's ext4 with online discard (issue 9: `run` start-up)."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("tmpfs", directory, "tmpfs", flags, "mode=0700,size=1m", what="mount the state tmpfs")
+
+
 def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: bool) -> None:
     """Mount the root at `target` (an empty dir of ours)."""
     if isinstance(root, DirRoot):
