@@ -99,8 +99,10 @@ class DockerPeer:
             context,
         )
 
-    def run_true(self, image: str) -> float:
-        return self.docker("run", "--rm", "--network", "none", image, "/bin/true")
+    def run_true_argv(self, image: str) -> list[str]:
+        """`docker run` of /bin/true (the bench's daemon has no bridge: --network none),
+        for a caller that times it (with `self.env`)."""
+        return [DOCKER, "run", "--rm", "--network", "none", image, "/bin/true"]
 
 
 def _script(verb: str) -> str:

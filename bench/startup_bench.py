@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -91,22 +92,28 @@ def ensure_hugetlb_v1() -> None:
         )
 
 
-def timed(argv: Sequence[str], cwd: Path | None = None) -> float:
+Sample = tuple[float, float]  # wall, CPU (user + sys of the process and what it waited for)
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Sample:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(
-        argv, cwd=cwd, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
+        argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False
     )
     elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)}: exit {done.returncode}\n{done.stderr}")
-    return elapsed
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return elapsed, cpu
 
 
 def contenders(
     root: Path, bundle: Path, docker: DockerPeer | None
-) -> dict[str, Callable[[int], float]]:
+) -> dict[str, Callable[[int], Sample]]:
     ours = builder_cmd(root, "run", "--rm")
-    found: dict[str, Callable[[int], float]] = {
+    found: dict[str, Callable[[int], Sample]] = {
         "builder --network none": lambda i: timed([*ours, "--network", "none", IMAGE, "/bin/true"]),
         "builder (default net)": lambda i: timed([*ours, IMAGE, "/bin/true"]),
     }
@@ -116,31 +123,38 @@ def contenders(
                 [rt, "run", "-b", str(bundle), f"bench-{os.getpid()}-{rt}-{i}"]
             )
     if docker is not None:
-        found["docker run --network none"] = lambda i: docker.run_true(IMAGE)
+        argv = docker.run_true_argv(IMAGE)
+        found["docker run --network none"] = lambda i: timed(argv, docker.env)
     return found
 
 
-def measure(runners: dict[str, Callable[[int], float]], runs: int) -> dict[str, float]:
+def measure(runners: dict[str, Callable[[int], Sample]], runs: int) -> dict[str, Sample]:
+    """Medians (ms) of wall and CPU time per contender."""
     names = list(runners)
-    times: dict[str, list[float]] = {n: [] for n in names}
+    samples: dict[str, list[Sample]] = {n: [] for n in names}
     for name in names:
         runners[name](-1)  # warm: page cache, our bytecode, the seccomp program cache
     for i in range(runs):
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
-            times[name].append(runners[name](i))
-    return {n: statistics.median(v) * 1000 for n, v in times.items()}
+            samples[name].append(runners[name](i))
+    return {
+        n: (statistics.median(s[0] for s in v) * 1000, statistics.median(s[1] for s in v) * 1000)
+        for n, v in samples.items()
+    }
 
 
-def report(results: dict[str, float], runs: int) -> None:
+def report(samples: dict[str, Sample], runs: int) -> None:
     figures = readme_figures()
+    results = {name: wall for name, (wall, _) in samples.items()}
     peers = [p for p in ("runc run", "crun run") if p in results]
     head = "".join(f" {'/' + p.split()[0]:>7}" for p in peers)
     print(f"\nStart-up, /bin/true in busybox, medians of {runs}, interleaved (ms)")
-    print(f"{'':<28} {'median':>7}{head}")
+    print(f"{'':<28} {'median':>7}{head} {'CPU':>7}")
     for name, ms in results.items():
         ratios = "".join(f" {ms / results[p]:7.2f}" for p in peers)
-        print(f"{name:<28} {ms:7.1f}{ratios}")
+        print(f"{name:<28} {ms:7.1f}{ratios} {samples[name][1]:7.1f}")
+    print("(CPU: user + sys of the command and what it waited for; docker's daemon not counted)")
     if figures:
         print("against ../shared/bench/README.md's figures (low-high ms):")
         for name, ms in results.items():
@@ -153,7 +167,7 @@ def report(results: dict[str, float], runs: int) -> None:
             print(f"  {name:<26} {cells}")
 
 
-def run(work: Path, runs: int, docker: DockerPeer | None) -> dict[str, float]:
+def run(work: Path, runs: int, docker: DockerPeer | None) -> dict[str, Sample]:
     """The comparison, in a store of its own under `work`; prints and returns medians.
     Its layers are gzip: umoci (0.4) cannot unpack our default, zstd."""
     from run import base_store  # bench/run.py
