@@ -150,7 +150,9 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
     )
     container = store.containers.create(record, staging=store.tmp_dir("container"))
     spec = SandboxSpec(
-        root=OverlayRoot(lowers=lowers, upper=container.upper, work=container.work),
+        root=OverlayRoot(
+            lowers=lowers, upper=container.upper, work=container.work, volatile=options.remove
+        ),
         argv=argv,
         env=env_for(config, options.env),
         cwd=options.workdir or config.config.working_dir or "/",

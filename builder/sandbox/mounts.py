@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def mount_root(root: OverlayRoot | DirRoot, target: str, scratch: str, userns: b
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
     _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
-    _mount_overlay(lowers, str(root.upper), str(root.work), target, userns)
+    _mount_overlay(lowers, str(root.upper), str(root.work), target, userns, root.volatile)
 
 
 def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
@@ -120,7 +121,9 @@ def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
     os.chmod(upper, stat.S_IMODE(st.st_mode) if st is not None else 0o755)
 
 
-def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns: bool) -> None:
+def _mount_overlay(
+    lowers: list[str], upper: str, work: str, target: str, userns: bool, volatile: bool
+) -> None:
     # The options string is limited to one page. Naming each dir by an fd number relative
     # to /proc/self/fd ("5:6:7") costs ~4 bytes a layer whatever the paths, and sidesteps
     # the escaping of ':' and ',' in paths.
@@ -141,14 +144,21 @@ def _mount_overlay(lowers: list[str], upper: str, work: str, target: str, userns
             f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
             f",metacopy=off,redirect_dir={redirect}"
         )
-        if len(data) >= 4096:
+        options = data + (",volatile" if volatile else "")
+        if len(options) >= 4096:
             raise SandboxError(f"overlay: {len(lowers)} layers make the options too long")
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
             os.chdir("/proc/self/fd")
             # nodev: a device node shipped in a layer (c 10 232, /dev/kvm) cannot be opened;
             # only the sandbox's own /dev holds nodes that work.
-            mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
+            try:
+                mount("overlay", target, "overlay", MS_NODEV, options, what="mount overlay root")
+            except SyscallError as err:
+                if not volatile or err.errno != errno.EINVAL:
+                    raise
+                # A kernel before 5.10 has no "volatile": the syncs are only slower.
+                mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
         finally:
             os.fchdir(cwd)
             os.close(cwd)

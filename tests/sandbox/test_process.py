@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -313,3 +314,14 @@ def test_the_per_run_files_stay_off_the_disk(
     os.waitpid(pid, 0)
     assert seen.read_text() == ""
     assert list(state.iterdir()) == []
+
+
+@pytest.mark.parametrize("volatile", [False, True])
+def test_a_volatile_root_is_mounted_volatile(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, volatile: bool
+) -> None:
+    root = overlay()
+    spec = SandboxSpec(replace(root, volatile=volatile), ("true",))
+    status, out, _ = sh(spec, "grep ' / / ' /proc/self/mountinfo")
+    assert status == 0 and ("volatile" in out) == volatile, out
+    assert (root.work / "work" / "incompat" / "volatile").is_dir() == volatile  # the kernel's
