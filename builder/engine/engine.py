@@ -161,7 +161,7 @@ def build(
                     options,
                     store,
                     report,
-                    executor or SandboxExecutor(store.tmp_dir, options.limits),
+                    executor or SandboxExecutor(store.tmp_dir, options.limits, store.paths.seccomp),
                     images,
                     link,
                 )

@@ -128,3 +128,10 @@ def test_runs_keep_their_compiled_programs_in_the_store(builder: Builder, tmp_pa
     profile.write_text(deny % '["rmdir"]')
     assert builder(*run).status == 0
     assert len(list((builder.root / "seccomp").glob("*.bpf"))) == 3
+
+
+def test_a_builds_run_steps_share_the_stores_program(builder: Builder, tmp_path: Path) -> None:
+    builder("build", "-t", "stepped", make_context(tmp_path, "FROM busybox\nRUN true\n"))
+    (entry,) = (builder.root / "seccomp").glob("*.bpf")
+    builder("run", "--rm", "stepped", "true")  # the same profile and caps: the same entry
+    assert list((builder.root / "seccomp").glob("*.bpf")) == [entry]
