@@ -5,14 +5,17 @@ Each cell is the wall time of the real CLI (`python -m builder build`, start-up 
 - cold: a fresh store holding only the busybox base image;
 - cached: the same build again, nothing changed;
 - changed: after appending a line to the context's changeme.txt.
-Peers' figures (buildah, ch-image on this machine class) are printed beside ours, with the
-ratio to the best peer (target: <= 0.5). Then the cost of SOURCE_DATE_EPOCH: the same
+Peers' figures (docker build, buildah, ch-image on this machine class, read from
+../shared/bench/README.md) are printed beside ours, with the ratio to the best peer (target:
+<= 0.5); docker build is also measured live in the same run (bench/docker_peer.py) when its
+daemon can be started (--no-docker leaves it out). Then the cost of SOURCE_DATE_EPOCH: the same
 workload cold and cached with and without it, in alternation, as a ratio (target: 1.00, no
 measurable cost). Then the CI scenario of a shared build cache on big-context: a cold
 build, the same cold build exporting its cache (--cache-to type=local), and a build in a
 fresh store importing it (--cache-from), which fetches only the image's layers. Then the
 component benchmarks (parser, layer writer, sandbox start, registry push/pull) run, each
-measuring itself against a reference in the same run.
+measuring itself against a reference in the same run, and the start-up comparison
+(bench/startup_bench.py: `builder run` against runc, crun and docker, medians of 20).
 
 Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components --cache-runs 0
 Only the shared cache part:       bench/run.py --only --no-components --epoch-runs 0
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -31,18 +35,41 @@ import tempfile
 import time
 from pathlib import Path
 
+from docker_peer import DockerPeer  # bench/ is on sys.path (as the script's own dir)
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"
-PEERS = {  # (cold, cached, changed) seconds, from ../shared/bench/README.md
-    "tiny": {"buildah": (1.15, 0.38, 0.78), "ch-image": (0.79, 0.33, 0.41)},
-    "many-steps": {"buildah": (8.44, 1.69, 5.41), "ch-image": (2.73, 0.51, 1.18)},
-    "big-context": {"buildah": (11.74, 3.70, 10.65), "ch-image": (10.10, 0.52, 6.08)},
-    "big-rootfs-small-change": {"buildah": (22.73, 0.37, 0.71), "ch-image": (40.80, 3.05, 6.47)},
-}
+sys.path.insert(0, str(REPO / "bench"))
+WORKLOADS = ("tiny", "many-steps", "big-context", "big-rootfs-small-change")
+Cells = tuple[float, float, float]  # cold, cached, changed (seconds)
 
 
+def readme_peers(readme: Path = SHARED / "README.md") -> dict[str, dict[str, Cells]]:
+    """The peers' table of ../shared/bench/README.md: workload -> peer -> cells. A peer is
+    named by its column's first word (docker, buildah, ch-image)."""
+    peers: dict[str, dict[str, Cells]] = {}
+    names: list[str] = []
+    for line in readme.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0] == "recipe":
+            names = [c.split()[0] for c in cells[1:] if c]
+        elif names and cells[0] in WORKLOADS:
+            figures = [re.findall(r"\d+(?:\.\d+)?", c) for c in cells[1 : 1 + len(names)]]
+            peers[cells[0]] = {
+                n: (float(f[0]), float(f[1]), float(f[2]))
+                for n, f in zip(names, figures, strict=True)
+                if len(f) == 3
+            }
+    return peers
+
+
+BASE = "busybox:latest"  # the workloads' FROM $BASE: ours, and docker's loaded from ours
 EPOCH_WORKLOAD = "many-steps"  # 16 layers, each one clamped: the most clamping per second
 EPOCH = "1700000000"
+
+
+def _command(root: Path, *args: str | Path) -> list[str]:
+    return [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)]
 
 
 def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -> float:
@@ -51,7 +78,7 @@ def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -
     os.sync()
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)],
+        _command(root, *args),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -63,14 +90,19 @@ def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -
     return elapsed
 
 
-def _base_store(work: Path) -> Path:
-    spec = importlib.util.spec_from_file_location("bb", REPO / "scripts" / "busybox_rootfs.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    rootfs = module.make_rootfs(work / "rootfs")
-    store = work / "base-store"
-    _builder(store, "import", rootfs, "busybox:latest")
+def base_store(work: Path, name: str = "base-store", *import_flags: str) -> Path:
+    """A store at work/name holding only the busybox base image (made from the host's
+    busybox-static), imported with `import_flags`."""
+    rootfs = work / "rootfs"
+    if not rootfs.exists():
+        path = REPO / "scripts" / "busybox_rootfs.py"
+        spec = importlib.util.spec_from_file_location("bb", path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        module.make_rootfs(rootfs)
+    store = work / name
+    _builder(store, "import", *import_flags, rootfs, BASE)
     return store
 
 
@@ -107,6 +139,36 @@ def measure(name: str, work: Path, base: Path, runs: int) -> tuple[float, float,
         shutil.rmtree(store)
     (context / "changeme.txt").write_bytes(original)
     return statistics.median(cold), statistics.median(cached), statistics.median(changed)
+
+
+def measure_docker(name: str, work: Path, docker: DockerPeer, runs: int) -> Cells:
+    """measure()'s cells for docker build (its cache pruned and the image removed before
+    each cold build)."""
+    recipe = SHARED / name / "Dockerfile"
+    context = _context(name, work)
+    original = (context / "changeme.txt").read_bytes()
+    cold, cached, changed = [], [], []
+    for i in range(runs):
+        (context / "changeme.txt").write_bytes(original)
+        docker.clear(name)
+        cold.append(docker.build(recipe, context, name, BASE))
+        cached.append(docker.build(recipe, context, name, BASE))
+        with open(context / "changeme.txt", "a") as f:
+            f.write(f"change {i}\n")
+        changed.append(docker.build(recipe, context, name, BASE))
+    (context / "changeme.txt").write_bytes(original)
+    docker.clear(name)
+    return statistics.median(cold), statistics.median(cached), statistics.median(changed)
+
+
+def print_builds(name: str, ours: Cells, live: Cells | None, peers: dict[str, Cells]) -> None:
+    """One line per cell: ours, docker in this run (if measured) and the ratio to it, the
+    best peer of the README's table (its name) and the ratio to it (target: <= 0.5)."""
+    for i, cell in enumerate(("cold", "cached", "changed")):
+        docker = f"{live[i]:8.2f} {ours[i] / live[i]:6.2f}" if live else f"{'-':>8} {'-':>6}"
+        best = min(peers.items(), key=lambda item: item[1][i], default=None)
+        readme = f"{best[1][i]:6.2f} {best[0]:<9} {ours[i] / best[1][i]:6.2f}" if best else "-"
+        print(f"{name:<25} {cell:<8} {ours[i]:8.2f} {docker}  {readme}")
 
 
 def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, float]]:
@@ -164,25 +226,37 @@ def measure_shared_cache(work: Path, base: Path, runs: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--only", nargs="*", default=list(PEERS))
+    parser.add_argument("--only", nargs="*", default=list(WORKLOADS))
     parser.add_argument("--no-components", action="store_true")
     parser.add_argument("--epoch-runs", type=int, default=5)
     parser.add_argument("--cache-runs", type=int, default=3)
+    parser.add_argument("--startup-runs", type=int, default=20, help="0: no start-up table")
+    parser.add_argument("--no-docker", action="store_true", help="No live docker peer.")
     options = parser.parse_args()
+    peers = readme_peers()
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
-        base = _base_store(work)
-        print(f"{'recipe':<25} {'cell':<8} {'builder':>8} {'best peer':>10} {'ratio':>6}")
-        for name in options.only:
-            ours = measure(name, work, base, options.runs)
-            for cell, value, peer in zip(
-                ("cold", "cached", "changed"),
-                ours,
-                zip(*PEERS[name].values(), strict=True),
-                strict=True,
-            ):
-                best = min(peer)
-                print(f"{name:<25} {cell:<8} {value:8.2f} {best:10.2f} {value / best:6.2f}")
+        base = base_store(work)
+        docker = None if options.no_docker else DockerPeer.start()
+        try:
+            if docker is not None:
+                docker.load(_command(base, "save", "--format", "docker", "-o", "-", BASE))
+            if options.startup_runs > 0:
+                import startup_bench
+
+                startup_bench.run(work, options.startup_runs, docker)
+                print()
+            print(
+                f"{'recipe':<25} {'cell':<8} {'builder':>8} {'docker':>8} {'ratio':>6}"
+                f"  {'README best peer':<16} {'ratio':>6}"
+            )
+            for name in options.only:
+                ours = measure(name, work, base, options.runs)
+                live = measure_docker(name, work, docker, options.runs) if docker else None
+                print_builds(name, ours, live, peers.get(name, {}))
+        finally:
+            if docker is not None:
+                docker.stop()
         if options.epoch_runs > 0:
             epoch = measure_epoch(work, base, options.epoch_runs)
             print(f"\nSOURCE_DATE_EPOCH cost, {EPOCH_WORKLOAD}, medians of {options.epoch_runs}")

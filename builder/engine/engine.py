@@ -161,7 +161,10 @@ def build(
                     options,
                     store,
                     report,
-                    executor or SandboxExecutor(store.tmp_dir, options.limits, options.userns),
+                    executor
+                    or SandboxExecutor(
+                        store.tmp_dir, options.limits, options.userns, store.paths.seccomp
+                    ),
                     images,
                     link,
                 )

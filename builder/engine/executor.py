@@ -71,17 +71,21 @@ class SandboxExecutor:
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir. `limits` are every RUN process's resource limits (our in-root writers have
     none), `userns` its user namespace (our in-root writers run as root: their code is
-    ours, and what they write is the same either way)."""
+    ours, and what they write is the same either way). `seccomp_cache`: where compiled
+    seccomp programs are kept (the store's), so a build does not compile Docker's profile
+    again (sandbox/seccomp_cache.py)."""
 
     def __init__(
         self,
         new_dir: Callable[[str], Path] | None = None,
         limits: Limits | None = None,
         userns: UsernsMode = "host",
+        seccomp_cache: Path | None = None,
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
         self._userns = userns
+        self._seccomp_cache = seccomp_cache
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -116,6 +120,7 @@ class SandboxExecutor:
             state_dir=state,
             limits=self._limits,
             security=INSECURE if process.insecure else DOCKER_DEFAULT,
+            seccomp_cache=self._seccomp_cache,
             extra_hosts=process.extra_hosts,
             userns=self._userns,
         )

@@ -151,7 +151,9 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
     )
     container = store.containers.create(record, staging=store.tmp_dir("container"))
     spec = SandboxSpec(
-        root=OverlayRoot(lowers=lowers, upper=container.upper, work=container.work),
+        root=OverlayRoot(
+            lowers=lowers, upper=container.upper, work=container.work, volatile=options.remove
+        ),
         argv=argv,
         env=env_for(config, options.env),
         cwd=options.workdir or config.config.working_dir or "/",
@@ -162,6 +164,7 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
         ports=options.ports,
         limits=options.limits,
         security=options.security,
+        seccomp_cache=store.paths.seccomp,
         mounts=options.mounts,
         stdin=None if options.interactive else DEVNULL,
         readonly_root=options.readonly,

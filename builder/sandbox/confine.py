@@ -19,8 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
-from builder.sandbox import capabilities
+from builder.sandbox import capabilities, seccomp_cache
 from builder.sandbox.security import UNCONFINED, Security
 from builder.sandbox.syscalls import (
     PR_CAP_AMBIENT,
@@ -42,17 +43,14 @@ class Confinement:
     no_new_privs: bool
 
 
-def prepare(security: Security) -> Confinement:
-    """Resolve `security` for this kernel; compile its seccomp profile (in the caller)."""
-    from builder.sandbox import seccomp  # libseccomp is loaded only when a run needs it
-
+def prepare(security: Security, cache: Path | None = None) -> Confinement:
+    """Resolve `security` for this kernel; compile its seccomp profile (in the caller),
+    or take the program compiled before from `cache` (seccomp_cache.py)."""
     caps = capabilities.every() if security.capabilities is None else security.capabilities
     if security.seccomp == UNCONFINED:
         program = None
-    elif security.seccomp == "default":
-        program = seccomp.compiled_default(caps)
     else:
-        program = seccomp.compile_filter(seccomp.read_profile(security.seccomp), caps)
+        program = seccomp_cache.program(security.seccomp, caps, cache)
     last = capabilities.last_cap()
     # A capability newer than this kernel cannot be held: capset would refuse the whole set.
     keep = capabilities.mask(caps) & ((1 << (last + 1)) - 1)

@@ -145,3 +145,17 @@ class Filter:
             return os.pread(fd, size, 0)
         finally:
             os.close(fd)
+
+
+def loaded_path() -> str | None:
+    """The file of the libseccomp this process has loaded (None: not loaded, or no
+    /proc): what compiled a program, for seccomp_cache to tell a later one from it."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                path = line.rstrip("\n").partition("/")[2]
+                if "/libseccomp.so" in "/" + path:
+                    return "/" + path
+    except OSError:
+        pass
+    return None

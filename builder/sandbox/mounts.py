@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import stat
 from dataclasses import dataclass
@@ -87,6 +88,15 @@ def make_private() -> None:
     mount(None, "/", None, MS_REC | MS_PRIVATE, what="make mounts private")
 
 
+def private_tmpfs(directory: str) -> None:
+    """A tmpfs on `directory` (the sandbox's state dir) in our private mount namespace: the
+    per-run files and mount points are made in memory, the host sees the dir empty, and
+    they go with the namespace. On disk, each dir or file made and removed cost 1-2 ms on
+    this machine's ext4 with online discard (issue 9: `run` start-up)."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("tmpfs", directory, "tmpfs", flags, "mode=0700,size=1m", what="mount the state tmpfs")
+
+
 def mount_root(
     root: OverlayRoot | DirRoot,
     target: str,
@@ -105,7 +115,9 @@ def mount_root(
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
     _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
-    _mount_overlay(lowers, str(root.upper), str(root.work), target, userns, idmap)
+    _mount_overlay(
+        lowers, str(root.upper), str(root.work), target, userns, idmap, volatile=root.volatile
+    )
 
 
 def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
@@ -123,7 +135,14 @@ def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
 
 
 def _mount_overlay(
-    lowers: list[str], upper: str, work: str, target: str, userns: bool, idmap: Idmapping | None
+    lowers: list[str],
+    upper: str,
+    work: str,
+    target: str,
+    userns: bool,
+    idmap: Idmapping | None,
+    *,
+    volatile: bool,
 ) -> None:
     # The options string is limited to one page. Naming each dir by an fd number relative
     # to /proc/self/fd ("5:6:7") costs ~4 bytes a layer whatever the paths, and sidesteps
@@ -146,7 +165,8 @@ def _mount_overlay(
             f"lowerdir={':'.join(names[:-2])},upperdir={names[-2]},workdir={names[-1]}"
             f",metacopy=off,redirect_dir={redirect}"
         )
-        if len(data) >= 4096:
+        options = data + (",volatile" if volatile else "")
+        if len(options) >= 4096:
             raise SandboxError(f"overlay: {len(lowers)} layers make the options too long")
         cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
@@ -154,7 +174,15 @@ def _mount_overlay(
             # nodev: a device node shipped in a layer (c 10 232, /dev/kvm) cannot be opened;
             # only the sandbox's own /dev holds nodes that work.
             with idmap.as_creator() if idmap is not None else contextlib.nullcontext():
-                mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
+                try:
+                    mount(
+                        "overlay", target, "overlay", MS_NODEV, options, what="mount overlay root"
+                    )
+                except SyscallError as err:
+                    if not volatile or err.errno != errno.EINVAL:
+                        raise
+                    # A kernel before 5.10 has no "volatile": the syncs are only slower.
+                    mount("overlay", target, "overlay", MS_NODEV, data, what="mount overlay root")
         finally:
             os.fchdir(cwd)
             os.close(cwd)

@@ -1,9 +1,10 @@
 """Three processes run one sandbox, each with one job:
 
-  caller (us)   writes the per-run files, forwards SIGINT/SIGTERM/SIGHUP, reads the
-                report pipe, returns the exit status or raises SandboxError;
-  supervisor    new mount/pid/uts/ipc/net/cgroup namespaces; mounts the root and makes
-                the stubs; forks pid 1, writes its id maps, waits, removes the stubs;
+  caller (us)   forwards SIGINT/SIGTERM/SIGHUP, reads the report pipe, returns the exit
+                status or raises SandboxError;
+  supervisor    new mount/pid/uts/ipc/net/cgroup namespaces; a tmpfs on the state dir
+                for the per-run files; mounts the root and makes the stubs; forks pid 1,
+                writes its id maps, waits, removes the stubs;
   pid 1         its own copy of the mount namespace: /proc, /dev, /sys, /etc files, binds;
                 pivot_root; a new user namespace; user, cwd, stdio; exec (or `fn`).
 
@@ -83,6 +84,9 @@ class _Run:
     confinement: confine.Confinement | None = None
     net: Network | None = None  # the private network's gate and helper
     ids: IdRange | None = None  # --userns=auto: container root's host range (leased)
+    # The per-run files (name, text), made by the caller: /etc/hosts' host-gateway is an
+    # address of the host's network namespace. The supervisor writes them (_write_state).
+    files_text: tuple[tuple[str, str], ...] = ()
 
     @property
     def rootdir(self) -> str:
@@ -175,10 +179,22 @@ def _execute_leased(
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
     state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
-    confinement = confine.prepare(spec.security) if fn is None else None  # before any file
-    plan = _Run(spec, state, os.geteuid() == 0, fn, keep, _netns(), cgroup, confinement, net, ids)
+    # Before any file is made: a bad profile fails here.
+    confinement = confine.prepare(spec.security, spec.seccomp_cache) if fn is None else None
+    plan = _Run(
+        spec,
+        state,
+        os.geteuid() == 0,
+        fn,
+        keep,
+        _netns(),
+        cgroup,
+        confinement,
+        net,
+        ids,
+        _texts(spec),
+    )
     try:
-        _write_state(plan)
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
@@ -227,16 +243,19 @@ def _cgroup(spec: SandboxSpec) -> Cgroup | None:
     return cgroup
 
 
+def _texts(spec: SandboxSpec) -> tuple[tuple[str, str], ...]:
+    return (
+        ("hosts", hosts.hosts_file(spec.hostname, spec.extra_hosts)),
+        ("hostname", f"{spec.hostname}\n"),
+        ("resolv.conf", _resolv_conf(spec)),
+    )
+
+
 def _write_state(plan: _Run) -> None:
+    """The per-run files and mount points, on the state dir's tmpfs (in the supervisor)."""
     os.mkdir(plan.rootdir, 0o755)
     os.mkdir(plan.scratch, 0o755)
-    spec = plan.spec
-    files = {
-        "hosts": hosts.hosts_file(spec.hostname, spec.extra_hosts),
-        "hostname": f"{spec.hostname}\n",
-        "resolv.conf": _resolv_conf(spec),
-    }
-    for fname, text in files.items():
+    for fname, text in plan.files_text:
         with open(f"{plan.state}/{fname}", "w", encoding="utf-8") as f:
             os.fchmod(f.fileno(), 0o644)
             f.write(text)
@@ -257,14 +276,12 @@ def _resolv_conf(spec: SandboxSpec) -> str:
 
 
 def _remove_state(plan: _Run) -> None:
-    # Never a recursive delete: should a mount ever leak here, we must not walk into it.
-    for fname in ("hosts", "hostname", "resolv.conf"):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(f"{plan.state}/{fname}")
-    owned = plan.spec.state_dir is None  # a given state dir is the caller's to remove
-    for dname in (plan.rootdir, plan.scratch, plan.files, *([plan.state] if owned else [])):
+    # What the sandbox made in its state dir was on its private tmpfs, gone with its mount
+    # namespace. A given state dir is the caller's to remove. Never a recursive delete:
+    # should a mount ever leak here, we must not walk into it.
+    if plan.spec.state_dir is None:
         with contextlib.suppress(OSError):
-            os.rmdir(dname)
+            os.rmdir(plan.state)
 
 
 def _child(report_w: int, body: Callable[[], int]) -> None:
@@ -322,6 +339,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     if spec.network == "private":
         _report(report_w, "N")  # the caller gives the namespace its network meanwhile
     mounts.make_private()
+    mounts.private_tmpfs(plan.state)
+    _write_state(plan)
     plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
     spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.

@@ -33,6 +33,10 @@ FORWARDED = (
 def run(start: Callable[[], int]) -> int:
     """Fork `start` (which execs the command, or returns the status to _exit with); reap
     until it ends; its status, 128+N when killed by signal N."""
+    # Named before the fork: a fast command (`ps`) must not see pid 1 as "python" yet. The
+    # child's own name comes with its exec.
+    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
+        f.write("init")  # what `ps` in the container shows as pid 1, not "python"
     pid = os.fork()
     if pid == 0:
         code = 127
@@ -49,8 +53,6 @@ def run(start: Callable[[], int]) -> int:
 
     for sig in FORWARDED:
         signal.signal(sig, forward)
-    with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
-        f.write("init")  # what `ps` in the container shows as pid 1, not "python"
     return _reap(pid)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 from builder.errors import UsageError
 from builder.sandbox import libseccomp
 from builder.sandbox.libseccomp import ArgCompare
+from builder.sandbox.seccomp_cache import DEFAULT_FILE
 
-DEFAULT_FILE = Path(__file__).with_name("seccomp_default.json")
 _EPERM = 1
 _ACTIONS = {
     "SCMP_ACT_KILL": libseccomp.ACT_KILL_THREAD,
@@ -79,14 +79,17 @@ class Profile:
 def read_profile(path: str | Path) -> Profile:
     """A profile file in Docker's format; UsageError naming the file if it is not one."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as err:
-        raise UsageError(
-            f"seccomp profile {path}: {getattr(err, 'strerror', None) or err}"
-        ) from None
+        text = Path(path).read_bytes()
+    except OSError as err:
+        raise UsageError(f"seccomp profile {path}: {err.strerror or err}") from None
+    return parse_text(text, path)
+
+
+def parse_text(text: bytes, path: str | Path) -> Profile:
+    """The profile in `text` (read from `path`, named in the UsageError if it is not one)."""
     try:
-        return parse_profile(json.loads(text))
-    except (ValueError, TypeError, KeyError) as err:
+        return parse_profile(json.loads(text.decode("utf-8")))
+    except (ValueError, TypeError, KeyError) as err:  # UnicodeDecodeError is a ValueError
         raise UsageError(f"seccomp profile {path}: {err}") from None
 
 

@@ -41,8 +41,6 @@ def from_flags(
     """`docker run`'s --cap-add, --cap-drop and --security-opt (seccomp=unconfined,
     seccomp=builtin, seccomp=PROFILE.json, no-new-privileges[=true|false]); UsageError on
     what we do not support (apparmor=, label=, systempaths=: no meaning here)."""
-    from builder.sandbox import seccomp  # the profile is checked now, not in the sandbox
-
     profile = DEFAULT_PROFILE
     nnp = False
     for opt in security_opt:
@@ -55,6 +53,8 @@ def from_flags(
         elif key == "seccomp" and value in ("builtin", UNCONFINED):
             profile = DEFAULT_PROFILE if value == "builtin" else UNCONFINED  # builtin: docker 25
         elif key == "seccomp" and value:
+            from builder.sandbox import seccomp  # checked now, not in the sandbox; ctypes
+
             seccomp.read_profile(value)
             profile = os.path.abspath(value)  # a file named "default" is a file
         else:

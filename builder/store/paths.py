@@ -6,6 +6,7 @@ root/cache/<key>.json        build cache records
 root/variants/<diff_id hex>/<kind>[-<level>].json   a layer's blob in each compression
 root/containers/<id>/        `builder run`'s writable layers (upper, work)
 root/mounts/cache/<id>/      RUN --mount=type=cache directories
+root/seccomp/<key>.bpf       compiled seccomp programs (sandbox/seccomp_cache.py)
 root/tmp/                    scratch on the same filesystem, for atomic renames
 root/lock                    flock: index.json updates and layer-dir renames
 root/gc.lock                 flock: shared by leases (builds, runs), exclusive by gc
@@ -76,6 +77,11 @@ class StorePaths:
     @property
     def cache_mounts(self) -> Path:
         return self.root / "mounts" / "cache"
+
+    @property
+    def seccomp(self) -> Path:
+        """Compiled seccomp programs (sandbox/seccomp_cache.py): a cache, any file may go."""
+        return self.root / "seccomp"
 
     @property
     def tmp(self) -> Path:

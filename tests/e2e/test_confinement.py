@@ -108,3 +108,30 @@ def test_bad_flags_are_one_error_line(builder: Builder, tmp_path: Path) -> None:
         assert result.status == RunFailed.exit_code, (flags, result.stderr)  # docker's 125
         assert "Traceback" not in result.stderr
         assert [line for line in result.stderr.splitlines() if line.startswith("error:")], flags
+
+
+def test_runs_keep_their_compiled_programs_in_the_store(builder: Builder, tmp_path: Path) -> None:
+    probe = "unshare -U true && echo unshared"
+    for _ in range(2):  # compiled, then read back from root/seccomp: confined both times
+        refused = builder("run", "--rm", "busybox", "sh", "-c", probe, check=False)
+        assert refused.status != 0 and "Operation not permitted" in refused.stderr
+    assert len(list((builder.root / "seccomp").glob("*.bpf"))) == 1
+    # A profile edited between two runs is compiled again, not served from the cache.
+    profile = tmp_path / "profile.json"
+    deny = (
+        '{"defaultAction": "SCMP_ACT_ALLOW",'
+        ' "syscalls": [{"names": %s, "action": "SCMP_ACT_ERRNO"}]}'
+    )
+    run = ("run", "--rm", "--security-opt", f"seccomp={profile}", "busybox", "mkdir", "/tmp/d")
+    profile.write_text(deny % '["mkdir", "mkdirat"]')
+    assert builder(*run, check=False).status != 0
+    profile.write_text(deny % '["rmdir"]')
+    assert builder(*run).status == 0
+    assert len(list((builder.root / "seccomp").glob("*.bpf"))) == 3
+
+
+def test_a_builds_run_steps_share_the_stores_program(builder: Builder, tmp_path: Path) -> None:
+    builder("build", "-t", "stepped", make_context(tmp_path, "FROM busybox\nRUN true\n"))
+    (entry,) = (builder.root / "seccomp").glob("*.bpf")
+    builder("run", "--rm", "stepped", "true")  # the same profile and caps: the same entry
+    assert list((builder.root / "seccomp").glob("*.bpf")) == [entry]

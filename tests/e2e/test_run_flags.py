@@ -267,3 +267,13 @@ def test_it_relays_keys_and_ctrl_c_reaches_the_container(builder: Builder) -> No
     os.close(master)
     assert proc.wait(timeout=30) == 9
     assert b"line=hello" in out and b"got-int" in out
+
+
+def test_only_a_removed_containers_root_skips_the_syncs(builder: Builder) -> None:
+    # --rm throws the upper dir away: overlayfs' "volatile" spares the unmount's sync of
+    # the whole upper file system. A kept container's root is mounted as before.
+    probe = ("busybox", "sh", "-c", "grep ' / / ' /proc/self/mountinfo")
+    assert "volatile" in builder("run", "--rm", *probe).stdout  # fsync=volatile (6.x)
+    kept = builder("run", "--name", "kept", *probe).stdout
+    assert "overlay" in kept and "volatile" not in kept
+    builder("rm", "kept")

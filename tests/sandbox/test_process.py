@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -291,3 +292,36 @@ def test_signals_are_forwarded(
     out, _ = proc.communicate(timeout=20)
     assert out == f"status {expected}\n"
     assert time.monotonic() - start < 10
+
+
+def test_the_per_run_files_stay_off_the_disk(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, tmp_path: Path
+) -> None:
+    # /etc/hosts and co., the root's mount point: on a tmpfs in the sandbox's namespace.
+    # The host's view of the state dir stays empty while the command runs (on this disk a
+    # file or dir made and removed costs 1-2 ms), and the run still sees its files.
+    state = tmp_path / "state"
+    state.mkdir()
+    seen = tmp_path / "seen"
+    spec = SandboxSpec(overlay(), ("true",), hostname="probe", state_dir=state)
+    assert sh(spec, "cat /etc/hostname")[:2] == (0, "probe\n")
+    pid = os.fork()
+    if pid == 0:  # look from the host while the sandbox runs
+        time.sleep(0.5)
+        seen.write_text(" ".join(sorted(os.listdir(state))))
+        os._exit(0)
+    assert sh(spec, "sleep 1.5")[0] == 0
+    os.waitpid(pid, 0)
+    assert seen.read_text() == ""
+    assert list(state.iterdir()) == []
+
+
+@pytest.mark.parametrize("volatile", [False, True])
+def test_a_volatile_root_is_mounted_volatile(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner, volatile: bool
+) -> None:
+    root = overlay()
+    spec = SandboxSpec(replace(root, volatile=volatile), ("true",))
+    status, out, _ = sh(spec, "grep ' / / ' /proc/self/mountinfo")
+    assert status == 0 and ("volatile" in out) == volatile, out
+    assert (root.work / "work" / "incompat" / "volatile").is_dir() == volatile  # the kernel's
