@@ -25,6 +25,7 @@ from builder.sandbox.limits import Limits
 from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot
 
 if TYPE_CHECKING:
+    from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
@@ -70,13 +71,18 @@ class SandboxExecutor:
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir. `limits` are every RUN process's resource limits (our in-root writers have
-    none)."""
+    none). A `stopper` can kill every running RUN process (a build whose stages run at
+    once stops them all when one fails)."""
 
     def __init__(
-        self, new_dir: Callable[[str], Path] | None = None, limits: Limits | None = None
+        self,
+        new_dir: Callable[[str], Path] | None = None,
+        limits: Limits | None = None,
+        stopper: Stopper | None = None,
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
+        self._stopper = stopper
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -113,7 +119,10 @@ class SandboxExecutor:
             security=INSECURE if process.insecure else DOCKER_DEFAULT,
             extra_hosts=process.extra_hosts,
         )
-        return sandbox.run(spec)
+        if self._stopper is None:
+            return sandbox.run(spec)
+        with self._stopper.watching() as started:
+            return sandbox.run(spec, started=started)
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()

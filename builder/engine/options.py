@@ -50,6 +50,8 @@ class BuildOptions:
     cache_to: tuple[CacheTarget, ...] = ()
     # Every RUN step's resource limits (cgroups): --memory, --cpus, --pids-limit...
     limits: Limits | None = None
+    # --jobs: how many independent stages build at once (None: the CPU count; 1: in order).
+    jobs: int | None = None
 
     def entitlements(self) -> frozenset[str]:
         """What the build allows its RUN steps: --allow, and what --network implies."""
