@@ -50,8 +50,8 @@ class Stopper:
         def started(pid: int) -> None:
             try:
                 pidfd = os.pidfd_open(pid)
-            except ProcessLookupError:
-                return  # it has already ended
+            except OSError:  # it has already ended (or a kernel before 5.3: it is not killed)
+                return
             with self._lock:
                 mine.append(pidfd)
                 self._live.add(pidfd)
