@@ -13,9 +13,10 @@ workload cold and cached with and without it, in alternation, as a ratio (target
 measurable cost). Then the CI scenario of a shared build cache on big-context: a cold
 build, the same cold build exporting its cache (--cache-to type=local), and a build in a
 fresh store importing it (--cache-from), which fetches only the image's layers. Then the
-component benchmarks (parser, layer writer, sandbox start, registry push/pull) run, each
-measuring itself against a reference in the same run, and the start-up comparison
-(bench/startup_bench.py: `builder run` against runc, crun and docker, medians of 20).
+component benchmarks (parser, layer writer, sandbox start, registry push/pull, independent
+stages built at once) run, each measuring itself against a reference in the same run, and the
+start-up comparison (bench/startup_bench.py: `builder run` against runc, crun and docker,
+medians of 20).
 
 Only the SOURCE_DATE_EPOCH part:  bench/run.py --only --no-components --cache-runs 0
 Only the shared cache part:       bench/run.py --only --no-components --epoch-runs 0
@@ -277,6 +278,7 @@ def main() -> None:
         "layer_bench.py",
         "sandbox_bench.py",
         "registry_bench.py",
+        "parallel_bench.py",
     ):
         path = REPO / "bench" / script
         if path.exists():

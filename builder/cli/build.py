@@ -178,6 +178,13 @@ def _read_secret(ident: str, source: str) -> bytes:
     "--pull", is_flag=True, help="Ask the registry for every base image, even one in the store."
 )
 @click.option("--push", is_flag=True, help="Push every -t name after the build.")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Build at most N independent stages at once (default: the CPU count; 1: one by"
+    " one, in order). Their log lines are prefixed with the stage's name.",
+)
 @epoch.option
 @click.pass_context
 def build(
@@ -205,6 +212,7 @@ def build(
     metadata_file: Path | None,
     pull: bool,
     push: bool,
+    jobs: int | None,
     cache_from: tuple[str, ...],
     cache_to: tuple[str, ...],
     source_date_epoch: str | None,
@@ -282,6 +290,7 @@ def build(
             cache_from=imports,
             cache_to=exports,
             limits=resources,
+            jobs=jobs,
         )
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from typing import IO, Any
@@ -54,27 +56,75 @@ def transfer_line(event: TransferEvent) -> str | None:
     return None
 
 
-class PlainRenderer:
-    """`[2/5] RUN ...`, the step's output as is, then `[2/5] CACHED` or `[2/5] DONE 0.4s`."""
+def stage_label(stage: str) -> str:
+    """A stage as BuildKit names it in logs: its name, or `stage-N` for an unnamed one (a
+    stage name never starts with a digit)."""
+    return f"stage-{stage}" if stage.isdecimal() else stage
 
-    def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+
+class Steps:
+    """How a step is named on its lines: `[2/5]`, or `[build 2/4]` with the stage's place
+    when the stages' steps interleave (StepStarted.concurrent), whose output lines are then
+    `build | ...`."""
+
+    def __init__(self) -> None:
         self.total = 0
+        self._names: dict[int, str] = {}  # a concurrent step's `[build 2/4]`, by number
+
+    def started(self, event: StepStarted) -> str:
+        self.total = event.total
+        if event.concurrent:
+            name = f"[{stage_label(event.stage)} {event.stage_step}/{event.stage_steps}]"
+            self._names[event.number] = name
+            return name
+        return f"[{event.number}/{event.total}]"
+
+    def name(self, number: int) -> str:
+        return self._names.get(number) or f"[{number}/{self.total}]"
+
+    def output(self, event: StepOutput) -> str:
+        if event.number in self._names:
+            return f"{stage_label(event.stage)} | {event.line}"
+        return event.line
+
+
+class _Serial:
+    """A renderer called from several threads (stages built at once, their output pumps, a
+    pull) renders one event at a time, so each event's lines come out whole."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
 
     def __call__(self, event: AnyEvent) -> None:
+        with self._lock:
+            self.render(event)
+
+    def render(self, event: AnyEvent) -> None:
+        raise NotImplementedError
+
+
+class PlainRenderer(_Serial):
+    """`[2/5] RUN ...`, the step's output as is, then `[2/5] CACHED` or `[2/5] DONE 0.4s`;
+    with stages built at once, `[build 2/4] RUN ...`, `build | output`, `[build 2/4] DONE`."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
+        self.stream = stream
+        self.steps = Steps()
+
+    def render(self, event: AnyEvent) -> None:
         out = self.stream
         if isinstance(event, TransferEvent):
             line = transfer_line(event)
             if line is not None:
                 out.write(f"{line}\n")
         elif isinstance(event, StepStarted):
-            self.total = event.total
-            out.write(f"[{event.number}/{event.total}] {event.text}\n")
+            out.write(f"{self.steps.started(event)} {event.text}\n")
         elif isinstance(event, StepOutput):
-            out.write(f"{event.line}\n")
+            out.write(f"{self.steps.output(event)}\n")
         elif isinstance(event, StepDone):
             status = "CACHED" if event.cached else f"DONE {event.seconds:.2f}s"
-            out.write(f"[{event.number}/{self.total}] {status}\n")
+            out.write(f"{self.steps.name(event.number)} {status}\n")
         elif isinstance(event, BuildWarning):
             out.write(f"warning: {event.message}\n")
         elif isinstance(event, BuildDone):
@@ -87,28 +137,33 @@ class PlainRenderer:
         out.flush()
 
 
-class JsonRenderer:
-    """One JSON object per event, with an "event" key naming its type."""
+class JsonRenderer(_Serial):
+    """One JSON object per event, with an "event" key naming its type and a "time" key
+    (Unix seconds) saying when it happened: stages built at once overlap in time."""
 
     def __init__(self, stream: IO[str]) -> None:
+        super().__init__()
         self.stream = stream
 
-    def __call__(self, event: AnyEvent) -> None:
-        record: dict[str, Any] = {"event": type(event).__name__, **asdict(event)}
+    def render(self, event: AnyEvent) -> None:
+        record: dict[str, Any] = {"event": type(event).__name__, "time": time.time()}
+        record.update(asdict(event))
         self.stream.write(json.dumps(record) + "\n")
         self.stream.flush()
 
 
-class TtyRenderer:
+class TtyRenderer(_Serial):
     """A tqdm bar over the steps, one per blob while it moves; output scrolls above them."""
 
     def __init__(self, stream: IO[str]) -> None:
         from tqdm import tqdm
 
+        super().__init__()
         self.stream = stream
         self.bar: Any = None
         self.blobs: dict[str, Any] = {}
         self._tqdm = tqdm
+        self.steps = Steps()
 
     def _transfer(self, event: TransferEvent) -> None:
         if isinstance(event, BlobStarted):
@@ -133,7 +188,7 @@ class TtyRenderer:
         if line is not None:
             self._tqdm.write(line, file=self.stream)
 
-    def __call__(self, event: AnyEvent) -> None:
+    def render(self, event: AnyEvent) -> None:
         if isinstance(event, TransferEvent):
             self._transfer(event)
         elif isinstance(event, StepStarted):
@@ -145,9 +200,10 @@ class TtyRenderer:
                     leave=False,
                     dynamic_ncols=True,
                 )
-            self.bar.set_description_str(f"[{event.number}/{event.total}] {event.text[:60]}")
+            name = self.steps.started(event)
+            self.bar.set_description_str(f"{name} {event.text[:60]}")
         elif isinstance(event, StepOutput):
-            self._tqdm.write(event.line, file=self.stream)
+            self._tqdm.write(self.steps.output(event), file=self.stream)
         elif isinstance(event, StepDone) and self.bar is not None:
             self.bar.update(1)
         elif isinstance(event, BuildWarning):
@@ -162,10 +218,10 @@ def renderer(mode: str, stream: IO[str] | None = None) -> Renderer:
     stream = stream or sys.stderr
     if mode == "auto":
         mode = "tty" if stream.isatty() else "plain"
+    if mode == "quiet":
+        return lambda _event: None
     if mode == "json":
         return JsonRenderer(stream)
     if mode == "tty":
         return TtyRenderer(stream)
-    if mode == "quiet":
-        return lambda _event: None
     return PlainRenderer(stream)

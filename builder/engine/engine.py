@@ -8,24 +8,36 @@ the base image's ENV are seen exactly as BuildKit sees them.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.engine.context import BuildContext
-from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
+from builder.engine.events import (
+    BuildDone,
+    BuildWarning,
+    Reporter,
+    StepDone,
+    StepStarted,
+    for_stage,
+    ignore,
+)
 from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.images import ImageSource, Puller
 from builder.engine.lazystages import LazyStages, finished, side_stages
 from builder.engine.options import BuildOptions, BuildResult
 from builder.engine.recipefile import read_recipe_bytes
 from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, open_sources
+from builder.engine.scheduler import build_stages, can_overlap
 from builder.engine.state import EPOCH, ImageState
 from builder.engine.steps import StepContext, execute
 from builder.engine.steps.base import shown
 from builder.engine.steps.run import check_entitlements
+from builder.engine.stopper import Stopper
 from builder.errors import (
     ImageNotFound,
     LayerError,
@@ -156,6 +168,7 @@ def build(
             link = CacheLink(store, remotes)
             defer = link.add_base if link.defers_bases else None
             images = ImageSource(store, puller, always_pull=options.pull, defer=defer)
+            stopper = Stopper()
             try:
                 return _build(
                     options,
@@ -163,10 +176,15 @@ def build(
                     report,
                     executor
                     or SandboxExecutor(
-                        store.tmp_dir, options.limits, options.userns, store.paths.seccomp
+                        store.tmp_dir,
+                        options.limits,
+                        userns=options.userns,
+                        seccomp_cache=store.paths.seccomp,
+                        stopper=stopper,
                     ),
                     images,
                     link,
+                    stopper,
                 )
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")
@@ -202,6 +220,15 @@ class _Run:
     probing: bool = False  # a side stage's keys only (engine/lazystages)
     lazy: LazyStages | None = None
     plan: BuildPlan | None = None
+    stopper: Stopper | None = None  # stages run at once: a failure stops the others' steps
+    concurrent: bool = False  # steps of several stages may interleave in the log
+
+    def lane(self, number: int, report: Reporter) -> _Run:
+        """A copy for one stage on a thread of its own (engine/scheduler): its step counters
+        and numbers from `number`; the rest (finished stages, cache, store...) shared."""
+        lane = copy.copy(self)
+        lane.number, lane.steps, lane.cached_steps, lane.report = number, 0, 0, report
+        return lane
 
     def step(
         self,
@@ -211,6 +238,8 @@ class _Run:
         scope: StageScope,
         text: str | None = None,
     ) -> ImageState:
+        if self.stopper is not None:
+            self.stopper.check()
         self.steps += 1
         t0 = time.monotonic()
         self.report(StepStarted(label, self.number, self.total, text or shown(instr, 120)))
@@ -254,6 +283,17 @@ class _Run:
 
     def stage(self, stage: Stage) -> ImageState:
         label = stage.name or str(stage.index)
+        report = self.report
+        steps = len(stage.instructions) + 1
+        self.report = for_stage(report, label, self.number + 1, steps, self.concurrent)
+        try:
+            return self._stage(stage, label)
+        finally:
+            self.report = report
+
+    def _stage(self, stage: Stage, label: str) -> ImageState:
+        if self.stopper is not None:
+            self.stopper.check()
         self.number += 1
         text = f"FROM {stage.base}" + (f" AS {stage.name}" if stage.name else "")
         self.report(StepStarted(label, self.number, self.total, text))
@@ -330,6 +370,7 @@ def _build(
     executor: Executor,
     images: ImageSource,
     link: CacheLink,
+    stopper: Stopper,
 ) -> BuildResult:
     started = time.monotonic()
     wanted = options.requested_compression()  # a bad value fails before any work
@@ -355,17 +396,24 @@ def _build(
         new_layers=wanted or LayerCompression(),
         cache=link,
         plan=build_plan,
+        stopper=stopper,
     )
     chain = _target_chain(build_plan)
     # With an imported cache, a stage only copied from is built only if a step needs it.
     lazy = link.defers_bases and not options.no_cache
     side = side_stages(build_plan, chain) if lazy else frozenset()
     run.lazy = LazyStages(run, build_plan) if side else None
-    for index in build_plan.needed:
-        stage = build_plan.stages[index]
-        link.stage = index
-        state = run.lazy.probe(index) if run.lazy and index in side else run.stage(stage)
-        finished(run.done, index, stage, state)
+    jobs = options.jobs or os.cpu_count() or 1
+    # With an imported cache the stages go in order: lazystages decides which run at all.
+    if jobs > 1 and not link.defers_bases and can_overlap(build_plan):
+        run.concurrent = True
+        build_stages(run, build_plan, jobs, stopper)
+    else:
+        for index in build_plan.needed:
+            stage = build_plan.stages[index]
+            link.stage = index
+            state = run.lazy.probe(index) if run.lazy and index in side else run.stage(stage)
+            finished(run.done, index, stage, state)
     _save_memo(run.context, store)
     final = run.done[str(build_plan.target)]
     config = final.config.with_created(final.created)

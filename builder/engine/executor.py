@@ -25,6 +25,7 @@ from builder.sandbox.limits import Limits
 from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot, UsernsMode
 
 if TYPE_CHECKING:
+    from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
@@ -73,7 +74,8 @@ class SandboxExecutor:
     none), `userns` its user namespace (our in-root writers run as root: their code is
     ours, and what they write is the same either way). `seccomp_cache`: where compiled
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
-    again (sandbox/seccomp_cache.py)."""
+    again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
+    build whose stages run at once stops them all when one fails)."""
 
     def __init__(
         self,
@@ -81,11 +83,13 @@ class SandboxExecutor:
         limits: Limits | None = None,
         userns: UsernsMode = "host",
         seccomp_cache: Path | None = None,
+        stopper: Stopper | None = None,
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
         self._userns = userns
         self._seccomp_cache = seccomp_cache
+        self._stopper = stopper
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -124,7 +128,10 @@ class SandboxExecutor:
             extra_hosts=process.extra_hosts,
             userns=self._userns,
         )
-        return sandbox.run(spec)
+        if self._stopper is None:
+            return sandbox.run(spec)
+        with self._stopper.watching() as started:
+            return sandbox.run(spec, started=started)
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()

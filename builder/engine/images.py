@@ -15,6 +15,7 @@ needed: as a lower of a step that runs, or as a layer of the image the build wri
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol
 
@@ -52,6 +53,9 @@ class ImageSource:
         self._always_pull = always_pull
         self._defer = defer  # given: a missing base is resolved, its layers fetched on need
         self._pulled: dict[str, Image] = {}
+        # Stages that run at once may name the same image: it is pulled once, not twice
+        # over the same blobs (a failed pull takes back what it added).
+        self._lock = threading.Lock()
 
     @property
     def pulls(self) -> bool:
@@ -60,6 +64,10 @@ class ImageSource:
 
     def get(self, name: str) -> Image:
         """The image NAME names; ImageNotFound when neither the store nor a registry has it."""
+        with self._lock:
+            return self._get(name)
+
+    def _get(self, name: str) -> Image:
         if name in self._pulled:
             return self._pulled[name]
         if self._puller is not None and self._always_pull and self._pullable(name):

@@ -53,6 +53,8 @@ class BuildOptions:
     limits: Limits | None = None
     # --userns: RUN's container root is root ("host") or a leased unprivileged range.
     userns: UsernsMode = "host"
+    # --jobs: how many independent stages build at once (None: the CPU count; 1: in order).
+    jobs: int | None = None
 
     def entitlements(self) -> frozenset[str]:
         """What the build allows its RUN steps: --allow, and what --network implies."""

@@ -16,6 +16,7 @@ build goes on without it; found when a blob is fetched, the build starts again w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -94,7 +95,17 @@ class CacheLink:
         self._origin: dict[Digest, _Origin] = {}
         self._by_stage: dict[int, dict[str, StepRecord]] = {}
         self._bases: dict[Digest, PendingImage] = {}  # a resolved base's layers, by blob
-        self.stage = 0  # the stage whose steps run now (the engine sets it)
+        self._current = threading.local()  # stages may run at once, one per thread
+
+    @property
+    def stage(self) -> int:
+        """The stage whose steps run now on this thread (the engine sets it)."""
+        stage: int = getattr(self._current, "stage", 0)
+        return stage
+
+    @stage.setter
+    def stage(self, index: int) -> None:
+        self._current.stage = index
 
     def lookup(self, key: str) -> StepRecord | None:
         """The record of a step: the local cache's (if its blob is still there), else the

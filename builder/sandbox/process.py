@@ -29,6 +29,7 @@ import select
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -63,6 +64,10 @@ if TYPE_CHECKING:  # --userns=auto only
     from builder.sandbox.subids import IdRange, Lease
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# Held from making the report pipe to closing the parent's copy of its write end: the EOF
+# the caller waits for must not hang on a copy that another thread's fork (sandboxes run at
+# once by a build's stages) took in between.
+_FORKING = threading.Lock()
 # pid 1 ignores signals it has no handler for; this long after forwarding one, SIGKILL.
 KILL_GRACE_SECONDS = 3.0
 
@@ -198,13 +203,14 @@ def _execute_leased(
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-        report_r, report_w = os.pipe2(os.O_CLOEXEC)
-        host_maps = None if plan.rootful else Handshake.new()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
-        os.close(report_w)
+        with _FORKING:  # a fork on another thread meanwhile would hold report_w open
+            report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            host_maps = None if plan.rootful else Handshake.new()
+            parent = os.getpid()
+            pid = os.fork()
+            if pid == 0:
+                _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
+            os.close(report_w)
         try:
             if net is not None:
                 net.parent_side()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,6 +30,10 @@ class UnpackedLayers:
         self._blobs = blobs
         self._lock = lock
         self._scratch = scratch
+        # Stages built at once may need the same base layer: one thread unpacks it while
+        # the others wait for it (another process's unpack is settled by `adopt`).
+        self._unpacking: dict[Digest, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def has(self, diff_id: Digest) -> bool:
         return self._paths.layer(diff_id).is_dir()
@@ -39,6 +44,14 @@ class UnpackedLayers:
         target = self._paths.layer(diff_id)
         if target.is_dir():
             return target
+        with self._guard:
+            lock = self._unpacking.setdefault(diff_id, threading.Lock())
+        with lock:
+            if target.is_dir():  # another thread unpacked it meanwhile
+                return target
+            return self._unpack(blob, diff_id)
+
+    def _unpack(self, blob: Descriptor, diff_id: Digest) -> Path:
         from builder.layer.apply import unpack_layer  # lazily: tarfile is slow to import
 
         staging = self._scratch.new_dir("unpack")

@@ -50,8 +50,63 @@ def test_json_lines() -> None:
         report(event)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["event"] for r in records] == [type(e).__name__ for e in EVENTS]
-    assert records[4] == {"event": "StepOutput", "number": 2, "line": "hi"}
+    assert isinstance(records[4].pop("time"), float)  # when it happened, Unix seconds
+    assert records[4] == {"event": "StepOutput", "number": 2, "line": "hi", "stage": ""}
     assert records[-1]["tags"] == ["hello:latest"]
+
+
+# Two stages built at once (--jobs): their steps interleave.
+CONCURRENT = [
+    StepStarted("0", 1, 5, "FROM busybox", stage_step=1, stage_steps=2, concurrent=True),
+    StepStarted("app", 3, 5, "FROM busybox AS app", 1, 3, concurrent=True),
+    StepDone(1, cached=True, seconds=0.0, stage="0"),
+    StepStarted("0", 2, 5, "RUN echo a", stage_step=2, stage_steps=2, concurrent=True),
+    StepDone(3, cached=True, seconds=0.0, stage="app"),
+    StepStarted("app", 4, 5, "RUN echo b", stage_step=2, stage_steps=3, concurrent=True),
+    StepOutput(4, "b", stage="app"),
+    StepOutput(2, "a", stage="0"),
+    StepDone(2, cached=False, seconds=1.0, stage="0"),
+    StepDone(4, cached=False, seconds=1.5, stage="app"),
+]
+
+
+def test_plain_names_the_stage_of_interleaved_steps() -> None:
+    out = io.StringIO()
+    report = renderer("plain", out)
+    for event in CONCURRENT:
+        report(event)
+    assert out.getvalue().splitlines() == [
+        "[stage-0 1/2] FROM busybox",
+        "[app 1/3] FROM busybox AS app",
+        "[stage-0 1/2] CACHED",
+        "[stage-0 2/2] RUN echo a",
+        "[app 1/3] CACHED",
+        "[app 2/3] RUN echo b",
+        "app | b",
+        "stage-0 | a",
+        "[stage-0 2/2] DONE 1.00s",
+        "[app 2/3] DONE 1.50s",
+    ]
+
+
+def test_tty_names_the_stage_of_interleaved_output() -> None:
+    out = io.StringIO()
+    report = TtyRenderer(out)
+    for event in CONCURRENT:
+        report(event)
+    assert "app | b\n" in out.getvalue()
+    assert "stage-0 | a\n" in out.getvalue()
+
+
+def test_json_carries_the_stage() -> None:
+    out = io.StringIO()
+    report = renderer("json", out)
+    for event in CONCURRENT:
+        report(event)
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert records[1]["stage"] == "app" and records[1]["stage_step"] == 1
+    assert records[6]["stage"] == "app" and records[6]["line"] == "b"
+    assert records[-1]["stage"] == "app" and records[-1]["event"] == "StepDone"
 
 
 def test_auto_is_plain_off_a_terminal() -> None:
@@ -91,6 +146,7 @@ def test_json_transfers_are_every_event() -> None:
         report(event)
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [r["event"] for r in records] == [type(e).__name__ for e in TRANSFER]
+    assert isinstance(records[2].pop("time"), float)
     assert records[2] == {
         "event": "BlobProgress",
         "digest": "sha256:" + "ab" * 32,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -117,29 +119,65 @@ def commit_layer(
 class OutputPump:
     """A pipe for a step's stdout+stderr whose lines become StepOutput events.
 
-    `fd` is the write end for the sandbox; `finish()` closes it and waits for the last
-    line. The last line is kept: a failed step's error message quotes it.
+    `fd` is the write end for the sandbox; `finish()` closes it once the work has ended and
+    waits for the last line. The last line is kept: a failed step's error message quotes it.
+
+    The end is not the pipe's EOF: a sandbox another stage forked meanwhile (stages build at
+    once) holds a copy of the write end until it ends. Once the work has ended everything
+    it wrote is in the pipe, so `finish()` has the reader take what is there, then stop.
     """
 
     def __init__(self, ctx: StepContext) -> None:
         read_fd, self.fd = os.pipe()
+        self._wake_r, self._wake_w = os.pipe()
         self.last_line = ""
         number, report = ctx.number, ctx.report
 
+        def emit(raw: bytes) -> None:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if line.strip():
+                self.last_line = line.strip()
+            report(StepOutput(number, line))
+
         def reader() -> None:
-            with os.fdopen(read_fd, "rb") as stream:
-                for raw in stream:
-                    line = raw.decode(errors="replace").rstrip("\n")
-                    if line.strip():
-                        self.last_line = line.strip()
-                    report(StepOutput(number, line))
+            pending = b""
+            try:
+                for chunk in self._chunks(read_fd):
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for raw in lines:
+                        emit(raw)
+                if pending:
+                    emit(pending)
+            finally:
+                os.close(read_fd)
 
         self._thread = threading.Thread(target=reader, daemon=True)
         self._thread.start()
 
+    def _chunks(self, read_fd: int) -> Iterator[bytes]:
+        """What the pipe gives until EOF, or until `finish()` and the pipe is empty."""
+        poller = select.poll()
+        poller.register(read_fd, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll()}
+            if self._wake_r in ready:  # the work has ended: drain, without waiting
+                os.set_blocking(read_fd, False)
+                with contextlib.suppress(BlockingIOError):
+                    while chunk := os.read(read_fd, 65536):
+                        yield chunk
+                return
+            chunk = os.read(read_fd, 65536)
+            if not chunk:
+                return
+            yield chunk
+
     def finish(self) -> None:
         os.close(self.fd)
+        os.write(self._wake_w, b"x")  # (the reader may have seen EOF already)
+        os.close(self._wake_w)
         self._thread.join()
+        os.close(self._wake_r)
 
 
 def execute_in_overlay(
