@@ -14,6 +14,7 @@ import click
 from builder.cli import limits, netflags
 from builder.cli.common import open_store
 from builder.errors import BuilderError, RunFailed
+from builder.sandbox.spec import ExecFailed
 
 if TYPE_CHECKING:
     from builder.sandbox import Mount
@@ -31,7 +32,7 @@ class _DockerRun(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RunFailed:
+        except (RunFailed, ExecFailed):
             raise
         except click.UsageError as err:
             raise RunFailed(err.format_message()) from None

@@ -21,7 +21,7 @@ from builder.layer.tree import remove_tree
 from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
-from builder.sandbox.spec import NetworkMode
+from builder.sandbox.spec import ExecFailed, NetworkMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
 from builder.store.containers import Container
@@ -200,6 +200,9 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
             except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
                 print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
                 code = oom.status
+            except ExecFailed as err:  # kept with its code (docker's `wait` says 127 too)
+                code = err.exit_code
+                raise
         return code
     finally:
         remove_tree(state, ignore_errors=True)

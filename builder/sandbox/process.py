@@ -17,6 +17,10 @@ The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to
 `X` (set up, about to exec), `N` (the private network namespace exists: the caller starts
 its helper, see network.py) and `E<message>` (a setup step failed). EOF means every
 sandbox process has gone.
+
+A second, close-on-exec pipe (the exec pipe) is held only by pid 1 (or `--init`'s
+command): EOF with nothing on it after `X` means the exec succeeded (then `started` is
+called), "CODE MESSAGE" that it failed (docker's codes: ExecFailed for `run`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
 from builder.sandbox.network import Network, wait_gate
-from builder.sandbox.spec import DirRoot, ProcessStartError, SandboxSpec
+from builder.sandbox.spec import DirRoot, ExecFailed, ProcessStartError, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -77,6 +81,7 @@ class _Run:
     # Capabilities, seccomp, no_new_privs for an exec (see confine.py); None for `call`.
     confinement: confine.Confinement | None = None
     net: Network | None = None  # the private network's gate and helper
+    exec_w: int = -1  # the exec pipe's write end (an exec, not `call`)
 
     @property
     def rootdir(self) -> str:
@@ -149,12 +154,16 @@ def _execute_in(
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
+        exec_r, exec_w = os.pipe2(os.O_CLOEXEC) if fn is None else (-1, -1)
+        plan = dataclasses.replace(plan, exec_w=exec_w)
         host_maps = None if plan.rootful else Handshake.new()
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
+            _close(exec_r)
             _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
         os.close(report_w)
+        _close(exec_w)
         try:
             if net is not None:
                 net.parent_side()
@@ -162,7 +171,7 @@ def _execute_in(
                 host_maps.parent_side()
                 host_maps.serve(pid)
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
-            return _wait(pid, report_r, spec.stop_timeout, started, on_netns)
+            return _wait(pid, report_r, exec_r, spec, started, on_netns)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -171,10 +180,16 @@ def _execute_in(
             raise
         finally:
             os.close(report_r)
+            _close(exec_r)
     finally:
         if net is not None:
             net.close()
         _remove_state(plan)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _cgroup(spec: SandboxSpec) -> Cgroup | None:
@@ -304,6 +319,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         pid = os.fork()
         if pid == 0:
             _child(report_w, lambda: _init(plan, report_w, maps))
+        _close(plan.exec_w)  # pid 1 holds the only copy: its exec closes it
         _report(report_w, f"P{pid}")
         if maps is not None:
             maps.parent_side()
@@ -368,13 +384,13 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
         container.controlling_tty()
     container.restore_signals()
     if plan.fn is None:
-        container.close_fds([report_w])  # the report pipe is close-on-exec
-        _report(report_w, "X")  # set up: what `started` (`run -d`) waits for
+        container.close_fds([report_w, plan.exec_w])  # both are close-on-exec
+        _report(report_w, "X")  # set up: the exec pipe then tells how the exec went
 
         def start() -> int:
-            return container.exec_command(spec.argv, env, spec.exec_errors)
+            return container.exec_command(spec.argv, env, spec.exec_errors, plan.exec_w)
 
-        return reaper.run(start) if spec.init else start()
+        return reaper.run(start, plan.exec_w) if spec.init else start()
     container.close_fds(plan.keep_fds)
     os.environ.clear()
     os.environ.update(env)
@@ -461,41 +477,53 @@ class _Forwarder:
 def _wait(
     pid: int,
     report_r: int,
-    grace: float | None,
+    exec_r: int,
+    spec: SandboxSpec,
     started: Callable[[int], None] | None,
     on_netns: Callable[[], None] | None = None,
 ) -> int:
-    forwarder = _Forwarder(grace)
+    forwarder = _Forwarder(spec.stop_timeout)
     forwarder.install()
     errors: list[str] = []
     start_error = ""  # "S": the spec's fault (ProcessStartError)
     network: SandboxError | None = None  # pid 1 ends at its gate: report why after EOF
     buf = b""
+    set_up = False  # "X": pid 1 is about to exec
+    exec_open = exec_r >= 0
+    exec_said = b""  # "CODE MESSAGE" when the exec failed
     try:
         while True:
-            ready, _, _ = select.select([report_r], [], [], forwarder.timeout())
-            if not ready:
-                continue
-            chunk = os.read(report_r, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace")
-                if line.startswith("P") and line[1:].isdigit():
-                    forwarder.attach(int(line[1:]))
-                elif line == "X" and started is not None and forwarder.target is not None:
+            watched = [report_r, exec_r] if exec_open else [report_r]
+            ready, _, _ = select.select(watched, [], [], forwarder.timeout())
+            if report_r in ready:  # first: "X" comes before the exec pipe's EOF
+                chunk = os.read(report_r, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace")
+                    if line.startswith("P") and line[1:].isdigit():
+                        forwarder.attach(int(line[1:]))
+                    elif line == "X":
+                        set_up = True
+                    elif line.startswith("E"):
+                        errors.append(line[1:])
+                    elif line.startswith("S"):
+                        start_error = start_error or line[1:]
+                    elif line == "N" and on_netns is not None:
+                        try:
+                            on_netns()
+                        except SandboxError as err:
+                            network = err
+            if exec_open and exec_r in ready:
+                more = os.read(exec_r, 4096)
+                exec_said += more
+                exec_open = bool(more)  # EOF: pid 1 exec'd, or ended
+                if not exec_open and set_up and not exec_said and started and forwarder.target:
                     started(forwarder.target)
-                elif line.startswith("E"):
-                    errors.append(line[1:])
-                elif line.startswith("S"):
-                    start_error = start_error or line[1:]
-                elif line == "N" and on_netns is not None:
-                    try:
-                        on_netns()
-                    except SandboxError as err:
-                        network = err
+        while exec_open and (more := os.read(exec_r, 4096)):  # every writer has gone
+            exec_said += more
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()
@@ -507,4 +535,7 @@ def _wait(
         raise network
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
+    code, _, message = exec_said.decode(errors="replace").partition(" ")
+    if spec.exec_errors == "docker" and code.isdigit():
+        raise ExecFailed(message, int(code))
     return os.waitstatus_to_exitcode(status)

@@ -30,9 +30,10 @@ FORWARDED = (
 )
 
 
-def run(start: Callable[[], int]) -> int:
+def run(start: Callable[[], int], exec_w: int = -1) -> int:
     """Fork `start` (which execs the command, or returns the status to _exit with); reap
-    until it ends; its status, 128+N when killed by signal N."""
+    until it ends; its status, 128+N when killed by signal N. `exec_w` (the caller's exec
+    pipe) is left to the command: its exec is what closes it."""
     pid = os.fork()
     if pid == 0:
         code = 127
@@ -42,6 +43,8 @@ def run(start: Callable[[], int]) -> int:
             code = start()
         finally:
             os._exit(code)
+    if exec_w >= 0:
+        os.close(exec_w)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):
