@@ -21,6 +21,7 @@ from builder.layer.tree import remove_tree
 from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
+from builder.sandbox.sigproxy import proxied
 from builder.sandbox.spec import ExecFailed, NetworkMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
@@ -196,7 +197,8 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
     try:
         with terminal or contextlib.nullcontext():
             try:
-                code = run(replace(spec, state_dir=state), started=on_start)
+                forward = proxied(tty=options.tty)  # docker's sig-proxy
+                code = run(replace(spec, state_dir=state), started=on_start, forward=forward)
             except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
                 print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
                 code = oom.status

@@ -102,11 +102,15 @@ def close_fds(keep: Sequence[int]) -> None:
             os.closerange(low + 1, high)
 
 
-def restore_signals() -> None:
+def restore_signals(ignored: Sequence[int] = ()) -> None:
+    """Python's start-up choices and the signals the supervisor ignored (`ignored`) back
+    to their defaults: ignored signals survive exec."""
     for name in _RESTORED_SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
             signal.signal(sig, signal.SIG_DFL)
+    for sig in ignored:
+        signal.signal(sig, signal.SIG_DFL)
 
 
 def exec_command(

@@ -1,6 +1,7 @@
 """Three processes run one sandbox, each with one job:
 
-  caller (us)   writes the per-run files, forwards SIGINT/SIGTERM/SIGHUP, reads the
+  caller (us)   writes the per-run files, forwards signals (SIGINT/SIGTERM/SIGHUP; for
+                `builder run` every one docker's sig-proxy forwards), reads the
                 report pipe, returns the exit status or raises SandboxError;
   supervisor    new mount/pid/uts/ipc/net/cgroup namespaces; mounts the root and makes
                 the stubs; forks pid 1, writes its id maps, waits, removes the stubs;
@@ -82,6 +83,9 @@ class _Run:
     confinement: confine.Confinement | None = None
     net: Network | None = None  # the private network's gate and helper
     exec_w: int = -1  # the exec pipe's write end (an exec, not `call`)
+    # The signals the caller forwards to pid 1, which the supervisor ignores and pid 1
+    # restores to their defaults (`builder run`: sigproxy.proxied, all docker forwards).
+    forward: tuple[int, ...] = FORWARDED_SIGNALS
 
     @property
     def rootdir(self) -> str:
@@ -104,12 +108,17 @@ class _Run:
         )
 
 
-def run(spec: SandboxSpec, *, started: Callable[[int], None] | None = None) -> int:
+def run(
+    spec: SandboxSpec,
+    *,
+    started: Callable[[int], None] | None = None,
+    forward: Sequence[int] = FORWARDED_SIGNALS,
+) -> int:
     """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N.
     `started` is called with pid 1's host pid (what `builder stop` signals) once the
-    sandbox is set up and the command about to be executed."""
+    command was executed; the signals in `forward` that we get are passed on to it."""
     spec.validate()
-    return _execute(spec, None, (), started)
+    return _execute(spec, None, (), started, tuple(forward))
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:
@@ -124,10 +133,11 @@ def _execute(
     fn: Callable[[], int] | None,
     keep: tuple[int, ...],
     started: Callable[[int], None] | None = None,
+    forward: tuple[int, ...] = FORWARDED_SIGNALS,
 ) -> int:
     cgroup = _cgroup(spec)
     try:
-        code = _execute_in(spec, fn, keep, cgroup, started)
+        code = _execute_in(spec, fn, keep, cgroup, started, forward)
         if code != 0 and cgroup is not None and cgroup.oom_kills():
             raise OutOfMemory(code, cgroup.limits.memory)
         return code
@@ -142,6 +152,7 @@ def _execute_in(
     keep: tuple[int, ...],
     cgroup: Cgroup | None,
     started: Callable[[int], None] | None,
+    forward: tuple[int, ...],
 ) -> int:
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
@@ -155,7 +166,7 @@ def _execute_in(
                 stream.flush()
         report_r, report_w = os.pipe2(os.O_CLOEXEC)
         exec_r, exec_w = os.pipe2(os.O_CLOEXEC) if fn is None else (-1, -1)
-        plan = dataclasses.replace(plan, exec_w=exec_w)
+        plan = dataclasses.replace(plan, exec_w=exec_w, forward=forward)
         host_maps = None if plan.rootful else Handshake.new()
         parent = os.getpid()
         pid = os.fork()
@@ -171,7 +182,7 @@ def _execute_in(
                 host_maps.parent_side()
                 host_maps.serve(pid)
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
-            return _wait(pid, report_r, exec_r, spec, started, on_netns)
+            return _wait(pid, report_r, exec_r, plan, started, on_netns)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -285,7 +296,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         return 255
     if plan.net is not None:
         plan.net.child_side()
-    for sig in FORWARDED_SIGNALS:
+    for sig in plan.forward:
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
         signal.signal(sig, signal.SIG_IGN)
@@ -382,7 +393,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None) -> int:
     container.stdio(spec)
     if spec.tty:
         container.controlling_tty()
-    container.restore_signals()
+    container.restore_signals(plan.forward)
     if plan.fn is None:
         container.close_fds([report_w, plan.exec_w])  # both are close-on-exec
         _report(report_w, "X")  # set up: the exec pipe then tells how the exec went
@@ -421,9 +432,11 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
 
 
 class _Forwarder:
-    """Forward SIGINT/SIGTERM/SIGHUP to pid 1; SIGKILL it if it outlives the grace."""
+    """Forward the plan's signals to pid 1; SIGKILL it if it outlives the grace after a
+    SIGINT, SIGTERM or SIGHUP (docker's CLI has no such timer; the others never start it)."""
 
-    def __init__(self, grace: float | None) -> None:
+    def __init__(self, grace: float | None, signals: tuple[int, ...]) -> None:
+        self.signals = signals
         self.grace = KILL_GRACE_SECONDS if grace is None else grace
         self.target: int | None = None
         self.pending: list[int] = []
@@ -432,7 +445,7 @@ class _Forwarder:
 
     def install(self) -> None:
         try:
-            for sig in FORWARDED_SIGNALS:
+            for sig in self.signals:
                 self.saved[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: signals are not ours to take
             self.restore()
@@ -443,7 +456,7 @@ class _Forwarder:
         self.saved.clear()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.deadline is None:
+        if self.deadline is None and signum in FORWARDED_SIGNALS:
             self.deadline = time.monotonic() + self.grace
         if self.target is None:
             self.pending.append(signum)
@@ -478,11 +491,11 @@ def _wait(
     pid: int,
     report_r: int,
     exec_r: int,
-    spec: SandboxSpec,
+    plan: _Run,
     started: Callable[[int], None] | None,
     on_netns: Callable[[], None] | None = None,
 ) -> int:
-    forwarder = _Forwarder(spec.stop_timeout)
+    forwarder = _Forwarder(plan.spec.stop_timeout, plan.forward)
     forwarder.install()
     errors: list[str] = []
     start_error = ""  # "S": the spec's fault (ProcessStartError)
@@ -536,6 +549,6 @@ def _wait(
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
     code, _, message = exec_said.decode(errors="replace").partition(" ")
-    if spec.exec_errors == "docker" and code.isdigit():
+    if plan.spec.exec_errors == "docker" and code.isdigit():
         raise ExecFailed(message, int(code))
     return os.waitstatus_to_exitcode(status)

@@ -15,19 +15,11 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-# What tini forwards: the signals a user or `builder stop` sends (SIGKILL and SIGSTOP
-# cannot be caught; SIGCHLD is ours).
-FORWARDED = (
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-    signal.SIGALRM,
-    signal.SIGCONT,
-)
+from builder.sandbox.sigproxy import proxied
+
+# What tini forwards: every signal a user or `builder stop` may send, as docker's CLI
+# forwards them (sigproxy.py: SIGCHLD is ours, SIGKILL and SIGSTOP cannot be caught).
+FORWARDED = proxied()
 
 
 def run(start: Callable[[], int], exec_w: int = -1) -> int:
