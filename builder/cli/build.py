@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import cache, compress, epoch, limits, netflags
+from builder.cli import cache, compress, epoch, limits, netflags, snapshotter
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -279,6 +279,7 @@ def build(
             cache_from=imports,
             cache_to=exports,
             limits=resources,
+            snapshotter=snapshotter.forced(),
         )
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.cli import limits, netflags
+from builder.cli import limits, netflags, snapshotter
 from builder.cli.common import open_store
 from builder.errors import BuilderError, RunFailed
 from builder.sandbox.spec import ExecFailed
@@ -139,6 +139,7 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: An
             flags["cgroup_parent"],
         ),
         security=from_flags(flags["cap_add"], flags["cap_drop"], flags["security_opt"]),
+        snapshotter=snapshotter.forced(),
     )
     store = open_store(ctx)
     if options.detach:

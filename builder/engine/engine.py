@@ -8,11 +8,13 @@ the base image's ENV are seen exactly as BuildKit sees them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext
 from builder.engine.events import BuildDone, BuildWarning, Reporter, StepDone, StepStarted, ignore
@@ -46,6 +48,9 @@ from builder.recipe.plan import stages_used_by
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.recipe.source import recipe_text
 from builder.store import JsonRecord, Store
+
+if TYPE_CHECKING:
+    from builder.sandbox.snapshotter import Snapshotter
 
 
 def read_recipe(options: BuildOptions, store: Store) -> Recipe:
@@ -161,13 +166,22 @@ def build(
                     options,
                     store,
                     report,
-                    executor or SandboxExecutor(store.tmp_dir, options.limits),
+                    executor or _sandbox_executor(store, options),
                     images,
                     link,
                 )
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")
                 remotes = link.without(err.source)
+
+
+def _sandbox_executor(store: Store, options: BuildOptions) -> SandboxExecutor:
+    def snapshotter() -> Snapshotter:  # asked only when a step runs: a cached build never is
+        from builder.sandbox.snapshotter import choose
+
+        return choose(options.snapshotter, store.tmp_dir, store.paths.snapshotter)
+
+    return SandboxExecutor(store.tmp_dir, options.limits, functools.cache(snapshotter))
 
 
 def _warner(report: Reporter) -> Callable[[str], None]:

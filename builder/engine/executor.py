@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
 from builder.sandbox.limits import Limits
-from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot
+from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot
 
 if TYPE_CHECKING:
     from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.snapshotter import Snapshotter
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
@@ -70,13 +71,30 @@ class SandboxExecutor:
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir. `limits` are every RUN process's resource limits (our in-root writers have
-    none)."""
+    none). `snapshotter` says how a root is made (sandbox/snapshotter.py); without it,
+    overlayfs."""
 
     def __init__(
-        self, new_dir: Callable[[str], Path] | None = None, limits: Limits | None = None
+        self,
+        new_dir: Callable[[str], Path] | None = None,
+        limits: Limits | None = None,
+        snapshotter: Callable[[], Snapshotter] | None = None,
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
+        self._snapshotter = snapshotter
+
+    @contextlib.contextmanager
+    def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
+        """The overlay as it is, or (the "native" snapshotter) a copy of its lowers whose
+        changes land in its upper dir once the work is done."""
+        if self._snapshotter is None or self._snapshotter() == "overlayfs":
+            yield root
+            return
+        from builder.layer.snapshot import copied_root
+
+        with copied_root(root.lowers, root.upper, root.work) as path:
+            yield DirRoot(path)
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -90,10 +108,12 @@ class SandboxExecutor:
             remove_tree(state, ignore_errors=True)
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
-        with self._state_dir() as state:
-            return self._run(root, process, output, state)
+        with self._state_dir() as state, self._root(root) as made:
+            return self._run(made, process, output, state)
 
-    def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
+    def _run(
+        self, root: OverlayRoot | DirRoot, process: Process, output: int, state: Path | None
+    ) -> int:
         from builder import sandbox
         from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
 
@@ -120,9 +140,9 @@ class SandboxExecutor:
     ) -> int:
         from builder import sandbox
 
-        with self._state_dir() as state:
+        with self._state_dir() as state, self._root(root) as made:
             spec = sandbox.SandboxSpec(
-                root=root,
+                root=made,
                 argv=(label,),
                 cwd="/",
                 stdin=sandbox.DEVNULL,
