@@ -44,11 +44,14 @@ class Kit:
     path: Path
     base: Path
 
-    def builder(self, user: str, *args: str | Path, check: bool = True) -> Result:
+    def builder(
+        self, user: str, *args: str | Path, check: bool = True, env: dict[str, str] | None = None
+    ) -> Result:
         home = pwd.getpwnam(user).pw_dir
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
         proc = subprocess.run(
             ["runuser", "-u", user, "--", "env", "-i", f"HOME={home}", f"USER={user}",
-             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PYTHONPATH={self.path}",
+             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PYTHONPATH={self.path}", *extra,
              str(SYSTEM_PYTHON), "-m", "builder", *map(str, args)],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
             cwd="/",
@@ -184,3 +187,35 @@ def test_a_user_without_a_range_gets_a_single_id_map_and_a_note(kit: Kit, tmp_pa
     failed = kit.builder(user, "build", "--network", "none", chown, check=False)
     assert failed.status == 5, failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_user_forced_to_the_copying_snapshotter_builds_the_same_layers_and_runs(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """As a user where overlay would not mount: the copy, in the user's namespace, keeps
+    owners and whiteouts and makes the layers root's overlayfs makes."""
+    user = WITH_RANGE
+    recipe = RECIPE + "RUN rm /etc/group && rm -rf /srv/u && mkdir /srv/u && echo n > /srv/u/n\n"
+    context = _context(kit, recipe, {"f": "f\n"})
+    copy = {"BUILDER_SNAPSHOTTER": "native"}
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    epoch = ("--source-date-epoch", "1700000000")
+    kit.builder(user, "build", "--no-cache", "--network", "none", "-q", *epoch, "-t", "cp",
+                context, env=copy)  # fmt: skip
+    ran = kit.builder(user, "run", "--rm", "--network", "none", "cp", "sh", "-c",
+                      "ls -ln /x /f; ls /srv/u; test -e /etc/group || echo no-group",
+                      env=copy)  # fmt: skip
+    assert "-rwsr-xr-x" in ran.stdout and " 7        7 " in ran.stdout
+    assert ran.stdout.endswith("n\nno-group\n"), ran.stdout
+    as_root = Builder(tmp_path / "root-store")
+    as_root("import", kit.base, "busybox:latest")
+    as_root("build", "-q", *epoch, "-t", "cp", context, env={"BUILDER_SNAPSHOTTER": "overlayfs"})
+    assert _diff_ids(kit.builder(user, "inspect", "cp")) == _diff_ids(as_root("inspect", "cp"))
+    # By default the probe finds that overlay mounts here, in the user's namespace.
+    record = Path(pwd.getpwnam(user).pw_dir) / ".local/share/builder/snapshotter.json"
+    record.unlink(missing_ok=True)  # an earlier test's build may have probed already
+    kit.builder(user, "build", "--network", "none", "-q", "-t", "auto", context)
+    import json
+
+    assert json.loads(record.read_text())["snapshotter"] == "overlayfs"
+    assert json.loads(record.read_text())["key"]["user_namespace"] is True
