@@ -8,10 +8,12 @@ system's Python of the same version (this venv's interpreter may live where they
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.sandbox.hosts import host_address
 from tests.e2e.support import Builder, Result, make_context
+from tests.sandbox.test_network import GREETING, tcp_server
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -123,6 +127,34 @@ def _ensure_range(user: str, start: int) -> None:
             f.write(f"{user}:{start}:65536\n")
 
 
+@contextlib.contextmanager
+def _tun_mode(mode: int) -> Iterator[None]:
+    """/dev/net/tun at MODE for the test; the mode it had is written back after."""
+    tun = Path("/dev/net/tun")
+    if not tun.exists():
+        pytest.skip("no /dev/net/tun")
+    before = stat.S_IMODE(tun.stat().st_mode)
+    tun.chmod(mode)
+    try:
+        yield
+    finally:
+        tun.chmod(before)
+
+
+@pytest.fixture
+def tun_open_to_all() -> Iterator[None]:
+    """As Debian ships it (0666: slirp4netns, as a user, opens it); this machine class
+    keeps it 0600."""
+    with _tun_mode(0o666):
+        yield
+
+
+@pytest.fixture
+def tun_for_root_only() -> Iterator[None]:
+    with _tun_mode(0o600):
+        yield
+
+
 def _context(kit: Kit, recipe: str, files: dict[str, str] | None = None) -> Path:
     """A context the test users can read (pytest's temp dirs are root's alone)."""
     base = Path(tempfile.mkdtemp(dir=kit.path))
@@ -147,7 +179,7 @@ def test_a_user_with_a_subordinate_range_builds_and_runs_with_owners_kept(
     kit.builder(user, "import", kit.base, "busybox:latest")
     epoch = ("--source-date-epoch", "1700000000")
     # --network none: slirp4netns needs /dev/net/tun, which Debian ships 0666 but this
-    # machine class keeps 0600 (root only); the default network is tested as root.
+    # machine class keeps 0600 (root only); the default network has a test of its own.
     kit.builder(user, "build", "--network", "none", "-q", *epoch, "-t", "app", context)
     shown = kit.builder(
         user, "run", "--rm", "--network", "none", "app", "sh", "-c", "ls -ln /x /f /srv/u; cat /x"
@@ -219,3 +251,36 @@ def test_a_user_forced_to_the_copying_snapshotter_builds_the_same_layers_and_run
 
     assert json.loads(record.read_text())["snapshotter"] == "overlayfs"
     assert json.loads(record.read_text())["key"]["user_namespace"] is True
+
+
+def test_a_users_run_steps_and_containers_get_a_private_network_with_outbound_reach(
+    kit: Kit, tun_open_to_all: None
+) -> None:
+    """docker's default network, rootless: slirp4netns joins the user's namespaces; the
+    host's address (not its loopback) is reached; the host's 127.0.0.1 is not, neither
+    through the helper's gateway nor otherwise."""
+    user = WITH_RANGE
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    host = host_address()
+    with tcp_server(host) as (port, served), tcp_server("127.0.0.1") as (local, local_served):
+        probe = (
+            f"ls /sys/class/net | xargs; nc -w 3 {host} {port};"
+            f" nc -w 3 10.0.2.2 {local}; nc -w 3 {host} {local}; true"
+        )
+        context = _context(kit, f"FROM busybox\nRUN ({probe}) > /got\n")
+        kit.builder(user, "build", "-q", "-t", "net", context)
+        got = kit.builder(user, "run", "--rm", "--network", "none", "net", "cat", "/got")
+        assert got.stdout == f"eth0 lo\n{GREETING}\n" and served == [host], got.stdout
+        ran = kit.builder(user, "run", "--rm", "net", "sh", "-c", probe)
+        assert ran.stdout == f"eth0 lo\n{GREETING}\n" and served == [host, host], ran.stdout
+        assert local_served == []
+
+
+def test_without_access_to_tun_the_error_says_what_to_do(kit: Kit, tun_for_root_only: None) -> None:
+    user = WITH_RANGE
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    failed = kit.builder(user, "run", "--rm", "busybox:latest", "true", check=False)
+    assert failed.status == 125 and "Traceback" not in failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "/dev/net/tun must be open to all users" in line
+    assert "--network none" in line
