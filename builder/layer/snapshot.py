@@ -39,6 +39,7 @@ from builder.layer.xattrs import read_xattrs
 
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
 _CHUNK = 1 << 30
+_FD_MARGIN = 256  # fds left free for the run itself (pipes, the sandbox's own)
 _USER_NS = "user.overlay."  # the unprivileged names of overlayfs's xattrs (whiteout.py)
 
 
@@ -56,6 +57,7 @@ def copied_root(lowers: Sequence[Path], upper: Path, work: Path) -> Iterator[Pat
     root = work / "merged"
     os.mkdir(root, 0o755)
     pins: list[int] = []
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)
     try:
         _materialize(lowers, root)
         before = _record(root, pins)
@@ -64,6 +66,8 @@ def copied_root(lowers: Sequence[Path], upper: Path, work: Path) -> Iterator[Pat
     finally:
         for fd in pins:
             os.close(fd)
+        if resource.getrlimit(resource.RLIMIT_NOFILE) != limit:
+            resource.setrlimit(resource.RLIMIT_NOFILE, limit)
         remove_tree(root, ignore_errors=True)
 
 
@@ -196,15 +200,17 @@ def _entries(root: str) -> Iterator[tuple[str, os.stat_result]]:
 
 
 def _record(root: Path, pins: list[int]) -> dict[str, _Was]:
-    """Each entry's identity, every dir held open (its inode number stays unique)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    """Each entry's identity, every dir held open (its inode number stays unique). Only an
+    image with more dirs than the soft fd limit allows raises it (toward the hard one), for
+    the run: its processes inherit that limit."""
     before: dict[str, _Was] = {}
     for rel, st in [("", os.lstat(root)), *_entries(str(root))]:
         is_dir = stat.S_ISDIR(st.st_mode)
         before[rel] = _Was(st.st_ino, st.st_ctime_ns, is_dir)
         if is_dir:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            if len(pins) + _FD_MARGIN >= soft and soft < hard:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, soft * 2), hard))
             pins.append(os.open(root / rel, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC))
     return before
 

@@ -8,6 +8,10 @@ or the config file's `[build] snapshotter` (the CLI reads both); `auto` probes o
 whether this user can mount an overlay of dirs in the store (and remove a lower file
 through it), and the answer is kept in the store, keyed by the kernel's release and
 whether we are in a user namespace of our own, so the probe's fork is paid once.
+
+BuildKit's third, fuse-overlayfs, is refused by name: its upper dirs vary by version (1.10
+marks an opaque dir with a `.wh..wh..opq` file and a `.wh..opq` whiteout, and keeps its
+own `user.fuseoverlayfs.*` xattrs), so it could not promise the layers overlayfs makes.
 """
 
 from __future__ import annotations
@@ -36,8 +40,14 @@ ENV: Final = "BUILDER_SNAPSHOTTER"
 
 def parse(text: str, where: str) -> Snapshotter | None:
     """A snapshotter's name (None: auto); `where` names the setting in the error."""
+    name = text.strip().lower()
+    if name == "fuse-overlayfs":
+        raise UsageError(
+            f"{where}: fuse-overlayfs is not supported; where overlayfs cannot be mounted,"
+            " the copying snapshotter (native) makes the same layers"
+        )
     try:
-        return NAMES[text.strip().lower()]
+        return NAMES[name]
     except KeyError:
         raise UsageError(
             f"{where}: unknown snapshotter {text!r} (one of: {', '.join(NAMES)})"

@@ -128,6 +128,7 @@ def test_auto_falls_back_to_the_copy_where_overlay_cannot_mount(
             "[build] snapshotter: unknown snapshotter 'btrfs'",
         ),
         ({}, "[build]\nsnapshotter = 1\n", "[build] snapshotter must be a string"),
+        ({"BUILDER_SNAPSHOTTER": "fuse-overlayfs"}, None, "fuse-overlayfs is not supported"),
     ],
 )
 def test_a_bad_snapshotter_setting_is_one_error(
