@@ -143,9 +143,13 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: An
     )
     store = open_store(ctx)
     if options.detach:
-        from builder.runtime.detached import run_detached
+        from builder.runtime.detached import DetachedExecFailed, run_detached
 
-        click.echo(run_detached(store, options))
+        try:
+            click.echo(run_detached(store, options))
+        except DetachedExecFailed as err:  # docker prints the id it made, then the error
+            click.echo(err.container_id)
+            raise
         return
     sys.stdout.flush()
     ctx.exit(run_image(store, options))

@@ -8,7 +8,7 @@ live as long as any process holds them), sends its output to the container's log
 runs the container exactly as an attached run would (container.execute). It tells the CLI
 over a pipe once the command was executed ("S"), why the container could not start
 ("E<message>": exit 125), or why its command could not be executed ("C<code> <message>":
-126/127, as docker run -d); the CLI then prints the id, or the error, and exits.
+126/127, as docker run -d); the CLI then prints the id (and the error), and exits.
 """
 
 from __future__ import annotations
@@ -51,10 +51,19 @@ def run_detached(store: Store, options: RunOptions) -> str:
         return container.id
     if message.startswith("E"):
         raise RunFailed(message[1:].strip())
-    if message.startswith("C"):  # docker run -d: the exec's error and code, not the id
+    if message.startswith("C"):  # docker run -d: the exec's error and code
         code, _, text = message[1:].partition(" ")
-        raise ExecFailed(text.strip(), int(code))
+        raise DetachedExecFailed(text.strip(), int(code), container.id)
     raise RunFailed("the container's supervisor ended before the container started")
+
+
+class DetachedExecFailed(ExecFailed):
+    """The command of a detached container could not be executed. docker's CLI still
+    prints the container's id (it made it before starting it), then the error."""
+
+    def __init__(self, message: str, code: int, container_id: str) -> None:
+        super().__init__(message, code)
+        self.container_id = container_id
 
 
 def _abandon(store: Store, prepared: Prepared) -> None:
