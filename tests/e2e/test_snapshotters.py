@@ -16,14 +16,17 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 import zstandard
 
+from tests.e2e.runtime_support import containers_of, leftovers, mounts_with, popen, wait_gone
 from tests.e2e.support import Builder, make_context
 
 EPOCH = "1700000000"
+IMAGE = "busybox:latest"
 
 RECIPE = """\
 FROM busybox:latest
@@ -155,3 +158,28 @@ def test_copy_snapshotter_runs_containers(builder: Builder) -> None:
     assert (upper / "new").read_text() == "hi\n"
     assert os.stat(upper / "etc" / "group", follow_symlinks=False).st_rdev == 0  # a whiteout
     assert not (builder.root / "containers" / cid / "work" / "merged").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
+def test_killing_the_cli_during_a_copied_run_or_build_leaves_nothing(
+    builder: Builder, tmp_path: Path, delay: float
+) -> None:
+    """Killed while copying, running or diffing: no process, no mount; the copies are in
+    the store's scratch (swept by the next command) or the container's dir (`rm`)."""
+    token = "27.1828"
+    context = make_context(tmp_path, f"FROM busybox:latest\nRUN sleep {token}\n")
+    env = {**os.environ, "BUILDER_SNAPSHOTTER": "native"}
+    for args in (["run", IMAGE, "sleep", token], ["build", "--no-cache", str(context)]):
+        proc = popen(builder, *args, env=env)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate()
+        assert wait_gone(str(builder.root), token) == [] and mounts_with(str(builder.root)) == []
+    builder("run", "--rm", IMAGE, "true")  # sweeps the scratch the killed ones left
+    for cid in containers_of(builder):
+        builder("rm", cid)
+    assert containers_of(builder) == [] and leftovers(builder, token) == {
+        "processes": [],
+        "mounts": [],
+        "tmp": [],
+    }
