@@ -3,7 +3,9 @@
 docker's CLI catches every signal and forwards each to the container except SIGCHLD and
 SIGPIPE (about the CLI's own children and pipes) and SIGURG (the Go runtime's own); SIGKILL
 and SIGSTOP cannot be caught. We also keep the fault signals (SEGV, BUS, FPE, ILL, TRAP,
-SYS) to ourselves: a Python handler for a real fault of ours would return into it again.
+SYS) to ourselves: a Python handler for a real fault of ours would return into it again;
+and SIGTTIN/SIGTTOU, which are about our own use of the terminal: caught, a background
+CLI's write with `stty tostop` would get one, restart and get another, for ever.
 With a pty, SIGWINCH stays the terminal relay's (a resize of the pty makes the kernel send
 it to the container's foreground group, as a terminal does).
 """
@@ -25,6 +27,8 @@ _NEVER = frozenset(
         signal.SIGILL,
         signal.SIGTRAP,
         signal.SIGSYS,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
     }
 )
 
