@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from builder.cli import cache, compress, epoch, limits, netflags
+from builder.cli import cache, compress, epoch, limits, netflags, snapshotter
 from builder.cli.common import open_store
 from builder.errors import StoreError, UsageError
 
@@ -291,6 +291,7 @@ def build(
             cache_to=exports,
             limits=resources,
             jobs=jobs,
+            snapshotter=snapshotter.forced(),
         )
         result = run_build(options, store, report, puller=puller(store, report))
         _finish(store, result.manifest_digest, plan, names, metadata_file)

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from builder.cli import limits, netflags
+from builder.cli import limits, netflags, snapshotter
 from builder.cli.common import open_store
 from builder.errors import BuilderError, RunFailed
+from builder.sandbox.spec import ExecFailed
 
 if TYPE_CHECKING:
     from builder.sandbox import Mount
@@ -31,7 +32,7 @@ class _DockerRun(click.Command):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except RunFailed:
+        except (RunFailed, ExecFailed):
             raise
         except click.UsageError as err:
             raise RunFailed(err.format_message()) from None
@@ -140,12 +141,17 @@ def run(ctx: click.Context, /, image: str, command: tuple[str, ...], **flags: An
             flags["cgroup_parent"],
         ),
         security=from_flags(flags["cap_add"], flags["cap_drop"], flags["security_opt"]),
+        snapshotter=snapshotter.forced(),
     )
     store = open_store(ctx)
     if options.detach:
-        from builder.runtime.detached import run_detached
+        from builder.runtime.detached import DetachedExecFailed, run_detached
 
-        click.echo(run_detached(store, options))
+        try:
+            click.echo(run_detached(store, options))
+        except DetachedExecFailed as err:  # docker prints the id it made, then the error
+            click.echo(err.container_id)
+            raise
         return
     sys.stdout.flush()
     ctx.exit(run_image(store, options))

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.engine.context import BuildContext
 from builder.engine.events import (
@@ -58,6 +60,9 @@ from builder.recipe.plan import stages_used_by
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.recipe.source import recipe_text
 from builder.store import JsonRecord, Store
+
+if TYPE_CHECKING:
+    from builder.sandbox.snapshotter import Snapshotter
 
 
 def read_recipe(options: BuildOptions, store: Store) -> Recipe:
@@ -174,14 +179,7 @@ def build(
                     options,
                     store,
                     report,
-                    executor
-                    or SandboxExecutor(
-                        store.tmp_dir,
-                        options.limits,
-                        userns=options.userns,
-                        seccomp_cache=store.paths.seccomp,
-                        stopper=stopper,
-                    ),
+                    executor or _sandbox_executor(store, options, stopper),
                     images,
                     link,
                     stopper,
@@ -189,6 +187,24 @@ def build(
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")
                 remotes = link.without(err.source)
+
+
+def _sandbox_executor(
+    store: Store, options: BuildOptions, stopper: Stopper | None
+) -> SandboxExecutor:
+    def snapshotter() -> Snapshotter:  # asked only when a step runs: a cached build never is
+        from builder.sandbox.snapshotter import choose
+
+        return choose(options.snapshotter, store.tmp_dir, store.paths.snapshotter)
+
+    return SandboxExecutor(
+        store.tmp_dir,
+        options.limits,
+        userns=options.userns,
+        seccomp_cache=store.paths.seccomp,
+        stopper=stopper,
+        snapshotter=functools.cache(snapshotter),
+    )
 
 
 def _warner(report: Reporter) -> Callable[[str], None]:

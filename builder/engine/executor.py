@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
 from builder.sandbox.limits import Limits
-from builder.sandbox.spec import Mount, NetworkMode, OverlayRoot, UsernsMode
+from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, UsernsMode
 
 if TYPE_CHECKING:
     from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.snapshotter import Snapshotter
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
@@ -75,7 +76,8 @@ class SandboxExecutor:
     ours, and what they write is the same either way). `seccomp_cache`: where compiled
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
     again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
-    build whose stages run at once stops them all when one fails)."""
+    build whose stages run at once stops them all when one fails). `snapshotter` says how a
+    root is made (sandbox/snapshotter.py); without it, overlayfs."""
 
     def __init__(
         self,
@@ -84,12 +86,26 @@ class SandboxExecutor:
         userns: UsernsMode = "host",
         seccomp_cache: Path | None = None,
         stopper: Stopper | None = None,
+        snapshotter: Callable[[], Snapshotter] | None = None,
     ) -> None:
         self._new_dir = new_dir
         self._limits = limits
         self._userns = userns
         self._seccomp_cache = seccomp_cache
         self._stopper = stopper
+        self._snapshotter = snapshotter
+
+    @contextlib.contextmanager
+    def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
+        """The overlay as it is, or (the "native" snapshotter) a copy of its lowers whose
+        changes land in its upper dir once the work is done."""
+        if self._snapshotter is None or self._snapshotter() == "overlayfs":
+            yield root
+            return
+        from builder.layer.snapshot import copied_root
+
+        with copied_root(root.lowers, root.upper, root.work) as path:
+            yield DirRoot(path)
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:
@@ -103,10 +119,12 @@ class SandboxExecutor:
             remove_tree(state, ignore_errors=True)
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
-        with self._state_dir() as state:
-            return self._run(root, process, output, state)
+        with self._state_dir() as state, self._root(root) as made:
+            return self._run(made, process, output, state)
 
-    def _run(self, root: OverlayRoot, process: Process, output: int, state: Path | None) -> int:
+    def _run(
+        self, root: OverlayRoot | DirRoot, process: Process, output: int, state: Path | None
+    ) -> int:
         from builder import sandbox
         from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
 
@@ -138,9 +156,9 @@ class SandboxExecutor:
     ) -> int:
         from builder import sandbox
 
-        with self._state_dir() as state:
+        with self._state_dir() as state, self._root(root) as made:
             spec = sandbox.SandboxSpec(
-                root=root,
+                root=made,
                 argv=(label,),
                 cwd="/",
                 stdin=sandbox.DEVNULL,

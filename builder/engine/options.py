@@ -14,6 +14,7 @@ from builder.sandbox.spec import UsernsMode
 
 if TYPE_CHECKING:  # a cached build never loads the sandbox's parsers
     from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.snapshotter import Snapshotter
 
 # What a RUN step may ask for only when the build allows it (`--allow`), BuildKit's names.
 NETWORK_HOST = "network.host"
@@ -55,6 +56,9 @@ class BuildOptions:
     userns: UsernsMode = "host"
     # --jobs: how many independent stages build at once (None: the CPU count; 1: in order).
     jobs: int | None = None
+    # The snapshotter every RUN's root is made with (sandbox/snapshotter.py): None probes
+    # (overlayfs where it mounts, else the copying "native"); the CLI's config or env forces.
+    snapshotter: Snapshotter | None = None
 
     def entitlements(self) -> frozenset[str]:
         """What the build allows its RUN steps: --allow, and what --network implies."""

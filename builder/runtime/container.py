@@ -11,17 +11,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from builder.errors import RunFailed, UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
-from builder.sandbox import DEVNULL, Mount, OverlayRoot, SandboxSpec, run
+from builder.sandbox import DEVNULL, DirRoot, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
-from builder.sandbox.spec import NetworkMode, UsernsMode
+from builder.sandbox.sigproxy import proxied
+from builder.sandbox.spec import ExecFailed, NetworkMode, UsernsMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
 from builder.store.containers import Container
@@ -31,6 +32,7 @@ DEFAULT_STOP_TIMEOUT = 10.0  # docker's
 if TYPE_CHECKING:
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.publish import PortMapping
+    from builder.sandbox.snapshotter import Snapshotter
 
 # docker run's --network names as the sandbox calls them ("default" is docker's alias).
 NETWORKS: Final[dict[str, NetworkMode]] = {
@@ -67,6 +69,7 @@ class RunOptions:
     stop_timeout: float | None = None  # else 10 s
     detach: bool = False
     userns: UsernsMode = "host"  # --userns (auto: -v binds show host ids, as podman's)
+    snapshotter: Snapshotter | None = None  # forced (sandbox/snapshotter.py); None: probe
 
 
 def argv_for(config: ImageConfig, options: RunOptions) -> tuple[str, ...]:
@@ -202,10 +205,17 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
     try:
         with terminal or contextlib.nullcontext():
             try:
-                code = run(replace(spec, state_dir=state), started=on_start)
+                forward = proxied(tty=options.tty)  # docker's sig-proxy
+                with _root(store, spec, options) as root:
+                    code = run(
+                        replace(spec, state_dir=state, root=root), started=on_start, forward=forward
+                    )
             except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
                 print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
                 code = oom.status
+            except ExecFailed as err:  # kept with its code (docker's `wait` says 127 too)
+                code = err.exit_code
+                raise
         return code
     finally:
         remove_tree(state, ignore_errors=True)
@@ -232,6 +242,24 @@ def _finish(store: Store, container: Container, remove: bool, code: int | None) 
             remove_tree(container.work, ignore_errors=True)
     if container.owner_fd >= 0:
         os.close(container.owner_fd)  # last: a reader sees the final state once it is free
+
+
+@contextlib.contextmanager
+def _root(store: Store, spec: SandboxSpec, options: RunOptions) -> Iterator[OverlayRoot | DirRoot]:
+    """The container's overlay, or (the "native" snapshotter) a copy of its image's layers
+    whose changes land in its upper dir when it ends."""
+    from builder.sandbox.snapshotter import choose
+
+    root = spec.root
+    if not isinstance(root, OverlayRoot) or (
+        choose(options.snapshotter, store.tmp_dir, store.paths.snapshotter) == "overlayfs"
+    ):
+        yield root
+        return
+    from builder.layer.snapshot import copied_root
+
+    with copied_root(root.lowers, root.upper, root.work) as path:
+        yield DirRoot(path)
 
 
 def _on_pty(spec: SandboxSpec, slave: int) -> SandboxSpec:

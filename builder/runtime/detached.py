@@ -6,8 +6,9 @@ of its own, re-parented to init (or the nearest subreaper), and no terminal's ha
 reaches it. The supervisor inherits the container's owner lock and the store lease (flocks
 live as long as any process holds them), sends its output to the container's log file, and
 runs the container exactly as an attached run would (container.execute). It tells the CLI
-over a pipe once pid 1 exists ("S") or why it could not start ("E<message>"); the CLI then
-prints the id and exits.
+over a pipe once the command was executed ("S"), why the container could not start
+("E<message>": exit 125), or why its command could not be executed ("C<code> <message>":
+126/127, as docker run -d); the CLI then prints the id (and the error), and exits.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import sys
 
 from builder.errors import BuilderError, RunFailed
 from builder.runtime.container import Prepared, RunOptions, execute, prepare
+from builder.sandbox.spec import ExecFailed
 from builder.store import Store
 
 
 def run_detached(store: Store, options: RunOptions) -> str:
-    """Start the container in the background; its id once its pid 1 exists."""
+    """Start the container in the background; its id once its command was executed."""
     with store.lease():
         prepared = prepare(store, options)
         container = prepared.container
@@ -49,7 +51,19 @@ def run_detached(store: Store, options: RunOptions) -> str:
         return container.id
     if message.startswith("E"):
         raise RunFailed(message[1:].strip())
+    if message.startswith("C"):  # docker run -d: the exec's error and code
+        code, _, text = message[1:].partition(" ")
+        raise DetachedExecFailed(text.strip(), int(code), container.id)
     raise RunFailed("the container's supervisor ended before the container started")
+
+
+class DetachedExecFailed(ExecFailed):
+    """The command of a detached container could not be executed. docker's CLI still
+    prints the container's id (it made it before starting it), then the error."""
+
+    def __init__(self, message: str, code: int, container_id: str) -> None:
+        super().__init__(message, code)
+        self.container_id = container_id
 
 
 def _abandon(store: Store, prepared: Prepared) -> None:
@@ -102,6 +116,9 @@ def _supervise(store: Store, prepared: Prepared, report_w: int) -> int:
 
     try:
         return execute(store, prepared, started)
+    except ExecFailed as err:
+        _say(report_w, f"C{err.exit_code} {err.render()}")
+        return err.exit_code
     except BuilderError as err:
         if not told:
             _say(report_w, "E" + err.render())

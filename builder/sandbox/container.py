@@ -102,17 +102,25 @@ def close_fds(keep: Sequence[int]) -> None:
             os.closerange(low + 1, high)
 
 
-def restore_signals() -> None:
+def restore_signals(ignored: Sequence[int] = ()) -> None:
+    """Python's start-up choices and the signals the supervisor ignored (`ignored`) back
+    to their defaults: ignored signals survive exec."""
     for name in _RESTORED_SIGNALS:
         sig = getattr(signal, name, None)
         if sig is not None:
             signal.signal(sig, signal.SIG_DFL)
+    for sig in ignored:
+        signal.signal(sig, signal.SIG_DFL)
 
 
-def exec_command(argv: Sequence[str], env: dict[str, str], style: str = "builder") -> int:
+def exec_command(
+    argv: Sequence[str], env: dict[str, str], style: str = "builder", report: int = -1
+) -> int:
     """execve argv[0] looked up in the env's PATH; returns (never raising) like sh when
     nothing could be run: 127 not found, 126 found but not executable. `style` "docker"
-    words the message as `docker run` does, as one `error:` line."""
+    words the message as `docker run` does, as one `error:` line. With a `report` fd (the
+    caller's close-on-exec exec pipe), a failure writes "CODE MESSAGE" there: with "docker"
+    the message goes there only, for the caller to report as docker's CLI does."""
     name = argv[0]
     if "/" in name:
         candidates = [name]
@@ -129,26 +137,37 @@ def exec_command(argv: Sequence[str], env: dict[str, str], style: str = "builder
             elif err.errno not in (errno.ENOENT, errno.ENOTDIR):
                 other = other or err
     if style == "docker":
-        return _docker_exec_error(name, denied or other)
+        code, message = _docker_exec_error(name, denied or other)
+    else:
+        code, message = _builder_exec_error(name, denied, other)
+    if report >= 0:
+        with contextlib.suppress(OSError):
+            os.write(report, f"{code} {message}".encode(errors="replace"))
+    if style != "docker":
+        _say(message + "\n")
+    elif report < 0:
+        _say(f"error: {message}\n")
+    return code
+
+
+def _builder_exec_error(
+    name: str, denied: OSError | None, other: OSError | None
+) -> tuple[int, str]:
     if denied is not None:
-        _say(f"builder: {name}: {denied.strerror}\n")
-        return 126
+        return 126, f"builder: {name}: {denied.strerror}"
     if other is not None:
-        _say(f"builder: {name}: {other.strerror}\n")
-        return 126 if other.errno == errno.ENOEXEC else 127
-    _say(f"builder: {name}: command not found\n")
-    return 127
+        return 126 if other.errno == errno.ENOEXEC else 127, f"builder: {name}: {other.strerror}"
+    return 127, f"builder: {name}: command not found"
 
 
-def _docker_exec_error(name: str, err: OSError | None) -> int:
+def _docker_exec_error(name: str, err: OSError | None) -> tuple[int, str]:
     if err is None:
         where = (
             "executable file not found in $PATH" if "/" not in name else "no such file or directory"
         )
-        _say(f'error: exec: "{name}": {where}\n')
-        return 127
-    _say(f'error: exec: "{name}": {(err.strerror or str(err)).lower()}\n')
-    return 126 if err.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC) else 127
+        return 127, f'exec: "{name}": {where}'
+    code = 126 if err.errno in (errno.EACCES, errno.EPERM, errno.ENOEXEC) else 127
+    return code, f'exec: "{name}": {(err.strerror or str(err)).lower()}'
 
 
 def controlling_tty() -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from builder.errors import SandboxError
 from builder.sandbox import inroot
+from builder.sandbox.idmap import in_initial_user_namespace
 from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
 from builder.sandbox.syscalls import (
     MNT_DETACH,
@@ -555,3 +556,9 @@ def pivot(rootdir: str) -> None:
     finally:
         os.close(old)
         os.close(new)
+
+
+def mount_overlay(lower: str, upper: str, work: str, target: str) -> None:
+    """An overlay of one lower dir at `target`, with the options a root gets here (a user
+    namespace's `userxattr`): what the snapshotter's probe tries."""
+    _mount_overlay([lower], upper, work, target, userns=not in_initial_user_namespace())

@@ -1,6 +1,7 @@
 """Three processes run one sandbox, each with one job:
 
-  caller (us)   forwards SIGINT/SIGTERM/SIGHUP, reads the report pipe, returns the exit
+  caller (us)   forwards signals (SIGINT/SIGTERM/SIGHUP; for `builder run` every one
+                docker's sig-proxy forwards), reads the report pipe, returns the exit
                 status or raises SandboxError;
   supervisor    new mount/pid/uts/ipc/net/cgroup namespaces; a tmpfs on the state dir
                 for the per-run files; mounts the root and makes the stubs; forks pid 1,
@@ -18,6 +19,10 @@ The report pipe carries lines: `P<pid>` (pid 1's host pid, to forward signals to
 `X` (set up, about to exec), `N` (the private network namespace exists: the caller starts
 its helper, see network.py) and `E<message>` (a setup step failed). EOF means every
 sandbox process has gone.
+
+A second, close-on-exec pipe (the exec pipe) is held only by pid 1 (or `--init`'s
+command): EOF with nothing on it after `X` means the exec succeeded (then `started` is
+called), "CODE MESSAGE" that it failed (docker's codes: ExecFailed for `run`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
 from builder.sandbox.network import Network, wait_gate
-from builder.sandbox.spec import DirRoot, ProcessStartError, SandboxSpec
+from builder.sandbox.spec import DirRoot, ExecFailed, ProcessStartError, SandboxSpec
 from builder.sandbox.syscalls import (
     CLONE_NEWCGROUP,
     CLONE_NEWIPC,
@@ -92,6 +97,10 @@ class _Run:
     # The per-run files (name, text), made by the caller: /etc/hosts' host-gateway is an
     # address of the host's network namespace. The supervisor writes them (_write_state).
     files_text: tuple[tuple[str, str], ...] = ()
+    exec_w: int = -1  # the exec pipe's write end (an exec, not `call`)
+    # The signals the caller forwards to pid 1, which the supervisor ignores and pid 1
+    # restores to their defaults (`builder run`: sigproxy.proxied, all docker forwards).
+    forward: tuple[int, ...] = FORWARDED_SIGNALS
 
     @property
     def rootdir(self) -> str:
@@ -114,12 +123,17 @@ class _Run:
         )
 
 
-def run(spec: SandboxSpec, *, started: Callable[[int], None] | None = None) -> int:
+def run(
+    spec: SandboxSpec,
+    *,
+    started: Callable[[int], None] | None = None,
+    forward: Sequence[int] = FORWARDED_SIGNALS,
+) -> int:
     """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N.
     `started` is called with pid 1's host pid (what `builder stop` signals) once the
-    sandbox is set up and the command about to be executed."""
+    command was executed; the signals in `forward` that we get are passed on to it."""
     spec.validate()
-    return _execute(spec, None, (), started)
+    return _execute(spec, None, (), started, tuple(forward))
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:
@@ -134,10 +148,11 @@ def _execute(
     fn: Callable[[], int] | None,
     keep: tuple[int, ...],
     started: Callable[[int], None] | None = None,
+    forward: tuple[int, ...] = FORWARDED_SIGNALS,
 ) -> int:
     cgroup = _cgroup(spec)
     try:
-        code = _execute_in(spec, fn, keep, cgroup, started)
+        code = _execute_in(spec, fn, keep, cgroup, started, forward)
         if code != 0 and cgroup is not None and cgroup.oom_kills():
             raise OutOfMemory(code, cgroup.limits.memory)
         return code
@@ -152,10 +167,12 @@ def _execute_in(
     keep: tuple[int, ...],
     cgroup: Cgroup | None,
     started: Callable[[int], None] | None,
+    forward: tuple[int, ...],
 ) -> int:
     lease = _lease(spec)  # as early: a missing or used-up range fails before anything
     try:
-        return _execute_leased(spec, fn, keep, cgroup, started, lease.ids if lease else None)
+        ids = lease.ids if lease else None
+        return _execute_leased(spec, fn, keep, cgroup, started, forward, ids)
     finally:
         if lease is not None:
             lease.release()
@@ -179,6 +196,7 @@ def _execute_leased(
     keep: tuple[int, ...],
     cgroup: Cgroup | None,
     started: Callable[[int], None] | None,
+    forward: tuple[int, ...],
     ids: IdRange | None,
 ) -> int:
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
@@ -203,14 +221,19 @@ def _execute_leased(
         for stream in (sys.stdout, sys.stderr):  # or the children would repeat buffered text
             with contextlib.suppress(OSError, ValueError):
                 stream.flush()
-        with _FORKING:  # a fork on another thread meanwhile would hold report_w open
+        # A fork on another thread meanwhile would hold report_w (or exec_w) open.
+        with _FORKING:
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
+            exec_r, exec_w = os.pipe2(os.O_CLOEXEC) if fn is None else (-1, -1)
+            plan = dataclasses.replace(plan, exec_w=exec_w, forward=forward)
             host_maps = None if plan.rootful else Handshake.new()
             parent = os.getpid()
             pid = os.fork()
             if pid == 0:
+                _close(exec_r)
                 _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
             os.close(report_w)
+            _close(exec_w)
         try:
             if net is not None:
                 net.parent_side()
@@ -218,7 +241,7 @@ def _execute_leased(
                 host_maps.parent_side()
                 host_maps.serve(pid)
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
-            return _wait(pid, report_r, spec.stop_timeout, started, on_netns)
+            return _wait(pid, report_r, exec_r, plan, started, on_netns)
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -227,10 +250,16 @@ def _execute_leased(
             raise
         finally:
             os.close(report_r)
+            _close(exec_r)
     finally:
         if net is not None:
             net.close()
         _remove_state(plan)
+
+
+def _close(fd: int) -> None:
+    if fd >= 0:
+        os.close(fd)
 
 
 def _cgroup(spec: SandboxSpec) -> Cgroup | None:
@@ -327,7 +356,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         return 255
     if plan.net is not None:
         plan.net.child_side()
-    for sig in FORWARDED_SIGNALS:
+    for sig in plan.forward:
         # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
         # we must outlive pid 1 to report its status and remove the stubs.
         signal.signal(sig, signal.SIG_IGN)
@@ -369,6 +398,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         pid = os.fork()
         if pid == 0:
             _child(report_w, lambda: _init(plan, report_w, maps, idmap))
+        _close(plan.exec_w)  # pid 1 holds the only copy: its exec closes it
         _report(report_w, f"P{pid}")
         if maps is not None:
             maps.parent_side()
@@ -447,15 +477,15 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None, idmap: Idmapping | 
     container.stdio(spec)
     if spec.tty:
         container.controlling_tty()
-    container.restore_signals()
+    container.restore_signals(plan.forward)
     if plan.fn is None:
-        container.close_fds([report_w])  # the report pipe is close-on-exec
-        _report(report_w, "X")  # set up: what `started` (`run -d`) waits for
+        container.close_fds([report_w, plan.exec_w])  # both are close-on-exec
+        _report(report_w, "X")  # set up: the exec pipe then tells how the exec went
 
         def start() -> int:
-            return container.exec_command(spec.argv, env, spec.exec_errors)
+            return container.exec_command(spec.argv, env, spec.exec_errors, plan.exec_w)
 
-        return reaper.run(start) if spec.init else start()
+        return reaper.run(start, plan.exec_w) if spec.init else start()
     container.close_fds(plan.keep_fds)
     os.environ.clear()
     os.environ.update(env)
@@ -486,9 +516,11 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
 
 
 class _Forwarder:
-    """Forward SIGINT/SIGTERM/SIGHUP to pid 1; SIGKILL it if it outlives the grace."""
+    """Forward the plan's signals to pid 1; SIGKILL it if it outlives the grace after a
+    SIGINT, SIGTERM or SIGHUP (docker's CLI has no such timer; the others never start it)."""
 
-    def __init__(self, grace: float | None) -> None:
+    def __init__(self, grace: float | None, signals: tuple[int, ...]) -> None:
+        self.signals = signals
         self.grace = KILL_GRACE_SECONDS if grace is None else grace
         self.target: int | None = None
         self.pending: list[int] = []
@@ -497,7 +529,7 @@ class _Forwarder:
 
     def install(self) -> None:
         try:
-            for sig in FORWARDED_SIGNALS:
+            for sig in self.signals:
                 self.saved[sig] = signal.signal(sig, self._handle)
         except ValueError:  # not the main thread: signals are not ours to take
             self.restore()
@@ -508,7 +540,7 @@ class _Forwarder:
         self.saved.clear()
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
-        if self.deadline is None:
+        if self.deadline is None and signum in FORWARDED_SIGNALS:
             self.deadline = time.monotonic() + self.grace
         if self.target is None:
             self.pending.append(signum)
@@ -542,41 +574,53 @@ class _Forwarder:
 def _wait(
     pid: int,
     report_r: int,
-    grace: float | None,
+    exec_r: int,
+    plan: _Run,
     started: Callable[[int], None] | None,
     on_netns: Callable[[], None] | None = None,
 ) -> int:
-    forwarder = _Forwarder(grace)
+    forwarder = _Forwarder(plan.spec.stop_timeout, plan.forward)
     forwarder.install()
     errors: list[str] = []
     start_error = ""  # "S": the spec's fault (ProcessStartError)
     network: SandboxError | None = None  # pid 1 ends at its gate: report why after EOF
     buf = b""
+    set_up = False  # "X": pid 1 is about to exec
+    exec_open = exec_r >= 0
+    exec_said = b""  # "CODE MESSAGE" when the exec failed
     try:
         while True:
-            ready, _, _ = select.select([report_r], [], [], forwarder.timeout())
-            if not ready:
-                continue
-            chunk = os.read(report_r, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            *lines, buf = buf.split(b"\n")
-            for raw in lines:
-                line = raw.decode(errors="replace")
-                if line.startswith("P") and line[1:].isdigit():
-                    forwarder.attach(int(line[1:]))
-                elif line == "X" and started is not None and forwarder.target is not None:
+            watched = [report_r, exec_r] if exec_open else [report_r]
+            ready, _, _ = select.select(watched, [], [], forwarder.timeout())
+            if report_r in ready:  # first: "X" comes before the exec pipe's EOF
+                chunk = os.read(report_r, 4096)
+                if not chunk:
+                    break
+                buf += chunk
+                *lines, buf = buf.split(b"\n")
+                for raw in lines:
+                    line = raw.decode(errors="replace")
+                    if line.startswith("P") and line[1:].isdigit():
+                        forwarder.attach(int(line[1:]))
+                    elif line == "X":
+                        set_up = True
+                    elif line.startswith("E"):
+                        errors.append(line[1:])
+                    elif line.startswith("S"):
+                        start_error = start_error or line[1:]
+                    elif line == "N" and on_netns is not None:
+                        try:
+                            on_netns()
+                        except SandboxError as err:
+                            network = err
+            if exec_open and exec_r in ready:
+                more = os.read(exec_r, 4096)
+                exec_said += more
+                exec_open = bool(more)  # EOF: pid 1 exec'd, or ended
+                if not exec_open and set_up and not exec_said and started and forwarder.target:
                     started(forwarder.target)
-                elif line.startswith("E"):
-                    errors.append(line[1:])
-                elif line.startswith("S"):
-                    start_error = start_error or line[1:]
-                elif line == "N" and on_netns is not None:
-                    try:
-                        on_netns()
-                    except SandboxError as err:
-                        network = err
+        while exec_open and (more := os.read(exec_r, 4096)):  # every writer has gone
+            exec_said += more
         _, status = os.waitpid(pid, 0)
     finally:
         forwarder.restore()
@@ -588,4 +632,7 @@ def _wait(
         raise network
     if os.WIFSIGNALED(status):
         raise SandboxError(f"sandbox supervisor killed by signal {os.WTERMSIG(status)}")
+    code, _, message = exec_said.decode(errors="replace").partition(" ")
+    if plan.spec.exec_errors == "docker" and code.isdigit():
+        raise ExecFailed(message, int(code))
     return os.waitstatus_to_exitcode(status)

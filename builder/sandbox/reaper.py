@@ -15,24 +15,17 @@ import signal
 from collections.abc import Callable
 from types import FrameType
 
-# What tini forwards: the signals a user or `builder stop` sends (SIGKILL and SIGSTOP
-# cannot be caught; SIGCHLD is ours).
-FORWARDED = (
-    signal.SIGHUP,
-    signal.SIGINT,
-    signal.SIGQUIT,
-    signal.SIGTERM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGWINCH,
-    signal.SIGALRM,
-    signal.SIGCONT,
-)
+from builder.sandbox.sigproxy import proxied
+
+# What tini forwards: every signal a user or `builder stop` may send, as docker's CLI
+# forwards them (sigproxy.py: SIGCHLD is ours, SIGKILL and SIGSTOP cannot be caught).
+FORWARDED = proxied()
 
 
-def run(start: Callable[[], int]) -> int:
+def run(start: Callable[[], int], exec_w: int = -1) -> int:
     """Fork `start` (which execs the command, or returns the status to _exit with); reap
-    until it ends; its status, 128+N when killed by signal N."""
+    until it ends; its status, 128+N when killed by signal N. `exec_w` (the caller's exec
+    pipe) is left to the command: its exec is what closes it."""
     # Named before the fork: a fast command (`ps`) must not see pid 1 as "python" yet. The
     # child's own name comes with its exec.
     with contextlib.suppress(OSError), open("/proc/self/comm", "w") as f:
@@ -46,6 +39,8 @@ def run(start: Callable[[], int]) -> int:
             code = start()
         finally:
             os._exit(code)
+    if exec_w >= 0:
+        os.close(exec_w)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         with contextlib.suppress(ProcessLookupError):

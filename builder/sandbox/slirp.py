@@ -143,7 +143,7 @@ class Slirp:
             text = ""
         lines = [line.strip() for line in text.splitlines() if line.strip()]
         message = "; ".join(lines[-3:]) or "it exited before its network was ready"
-        if "/dev/net/tun" in text and os.geteuid() != 0:
+        if "/dev/net/tun" in text and "Permission denied" in text:  # rootless, in its userns
             message += (
                 " (without root, /dev/net/tun must be open to all users, mode 0666 as"
                 " Debian ships it; or use --network none)"

@@ -24,6 +24,16 @@ class ProcessStartError(SandboxError):
     directory cannot be entered): the spec's fault, not the kernel's."""
 
 
+class ExecFailed(SandboxError):
+    """The command could not be executed (docker's codes: 127 not found, 126 not
+    executable), reported to the caller before anything ran, as docker run reports its
+    runtime's exec error: the caller exits with the code, and `run -d` fails at once."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.exit_code = code
+
+
 # "private": a network namespace of its own with outbound access through a user-mode helper
 # (docker's default); "none": a namespace with loopback only; "host": the host's network.
 NetworkMode = Literal["none", "host", "private"]

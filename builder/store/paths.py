@@ -11,6 +11,7 @@ root/tmp/                    scratch on the same filesystem, for atomic renames
 root/lock                    flock: index.json updates and layer-dir renames
 root/gc.lock                 flock: shared by leases (builds, runs), exclusive by gc
 root/containers.lock         flock: container names are checked and taken under it
+root/snapshotter.json        whether overlayfs mounts here (sandbox/snapshotter's probe)
 
 The layout has a directory of its own because OCI tools walk and open every file under a
 layout's root: an unpacked layer's whiteouts (char devices), fifos and absolute symlinks
@@ -94,6 +95,11 @@ class StorePaths:
     @property
     def gc_lock(self) -> Path:
         return self.root / "gc.lock"
+
+    @property
+    def snapshotter(self) -> Path:
+        """The snapshotter probe's answer for this store, kernel and user namespace."""
+        return self.root / "snapshotter.json"
 
     @property
     def made_before_layout(self) -> frozenset[str]:

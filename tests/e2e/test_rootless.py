@@ -8,10 +8,12 @@ system's Python of the same version (this venv's interpreter may live where they
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import sys
 import tarfile
@@ -22,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from builder.sandbox.hosts import host_address
 from tests.e2e.support import Builder, Result, make_context
+from tests.sandbox.test_network import GREETING, tcp_server
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -44,11 +48,14 @@ class Kit:
     path: Path
     base: Path
 
-    def builder(self, user: str, *args: str | Path, check: bool = True) -> Result:
+    def builder(
+        self, user: str, *args: str | Path, check: bool = True, env: dict[str, str] | None = None
+    ) -> Result:
         home = pwd.getpwnam(user).pw_dir
+        extra = [f"{k}={v}" for k, v in (env or {}).items()]
         proc = subprocess.run(
             ["runuser", "-u", user, "--", "env", "-i", f"HOME={home}", f"USER={user}",
-             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PYTHONPATH={self.path}",
+             "PATH=/usr/sbin:/usr/bin:/sbin:/bin", f"PYTHONPATH={self.path}", *extra,
              str(SYSTEM_PYTHON), "-m", "builder", *map(str, args)],
             capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=300,
             cwd="/",
@@ -120,6 +127,34 @@ def _ensure_range(user: str, start: int) -> None:
             f.write(f"{user}:{start}:65536\n")
 
 
+@contextlib.contextmanager
+def _tun_mode(mode: int) -> Iterator[None]:
+    """/dev/net/tun at MODE for the test; the mode it had is written back after."""
+    tun = Path("/dev/net/tun")
+    if not tun.exists():
+        pytest.skip("no /dev/net/tun")
+    before = stat.S_IMODE(tun.stat().st_mode)
+    tun.chmod(mode)
+    try:
+        yield
+    finally:
+        tun.chmod(before)
+
+
+@pytest.fixture
+def tun_open_to_all() -> Iterator[None]:
+    """As Debian ships it (0666: slirp4netns, as a user, opens it); this machine class
+    keeps it 0600."""
+    with _tun_mode(0o666):
+        yield
+
+
+@pytest.fixture
+def tun_for_root_only() -> Iterator[None]:
+    with _tun_mode(0o600):
+        yield
+
+
 def _context(kit: Kit, recipe: str, files: dict[str, str] | None = None) -> Path:
     """A context the test users can read (pytest's temp dirs are root's alone)."""
     base = Path(tempfile.mkdtemp(dir=kit.path))
@@ -144,7 +179,7 @@ def test_a_user_with_a_subordinate_range_builds_and_runs_with_owners_kept(
     kit.builder(user, "import", kit.base, "busybox:latest")
     epoch = ("--source-date-epoch", "1700000000")
     # --network none: slirp4netns needs /dev/net/tun, which Debian ships 0666 but this
-    # machine class keeps 0600 (root only); the default network is tested as root.
+    # machine class keeps 0600 (root only); the default network has a test of its own.
     kit.builder(user, "build", "--network", "none", "-q", *epoch, "-t", "app", context)
     shown = kit.builder(
         user, "run", "--rm", "--network", "none", "app", "sh", "-c", "ls -ln /x /f /srv/u; cat /x"
@@ -184,3 +219,68 @@ def test_a_user_without_a_range_gets_a_single_id_map_and_a_note(kit: Kit, tmp_pa
     failed = kit.builder(user, "build", "--network", "none", chown, check=False)
     assert failed.status == 5, failed.stderr
     assert "Traceback" not in failed.stderr
+
+
+def test_a_user_forced_to_the_copying_snapshotter_builds_the_same_layers_and_runs(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """As a user where overlay would not mount: the copy, in the user's namespace, keeps
+    owners and whiteouts and makes the layers root's overlayfs makes."""
+    user = WITH_RANGE
+    recipe = RECIPE + "RUN rm /etc/group && rm -rf /srv/u && mkdir /srv/u && echo n > /srv/u/n\n"
+    context = _context(kit, recipe, {"f": "f\n"})
+    copy = {"BUILDER_SNAPSHOTTER": "native"}
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    epoch = ("--source-date-epoch", "1700000000")
+    kit.builder(user, "build", "--no-cache", "--network", "none", "-q", *epoch, "-t", "cp",
+                context, env=copy)  # fmt: skip
+    ran = kit.builder(user, "run", "--rm", "--network", "none", "cp", "sh", "-c",
+                      "ls -ln /x /f; ls /srv/u; test -e /etc/group || echo no-group",
+                      env=copy)  # fmt: skip
+    assert "-rwsr-xr-x" in ran.stdout and " 7        7 " in ran.stdout
+    assert ran.stdout.endswith("n\nno-group\n"), ran.stdout
+    as_root = Builder(tmp_path / "root-store")
+    as_root("import", kit.base, "busybox:latest")
+    as_root("build", "-q", *epoch, "-t", "cp", context, env={"BUILDER_SNAPSHOTTER": "overlayfs"})
+    assert _diff_ids(kit.builder(user, "inspect", "cp")) == _diff_ids(as_root("inspect", "cp"))
+    # By default the probe finds that overlay mounts here, in the user's namespace.
+    record = Path(pwd.getpwnam(user).pw_dir) / ".local/share/builder/snapshotter.json"
+    record.unlink(missing_ok=True)  # an earlier test's build may have probed already
+    kit.builder(user, "build", "--network", "none", "-q", "-t", "auto", context)
+    import json
+
+    assert json.loads(record.read_text())["snapshotter"] == "overlayfs"
+    assert json.loads(record.read_text())["key"]["user_namespace"] is True
+
+
+def test_a_users_run_steps_and_containers_get_a_private_network_with_outbound_reach(
+    kit: Kit, tun_open_to_all: None
+) -> None:
+    """docker's default network, rootless: slirp4netns joins the user's namespaces; the
+    host's address (not its loopback) is reached; the host's 127.0.0.1 is not, neither
+    through the helper's gateway nor otherwise."""
+    user = WITH_RANGE
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    host = host_address()
+    with tcp_server(host) as (port, served), tcp_server("127.0.0.1") as (local, local_served):
+        probe = (
+            f"ls /sys/class/net | xargs; nc -w 3 {host} {port};"
+            f" nc -w 3 10.0.2.2 {local}; nc -w 3 {host} {local}; true"
+        )
+        context = _context(kit, f"FROM busybox\nRUN ({probe}) > /got\n")
+        kit.builder(user, "build", "-q", "-t", "net", context)
+        got = kit.builder(user, "run", "--rm", "--network", "none", "net", "cat", "/got")
+        assert got.stdout == f"eth0 lo\n{GREETING}\n" and served == [host], got.stdout
+        ran = kit.builder(user, "run", "--rm", "net", "sh", "-c", probe)
+        assert ran.stdout == f"eth0 lo\n{GREETING}\n" and served == [host, host], ran.stdout
+        assert local_served == []
+
+
+def test_without_access_to_tun_the_error_says_what_to_do(kit: Kit, tun_for_root_only: None) -> None:
+    user = WITH_RANGE
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    failed = kit.builder(user, "run", "--rm", "busybox:latest", "true", check=False)
+    assert failed.status == 125 and "Traceback" not in failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "/dev/net/tun must be open to all users" in line
+    assert "--network none" in line

@@ -133,6 +133,23 @@ def test_a_detached_start_failure_is_125_and_leaves_nothing(builder: Builder) ->
     assert containers_of(builder) == [] and leftovers(builder, TOKEN) == NOTHING
 
 
+@pytest.mark.parametrize("init", [[], ["--init"]])
+def test_a_detached_command_that_cannot_run_fails_at_once_as_dockers(
+    builder: Builder, init: list[str]
+) -> None:
+    """docker run -d: the id it made, then the exec's error and 126/127 (not exit 0 and a
+    container that ends at once)."""
+    missing = builder("run", "-d", *init, "--name", "gone", IMAGE, "nosuchcommand", check=False)
+    assert missing.status == 127 and missing.stdout == f"{containers_of(builder)[0]}\n"
+    assert missing.stderr == 'error: exec: "nosuchcommand": executable file not found in $PATH\n'
+    assert builder("wait", "gone").stdout == "127\n"  # kept, as docker keeps it
+    denied = builder("run", "-d", *init, "--rm", IMAGE, "/etc/passwd", check=False)
+    assert denied.status == 126 and len(denied.stdout) == 65  # the id; --rm removed it
+    assert denied.stderr == 'error: exec: "/etc/passwd": permission denied\n'
+    builder("rm", "gone")
+    assert containers_of(builder) == [] and leftovers(builder, "nosuchcommand") == NOTHING
+
+
 def test_killing_the_supervisor_kills_the_container(builder: Builder) -> None:
     cid = builder("run", "-d", IMAGE, "sleep", TOKEN).stdout.strip()
     assert len(processes_with(f"sleep {TOKEN}", exact=True)) == 1

@@ -169,6 +169,28 @@ def test_signals_are_forwarded_and_an_ignoring_process_is_killed(builder: Builde
     assert containers_of(builder) == []
 
 
+@pytest.mark.parametrize("init", [[], ["--init"]])
+def test_every_signal_dockers_sig_proxy_forwards_reaches_the_container(
+    builder: Builder, init: list[str]
+) -> None:
+    """docker run forwards every signal but SIGCHLD, SIGPIPE (and Go's SIGURG): the
+    container traps each; the CLI neither dies of SIGQUIT/SIGUSR1 nor keeps them."""
+    names = ["USR1", "USR2", "QUIT", "ALRM", "WINCH", "CONT", "TSTP"]
+    traps = "; ".join(f'trap "echo got-{n}" {n}' for n in names)
+    script = f'{traps}; trap "exit 6" TERM; echo ready; while :; do sleep 0.05; done'
+    proc = popen(builder, "run", "--rm", *init, IMAGE, "sh", "-c", script)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    if init:  # under --init the shell is pid 1's child: its traps are set when it prints
+        time.sleep(0.1)
+    for name in names:
+        proc.send_signal(signal.Signals[f"SIG{name}"])
+        assert proc.stdout.readline() == f"got-{name}\n".encode()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out) == (6, b"")
+    assert containers_of(builder) == []
+
+
 def test_init_forwards_the_signal_to_the_command_and_reaps(builder: Builder) -> None:
     proc = popen(builder, "run", "--rm", "--init", IMAGE, "sh", "-c", "echo r; exec sleep 60")
     assert proc.stdout is not None and proc.stdout.readline() == b"r\n"
@@ -241,7 +263,9 @@ def test_t_passes_window_size_changes_on(builder: Builder) -> None:
 
 def test_it_relays_keys_and_ctrl_c_reaches_the_container(builder: Builder) -> None:
     master, slave = pty.openpty()
-    script = "trap 'echo got-int; exit 9' INT; echo ready; read line; echo \"line=$line\"; sleep 30"
+    # A trap runs once the foreground command ends: short sleeps, so ^C is seen at once.
+    script = "trap 'echo got-int; exit 9' INT; echo ready; read line; echo \"line=$line\"; "
+    script += "while :; do sleep 0.05; done"
     proc = popen(builder, "run", "--rm", "-it", IMAGE, "sh", "-c", script,
                  stdin=slave, stdout=slave, stderr=slave, start_new_session=True)  # fmt: skip
     os.close(slave)
