@@ -561,4 +561,5 @@ def pivot(rootdir: str) -> None:
 def mount_overlay(lower: str, upper: str, work: str, target: str) -> None:
     """An overlay of one lower dir at `target`, with the options a root gets here (a user
     namespace's `userxattr`): what the snapshotter's probe tries."""
-    _mount_overlay([lower], upper, work, target, userns=not in_initial_user_namespace())
+    userns = not in_initial_user_namespace()
+    _mount_overlay([lower], upper, work, target, userns, None, volatile=False)
