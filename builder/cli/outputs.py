@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.cli.attrs import parse_attrs
 from builder.errors import UsageError
+from builder.record import dataclass
 
 if TYPE_CHECKING:
     from builder.cli.progress import Renderer

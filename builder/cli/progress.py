@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import IO, Any
 
 from builder.engine.events import (
@@ -17,6 +16,7 @@ from builder.engine.events import (
     StepOutput,
     StepStarted,
 )
+from builder.record import asdict
 from builder.registry.events import (
     BlobDone,
     BlobProgress,

@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.engine.context import BuildContext
@@ -45,6 +44,7 @@ from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.recipe.plan import stages_used_by
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.recipe.source import recipe_text
+from builder.record import dataclass, field, replace
 from builder.store import JsonRecord, Store
 
 

@@ -7,13 +7,13 @@ serves a stale result.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any
 
+from builder import record
 from builder.errors import SourceLocation
 from builder.image.platform import Platform
 from builder.recipe import instructions as ins
@@ -34,9 +34,9 @@ _TYPES: dict[str, type[Any]] = {
 
 
 def to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if record.is_dataclass(value) and not isinstance(value, type):
         out = {"@": type(value).__name__}
-        for f in dataclasses.fields(value):
+        for f in record.fields(value):
             out[f.name] = to_json(getattr(value, f.name))
         return out
     if isinstance(value, tuple | list):

@@ -19,11 +19,11 @@ import binascii
 import json
 import os
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import RegistryError, UsageError
+from builder.record import dataclass
 from builder.store.atomic import write_atomic
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"

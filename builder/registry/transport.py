@@ -18,11 +18,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 from builder.errors import RegistryError
+from builder.record import dataclass
 from builder.registry.settings import (
     HostSettings,
     Settings,

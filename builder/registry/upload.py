@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 from urllib.parse import urlencode
 
 from builder.errors import RegistryError
 from builder.image.descriptor import Descriptor
+from builder.record import dataclass
 from builder.registry.client import Repository, registry_message
 from builder.registry.transport import Attempts, Stream
 from builder.store.blobs import BlobStore

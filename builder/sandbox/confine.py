@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 
+from builder.record import dataclass
 from builder.sandbox import capabilities
 from builder.sandbox.security import UNCONFINED, Security
 from builder.sandbox.syscalls import (

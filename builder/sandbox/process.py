@@ -22,7 +22,6 @@ sandbox process has gone.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import select
 import signal
@@ -30,10 +29,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import FrameType
 
+from builder import record
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox import confine, container, hosts, mounts, reaper, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
@@ -286,7 +286,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     if spec.network == "private":
         _report(report_w, "N")  # the caller gives the namespace its network meanwhile
     mounts.make_private()
-    plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
+    plan = record.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
     spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
     userxattr = not plan.rootful or not in_initial_user_namespace()

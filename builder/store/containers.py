@@ -19,11 +19,11 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.errors import BuilderError, UsageError
 from builder.layer.tree import remove_tree
+from builder.record import dataclass, field, replace
 from builder.store.container_record import (
     ContainerConfig,
     ContainerState,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from builder.engine import cachekey
@@ -17,6 +16,7 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.prune import prune_unchanged_dirs
 from builder.layer.tree import remove_tree
+from builder.record import replace
 from builder.store import StepRecord
 
 
