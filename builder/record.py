@@ -17,6 +17,7 @@ also works on these classes.
 
 from __future__ import annotations
 
+from operator import attrgetter as _attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -141,63 +142,82 @@ else:
         signature = ", ".join(["self", *params, *(["*", *kw_params] if kw_params else [])])
         return f"def __init__({signature}):\n" + ("\n".join(body) or "  pass") + "\n"
 
+    def _lazy_init(cls, ordered: list[Field], frozen: bool):
+        """An __init__ that compiles the real one on the first call and puts it in its
+        place: a class never instantiated in a process never pays for the compile."""
+
+        def __init__(self, *args, **kwargs):
+            env = {"_setattr": object.__setattr__, "_HAS_FACTORY": MISSING}
+            source = _init_source(ordered, frozen, hasattr(cls, "__post_init__"), env)
+            methods: dict[str, Any] = {}
+            exec(source, env, methods)  # code generated from the field names only
+            real = methods["__init__"]
+            real.__qualname__ = f"{cls.__qualname__}.__init__"
+            cls.__init__ = real
+            real(self, *args, **kwargs)
+
+        return __init__
+
     def _process(cls, frozen, kw_only, slots, eq, init, repr):
         specs = _collect(cls, kw_only)
         ordered = list(specs.values())
-        own = cls.__dict__
-        env: dict[str, Any] = {
-            "_setattr": object.__setattr__,
-            "_HAS_FACTORY": MISSING,
-            "FrozenInstanceError": FrozenInstanceError,
-        }
-        source = []
+        own = dict(cls.__dict__)
+        if slots:
+            body = {k: v for k, v in own.items() if k not in specs and k != "__dict__"}
+            body.pop("__weakref__", None)
+            body["__slots__"] = tuple(specs)
+            cls = type(cls)(cls.__name__, cls.__bases__, body)
+        # No compile here but __init__'s, deferred to its first call: the methods are
+        # closures over the field names.
+        methods: dict[str, Any] = {}
         if init and "__init__" not in own:
-            post_init = hasattr(cls, "__post_init__")
-            source.append(_init_source(ordered, frozen, post_init, env))
+            methods["__init__"] = _lazy_init(cls, ordered, frozen)
         if repr and "__repr__" not in own:
-            shown = ", ".join(f"{s.name}={{self.{s.name}!r}}" for s in ordered if s.repr)
-            source.append(
-                f"def __repr__(self):\n  return f'{{self.__class__.__qualname__}}({shown})'\n"
-            )
-        compared = "".join(f"self.{s.name}," for s in ordered if s.compare)
-        other = compared.replace("self.", "other.")
+            shown = tuple(s.name for s in ordered if s.repr)
+
+            def __repr__(self):
+                inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in shown)
+                return f"{self.__class__.__qualname__}({inner})"
+
+            methods["__repr__"] = __repr__
+        compared = tuple(s.name for s in ordered if s.compare)
+        key = _attrgetter(*compared) if compared else _no_fields
         if eq and "__eq__" not in own:
-            source.append(
-                "def __eq__(self, other):\n"
-                "  if other.__class__ is self.__class__:\n"
-                f"    return ({compared}) == ({other})\n"
-                "  return NotImplemented\n"
-            )
+
+            def __eq__(self, other):
+                if other.__class__ is self.__class__:
+                    return key(self) == key(other)
+                return NotImplemented
+
+            methods["__eq__"] = __eq__
         # The standard rules for __hash__ (unsafe_hash unsupported): an explicit one stays;
         # eq and frozen hash the compared fields; eq alone makes instances unhashable.
         class_hash = own.get("__hash__", MISSING)
         explicit = not (class_hash is MISSING or (class_hash is None and "__eq__" in own))
         if eq and not explicit:
             if frozen:
-                source.append(f"def __hash__(self):\n  return hash(({compared}))\n")
+
+                def __hash__(self):
+                    return hash(key(self))
+
+                methods["__hash__"] = __hash__
             else:
                 cls.__hash__ = None
         if frozen:
-            names = tuple(specs)
-            env["_names"] = names
-            source.append(
-                "def __setattr__(self, name, value):\n"
-                "  if type(self) is _cls or name in _names:\n"
-                "    raise FrozenInstanceError(f'cannot assign to field {name!r}')\n"
-                "  super(_cls, self).__setattr__(name, value)\n"
-                "def __delattr__(self, name):\n"
-                "  if type(self) is _cls or name in _names:\n"
-                "    raise FrozenInstanceError(f'cannot delete field {name!r}')\n"
-                "  super(_cls, self).__delattr__(name)\n"
-            )
-        if slots:
-            body = {k: v for k, v in own.items() if k not in specs and k != "__dict__"}
-            body.pop("__weakref__", None)
-            body["__slots__"] = tuple(specs)
-            cls = type(cls)(cls.__name__, cls.__bases__, body)
-        env["_cls"] = cls
-        methods: dict[str, Any] = {}
-        exec("".join(source), env, methods)
+            names = frozenset(specs)
+
+            def __setattr__(self, name, value):
+                if type(self) is cls or name in names:
+                    raise FrozenInstanceError(f"cannot assign to field {name!r}")
+                super(cls, self).__setattr__(name, value)
+
+            def __delattr__(self, name):
+                if type(self) is cls or name in names:
+                    raise FrozenInstanceError(f"cannot delete field {name!r}")
+                super(cls, self).__delattr__(name)
+
+            methods["__setattr__"] = __setattr__
+            methods["__delattr__"] = __delattr__
         for name, method in methods.items():
             method.__qualname__ = f"{cls.__qualname__}.{name}"
             setattr(cls, name, method)
@@ -205,6 +225,9 @@ else:
         if "__match_args__" not in own:
             cls.__match_args__ = tuple(s.name for s in ordered if s.init and not s.kw_only)
         return cls
+
+    def _no_fields(obj):
+        return ()
 
     def dataclass(
         cls=None,

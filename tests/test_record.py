@@ -7,6 +7,7 @@ equality, hash, frozenness, replace, asdict, fields, match) is compared.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import subprocess
@@ -81,7 +82,12 @@ def _slotted(dc: Any, field: Any) -> type:
 
 
 def _parameters(cls: type) -> list[tuple[str, Any, Any]]:
-    """Names, kinds and plain defaults of __init__ (a factory's marker differs by design)."""
+    """Names, kinds and plain defaults of __init__ (a factory's marker differs by design).
+
+    Ours compiles its __init__ on the first call, so one call (even a failing one) comes
+    first."""
+    with contextlib.suppress(TypeError):
+        cls()
     params = inspect.signature(cls).parameters.values()
     return [
         (p.name, p.kind, p.default if isinstance(p.default, int | str | tuple) else "-")
