@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from builder.image.digest import Digest
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import MediaType
 from builder.store import BlobStore, Store
+from builder.store.blobs import BACKGROUND_HASH
 from tests.store.support import corrupt, make_image
 
 
@@ -61,6 +64,29 @@ def test_corrupt_blob_detected(tmp_path: Path) -> None:
         store.layout.read(d.digest)
     with pytest.raises(StoreError, match="missing"):
         store.layout.read(Digest.of_bytes(b"never stored"))
+
+
+def test_a_big_blob_is_verified_by_its_background_hash(tmp_path: Path) -> None:
+    """Above BACKGROUND_HASH the digest is computed on a thread beside the reader: the
+    bytes read are still the blob's, and a flipped byte still fails at EOF, whatever the
+    read sizes (a push reads 1 MiB at a time, `read()` all at once)."""
+    store = Store.open(tmp_path / "s")
+    data = os.urandom(BACKGROUND_HASH + 12345)
+    d = store.layout.put(data, "application/octet-stream")
+    assert store.layout.read(d.digest) == data
+    with store.layout.open(d.digest) as f:
+        got = b"".join(iter(lambda: f.read(1 << 20), b""))
+    assert got == data
+    corrupt(store, d.digest)
+    with pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"):
+        store.layout.read(d.digest)
+    with pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"):
+        with store.layout.open(d.digest) as f:
+            while f.read(1 << 20):
+                pass
+    with store.layout.open(d.digest) as f:  # closed half-read: the thread stops
+        f.read(1 << 20)
+    assert not [t for t in threading.enumerate() if t.name == "verify"]
 
 
 def test_only_sha256(tmp_path: Path) -> None:
