@@ -176,6 +176,8 @@ def write_outputs(
     store: Store, image: Image, plan: Plan, tags: Sequence[str], stdout: BinaryIO
 ) -> None:
     """Write the built `image` to every output of `plan` (the store has it already)."""
+    if not plan.outputs:  # the store only: none of the writers' imports
+        return
     from builder.store.archive import OciArchiveWriter
     from builder.store.docker_archive import DockerArchiveWriter
     from builder.store.export import ArchiveWriter, LayoutReader, write_archive
