@@ -66,6 +66,33 @@ def test_corrupt_blob_detected(tmp_path: Path) -> None:
         store.layout.read(Digest.of_bytes(b"never stored"))
 
 
+def test_putting_a_blob_again_writes_only_to_heal_it(tmp_path: Path) -> None:
+    """The same bytes again leave the file as it is (a cached build re-puts its config and
+    manifest: no temp file, no fsync); a copy whose bytes differ on disk is replaced."""
+    store = Store.open(tmp_path / "s")
+    d = store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG)
+    path = store.paths.blob(d.digest)
+    before = path.stat()
+    assert store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG) == d
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+    corrupt(store, d.digest)
+    assert store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG) == d
+    assert path.stat().st_ino != before.st_ino
+    assert store.layout.read(d.digest) == b'{"config":1}'
+
+
+def test_tagging_again_leaves_the_index_as_it_is(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store")
+    image = make_image(store, tmp_path, "one", "one")
+    make_image(store, tmp_path, "two", "two")
+    before = store.paths.index.stat()
+    store.layout.tag("two", store.layout.resolve("two"))  # the last entry, unchanged
+    assert store.paths.index.stat().st_ino == before.st_ino
+    store.layout.tag("one", image.descriptor)  # moves to the end: written
+    assert store.paths.index.stat().st_ino != before.st_ino
+    assert [n for n, _ in store.layout.refs()] == ["two:latest", "one:latest"]
+
+
 def test_a_big_blob_is_verified_by_its_background_hash(tmp_path: Path) -> None:
     """Above BACKGROUND_HASH the digest is computed on a thread beside the reader: the
     bytes read are still the blob's, and a flipped byte still fails at EOF, whatever the
