@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the tests' registry starter: one place knows its config
 
+from bench.trees import compiled_copy  # noqa: E402
 from tests.registry.registries import RegistryProcess, start_registry  # noqa: E402
 
 RANDOM_MB = 170
@@ -173,7 +174,7 @@ def main() -> None:
                 "skopeo": functools.partial(bench.skopeo, name),
             }
             if options.baseline is not None:
-                baseline = options.baseline.resolve()
+                baseline = compiled_copy(options.baseline.resolve(), work)
                 tools["baseline"] = functools.partial(bench.ours, name, baseline)
             times: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for i in range(options.runs):

@@ -203,6 +203,7 @@ def main() -> None:
         "layer_bench.py",
         "sandbox_bench.py",
         "registry_bench.py",
+        "startup_bench.py",
     ):
         path = REPO / "bench" / script
         if path.exists():

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""Start-up: what a one-shot `builder` process imports and how long its short commands take.
+
+    .venv/bin/python bench/startup_bench.py [--runs N] [--baseline TREE] [--top N] [--no-imports]
+
+Three commands whose work is a few milliseconds, so their time is start-up:
+- cached: `builder build` of ../shared/bench/tiny, every step cached;
+- push:   `builder push` of that image to a docker-registry on loopback (a new repository
+          each time; the blobs are mounted or already there), beside `skopeo copy` of it;
+- run:    `builder run --rm busybox /bin/true`.
+
+First, each command once under `python -X importtime`: the modules by cumulative time, the
+total, and which of the heavy ones (lark, tqdm, zstandard, urllib3, ssl, ...) it imported.
+Then each command N times (median), interleaved with `--baseline TREE` (builder imported
+from another checkout, e.g. the main branch) so a busy machine weighs on both alike, and
+the floor of any Python process: `python -c pass`, with -S, and with -I -S.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import importlib.util
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "bench"
+sys.path.insert(0, str(REPO))  # the tests' registry starter: one place knows its config
+
+from bench.trees import compiled_copy  # noqa: E402
+from tests.registry.registries import RegistryProcess, start_registry  # noqa: E402
+
+HEAVY = ("lark", "tqdm", "zstandard", "urllib3", "ssl", "http.client", "json", "dataclasses")
+
+
+def _timed(args: Sequence[str | Path], env: dict[str, str]) -> float:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+    )
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, args))} failed:\n{proc.stderr.decode()}")
+    return elapsed
+
+
+class Setup:
+    """A store holding busybox and the tiny image, and a registry to push to."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.store = work / "store"
+        config = work / "builder.toml"
+        config.write_text("")
+        (work / "docker").mkdir()
+        self.env = {
+            **os.environ,
+            "BUILDER_CONFIG": str(config),
+            "DOCKER_CONFIG": str(work / "docker"),
+            "REGISTRY_AUTH_FILE": str(work / "docker" / "auth.json"),
+            "PYTHONPATH": str(REPO),
+        }
+        spec = importlib.util.spec_from_file_location("bb", REPO / "scripts" / "busybox_rootfs.py")
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        rootfs = module.make_rootfs(work / "rootfs")
+        self.context = work / "context"
+        shutil.copytree(SHARED / "tiny" / "context", self.context)
+        _timed(self.builder("import", rootfs, "busybox:latest"), self.env)
+        _timed(
+            self.builder(*self.build_args(), self.context), self.env
+        )  # cold: every later one is cached
+        (work / "registry").mkdir()
+        self.registry: RegistryProcess = start_registry(work / "registry")
+        self._serial = 0
+
+    def builder(self, *args: str | Path, flags: Sequence[str] = ()) -> list[str | Path]:
+        return [sys.executable, *flags, "-m", "builder", "--root", self.store, *args]
+
+    def build_args(self) -> list[str | Path]:
+        recipe = SHARED / "tiny" / "Dockerfile"
+        return ["build", "-q", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", "tiny"]
+
+    def commands(self, flags: Sequence[str] = ()) -> dict[str, list[str | Path]]:
+        self._serial += 1
+        ref = f"{self.registry.address}/tiny{self._serial}:latest"
+        return {
+            "cached": self.builder(*self.build_args(), self.context, flags=flags),
+            "push": self.builder("push", "-q", "tiny", ref, flags=flags),
+            "run": self.builder("run", "--rm", "busybox", "/bin/true", flags=flags),
+        }
+
+    def skopeo_push(self) -> list[str | Path]:
+        self._serial += 1
+        ref = f"docker://{self.registry.address}/skopeo{self._serial}:latest"
+        layout = f"oci:{self.store / 'layout'}:tiny:latest"
+        return ["skopeo", "copy", "-q", "--dest-tls-verify=false", layout, ref]
+
+
+def import_table(setup: Setup, top: int) -> None:
+    for name, args in setup.commands(["-X", "importtime"]).items():
+        proc = subprocess.run(
+            list(map(str, args)), capture_output=True, text=True, env=setup.env, check=True
+        )
+        rows = []
+        for line in proc.stderr.splitlines():
+            if not line.startswith("import time:") or "cumulative" in line:
+                continue
+            self_us, cumulative_us, module = line.split(":", 1)[1].split("|")
+            rows.append((int(cumulative_us), int(self_us), module.rstrip()))
+        total = sum(c for c, _, m in rows if not m[1:].startswith(" "))  # top level
+        names = {m.strip() for _, _, m in rows}
+        heavy = [h for h in HEAVY if h in names]
+        print(f"\n== {name}: {len(rows)} modules, {total / 1000:.0f} ms of imports (importtime)")
+        print(f"   heavy modules imported: {', '.join(heavy) or 'none'}")
+        print(f"   {'cumulative':>10} {'self':>7}  module")
+        for cumulative, self_us, module in sorted(rows, reverse=True)[:top]:
+            print(f"   {cumulative / 1000:8.1f}ms {self_us / 1000:5.1f}ms  {module}")
+
+
+def timings(setup: Setup, runs: int, baseline: Path | None) -> None:
+    trees = {"ours": REPO} | ({"baseline": baseline} if baseline else {})
+    times: dict[tuple[str, str], list[float]] = {}
+    floors = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "python -S -c pass": [sys.executable, "-S", "-c", "pass"],
+        "python -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"],
+    }
+    for i in range(runs):
+        order = list(trees) if i % 2 == 0 else list(reversed(trees))
+        for tree in order:
+            env = {**setup.env, "PYTHONPATH": str(trees[tree])}
+            for name, args in setup.commands().items():
+                times.setdefault((name, tree), []).append(_timed(args, env))
+        if shutil.which("skopeo"):
+            times.setdefault(("push", "skopeo"), []).append(_timed(setup.skopeo_push(), setup.env))
+        for name, args in floors.items():
+            times.setdefault((name, "-"), []).append(_timed(args, setup.env))
+    print(f"\nstart-up, medians of {runs} (seconds)")
+    columns = [*trees, "skopeo"] if shutil.which("skopeo") else list(trees)
+    print(f"{'command':<22}" + "".join(f"{c:>10}" for c in columns) + "  ours/base")
+    for name in ("cached", "push", "run"):
+        medians = {c: statistics.median(times[(name, c)]) for c in columns if (name, c) in times}
+        line = f"{name:<22}" + "".join(
+            f"{medians[c]:10.3f}" if c in medians else f"{'':>10}" for c in columns
+        )
+        if "baseline" in medians:
+            line += f"  {medians['ours'] / medians['baseline']:9.2f}"
+        print(line)
+    for name in floors:
+        print(f"{name:<22}{statistics.median(times[(name, '-')]):10.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=11)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--baseline", type=Path, help="also time builder from this checkout")
+    parser.add_argument("--no-imports", action="store_true", help="timings only")
+    parser.add_argument("--keep", type=Path, help="work in DIR and leave it")
+    options = parser.parse_args()
+    if shutil.which("docker-registry") is None:
+        raise SystemExit("docker-registry is needed (make setup)")
+    with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
+        work = options.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        compileall.compile_dir(REPO / "builder", quiet=1)  # as `make bench` does
+        setup = Setup(work)
+        try:
+            if not options.no_imports:
+                import_table(setup, options.top)
+            if options.runs > 0:
+                baseline = (
+                    compiled_copy(options.baseline.resolve(), work) if options.baseline else None
+                )
+                timings(setup, options.runs, baseline)
+        finally:
+            setup.registry.stop()
+
+
+if __name__ == "__main__":
+    main()
