@@ -22,6 +22,7 @@ import argparse
 import compileall
 import importlib.util
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,15 +42,20 @@ from tests.registry.registries import RegistryProcess, start_registry  # noqa: E
 HEAVY = ("lark", "tqdm", "zstandard", "urllib3", "ssl", "http.client", "json", "dataclasses")
 
 
-def _timed(args: Sequence[str | Path], env: dict[str, str]) -> float:
+def _timed(args: Sequence[str | Path], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time, and CPU time (user + system) of the process and its children: on a busy
+    machine the CPU time is the steadier figure of the two."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
         list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
     )
     elapsed = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, args))} failed:\n{proc.stderr.decode()}")
-    return elapsed
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    return elapsed, cpu
 
 
 class Setup:
@@ -83,20 +89,35 @@ class Setup:
         self.registry: RegistryProcess = start_registry(work / "registry")
         self._serial = 0
 
-    def builder(self, *args: str | Path, flags: Sequence[str] = ()) -> list[str | Path]:
-        return [sys.executable, *flags, "-m", "builder", "--root", self.store, *args]
+    def builder(
+        self, *args: str | Path, flags: Sequence[str] = (), store: Path | None = None
+    ) -> list[str | Path]:
+        return [sys.executable, *flags, "-m", "builder", "--root", store or self.store, *args]
+
+    def store_for(self, name: str, tree: Path) -> Path:
+        """A copy of the store for the checkout TREE, its build cached by that tree: the
+        parsed recipe is kept per parser, so two trees sharing a store would each find the
+        other's and parse again, every time."""
+        store = self.work / f"store-{name}"
+        if not store.exists():
+            shutil.copytree(self.store, store, symlinks=True)
+            env = {**self.env, "PYTHONPATH": str(tree)}
+            _timed(self.builder(*self.build_args(), self.context, store=store), env)
+        return store
 
     def build_args(self) -> list[str | Path]:
         recipe = SHARED / "tiny" / "Dockerfile"
         return ["build", "-q", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", "tiny"]
 
-    def commands(self, flags: Sequence[str] = ()) -> dict[str, list[str | Path]]:
+    def commands(
+        self, flags: Sequence[str] = (), store: Path | None = None
+    ) -> dict[str, list[str | Path]]:
         self._serial += 1
         ref = f"{self.registry.address}/tiny{self._serial}:latest"
         return {
-            "cached": self.builder(*self.build_args(), self.context, flags=flags),
-            "push": self.builder("push", "-q", "tiny", ref, flags=flags),
-            "run": self.builder("run", "--rm", "busybox", "/bin/true", flags=flags),
+            "cached": self.builder(*self.build_args(), self.context, flags=flags, store=store),
+            "push": self.builder("push", "-q", "tiny", ref, flags=flags, store=store),
+            "run": self.builder("run", "--rm", "busybox", "/bin/true", flags=flags, store=store),
         }
 
     def skopeo_push(self) -> list[str | Path]:
@@ -129,35 +150,42 @@ def import_table(setup: Setup, top: int) -> None:
 
 def timings(setup: Setup, runs: int, baseline: Path | None) -> None:
     trees = {"ours": REPO} | ({"baseline": baseline} if baseline else {})
-    times: dict[tuple[str, str], list[float]] = {}
+    stores = {name: setup.store_for(name, tree) for name, tree in trees.items()}
+    times: dict[tuple[str, str], list[tuple[float, float]]] = {}
     floors = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -S -c pass": [sys.executable, "-S", "-c", "pass"],
         "python -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"],
     }
+    skopeo = shutil.which("skopeo") is not None
     for i in range(runs):
         order = list(trees) if i % 2 == 0 else list(reversed(trees))
         for tree in order:
             env = {**setup.env, "PYTHONPATH": str(trees[tree])}
-            for name, args in setup.commands().items():
+            for name, args in setup.commands(store=stores[tree]).items():
                 times.setdefault((name, tree), []).append(_timed(args, env))
-        if shutil.which("skopeo"):
+        if skopeo:
             times.setdefault(("push", "skopeo"), []).append(_timed(setup.skopeo_push(), setup.env))
         for name, args in floors.items():
             times.setdefault((name, "-"), []).append(_timed(args, setup.env))
-    print(f"\nstart-up, medians of {runs} (seconds)")
-    columns = [*trees, "skopeo"] if shutil.which("skopeo") else list(trees)
-    print(f"{'command':<22}" + "".join(f"{c:>10}" for c in columns) + "  ours/base")
-    for name in ("cached", "push", "run"):
-        medians = {c: statistics.median(times[(name, c)]) for c in columns if (name, c) in times}
-        line = f"{name:<22}" + "".join(
-            f"{medians[c]:10.3f}" if c in medians else f"{'':>10}" for c in columns
-        )
-        if "baseline" in medians:
-            line += f"  {medians['ours'] / medians['baseline']:9.2f}"
-        print(line)
-    for name in floors:
-        print(f"{name:<22}{statistics.median(times[(name, '-')]):10.3f}")
+    columns = [*trees, "skopeo"] if skopeo else list(trees)
+    for k, what in enumerate(("wall", "CPU (user + system)")):
+        print(f"\nstart-up, {what}, medians of {runs} (seconds)")
+        print(f"{'command':<22}" + "".join(f"{c:>10}" for c in columns) + "  ours/base")
+        for name in ("cached", "push", "run"):
+            medians = {
+                c: statistics.median(t[k] for t in times[(name, c)])
+                for c in columns
+                if (name, c) in times
+            }
+            line = f"{name:<22}" + "".join(
+                f"{medians[c]:10.3f}" if c in medians else f"{'':>10}" for c in columns
+            )
+            if "baseline" in medians:
+                line += f"  {medians['ours'] / medians['baseline']:9.2f}"
+            print(line)
+        for name in floors:
+            print(f"{name:<22}{statistics.median(t[k] for t in times[(name, '-')]):10.3f}")
 
 
 def main() -> None:
