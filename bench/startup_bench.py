@@ -13,7 +13,8 @@ First, each command once under `python -X importtime`: the modules by cumulative
 total, and which of the heavy ones (lark, tqdm, zstandard, urllib3, ssl, ...) it imported.
 Then each command N times (median), interleaved with `--baseline TREE` (builder imported
 from another checkout, e.g. the main branch) so a busy machine weighs on both alike, and
-the floor of any Python process: `python -c pass`, with -S, and with -I -S.
+the floor of any Python process: `python -c pass`, with -S, and with -I -S, and of a click
+command line: `python -c 'import click'`.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def timings(setup: Setup, runs: int, baseline: Path | None) -> None:
         "python -c pass": [sys.executable, "-c", "pass"],
         "python -S -c pass": [sys.executable, "-S", "-c", "pass"],
         "python -I -S -c pass": [sys.executable, "-I", "-S", "-c", "pass"],
+        "python -c 'import click'": [sys.executable, "-c", "import click"],  # the CLI's floor
     }
     skopeo = shutil.which("skopeo") is not None
     for i in range(runs):
@@ -185,7 +187,7 @@ def timings(setup: Setup, runs: int, baseline: Path | None) -> None:
                 line += f"  {medians['ours'] / medians['baseline']:9.2f}"
             print(line)
         for name in floors:
-            print(f"{name:<22}{statistics.median(t[k] for t in times[(name, '-')]):10.3f}")
+            print(f"{name:<26}{statistics.median(t[k] for t in times[(name, '-')]):6.3f}")
 
 
 def main() -> None:

@@ -123,6 +123,7 @@ _lock = threading.Lock()
 _manager: urllib3.PoolManager | None = None
 _contexts: dict[str, tuple[ssl.SSLContext, tuple[str, ...]]] = {}
 _schemes: dict[str, str] = {}  # host -> the scheme that answered (https, or http fallback)
+_probe_lock = threading.Lock()
 
 
 def _pool_manager() -> urllib3.PoolManager:
@@ -295,9 +296,12 @@ class Transport:
         if self.host_settings.http:
             return ("http",)
         if allows_http(self.host, self.host_settings):
-            if _speaks_tls(self.host, self.policy.connect_timeout) is False:
-                _schemes[self.host] = "http"
-                return ("http",)
+            with _probe_lock:  # a push's first requests come at once: one probe serves all
+                if _schemes.get(self.host) == "http":
+                    return ("http",)
+                if _speaks_tls(self.host, self.policy.connect_timeout) is False:
+                    _schemes[self.host] = "http"
+                    return ("http",)
             return ("https", "http")
         return ("https",)
 
