@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"
 sys.path.insert(0, str(REPO))  # the tests' registry starter: one place knows its config
 
-from bench.trees import compiled_copy  # noqa: E402
+from bench.trees import OUTSIDE, compiled_copy  # noqa: E402
 from tests.registry.registries import RegistryProcess, start_registry  # noqa: E402
 
 HEAVY = ("lark", "tqdm", "zstandard", "urllib3", "ssl", "http.client", "json", "dataclasses")
@@ -49,7 +49,11 @@ def _timed(args: Sequence[str | Path], env: dict[str, str]) -> tuple[float, floa
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(
-        list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        list(map(str, args)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=OUTSIDE,
     )
     elapsed = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -131,7 +135,12 @@ class Setup:
 def import_table(setup: Setup, top: int) -> None:
     for name, args in setup.commands(["-X", "importtime"]).items():
         proc = subprocess.run(
-            list(map(str, args)), capture_output=True, text=True, env=setup.env, check=True
+            list(map(str, args)),
+            capture_output=True,
+            text=True,
+            env=setup.env,
+            check=True,
+            cwd=OUTSIDE,
         )
         rows = []
         for line in proc.stderr.splitlines():
@@ -201,7 +210,7 @@ def main() -> None:
     if shutil.which("docker-registry") is None:
         raise SystemExit("docker-registry is needed (make setup)")
     with tempfile.TemporaryDirectory(prefix="startup-bench-") as tmp:
-        work = options.keep or Path(tmp)
+        work = (options.keep or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
         compileall.compile_dir(REPO / "builder", quiet=1)  # as `make bench` does
         setup = Setup(work)

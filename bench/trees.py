@@ -11,6 +11,10 @@ import compileall
 import shutil
 from pathlib import Path
 
+# The cwd of every timed process: `python -m builder` puts its cwd first on sys.path, so one
+# started in a checkout imports that checkout's builder, whatever PYTHONPATH says.
+OUTSIDE = "/"
+
 
 def compiled_copy(tree: Path, work: Path) -> Path:
     """A directory to put on PYTHONPATH: TREE's builder package, byte-compiled."""
