@@ -132,8 +132,9 @@ def _pool_manager() -> urllib3.PoolManager:
         if _manager is None:
             import urllib3
 
-            # 1 MiB socket writes: uploads stream from the store's files at disk speed.
-            _manager = urllib3.PoolManager(num_pools=32, maxsize=8, blocksize=1 << 20)
+            # 4 MiB socket writes: uploads stream from the store's files at disk speed, in
+            # few enough reads that handing each to the blob's verifying hash is no cost.
+            _manager = urllib3.PoolManager(num_pools=32, maxsize=8, blocksize=4 << 20)
         return _manager
 
 

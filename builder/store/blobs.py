@@ -116,7 +116,9 @@ class _Hasher:
         import queue
         import threading
 
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        # A few reads' worth (a push reads 4 MiB at a time): room for the two threads'
+        # turns on a busy machine, and no more memory than that.
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._run, args=(hash,), name="verify", daemon=True)
         self._thread.start()
 
