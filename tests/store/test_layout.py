@@ -107,10 +107,12 @@ def test_a_big_blob_is_verified_by_its_background_hash(tmp_path: Path) -> None:
     corrupt(store, d.digest)
     with pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"):
         store.layout.read(d.digest)
-    with pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"):
-        with store.layout.open(d.digest) as f:
-            while f.read(1 << 20):
-                pass
+    with (
+        pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"),
+        store.layout.open(d.digest) as f,
+    ):
+        while f.read(1 << 20):
+            pass
     with store.layout.open(d.digest) as f:  # closed half-read: the thread stops
         f.read(1 << 20)
     assert not [t for t in threading.enumerate() if t.name == "verify"]
