@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # the tests' registry starter: one place knows its config
 
+from bench.trees import OUTSIDE, compiled_copy  # noqa: E402
 from tests.registry.registries import RegistryProcess, start_registry  # noqa: E402
 
 RANDOM_MB = 170
@@ -63,7 +64,11 @@ def _run(args: Sequence[str | Path], env: dict[str, str]) -> float:
     os.sync()  # untimed: write back what the last step left dirty
     t0 = time.perf_counter()
     proc = subprocess.run(
-        list(map(str, args)), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
+        list(map(str, args)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=OUTSIDE,
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -105,7 +110,11 @@ class Bench:
         name = f"bench-{compression}:latest"
         _run(_builder(self.store, "import", "--compression", compression, rootfs, name), self.env)
         inspect = subprocess.run(
-            _builder(self.store, "inspect", name), capture_output=True, env=self.env, check=True
+            _builder(self.store, "inspect", name),
+            capture_output=True,
+            env=self.env,
+            check=True,
+            cwd=OUTSIDE,
         )
         manifest = json.loads(inspect.stdout)[0]["Manifest"]
         size = sum(layer["size"] for layer in manifest["layers"])
@@ -162,7 +171,7 @@ def main() -> None:
         print("registry bench skipped: skopeo and docker-registry are needed (make setup)")
         return
     with tempfile.TemporaryDirectory(prefix="registry-bench-") as tmp:
-        work = options.keep or Path(tmp)
+        work = (options.keep or Path(tmp)).resolve()
         work.mkdir(parents=True, exist_ok=True)
         bench = Bench(work)
         rows = []
@@ -173,7 +182,7 @@ def main() -> None:
                 "skopeo": functools.partial(bench.skopeo, name),
             }
             if options.baseline is not None:
-                baseline = options.baseline.resolve()
+                baseline = compiled_copy(options.baseline.resolve(), work)
                 tools["baseline"] = functools.partial(bench.ours, name, baseline)
             times: dict[str, list[tuple[float, float]]] = {tool: [] for tool in tools}
             for i in range(options.runs):

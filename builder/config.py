@@ -63,6 +63,8 @@ def load_document(path: Path | None = None) -> tuple[dict[str, Any], Path]:
     except (OSError, UnicodeDecodeError) as err:
         reason = err.strerror if isinstance(err, OSError) else "not UTF-8"
         raise UsageError(f"cannot read config file {path}: {reason}") from None
+    if not text.strip():  # an empty document: no parser to import (start-up)
+        return {}, path
     import tomllib  # only when there is a file: most runs have none
 
     try:

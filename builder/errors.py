@@ -7,7 +7,7 @@ caret for recipe errors).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from builder.record import dataclass
 
 
 class BuilderError(Exception):

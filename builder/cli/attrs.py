@@ -3,13 +3,13 @@ a value may be quoted; keys are case-insensitive and given once."""
 
 from __future__ import annotations
 
-import csv
-
 from builder.errors import UsageError
 
 
 def parse_attrs(flag: str, value: str) -> dict[str, str]:
     """The keys and values of one flag value; UsageError naming FLAG and what is wrong."""
+    import csv  # here: a build without such flags does not pay for its import
+
     try:
         (fields,) = csv.reader([value])
     except (csv.Error, ValueError):

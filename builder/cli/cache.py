@@ -77,6 +77,8 @@ def _local(path: str) -> CacheTransport:
 
 
 def cache_imports(values: tuple[str, ...]) -> tuple[CacheImport, ...]:
+    if not values:  # the usual build: cache_sync's imports are not its start-up
+        return ()
     from builder.store.cache_sync import CacheImport
 
     out = []
@@ -99,6 +101,8 @@ def cache_exports(
     values: tuple[str, ...], report: TransferReporter | None = None
 ) -> tuple[CacheExport, ...]:
     """--cache-to; a registry export reports its uploads to `report`, as a push does."""
+    if not values:
+        return ()
     from builder.store.cache_sync import CacheExport
 
     out = []

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from builder.cli.attrs import parse_attrs
 from builder.errors import UsageError
+from builder.record import dataclass
 
 if TYPE_CHECKING:
     from builder.cli.progress import Renderer
@@ -176,22 +176,27 @@ def write_outputs(
     store: Store, image: Image, plan: Plan, tags: Sequence[str], stdout: BinaryIO
 ) -> None:
     """Write the built `image` to every output of `plan` (the store has it already)."""
-    from builder.store.archive import OciArchiveWriter
-    from builder.store.docker_archive import DockerArchiveWriter
-    from builder.store.export import ArchiveWriter, LayoutReader, write_archive
-    from builder.store.rootfs import export_rootfs_dir, write_rootfs_tar
-
+    # Each writer is imported for an output of its type: the default output (the store)
+    # needs none, and a cached build does not pay for their imports.
     for o in plan.outputs:
         names = o.names or tuple(tags)
         target: Path | BinaryIO = stdout if o.dest == STDOUT else Path(o.dest or "")
         if o.type in ("oci", "docker"):
+            from builder.store.archive import OciArchiveWriter
+            from builder.store.docker_archive import DockerArchiveWriter
+            from builder.store.export import ArchiveWriter, LayoutReader, write_archive
+
             writer: ArchiveWriter = (
                 OciArchiveWriter() if o.type == "oci" else DockerArchiveWriter(store.paths.tmp)
             )
             write_archive(LayoutReader.of_image(store.layout, image, names), target, writer)
         elif o.type == "tar":
+            from builder.store.rootfs import write_rootfs_tar
+
             write_rootfs_tar(store, image, target)
         elif o.type == "local":
+            from builder.store.rootfs import export_rootfs_dir
+
             export_rootfs_dir(store, image, Path(o.dest or ""))
         if o.pushes:
             if not names:

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from typing import IO, Any
 
 from builder.engine.events import (
@@ -19,6 +18,7 @@ from builder.engine.events import (
     StepOutput,
     StepStarted,
 )
+from builder.record import asdict
 from builder.registry.events import (
     BlobDone,
     BlobProgress,

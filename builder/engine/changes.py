@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import posixpath
 from collections.abc import Sequence
-from dataclasses import replace
 
 from builder.errors import UsageError
 from builder.image.config import ContainerConfig, Healthcheck
@@ -17,6 +16,7 @@ from builder.recipe import instructions as ins
 from builder.recipe import load
 from builder.recipe.resolve import resolve
 from builder.recipe.values import expose_ports
+from builder.record import replace
 
 # moby's validCommitCommands
 VALID = frozenset(

@@ -14,13 +14,13 @@ import re
 import stat
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuildContextError
 from builder.layer.tree import Visit, walk
+from builder.record import dataclass
 
 HASH_CHUNK = 1 << 20
 

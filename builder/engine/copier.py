@@ -17,7 +17,6 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ParamSpec
 
 from builder.engine.context import CopyItem
@@ -26,6 +25,7 @@ from builder.engine.state import ImageState
 from builder.errors import SourceLocation, StepFailed
 from builder.layer.tree import open_below
 from builder.recipe.chmod import Chmod
+from builder.record import dataclass
 from builder.sandbox.users import read_groups, read_passwd
 
 

@@ -14,7 +14,6 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,6 +58,7 @@ from builder.recipe.instructions import From, Instruction, Maintainer, Onbuild
 from builder.recipe.plan import stages_used_by
 from builder.recipe.serial import parser_fingerprint, recipe_from_json, to_json
 from builder.recipe.source import recipe_text
+from builder.record import dataclass, field, replace
 from builder.store import JsonRecord, Store
 
 if TYPE_CHECKING:

@@ -7,7 +7,8 @@ as plain lines, tty bars or JSON lines.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
+from builder.record import dataclass
 from builder.sandbox.limits import Limits
 from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, UsernsMode
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.engine.remote_cache import CacheSource, CacheTarget
 from builder.image.compression import LayerCompression
+from builder.record import dataclass, field
 from builder.sandbox.limits import Limits
 from builder.sandbox.spec import UsernsMode
 

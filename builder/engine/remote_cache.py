@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from builder.engine.images import PendingImage
 from builder.errors import BuilderError, RegistryError, StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
+from builder.record import dataclass
 from builder.store import StepRecord, Store
 
 

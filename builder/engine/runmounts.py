@@ -22,7 +22,6 @@ import os
 import posixpath
 import shutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,7 @@ from builder.engine.copier import Dirs
 from builder.engine.executor import Mount
 from builder.layer.tree import open_below, remove_tree
 from builder.recipe.mounts import MountError, RunMount
+from builder.record import dataclass, field
 
 if TYPE_CHECKING:
     from builder.store.containers import CacheMounts

@@ -13,7 +13,6 @@ import posixpath
 import re
 import stat
 import tarfile
-from dataclasses import dataclass
 
 from builder.engine.context import not_found
 from builder.engine.copier import (
@@ -26,6 +25,7 @@ from builder.engine.copier import (
 )
 from builder.layer.tree import walk
 from builder.recipe.chmod import Chmod
+from builder.record import dataclass
 
 _MAGIC = re.compile(r"[*?\[]")
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
+from builder.record import dataclass, replace
 
 # The time of a state with nothing dated yet (scratch, or an image without `created`).
 EPOCH = "1970-01-01T00:00:00Z"

@@ -8,10 +8,10 @@ our build and import verbs spell it `--compression`, `--compression-level`,
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from builder.errors import UsageError
 from builder.image.mediatypes import Compression
+from builder.record import dataclass
 
 # The level a compressor uses when none is asked for: zstd's own default, and gzip's (which
 # docker and buildkit use too). A blob made at the default is the same variant as one made

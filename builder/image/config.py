@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
+from builder import record
 from builder.image import fields
 from builder.image.digest import Digest, DigestError
+from builder.record import dataclass, field
 
 # Docker's PATH for a container (or RUN step) whose image sets none.
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -76,7 +76,7 @@ class ContainerConfig:
         return hash((self.env, self.entrypoint, self.cmd, tuple(sorted(self.labels.items()))))
 
     def replace(self, **changes: Any) -> ContainerConfig:
-        return dataclasses.replace(self, **changes)
+        return record.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -193,24 +193,24 @@ class ImageConfig:
 
     def with_layer(self, diff_id: Digest, history: History) -> ImageConfig:
         """A new config with one more layer and its (non-empty) history entry."""
-        entry = dataclasses.replace(history, empty_layer=False)
-        return dataclasses.replace(
+        entry = record.replace(history, empty_layer=False)
+        return record.replace(
             self, diff_ids=(*self.diff_ids, diff_id), history=(*self.history, entry)
         )
 
     def with_history(self, history: History) -> ImageConfig:
         """A new config with a history entry for a step that made no layer."""
-        entry = dataclasses.replace(history, empty_layer=True)
-        return dataclasses.replace(self, history=(*self.history, entry))
+        entry = record.replace(history, empty_layer=True)
+        return record.replace(self, history=(*self.history, entry))
 
     def with_container_config(self, cc: ContainerConfig) -> ImageConfig:
-        return dataclasses.replace(self, config=cc)
+        return record.replace(self, config=cc)
 
     def with_created(self, ts: str) -> ImageConfig:
-        return dataclasses.replace(self, created=ts)
+        return record.replace(self, created=ts)
 
     def replace(self, **changes: Any) -> ImageConfig:
-        return dataclasses.replace(self, **changes)
+        return record.replace(self, **changes)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.extra)

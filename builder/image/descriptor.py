@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from builder.image import fields
 from builder.image.digest import Digest, DigestError
 from builder.image.mediatypes import MediaType, media_type
 from builder.image.platform import Platform
+from builder.record import dataclass
 
 __all__ = ["Descriptor", "Platform"]
 

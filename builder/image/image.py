@@ -8,13 +8,13 @@ the engine, runtime, CLI and exporters read fields instead of walking again.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.fields import FormatError
 from builder.image.manifest import Manifest
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from builder.image import fields
 from builder.image.descriptor import Descriptor
 from builder.image.mediatypes import MediaType, media_type
+from builder.record import dataclass
 
 
 def _schema_version(m: Mapping[str, Any], what: str) -> None:

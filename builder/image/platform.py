@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from builder.image import fields
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from builder.errors import UsageError
 from builder.image.digest import Digest, DigestError
+from builder.record import dataclass
 
 DOCKER_HUB = "docker.io"
 # Docker Hub answers under several names; they all mean the same repositories.

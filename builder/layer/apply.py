@@ -15,7 +15,6 @@ import hashlib
 import os
 import stat
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +23,7 @@ from builder.image.digest import Digest
 from builder.layer import whiteout as wh
 from builder.layer.compression import open_decompressed
 from builder.layer.tree import remove_entry
+from builder.record import dataclass
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20

@@ -13,7 +13,6 @@ import os
 import queue
 import stat
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import LayerError
@@ -24,6 +23,7 @@ from builder.layer import whiteout as wh
 from builder.layer.compression import Compressor, Sink, compressor
 from builder.layer.tree import Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
+from builder.record import dataclass
 
 _FLUSH = 1 << 20  # bytes of tar gathered before one hand-off (amortises call overhead)
 _READ = 1 << 20

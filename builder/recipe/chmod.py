@@ -9,7 +9,8 @@ mode, directories too; parent directories it creates stay 0755.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from builder.record import dataclass
 
 _OCTAL = re.compile(r"[0-7]{1,5}")
 _CLAUSE = re.compile(r"([ugoa]*)((?:[-+=](?:[ugo]|[rwxXst]*))+)")

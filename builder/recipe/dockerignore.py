@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.errors import RecipeError, SourceLocation
+from builder.record import dataclass
 
 _REGEX_SPECIAL = frozenset(".+()|{}^$")
 

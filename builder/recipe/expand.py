@@ -12,7 +12,8 @@ import functools
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
+
+from builder.record import dataclass
 
 _EOF = ""
 # Special parameters are single characters; they are never set in a recipe, so expand to "".

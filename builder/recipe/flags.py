@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from builder.recipe.suggest import closest
+from builder.record import dataclass
 
 
 class FlagKind(enum.Enum):

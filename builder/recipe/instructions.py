@@ -15,12 +15,11 @@ it only from a resolved instruction. Users (--chown, USER) stay as given: only t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from builder.errors import SourceLocation
 from builder.image.platform import Platform
 from builder.recipe.mounts import RunMount
 from builder.recipe.tree import Heredoc
+from builder.record import dataclass
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,6 @@ the base image) is therefore not an error here: the UndefinedVar warning points 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
 from typing import Literal
 
 from builder.errors import RecipeError, SourceLocation
@@ -21,6 +20,7 @@ from builder.recipe.plan import BuildPlan, Stage, plan
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, StageScope
 from builder.recipe.values import InvalidValue
+from builder.record import dataclass, replace
 
 Severity = Literal["error", "warning"]
 _ASSUMED_BASE_ENV = (f"PATH={DEFAULT_PATH}",)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import posixpath
 import re
-from dataclasses import dataclass
 
 from builder.recipe.gostr import go_quote
 from builder.recipe.suggest import closest
+from builder.record import dataclass
 
 _TRUE = {"", "true", "1"}
 _FALSE = {"false", "0"}

@@ -7,7 +7,6 @@ stage is left for the engine, which drives a StageScope as it executes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 
 from builder.errors import RecipeError
 from builder.recipe.gostr import go_quote
@@ -16,6 +15,7 @@ from builder.recipe.mounts import mount_from
 from builder.recipe.resolve import resolve
 from builder.recipe.scope import PROXY_ARGS, platform_args
 from builder.recipe.suggest import closest
+from builder.record import dataclass, replace
 
 
 @dataclass(frozen=True)

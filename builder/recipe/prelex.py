@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from builder.errors import RecipeError, SourceLocation
 from builder.recipe.gostr import GO_SPACE, raw_bytes_to_replacement
 from builder.recipe.tree import Directives
+from builder.record import dataclass
 
 # Go's RE2 `\s` is [\t\n\f\r ] (no VT); [a-zA-Z] is ASCII only.
 _DIRECTIVE = re.compile(

@@ -11,9 +11,9 @@ the expanded text, by the same functions typing uses on literal values (values.p
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 
+from builder import record
 from builder.errors import RecipeError
 from builder.recipe import instructions as ins
 from builder.recipe import values
@@ -48,7 +48,7 @@ class _Resolver:
 
     def heredocs(self, docs: tuple[Heredoc, ...]) -> tuple[Heredoc, ...]:
         return tuple(
-            dataclasses.replace(
+            record.replace(
                 d,
                 content=process_word(d.content, self.env, _HEREDOC_ESCAPE, skip_quotes=True).text,
             )
@@ -88,7 +88,7 @@ class _Resolver:
             raise
 
     def resolve(self, instr: ins.Instruction) -> ins.Instruction:
-        r = dataclasses.replace
+        r = record.replace
         match instr:
             case ins.From():
                 platform = self.maybe(instr.platform)

@@ -7,18 +7,20 @@ serves a stale result.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
-from importlib import resources
-from importlib.resources.abc import Traversable
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from builder import record
 from builder.errors import SourceLocation
 from builder.image.platform import Platform
 from builder.recipe import instructions as ins
 from builder.recipe.mounts import RunMount
 from builder.recipe.tree import Heredoc
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 _TYPES: dict[str, type[Any]] = {
     cls.__name__: cls
@@ -34,9 +36,9 @@ _TYPES: dict[str, type[Any]] = {
 
 
 def to_json(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if record.is_dataclass(value) and not isinstance(value, type):
         out = {"@": type(value).__name__}
-        for f in dataclasses.fields(value):
+        for f in record.fields(value):
             out[f.name] = to_json(getattr(value, f.name))
         return out
     if isinstance(value, tuple | list):
@@ -65,7 +67,9 @@ def parser_fingerprint() -> str:
     """A digest of what a parse depends on: the grammar, this package's source, the image
     vocabulary it parses values with (durations, platforms), and the host's platform (the
     only one FROM --platform accepts)."""
-    packages = {name: resources.files(name) for name in ("builder.recipe", "builder.image")}
+    # The directories themselves: importlib.resources would cost a cached build its import.
+    here = Path(__file__).parent
+    packages = {"builder.recipe": here, "builder.image": here.parent / "image"}
     return fingerprint_of(packages, str(Platform.host()))
 
 

@@ -12,13 +12,13 @@ stage): the typed layer on top of these Nodes does that.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import importlib.resources
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import record
 from builder.errors import RecipeError, SourceLocation
 from builder.recipe.dump import dump, to_json
 from builder.recipe.gostr import (
@@ -100,14 +100,14 @@ def _grammar(doc: str, start: str) -> Tree[Token]:
         raise _Unreadable(line - 1 if isinstance(line, int) and line > 0 else 0) from None
 
 
-@dataclasses.dataclass(frozen=True)
+@record.dataclass(frozen=True)
 class _Split:
     keyword: str
     flags: tuple[str, ...]
     rest: str
 
 
-@dataclasses.dataclass(frozen=True)
+@record.dataclass(frozen=True)
 class _Where:
     """Where a logical line came from, for nodes and error messages."""
 
@@ -407,10 +407,8 @@ def parse_syntax(text: str, filename: str = "Dockerfile") -> SyntaxTree:
                     )
                     for s in specs
                 )
-                inner = node.inner and dataclasses.replace(node.inner, heredocs=docs)
-                node = dataclasses.replace(
-                    node, heredocs=docs, inner=inner, end_line=lex.line_number
-                )
+                inner = node.inner and record.replace(node.inner, heredocs=docs)
+                node = record.replace(node, heredocs=docs, inner=inner, end_line=lex.line_number)
             entries.append((line, node.end_line, node))
     except RecipeError:
         _finish(entries, lex.directives.escape, filename)  # an earlier error comes first

@@ -7,7 +7,7 @@ and the differential tests can compare them one to one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from builder.record import dataclass, field
 
 
 @dataclass(frozen=True)

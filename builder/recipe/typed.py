@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from builder.errors import RecipeError, SourceLocation
 from builder.recipe import instructions as ins
@@ -22,6 +21,7 @@ from builder.recipe.gostr import go_quote
 from builder.recipe.mounts import FROM_NOT_EXPANDED, MountError, mount_from, parse_mount
 from builder.recipe.suggest import closest
 from builder.recipe.tree import Node, SyntaxTree
+from builder.record import dataclass
 
 # BuildKit's stage-name rule (after lower-casing).
 STAGE_NAME = re.compile(r"^[a-z][a-z0-9-_.]*$")

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
 
 from builder.errors import RecipeError, SourceLocation
 from builder.image.duration import DurationError, parse_duration
 from builder.image.platform import Platform
 from builder.recipe import chmod
+from builder.record import replace
 
 _RETRIES = re.compile(r"[+-]?[0-9]+")
 # Expansion leaves a word without `$`, quotes or escape characters as it is.

@@ -14,10 +14,10 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
 from builder.errors import RegistryError
+from builder.record import dataclass
 from builder.registry.credentials import Credentials
 from builder.registry.settings import Settings
 from builder.registry.transport import RetryPolicy, Transport

@@ -12,7 +12,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from builder.errors import ImageNotFound, RegistryError
@@ -20,6 +19,7 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.image.reference import DOCKER_HUB
+from builder.record import dataclass
 from builder.registry.auth import Authorizer
 from builder.registry.credentials import Credentials, credentials_for
 from builder.registry.settings import Settings

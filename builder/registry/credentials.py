@@ -18,12 +18,11 @@ import base64
 import binascii
 import json
 import os
-import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import RegistryError, UsageError
+from builder.record import dataclass
 from builder.store.atomic import write_atomic
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
@@ -252,6 +251,8 @@ def _helper_get(helper: str, server: str) -> Credentials | None:
 
 def _run_helper(helper: str, action: str, stdin: str, server: str) -> str | None:
     """The helper's answer, or None for its "credentials not found"."""
+    import subprocess  # here: a push without a helper does not pay for its import
+
     program = f"docker-credential-{helper}"
     try:
         done = subprocess.run(

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.config import config_path, load_document
 from builder.errors import UsageError
+from builder.record import dataclass
 
 # Where docker keeps per-registry TLS files; BUILDER_CERTS_D moves it, for tests only.
 DOCKER_CERTS_D = Path("/etc/docker/certs.d")

@@ -18,11 +18,11 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol, cast
 from urllib.parse import urljoin, urlsplit
 
 from builder.errors import RegistryError
+from builder.record import dataclass
 from builder.registry.settings import (
     HostSettings,
     Settings,
@@ -123,6 +123,7 @@ _lock = threading.Lock()
 _manager: urllib3.PoolManager | None = None
 _contexts: dict[str, tuple[ssl.SSLContext, tuple[str, ...]]] = {}
 _schemes: dict[str, str] = {}  # host -> the scheme that answered (https, or http fallback)
+_probe_lock = threading.Lock()
 
 
 def _pool_manager() -> urllib3.PoolManager:
@@ -131,8 +132,9 @@ def _pool_manager() -> urllib3.PoolManager:
         if _manager is None:
             import urllib3
 
-            # 1 MiB socket writes: uploads stream from the store's files at disk speed.
-            _manager = urllib3.PoolManager(num_pools=32, maxsize=8, blocksize=1 << 20)
+            # 4 MiB socket writes: uploads stream from the store's files at disk speed, in
+            # few enough reads that handing each to the blob's verifying hash is no cost.
+            _manager = urllib3.PoolManager(num_pools=32, maxsize=8, blocksize=4 << 20)
         return _manager
 
 
@@ -295,9 +297,12 @@ class Transport:
         if self.host_settings.http:
             return ("http",)
         if allows_http(self.host, self.host_settings):
-            if _speaks_tls(self.host, self.policy.connect_timeout) is False:
-                _schemes[self.host] = "http"
-                return ("http",)
+            with _probe_lock:  # a push's first requests come at once: one probe serves all
+                if _schemes.get(self.host) == "http":
+                    return ("http",)
+                if _speaks_tls(self.host, self.policy.connect_timeout) is False:
+                    _schemes[self.host] = "http"
+                    return ("http",)
             return ("https", "http")
         return ("https",)
 

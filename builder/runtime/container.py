@@ -12,12 +12,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from builder.errors import RunFailed, UsageError
 from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
+from builder.record import dataclass, replace
 from builder.sandbox import DEVNULL, DirRoot, Mount, OverlayRoot, SandboxSpec, run
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security

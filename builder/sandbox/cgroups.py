@@ -17,9 +17,9 @@ import errno
 import os
 import secrets
 import time
-from dataclasses import dataclass
 
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox.limits import Limits
 
 _V1, _V2 = 1, 2

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
+from builder.record import dataclass
 from builder.sandbox import capabilities, seccomp_cache
 from builder.sandbox.security import UNCONFINED, Security
 from builder.sandbox.syscalls import (

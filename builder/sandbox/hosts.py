@@ -10,10 +10,10 @@ import contextlib
 import ipaddress
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from builder.errors import SandboxError, UsageError
+from builder.record import dataclass
 
 # docker's special value for --add-host: the address at which the container reaches the host.
 HOST_GATEWAY: Final = "host-gateway"

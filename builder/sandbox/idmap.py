@@ -8,9 +8,9 @@ namespace) writes /proc/<child>/uid_map and gid_map, then lets the child continu
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 from builder.errors import SandboxError
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

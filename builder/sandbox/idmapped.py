@@ -19,9 +19,9 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox.idmap import write_maps_of
 from builder.sandbox.subids import IdRange
 from builder.sandbox.syscalls import (

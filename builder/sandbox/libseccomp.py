@@ -15,10 +15,10 @@ import errno
 import functools
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from types import TracebackType
 
 from builder.errors import SandboxError
+from builder.record import dataclass
 
 # <seccomp.h>
 ACT_KILL_PROCESS = 0x80000000

@@ -7,9 +7,9 @@ runtime hand them to the sandbox, which applies them through cgroups (`sandbox/c
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from builder.errors import SandboxError, UsageError
+from builder.record import dataclass
 
 # A build's RUN steps get this pids limit unless the flag or the config file says otherwise:
 # a fork bomb in a RUN ends the step and leaves the machine alone.

@@ -10,15 +10,15 @@ once the process ends it can remove the stubs from the bare root.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import errno
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from builder import record
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox import inroot
 from builder.sandbox.idmap import in_initial_user_namespace
 from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
@@ -256,7 +256,7 @@ def place_files(spec: SandboxSpec, directory: str) -> SandboxSpec:
         finally:
             os.close(fd)
         placed.append(Mount(m.target, "bind", Path(path), readonly=True))
-    return dataclasses.replace(spec, mounts=tuple(placed))
+    return record.replace(spec, mounts=tuple(placed))
 
 
 def mountpoints(spec: SandboxSpec) -> list[tuple[str, Literal["dir", "file"], bool]]:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass, field
 
+from builder.record import dataclass, field
 from builder.sandbox import slirp
 from builder.sandbox.spec import SandboxSpec
 

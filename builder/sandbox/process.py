@@ -28,7 +28,6 @@ called), "CODE MESSAGE" that it failed (docker's codes: ExecFailed for `run`).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import select
 import signal
@@ -37,11 +36,12 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING
 
+from builder import record
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox import confine, container, hosts, mounts, reaper, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
@@ -225,7 +225,7 @@ def _execute_leased(
         with _FORKING:
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             exec_r, exec_w = os.pipe2(os.O_CLOEXEC) if fn is None else (-1, -1)
-            plan = dataclasses.replace(plan, exec_w=exec_w, forward=forward)
+            plan = record.replace(plan, exec_w=exec_w, forward=forward)
             host_maps = None if plan.rootful else Handshake.new()
             parent = os.getpid()
             pid = os.fork()
@@ -376,7 +376,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     mounts.make_private()
     mounts.private_tmpfs(plan.state)
     _write_state(plan)
-    plan = dataclasses.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
+    plan = record.replace(plan, spec=mounts.place_files(plan.spec, plan.files))
     spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
     userxattr = not plan.rootful or not in_initial_user_namespace()

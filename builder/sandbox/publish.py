@@ -4,10 +4,10 @@ forwards from the host into the container's private network."""
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 from typing import Literal
 
 from builder.errors import UsageError
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ import functools
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from builder.errors import UsageError
+from builder.record import dataclass
 from builder.sandbox import libseccomp
 from builder.sandbox.libseccomp import ArgCompare
 from builder.sandbox.seccomp_cache import DEFAULT_FILE

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Final
 
 from builder.errors import UsageError
+from builder.record import dataclass
 from builder.sandbox.capabilities import DEFAULT, tweak
 
 UNCONFINED: Final = "unconfined"

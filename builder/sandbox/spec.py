@@ -6,11 +6,11 @@ RUN steps and `builder run` build this value differently and execute it the same
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal
 
 from builder.errors import SandboxError
+from builder.record import dataclass, field
 from builder.sandbox.limits import Limits
 from builder.sandbox.security import DOCKER_DEFAULT, Security
 

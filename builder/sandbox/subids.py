@@ -16,9 +16,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
 
 from builder.errors import SandboxError
+from builder.record import dataclass
 from builder.sandbox.idmap import IdMap
 from builder.sandbox.rootless import SUBGID, SUBUID, subordinate_ranges
 

@@ -7,8 +7,7 @@ untrusted: malformed lines are skipped, never fatal. The readers are also what C
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from builder.record import dataclass
 from builder.sandbox.spec import ProcessStartError
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from builder.store.scratch import owner_tag
@@ -25,6 +24,8 @@ def write_atomic(path: Path, data: bytes, tmp_dir: Path, mode: int = 0o644) -> N
 
 
 def _write_atomic(path: Path, data: bytes, tmp_dir: Path, mode: int) -> None:
+    import tempfile  # here: a command that writes nothing does not pay for its import
+
     # Named with our pid and start time, so a sweep removes it if we are killed here.
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-{owner_tag()}-", dir=tmp_dir)
     try:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
@@ -18,6 +17,7 @@ from builder.image.canonical import canonical_json
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.fields import FormatError
+from builder.record import dataclass
 from builder.store.atomic import write_atomic
 from builder.store.paths import StorePaths
 from builder.store.removal import remove, remove_children

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from builder.image.canonical import canonical_json
@@ -29,6 +28,7 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.fields import FormatError
 from builder.image.mediatypes import MediaType
+from builder.record import dataclass
 from builder.store.cache import StepRecord
 
 CONFIG_MEDIA_TYPE = "application/vnd.builder.cache.config.v1+json"

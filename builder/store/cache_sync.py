@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.mediatypes import MediaType
+from builder.record import dataclass
 from builder.store.cache import StepRecord
 from builder.store.cache_format import (
     CONFIG_MEDIA_TYPE,

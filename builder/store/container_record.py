@@ -17,11 +17,11 @@ import fcntl
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from builder.errors import StoreError
+from builder.record import asdict, dataclass
 
 Status = Literal["created", "running", "exited"]
 

@@ -17,13 +17,12 @@ import fcntl
 import hashlib
 import os
 import re
-import secrets
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from builder.errors import BuilderError, UsageError
 from builder.layer.tree import remove_tree
+from builder.record import dataclass, field, replace
 from builder.store.container_record import (
     ContainerConfig,
     ContainerState,
@@ -103,6 +102,8 @@ class Containers:
         while it runs the container and to close after writing the final state. `staging`:
         an empty dir of ours under the store's tmp/ (swept if we are killed before the
         rename)."""
+        import secrets  # here: start-up of the commands that make no container
+
         container_id = secrets.token_hex(32)
         home = self._paths.containers / container_id
         build = staging if staging is not None else home.with_name(f".new-{container_id}")
@@ -166,6 +167,8 @@ class Containers:
             )
 
     def _free_name(self) -> str:
+        import secrets
+
         taken = self._names()
         while True:
             name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"

@@ -8,7 +8,6 @@ LayoutReader. write_archive() writes to a stream (stdout); export() to a file, a
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -16,6 +15,7 @@ from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
 from builder.image.reference import Reference
+from builder.record import dataclass
 from builder.store.destination import output_file
 from builder.store.layout import OciLayout
 

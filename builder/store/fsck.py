@@ -20,7 +20,6 @@ which every name reads. The caller holds gc's exclusive lock and the update lock
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.errors import BuilderError, StoreError
@@ -30,6 +29,7 @@ from builder.image.digest import Digest
 from builder.image.fields import FormatError
 from builder.image.manifest import Index
 from builder.image.mediatypes import Compression, MediaType
+from builder.record import dataclass, field
 from builder.store.atomic import write_atomic
 from builder.store.blobs import FSCK_HINT
 from builder.store.cache import StepRecord

@@ -74,6 +74,14 @@ class OciLayout:
             writer.abort()  # no-op after commit (the temp file is gone by then)
 
     def put(self, data: bytes, media_type: MediaType | str) -> Descriptor:
+        digest = Digest.of_bytes(data)
+        path = self._path(digest)
+        # These very bytes already there need no write: a cached build puts its config and
+        # manifest again, and the fsyncs of rewriting them were most of its disk time. A
+        # copy that differs (a flipped byte) is still replaced: writing a blob heals it.
+        with contextlib.suppress(OSError):
+            if path.stat().st_size == len(data) and path.read_bytes() == data:
+                return Descriptor(media_type, digest, len(data))
         with self.writer() as w:
             w.write(data)
             return w.commit(media_type)
@@ -156,7 +164,9 @@ class OciLayout:
         with self._lock.held():
             index = self.index()
             kept = tuple(d for d in index.manifests if ref_of(d) != ref)
-            self.put_index(Index((*kept, entry), index.annotations))
+            tagged = Index((*kept, entry), index.annotations)
+            if tagged != index:  # a cached rebuild's tag, already there: no write, no fsync
+                self.put_index(tagged)
 
     def keep(self, manifest: Descriptor) -> None:
         """List an image in the index without a name (as `docker load` keeps an untagged

@@ -26,7 +26,6 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
@@ -38,6 +37,7 @@ from builder.image.fields import FormatError
 from builder.image.manifest import Index, Manifest
 from builder.image.mediatypes import MediaType, media_type
 from builder.image.reference import Reference
+from builder.record import dataclass
 from builder.store.blobs import BlobWriter
 
 if TYPE_CHECKING:

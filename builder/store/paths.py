@@ -21,10 +21,10 @@ read root/layout, so these names are a format: change none of them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from builder.image.digest import Digest
+from builder.record import dataclass
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 
 from builder.store.removal import remove
@@ -74,12 +73,16 @@ class Scratch:
     def new_dir(self, prefix: str) -> Path:
         """A new private dir, named with our pid and start time so a sweep can tell it is
         live."""
+        import tempfile  # here, as in the other writers: not every command's start-up
+
         with writing(f"the {prefix} dir", self.path):
             return Path(tempfile.mkdtemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path))
 
     def new_name(self, prefix: str) -> Path:
         """A fresh unused path (nothing is created there) for a file the caller opens
         exclusively itself."""
+        import tempfile
+
         fd, name = tempfile.mkstemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path)
         os.close(fd)
         os.unlink(name)

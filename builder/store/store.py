@@ -16,11 +16,11 @@ image, and gc.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from builder import record
 from builder.errors import StoreError
 from builder.image.compression import LayerCompression
 from builder.image.config import ImageConfig
@@ -54,7 +54,7 @@ def _oci_layer(layer: Descriptor) -> Descriptor:
     oci = (
         _OCI_LAYER_TYPES.get(layer.media_type) if isinstance(layer.media_type, MediaType) else None
     )
-    return dataclasses.replace(layer, media_type=oci) if oci is not None else layer
+    return record.replace(layer, media_type=oci) if oci is not None else layer
 
 
 class Store:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from builder.image.digest import Digest, DigestError
 from builder.image.fields import FormatError
 from builder.image.image import Layer
 from builder.image.mediatypes import Compression, MediaType
+from builder.record import dataclass
 from builder.store.atomic import write_atomic
 from builder.store.blobs import BlobStore
 from builder.store.paths import StorePaths

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from builder.config import config_path
+from builder.config import config_path, load_document
 from builder.errors import UsageError
 from builder.registry.settings import (
     HostSettings,
@@ -79,6 +79,15 @@ def test_builder_config_is_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     config = _write(tmp_path, '[registry."example.com"]\nhttp = true\n')
     monkeypatch.setenv("BUILDER_CONFIG", str(config))
     assert load_settings().for_host("example.com").http
+
+
+def test_an_empty_file_is_an_empty_document(tmp_path: Path) -> None:
+    """Blank (as the benches and tests write it): no settings, and no TOML parser to
+    import; a file of comments only is still parsed."""
+    assert load_document(_write(tmp_path, " \n\n")) == ({}, tmp_path / "builder.toml")
+    assert load_document(_write(tmp_path, "# nothing\n"))[0] == {}
+    with pytest.raises(UsageError, match="not valid TOML"):
+        load_document(_write(tmp_path, "\n[registry\n"))
 
 
 # -- what the file says -----------------------------------------------------------------------

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from builder.image.digest import Digest
 from builder.image.manifest import Manifest
 from builder.image.mediatypes import MediaType
 from builder.store import BlobStore, Store
+from builder.store.blobs import BACKGROUND_HASH
 from tests.store.support import corrupt, make_image
 
 
@@ -61,6 +64,58 @@ def test_corrupt_blob_detected(tmp_path: Path) -> None:
         store.layout.read(d.digest)
     with pytest.raises(StoreError, match="missing"):
         store.layout.read(Digest.of_bytes(b"never stored"))
+
+
+def test_putting_a_blob_again_writes_only_to_heal_it(tmp_path: Path) -> None:
+    """The same bytes again leave the file as it is (a cached build re-puts its config and
+    manifest: no temp file, no fsync); a copy whose bytes differ on disk is replaced."""
+    store = Store.open(tmp_path / "s")
+    d = store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG)
+    path = store.paths.blob(d.digest)
+    before = path.stat()
+    assert store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG) == d
+    assert path.stat().st_ino == before.st_ino and path.stat().st_mtime_ns == before.st_mtime_ns
+    corrupt(store, d.digest)
+    assert store.layout.put(b'{"config":1}', MediaType.OCI_CONFIG) == d
+    assert path.stat().st_ino != before.st_ino
+    assert store.layout.read(d.digest) == b'{"config":1}'
+
+
+def test_tagging_again_leaves_the_index_as_it_is(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store")
+    image = make_image(store, tmp_path, "one", "one")
+    make_image(store, tmp_path, "two", "two")
+    before = store.paths.index.stat()
+    store.layout.tag("two", store.layout.resolve("two"))  # the last entry, unchanged
+    assert store.paths.index.stat().st_ino == before.st_ino
+    store.layout.tag("one", image.descriptor)  # moves to the end: written
+    assert store.paths.index.stat().st_ino != before.st_ino
+    assert [n for n, _ in store.layout.refs()] == ["two:latest", "one:latest"]
+
+
+def test_a_big_blob_is_verified_by_its_background_hash(tmp_path: Path) -> None:
+    """Above BACKGROUND_HASH the digest is computed on a thread beside the reader: the
+    bytes read are still the blob's, and a flipped byte still fails at EOF, whatever the
+    read sizes (a push reads 1 MiB at a time, `read()` all at once)."""
+    store = Store.open(tmp_path / "s")
+    data = os.urandom(BACKGROUND_HASH + 12345)
+    d = store.layout.put(data, "application/octet-stream")
+    assert store.layout.read(d.digest) == data
+    with store.layout.open(d.digest) as f:
+        got = b"".join(iter(lambda: f.read(1 << 20), b""))
+    assert got == data
+    corrupt(store, d.digest)
+    with pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"):
+        store.layout.read(d.digest)
+    with (
+        pytest.raises(StoreError, match=f"^blob {d.digest} is corrupt"),
+        store.layout.open(d.digest) as f,
+    ):
+        while f.read(1 << 20):
+            pass
+    with store.layout.open(d.digest) as f:  # closed half-read: the thread stops
+        f.read(1 << 20)
+    assert not [t for t in threading.enumerate() if t.name == "verify"]
 
 
 def test_only_sha256(tmp_path: Path) -> None:

@@ -1,24 +1,33 @@
-"""One handler per instruction. `execute()` dispatches on the instruction's type."""
+"""One handler per instruction. `execute()` dispatches on the instruction's type.
+
+A handler's module is imported when its instruction first comes: a recipe without RUN
+never loads the RUN machinery, nor one without COPY the copier (start-up is part of every
+cached build).
+"""
 
 from __future__ import annotations
 
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext
-from builder.engine.steps.copy import copy_step
-from builder.engine.steps.metadata import METADATA_HANDLERS, arg_step
-from builder.engine.steps.run import run_step
-from builder.engine.steps.workdir import workdir_step
 from builder.errors import RecipeError
 from builder.recipe import instructions as ins
 
 
 def execute(instr: ins.Instruction, state: ImageState, ctx: StepContext) -> ImageState:
     if isinstance(instr, ins.Run):
+        from builder.engine.steps.run import run_step
+
         return run_step(instr, state, ctx)
     if isinstance(instr, ins.Copy | ins.Add):
+        from builder.engine.steps.copy import copy_step
+
         return copy_step(instr, state, ctx)
     if isinstance(instr, ins.Workdir):
+        from builder.engine.steps.workdir import workdir_step
+
         return workdir_step(instr, state, ctx)
+    from builder.engine.steps.metadata import METADATA_HANDLERS, arg_step
+
     if isinstance(instr, ins.Arg):
         return arg_step(instr, state, ctx)
     handler = METADATA_HANDLERS.get(type(instr))

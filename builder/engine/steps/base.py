@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ from builder.image.image import Image
 from builder.recipe.instructions import Instruction
 from builder.recipe.scope import StageScope
 from builder.recipe.tree import Heredoc
+from builder.record import dataclass, field
 from builder.store import Store
 
 if TYPE_CHECKING:

@@ -13,7 +13,6 @@ from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
 from builder.engine.steps.base import shown as _shown
-from builder.engine.steps.copy_from import copy_from_step
 from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
@@ -55,6 +54,8 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     Ownership(resolved.chown).check_base(state, _shown(instr), instr.location)
     if isinstance(instr, ins.Copy) and instr.from_stage is not None:
         assert isinstance(resolved, ins.Copy)
+        from builder.engine.steps.copy_from import copy_from_step  # only for --from
+
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)
     inline, files = _split_sources(resolved, dest)
     try:

@@ -7,7 +7,6 @@ import os
 import select
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 
 from builder.engine import cachekey
@@ -19,6 +18,7 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.prune import prune_unchanged_dirs
 from builder.layer.tree import remove_tree
+from builder.record import replace
 from builder.store import StepRecord
 
 

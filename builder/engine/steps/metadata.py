@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from builder.engine import cachekey
@@ -15,6 +14,7 @@ from builder.recipe import instructions as ins
 from builder.recipe.gostr import go_quote
 from builder.recipe.resolve import resolve
 from builder.recipe.values import expose_ports
+from builder.record import replace
 
 
 def _apply(

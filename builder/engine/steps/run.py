@@ -25,7 +25,6 @@ from builder.engine.steps.base import (
     run_env,
     shown,
 )
-from builder.engine.steps.copy_from import source_state, stage_files
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
@@ -95,6 +94,8 @@ def _sources(mounts: list[RunMount], ctx: StepContext, instr: ins.Run) -> dict[s
     found: dict[str, ImageState] = {}
     for m in mounts:
         if m.from_ is not None and m.from_ not in found:
+            from builder.engine.steps.copy_from import source_state  # only for from=
+
             found[m.from_] = source_state(m.from_, ctx, instr.location, "RUN --mount from")
     return found
 
@@ -129,6 +130,8 @@ def _prepare(
         return StepFailed(f"{shown(instr)}: --mount from=: {message}", status, instr.location)
 
     def from_source(m: RunMount, dest: Path) -> Path:
+        from builder.engine.steps.copy_from import stage_files
+
         assert m.from_ is not None
         path = m.source or "/"
         return stage_files(sources[m.from_], path, m.from_, ctx, dest, failed)

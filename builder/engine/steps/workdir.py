@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
-from dataclasses import replace
 
 from builder.engine import cachekey
 from builder.engine.copier import Ownership, in_image, in_root
@@ -21,6 +20,7 @@ from builder.engine.steps.layer_step import cached_layer, commit_layer, execute_
 from builder.errors import StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
+from builder.record import replace
 
 
 @in_root

@@ -1,0 +1,91 @@
+"""Start-up: what the short commands import, pinned (issue 9, "the cached path imports
+almost nothing"). Each command runs through the real CLI in a fresh interpreter, and the
+test names the modules that must not have been imported: a module that sneaks back onto
+one of these paths costs every cached build, run or push its import time.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.e2e.support import REPO, Builder, make_context
+
+# Heavy, and used by none of these commands: the parser, compression, progress bars, the
+# standard dataclass decorator (builder.record replaces it), and the writers of what a
+# plain build does not write.
+NEVER = (
+    "lark",
+    "tqdm",
+    "zstandard",
+    "dataclasses",
+    "builder.recipe.syntax",
+    "builder.store.cache_sync",
+    "builder.store.archive",
+    "builder.store.export",
+)
+
+
+def _imported(builder: Builder, *args: str | Path) -> set[str]:
+    """The modules imported by `builder ARGS` run in a fresh interpreter (it must succeed)."""
+    probe = f"""
+import sys
+from builder.cli.main import main
+try:
+    main(["--root", {str(builder.root)!r}, *{[str(a) for a in args]!r}])
+except SystemExit as done:
+    assert done.code == 0, done.code
+print(" ".join(sorted(sys.modules)))
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    return set(done.stdout.splitlines()[-1].split())
+
+
+def test_a_cached_build_imports_only_what_it_uses(builder: Builder, tmp_path: Path) -> None:
+    recipe = 'FROM busybox\nRUN echo hi > /hi\nENV A=b\nWORKDIR /app\nCOPY f /app/f\nCMD ["sh"]\n'
+    context = make_context(tmp_path, recipe, {"f": "x"})
+    builder("build", "-t", "cached", context)
+    modules = _imported(builder, "build", "-q", "-t", "cached", context)
+    assert "builder.engine.engine" in modules  # the probe saw the build
+    unwanted = (
+        *NEVER,
+        "urllib3",
+        "ssl",
+        "tempfile",  # nothing is written: the blobs and the tag are there already
+        "concurrent.futures",
+        "importlib.resources",
+        "csv",
+        "secrets",
+        "builder.registry.client",
+        "builder.engine.steps.copy_from",  # no COPY --from, no RUN --mount from=
+        "builder.engine.stagecopy",
+    )
+    assert sorted(modules & set(unwanted)) == []
+
+
+def test_run_imports_no_build_or_registry_machinery(builder: Builder) -> None:
+    modules = _imported(builder, "run", "--rm", "busybox", "/bin/true")
+    assert "builder.runtime" in modules
+    unwanted = {m for m in modules if m.startswith(("builder.recipe", "builder.engine"))}
+    unwanted |= {m for m in modules if m.startswith(("builder.registry", "urllib3"))}
+    unwanted |= modules & {*NEVER, "ssl", "concurrent.futures"}
+    assert sorted(unwanted) == []
+
+
+def test_push_imports_no_build_machinery(builder: Builder, registry: str) -> None:
+    modules = _imported(builder, "push", "-q", "busybox", f"{registry}/startup/busybox:1")
+    assert "urllib3" in modules  # the probe saw the push
+    unwanted = {m for m in modules if m.startswith(("builder.recipe", "builder.runtime"))}
+    unwanted |= {
+        m for m in modules if m.startswith("builder.engine.") and m != "builder.engine.events"
+    }
+    unwanted |= modules & set(NEVER)
+    assert sorted(unwanted) == []
