@@ -64,16 +64,18 @@ def _build(store: Builder, context: Path, snapshotter: str) -> str:
     return store("build", "-q", "--no-cache", "-t", "s", context, env=env).stdout.strip()
 
 
-def test_overlay_and_copy_make_the_same_layers(tmp_path: Path, busybox_store: Path) -> None:
+def test_overlay_fuse_and_copy_make_the_same_layers(tmp_path: Path, busybox_store: Path) -> None:
     context = make_context(tmp_path, RECIPE, {"extra": "x\n"})
     ids, layers = {}, {}
-    for name in ("overlayfs", "native"):
+    for name in ("overlayfs", "fuse-overlayfs", "native"):
         store = Builder(tmp_path / name)
         shutil.copytree(busybox_store, store.root, symlinks=True)
         ids[name] = _build(store, context, name)
         layers[name] = _layers(store, "s")
+        assert leftovers(store, "fuse-overlayfs") == {"processes": [], "mounts": [], "tmp": []}
     assert layers["native"] == layers["overlayfs"]
-    assert ids["native"] == ids["overlayfs"]
+    assert layers["fuse-overlayfs"] == layers["overlayfs"]
+    assert ids["native"] == ids["overlayfs"] == ids["fuse-overlayfs"]
     second = {m[0]: m for m in layers["native"][1]}
     # What the layer holds is what overlayfs holds: the test can tell the kinds apart.
     assert {"etc/.wh.group", "d/.wh.gone", "r/.wh..wh..opq", "asdir/.wh..wh..opq"} <= set(second)
@@ -113,8 +115,34 @@ def test_auto_falls_back_to_the_copy_where_overlay_cannot_mount(
         forced = store("build", "--no-cache", "-t", "fb", context,
                        env={"BUILDER_SNAPSHOTTER": "copy"})  # fmt: skip
         assert forced.status == 0
+        # fuse-overlayfs cannot read the xattr whiteouts an overlayfs store's layers hold.
+        fuse = store("build", "-q", "--no-cache", "-t", "fb", context, check=False,
+                     env={"BUILDER_SNAPSHOTTER": "fuse-overlayfs"})  # fmt: skip
+        assert fuse.status != 0 and "refuses overlay whiteouts" in fuse.stderr
+        assert len(fuse.stderr.strip().splitlines()) == 1, fuse.stderr
     finally:
         subprocess.run(["umount", "-l", str(base / "merged")], check=False)
+
+
+ROOT_FSTYPE = "sed -n 's|^[^ ]* [^ ]* [^ ]* [^ ]* / .* - \\([^ ]*\\) .*|\\1|p' /proc/self/mountinfo"
+
+
+def test_auto_picks_fuse_overlayfs_where_overlay_does_not_mount(builder: Builder) -> None:
+    """The probe's answer (tested above on a real overlayfs store) is what `auto` reads:
+    recorded as "no overlay", it serves the root with fuse-overlayfs where the program is
+    found, else copies."""
+    record = {
+        "key": {"kernel": os.uname().release, "user_namespace": False},
+        "snapshotter": "native",
+    }
+    (builder.root / "snapshotter.json").write_text(json.dumps(record))
+    auto = {"BUILDER_SNAPSHOTTER": "auto"}
+    fstype = ("run", "--rm", "--network", "none", IMAGE, "sh", "-c", ROOT_FSTYPE)
+    assert builder(*fstype, env=auto).stdout == "fuse.fuse-overlayfs\n"
+    no_fuse = {**auto, "PATH": "/nonexistent"}  # fuse-overlayfs is not found
+    out = builder(*fstype, env=no_fuse).stdout
+    assert out.strip() and out != "fuse.fuse-overlayfs\n"  # a bind of the copy
+    assert leftovers(builder, "fuse-overlayfs") == {"processes": [], "mounts": [], "tmp": []}
 
 
 @pytest.mark.parametrize(
@@ -131,7 +159,6 @@ def test_auto_falls_back_to_the_copy_where_overlay_cannot_mount(
             "[build] snapshotter: unknown snapshotter 'btrfs'",
         ),
         ({}, "[build]\nsnapshotter = 1\n", "[build] snapshotter must be a string"),
-        ({"BUILDER_SNAPSHOTTER": "fuse-overlayfs"}, None, "fuse-overlayfs is not supported"),
     ],
 )
 def test_a_bad_snapshotter_setting_is_one_error(
