@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.e2e.runtime_support import containers_of, leftovers, mounts_with, popen, wait_gone
+from tests.e2e.runtime_support import (
+    containers_of,
+    leftovers,
+    mounts_with,
+    popen,
+    processes_with,
+    wait_gone,
+)
 from tests.e2e.support import Builder, make_context
 
 EPOCH = "1700000000"
@@ -175,34 +182,53 @@ def test_a_bad_snapshotter_setting_is_one_error(
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_copy_snapshotter_runs_containers(builder: Builder) -> None:
-    env = {"BUILDER_SNAPSHOTTER": "native"}
+@pytest.mark.parametrize("snapshotter", ["native", "fuse-overlayfs"])
+def test_copy_and_fuse_snapshotters_run_containers(builder: Builder, snapshotter: str) -> None:
+    env = {"BUILDER_SNAPSHOTTER": snapshotter}
     out = builder("run", "--name", "snap", "busybox:latest", "sh", "-c",
-                  "echo hi > /new && rm /etc/group && cat /new", env=env)  # fmt: skip
+                  "echo hi > /new && rm /etc/group && mkdir /dir && rm -r /usr"
+                  " && mkdir /usr && cat /new", env=env)  # fmt: skip
     assert out.stdout == "hi\n"
     (cid,) = os.listdir(builder.root / "containers")
     upper = builder.root / "containers" / cid / "upper"
     assert (upper / "new").read_text() == "hi\n"
     assert os.stat(upper / "etc" / "group", follow_symlinks=False).st_rdev == 0  # a whiteout
+    # In overlayfs's form: a new dir plain, one made where one was opaque, no markers.
+    assert os.listxattr(upper / "dir") == [] and os.listdir(upper / "dir") == []
+    assert os.listxattr(upper / "usr") == ["trusted.overlay.opaque"]
+    assert os.listdir(upper / "usr") == []
     assert not (builder.root / "containers" / cid / "work" / "merged").exists()
+    assert wait_gone(str(builder.root)) == [] and mounts_with(str(builder.root)) == []
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
-def test_killing_the_cli_during_a_copied_run_or_build_leaves_nothing(
-    builder: Builder, tmp_path: Path, delay: float
+@pytest.mark.parametrize(
+    ("snapshotter", "delay"),
+    [
+        ("native", 0.3),
+        ("native", 0.6),
+        ("native", 1.0),
+        ("fuse-overlayfs", 0.2),
+        ("fuse-overlayfs", 1.0),
+    ],
+)
+def test_killing_the_cli_during_a_copied_or_fuse_run_or_build_leaves_nothing(
+    builder: Builder, tmp_path: Path, snapshotter: str, delay: float
 ) -> None:
-    """Killed while copying, running or diffing: no process, no mount; the copies are in
-    the store's scratch (swept by the next command) or the container's dir (`rm`)."""
+    """Killed while copying, running or diffing: no process (a fuse-overlayfs daemon names
+    the store in its command line), no mount; the copies are in the store's scratch (swept
+    by the next command) or the container's dir (`rm`)."""
     token = "27.1828"
     context = make_context(tmp_path, f"FROM busybox:latest\nRUN sleep {token}\n")
-    env = {**os.environ, "BUILDER_SNAPSHOTTER": "native"}
+    env = {**os.environ, "BUILDER_SNAPSHOTTER": snapshotter}
     for args in (["run", IMAGE, "sleep", token], ["build", "--no-cache", str(context)]):
         proc = popen(builder, *args, env=env)
         time.sleep(delay)
+        if snapshotter == "fuse-overlayfs" and delay >= 1.0:  # killed while it serves
+            assert processes_with(f"workdir={builder.root}"), "no fuse-overlayfs daemon"
         proc.kill()
         proc.communicate()
         assert wait_gone(str(builder.root), token) == [] and mounts_with(str(builder.root)) == []
-    builder("run", "--rm", IMAGE, "true")  # sweeps the scratch the killed ones left
+    builder("run", "--rm", IMAGE, "true", env={"BUILDER_SNAPSHOTTER": snapshotter})  # sweeps
     for cid in containers_of(builder):
         builder("rm", cid)
     assert containers_of(builder) == [] and leftovers(builder, token) == {
