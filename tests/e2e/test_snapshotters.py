@@ -217,7 +217,7 @@ def test_killing_the_cli_during_a_copied_or_fuse_run_or_build_leaves_nothing(
     """Killed while copying, running or diffing: no process (a fuse-overlayfs daemon names
     the store in its command line), no mount; the copies are in the store's scratch (swept
     by the next command) or the container's dir (`rm`)."""
-    token = "27.1828"
+    token = f"27.{os.getpid()}"  # this session's own: other sessions run this test too
     context = make_context(tmp_path, f"FROM busybox:latest\nRUN sleep {token}\n")
     env = {**os.environ, "BUILDER_SNAPSHOTTER": snapshotter}
     for args in (["run", IMAGE, "sleep", token], ["build", "--no-cache", str(context)]):
