@@ -1,6 +1,7 @@
 """The snapshotter a build or `builder run` is forced to: $BUILDER_SNAPSHOTTER, else the
-config file's `[build] snapshotter` (BuildKit's names: overlayfs, native, auto), else None
-(auto: overlayfs where it mounts, else the copying snapshotter; sandbox/snapshotter.py)."""
+config file's `[build] snapshotter` (BuildKit's names: overlayfs, fuse-overlayfs, native,
+auto), else None (auto: overlayfs where it mounts, else fuse-overlayfs where it can serve,
+else the copying snapshotter; sandbox/snapshotter.py)."""
 
 from __future__ import annotations
 

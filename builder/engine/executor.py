@@ -15,6 +15,7 @@ build never loads it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -97,10 +98,18 @@ class SandboxExecutor:
 
     @contextlib.contextmanager
     def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
-        """The overlay as it is, or (the "native" snapshotter) a copy of its lowers whose
+        """The overlay as it is; served by fuse-overlayfs, its upper dir put in overlayfs's
+        form once the work is done; or (the "native" snapshotter) a copy of its lowers whose
         changes land in its upper dir once the work is done."""
-        if self._snapshotter is None or self._snapshotter() == "overlayfs":
+        snapshotter = "overlayfs" if self._snapshotter is None else self._snapshotter()
+        if snapshotter == "overlayfs":
             yield root
+            return
+        if snapshotter == "fuse-overlayfs":
+            from builder.layer import fuse_upper
+
+            yield dataclasses.replace(root, fuse=True)
+            fuse_upper.normalize(root.upper, root.lowers)
             return
         from builder.layer.snapshot import copied_root
 

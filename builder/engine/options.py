@@ -57,7 +57,8 @@ class BuildOptions:
     # --jobs: how many independent stages build at once (None: the CPU count; 1: in order).
     jobs: int | None = None
     # The snapshotter every RUN's root is made with (sandbox/snapshotter.py): None probes
-    # (overlayfs where it mounts, else the copying "native"); the CLI's config or env forces.
+    # (overlayfs where it mounts, else fuse-overlayfs where it can serve, else the copying
+    # "native"); the CLI's config or env forces.
     snapshotter: Snapshotter | None = None
 
     def entitlements(self) -> frozenset[str]:

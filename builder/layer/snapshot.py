@@ -40,7 +40,6 @@ from builder.layer.xattrs import read_xattrs
 _FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
 _CHUNK = 1 << 30
 _FD_MARGIN = 256  # fds left free for the run itself (pipes, the sandbox's own)
-_USER_NS = "user.overlay."  # the unprivileged names of overlayfs's xattrs (whiteout.py)
 
 
 class _Was(NamedTuple):
@@ -243,35 +242,12 @@ def _diff(root: Path, before: dict[str, _Was], upper: Path) -> None:
         if not stat.S_ISDIR(there.st_mode):
             continue
         _make_parents(upper, rel, made)
-        _whiteout(upper / rel)
+        wh.write_whiteout(upper / rel)
     for rel in sorted(made, key=lambda r: -r.count("/") if r else 1):  # children first
         st = now[rel] if rel else os.lstat(root)
         _set_meta(str(upper / rel) if rel else str(upper), st, read_xattrs(str(root / rel)))
         if rel in opaque:
-            _opaque(upper / rel)
-
-
-def _whiteout(path: Path) -> None:
-    """A char 0/0; where the store's file system refuses one (an overlayfs: the reason we
-    copy), the other form the writer reads, an empty file with the `whiteout` xattr."""
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        wh.make_overlay_whiteout(path.name, dir_fd)
-    except PermissionError:
-        path.write_bytes(b"")
-        os.setxattr(path, _USER_NS + "whiteout", b"y")
-    finally:
-        os.close(dir_fd)
-
-
-def _opaque(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        wh.make_overlay_opaque(fd)
-    except PermissionError:  # trusted.* refused (an overlayfs again): the user.* name
-        os.setxattr(fd, _USER_NS + "opaque", b"y")
-    finally:
-        os.close(fd)
+            wh.write_opaque(upper / rel)
 
 
 def _make_parents(upper: Path, rel: str, made: set[str]) -> None:

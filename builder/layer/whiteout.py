@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import stat
+from pathlib import Path
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -74,6 +75,33 @@ def make_overlay_whiteout(name: str, dir_fd: int) -> None:
 def make_overlay_opaque(dir_fd: int) -> None:
     name = OPAQUE_XATTR if _in_initial_user_namespace() else USER_OPAQUE_XATTR
     os.setxattr(dir_fd, name, b"y")
+
+
+def write_whiteout(path: Path) -> None:
+    """The overlayfs whiteout at `path` in an upper dir we write ourselves (the copying and
+    fuse-overlayfs snapshotters'): a char 0/0; where the store's file system refuses one
+    (an overlayfs), the other form the writer reads, an empty file with the `whiteout`
+    xattr."""
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        make_overlay_whiteout(path.name, dir_fd)
+    except PermissionError:
+        path.write_bytes(b"")
+        os.setxattr(path, _OVERLAY_NAMESPACES[1] + "whiteout", b"y")
+    finally:
+        os.close(dir_fd)
+
+
+def write_opaque(path: Path) -> None:
+    """Mark the dir `path` opaque; where trusted.* is refused (an overlayfs again), with
+    the user.* name."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        make_overlay_opaque(fd)
+    except PermissionError:
+        os.setxattr(fd, USER_OPAQUE_XATTR, b"y")
+    finally:
+        os.close(fd)
 
 
 @functools.cache

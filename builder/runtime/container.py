@@ -246,15 +246,24 @@ def _finish(store: Store, container: Container, remove: bool, code: int | None) 
 
 @contextlib.contextmanager
 def _root(store: Store, spec: SandboxSpec, options: RunOptions) -> Iterator[OverlayRoot | DirRoot]:
-    """The container's overlay, or (the "native" snapshotter) a copy of its image's layers
-    whose changes land in its upper dir when it ends."""
+    """The container's overlay; served by fuse-overlayfs, its upper dir in overlayfs's form
+    when it ends; or (the "native" snapshotter) a copy of its image's layers whose changes
+    land in its upper dir when it ends."""
     from builder.sandbox.snapshotter import choose
 
     root = spec.root
-    if not isinstance(root, OverlayRoot) or (
-        choose(options.snapshotter, store.tmp_dir, store.paths.snapshotter) == "overlayfs"
-    ):
+    if not isinstance(root, OverlayRoot):
         yield root
+        return
+    snapshotter = choose(options.snapshotter, store.tmp_dir, store.paths.snapshotter)
+    if snapshotter == "overlayfs":
+        yield root
+        return
+    if snapshotter == "fuse-overlayfs":
+        from builder.layer import fuse_upper
+
+        yield replace(root, fuse=True)
+        fuse_upper.normalize(root.upper, root.lowers)
         return
     from builder.layer.snapshot import copied_root
 

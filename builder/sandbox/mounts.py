@@ -42,6 +42,8 @@ from builder.sandbox.syscalls import (
 )
 
 if TYPE_CHECKING:  # only --userns=auto loads it
+    import subprocess
+
     from builder.sandbox.idmapped import Idmapping
 
 # Nodes bind-mounted from the host's /dev into a small tmpfs (what runc/docker expose).
@@ -104,21 +106,34 @@ def mount_root(
     scratch: str,
     userns: bool,
     idmap: Idmapping | None = None,
-) -> None:
+) -> subprocess.Popen[bytes] | None:
     """Mount the root at `target` (an empty dir of ours); with `idmap`, its files show
-    with the container's ids (idmapped.py)."""
+    with the container's ids (idmapped.py). A fuse-overlayfs root returns its daemon, for
+    fuse.stop once `target` is unmounted."""
     if isinstance(root, DirRoot):
         _bind_at(str(root.path), target, idmap, what=f"bind root {root.path}")
         remount_nodev(target)  # a bind ignores MS_NODEV: only a remount sets it
-        return
+        return None
     # Top-most first, each dir once: overlayfs refuses a stack that holds one dir twice
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
     _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
+    if root.fuse:
+        if idmap is not None:
+            raise SandboxError(
+                "the fuse-overlayfs snapshotter cannot map ids: --userns=auto needs"
+                " overlayfs or the native snapshotter"
+            )
+        from builder.sandbox import fuse
+
+        return fuse.mount_fuse_overlay(
+            lowers, str(root.upper), str(root.work), target, volatile=root.volatile
+        )
     _mount_overlay(
         lowers, str(root.upper), str(root.work), target, userns, idmap, volatile=root.volatile
     )
+    return None
 
 
 def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:

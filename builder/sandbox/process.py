@@ -367,7 +367,9 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # Before the pid namespace: making it forks a helper, which must not become its init.
     idmap = _idmapping(plan.ids) if plan.ids is not None else None
     spec = plan.spec
-    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
+    # The pid namespace comes last, just before pid 1's fork: a fuse-overlayfs root's
+    # daemon, forked in between, must not become its init.
+    flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
     if spec.network != "host":
         flags |= CLONE_NEWNET
     unshare(flags)
@@ -380,7 +382,18 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     spec = plan.spec
     # In a user namespace (ours as a user, or a rootless builder's) overlay needs userxattr.
     userxattr = not plan.rootful or not in_initial_user_namespace()
-    mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr, idmap=idmap)
+    daemon = mounts.mount_root(spec.root, plan.rootdir, plan.scratch, userns=userxattr, idmap=idmap)
+    try:
+        return _supervise_root(plan, report_w, idmap)
+    finally:
+        if daemon is not None:
+            from builder.sandbox import fuse
+
+            fuse.stop(daemon, plan.rootdir)
+
+
+def _supervise_root(plan: _Run, report_w: int, idmap: Idmapping | None) -> int:
+    spec = plan.spec
     # With an idmapped root, what we create in it must be made as container root: host
     # root's id has no name there (EOVERFLOW).
     with _as_container_root(idmap):
@@ -395,6 +408,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         # With --userns=auto it nests always: container root must not be host root.
         nested = plan.rootful and (spec.network != "host" or plan.ids is not None)
         maps = Handshake.new() if nested else None
+        unshare(CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             _child(report_w, lambda: _init(plan, report_w, maps, idmap))

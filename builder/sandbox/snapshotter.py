@@ -1,17 +1,22 @@
 """Which snapshotter makes a RUN's (or `builder run`'s) root: overlayfs where it can be
-mounted, else a copy of the layers (layer/snapshot.py), which writes the same layers.
+mounted, else fuse-overlayfs where it is installed and /dev/fuse opens, else a copy of the
+layers (layer/snapshot.py). All three write the same layers.
 
 The names are BuildKit's (`buildkitd --oci-worker-snapshotter`, buildkitd.toml's
-`snapshotter`): `overlayfs`, `native` (the copy), and `auto`; podman's `overlay` and
-`vfs` and the plain `copy` are accepted as aliases. It is forced by $BUILDER_SNAPSHOTTER
-or the config file's `[build] snapshotter` (the CLI reads both); `auto` probes once
-whether this user can mount an overlay of dirs in the store (and remove a lower file
-through it), and the answer is kept in the store, keyed by the kernel's release and
-whether we are in a user namespace of our own, so the probe's fork is paid once.
+`snapshotter`): `overlayfs`, `fuse-overlayfs`, `native` (the copy), and `auto`; podman's
+`overlay` and `vfs` and the plain `copy` are accepted as aliases. It is forced by
+$BUILDER_SNAPSHOTTER or the config file's `[build] snapshotter` (the CLI reads both);
+`auto` probes once whether this user can mount an overlay of dirs in the store (and remove
+a lower file through it), and the answer is kept in the store, keyed by the kernel's
+release and whether we are in a user namespace of our own, so the probe's fork is paid
+once. Where it cannot, whether fuse-overlayfs can serve is asked on every choice (a PATH
+lookup and an open): installing or removing it needs no probe again. It needs a store
+whose dirs hold char 0/0 whiteouts (not one on an overlayfs): it cannot read the xattr
+whiteouts our layers hold there.
 
-BuildKit's third, fuse-overlayfs, is refused by name: its upper dirs vary by version (1.10
-marks an opaque dir with a `.wh..wh..opq` file and a `.wh..opq` whiteout, and keeps its
-own `user.fuseoverlayfs.*` xattrs), so it could not promise the layers overlayfs makes.
+fuse-overlayfs's upper dir is not overlayfs's (1.10 marks an opaque dir with a
+`.wh..wh..opq` file and a `.wh..opq` whiteout too, and may keep `user.fuseoverlayfs.*`
+xattrs): layer/fuse_upper.py turns it into overlayfs's form before the layer is written.
 """
 
 from __future__ import annotations
@@ -19,33 +24,33 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Literal
 
-from builder.errors import UsageError
+from builder.errors import SandboxError, UsageError
 from builder.sandbox.idmap import in_initial_user_namespace
 
-Snapshotter = Literal["overlayfs", "native"]
+Snapshotter = Literal["overlayfs", "fuse-overlayfs", "native"]
 NAMES: Final[dict[str, Snapshotter | None]] = {
     "auto": None,
     "overlayfs": "overlayfs",
     "overlay": "overlayfs",
+    "fuse-overlayfs": "fuse-overlayfs",
     "native": "native",
     "copy": "native",
     "vfs": "native",
 }
 ENV: Final = "BUILDER_SNAPSHOTTER"
+FUSE_OVERLAYFS: Final = "fuse-overlayfs"  # the program, looked up in $PATH
+FUSE_DEVICE: Final = "/dev/fuse"
 
 
 def parse(text: str, where: str) -> Snapshotter | None:
     """A snapshotter's name (None: auto); `where` names the setting in the error."""
     name = text.strip().lower()
-    if name == "fuse-overlayfs":
-        raise UsageError(
-            f"{where}: fuse-overlayfs is not supported; where overlayfs cannot be mounted,"
-            " the copying snapshotter (native) makes the same layers"
-        )
     try:
         return NAMES[name]
     except KeyError:
@@ -57,22 +62,62 @@ def parse(text: str, where: str) -> Snapshotter | None:
 def choose(forced: Snapshotter | None, scratch: Callable[[str], Path], record: Path) -> Snapshotter:
     """`forced`, else the remembered or probed answer for this store (`record` keeps it,
     `scratch` makes the probe's dirs)."""
+    if forced == "fuse-overlayfs" and not _holds_whiteouts(scratch):
+        raise SandboxError(
+            "snapshotter fuse-overlayfs: the store's file system refuses overlay whiteouts"
+            " (char 0/0 devices; an overlayfs does), so its layers keep them in a form"
+            " fuse-overlayfs cannot read; use the native snapshotter"
+        )
     if forced is not None:
         return forced
+    if _overlay_mounts(scratch, record):
+        return "overlayfs"
+    return "fuse-overlayfs" if fuse_available() and _holds_whiteouts(scratch) else "native"
+
+
+def fuse_available() -> bool:
+    """Is fuse-overlayfs installed, and may this user open /dev/fuse (root's only, 0600,
+    on some hosts)?"""
+    if shutil.which(FUSE_OVERLAYFS) is None:
+        return False
+    try:
+        os.close(os.open(FUSE_DEVICE, os.O_RDWR | os.O_CLOEXEC))
+    except OSError:
+        return False
+    return True
+
+
+def _holds_whiteouts(scratch: Callable[[str], Path]) -> bool:
+    """Can the store's dirs hold overlayfs's whiteouts (char 0/0)? Where they cannot (a
+    store on an overlayfs, as in a container), the layer dirs hold the xattr form instead,
+    which only the kernel (6.7+) and the copying snapshotter read."""
+    probe = scratch("whiteout")
+    try:
+        os.mknod(probe / "w", stat.S_IFCHR | 0o600, os.makedev(0, 0))
+    except OSError:
+        return False
+    finally:
+        _remove_probe(probe)
+    return True
+
+
+def _overlay_mounts(scratch: Callable[[str], Path], record: Path) -> bool:
+    """The remembered or probed answer: overlayfs ("overlayfs") or not ("native", the name
+    the record has always kept for "not")."""
     key = {"kernel": os.uname().release, "user_namespace": not in_initial_user_namespace()}
     with contextlib.suppress(OSError, ValueError):
         known = json.loads(record.read_text(encoding="utf-8"))
         if isinstance(known, dict) and known.get("key") == key:
             found = NAMES.get(str(known.get("snapshotter")))
             if found is not None:
-                return found
+                return found == "overlayfs"
     probe = scratch("probe")
     try:
-        answer: Snapshotter = "overlayfs" if _overlay_works(probe) else "native"
+        works = _overlay_works(probe)
     finally:
         _remove_probe(probe)
-    _remember(record, {"key": key, "snapshotter": answer})
-    return answer
+    _remember(record, {"key": key, "snapshotter": "overlayfs" if works else "native"})
+    return works
 
 
 def _overlay_works(base: Path) -> bool:

@@ -60,6 +60,9 @@ class OverlayRoot:
     # syncs the whole of it: 6-20 ms a run on this machine). The kernel then marks the
     # work dir, which can never be mounted again. Podman does the same for --rm.
     volatile: bool = False
+    # Served by fuse-overlayfs instead of the kernel's overlayfs (sandbox/fuse.py), for
+    # where the kernel's cannot be mounted; the upper dir is then in its form.
+    fuse: bool = False
 
 
 @dataclass(frozen=True)

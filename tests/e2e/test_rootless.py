@@ -128,11 +128,11 @@ def _ensure_range(user: str, start: int) -> None:
 
 
 @contextlib.contextmanager
-def _tun_mode(mode: int) -> Iterator[None]:
-    """/dev/net/tun at MODE for the test; the mode it had is written back after."""
-    tun = Path("/dev/net/tun")
+def _tun_mode(mode: int, device: str = "/dev/net/tun") -> Iterator[None]:
+    """The device (/dev/net/tun) at MODE for the test; the mode it had is written back."""
+    tun = Path(device)
     if not tun.exists():
-        pytest.skip("no /dev/net/tun")
+        pytest.skip(f"no {device}")
     before = stat.S_IMODE(tun.stat().st_mode)
     tun.chmod(mode)
     try:
@@ -152,6 +152,21 @@ def tun_open_to_all() -> Iterator[None]:
 @pytest.fixture
 def tun_for_root_only() -> Iterator[None]:
     with _tun_mode(0o600):
+        yield
+
+
+@pytest.fixture
+def fuse_open_to_all() -> Iterator[None]:
+    """/dev/fuse as Debian ships it (0666); this machine class keeps it 0600."""
+    if shutil.which("fuse-overlayfs") is None:
+        pytest.skip("needs fuse-overlayfs")
+    with _tun_mode(0o666, "/dev/fuse"):
+        yield
+
+
+@pytest.fixture
+def fuse_for_root_only() -> Iterator[None]:
+    with _tun_mode(0o600, "/dev/fuse"):
         yield
 
 
@@ -284,3 +299,37 @@ def test_without_access_to_tun_the_error_says_what_to_do(kit: Kit, tun_for_root_
     (line,) = failed.stderr.strip().splitlines()
     assert line.startswith("error: ") and "/dev/net/tun must be open to all users" in line
     assert "--network none" in line
+
+
+def test_a_user_served_by_fuse_overlayfs_builds_the_same_layers_and_runs(
+    kit: Kit, tmp_path: Path, fuse_open_to_all: None
+) -> None:
+    """fuse-overlayfs in the user's namespace (its `user.fuseoverlayfs.*` xattrs): its upper
+    dirs put in overlay form make the layers root's overlayfs makes."""
+    user = WITH_RANGE
+    recipe = RECIPE + "RUN rm /etc/group && rm -rf /srv/u && mkdir /srv/u && echo n > /srv/u/n\n"
+    context = _context(kit, recipe, {"f": "f\n"})
+    fuse = {"BUILDER_SNAPSHOTTER": "fuse-overlayfs"}
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    epoch = ("--source-date-epoch", "1700000000")
+    kit.builder(user, "build", "--no-cache", "--network", "none", "-q", *epoch, "-t", "fu",
+                context, env=fuse)  # fmt: skip
+    ran = kit.builder(user, "run", "--rm", "--network", "none", "fu", "sh", "-c",
+                      "ls /srv/u; test -e /etc/group || echo no-group", env=fuse)  # fmt: skip
+    assert ran.stdout == "n\nno-group\n", ran.stdout
+    as_root = Builder(tmp_path / "root-store")
+    as_root("import", kit.base, "busybox:latest")
+    as_root("build", "-q", *epoch, "-t", "fu", context, env={"BUILDER_SNAPSHOTTER": "overlayfs"})
+    assert _diff_ids(kit.builder(user, "inspect", "fu")) == _diff_ids(as_root("inspect", "fu"))
+
+
+def test_without_access_to_fuse_the_error_says_what_to_do(
+    kit: Kit, fuse_for_root_only: None
+) -> None:
+    user = WITH_RANGE
+    kit.builder(user, "import", kit.base, "busybox:latest")
+    failed = kit.builder(user, "run", "--rm", "--network", "none", "busybox:latest", "true",
+                         env={"BUILDER_SNAPSHOTTER": "fuse-overlayfs"}, check=False)  # fmt: skip
+    assert failed.status == 125 and "Traceback" not in failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "/dev/fuse must be open to all users" in line

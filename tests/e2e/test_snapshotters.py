@@ -22,7 +22,14 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from tests.e2e.runtime_support import containers_of, leftovers, mounts_with, popen, wait_gone
+from tests.e2e.runtime_support import (
+    containers_of,
+    leftovers,
+    mounts_with,
+    popen,
+    processes_with,
+    wait_gone,
+)
 from tests.e2e.support import Builder, make_context
 
 EPOCH = "1700000000"
@@ -64,16 +71,18 @@ def _build(store: Builder, context: Path, snapshotter: str) -> str:
     return store("build", "-q", "--no-cache", "-t", "s", context, env=env).stdout.strip()
 
 
-def test_overlay_and_copy_make_the_same_layers(tmp_path: Path, busybox_store: Path) -> None:
+def test_overlay_fuse_and_copy_make_the_same_layers(tmp_path: Path, busybox_store: Path) -> None:
     context = make_context(tmp_path, RECIPE, {"extra": "x\n"})
     ids, layers = {}, {}
-    for name in ("overlayfs", "native"):
+    for name in ("overlayfs", "fuse-overlayfs", "native"):
         store = Builder(tmp_path / name)
         shutil.copytree(busybox_store, store.root, symlinks=True)
         ids[name] = _build(store, context, name)
         layers[name] = _layers(store, "s")
+        assert leftovers(store, "fuse-overlayfs") == {"processes": [], "mounts": [], "tmp": []}
     assert layers["native"] == layers["overlayfs"]
-    assert ids["native"] == ids["overlayfs"]
+    assert layers["fuse-overlayfs"] == layers["overlayfs"]
+    assert ids["native"] == ids["overlayfs"] == ids["fuse-overlayfs"]
     second = {m[0]: m for m in layers["native"][1]}
     # What the layer holds is what overlayfs holds: the test can tell the kinds apart.
     assert {"etc/.wh.group", "d/.wh.gone", "r/.wh..wh..opq", "asdir/.wh..wh..opq"} <= set(second)
@@ -113,8 +122,34 @@ def test_auto_falls_back_to_the_copy_where_overlay_cannot_mount(
         forced = store("build", "--no-cache", "-t", "fb", context,
                        env={"BUILDER_SNAPSHOTTER": "copy"})  # fmt: skip
         assert forced.status == 0
+        # fuse-overlayfs cannot read the xattr whiteouts an overlayfs store's layers hold.
+        fuse = store("build", "-q", "--no-cache", "-t", "fb", context, check=False,
+                     env={"BUILDER_SNAPSHOTTER": "fuse-overlayfs"})  # fmt: skip
+        assert fuse.status != 0 and "refuses overlay whiteouts" in fuse.stderr
+        assert len(fuse.stderr.strip().splitlines()) == 1, fuse.stderr
     finally:
         subprocess.run(["umount", "-l", str(base / "merged")], check=False)
+
+
+ROOT_FSTYPE = "sed -n 's|^[^ ]* [^ ]* [^ ]* [^ ]* / .* - \\([^ ]*\\) .*|\\1|p' /proc/self/mountinfo"
+
+
+def test_auto_picks_fuse_overlayfs_where_overlay_does_not_mount(builder: Builder) -> None:
+    """The probe's answer (tested above on a real overlayfs store) is what `auto` reads:
+    recorded as "no overlay", it serves the root with fuse-overlayfs where the program is
+    found, else copies."""
+    record = {
+        "key": {"kernel": os.uname().release, "user_namespace": False},
+        "snapshotter": "native",
+    }
+    (builder.root / "snapshotter.json").write_text(json.dumps(record))
+    auto = {"BUILDER_SNAPSHOTTER": "auto"}
+    fstype = ("run", "--rm", "--network", "none", IMAGE, "sh", "-c", ROOT_FSTYPE)
+    assert builder(*fstype, env=auto).stdout == "fuse.fuse-overlayfs\n"
+    no_fuse = {**auto, "PATH": "/nonexistent"}  # fuse-overlayfs is not found
+    out = builder(*fstype, env=no_fuse).stdout
+    assert out.strip() and out != "fuse.fuse-overlayfs\n"  # a bind of the copy
+    assert leftovers(builder, "fuse-overlayfs") == {"processes": [], "mounts": [], "tmp": []}
 
 
 @pytest.mark.parametrize(
@@ -131,7 +166,6 @@ def test_auto_falls_back_to_the_copy_where_overlay_cannot_mount(
             "[build] snapshotter: unknown snapshotter 'btrfs'",
         ),
         ({}, "[build]\nsnapshotter = 1\n", "[build] snapshotter must be a string"),
-        ({"BUILDER_SNAPSHOTTER": "fuse-overlayfs"}, None, "fuse-overlayfs is not supported"),
     ],
 )
 def test_a_bad_snapshotter_setting_is_one_error(
@@ -148,34 +182,53 @@ def test_a_bad_snapshotter_setting_is_one_error(
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_copy_snapshotter_runs_containers(builder: Builder) -> None:
-    env = {"BUILDER_SNAPSHOTTER": "native"}
+@pytest.mark.parametrize("snapshotter", ["native", "fuse-overlayfs"])
+def test_copy_and_fuse_snapshotters_run_containers(builder: Builder, snapshotter: str) -> None:
+    env = {"BUILDER_SNAPSHOTTER": snapshotter}
     out = builder("run", "--name", "snap", "busybox:latest", "sh", "-c",
-                  "echo hi > /new && rm /etc/group && cat /new", env=env)  # fmt: skip
+                  "echo hi > /new && rm /etc/group && mkdir /dir && rm -r /usr"
+                  " && mkdir /usr && cat /new", env=env)  # fmt: skip
     assert out.stdout == "hi\n"
     (cid,) = os.listdir(builder.root / "containers")
     upper = builder.root / "containers" / cid / "upper"
     assert (upper / "new").read_text() == "hi\n"
     assert os.stat(upper / "etc" / "group", follow_symlinks=False).st_rdev == 0  # a whiteout
+    # In overlayfs's form: a new dir plain, one made where one was opaque, no markers.
+    assert os.listxattr(upper / "dir") == [] and os.listdir(upper / "dir") == []
+    assert os.listxattr(upper / "usr") == ["trusted.overlay.opaque"]
+    assert os.listdir(upper / "usr") == []
     assert not (builder.root / "containers" / cid / "work" / "merged").exists()
+    assert wait_gone(str(builder.root)) == [] and mounts_with(str(builder.root)) == []
 
 
-@pytest.mark.parametrize("delay", [0.3, 0.6, 1.0])
-def test_killing_the_cli_during_a_copied_run_or_build_leaves_nothing(
-    builder: Builder, tmp_path: Path, delay: float
+@pytest.mark.parametrize(
+    ("snapshotter", "delay"),
+    [
+        ("native", 0.3),
+        ("native", 0.6),
+        ("native", 1.0),
+        ("fuse-overlayfs", 0.2),
+        ("fuse-overlayfs", 1.0),
+    ],
+)
+def test_killing_the_cli_during_a_copied_or_fuse_run_or_build_leaves_nothing(
+    builder: Builder, tmp_path: Path, snapshotter: str, delay: float
 ) -> None:
-    """Killed while copying, running or diffing: no process, no mount; the copies are in
-    the store's scratch (swept by the next command) or the container's dir (`rm`)."""
-    token = "27.1828"
+    """Killed while copying, running or diffing: no process (a fuse-overlayfs daemon names
+    the store in its command line), no mount; the copies are in the store's scratch (swept
+    by the next command) or the container's dir (`rm`)."""
+    token = f"27.{os.getpid()}"  # this session's own: other sessions run this test too
     context = make_context(tmp_path, f"FROM busybox:latest\nRUN sleep {token}\n")
-    env = {**os.environ, "BUILDER_SNAPSHOTTER": "native"}
+    env = {**os.environ, "BUILDER_SNAPSHOTTER": snapshotter}
     for args in (["run", IMAGE, "sleep", token], ["build", "--no-cache", str(context)]):
         proc = popen(builder, *args, env=env)
         time.sleep(delay)
+        if snapshotter == "fuse-overlayfs" and delay >= 1.0:  # killed while it serves
+            assert processes_with(f"workdir={builder.root}"), "no fuse-overlayfs daemon"
         proc.kill()
         proc.communicate()
         assert wait_gone(str(builder.root), token) == [] and mounts_with(str(builder.root)) == []
-    builder("run", "--rm", IMAGE, "true")  # sweeps the scratch the killed ones left
+    builder("run", "--rm", IMAGE, "true", env={"BUILDER_SNAPSHOTTER": snapshotter})  # sweeps
     for cid in containers_of(builder):
         builder("rm", cid)
     assert containers_of(builder) == [] and leftovers(builder, token) == {
