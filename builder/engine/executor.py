@@ -15,13 +15,12 @@ build never loads it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from builder.layer.tree import remove_tree
-from builder.record import dataclass
+from builder.record import dataclass, replace
 from builder.sandbox.limits import Limits
 from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, UsernsMode
 
@@ -108,7 +107,7 @@ class SandboxExecutor:
         if snapshotter == "fuse-overlayfs":
             from builder.layer import fuse_upper
 
-            yield dataclasses.replace(root, fuse=True)
+            yield replace(root, fuse=True)
             fuse_upper.normalize(root.upper, root.lowers)
             return
         from builder.layer.snapshot import copied_root
