@@ -20,7 +20,6 @@ import contextlib
 import signal
 import threading
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from types import FrameType
 from typing import Protocol
 
@@ -102,6 +101,10 @@ class _Interrupt:
 
 def build_stages(run: StageRunner, build_plan: BuildPlan, jobs: int, stopper: Stopper) -> None:
     """Build the plan's needed stages, `jobs` at a time, into `run.done`."""
+    # Here, not at the top: every build imports this module, and a one-stage or cached one
+    # must not pay for concurrent.futures (issue 9: start-up).
+    from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
     report = _serialized(run.report)
     first: dict[int, int] = {}  # each stage's step numbers follow this one
     number = 0
