@@ -6,9 +6,9 @@ import functools
 import os
 import posixpath
 
-from builder.engine import cachekey
+from builder.engine import cachekey, relink
 from builder.engine.context import copy_digest
-from builder.engine.copier import InlineFile, Ownership, copy_into_root
+from builder.engine.copier import InlineFile, Ownership, copy_into_root, read_report
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
@@ -18,12 +18,16 @@ from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
+    discard,
     execute_in_overlay,
+    record_key,
 )
 from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.chmod import parse as parse_chmod
 from builder.recipe.resolve import resolve
+
+_REPORT = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
 
 
 def _split_sources(
@@ -82,6 +86,14 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
 
         preload()
     owner = Ownership(resolved.chown)
+    # Incremental: the files the last version of this layer holds are linked, not copied,
+    # and its blob lends its unchanged frames (engine/relink, layer/frames). Not for an ADD
+    # that unpacks (an archive may write over any file), nor under --no-cache.
+    lineage = relink.lineage_key(state.key, keyword, payload) if not unpack_archives else None
+    prev = relink.previous(ctx.store, lineage) if lineage and not ctx.no_cache else None
+    deferred = relink.candidates(items, prev)
+    # Where the writer says each file landed: an anonymous file, gone when closed.
+    report_fd = -1 if lineage is None else os.open(ctx.store.paths.tmp, _REPORT, 0o600)
 
     def launch(root: OverlayRoot, output: int) -> int:
         context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -94,12 +106,37 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
                 owner=owner,
                 chmod=chmod,
                 unpack_archives=unpack_archives,
+                deferred=deferred,
+                report_fd=report_fd,
             )
-            return ctx.executor.call(root, keyword, writer, output, keep_fds=(context_fd,))
+            keep = (context_fd,) if report_fd < 0 else (context_fd, report_fd)
+            return ctx.executor.call(root, keyword, writer, output, keep_fds=keep)
         finally:
             os.close(context_fd)
 
-    status, root, failure = execute_in_overlay(state, ctx, launch)
-    if status != 0:
-        raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
-    return commit_layer(state, ctx, key, created_by, root)
+    try:
+        status, root, failure = execute_in_overlay(state, ctx, launch)
+        if status != 0:
+            raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
+        report = read_report(report_fd) if report_fd >= 0 else None
+    finally:
+        if report_fd >= 0:
+            os.close(report_fd)
+    if report is not None:
+        try:
+            relink.place_deferred(root.upper, prev, report, items, ctx.context.root)
+        except BaseException:
+            discard(root)
+            raise
+    done = commit_layer(
+        state,
+        ctx,
+        key,
+        created_by,
+        root,
+        previous=None if prev is None else prev.layer,
+        keep_frames=lineage is not None,
+    )
+    if lineage is not None and report is not None:
+        relink.remember(ctx.store, lineage, record_key(ctx, key), items, report)
+    return done
