@@ -225,10 +225,49 @@ def effective_level(compression: Compression, level: int | None) -> int:
     return GZIP_LEVEL if compression is Compression.GZIP else ZSTD_LEVEL
 
 
+class _Member:
+    """One frame being compressed: a zstd frame, or a gzip member with our fixed header."""
+
+    def __init__(self, sink: Sink, kind: Compression, level: int, zstd: Any) -> None:
+        self._sink = sink
+        self.size = 0  # compressed bytes written
+        self._raw = 0  # uncompressed bytes taken
+        self._crc = 0
+        if kind is Compression.ZSTD:
+            self._z = zstd.compressobj()
+            self._gzip = False
+        else:
+            self._z = zlib.compressobj(level, zlib.DEFLATED, -15)
+            self._gzip = True
+            self._emit(gzip_header(level))
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self._sink.write(data)
+            self.size += len(data)
+
+    def write(self, data: bytes) -> None:
+        if self._gzip:
+            self._crc = zlib.crc32(data, self._crc)
+            self._raw += len(data)
+        self._emit(self._z.compress(data))
+
+    def end(self) -> int:
+        tail = self._z.flush()
+        if self._gzip:
+            tail += self._crc.to_bytes(4, "little") + (self._raw & 0xFFFFFFFF).to_bytes(4, "little")
+        self._emit(tail)
+        return self.size
+
+
 class FramedCompressor:
     """Takes the tar stream in chunks and `cut()`s; writes each frame, compressed or copied
     from the previous blob, into `sink`; `close()` ends the last frame and returns the
-    blob's index."""
+    blob's index.
+
+    Without a previous blob a frame is compressed as its chunks come; with one it is held
+    until its end, when its identity says whether to copy it or compress it. `identify`
+    False (nobody keeps the index) leaves the identities out: one hashing pass less."""
 
     def __init__(
         self,
@@ -236,6 +275,8 @@ class FramedCompressor:
         compression: Compression,
         level: int | None,
         previous: PreviousBlob | None = None,
+        *,
+        identify: bool = True,
     ) -> None:
         if compression not in (Compression.ZSTD, Compression.GZIP):
             raise ValueError(f"no frames for {compression!r}")
@@ -243,6 +284,7 @@ class FramedCompressor:
         self._kind = compression
         self._level = effective_level(compression, level)
         self._chunks: list[bytes] = []
+        self._identify = identify or previous is not None
         self._hash = hashlib.sha256()
         self._size = 0
         self._frames: list[Frame] = []
@@ -252,10 +294,12 @@ class FramedCompressor:
         if previous is not None and self._usable(previous):
             for frame, offset in previous.index.offsets():
                 self._known.setdefault((frame.identity, frame.size), (offset, frame.compressed))
+        self._zstd: Any = None
         if compression is Compression.ZSTD:
             import zstandard
 
             self._zstd = zstandard.ZstdCompressor(level=self._level, threads=zstd_workers())
+        self._member: _Member | None = None  # the frame being compressed as it comes
 
     def _usable(self, previous: PreviousBlob) -> bool:
         """Only a blob of the same compression and level, whole on disk, lends frames."""
@@ -272,23 +316,39 @@ class FramedCompressor:
         self._previous_fd = fd
         return True
 
+    def _new_member(self) -> _Member:
+        return _Member(self._sink, self._kind, self._level, self._zstd)
+
     def write(self, data: bytes, /) -> object:
         if data:
-            self._chunks.append(data)
-            self._hash.update(data)
+            if self._identify:
+                self._hash.update(data)
             self._size += len(data)
+            if self._known:
+                self._chunks.append(data)
+            else:
+                if self._member is None:
+                    self._member = self._new_member()
+                self._member.write(data)
         return len(data)
 
     def cut(self) -> None:
         if not self._size:
             return
-        identity = self._hash.hexdigest()
-        place = self._known.get((identity, self._size))
-        if place is None or not self._copy(*place):
-            compressed = self._compress()
+        identity = self._hash.hexdigest() if self._identify else ""
+        if self._member is not None:  # compressed as it came
+            compressed = self._member.end()
+            self._member = None
         else:
-            compressed = place[1]
-            self.reused += 1
+            place = self._known.get((identity, self._size))
+            if place is not None and self._copy(*place):
+                compressed = place[1]
+                self.reused += 1
+            else:
+                member = self._new_member()
+                for chunk in self._chunks:
+                    member.write(chunk)
+                compressed = member.end()
         self._frames.append(Frame(identity, self._size, compressed))
         self._chunks, self._hash, self._size = [], hashlib.sha256(), 0
 
@@ -306,41 +366,9 @@ class FramedCompressor:
             self._sink.write(part)
         return True
 
-    def _compress(self) -> int:
-        total = 0
-        if self._kind is Compression.ZSTD:
-            co = self._zstd.compressobj()
-            for chunk in self._chunks:
-                out = co.compress(chunk)
-                if out:
-                    self._sink.write(out)
-                    total += len(out)
-            tail = co.flush()
-        else:
-            header = gzip_header(self._level)
-            self._sink.write(header)
-            total += len(header)
-            z = zlib.compressobj(self._level, zlib.DEFLATED, -15)
-            crc = 0
-            for chunk in self._chunks:
-                crc = zlib.crc32(chunk, crc)
-                out = z.compress(chunk)
-                if out:
-                    self._sink.write(out)
-                    total += len(out)
-            tail = (
-                z.flush()
-                + crc.to_bytes(4, "little")
-                + (self._size & 0xFFFFFFFF).to_bytes(4, "little")
-            )
-        self._sink.write(tail)
-        return total + len(tail)
-
     def close(self) -> FrameIndex:
         self.cut()
-        if self._previous_fd >= 0:
-            os.close(self._previous_fd)
-            self._previous_fd = -1
+        self.abandon()
         return FrameIndex(self._kind, self._level, tuple(self._frames))
 
     def abandon(self) -> None:

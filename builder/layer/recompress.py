@@ -36,7 +36,7 @@ def recompress(
         comp.close()
         index = None
     else:  # cut into the frames write_layer would have cut it into
-        framed = FramedCompressor(written, compression, level)
+        framed = FramedCompressor(written, compression, level, identify=False)
         cuts = TarCuts()
         ahead: collections.deque[int] = collections.deque()  # found before their bytes came
         offset = 0  # of `chunk` in the stream

@@ -195,20 +195,22 @@ def write_layer(
     mtime_clamp: int | None = None,
     level: int | None = None,
     previous: PreviousBlob | None = None,
+    identify: bool = True,
 ) -> LayerDigests:
     """Write the layer tar of `src` (whiteouts converted to OCI form) compressed into `out`.
 
     Entries are in depth-first order with siblings sorted by name (as `tar --sort=name`),
     so parents precede children. `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime.
     A compressed layer is a run of frames (layer/frames); `previous`, a blob of an earlier
-    version of the layer, lends the frames the two have in common.
+    version of the layer, lends the frames the two have in common. `identify` False: the
+    frame index will not be kept, so its identities are not computed.
     """
     blob = out if isinstance(out, HashingSink) else _CountingHasher(out)
     comp: FramedCompressor | Compressor
     if compression is Compression.NONE:
         comp = compressor(blob, compression, level)
     else:
-        comp = FramedCompressor(blob, compression, level, previous)
+        comp = FramedCompressor(blob, compression, level, previous, identify=identify)
     pipe = _Pipeline(comp)
     try:
         _write_tar(src, pipe, mtime_clamp)

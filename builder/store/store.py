@@ -146,7 +146,13 @@ class Store:
                 lender = PreviousBlob(self.paths.blob(previous.digest), index)
         with writing("a layer blob", self.root), self.layout.writer() as w:
             digests = write_layer(
-                src_dir, w, compression, mtime_clamp=mtime_clamp, level=level, previous=lender
+                src_dir,
+                w,
+                compression,
+                mtime_clamp=mtime_clamp,
+                level=level,
+                previous=lender,
+                identify=keep_frames,
             )
             desc = w.commit(digests.media_type)
             if keep_frames and digests.frames is not None:

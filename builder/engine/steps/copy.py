@@ -125,6 +125,9 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     if report is not None:
         try:
             relink.place_deferred(root.upper, prev, report, items, ctx.context.root)
+        except OSError as err:  # a context file gone since it was read: as the writer says it
+            discard(root)
+            raise StepFailed(f"{_shown(instr)}: {err}", 1, instr.location) from None
         except BaseException:
             discard(root)
             raise
