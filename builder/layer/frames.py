@@ -169,6 +169,40 @@ class Frame:
     identity: str  # sha256 hex of the frame's uncompressed bytes
     size: int  # uncompressed bytes
     compressed: int  # compressed bytes
+    source: str = ""  # see Sources ("" when not known)
+
+
+Source = tuple[str, bool]  # a frame's source digest, and whether it may stand for its bytes
+
+
+class Sources:
+    """What a frame's bytes were made of, known without reading the files: the tar bytes
+    of every header, and each file's data by (st_dev, st_ino, offset, length). Two frames
+    with the same source digest hold the same bytes when their files' inodes held the same
+    data both times: true of a file hardlinked from the previous version of a COPY layer
+    (unpacked layers are immutable, and it is the inode that version's blob was written
+    from). So a frame whose every file is such a link (st_nlink > 1: in a COPY layer's
+    upper dir only engine/relink makes links) is matched by its source digest and reused
+    without its bytes being hashed; any other frame only by the sha256 of its bytes."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._linked = True
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._hash.update(data)
+
+    def file(self, st: os.stat_result, offset: int, length: int) -> None:
+        if length:
+            self._hash.update(b"\0%d:%d:%d:%d\0" % (st.st_dev, st.st_ino, offset, length))
+            if st.st_nlink < 2:
+                self._linked = False
+
+    def take(self) -> Source:
+        """The source of the frame just ended; the next one starts."""
+        source = (self._hash.hexdigest(), self._linked)
+        self._hash, self._linked = hashlib.sha256(), True
+        return source
 
 
 @dataclass(frozen=True)
@@ -193,7 +227,7 @@ class FrameIndex:
         return {
             "compression": self.compression.value,
             "level": self.level,
-            "frames": [[f.identity, f.size, f.compressed] for f in self.frames],
+            "frames": [[f.identity, f.size, f.compressed, f.source] for f in self.frames],
         }
 
     @classmethod
@@ -203,7 +237,7 @@ class FrameIndex:
         try:
             kind = Compression(str(value.get("compression")))
             level = value["level"]
-            frames = tuple(Frame(str(i), int(u), int(c)) for i, u, c in value["frames"])
+            frames = tuple(Frame(str(i), int(u), int(c), str(s)) for i, u, c, s in value["frames"])
         except (KeyError, TypeError, ValueError) as err:
             raise FormatError(f"frame index: {err}") from None
         if not isinstance(level, int) or any(f.size < 0 or f.compressed <= 0 for f in frames):
@@ -289,11 +323,14 @@ class FramedCompressor:
         self._size = 0
         self._frames: list[Frame] = []
         self.reused = 0  # frames copied from the previous blob (for tests and figures)
-        self._known: dict[tuple[str, int], tuple[int, int]] = {}
+        self._known: dict[tuple[str, int], tuple[int, Frame]] = {}  # by identity and size
+        self._by_source: dict[str, tuple[int, Frame]] = {}
         self._previous_fd = -1
         if previous is not None and self._usable(previous):
             for frame, offset in previous.index.offsets():
-                self._known.setdefault((frame.identity, frame.size), (offset, frame.compressed))
+                self._known.setdefault((frame.identity, frame.size), (offset, frame))
+                if frame.source:
+                    self._by_source.setdefault(frame.source, (offset, frame))
         self._zstd: Any = None
         if compression is Compression.ZSTD:
             import zstandard
@@ -321,35 +358,50 @@ class FramedCompressor:
 
     def write(self, data: bytes, /) -> object:
         if data:
-            if self._identify:
-                self._hash.update(data)
             self._size += len(data)
             if self._known:
-                self._chunks.append(data)
+                self._chunks.append(data)  # hashed at the cut, if its source does not tell
             else:
+                if self._identify:
+                    self._hash.update(data)
                 if self._member is None:
                     self._member = self._new_member()
                 self._member.write(data)
         return len(data)
 
-    def cut(self) -> None:
+    def cut(self, source: Source | None = None) -> None:
+        """End the frame; `source` is what its bytes came from (Sources), if known."""
         if not self._size:
             return
-        identity = self._hash.hexdigest() if self._identify else ""
+        digest = "" if source is None else source[0]
         if self._member is not None:  # compressed as it came
+            identity = self._hash.hexdigest() if self._identify else ""
             compressed = self._member.end()
             self._member = None
         else:
-            place = self._known.get((identity, self._size))
-            if place is not None and self._copy(*place):
-                compressed = place[1]
+            place, hashed = None, False
+            if source is not None and source[1]:  # every file a link: its source tells
+                place = self._by_source.get(source[0])
+                if place is not None and place[1].size != self._size:
+                    place = None
+            if place is None:
+                for chunk in self._chunks:
+                    self._hash.update(chunk)
+                hashed = True
+                place = self._known.get((self._hash.hexdigest(), self._size))
+            if place is not None and self._copy(place[0], place[1].compressed):
+                identity, compressed = place[1].identity, place[1].compressed
                 self.reused += 1
             else:
+                if not hashed:
+                    for chunk in self._chunks:
+                        self._hash.update(chunk)
+                identity = self._hash.hexdigest()
                 member = self._new_member()
                 for chunk in self._chunks:
                     member.write(chunk)
                 compressed = member.end()
-        self._frames.append(Frame(identity, self._size, compressed))
+        self._frames.append(Frame(identity, self._size, compressed, digest))
         self._chunks, self._hash, self._size = [], hashlib.sha256(), 0
 
     def _copy(self, offset: int, length: int) -> bool:

@@ -7,6 +7,7 @@ held in memory beyond a few buffers of about a megabyte.
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import os
@@ -31,6 +32,8 @@ from builder.layer.frames import (
     FramedCompressor,
     FrameIndex,
     PreviousBlob,
+    Source,
+    Sources,
 )
 from builder.layer.tree import Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
@@ -140,14 +143,16 @@ class _Pipeline:
         self.index: FrameIndex | None = None
         self.written = 0  # bytes put so far: the stream offset of the next one
         self._comp = comp
+        self._cut_sources: collections.deque[Source | None] = collections.deque()
         self._hasher = _Worker("layer-diff-id", self.tar_hash.update, lambda: None)
         self._writer = _Worker("layer-writer", self._take, self._close)
         self._workers = (self._hasher, self._writer)
 
     def _take(self, chunk: bytes) -> None:
         if chunk is _CUT:
+            source = self._cut_sources.popleft()
             if isinstance(self._comp, FramedCompressor):
-                self._comp.cut()
+                self._comp.cut(source)
         else:
             self._comp.write(chunk)
 
@@ -170,10 +175,11 @@ class _Pipeline:
         self._hasher.queue.put(chunk)
         self._writer.queue.put(chunk)
 
-    def cut(self) -> None:
-        """End the current frame after what was put."""
+    def cut(self, sources: Sources | None = None) -> None:
+        """End the current frame after what was put (with what its bytes came from)."""
         self._check()
         self._writer.queue.put(_CUT)
+        self._cut_sources.append(None if sources is None else sources.take())
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""
@@ -206,6 +212,7 @@ def write_layer(
     frame index will not be kept, so its identities are not computed.
     """
     blob = out if isinstance(out, HashingSink) else _CountingHasher(out)
+    sources = Sources() if identify and compression is not Compression.NONE else None
     comp: FramedCompressor | Compressor
     if compression is Compression.NONE:
         comp = compressor(blob, compression, level)
@@ -213,7 +220,7 @@ def write_layer(
         comp = FramedCompressor(blob, compression, level, previous, identify=identify)
     pipe = _Pipeline(comp)
     try:
-        _write_tar(src, pipe, mtime_clamp)
+        _write_tar(src, pipe, mtime_clamp, sources)
         pipe.finish()
     finally:
         pipe.stop()
@@ -227,7 +234,9 @@ def write_layer(
     )
 
 
-def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
+def _write_tar(
+    src: Path, pipe: _Pipeline, mtime_clamp: int | None, sources: Sources | None
+) -> None:
     """Walk `src` and put its tar stream into `pipe`, in chunks of about _FLUSH bytes.
 
     The per-entry work is kept to what the bytes need, since a layer of 50,000 small files
@@ -254,6 +263,7 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
         raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
     while visit is not None:
         entry_start = pipe.written + len(buf)
+        mark = len(buf)
         st = visit.st
         mode = st.st_mode
         mtime = min(max(int(st.st_mtime), 0), clamp)
@@ -283,12 +293,18 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
                                       xattrs=_kept(xattrs))  # fmt: skip
                     else:
                         buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime)
+                    if sources is not None:
+                        sources.update(buf[mark:])
+                        mark = -1  # the data is known by its inode, not by its bytes
                     if size:
                         # A small file in one read; a big one (or a short read) in chunks.
                         data = read(fd, size) if size < _FLUSH else b""
                         buf += data
                         if len(data) < size:
-                            _copy_file(fd, name, size - len(data), buf, pipe, cutter, entry_start)
+                            _copy_file(fd, name, size - len(data), buf, pipe, cutter, entry_start,
+                                       sources, st)  # fmt: skip
+                        elif sources is not None:
+                            sources.file(st, 0, size)
                         buf += padding(size)
             finally:
                 os.close(fd)
@@ -297,11 +313,13 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
             xattrs = _xattrs(target, st.st_dev, no_xattrs, name)
             if not _special(visit, xattrs, mtime, buf):
                 _other(visit, xattrs, mtime, buf, links)
+        if sources is not None and mark >= 0:
+            sources.update(buf[mark:])
         end = pipe.written + len(buf)
         if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
             pipe.put(bytes(buf))
             buf.clear()
-            pipe.cut()
+            pipe.cut(sources)
         elif len(buf) >= _FLUSH:
             pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
             buf.clear()
@@ -311,7 +329,10 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
         except OSError as err:
             raise LayerError(f"cannot read below {os.fsdecode(last)}: {err.strerror}") from None
     buf += tw.END_OF_ARCHIVE
+    if sources is not None:
+        sources.update(tw.END_OF_ARCHIVE)
     pipe.put(bytes(buf))
+    pipe.cut(sources)
 
 
 _NO_CLAMP = 1 << 62
@@ -413,6 +434,8 @@ def _copy_file(
     pipe: _Pipeline,
     cutter: Cutter,
     entry_start: int,
+    sources: Sources | None,
+    st: os.stat_result,
 ) -> None:
     """Append exactly `size` bytes of the open file to the stream: a small file's into
     `buf`; a big one's read chunks go to the pipe as they are, after what `buf` holds, with
@@ -425,6 +448,7 @@ def _copy_file(
         buf.clear()
     remaining = size
     since_cut = 0  # bytes of this file's data since its start or its last cut
+    done = 0  # of its data, before this call's (a short first read)
     while remaining:
         chunk = os.read(fd, min(remaining, _READ, IN_ENTRY - since_cut))
         if not chunk:
@@ -434,8 +458,13 @@ def _copy_file(
             pipe.put(chunk)
             since_cut += len(chunk)
             if since_cut == IN_ENTRY and remaining:
-                pipe.cut()
+                if sources is not None:
+                    sources.file(st, done, since_cut)
+                pipe.cut(sources)
                 cutter.cut_at(pipe.written)
+                done += since_cut
                 since_cut = 0
         else:
             buf += chunk
+    if sources is not None:  # the data left since the last cut (a small file's: all of it)
+        sources.file(st, done, size - done) if big else sources.file(st, 0, st.st_size)

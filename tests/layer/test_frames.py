@@ -144,3 +144,39 @@ def test_frames_cost_under_five_percent_of_ratio_on_a_source_tree(
     stream.close()
     assert digests.frames is not None and len(digests.frames.frames) >= 2
     assert len(framed) <= 1.05 * len(one.getvalue())
+
+
+def _link_all(tree: Path, shadow: Path) -> None:
+    """Give every file a second link outside the tree, as engine/relink's links have."""
+    for path in tree.rglob("*"):
+        if path.is_file():
+            target = shadow / path.relative_to(tree)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.link(path, target)
+
+
+def test_frames_of_linked_files_are_matched_by_their_source(tree: Path, tmp_path: Path) -> None:
+    _link_all(tree, tmp_path / "shadow")
+    first, digests = _write(tree, Compression.ZSTD)
+    assert digests.frames is not None and all(f.source for f in digests.frames.frames)
+    again, lent = _write(tree, Compression.ZSTD, _lender(tmp_path, first, digests.frames))
+    assert again == first and lent.reused == len(digests.frames.frames)
+    assert lent.frames == digests.frames  # the identities too, though not hashed again
+
+
+def test_a_file_that_is_not_a_link_is_never_matched_by_its_source(
+    tree: Path, tmp_path: Path
+) -> None:
+    """Rewritten in place, same inode, size and mtime: its frame's source is the same, so
+    only its bytes can tell. A file with one link is no layer's shared copy: its bytes are
+    hashed."""
+    first, digests = _write(tree, Compression.ZSTD)
+    path = tree / "d10" / "f10.txt"
+    data = path.read_bytes()
+    with open(path, "r+b") as f:
+        f.write(bytes(reversed(data)))
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    full = _write(tree, Compression.ZSTD)[0]
+    lent, lent_digests = _write(tree, Compression.ZSTD, _lender(tmp_path, first, digests.frames))
+    assert lent == full != first
+    assert lent_digests.reused == len(digests.frames.frames) - 1  # type: ignore[union-attr]
