@@ -27,7 +27,7 @@ from typing import Any
 
 from builder.engine import cachekey
 from builder.engine.context import CopyItem
-from builder.engine.copier import Report, copy_bytes, finish_file, remove_non_dir
+from builder.engine.copier import Report, copy_bytes, finish_file, read_report, remove_non_dir
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.fields import FormatError
@@ -96,14 +96,54 @@ def candidates(items: list[CopyItem], prev: Previous | None) -> frozenset[int]:
     )
 
 
-def remember(store: Store, key: str, step: str, items: list[CopyItem], report: Report) -> None:
-    """Record this layer as the lineage's latest version."""
-    files = {}
-    for path, (index, _mode, _deferred) in report.files.items():
-        with contextlib.suppress(UnicodeEncodeError):  # JSON holds UTF-8 names only
-            path.encode()
-            files[path] = items[index].entry.digest
-    store.cache.put(key, Lineage(step, files))
+class Incremental:
+    """One COPY step's incremental state: its lineage, the previous version (if any), the
+    items the writer defers, and the anonymous file the writer reports into.
+
+    Off (`key` None) for an ADD that unpacks (an archive may write over any file); under
+    --no-cache (`reuse` False) nothing is deferred, but the layer still records its lineage
+    and frames for the builds after it."""
+
+    def __init__(self, store: Store, key: str | None, items: list[CopyItem], reuse: bool) -> None:
+        self.store, self.key, self.items = store, key, items
+        self.previous = previous(store, key) if key is not None and reuse else None
+        self.deferred = candidates(items, self.previous)
+        self.report: Report | None = None
+        # Where the writer says each file landed: an anonymous file, gone when closed.
+        flags = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
+        self.report_fd = -1 if key is None else os.open(store.paths.tmp, flags, 0o600)
+
+    @property
+    def previous_blob(self) -> Descriptor | None:
+        return None if self.previous is None else self.previous.layer
+
+    def read(self) -> None:
+        """Take the writer's report (after it succeeded)."""
+        if self.report_fd >= 0:
+            self.report = read_report(self.report_fd)
+
+    def close(self) -> None:
+        if self.report_fd >= 0:
+            os.close(self.report_fd)
+            self.report_fd = -1
+
+    def place(self, upper: Path, context: Path) -> int:
+        """The deferred files into the upper dir (place_deferred); OSError as it comes."""
+        if self.report is None:
+            return 0
+        return place_deferred(upper, self.previous, self.report, self.items, context)
+
+    def remember(self, step: str) -> None:
+        """Record the layer just committed (its StepRecord is under `step`) as the
+        lineage's latest version."""
+        if self.key is None or self.report is None:
+            return
+        files = {}
+        for path, (index, _mode, _deferred) in self.report.files.items():
+            with contextlib.suppress(UnicodeEncodeError):  # JSON holds UTF-8 names only
+                path.encode()
+                files[path] = self.items[index].entry.digest
+        self.store.cache.put(self.key, Lineage(step, files))
 
 
 def place_deferred(

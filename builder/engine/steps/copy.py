@@ -8,7 +8,7 @@ import posixpath
 
 from builder.engine import cachekey, relink
 from builder.engine.context import copy_digest
-from builder.engine.copier import InlineFile, Ownership, copy_into_root, read_report
+from builder.engine.copier import InlineFile, Ownership, copy_into_root
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
@@ -26,8 +26,6 @@ from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
 from builder.recipe.chmod import parse as parse_chmod
 from builder.recipe.resolve import resolve
-
-_REPORT = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
 
 
 def _split_sources(
@@ -87,13 +85,9 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         preload()
     owner = Ownership(resolved.chown)
     # Incremental: the files the last version of this layer holds are linked, not copied,
-    # and its blob lends its unchanged frames (engine/relink, layer/frames). Not for an ADD
-    # that unpacks (an archive may write over any file), nor under --no-cache.
-    lineage = relink.lineage_key(state.key, keyword, payload) if not unpack_archives else None
-    prev = relink.previous(ctx.store, lineage) if lineage and not ctx.no_cache else None
-    deferred = relink.candidates(items, prev)
-    # Where the writer says each file landed: an anonymous file, gone when closed.
-    report_fd = -1 if lineage is None else os.open(ctx.store.paths.tmp, _REPORT, 0o600)
+    # and its blob lends its unchanged frames (engine/relink, layer/frames).
+    lineage = None if unpack_archives else relink.lineage_key(state.key, keyword, payload)
+    inc = relink.Incremental(ctx.store, lineage, items, reuse=not ctx.no_cache)
 
     def launch(root: OverlayRoot, output: int) -> int:
         context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -106,10 +100,10 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
                 owner=owner,
                 chmod=chmod,
                 unpack_archives=unpack_archives,
-                deferred=deferred,
-                report_fd=report_fd,
+                deferred=inc.deferred,
+                report_fd=inc.report_fd,
             )
-            keep = (context_fd,) if report_fd < 0 else (context_fd, report_fd)
+            keep = (context_fd,) if inc.report_fd < 0 else (context_fd, inc.report_fd)
             return ctx.executor.call(root, keyword, writer, output, keep_fds=keep)
         finally:
             os.close(context_fd)
@@ -118,28 +112,25 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         status, root, failure = execute_in_overlay(state, ctx, launch)
         if status != 0:
             raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
-        report = read_report(report_fd) if report_fd >= 0 else None
+        inc.read()
     finally:
-        if report_fd >= 0:
-            os.close(report_fd)
-    if report is not None:
-        try:
-            relink.place_deferred(root.upper, prev, report, items, ctx.context.root)
-        except OSError as err:  # a context file gone since it was read: as the writer says it
-            discard(root)
-            raise StepFailed(f"{_shown(instr)}: {err}", 1, instr.location) from None
-        except BaseException:
-            discard(root)
-            raise
+        inc.close()
+    try:
+        inc.place(root.upper, ctx.context.root)
+    except OSError as err:  # a context file gone since it was read: as the writer says it
+        discard(root)
+        raise StepFailed(f"{_shown(instr)}: {err}", 1, instr.location) from None
+    except BaseException:
+        discard(root)
+        raise
     done = commit_layer(
         state,
         ctx,
         key,
         created_by,
         root,
-        previous=None if prev is None else prev.layer,
+        previous=inc.previous_blob,
         keep_frames=lineage is not None,
     )
-    if lineage is not None and report is not None:
-        relink.remember(ctx.store, lineage, record_key(ctx, key), items, report)
+    inc.remember(record_key(ctx, key))
     return done
