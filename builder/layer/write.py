@@ -201,17 +201,18 @@ def write_layer(
     mtime_clamp: int | None = None,
     level: int | None = None,
     previous: PreviousBlob | None = None,
-    identify: bool = True,
+    identify: bool = False,
 ) -> LayerDigests:
     """Write the layer tar of `src` (whiteouts converted to OCI form) compressed into `out`.
 
     Entries are in depth-first order with siblings sorted by name (as `tar --sort=name`),
     so parents precede children. `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime.
     A compressed layer is a run of frames (layer/frames); `previous`, a blob of an earlier
-    version of the layer, lends the frames the two have in common. `identify` False: the
-    frame index will not be kept, so its identities are not computed.
+    version of the layer, lends the frames the two have in common. `identify`: the frame
+    index will be kept (for a later version to reuse), so compute its identities.
     """
     blob = out if isinstance(out, HashingSink) else _CountingHasher(out)
+    identify = identify or previous is not None  # (matching needs this blob's own too)
     sources = Sources() if identify and compression is not Compression.NONE else None
     comp: FramedCompressor | Compressor
     if compression is Compression.NONE:

@@ -48,7 +48,7 @@ def _write(
     src: Path, kind: Compression, previous: PreviousBlob | None = None, level: int | None = None
 ) -> tuple[bytes, LayerDigests]:
     out = io.BytesIO()
-    digests = write_layer(src, out, kind, previous=previous, level=level)
+    digests = write_layer(src, out, kind, previous=previous, level=level, identify=True)
     return out.getvalue(), digests
 
 
