@@ -424,6 +424,11 @@ class FramedCompressor:
         return FrameIndex(self._kind, self._level, tuple(self._frames))
 
     def abandon(self) -> None:
+        """Let go of the previous blob and of zstd's context now. Its worker threads exist
+        in this process only: a context left for the garbage collector to free might be
+        freed in a child forked later (a sandbox), which would wait for them forever."""
         if self._previous_fd >= 0:
             os.close(self._previous_fd)
             self._previous_fd = -1
+        self._zstd = self._member = None
+        self._chunks = []

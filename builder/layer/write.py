@@ -129,6 +129,13 @@ class _Worker:
         if self._thread.is_alive():
             self.queue.put(None)
             self._thread.join()
+        # No cycle through the pipeline's bound methods: what it holds (zstd's context and
+        # its threads) is freed when the caller lets go, not by a later garbage collection.
+        self._take = self._end = _nothing
+
+
+def _nothing(*_args: object) -> None:
+    pass
 
 
 class _Pipeline:
@@ -178,8 +185,8 @@ class _Pipeline:
     def cut(self, sources: Sources | None = None) -> None:
         """End the current frame after what was put (with what its bytes came from)."""
         self._check()
-        self._writer.queue.put(_CUT)
-        self._cut_sources.append(None if sources is None else sources.take())
+        self._cut_sources.append(None if sources is None else sources.take())  # before: the
+        self._writer.queue.put(_CUT)  # writer takes it as soon as it sees the cut
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""

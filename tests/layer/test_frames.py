@@ -4,6 +4,7 @@ count nor on whether a previous blob lent its frames, and what framing costs in 
 
 from __future__ import annotations
 
+import gc
 import io
 import os
 import random
@@ -16,7 +17,7 @@ import pytest
 from builder.image.mediatypes import Compression
 from builder.layer import compression as compression_module
 from builder.layer.compression import compressor
-from builder.layer.frames import MIN_FRAME, FrameIndex, PreviousBlob
+from builder.layer.frames import MIN_FRAME, FrameIndex, FramedCompressor, PreviousBlob
 from builder.layer.write import LayerDigests, write_layer
 
 KINDS = [Compression.ZSTD, Compression.GZIP]
@@ -180,3 +181,20 @@ def test_a_file_that_is_not_a_link_is_never_matched_by_its_source(
     lent, lent_digests = _write(tree, Compression.ZSTD, _lender(tmp_path, first, digests.frames))
     assert lent == full != first
     assert lent_digests.reused == len(digests.frames.frames) - 1  # type: ignore[union-attr]
+
+
+def test_no_compressor_outlives_the_writer(tmp_path: Path) -> None:
+    """zstd's context owns worker threads of this process. Left in a reference cycle, it is
+    freed by whichever garbage collection comes next, and in a child forked for a sandbox
+    that free waits forever for threads the child does not have (a RUN step hung so)."""
+    src = tmp_path / "small"
+    src.mkdir()
+    (src / "f").write_bytes(b"x" * 1000)
+    gc.collect()
+    gc.disable()
+    try:
+        _write(src, Compression.ZSTD)
+        alive = [o for o in gc.get_objects() if isinstance(o, FramedCompressor)]
+    finally:
+        gc.enable()
+    assert not alive
