@@ -17,7 +17,7 @@ import pytest
 from builder.image.mediatypes import Compression
 from builder.layer import compression as compression_module
 from builder.layer.compression import compressor
-from builder.layer.frames import MIN_FRAME, FrameIndex, FramedCompressor, PreviousBlob
+from builder.layer.frames import MIN_FRAME, FramedCompressor, FrameIndex, PreviousBlob
 from builder.layer.write import LayerDigests, write_layer
 
 KINDS = [Compression.ZSTD, Compression.GZIP]
