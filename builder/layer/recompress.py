@@ -14,7 +14,8 @@ from typing import BinaryIO
 from builder.image.digest import Digest
 from builder.image.mediatypes import Compression, MediaType
 from builder.layer.compression import Sink, compressor, open_decompressed
-from builder.layer.frames import FramedCompressor, TarCuts
+from builder.layer.frames import FramedCompressor
+from builder.layer.tarcuts import TarCuts
 from builder.layer.write import LayerDigests, _CountingHasher
 
 _CHUNK = 1 << 20
