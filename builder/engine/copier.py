@@ -177,18 +177,53 @@ class Dirs:
 
 
 def _write_file(src_fd: int, dir_fd: int, name: str, mode: int) -> int:
+    """A new file NAME in DIR_FD holding SRC_FD's bytes (none when SRC_FD is -1)."""
     remove_non_dir(name, dir_fd)
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
     dst = os.open(name, flags, mode & 0o777, dir_fd=dir_fd)
+    if src_fd >= 0:
+        copy_bytes(src_fd, dst)
+    return dst
+
+
+def copy_bytes(src_fd: int, dst_fd: int) -> None:
+    """All of SRC_FD's bytes (from its start) into the empty file DST_FD, in the kernel."""
     try:
-        while os.sendfile(dst, src_fd, None, 1 << 30) > 0:
+        while os.sendfile(dst_fd, src_fd, None, 1 << 30) > 0:
             pass
     except OSError:
         os.lseek(src_fd, 0, os.SEEK_SET)
-        os.ftruncate(dst, 0)
+        os.ftruncate(dst_fd, 0)
+        os.lseek(dst_fd, 0, os.SEEK_SET)
         while chunk := os.read(src_fd, 1 << 20):
-            os.write(dst, chunk)
-    return dst
+            os.write(dst_fd, chunk)
+
+
+def _defer(dir_fd: int, name: str, touched: set[tuple[int, int]]) -> bool:
+    """Leave NAME in DIR_FD for the host to write; False when it must be written here (a
+    dir stands there: writing fails as it would have). The parent gets the mtime writing
+    a file in it gives, which also copies it up into the upper dir, where the host needs
+    it; once per parent."""
+    try:
+        if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+            return False
+    except FileNotFoundError:
+        pass
+    st = os.fstat(dir_fd)
+    if (st.st_dev, st.st_ino) not in touched:
+        os.utime(dir_fd)  # now
+        touched.add((st.st_dev, st.st_ino))
+    return True
+
+
+def finish_file(dst: int, uid: int, gid: int, mode: int, mtime_ns: int) -> None:
+    """Owner, mode and mtime of a file just written, then close it."""
+    try:
+        os.fchown(dst, uid, gid)
+        os.fchmod(dst, mode)  # after chown, which clears setuid bits
+        os.utime(dst, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(dst)
 
 
 P = ParamSpec("P")
@@ -232,6 +267,71 @@ def final_target(root: str, path: str) -> str:
     raise LookupError(f"{path}: too many levels of symbolic links")
 
 
+class Written:
+    """Where each regular file of the context landed: its real path in the image (every
+    symlink on the way resolved, no leading '/') -> (the item's index, its mode, and
+    whether its bytes were left for the host to place: `deferred`). A later write of
+    anything else at the same path takes it out. Paths through a symlink that leaves `root`
+    (only possible outside the sandbox, in the tests' executor) are not tracked."""
+
+    def __init__(self, root: str) -> None:
+        self._root = os.path.realpath(root).rstrip("/") + "/"
+        self._real: dict[str, str | None] = {}  # a parent as written -> its real path
+        self.files: dict[str, tuple[int, int, bool]] = {}
+        self.owner = (0, 0)
+
+    def path(self, parent: str, name: str) -> str | None:
+        if parent in self._real:
+            real = self._real[parent]
+        else:
+            full = os.path.realpath(in_image(self._root, "/" + parent)).rstrip("/") + "/"
+            real = full[len(self._root) :] if full.startswith(self._root) else None
+            self._real[parent] = real
+        return None if real is None else real + name
+
+    def other(self, parent: str, name: str) -> None:
+        """Something that is not a tracked file was written at parent/name."""
+        path = self.path(parent, name)
+        self.files.pop(path or "", None)
+        self._real.clear()  # (a symlink may now stand where a parent was looked up)
+
+    def report(self, fd: int) -> None:
+        """The record the host reads back (read_report)."""
+        head = b"%d %d\0" % self.owner
+        data = head + b"".join(
+            b"%d %d %d\0%s\0" % (index, mode, deferred, os.fsencode(path))
+            for path, (index, mode, deferred) in self.files.items()
+        )
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What the COPY writer says it did (Written.report), as the host reads it."""
+
+    owner: tuple[int, int]  # every file's uid and gid
+    files: dict[str, tuple[int, int, bool]]  # real path -> (item index, mode, deferred)
+
+
+def read_report(fd: int) -> Report:
+    """What `Written.report` wrote into the file `fd`, from its start."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    fields = b"".join(chunks).split(b"\0")
+    if len(fields) < 2:
+        return Report((0, 0), {})  # (the writer failed before its report)
+    uid, gid = map(int, fields[0].split())
+    files = {}
+    for i in range(1, len(fields) - 1, 2):
+        index, mode, deferred = map(int, fields[i].split())
+        files[os.fsdecode(fields[i + 1])] = (index, mode, bool(deferred))
+    return Report((uid, gid), files)
+
+
 @in_root
 def copy_into_root(
     root: str,
@@ -241,23 +341,35 @@ def copy_into_root(
     owner: Ownership,
     chmod: Chmod | None,
     unpack_archives: bool = False,
+    deferred: frozenset[int] = frozenset(),
+    report_fd: int = -1,
 ) -> int:
     """Write the context items (and heredoc files) into the root we are in.
 
     Every path is reached one component at a time from an fd (Dirs; open_below for the
     context): a context or a destination may be deeper than PATH_MAX allows to name.
+
+    The files of the items whose indexes are in `deferred` (the previous version of the
+    layer may hold them already) are left to the host, which links the previous layer's
+    copy or writes one (engine/relink): here their destination is only resolved, and
+    their parent dir made and marked changed, as writing a file there would. With
+    `report_fd`, where each file landed is written there (Written.report).
     """
     uid, gid = owner.resolve(root)
     root_fd = os.open(root, _DIR)
     dirs = Dirs(root_fd, chmod.created_dir_mode if chmod else 0o755, (uid, gid))
+    written = Written(root)
+    written.owner = (uid, gid)
     try:
         # ADD --chown owns what it unpacks; without one, the archive's own ids stay.
         archive_owner = (uid, gid) if owner.spec else None
         _copy_items(root, dirs, context_fd, items, owner=(uid, gid), chmod=chmod,
-                    unpack_archives=unpack_archives, archive_owner=archive_owner)  # fmt: skip
+                    unpack_archives=unpack_archives, archive_owner=archive_owner,
+                    deferred=deferred, written=written)  # fmt: skip
         for file in inline:
             parent, name = _split(final_target(root, file.target))
             pfd = dirs.open(parent)
+            written.other(parent, name)
             remove_non_dir(name, pfd)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = os.open(name, flags, 0o644, dir_fd=pfd)
@@ -267,6 +379,8 @@ def copy_into_root(
                 os.fchmod(fd, chmod.apply(file.mode, False) if chmod else file.mode)
             finally:
                 os.close(fd)
+        if report_fd >= 0:
+            written.report(report_fd)
     finally:
         dirs.close()
         os.close(root_fd)
@@ -283,10 +397,13 @@ def _copy_items(
     chmod: Chmod | None,
     unpack_archives: bool,
     archive_owner: tuple[int, int] | None,
+    deferred: frozenset[int],
+    written: Written,
 ) -> None:
     uid, gid = owner
     dir_times: list[tuple[str, int]] = []
-    for item in items:
+    touched: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the parents _defer marked
+    for index, item in enumerate(items):
         entry = item.entry
         target = final_target(root, item.target) if item.source else item.target
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
@@ -310,11 +427,16 @@ def _copy_items(
             continue
         pfd = dirs.open(parent)
         if entry.kind == "symlink":
+            written.other(parent, name)
             remove_non_dir(name, pfd)
             os.symlink(entry.digest, name, dir_fd=pfd)
             os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
             times = (entry.mtime_ns, entry.mtime_ns)
             os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
+            continue
+        path = written.path(parent, name)
+        if index in deferred and path is not None and _defer(pfd, name, touched):
+            written.files[path] = (index, mode, True)
             continue
         src = open_below(context_fd, os.fsencode(entry.path), os.O_RDONLY)
         try:
@@ -324,15 +446,13 @@ def _copy_items(
             if archive is not None:
                 dirs.open(archive_dir.strip("/"))
                 extract(archive, in_image(root, archive_dir), archive_owner)
+                written.files.clear()  # an archive may have written over any of them
                 continue
             dst = _write_file(src, pfd, name, mode)
         finally:
             os.close(src)
-        try:
-            os.fchown(dst, uid, gid)
-            os.fchmod(dst, mode)  # after chown, which clears setuid bits
-            os.utime(dst, ns=(entry.mtime_ns, entry.mtime_ns))
-        finally:
-            os.close(dst)
+        if path is not None:
+            written.files[path] = (index, mode, False)
+        finish_file(dst, uid, gid, mode, entry.mtime_ns)
     for path, mtime_ns in reversed(dir_times):  # children first changed their parents' mtimes
         os.utime(dirs.open(path.strip("/")), ns=(mtime_ns, mtime_ns))

@@ -90,7 +90,10 @@ def open_archive(fd: int) -> tarfile.TarFile | None:
     if compression == "zstd":
         import zstandard
 
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, closefd=True)
+        # Every frame: zstd -T / pzstd write several, and layers are runs of frames.
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            stream, closefd=True, read_across_frames=True
+        )
         buffered = io.BufferedReader(reader)
         if not _is_tar_header(buffered.peek(512)[:512]):
             buffered.close()

@@ -49,6 +49,12 @@ class _Plain:
         pass
 
 
+def gzip_header(level: int) -> bytes:
+    """A gzip member's header as we write it: no name, mtime 0, OS 255, XFL from the level."""
+    xfl = 2 if level == 9 else 4 if level == 1 else 0  # RFC 1952: slowest / fastest
+    return b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255))
+
+
 class _Gzip:
     """One gzip member whose header we write ourselves: no name, mtime 0, OS 255 ("unknown",
     as Go's gzip writes it), XFL from the level alone. zlib's own gzip header would carry the
@@ -59,8 +65,7 @@ class _Gzip:
         self._z = zlib.compressobj(level, zlib.DEFLATED, -15)  # raw deflate: our own framing
         self._crc = 0
         self._size = 0
-        xfl = 2 if level == 9 else 4 if level == 1 else 0  # RFC 1952: slowest / fastest
-        self._sink.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255)))
+        self._sink.write(gzip_header(level))
 
     def write(self, data: bytes, /) -> object:
         self._crc = zlib.crc32(data, self._crc)

@@ -7,13 +7,16 @@ held in memory beyond a few buffers of about a megabyte.
 
 from __future__ import annotations
 
+import collections
 import errno
 import hashlib
 import os
 import queue
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from builder.errors import LayerError
 from builder.image.digest import Digest
@@ -21,6 +24,16 @@ from builder.image.mediatypes import Compression, MediaType
 from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Compressor, Sink, compressor
+from builder.layer.frames import (
+    IN_ENTRY,
+    MIN_FRAME,
+    Cutter,
+    FramedCompressor,
+    FrameIndex,
+    PreviousBlob,
+    Source,
+    Sources,
+)
 from builder.layer.tree import Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
 from builder.record import dataclass
@@ -35,6 +48,8 @@ class LayerDigests:
     digest: Digest  # sha256 of the blob as written (goes in the manifest)
     size: int  # bytes of the blob
     media_type: MediaType
+    frames: FrameIndex | None = None  # a compressed layer's frames
+    reused: int = 0  # frames copied from the previous blob
 
 
 class _CountingHasher:
@@ -44,6 +59,10 @@ class _CountingHasher:
         self.out = out
         self.hash = hashlib.sha256()
         self.size = 0
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.from_hash(self.hash)
 
     def write(self, data: bytes, /) -> object:
         self.hash.update(data)
@@ -60,54 +79,125 @@ class _CountingHasher:
         return len(data)
 
 
-class _Pipeline:
-    """Hash (the diff_id), compress and write the tar in a thread of their own, while the
-    caller's thread walks the tree and builds the next chunk: hashlib and zstandard release
-    the GIL, and zstd's own workers compress. Chunks pass by a bounded queue, so memory
-    stays a few megabytes. A failure here (a full disk) is raised as itself to the caller
-    at its next put or at finish."""
+@runtime_checkable
+class HashingSink(Protocol):
+    """A sink that hashes and counts what it takes (the store's BlobWriter): the blob is
+    then hashed once, by it, not a second time here."""
 
-    def __init__(self, comp: Compressor) -> None:
-        self.tar_hash = hashlib.sha256()
-        self._comp = comp
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # None: the end
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="layer-writer", daemon=True)
+    @property
+    def digest(self) -> Digest: ...
+
+    @property
+    def size(self) -> int: ...
+
+    def write(self, data: bytes, /) -> object: ...
+
+
+_CUT = b""  # in the queue: the current frame ends here (a chunk is never empty)
+
+
+class _Worker:
+    """A thread that takes chunks from a bounded queue and hands each to `take`, then calls
+    `end` once the stream is over. A failure is kept for the producer (raised at its next
+    put or at finish); after one, the rest is drained so the producer never blocks."""
+
+    def __init__(self, name: str, take: Callable[[bytes], object], end: Callable[[], object]):
+        self._take, self._end = take, end
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # None: the end
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while True:
-            chunk = self._queue.get()
+            chunk = self.queue.get()
             if chunk is None:
                 break
-            if self._error is not None:
-                continue  # failed: drain, so the producer never blocks on a full queue
+            if self.error is not None:
+                continue
             try:
-                self.tar_hash.update(chunk)
-                self._comp.write(chunk)
+                self._take(chunk)
             except BaseException as err:  # handed to the caller's thread
-                self._error = err
-        if self._error is None:
+                self.error = err
+        if self.error is None:
             try:
-                self._comp.close()
+                self._end()
             except BaseException as err:
-                self._error = err
+                self.error = err
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.queue.put(None)
+            self._thread.join()
+        # No cycle through the pipeline's bound methods: what it holds (zstd's context and
+        # its threads) is freed when the caller lets go, not by a later garbage collection.
+        self._take = self._end = _nothing
+
+
+def _nothing(*_args: object) -> None:
+    pass
+
+
+class _Pipeline:
+    """Hash (the diff_id) in one thread and frame, compress and write the tar in another,
+    while the caller's thread walks the tree and builds the next chunk: hashlib and
+    zstandard release the GIL, and zstd's own workers compress. Chunks pass by bounded
+    queues, so memory stays a few megabytes beyond the frame being gathered. A failure
+    there (a full disk) is raised as itself to the caller at its next put or at finish."""
+
+    def __init__(self, comp: FramedCompressor | Compressor) -> None:
+        self.tar_hash = hashlib.sha256()
+        self.index: FrameIndex | None = None
+        self.written = 0  # bytes put so far: the stream offset of the next one
+        self._comp = comp
+        self._cut_sources: collections.deque[Source | None] = collections.deque()
+        self._hasher = _Worker("layer-diff-id", self.tar_hash.update, lambda: None)
+        self._writer = _Worker("layer-writer", self._take, self._close)
+        self._workers = (self._hasher, self._writer)
+
+    def _take(self, chunk: bytes) -> None:
+        if chunk is _CUT:
+            source = self._cut_sources.popleft()
+            if isinstance(self._comp, FramedCompressor):
+                self._comp.cut(source)
+        else:
+            self._comp.write(chunk)
+
+    def _close(self) -> None:
+        if isinstance(self._comp, FramedCompressor):
+            self.index = self._comp.close()
+        else:
+            self._comp.close()
+
+    def _check(self) -> None:
+        for worker in self._workers:
+            if worker.error is not None:
+                raise worker.error
 
     def put(self, chunk: bytes) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(chunk)
+        self._check()
+        if not chunk:
+            return  # (an empty chunk would read as a cut)
+        self.written += len(chunk)
+        self._hasher.queue.put(chunk)
+        self._writer.queue.put(chunk)
+
+    def cut(self, sources: Sources | None = None) -> None:
+        """End the current frame after what was put (with what its bytes came from)."""
+        self._check()
+        self._cut_sources.append(None if sources is None else sources.take())  # before: the
+        self._writer.queue.put(_CUT)  # writer takes it as soon as it sees the cut
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""
         self.stop()
-        if self._error is not None:
-            raise self._error
+        self._check()
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+        for worker in self._workers:
+            worker.stop()
+        if isinstance(self._comp, FramedCompressor):
+            self._comp.abandon()
 
 
 def write_layer(
@@ -117,28 +207,44 @@ def write_layer(
     *,
     mtime_clamp: int | None = None,
     level: int | None = None,
+    previous: PreviousBlob | None = None,
+    identify: bool = False,
 ) -> LayerDigests:
     """Write the layer tar of `src` (whiteouts converted to OCI form) compressed into `out`.
 
     Entries are in depth-first order with siblings sorted by name (as `tar --sort=name`),
     so parents precede children. `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime.
+    A compressed layer is a run of frames (layer/frames); `previous`, a blob of an earlier
+    version of the layer, lends the frames the two have in common. `identify`: the frame
+    index will be kept (for a later version to reuse), so compute its identities.
     """
-    blob = _CountingHasher(out)
-    pipe = _Pipeline(compressor(blob, compression, level))
+    blob = out if isinstance(out, HashingSink) else _CountingHasher(out)
+    identify = identify or previous is not None  # (matching needs this blob's own too)
+    sources = Sources() if identify and compression is not Compression.NONE else None
+    comp: FramedCompressor | Compressor
+    if compression is Compression.NONE:
+        comp = compressor(blob, compression, level)
+    else:
+        comp = FramedCompressor(blob, compression, level, previous, identify=identify)
+    pipe = _Pipeline(comp)
     try:
-        _write_tar(src, pipe, mtime_clamp)
+        _write_tar(src, pipe, mtime_clamp, sources)
         pipe.finish()
     finally:
         pipe.stop()
     return LayerDigests(
         diff_id=Digest.from_hash(pipe.tar_hash),
-        digest=Digest.from_hash(blob.hash),
+        digest=blob.digest,
         size=blob.size,
         media_type=MediaType.for_layer(compression),
+        frames=pipe.index,
+        reused=comp.reused if isinstance(comp, FramedCompressor) else 0,
     )
 
 
-def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
+def _write_tar(
+    src: Path, pipe: _Pipeline, mtime_clamp: int | None, sources: Sources | None
+) -> None:
     """Walk `src` and put its tar stream into `pipe`, in chunks of about _FLUSH bytes.
 
     The per-entry work is kept to what the bytes need, since a layer of 50,000 small files
@@ -148,6 +254,7 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
     cannot hold xattrs is asked once, not once per entry.
     """
     buf = bytearray()
+    cutter = Cutter()
     links: dict[tuple[int, int], bytes] = {}
     no_xattrs: set[int] = set()  # st_dev of file systems that refused listxattr
     clamp = _NO_CLAMP if mtime_clamp is None else mtime_clamp
@@ -163,6 +270,8 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
     except OSError as err:
         raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
     while visit is not None:
+        entry_start = pipe.written + len(buf)
+        mark = len(buf)
         st = visit.st
         mode = st.st_mode
         mtime = min(max(int(st.st_mtime), 0), clamp)
@@ -192,12 +301,18 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
                                       xattrs=_kept(xattrs))  # fmt: skip
                     else:
                         buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime)
+                    if sources is not None:
+                        sources.update(buf[mark:])
+                        mark = -1  # the data is known by its inode, not by its bytes
                     if size:
                         # A small file in one read; a big one (or a short read) in chunks.
                         data = read(fd, size) if size < _FLUSH else b""
                         buf += data
                         if len(data) < size:
-                            _copy_file(fd, name, size - len(data), buf, pipe)
+                            _copy_file(fd, name, size - len(data), buf, pipe, cutter, entry_start,
+                                       sources, st)  # fmt: skip
+                        elif sources is not None:
+                            sources.file(st, 0, size)
                         buf += padding(size)
             finally:
                 os.close(fd)
@@ -206,7 +321,14 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
             xattrs = _xattrs(target, st.st_dev, no_xattrs, name)
             if not _special(visit, xattrs, mtime, buf):
                 _other(visit, xattrs, mtime, buf, links)
-        if len(buf) >= _FLUSH:
+        if sources is not None and mark >= 0:
+            sources.update(buf[mark:])
+        end = pipe.written + len(buf)
+        if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
+            pipe.put(bytes(buf))
+            buf.clear()
+            pipe.cut(sources)
+        elif len(buf) >= _FLUSH:
             pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
             buf.clear()
         last = name
@@ -215,7 +337,10 @@ def _write_tar(src: Path, pipe: _Pipeline, mtime_clamp: int | None) -> None:
         except OSError as err:
             raise LayerError(f"cannot read below {os.fsdecode(last)}: {err.strerror}") from None
     buf += tw.END_OF_ARCHIVE
+    if sources is not None:
+        sources.update(tw.END_OF_ARCHIVE)
     pipe.put(bytes(buf))
+    pipe.cut(sources)
 
 
 _NO_CLAMP = 1 << 62
@@ -302,20 +427,52 @@ def _other(
     # process lives, and the format has no type for it.
 
 
-def _copy_file(fd: int, name: bytes, size: int, buf: bytearray, pipe: _Pipeline) -> None:
+def _cut_here(cutter: Cutter, buf: bytearray, entry_start: int, end: int, pipe: _Pipeline) -> bool:
+    """Whether the frame ends after this entry (frames.Cutter, from its first block)."""
+    at = entry_start - pipe.written
+    head = bytes(buf[at : at + 512]) if at >= 0 else cutter.head
+    return cutter.after_entry(head, entry_start, end)
+
+
+def _copy_file(
+    fd: int,
+    name: bytes,
+    size: int,
+    buf: bytearray,
+    pipe: _Pipeline,
+    cutter: Cutter,
+    entry_start: int,
+    sources: Sources | None,
+    st: os.stat_result,
+) -> None:
     """Append exactly `size` bytes of the open file to the stream: a small file's into
-    `buf`; a big one's read chunks go to the pipe as they are, after what `buf` holds."""
+    `buf`; a big one's read chunks go to the pipe as they are, after what `buf` holds, with
+    a frame cut every IN_ENTRY bytes of its data (counted from the data's start)."""
     big = size >= _FLUSH
     if big and buf:
+        at = entry_start - pipe.written
+        cutter.head = bytes(buf[at : at + 512])  # the entry's start leaves with `buf`
         pipe.put(bytes(buf))
         buf.clear()
     remaining = size
+    since_cut = 0  # bytes of this file's data since its start or its last cut
+    done = 0  # of its data, before this call's (a short first read)
     while remaining:
-        chunk = os.read(fd, min(remaining, _READ))
+        chunk = os.read(fd, min(remaining, _READ, IN_ENTRY - since_cut))
         if not chunk:
             raise LayerError(f"{os.fsdecode(name)} shrank while it was being archived")
         remaining -= len(chunk)
         if big:
             pipe.put(chunk)
+            since_cut += len(chunk)
+            if since_cut == IN_ENTRY and remaining:
+                if sources is not None:
+                    sources.file(st, done, since_cut)
+                pipe.cut(sources)
+                cutter.cut_at(pipe.written)
+                done += since_cut
+                since_cut = 0
         else:
             buf += chunk
+    if sources is not None:  # the data left since the last cut (a small file's: all of it)
+        sources.file(st, done, size - done) if big else sources.file(st, 0, st.st_size)

@@ -10,7 +10,7 @@ import json
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from builder.errors import StoreError
 from builder.image.canonical import canonical_json
@@ -21,6 +21,9 @@ from builder.record import dataclass
 from builder.store.atomic import write_atomic
 from builder.store.paths import StorePaths
 from builder.store.removal import remove, remove_children
+
+if TYPE_CHECKING:
+    from builder.layer.frames import FrameIndex
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,254}$")
 
@@ -91,6 +94,10 @@ class JsonRecord:
         return cls(value)
 
 
+def _frames_key(blob: Digest) -> str:
+    return f"frames-{blob.algorithm}-{blob.hex}"
+
+
 class BuildCache:
     def __init__(self, paths: StorePaths) -> None:
         self._paths = paths
@@ -109,6 +116,18 @@ class BuildCache:
 
     def put(self, key: str, record: CacheRecord) -> None:
         write_atomic(self._path(key), canonical_json(record.to_json()), self._paths.tmp)
+
+    def frames(self, blob: Digest) -> FrameIndex | None:
+        """The frame index kept for a layer blob (layer/frames), if any."""
+        from builder.layer.frames import FrameIndex  # lazily: a cached build never needs it
+
+        return self.get(_frames_key(blob), FrameIndex)
+
+    def keep_frames(self, blob: Digest, index: FrameIndex) -> None:
+        """Keep a layer blob's frame index beside the records, for the next version of the
+        layer to reuse its frames. Like every record, a lost one is a miss (frames are
+        compressed again), never an error."""
+        self.put(_frames_key(blob), index)
 
     def stored_keys(self) -> Iterator[str]:
         for path in sorted(self._paths.cache.glob("*.json")):

@@ -125,18 +125,38 @@ class Store:
         *,
         mtime_clamp: int | None = None,
         level: int | None = None,
+        previous: Descriptor | None = None,
+        keep_frames: bool = False,
     ) -> tuple[Descriptor, Digest]:
         """Write `src_dir` as a layer blob, streamed; returns (layer descriptor, diff_id).
 
         `mtime_clamp` (SOURCE_DATE_EPOCH) caps every mtime in the blob; `src_dir` is not
         changed, so an adopted layer dir keeps its real times. `level` None is the
         compression's default. The blob is recorded as the layer's variant of its kind.
+        `previous`, the blob of an earlier version of the layer, lends its unchanged frames
+        (when its frame index was kept); `keep_frames` keeps this blob's index for the next.
         """
+        from builder.layer.frames import PreviousBlob
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
 
+        lender = None
+        if previous is not None:
+            index = self.cache.frames(previous.digest)
+            if index is not None:
+                lender = PreviousBlob(self.paths.blob(previous.digest), index)
         with writing("a layer blob", self.root), self.layout.writer() as w:
-            digests = write_layer(src_dir, w, compression, mtime_clamp=mtime_clamp, level=level)
+            digests = write_layer(
+                src_dir,
+                w,
+                compression,
+                mtime_clamp=mtime_clamp,
+                level=level,
+                previous=lender,
+                identify=keep_frames,
+            )
             desc = w.commit(digests.media_type)
+            if keep_frames and digests.frames is not None:
+                self.cache.keep_frames(desc.digest, digests.frames)
         asked = LayerCompression(compression, level)
         self.variants.record(digests.diff_id, desc, asked.effective_level)
         return desc, digests.diff_id

@@ -157,7 +157,7 @@ def last_layer_names(builder: Builder, tmp: Path, name: str) -> set[str]:
         layer = manifest["layers"][-1]
         data = blob(layer["digest"])
     if layer["mediaType"].endswith("zstd"):
-        data = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        data = zstandard.ZstdDecompressor().stream_reader(data, read_across_frames=True).read()
     elif layer["mediaType"].endswith("gzip"):
         data = gzip.decompress(data)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:

@@ -66,7 +66,7 @@ def _inspect(store: Builder, name: str) -> dict[str, object]:
 
 def _layer_members(store: Builder, digest: str) -> list[tarfile.TarInfo]:
     blob = (store.root / "layout" / "blobs" / "sha256" / digest.partition(":")[2]).read_bytes()
-    plain = zstandard.ZstdDecompressor().decompressobj().decompress(blob)
+    plain = zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True).read()
     with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
         return tar.getmembers()
 

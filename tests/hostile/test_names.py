@@ -77,7 +77,7 @@ def _copy_layer(builder: Builder, name: str) -> bytes:
     manifest = json.loads(builder("inspect", name).stdout)[0]["Manifest"]
     digest = manifest["layers"][-2]["digest"].split(":")[1]
     raw = (builder.root / "layout" / "blobs" / "sha256" / digest).read_bytes()
-    return zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read()
+    return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True).read()
 
 
 @pytest.mark.e2e

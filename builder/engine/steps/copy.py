@@ -6,7 +6,7 @@ import functools
 import os
 import posixpath
 
-from builder.engine import cachekey
+from builder.engine import cachekey, relink
 from builder.engine.context import copy_digest
 from builder.engine.copier import InlineFile, Ownership, copy_into_root
 from builder.engine.executor import OverlayRoot
@@ -17,7 +17,9 @@ from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
     commit_layer,
+    discard,
     execute_in_overlay,
+    record_key,
 )
 from builder.errors import BuildContextError, StepFailed
 from builder.recipe import instructions as ins
@@ -83,6 +85,10 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
 
         preload()
     owner = Ownership(resolved.chown)
+    # Incremental: the files the last version of this layer holds are linked, not copied,
+    # and its blob lends its unchanged frames (engine/relink, layer/frames).
+    lineage = None if unpack_archives else relink.lineage_key(state.key, keyword, payload)
+    inc = relink.Incremental(ctx.store, lineage, items, reuse=not ctx.no_cache)
 
     def launch(root: OverlayRoot, output: int) -> int:
         context_fd = os.open(ctx.context.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -95,12 +101,37 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
                 owner=owner,
                 chmod=chmod,
                 unpack_archives=unpack_archives,
+                deferred=inc.deferred,
+                report_fd=inc.report_fd,
             )
-            return ctx.executor.call(root, keyword, writer, output, keep_fds=(context_fd,))
+            keep = (context_fd,) if inc.report_fd < 0 else (context_fd, inc.report_fd)
+            return ctx.executor.call(root, keyword, writer, output, keep_fds=keep)
         finally:
             os.close(context_fd)
 
-    status, root, failure = execute_in_overlay(state, ctx, launch)
-    if status != 0:
-        raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
-    return commit_layer(state, ctx, key, created_by, root)
+    try:
+        status, root, failure = execute_in_overlay(state, ctx, launch)
+        if status != 0:
+            raise StepFailed(f"{_shown(instr)}: {failure or 'failed'}", status, instr.location)
+        inc.read()
+    finally:
+        inc.close()
+    try:
+        inc.place(root.upper, ctx.context.root)
+    except OSError as err:  # a context file gone since it was read: as the writer says it
+        discard(root)
+        raise StepFailed(f"{_shown(instr)}: {err}", 1, instr.location) from None
+    except BaseException:
+        discard(root)
+        raise
+    done = commit_layer(
+        state,
+        ctx,
+        key,
+        created_by,
+        root,
+        previous=inc.previous_blob,
+        keep_frames=lineage is not None,
+    )
+    inc.remember(record_key(ctx, key))
+    return done

@@ -22,7 +22,7 @@ from builder.record import replace
 from builder.store import StepRecord
 
 
-def _record_key(ctx: StepContext, key: str) -> str:
+def record_key(ctx: StepContext, key: str) -> str:
     """Where a layer step's result is cached. Under SOURCE_DATE_EPOCH the blob has clamped
     mtimes and `created` is the epoch, so a result made without it (or under another epoch)
     must not be reused: each epoch gets records of its own. The step's key, which later
@@ -39,14 +39,14 @@ def cached_layer(
     there), or an imported one, whose blob is fetched only when it is needed."""
     if ctx.no_cache:
         return None
-    record_key = _record_key(ctx, key)
-    record = ctx.cache.lookup(record_key)
+    rkey = record_key(ctx, key)
+    record = ctx.cache.lookup(rkey)
     if record is None:
         if ctx.probe:  # the keys only: whether the result is made is decided later
             config = state.config.with_history(history(state.created, created_by, empty_layer=True))
             return replace(state.step(config, key, cached=False), unresolved=True)
         return None
-    ctx.cache.note(record_key, record)
+    ctx.cache.note(rkey, record)
     created = record.created
     layer, diff_id = record.layer, record.diff_id
     if layer is None or diff_id is None:  # the step ran and changed nothing (commit_layer)
@@ -85,19 +85,22 @@ def commit_layer(
     root: OverlayRoot,
     *,
     skip_if_empty: bool = False,
+    previous: Descriptor | None = None,
+    keep_frames: bool = False,
 ) -> ImageState:
     """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key.
 
     RUN and COPY always make a layer, as docker's do; a step that only may change the
     filesystem (WORKDIR's mkdir) passes `skip_if_empty` and makes none when nothing changed.
+    `previous` and `keep_frames`: see Store.put_layer (COPY's incremental layers).
     """
     created = now(ctx.source_date_epoch)
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
         if skip_if_empty and not any(root.upper.iterdir()):
             empty = StepRecord(created)
-            ctx.store.cache.put(_record_key(ctx, key), empty)
-            ctx.cache.note(_record_key(ctx, key), empty)
+            ctx.store.cache.put(record_key(ctx, key), empty)
+            ctx.cache.note(record_key(ctx, key), empty)
             config = state.config.with_history(history(created, created_by, empty_layer=True))
             return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(
@@ -105,13 +108,15 @@ def commit_layer(
             ctx.compression.kind,
             mtime_clamp=ctx.source_date_epoch,
             level=ctx.compression.level,
+            previous=previous,
+            keep_frames=keep_frames,
         )
         ctx.store.layers.adopt(diff_id, root.upper)
     finally:
         discard(root)
     record = StepRecord(created, layer, diff_id)
-    ctx.store.cache.put(_record_key(ctx, key), record)
-    ctx.cache.note(_record_key(ctx, key), record)
+    ctx.store.cache.put(record_key(ctx, key), record)
+    ctx.cache.note(record_key(ctx, key), record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
 
