@@ -104,16 +104,10 @@ class SandboxExecutor:
         if snapshotter == "overlayfs":
             yield root
             return
-        if snapshotter == "fuse-overlayfs":
-            from builder.layer import fuse_upper
+        from builder.layer.snapshot import snapshotted
 
-            yield replace(root, fuse=True)
-            fuse_upper.normalize(root.upper, root.lowers)
-            return
-        from builder.layer.snapshot import copied_root
-
-        with copied_root(root.lowers, root.upper, root.work) as path:
-            yield DirRoot(path)
+        with snapshotted(snapshotter, root.lowers, root.upper, root.work) as copy:
+            yield DirRoot(copy) if copy is not None else replace(root, fuse=True)
 
     @contextlib.contextmanager
     def _state_dir(self) -> Iterator[Path | None]:

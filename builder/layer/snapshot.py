@@ -49,6 +49,27 @@ class _Was(NamedTuple):
 
 
 @contextlib.contextmanager
+def snapshotted(
+    snapshotter: str, lowers: Sequence[Path], upper: Path, work: Path
+) -> Iterator[Path | None]:
+    """Where a root's work runs, by snapshotter (sandbox/snapshotter.py's names): None, an
+    overlay mounted on the layers as they are (overlayfs; fuse-overlayfs, whose upper dir is
+    put in overlayfs's form once the work is done); or ("native") the path of a copy of the
+    lowers whose changes land in `upper` once the work is done. The build's RUN steps and
+    `builder run` both come here, so the three give the same layers."""
+    if snapshotter == "overlayfs":
+        yield None
+    elif snapshotter == "fuse-overlayfs":
+        from builder.layer import fuse_upper
+
+        yield None
+        fuse_upper.normalize(upper, lowers)
+    else:
+        with copied_root(lowers, upper, work) as path:
+            yield path
+
+
+@contextlib.contextmanager
 def copied_root(lowers: Sequence[Path], upper: Path, work: Path) -> Iterator[Path]:
     """A plain dir holding `lowers` (bottom-first) applied in order, for the work to change;
     once the body ends without an exception, its changes are in `upper` in overlay form.

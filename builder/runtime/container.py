@@ -259,16 +259,10 @@ def _root(store: Store, spec: SandboxSpec, options: RunOptions) -> Iterator[Over
     if snapshotter == "overlayfs":
         yield root
         return
-    if snapshotter == "fuse-overlayfs":
-        from builder.layer import fuse_upper
+    from builder.layer.snapshot import snapshotted
 
-        yield replace(root, fuse=True)
-        fuse_upper.normalize(root.upper, root.lowers)
-        return
-    from builder.layer.snapshot import copied_root
-
-    with copied_root(root.lowers, root.upper, root.work) as path:
-        yield DirRoot(path)
+    with snapshotted(snapshotter, root.lowers, root.upper, root.work) as copy:
+        yield DirRoot(copy) if copy is not None else replace(root, fuse=True)
 
 
 def _on_pty(spec: SandboxSpec, slave: int) -> SandboxSpec:
