@@ -80,7 +80,8 @@ class LazyGroup(click.Group):
 @click.pass_context
 def cli(ctx: click.Context, root: Path | None) -> None:
     """Build OCI images from Dockerfile recipes, without a daemon, and run them."""
-    ctx.obj = root if root is not None else default_root()
+    # Absolute: the sandbox and a detached container name store paths from other dirs.
+    ctx.obj = (root if root is not None else default_root()).absolute()
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

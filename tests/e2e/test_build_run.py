@@ -371,3 +371,12 @@ def test_label_flag_labels_the_image(builder: Builder, tmp_path: Path) -> None:
     }
     bad = builder("build", "--label", "novalue", context, check=False)
     assert bad.status == 2 and "expected KEY=VALUE" in bad.stderr
+
+
+def test_a_relative_root_is_the_store_under_the_working_directory(
+    builder: Builder, tmp_path: Path
+) -> None:
+    context = make_context(tmp_path, "FROM busybox\nRUN echo hi > /hi\n")
+    relative = Builder(Path(builder.root.name))  # "store", the test's store under tmp_path
+    relative("build", "-t", "rel", context, cwd=tmp_path)
+    assert relative("run", "--rm", "rel", "cat", "/hi", cwd=tmp_path).stdout == "hi\n"
