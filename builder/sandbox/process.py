@@ -35,7 +35,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
 from typing import TYPE_CHECKING
 
@@ -66,7 +66,7 @@ from builder.sandbox.syscalls import (
 
 if TYPE_CHECKING:  # --userns=auto only
     from builder.sandbox.idmapped import Idmapping
-    from builder.sandbox.subids import IdRange, Lease
+    from builder.sandbox.subids import IdRange
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # Held from making the report pipe to closing the parent's copy of its write end: the EOF
@@ -152,7 +152,8 @@ def _execute(
 ) -> int:
     cgroup = _cgroup(spec)
     try:
-        code = _execute_in(spec, fn, keep, cgroup, started, forward)
+        with _leased(spec) as ids:  # early: a missing or used-up range fails before anything
+            code = _execute_in(spec, fn, keep, cgroup, started, forward, ids)
         if code != 0 and cgroup is not None and cgroup.oom_kills():
             raise OutOfMemory(code, cgroup.limits.memory)
         return code
@@ -161,36 +162,26 @@ def _execute(
             cgroup.remove()
 
 
-def _execute_in(
-    spec: SandboxSpec,
-    fn: Callable[[], int] | None,
-    keep: tuple[int, ...],
-    cgroup: Cgroup | None,
-    started: Callable[[int], None] | None,
-    forward: tuple[int, ...],
-) -> int:
-    lease = _lease(spec)  # as early: a missing or used-up range fails before anything
-    try:
-        ids = lease.ids if lease else None
-        return _execute_leased(spec, fn, keep, cgroup, started, forward, ids)
-    finally:
-        if lease is not None:
-            lease.release()
-
-
-def _lease(spec: SandboxSpec) -> Lease | None:
+@contextlib.contextmanager
+def _leased(spec: SandboxSpec) -> Iterator[IdRange | None]:
+    """--userns=auto: container root's host range, held while the sandbox runs."""
     if spec.userns != "auto":
-        return None
+        yield None
+        return
     if os.geteuid() != 0 or not in_initial_user_namespace():
         raise SandboxError(
             "--userns=auto needs root: rootless, container root is your own id already"
         )
     from builder.sandbox.subids import lease
 
-    return lease()
+    held = lease()
+    try:
+        yield held.ids
+    finally:
+        held.release()
 
 
-def _execute_leased(
+def _execute_in(
     spec: SandboxSpec,
     fn: Callable[[], int] | None,
     keep: tuple[int, ...],
