@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from run import _base_store, _builder  # bench/run.py: this script's dir is on sys.path
+from run import _builder, base_store  # bench/run.py: this script's dir is on sys.path
 
 RECIPE = Path(__file__).resolve().parent / "parallel-stages" / "Dockerfile"
 
@@ -43,7 +43,7 @@ def main() -> None:
     jobs = int(sys.argv[2]) if len(sys.argv) > 2 else max(os.cpu_count() or 1, 2)
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
         work = Path(tmp)
-        medians = measure(work, _base_store(work), runs, jobs)
+        medians = measure(work, base_store(work), runs, jobs)
     print(f"parallel-stages, cold, medians of {runs}")
     print(f"--jobs 1  {medians[1]:6.2f} s")
     print(f"--jobs {jobs}  {medians[jobs]:6.2f} s")

@@ -279,6 +279,7 @@ def main() -> None:
         "sandbox_bench.py",
         "registry_bench.py",
         "parallel_bench.py",
+        "floor_bench.py",
         "imports_bench.py",
     ):
         path = REPO / "bench" / script
