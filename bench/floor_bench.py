@@ -129,6 +129,11 @@ def main() -> None:
             # (online discard), and that must not always weigh on the same contender.
             for contender in contenders[i % 4 :] + contenders[: i % 4]:
                 contender()
+            # A round takes minutes: show it as it comes, in case the run is cut short.
+            done = ", ".join(
+                f"{name.split(':')[0]} {values[-1]:.2f}" for name, values in cells.items()
+            )
+            print(f"round {i + 1}: {done}", flush=True)
     medians = {name: statistics.median(values) for name, values in cells.items()}
     base = medians[names[0]]
     print(f"{WORKLOAD} cold, medians of {options.runs}, interleaved, order rotating (seconds)")
