@@ -59,8 +59,11 @@ def pull(
     """Pull NAME (a reference as docker spells it) and tag it in the store under its
     familiar name ("busybox" -> "busybox:latest"); returns the stored image.
 
-    ImageNotFound when no registry has it; RegistryError for everything else that fails."""
-    return _from_first_host(store, name, settings, report, policy, platform, _Pull.run)
+    ImageNotFound when no registry has it; RegistryError for everything else that fails.
+    Its layers are unpacked at once, as docker pull does (store.unpacked)."""
+    image = _from_first_host(store, name, settings, report, policy, platform, _Pull.run)
+    store.unpacked(image)
+    return image
 
 
 def resolve(
