@@ -59,11 +59,8 @@ def pull(
     """Pull NAME (a reference as docker spells it) and tag it in the store under its
     familiar name ("busybox" -> "busybox:latest"); returns the stored image.
 
-    ImageNotFound when no registry has it; RegistryError for everything else that fails.
-    Its layers are unpacked at once, as docker pull does (store.unpacked)."""
-    image = _from_first_host(store, name, settings, report, policy, platform, _Pull.run)
-    store.unpacked(image)
-    return image
+    ImageNotFound when no registry has it; RegistryError for everything else that fails."""
+    return _from_first_host(store, name, settings, report, policy, platform, _Pull.run)
 
 
 def resolve(
