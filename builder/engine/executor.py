@@ -25,6 +25,8 @@ from builder.sandbox.limits import Limits
 from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, UsernsMode
 
 if TYPE_CHECKING:
+    import threading
+
     from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.snapshotter import Snapshotter
@@ -77,7 +79,9 @@ class SandboxExecutor:
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
     again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
     build whose stages run at once stops them all when one fails). `snapshotter` says how a
-    root is made (sandbox/snapshotter.py); without it, overlayfs."""
+    root is made (sandbox/snapshotter.py); without it, overlayfs. A RUN's network helper
+    is reaped by a thread while the step goes on (its exit takes 15-20 ms, sandbox/slirp.py):
+    `close` waits for those threads, so a build leaves no helper behind, not even a zombie."""
 
     def __init__(
         self,
@@ -94,6 +98,14 @@ class SandboxExecutor:
         self._seccomp_cache = seccomp_cache
         self._stopper = stopper
         self._snapshotter = snapshotter
+        self._reapers: list[threading.Thread] = []
+
+    def close(self) -> None:
+        """Wait until every RUN's network helper has been reaped. Idempotent."""
+        if self._reapers:  # a build that ran nothing imports nothing here
+            from builder.sandbox.slirp import settle
+
+            settle(self._reapers)
 
     @contextlib.contextmanager
     def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
@@ -148,10 +160,13 @@ class SandboxExecutor:
             extra_hosts=process.extra_hosts,
             userns=self._userns,
         )
-        if self._stopper is None:
-            return sandbox.run(spec)
-        with self._stopper.watching() as started:
-            return sandbox.run(spec, started=started)
+        from builder.sandbox.slirp import reaping_into
+
+        with reaping_into(self._reapers):
+            if self._stopper is None:
+                return sandbox.run(spec)
+            with self._stopper.watching() as started:
+                return sandbox.run(spec, started=started)
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
