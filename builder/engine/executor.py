@@ -25,8 +25,6 @@ from builder.sandbox.limits import Limits
 from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, UsernsMode
 
 if TYPE_CHECKING:
-    import threading
-
     from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.snapshotter import Snapshotter
@@ -79,9 +77,9 @@ class SandboxExecutor:
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
     again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
     build whose stages run at once stops them all when one fails). `snapshotter` says how a
-    root is made (sandbox/snapshotter.py); without it, overlayfs. A RUN's network helper
-    is reaped by a thread while the step goes on (its exit takes 15-20 ms, sandbox/slirp.py):
-    `close` waits for those threads, so a build leaves no helper behind, not even a zombie."""
+    root is made (sandbox/snapshotter.py); without it, overlayfs. A RUN does not wait for
+    its network helper to exit (15-20 ms, sandbox/slirp.py): a later RUN reaps it, and
+    `close` reaps the rest, so a build leaves no helper behind, not even a zombie."""
 
     def __init__(
         self,
@@ -98,7 +96,7 @@ class SandboxExecutor:
         self._seccomp_cache = seccomp_cache
         self._stopper = stopper
         self._snapshotter = snapshotter
-        self._reapers: list[threading.Thread] = []
+        self._reapers: list[int] = []  # RUN network helpers killed, not yet reaped
 
     def close(self) -> None:
         """Wait until every RUN's network helper has been reaped. Idempotent."""

@@ -7,8 +7,8 @@ container's process waits for it (the caller opens a gate). It can never outlive
 exits when the write end of its --exit-fd pipe closes, which the kernel does when we die,
 however we die; and `stop` kills and reaps it. Its exit takes 15-20 ms after the kill (the
 kernel unregisters its tap device), a fifth of a small RUN step: within `reaping_into`, a
-build's RUN steps hand that wait to a thread and go on, and the build joins those threads
-(`settle`) before it returns.
+build's RUN steps do not wait for it, a later step reaps it once it has exited, and the
+build reaps what is left (`settle`) before it returns.
 """
 
 from __future__ import annotations
@@ -156,21 +156,20 @@ class Slirp:
         return message
 
     def stop(self) -> None:
-        """Kill and reap it (within `reaping_into`, by a thread), and close our ends.
-        Idempotent."""
+        """Kill and reap it (within `reaping_into`, later), and close our ends. Idempotent."""
         with contextlib.suppress(OSError):
             os.close(self._exit_w)  # alone, this makes it exit too; we do not wait for that
         self._exit_w = -1
         if self.pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.pid, signal.SIGKILL)
-            reapers: list[threading.Thread] | None = getattr(_local, "reapers", None)
-            if reapers is None:
+            pending: list[int] | None = getattr(_local, "pending", None)
+            if pending is None:
                 self._reap(block=True)
-            else:
-                reaper = threading.Thread(target=_reap, args=(self.pid,), daemon=True)
-                reaper.start()
-                reapers.append(reaper)
+            else:  # no thread: starting one cost more than a ms on a busy machine
+                with _pending_lock:  # stages built at once share the list
+                    _reap_exited(pending)  # earlier steps', dead by now: no zombie piles up
+                    pending.append(self.pid)
                 self.pid = None
         for fd in (self._ready_r, self._log):
             with contextlib.suppress(OSError):
@@ -187,30 +186,39 @@ class Slirp:
         self.pid = None
 
 
-_local = threading.local()  # .reapers: where this thread's stopped helpers are reaped
+_local = threading.local()  # .pending: the killed helpers this thread's caller reaps later
+_pending_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def reaping_into(reapers: list[threading.Thread]) -> Iterator[None]:
-    """Within (in this thread): a stopped helper is killed at once and reaped by a thread
-    added to `reapers`, which the caller joins (`settle`) before it reports it is done."""
-    before = getattr(_local, "reapers", None)
-    _local.reapers = reapers
+def reaping_into(pending: list[int]) -> Iterator[None]:
+    """Within (in this thread): a stopped helper is killed and not waited for; its pid goes
+    to `pending`, reaped by a later stop once it has exited, or by `settle`, which the
+    caller calls before it reports it is done."""
+    before = getattr(_local, "pending", None)
+    _local.pending = pending
     try:
         yield
     finally:
-        _local.reapers = before
+        _local.pending = before
 
 
-def settle(reapers: list[threading.Thread]) -> None:
-    """Wait until every helper handed to `reapers` has been reaped."""
-    while reapers:
-        reapers.pop().join()
+def settle(pending: list[int]) -> None:
+    """Wait until every helper in `pending` has been reaped."""
+    with _pending_lock:
+        while pending:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pending.pop(), 0)
 
 
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
+def _reap_exited(pending: list[int]) -> None:
+    for pid in list(pending):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            pending.remove(pid)
 
 
 def _spawn(argv: list[str], keep: tuple[int, ...], stderr: int) -> int:
