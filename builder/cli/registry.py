@@ -47,9 +47,13 @@ class RegistryPuller:
         self._report = report
 
     def __call__(self, name: str) -> Image:
+        """Pull it and unpack its layers at once, as docker pull does: the build's first
+        step (or a first run) then mounts them instead of unpacking them."""
         from builder.registry.pull import pull
 
-        return pull(self._store, name, report=self._report)
+        image = pull(self._store, name, report=self._report)
+        self._store.unpacked(image)
+        return image
 
     def resolve(self, name: str) -> PendingImage:
         from builder.registry.pull import resolve

@@ -174,19 +174,20 @@ def build(
             defer = link.add_base if link.defers_bases else None
             images = ImageSource(store, puller, always_pull=options.pull, defer=defer)
             stopper = Stopper()
+            runner: Executor
+            sandboxed: SandboxExecutor | None = None
+            if executor is None:
+                runner = sandboxed = _sandbox_executor(store, options, stopper)
+            else:
+                runner = executor
             try:
-                return _build(
-                    options,
-                    store,
-                    report,
-                    executor or _sandbox_executor(store, options, stopper),
-                    images,
-                    link,
-                    stopper,
-                )
+                return _build(options, store, report, runner, images, link, stopper)
             except CacheUnusable as err:  # as BuildKit does: an unusable import is ignored
                 warn(f"cache import {err}; building again without it")
                 remotes = link.without(err.source)
+            finally:
+                if sandboxed is not None:  # its RUN steps' network helpers reaped
+                    sandboxed.close()
 
 
 def _sandbox_executor(

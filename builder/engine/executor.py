@@ -77,7 +77,9 @@ class SandboxExecutor:
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
     again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
     build whose stages run at once stops them all when one fails). `snapshotter` says how a
-    root is made (sandbox/snapshotter.py); without it, overlayfs."""
+    root is made (sandbox/snapshotter.py); without it, overlayfs. A RUN does not wait for
+    its network helper to exit (15-20 ms, sandbox/slirp.py): a later RUN reaps it, and
+    `close` reaps the rest, so a build leaves no helper behind, not even a zombie."""
 
     def __init__(
         self,
@@ -94,6 +96,14 @@ class SandboxExecutor:
         self._seccomp_cache = seccomp_cache
         self._stopper = stopper
         self._snapshotter = snapshotter
+        self._reapers: list[int] = []  # RUN network helpers killed, not yet reaped
+
+    def close(self) -> None:
+        """Wait until every RUN's network helper has been reaped. Idempotent."""
+        if self._reapers:  # a build that ran nothing imports nothing here
+            from builder.sandbox.slirp import settle
+
+            settle(self._reapers)
 
     @contextlib.contextmanager
     def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
@@ -148,10 +158,13 @@ class SandboxExecutor:
             extra_hosts=process.extra_hosts,
             userns=self._userns,
         )
-        if self._stopper is None:
-            return sandbox.run(spec)
-        with self._stopper.watching() as started:
-            return sandbox.run(spec, started=started)
+        from builder.sandbox.slirp import reaping_into
+
+        with reaping_into(self._reapers):
+            if self._stopper is None:
+                return sandbox.run(spec)
+            with self._stopper.watching() as started:
+                return sandbox.run(spec, started=started)
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()

@@ -9,8 +9,11 @@ $BUILDER_SNAPSHOTTER or the config file's `[build] snapshotter` (the CLI reads b
 `auto` probes once whether this user can mount an overlay of dirs in the store (and remove
 a lower file through it), and the answer is kept in the store, keyed by the kernel's
 release and whether we are in a user namespace of our own, so the probe's fork is paid
-once. Where it cannot, whether fuse-overlayfs can serve is asked on every choice (a PATH
-lookup and an open): installing or removing it needs no probe again. It needs a store
+once. As root it is also kept for the host until the next boot (`HOST_DIR`, on /run's
+tmpfs), keyed besides by the store's file system (its superblock as mountinfo shows it),
+so a fresh store on a file system probed before (a CI job's) pays no probe either. Where
+overlay cannot be mounted, whether fuse-overlayfs can serve is asked on every choice (a
+PATH lookup and an open): installing or removing it needs no probe again. It needs a store
 whose dirs hold char 0/0 whiteouts (not one on an overlayfs): it cannot read the xattr
 whiteouts our layers hold there.
 
@@ -22,6 +25,7 @@ xattrs): layer/fuse_upper.py turns it into overlayfs's form before the layer is 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -46,6 +50,7 @@ NAMES: Final[dict[str, Snapshotter | None]] = {
 ENV: Final = "BUILDER_SNAPSHOTTER"
 FUSE_OVERLAYFS: Final = "fuse-overlayfs"  # the program, looked up in $PATH
 FUSE_DEVICE: Final = "/dev/fuse"
+HOST_DIR: Final = Path("/run/builder/snapshotter")  # per boot: /run is a tmpfs
 
 
 def parse(text: str, where: str) -> Snapshotter | None:
@@ -104,20 +109,75 @@ def _holds_whiteouts(scratch: Callable[[str], Path]) -> bool:
 def _overlay_mounts(scratch: Callable[[str], Path], record: Path) -> bool:
     """The remembered or probed answer: overlayfs ("overlayfs") or not ("native", the name
     the record has always kept for "not")."""
-    key = {"kernel": os.uname().release, "user_namespace": not in_initial_user_namespace()}
+    key: dict[str, object] = {
+        "kernel": os.uname().release,
+        "user_namespace": not in_initial_user_namespace(),
+    }
+    known = _recalled(record, key)
+    if known is not None:
+        return known
+    host = _host_record(record.parent, key)
+    known = None if host is None else _recalled(*host)
+    if known is None:
+        probe = scratch("probe")
+        try:
+            known = _overlay_works(probe)
+        finally:
+            _remove_probe(probe)
+        if host is not None:
+            _remember(host[0], {"key": host[1], "snapshotter": _answer(known)})
+    _remember(record, {"key": key, "snapshotter": _answer(known)})
+    return known
+
+
+def _answer(overlay: bool) -> str:
+    return "overlayfs" if overlay else "native"
+
+
+def _recalled(record: Path, key: dict[str, object]) -> bool | None:
+    """The answer `record` keeps for `key` (None: none, another key's, or unreadable)."""
     with contextlib.suppress(OSError, ValueError):
         known = json.loads(record.read_text(encoding="utf-8"))
         if isinstance(known, dict) and known.get("key") == key:
             found = NAMES.get(str(known.get("snapshotter")))
             if found is not None:
                 return found == "overlayfs"
-    probe = scratch("probe")
+    return None
+
+
+def _host_record(store: Path, key: dict[str, object]) -> tuple[Path, dict[str, object]] | None:
+    """The host's record for the file system `store` is on, and its key (None: not root,
+    or a file system mountinfo does not name, as a btrfs subvolume's device: the store's
+    record serves alone)."""
+    if os.geteuid() != 0 or key["user_namespace"]:
+        return None
+    fs = _filesystem(store)
+    if fs is None:
+        return None
+    host_key = {**key, "fs": fs}
+    name = hashlib.sha256(json.dumps(host_key, sort_keys=True).encode()).hexdigest()
+    return HOST_DIR / f"{name}.json", host_key
+
+
+def _filesystem(path: Path) -> list[str] | None:
+    """The superblock `path` is on as /proc/self/mountinfo shows it: device, type, source
+    and super options. What the probe's answer depends on besides the kernel (an overlayfs
+    refuses to be an upper dir, a tmpfs without user xattrs differs), and unlike the bare
+    device number not reused by the next file system mounted (its options and source
+    differ: an overlay's name its dirs)."""
     try:
-        works = _overlay_works(probe)
-    finally:
-        _remove_probe(probe)
-    _remember(record, {"key": key, "snapshotter": "overlayfs" if works else "native"})
-    return works
+        st = os.stat(path)
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 2 and fields[2] == device and " - " in line:
+            fstype, source, options = [*line.split(" - ", 1)[1].split(" "), "", ""][:3]
+            return [device, fstype, source, options]
+    return None
 
 
 def _overlay_works(base: Path) -> bool:
@@ -161,13 +221,14 @@ def _remove_probe(base: Path) -> None:
 
 
 def _remember(record: Path, value: dict[str, object]) -> None:
-    """Best effort (a read-only store just probes again): temp file, fsync, rename."""
+    """Best effort (a read-only store just probes again): temp file, rename. No fsync (it
+    cost 30 ms of a cold build on ext4): after a crash the record is whole, empty or
+    missing, and an empty or missing one is read as a miss, so the probe runs again."""
     tmp = record.with_name(f".{record.name}.{os.getpid()}")
     try:
+        record.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         with open(tmp, "x", encoding="utf-8") as f:
             f.write(json.dumps(value, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, record)
     except OSError:
         with contextlib.suppress(OSError):

@@ -71,4 +71,5 @@ def import_rootfs(
     )
     image = store.write_image(image_config, (layer,))
     store.layout.tag(name, image.descriptor)
+    store.unpacked(image)  # at once, as docker does: the first build or run starts from it
     return image.descriptor

@@ -417,4 +417,6 @@ def load_archive(store: Store, source: Path) -> list[Loaded]:
                     store.layout.tag(name, image.descriptor)
             else:
                 store.layout.keep(image.descriptor)
+        for image in loaded:  # unpacked at once, as docker load does (store.unpacked)
+            store.unpacked(store.image(image.descriptor))
     return loaded

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import SandboxError
-from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run, slirp
 from builder.sandbox.hosts import HostEntry, host_address, resolv_conf
 from builder.sandbox.publish import PortMapping
 from builder.sandbox.slirp import DNS_FORWARDER
@@ -268,3 +268,36 @@ def test_publish_formats(text: str, expected: PortMapping) -> None:
 )
 def test_add_host_formats(text: str, expected: HostEntry) -> None:
     assert HostEntry.parse(text) == expected
+
+
+def test_a_build_does_not_wait_for_the_helpers_exit_and_settles_it(
+    private: SandboxSpec, sh: ShRunner
+) -> None:
+    """Its exit takes 15-20 ms after the kill (the kernel unregisters its tap): a RUN step
+    does not wait for it, and the build reaps it before it returns."""
+    reapers: list[int] = []
+    with slirp.reaping_into(reapers):
+        status, _, _ = sh(private, "true")
+    assert status == 0
+    assert len(reapers) == 1  # killed, not waited for
+    slirp.settle(reapers)
+    assert reapers == []
+    assert slirp_children() == []  # reaped, not even a zombie (the fixture checks again)
+    status, _, _ = sh(private, "true")  # outside: reaped before run returns, as before
+    assert status == 0 and slirp_children() == []
+
+
+def test_the_sandbox_executor_reaps_every_helper_by_its_close(
+    overlay: Callable[..., OverlayRoot], tmp_path: Path
+) -> None:
+    from builder.engine.executor import Process, SandboxExecutor
+
+    executor = SandboxExecutor()
+    process = Process(argv=("/bin/true",), env=(), cwd="/", user="", network="private")
+    for _ in range(3):
+        time.sleep(0.5)  # the previous helper has exited by now: this RUN reaps it
+        with open(tmp_path / "out", "w") as out:
+            assert executor.run(overlay(), process, out.fileno()) == 0
+    assert len(executor._reapers) == 1  # only the last one's: no zombies pile up
+    executor.close()
+    assert executor._reapers == [] and slirp_children() == []

@@ -26,6 +26,14 @@ def _no_memo(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(seccomp_cache, "_compiled", {})
 
 
+@pytest.fixture(autouse=True)
+def host(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The host's dir, one per test, beside tmp_path (the tests run as host root: used)."""
+    path = tmp_path_factory.mktemp("host") / "seccomp"
+    monkeypatch.setattr(seccomp_cache, "HOST_DIR", path)
+    return path
+
+
 def _entry(directory: Path) -> Path:
     (entry,) = directory.iterdir()
     return entry
@@ -52,6 +60,7 @@ def test_a_miss_compiles_and_stores_what_libseccomp_makes(tmp_path: Path) -> Non
     assert program == seccomp.compile_filter(seccomp.default_profile(), DEFAULT)
     header, body = _split(_entry(tmp_path / "cache"))
     assert body == program
+    assert _entry(seccomp_cache.HOST_DIR).read_bytes() == _entry(tmp_path / "cache").read_bytes()
     library = header["library"]
     assert isinstance(library, dict) and "libseccomp.so" in str(library["path"])
 
@@ -127,8 +136,8 @@ def test_the_key_follows_caps_profile_and_kernel(tmp_path: Path) -> None:
     assert seccomp_cache.key(b"{}", ADMIN) != base
     assert seccomp_cache.key(b"{ }", DEFAULT) != base
     assert base in {seccomp_cache.key(b"{}", frozenset(sorted(DEFAULT)))}  # order-free
-    assert _fresh(tmp_path) != _fresh(tmp_path, ADMIN)
-    assert len(list(tmp_path.iterdir())) == 2
+    assert _fresh(tmp_path / "s") != _fresh(tmp_path / "s", ADMIN)
+    assert len(list((tmp_path / "s").iterdir())) == 2
 
 
 def test_an_edited_profile_file_is_compiled_again(tmp_path: Path) -> None:
@@ -151,3 +160,64 @@ def test_an_unwritable_cache_still_gives_the_program(tmp_path: Path) -> None:
     blocked.write_text("not a directory")
     assert _fresh(blocked) == seccomp.compile_filter(seccomp.default_profile(), DEFAULT)
     assert blocked.read_text() == "not a directory"
+
+
+# -- the host's dir ----------------------------------------------------------------------
+
+
+def test_a_fresh_store_takes_the_hosts_program_without_libseccomp(
+    tmp_path: Path, host: Path
+) -> None:
+    good = _fresh(tmp_path / "first")
+    probe = (
+        "import sys; from pathlib import Path; from builder.sandbox import seccomp_cache;"
+        "from builder.sandbox.capabilities import DEFAULT;"
+        f"seccomp_cache.HOST_DIR = Path({str(host)!r});"
+        f"p = seccomp_cache.program('default', DEFAULT, Path({str(tmp_path / 'second')!r}));"
+        "print(p.hex(), sorted(m for m in sys.modules if 'seccomp' in m or m == 'ctypes'))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    ).stdout.split(" ", 1)
+    assert bytes.fromhex(out[0]) == good
+    assert out[1].strip() == "['builder.sandbox.seccomp_cache']"
+    # ...and copied into the store's dir, whole.
+    assert _entry(tmp_path / "second").read_bytes() == _entry(host).read_bytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other program", "garbage"])
+def test_a_damaged_host_entry_is_a_miss_and_is_written_again(
+    tmp_path: Path, host: Path, damage: str
+) -> None:
+    good = _fresh(tmp_path / "first")
+    entry = _entry(host)
+    data = entry.read_bytes()
+    header, _ = _split(entry)
+    other = seccomp.compile_filter(seccomp.default_profile(), ADMIN)
+    entry.write_bytes(
+        {
+            "truncated": data[: len(data) // 2],
+            "other program": seccomp_cache.MAGIC + json.dumps(header).encode() + b"\n" + other,
+            "garbage": os.urandom(len(data)),
+        }[damage]
+    )
+    assert _fresh(tmp_path / "second") == good
+    assert entry.read_bytes() == data
+    assert _split(_entry(tmp_path / "second"))[1] == good
+
+
+@pytest.mark.parametrize("loose", ["group-writable", "another owner"])
+def test_a_host_dir_others_could_write_is_not_used(tmp_path: Path, host: Path, loose: str) -> None:
+    _fresh(tmp_path / "first")
+    entry = _entry(host)
+    entry.write_bytes(entry.read_bytes()[:-8] + bytes(8))  # would be refused anyway...
+    planted = seccomp.compile_filter(seccomp.default_profile(), ADMIN)
+    header = {**_split(entry)[0], "sha256": hashlib.sha256(planted).hexdigest()}
+    _write(entry, header, planted)  # ...but this one checks out: a planted program
+    if loose == "group-writable":
+        host.chmod(0o770)
+    else:
+        os.chown(host, 1000, 1000)
+    assert _fresh(tmp_path / "second") == seccomp.compile_filter(seccomp.default_profile(), DEFAULT)
+    assert _entry(host).read_bytes().endswith(planted)  # neither read nor written
