@@ -18,7 +18,6 @@ Without the opt-in the only work is an environment lookup and a stat of the conf
 Nothing else of builder may be imported at module level here (test_startup_imports pins it).
 """
 
-import contextlib
 import marshal
 import os
 import sys
@@ -255,8 +254,10 @@ def _forward_signals(pidfd: int, signals: list[int]) -> None:
     import _signal  # type: ignore[import-not-found]  # signal.py imports enum: ~5 ms
 
     def forward(sig: int, frame: object) -> None:
-        with contextlib.suppress(OSError):  # it has exited: its status is on the way
+        try:  # noqa: SIM105 - contextlib is an import this module does not pay for
             _signal.pidfd_send_signal(pidfd, sig)
+        except OSError:
+            pass  # it has exited: its status is on the way
 
     for sig in signals:
         try:
@@ -294,8 +295,10 @@ def start_server(folder: str) -> None:
     except OSError:
         return
     if pid:
-        with contextlib.suppress(ChildProcessError):
+        try:  # noqa: SIM105 - no contextlib here
             os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
         return
     try:
         os.setsid()

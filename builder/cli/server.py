@@ -107,6 +107,8 @@ class Server:
         self.connections: dict[int, _Connection] = {}  # by socket fd
         self.children: dict[int, _Connection] = {}  # by pidfd
         self.stopping = False
+        self.inode = 0  # of the socket's file, once bound
+        self.served = 0  # calls run, for `builder server status` (and the tests)
 
     def serve(self) -> None:
         with self._listening():
@@ -131,6 +133,8 @@ class Server:
                 if not busy and timeout == 0:
                     return
                 events = poll.poll(None if timeout is None else timeout * 1000)
+                if events:
+                    last = time.monotonic()
                 for fd, event in events:
                     if fd == wake_r:
                         with contextlib.suppress(BlockingIOError):
@@ -141,7 +145,6 @@ class Server:
                         self._reap(poll, self.children[fd])
                     elif fd in self.connections:
                         self._on_connection(poll, self.connections[fd], event)
-                last = time.monotonic()
 
     def _stop(self, sig: int, frame: object) -> None:
         self.stopping = True
@@ -161,6 +164,7 @@ class Server:
             listener.bind(self.path)
             listener.listen(64)
             self.listener = listener
+            self.inode = os.stat(self.path).st_ino
             yield
         finally:
             self._close_listener(None)
@@ -173,7 +177,7 @@ class Server:
         if poll is not None:
             poll.unregister(self.listener)
         with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == os.fstat(self.listener.fileno()).st_ino:
+            if os.stat(self.path).st_ino == self.inode:  # not a successor's
                 os.unlink(self.path)
         self.listener.close()
         self.listener = None
@@ -222,7 +226,7 @@ class Server:
             self._send(conn, ("stopping", os.getpid()))
             return self._drop(poll, conn)
         if request[0] == "status":
-            self._send(conn, ("status", os.getpid(), len(self.children)))
+            self._send(conn, ("status", os.getpid(), len(self.children), self.served))
             return self._drop(poll, conn)
         kind, protocol, key, argv, env, streams = request
         if (kind, protocol, key) != ("run", client.PROTOCOL, self.key):
@@ -243,6 +247,7 @@ class Server:
         if child == 0:
             become(adopted, server_pid)
         conn.child = child
+        self.served += 1
         conn.pidfd = os.pidfd_open(child)
         self.children[conn.pidfd] = conn
         poll.register(conn.pidfd, select.POLLIN)
@@ -461,4 +466,5 @@ def status() -> None:
     if reply is None:
         click.echo("builder server: not running")
         sys.exit(1)
-    click.echo(f"builder server: running (pid {reply[1]}, {reply[2]} calls in progress)")
+    pid, running, served = reply[1:]
+    click.echo(f"builder server: running (pid {pid}, {running} calls running, {served} served)")
