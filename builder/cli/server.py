@@ -466,5 +466,5 @@ def status() -> None:
     if reply is None:
         click.echo("builder server: not running")
         sys.exit(1)
-    pid, running, served = reply[1:]
+    pid, running, served = reply[1:4]
     click.echo(f"builder server: running (pid {pid}, {running} calls running, {served} served)")

@@ -328,17 +328,30 @@ def test_the_client_finds_the_config_file_where_builder_config_does(
         assert client.config_file() == str(config_path()[0])
 
 
-def test_the_client_imports_almost_nothing(server_dir: Path) -> None:
-    """Without the opt-in, the console script's own cost before today's main() is an
-    environment lookup: not even `typing` or builder.errors (they come with click)."""
-    probe = "import sys; import builder.cli.client; print(' '.join(sorted(sys.modules)))"
-    before = subprocess.run(
-        [sys.executable, "-c", "import sys; print(' '.join(sorted(sys.modules)))"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    after = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    ).stdout.split()
-    assert sorted(set(after) - set(before)) == ["builder", "builder.cli", "builder.cli.client"]
+def test_the_client_imports_almost_nothing_before_the_server_runs_the_call(
+    server: Server, builder: Builder
+) -> None:
+    """What the client process itself imports (-X importtime goes to its stderr; the
+    server's child was not started with it): beyond the interpreter's own start, only the
+    client and _socket (_signal is loaded at start)."""
+    argv = [sys.executable, "-X", "importtime", "-m", "builder", "--root", str(builder.root)]
+    before = server.served()
+    done = subprocess.run([*argv, "run", "--rm", IMAGE, "true"], capture_output=True, text=True)
+    assert done.returncode == 0 and server.served() == before + 1, done.stderr
+    # `-m` costs runpy and its imports; the console script does not
+    plain = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import runpy"], capture_output=True, text=True
+    )
+
+    def imported(stderr: str) -> set[str]:
+        lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+        return {line.rsplit("|", 1)[1].strip() for line in lines[1:]}
+
+    extra = imported(done.stderr) - imported(plain.stderr)
+    assert sorted(extra) == [
+        "_signal",
+        "_socket",
+        "builder",
+        "builder.cli",
+        "builder.cli.client",
+    ]
