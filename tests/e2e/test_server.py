@@ -349,7 +349,6 @@ def test_the_client_imports_almost_nothing_before_the_server_runs_the_call(
 
     extra = imported(done.stderr) - imported(plain.stderr)
     assert sorted(extra) == [
-        "_signal",
         "_socket",
         "builder",
         "builder.cli",
