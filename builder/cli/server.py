@@ -41,6 +41,7 @@ from typing import Any, cast
 import click
 
 import builder
+from builder import record
 from builder.cli import client
 from builder.cli.zygote import Adopted, become
 from builder.errors import UsageError
@@ -59,8 +60,12 @@ _RLIMITS = tuple(
 def preload() -> None:
     """Import everything a verb may use, and build the recipe parser."""
     for info in pkgutil.walk_packages(builder.__path__, "builder."):
-        if not info.name.endswith("__main__"):
-            importlib.import_module(info.name)
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():  # each record class's __init__, compiled once
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                record.compile_now(value)
     for name in _THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
@@ -103,6 +108,7 @@ class Server:
         self.namespaces = client.namespaces("self")
         self.code = code_files()
         self.cgroup_mounts = _cgroup_mounts()
+        self.forwarded = list(proxied())  # what the client forwards to the child
         self.listener: socket.socket | None = None
         self.connections: dict[int, _Connection] = {}  # by socket fd
         self.children: dict[int, _Connection] = {}  # by pidfd
@@ -251,7 +257,7 @@ class Server:
         conn.pidfd = os.pidfd_open(child)
         self.children[conn.pidfd] = conn
         poll.register(conn.pidfd, select.POLLIN)
-        if not self._send(conn, ("started", list(proxied()), child), [conn.pidfd]):
+        if not self._send(conn, ("started", self.forwarded, child), [conn.pidfd]):
             signal.pidfd_send_signal(conn.pidfd, signal.SIGKILL)
         return None
 
@@ -294,10 +300,12 @@ class Server:
         )
 
     def _cgroup_procs(self, pid: int) -> list[str]:
-        """The cgroup.procs file of each of the client's cgroups."""
+        """The cgroup.procs file of each of the client's cgroups the child is not in
+        already (a move costs a few ms a hierarchy: the usual client shares them all)."""
         found = []
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
-            for line in f:
+        ours = set(_read("/proc/self/cgroup").splitlines())
+        for line in _read(f"/proc/{pid}/cgroup").splitlines():
+            if line not in ours:
                 hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
                 names = frozenset(controllers.split(",")) if hierarchy != "0" else frozenset()
                 for mount, version, options in self.cgroup_mounts:
@@ -349,6 +357,11 @@ def _peer(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
     pid, uid, gid = (int.from_bytes(raw[i : i + 4], sys.byteorder) for i in (0, 4, 8))
     return pid, uid, gid
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
 
 
 def _proc_status(pid: int) -> dict[str, str]:

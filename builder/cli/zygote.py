@@ -100,8 +100,8 @@ def _take_process_state(adopted: Adopted, server_pid: int) -> None:
         resource.setrlimit(which, limits)
     os.umask(adopted.umask)
     signal.set_wakeup_fd(-1)
-    for sig in signal.valid_signals():
-        if sig in (signal.SIGKILL, signal.SIGSTOP):
+    for sig in range(1, signal.NSIG):  # not valid_signals(): an enum each, ~4 ms in all
+        if sig in (signal.SIGKILL, signal.SIGSTOP, 32, 33):  # 32, 33: glibc's own
             continue
         if sig in adopted.ignored:
             handler: signal.Handlers | object = signal.SIG_IGN
