@@ -77,9 +77,19 @@ def server(server_dir: Path, builder: Builder, monkeypatch: pytest.MonkeyPatch) 
     try:
         yield Server(server_dir, proc)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        _stop(proc)
         kill_leftovers(builder)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM: the server exits once its calls are done; a call a failed test left
+    hanging would hold it, so SIGKILL after a while (its children die with it)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def _one_shot_env() -> dict[str, str]:
@@ -270,7 +280,10 @@ def test_a_changed_code_tree_is_refused_and_the_call_runs_one_shot(
 
 def test_an_idle_server_exits(server_dir: Path) -> None:
     proc = _start(server_dir, "--idle", "1")
-    proc.communicate(timeout=30)
+    try:
+        proc.communicate(timeout=30)
+    finally:
+        _stop(proc)
     assert proc.returncode == 0
     assert list(server_dir.glob("*.sock")) == []
 
@@ -283,8 +296,7 @@ def test_no_server_without_the_opt_in(server_dir: Path, builder: Builder) -> Non
         builder("run", "--rm", IMAGE, "true")
         assert Server(server_dir, proc).served() == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+        _stop(proc)
 
 
 def test_auto_starts_a_server_for_the_next_call(
@@ -354,3 +366,38 @@ def test_the_client_imports_almost_nothing_before_the_server_runs_the_call(
         "builder.cli",
         "builder.cli.client",
     ]
+
+
+def test_the_child_joins_the_clients_cgroups(server: Server, builder: Builder) -> None:
+    """A CI job's limits and accounting follow the call into the server's child: v1
+    hierarchies and the v2 one (here the hybrid layout, v2 at /sys/fs/cgroup/unified)."""
+    name = f"h9server-test-{os.getpid()}"
+    made = []
+    for mount in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.exists(f"{mount}/cgroup.procs") and len(made) < 2:
+            os.mkdir(f"{mount}/{name}")
+            made.append(f"{mount}/{name}")
+    assert made, "no cgroup hierarchy to test with"
+
+    def join() -> None:
+        for cgroup in made:
+            Path(cgroup, "cgroup.procs").write_text(str(os.getpid()))
+
+    try:
+        proc = popen(
+            builder, "run", "--rm", IMAGE, "sh", "-c", "echo ready; sleep 60", preexec_fn=join
+        )
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
+        (child,) = map(int, children.split())
+        lines = Path(f"/proc/{child}/cgroup").read_text().splitlines()
+        assert len([line for line in lines if line.endswith(f":/{name}")]) == len(made), lines
+        proc.kill()
+        proc.communicate(timeout=30)
+        wait_gone(name)
+    finally:
+        for cgroup in made:
+            deadline = time.monotonic() + 10
+            while Path(cgroup, "cgroup.procs").read_text() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            os.rmdir(cgroup)
