@@ -100,13 +100,13 @@ class _Connection:
 
 
 class Server:
-    def __init__(self, folder: str, idle: float) -> None:
+    def __init__(self, folder: str, idle: float, code: dict[str, tuple[int, int]]) -> None:
         self.folder = folder
         self.idle = idle
         self.key = client.code_key()
         self.path = f"{folder}/{client.socket_name(self.key)}.sock"
         self.namespaces = client.namespaces("self")
-        self.code = code_files()
+        self.code = code  # as it was before the imports
         self.cgroup_mounts = _cgroup_mounts()
         self.forwarded = list(proxied())  # what the client forwards to the child
         self.listener: socket.socket | None = None
@@ -157,13 +157,8 @@ class Server:
 
     @contextlib.contextmanager
     def _listening(self) -> Iterator[None]:
-        _private_dir(self.folder)
-        lock = os.open(f"{self.path[:-5]}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        """The socket (the caller holds the lock: no other server binds it meanwhile)."""
         try:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(f"a builder server is running already at {self.path}") from None
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -174,7 +169,6 @@ class Server:
             yield
         finally:
             self._close_listener(None)
-            os.close(lock)
 
     def _close_listener(self, poll: select.poll | None) -> None:
         """Stop taking calls: the socket goes, so the next client starts a new server."""
@@ -422,11 +416,32 @@ def _folder() -> str:
     return folder
 
 
+def run_server(idle: float) -> None:
+    """Take the socket's lock first (a second server started by a racing client gives up
+    before it imports anything), note the code files, import everything, serve from /
+    (a server must not keep a directory busy; sys.path made absolute for that)."""
+    folder = _folder()
+    _private_dir(folder)
+    key = client.socket_name(client.code_key())
+    lock = os.open(f"{folder}/{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"a builder server is running already in {folder}") from None
+        code = code_files()
+        preload()
+        sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
+        os.chdir("/")
+        Server(folder, idle, code).serve()
+    finally:
+        os.close(lock)
+
+
 def serve_in_background() -> None:
     """What a client's background start runs (stdio already on the log, cwd /)."""
     try:
-        preload()
-        Server(_folder(), _idle_from_env()).serve()
+        run_server(_idle_from_env())
     except UsageError as err:
         print(f"builder server: {err.render()}", file=sys.stderr)
     os._exit(0)
@@ -458,8 +473,7 @@ def server(ctx: click.Context, idle: float | None) -> None:
     $BUILDER_SERVER=auto or `[cli] server = "auto"` in the config file."""
     if ctx.invoked_subcommand is not None:
         return
-    preload()
-    Server(_folder(), _idle_from_env() if idle is None else idle).serve()
+    run_server(_idle_from_env() if idle is None else idle)
 
 
 @server.command()

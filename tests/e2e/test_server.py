@@ -401,3 +401,14 @@ def test_the_child_joins_the_clients_cgroups(server: Server, builder: Builder) -
             while Path(cgroup, "cgroup.procs").read_text() and time.monotonic() < deadline:
                 time.sleep(0.1)
             os.rmdir(cgroup)
+
+
+def test_one_server_per_socket(server: Server) -> None:
+    start = time.monotonic()
+    second = subprocess.run(
+        [sys.executable, "-m", "builder", "server"], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 2, second.stderr
+    assert second.stderr.startswith("error: a builder server is running already in ")
+    assert time.monotonic() - start < 30  # it gave up before importing everything
+    assert server.proc.poll() is None
