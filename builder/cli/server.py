@@ -208,8 +208,13 @@ class Server:
         try:
             if not data:
                 raise _Refused("no request")
-            self._handle(poll, conn, data, fds)
+            try:
+                self._handle(poll, conn, data, fds)
+            except (ValueError, EOFError, TypeError) as err:  # not a request marshal reads
+                raise _Refused(f"a bad request ({err})") from None
         except _Refused as refusal:
+            # The log (or the foreground server's terminal) says why a call ran one-shot.
+            print(f"builder server: refused a call: {refusal}", file=sys.stderr, flush=True)
             self._send(conn, ("refused", str(refusal)))
             self._drop(poll, conn)
         finally:
