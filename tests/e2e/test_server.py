@@ -412,3 +412,24 @@ def test_one_server_per_socket(server: Server) -> None:
     assert second.stderr.startswith("error: a builder server is running already in ")
     assert time.monotonic() - start < 30  # it gave up before importing everything
     assert server.proc.poll() is None
+
+
+def test_keys_and_ctrl_c_on_a_terminal_reach_the_container(
+    server: Server, builder: Builder
+) -> None:
+    """`run -it`: the child puts the client's own terminal in raw mode and relays it."""
+    from tests.e2e.test_run_flags import test_it_relays_keys_and_ctrl_c_reaches_the_container
+
+    before = server.served()
+    test_it_relays_keys_and_ctrl_c_reaches_the_container(builder)
+    assert server.served() == before + 1
+
+
+def test_every_signal_dockers_sig_proxy_forwards_reaches_the_container(
+    server: Server, builder: Builder
+) -> None:
+    from tests.e2e import test_run_flags
+
+    before = server.served()
+    test_run_flags.test_every_signal_dockers_sig_proxy_forwards_reaches_the_container(builder, [])
+    assert server.served() == before + 1
