@@ -116,14 +116,15 @@ def server_dir() -> str | None:
 
 def code_key() -> str:
     """The server's identity: this interpreter and this builder package, with the things
-    that are fixed at interpreter start and shape how bytes become text."""
+    fixed at interpreter start: how bytes become text, and the interpreter's flags (-O,
+    -X dev, -E, -I...; a client started with others gets a server of its own)."""
     return "\0".join(
         (
             sys.executable,
             package_dir(),
             sys.getfilesystemencoding(),
             sys.getfilesystemencodeerrors(),
-            str(sys.flags.utf8_mode),
+            str(sys.flags),
         )
     )
 
@@ -321,6 +322,9 @@ def start_server(folder: str) -> None:
             "from builder.cli.server import serve_in_background; serve_in_background()"
         )
         parent = os.path.dirname(package_dir())
-        os.execv(sys.executable, [sys.executable, "-c", boot, parent])
+        import subprocess  # only here: the interpreter's flags, so its code_key is ours
+
+        flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        os.execv(sys.executable, [sys.executable, *flags, "-c", boot, parent])
     finally:
         os._exit(127)

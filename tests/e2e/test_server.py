@@ -433,3 +433,20 @@ def test_every_signal_dockers_sig_proxy_forwards_reaches_the_container(
     before = server.served()
     test_run_flags.test_every_signal_dockers_sig_proxy_forwards_reaches_the_container(builder, [])
     assert server.served() == before + 1
+
+
+def test_a_client_with_other_interpreter_flags_is_not_served(
+    server: Server, builder: Builder
+) -> None:
+    before = server.served()
+    argv = [sys.executable, "-O", "-m", "builder", "--root", str(builder.root)]
+    done = subprocess.run(
+        [*argv, "run", "--rm", IMAGE, "echo", "hi"], capture_output=True, text=True
+    )
+    assert (done.returncode, done.stdout) == (0, "hi\n")
+    assert server.served() == before  # -O has a server of its own (started now, for later)
+    deadline = time.monotonic() + 60
+    while len(list(server.folder.glob("*.sock"))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    subprocess.run([*argv, "server", "stop"], check=True, capture_output=True)
