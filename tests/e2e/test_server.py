@@ -9,11 +9,14 @@ knows whether a call went through the server or fell back to one-shot.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import pwd
 import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,7 @@ from builder.cli import client
 from builder.config import config_path
 from tests.e2e.runtime_support import kill_leftovers, mounts_with, popen, wait_gone
 from tests.e2e.support import REPO, Builder, make_context
+from tests.e2e.test_rootless import SYSTEM_PYTHON, WITH_RANGE, Kit, kit  # noqa: F401 - kit: a fixture
 
 IMAGE = "busybox:latest"
 
@@ -450,3 +454,39 @@ def test_a_client_with_other_interpreter_flags_is_not_served(
         assert time.monotonic() < deadline
         time.sleep(0.1)
     subprocess.run([*argv, "server", "stop"], check=True, capture_output=True)
+
+
+def test_a_user_is_served_by_a_server_of_their_own(kit: Kit) -> None:  # noqa: F811
+    """Rootless: the user's server runs as the user, in the initial user namespace like its
+    clients; its child enters the user's own namespace as a one-shot call does."""
+    user = WITH_RANGE
+    account = pwd.getpwnam(user)
+    base = Path(tempfile.mkdtemp(dir=kit.path))
+    os.chown(base, account.pw_uid, account.pw_gid)
+    env = {client.ENV: "auto", client.DIR_ENV: str(base / "server"), client.IDLE_ENV: "60"}
+    home = account.pw_dir
+    proc = subprocess.Popen(
+        ["runuser", "-u", user, "--", "env", "-i", f"HOME={home}", f"USER={user}",
+         f"PYTHONPATH={kit.path}", *(f"{k}={v}" for k, v in env.items()),
+         str(SYSTEM_PYTHON), "-m", "builder", "server"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd="/",
+    )  # fmt: skip
+    pid = 0
+    try:
+        deadline = time.monotonic() + 60
+        while not list((base / "server").glob("*.sock")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        status = kit.builder(user, "server", "status", env=env).stdout
+        pid = int(re.findall(r"pid (\d+)", status)[0])
+        assert os.stat(f"/proc/{pid}").st_uid == account.pw_uid
+        kit.builder(user, "import", kit.base, "busybox:latest", env=env)
+        ran = kit.builder(user, "run", "--rm", "--network", "none", "busybox", "id", "-u", env=env)
+        assert ran.stdout == "0\n"
+        assert " 2 served" in kit.builder(user, "server", "status", env=env).stdout
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        proc.kill()
+        proc.wait()
