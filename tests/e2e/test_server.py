@@ -27,6 +27,7 @@ from builder.cli import client
 from builder.config import config_path
 from tests.e2e.runtime_support import kill_leftovers, mounts_with, popen, wait_gone
 from tests.e2e.support import REPO, Builder, make_context
+from tests.e2e.test_network import marker  # noqa: F401 - a fixture
 from tests.e2e.test_rootless import SYSTEM_PYTHON, WITH_RANGE, Kit, kit  # noqa: F401 - kit: a fixture
 
 IMAGE = "busybox:latest"
@@ -490,3 +491,20 @@ def test_a_user_is_served_by_a_server_of_their_own(kit: Kit) -> None:  # noqa: F
                 os.kill(pid, signal.SIGKILL)
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.parametrize("verb", ["run", "build"])
+def test_no_helper_outlives_a_killed_client(
+    server: Server,
+    builder: Builder,
+    tmp_path: Path,
+    marker: str,  # noqa: F811 - the fixture
+    verb: str,
+) -> None:
+    """test_network's killed-CLI test (a RUN step's or a container's slirp4netns must not
+    outlive it), through the server: the client is SIGKILLed, the server kills its child."""
+    from tests.e2e import test_network
+
+    before = server.served()
+    test_network.test_no_helper_outlives_a_killed_cli(builder, tmp_path, marker, verb)
+    assert server.served() == before + 1
