@@ -30,11 +30,14 @@ PROTOCOL = 1
 REQUEST_FDS = 4
 MAX_MESSAGE = 1 << 20
 _NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
+# Always in-process: the server itself; and login, whose password prompt opens /dev/tty
+# (getpass), which the server's child cannot: it has no controlling terminal.
+ONE_SHOT_VERBS = ("server", "login")
 
 
 def main() -> None:
     """The `builder` console script and `python -m builder`."""
-    if _wanted() and _verb(sys.argv[1:]) != "server":
+    if _wanted() and _verb(sys.argv[1:]) not in ONE_SHOT_VERBS:
         _via_server()  # returns only when the server could not take this call
     from builder.cli.main import main as one_shot
 

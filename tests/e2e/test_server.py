@@ -508,3 +508,10 @@ def test_no_helper_outlives_a_killed_client(
     before = server.served()
     test_network.test_no_helper_outlives_a_killed_cli(builder, tmp_path, marker, verb)
     assert server.served() == before + 1
+
+
+def test_login_prompts_in_the_callers_own_process(server: Server, builder: Builder) -> None:
+    """getpass opens /dev/tty, which the server's child has not: login stays one-shot."""
+    before = server.served()
+    builder("login", "-u", "u", "--password-stdin", "127.0.0.1:9", check=False)
+    assert server.served() == before
