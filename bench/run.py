@@ -122,7 +122,9 @@ def _context(name: str, work: Path) -> Path:
     return dest
 
 
-def measure(name: str, work: Path, base: Path, runs: int) -> tuple[float, float, float]:
+def measure(
+    name: str, work: Path, base: Path, runs: int, env: dict[str, str] | None = None
+) -> tuple[float, float, float]:
     recipe = SHARED / name / "Dockerfile"
     context = _context(name, work)
     original = (context / "changeme.txt").read_bytes()
@@ -132,11 +134,11 @@ def measure(name: str, work: Path, base: Path, runs: int) -> tuple[float, float,
         shutil.copytree(base, store, symlinks=True)
         (context / "changeme.txt").write_bytes(original)
         args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", name, context)
-        cold.append(_builder(store, *args))
-        cached.append(_builder(store, *args))
+        cold.append(_builder(store, *args, env=env))
+        cached.append(_builder(store, *args, env=env))
         with open(context / "changeme.txt", "a") as f:
             f.write(f"change {i}\n")
-        changed.append(_builder(store, *args))
+        changed.append(_builder(store, *args, env=env))
         shutil.rmtree(store)
     (context / "changeme.txt").write_bytes(original)
     return statistics.median(cold), statistics.median(cached), statistics.median(changed)
@@ -170,6 +172,19 @@ def print_builds(name: str, ours: Cells, live: Cells | None, peers: dict[str, Ce
         best = min(peers.items(), key=lambda item: item[1][i], default=None)
         readme = f"{best[1][i]:6.2f} {best[0]:<9} {ours[i] / best[1][i]:6.2f}" if best else "-"
         print(f"{name:<25} {cell:<8} {ours[i]:8.2f} {docker}  {readme}")
+
+
+def print_served(
+    work: Path, base: Path, names: list[str], runs: int, peers: dict[str, dict[str, Cells]]
+) -> None:
+    """The same cells through a warm `builder server` (bench/server_mode.py): the console
+    script as a thin client, the build in a fork of a process that imported everything."""
+    from server_mode import warm_server
+
+    print(f"\nWith a warm server (BUILDER_SERVER=auto), medians of {runs}")
+    with warm_server() as env:
+        for name in names:
+            print_builds(name, measure(name, work, base, runs, env), None, peers.get(name, {}))
 
 
 def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, float]]:
@@ -233,6 +248,12 @@ def main() -> None:
     parser.add_argument("--cache-runs", type=int, default=3)
     parser.add_argument("--startup-runs", type=int, default=20, help="0: no start-up table")
     parser.add_argument("--no-docker", action="store_true", help="No live docker peer.")
+    parser.add_argument(
+        "--server-only",
+        nargs="*",
+        default=["tiny", "many-steps"],
+        help="Workloads measured again through a warm `builder server` (none: no table).",
+    )
     options = parser.parse_args()
     peers = readme_peers()
     with tempfile.TemporaryDirectory(prefix="builder-bench-") as tmp:
@@ -258,6 +279,8 @@ def main() -> None:
         finally:
             if docker is not None:
                 docker.stop()
+        if options.server_only:
+            print_served(work, base, options.server_only, options.runs, peers)
         if options.epoch_runs > 0:
             epoch = measure_epoch(work, base, options.epoch_runs)
             print(f"\nSOURCE_DATE_EPOCH cost, {EPOCH_WORKLOAD}, medians of {options.epoch_runs}")

@@ -4,7 +4,8 @@
     .venv/bin/python bench/startup_bench.py [--runs 20] [--no-docker]
 
 - ours: `builder run --rm busybox /bin/true`, with `--network none` and with the default
-  network (a private one: slirp4netns);
+  network (a private one: slirp4netns); and with `--network none` through a warm
+  `builder server` (bench/server_mode.py: the console script as a thin client);
 - runc and crun: `runc run` / `crun run` of the same image as a bundle (`builder save` to
   an OCI layout, `umoci unpack`, as ../shared/tools/oci-oracles.sh makes it): its network
   is a namespace with loopback only, like our `--network none`;
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
 from docker_peer import DockerPeer  # noqa: E402 - bench/ is not a package
+from server_mode import CONSOLE_SCRIPT, warm_server  # noqa: E402
 
 README = REPO.parent / "shared" / "bench" / "README.md"
 IMAGE = "busybox:latest"
@@ -110,13 +112,18 @@ def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> Sample:
 
 
 def contenders(
-    root: Path, bundle: Path, docker: DockerPeer | None
+    root: Path, bundle: Path, docker: DockerPeer | None, server_env: dict[str, str] | None = None
 ) -> dict[str, Callable[[int], Sample]]:
     ours = builder_cmd(root, "run", "--rm")
     found: dict[str, Callable[[int], Sample]] = {
         "builder --network none": lambda i: timed([*ours, "--network", "none", IMAGE, "/bin/true"]),
         "builder (default net)": lambda i: timed([*ours, IMAGE, "/bin/true"]),
     }
+    if server_env is not None:
+        served = [*CONSOLE_SCRIPT, "--root", str(root), "run", "--rm", "--network", "none"]
+        found["builder (server) --net none"] = lambda i: timed(
+            [*served, IMAGE, "/bin/true"], server_env
+        )
     for runtime in ("runc", "crun"):
         if shutil.which(runtime):
             found[f"{runtime} run"] = lambda i, rt=runtime: timed(
@@ -178,7 +185,8 @@ def run(work: Path, runs: int, docker: DockerPeer | None) -> dict[str, Sample]:
         bundle = make_bundle(root, Path(tmp))
         if docker is not None:
             docker.load(builder_cmd(root, "save", "--format", "docker", "-o", "-", IMAGE))
-        results = measure(contenders(root, bundle, docker), runs)
+        with warm_server() as server_env:
+            results = measure(contenders(root, bundle, docker, server_env), runs)
     report(results, runs)
     return results
 

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from dataclasses import fields as fields
     from dataclasses import is_dataclass as is_dataclass
     from dataclasses import replace as replace
+
+    def compile_now(cls: type) -> None: ...
 else:
     _FIELDS = "__dataclass_fields__"  # the standard name: dataclasses.replace() finds it
 
@@ -146,7 +148,7 @@ else:
         """An __init__ that compiles the real one on the first call and puts it in its
         place: a class never instantiated in a process never pays for the compile."""
 
-        def __init__(self, *args, **kwargs):
+        def compile_init():
             env = {"_setattr": object.__setattr__, "_HAS_FACTORY": MISSING}
             source = _init_source(ordered, frozen, hasattr(cls, "__post_init__"), env)
             methods: dict[str, Any] = {}
@@ -154,9 +156,20 @@ else:
             real = methods["__init__"]
             real.__qualname__ = f"{cls.__qualname__}.__init__"
             cls.__init__ = real
-            real(self, *args, **kwargs)
+            return real
 
+        def __init__(self, *args, **kwargs):
+            compile_init()(self, *args, **kwargs)
+
+        __init__.compile_init = compile_init
         return __init__
+
+    def compile_now(cls) -> None:
+        """Compile a class's lazy __init__ now: a warm server does it before it forks, so
+        that no call pays for it again."""
+        compile_init = getattr(cls.__dict__.get("__init__"), "compile_init", None)
+        if compile_init is not None:
+            compile_init()
 
     def _process(cls, frozen, kw_only, slots, eq, init, repr):
         specs = _collect(cls, kw_only)

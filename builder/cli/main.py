@@ -43,6 +43,7 @@ VERBS = {
     "parse": "recipe:parse",
     "lint": "recipe:lint",
     "fsck": "fsck:fsck",
+    "server": "server:server",
 }
 
 

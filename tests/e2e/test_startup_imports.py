@@ -94,3 +94,29 @@ def test_push_imports_no_build_machinery(builder: Builder, registry: str) -> Non
     }
     unwanted |= modules & set(NEVER)
     assert sorted(unwanted) == []
+
+
+def test_the_console_script_costs_nothing_without_the_server_opt_in() -> None:
+    """The console script (builder.cli.client) decides whether a warm server takes the call
+    before it imports anything: without the opt-in it adds three modules of its own (not
+    even `typing` or builder.errors, which come with click and main) before today's main."""
+    listing = "import sys; print(' '.join(sorted(sys.modules)))"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.pop("BUILDER_SERVER", None)
+    env["BUILDER_CONFIG"] = os.devnull  # an empty config file: no [cli] server
+
+    def modules(code: str) -> set[str]:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True
+        )
+        return set(done.stdout.split())
+
+    probe = "import builder.cli.client as c; assert not c._wanted(); " + listing
+    assert sorted(modules(probe) - modules(listing)) == [
+        "builder",
+        "builder.cli",
+        "builder.cli.client",
+    ]

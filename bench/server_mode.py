@@ -1,0 +1,52 @@
+"""A warm `builder server` for the benchmarks' "with the server" rows (issue 9).
+
+    with warm_server() as env:  # the environment a timed CLI call needs to use it
+        subprocess.run(argv, env=env)
+
+The server runs in the foreground of this context, with a socket dir of its own, so the
+rows measure a server that is already warm (as Gradle's daemon or dockerd would be), and
+nothing is left running after the bench.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# What the installed console script runs (`python -m builder` adds runpy's imports).
+CONSOLE_SCRIPT = [sys.executable, "-c", "from builder.cli.client import main; main()"]
+
+
+@contextlib.contextmanager
+def warm_server() -> Iterator[dict[str, str]]:
+    with tempfile.TemporaryDirectory(prefix="builder-server-") as folder:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+            "BUILDER_SERVER_DIR": folder,
+            "BUILDER_SERVER": "auto",
+        }
+        proc = subprocess.Popen(
+            [*CONSOLE_SCRIPT, "server", "--idle", "3600"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 120
+            while not list(Path(folder).glob("*.sock")):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise SystemExit("builder server did not start")
+                time.sleep(0.05)
+            yield env
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)

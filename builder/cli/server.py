@@ -1,0 +1,502 @@
+"""`builder server`: the warm zygote behind the thin client (builder/cli/client.py).
+
+One long-lived process imports every builder module, the third-party ones they use and the
+recipe grammar's parser, freezes its heap (gc.freeze: a forked child does not copy pages to
+count references), then serves on a SOCK_SEQPACKET socket in a 0700 dir of the user's.
+Per request it forks a child that becomes the client's CLI (builder/cli/zygote.py); the
+server itself never runs user code. One thread, one poll loop over the listening socket,
+the client connections and one pidfd per child:
+
+- a request is refused (and the client runs one-shot) unless the peer is this user
+  (SO_PEERCRED), in the same namespaces (/proc/PID/ns/*), of the same code (interpreter,
+  package dir, filesystem encoding), and the files of the package are what the server
+  loaded (mtime, size): a changed tree makes the server refuse, stop listening and exit
+  once its children are done, and the next call starts a fresh one;
+- the child's pid goes back to the client with a pidfd (SCM_RIGHTS) for the signals it
+  forwards, and its wait status when it ends;
+- a client that hangs up (killed) has its child SIGKILLed: the CLI's own supervisors clean
+  up after a killed CLI as they do without a server;
+- SIGTERM, SIGINT or `builder server stop`: stop listening, exit once the children are done;
+- idle (no connection, no child) for $BUILDER_SERVER_IDLE seconds (default 600): exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import gc
+import importlib
+import marshal
+import os
+import pkgutil
+import resource
+import select
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any, cast
+
+import click
+
+import builder
+from builder import record
+from builder.cli import client
+from builder.cli.zygote import Adopted, become
+from builder.errors import UsageError
+from builder.sandbox.sigproxy import proxied
+
+DEFAULT_IDLE = 600.0
+# Third-party modules the verbs import on first use; the server loads them up front.
+_THIRD_PARTY = ("lark", "zstandard", "tqdm", "urllib3", "ssl", "tomllib", "concurrent.futures")
+_RLIMITS = tuple(
+    getattr(resource, name)
+    for name in dir(resource)
+    if name.startswith("RLIMIT_") and isinstance(getattr(resource, name), int)
+)
+
+
+def preload() -> None:
+    """Import everything a verb may use, and build the recipe parser."""
+    for info in pkgutil.walk_packages(builder.__path__, "builder."):
+        if info.name.endswith("__main__"):
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():  # each record class's __init__, compiled once
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                record.compile_now(value)
+    for name in _THIRD_PARTY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    from builder.recipe import syntax
+
+    syntax._parser()
+
+
+def code_files() -> dict[str, tuple[int, int]]:
+    """Every file of the package with its (mtime_ns, size): a changed, added or removed
+    file means this server's code is not the code on disk."""
+    found = {}
+    for folder, dirs, files in os.walk(client.package_dir()):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                st = os.stat(path)
+                found[path] = (st.st_mtime_ns, st.st_size)
+    return found
+
+
+class _Refused(Exception):
+    """A request the server will not take; the client runs it one-shot."""
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.child = 0
+        self.pidfd = -1
+
+
+class Server:
+    def __init__(self, folder: str, idle: float, code: dict[str, tuple[int, int]]) -> None:
+        self.folder = folder
+        self.idle = idle
+        self.key = client.code_key()
+        self.path = f"{folder}/{client.socket_name(self.key)}.sock"
+        self.namespaces = client.namespaces("self")
+        self.code = code  # as it was before the imports
+        self.cgroup_mounts = _cgroup_mounts()
+        self.forwarded = list(proxied())  # what the client forwards to the child
+        self.listener: socket.socket | None = None
+        self.connections: dict[int, _Connection] = {}  # by socket fd
+        self.children: dict[int, _Connection] = {}  # by pidfd
+        self.stopping = False
+        self.inode = 0  # of the socket's file, once bound
+        self.served = 0  # calls run, for `builder server status` (and the tests)
+
+    def serve(self) -> None:
+        with self._listening():
+            wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            signal.set_wakeup_fd(wake_w)
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, self._stop)
+            poll = select.poll()
+            assert self.listener is not None
+            poll.register(self.listener, select.POLLIN)
+            poll.register(wake_r, select.POLLIN)
+            last = time.monotonic()
+            gc.collect()
+            gc.freeze()
+            while True:
+                if self.stopping:
+                    self._close_listener(poll)
+                    if not self.connections:
+                        return
+                busy = bool(self.connections)
+                timeout = None if busy else max(0.0, self.idle - (time.monotonic() - last))
+                if not busy and timeout == 0:
+                    return
+                events = poll.poll(None if timeout is None else timeout * 1000)
+                if events:
+                    last = time.monotonic()
+                for fd, event in events:
+                    if fd == wake_r:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(wake_r, 512)
+                    elif self.listener is not None and fd == self.listener.fileno():
+                        self._accept(poll)
+                    elif fd in self.children:
+                        self._reap(poll, self.children[fd])
+                    elif fd in self.connections:
+                        self._on_connection(poll, self.connections[fd], event)
+
+    def _stop(self, sig: int, frame: object) -> None:
+        self.stopping = True
+
+    @contextlib.contextmanager
+    def _listening(self) -> Iterator[None]:
+        """The socket (the caller holds the lock: no other server binds it meanwhile)."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+            listener.bind(self.path)
+            listener.listen(64)
+            self.listener = listener
+            self.inode = os.stat(self.path).st_ino
+            yield
+        finally:
+            self._close_listener(None)
+
+    def _close_listener(self, poll: select.poll | None) -> None:
+        """Stop taking calls: the socket goes, so the next client starts a new server."""
+        if self.listener is None:
+            return
+        if poll is not None:
+            poll.unregister(self.listener)
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self.inode:  # not a successor's
+                os.unlink(self.path)
+        self.listener.close()
+        self.listener = None
+
+    def _accept(self, poll: select.poll) -> None:
+        assert self.listener is not None
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        self.connections[sock.fileno()] = _Connection(sock)
+        poll.register(sock, select.POLLIN)
+
+    def _on_connection(self, poll: select.poll, conn: _Connection, event: int) -> None:
+        if conn.child:  # only a hang-up is expected now: the client died, so does its CLI
+            if event & (select.POLLHUP | select.POLLERR) or not _recv_quietly(conn.sock):
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(conn.pidfd, signal.SIGKILL)
+                poll.unregister(conn.sock)
+            return
+        try:
+            data, ancillary, _, _ = conn.sock.recvmsg(
+                client.MAX_MESSAGE, socket.CMSG_SPACE(4 * client.REQUEST_FDS)
+            )
+        except OSError:
+            data, ancillary = b"", []
+        fds = [fd for level, kind, raw in ancillary for fd in client.unpack_fds(raw)]
+        try:
+            if not data:
+                raise _Refused("no request")
+            try:
+                self._handle(poll, conn, data, fds)
+            except (ValueError, EOFError, TypeError) as err:  # not a request marshal reads
+                raise _Refused(f"a bad request ({err})") from None
+        except _Refused as refusal:
+            # The log (or the foreground server's terminal) says why a call ran one-shot.
+            print(f"builder server: refused a call: {refusal}", file=sys.stderr, flush=True)
+            self._send(conn, ("refused", str(refusal)))
+            self._drop(poll, conn)
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _handle(self, poll: select.poll, conn: _Connection, data: bytes, fds: list[int]) -> None:
+        pid, uid, _ = _peer(conn.sock)
+        if uid != os.geteuid():
+            raise _Refused(f"uid {uid} is not the server's")
+        request = marshal.loads(data)
+        if request[0] == "stop":
+            self.stopping = True
+            self._send(conn, ("stopping", os.getpid()))
+            return self._drop(poll, conn)
+        if request[0] == "status":
+            self._send(conn, ("status", os.getpid(), len(self.children), self.served))
+            return self._drop(poll, conn)
+        kind, protocol, key, argv, env, streams = request
+        if (kind, protocol, key) != ("run", client.PROTOCOL, self.key):
+            raise _Refused("another protocol or code")
+        if len(fds) != client.REQUEST_FDS:
+            raise _Refused("the client's fds did not come")
+        if self.stopping:
+            raise _Refused("stopping")
+        if code_files() != self.code:
+            self.stopping = True
+            raise _Refused("stale: the code on disk changed")
+        if len(os.listdir("/proc/self/task")) != 1:  # a fork copies only the calling thread
+            self.stopping = True
+            raise _Refused("the server has threads")
+        adopted = self._adopt(pid, argv, env, streams, fds)
+        server_pid = os.getpid()
+        child = os.fork()
+        if child == 0:
+            become(adopted, server_pid)
+        conn.child = child
+        self.served += 1
+        conn.pidfd = os.pidfd_open(child)
+        self.children[conn.pidfd] = conn
+        poll.register(conn.pidfd, select.POLLIN)
+        if not self._send(conn, ("started", self.forwarded, child), [conn.pidfd]):
+            signal.pidfd_send_signal(conn.pidfd, signal.SIGKILL)
+        return None
+
+    def _adopt(
+        self,
+        pid: int,
+        argv: list[str],
+        env: dict[bytes, bytes],
+        streams: list[object],
+        fds: list[int],
+    ) -> Adopted:
+        """What the child takes from the client, read from /proc/<pid> now (the client
+        waits for our answer, so none of it changes meanwhile)."""
+        try:
+            if client.namespaces(pid) != self.namespaces:
+                raise _Refused("the client is in other namespaces")
+            status = _proc_status(pid)
+            rlimits = {r: resource.prlimit(pid, r) for r in _RLIMITS}
+            cgroup_procs = self._cgroup_procs(pid)
+        except OSError as err:
+            raise _Refused(f"cannot read the client's state: {err}") from None
+        if os.geteuid() != 0:
+            for r, (_, hard) in rlimits.items():
+                mine = resource.getrlimit(r)[1]
+                if mine != resource.RLIM_INFINITY and (
+                    hard == resource.RLIM_INFINITY or hard > mine
+                ):
+                    raise _Refused("the client's limits are above the server's")
+        return Adopted(
+            argv=argv,
+            env=env,
+            streams=streams,  # type: ignore[arg-type]
+            fds=fds,
+            umask=int(status["Umask"], 8),
+            rlimits=rlimits,
+            blocked=_signal_set(status["SigBlk"]),
+            ignored=_signal_set(status["SigIgn"]),
+            python_handled=_signal_set(status["SigCgt"]),
+            cgroup_procs=cgroup_procs,
+        )
+
+    def _cgroup_procs(self, pid: int) -> list[str]:
+        """The cgroup.procs file of each of the client's cgroups the child is not in
+        already (a move costs a few ms a hierarchy: the usual client shares them all)."""
+        found = []
+        ours = set(_read("/proc/self/cgroup").splitlines())
+        for line in _read(f"/proc/{pid}/cgroup").splitlines():
+            if line not in ours:
+                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
+                names = frozenset(controllers.split(",")) if hierarchy != "0" else frozenset()
+                for mount, version, options in self.cgroup_mounts:
+                    if (hierarchy == "0") == (version == 2) and names <= options:
+                        found.append(f"{mount}{path.rstrip('/')}/cgroup.procs")
+                        break
+        return found
+
+    def _reap(self, poll: select.poll, conn: _Connection) -> None:
+        _, status = os.waitpid(conn.child, 0)
+        if os.WIFSIGNALED(status):
+            self._send(conn, ("exit", "signal", os.WTERMSIG(status)))
+        else:
+            self._send(conn, ("exit", "code", os.waitstatus_to_exitcode(status)))
+        poll.unregister(conn.pidfd)
+        del self.children[conn.pidfd]
+        os.close(conn.pidfd)
+        self._drop(poll, conn)
+
+    def _drop(self, poll: select.poll, conn: _Connection) -> None:
+        fd = conn.sock.fileno()
+        if self.connections.pop(fd, None) is not None:
+            with contextlib.suppress(KeyError):
+                poll.unregister(fd)
+        if conn.pidfd < 0 or conn.pidfd not in self.children:
+            conn.sock.close()
+
+    @staticmethod
+    def _send(conn: _Connection, message: tuple[Any, ...], fds: list[int] | None = None) -> bool:
+        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, client.pack_fds(fds))] if fds else []
+        try:
+            conn.sock.sendmsg([marshal.dumps(message)], ancillary)
+        except OSError:
+            return False
+        return True
+
+
+def _recv_quietly(sock: socket.socket) -> bool:
+    """Whether the client is still there (it sends nothing while its CLI runs)."""
+    try:
+        return bool(sock.recv(1, socket.MSG_DONTWAIT))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _peer(sock: socket.socket) -> tuple[int, int, int]:
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
+    pid, uid, gid = (int.from_bytes(raw[i : i + 4], sys.byteorder) for i in (0, 4, 8))
+    return pid, uid, gid
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _proc_status(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+
+
+def _signal_set(mask: str) -> set[int]:
+    bits = int(mask, 16)
+    return {n for n in range(1, 65) if bits >> (n - 1) & 1}
+
+
+def _cgroup_mounts() -> list[tuple[str, int, frozenset[str]]]:
+    """(mount, version, super options) of each cgroup hierarchy mounted here."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype = fields[sep + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                options = frozenset(fields[sep + 3].split(","))
+                found.append(
+                    (fields[4].replace("\\040", " "), 2 if fstype == "cgroup2" else 1, options)
+                )
+    return found
+
+
+def _private_dir(folder: str) -> None:
+    """The socket dir: made 0700, and refused unless it is ours and no one else's."""
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    st = os.lstat(folder)
+    if (
+        not os.path.isdir(folder)
+        or os.path.islink(folder)
+        or st.st_uid != os.geteuid()
+        or st.st_mode & 0o077
+    ):
+        raise UsageError(
+            f"{folder}: not a private dir of this user (0700): refusing to serve there"
+        )
+
+
+def _idle_from_env() -> float:
+    raw = os.environ.get(client.IDLE_ENV, "")
+    try:
+        return float(raw) if raw else DEFAULT_IDLE
+    except ValueError:
+        raise UsageError(f"${client.IDLE_ENV}={raw!r}: expected seconds") from None
+
+
+def _folder() -> str:
+    folder = client.server_dir()
+    if folder is None:
+        raise UsageError(
+            "no place for the server's socket: set $XDG_RUNTIME_DIR or $BUILDER_SERVER_DIR"
+        )
+    return folder
+
+
+def run_server(idle: float) -> None:
+    """Take the socket's lock first (a second server started by a racing client gives up
+    before it imports anything), note the code files, import everything, serve from /
+    (a server must not keep a directory busy; sys.path made absolute for that)."""
+    folder = _folder()
+    _private_dir(folder)
+    key = client.socket_name(client.code_key())
+    lock = os.open(f"{folder}/{key}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UsageError(f"a builder server is running already in {folder}") from None
+        code = code_files()
+        preload()
+        sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
+        os.chdir("/")
+        Server(folder, idle, code).serve()
+    finally:
+        os.close(lock)
+
+
+def serve_in_background() -> None:
+    """What a client's background start runs (stdio already on the log, cwd /)."""
+    try:
+        run_server(_idle_from_env())
+    except UsageError as err:
+        print(f"builder server: {err.render()}", file=sys.stderr)
+    os._exit(0)
+
+
+def _ask(message: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    sock = client.connect(f"{_folder()}/{client.socket_name(client.code_key())}.sock")
+    if sock is None:
+        return None
+    conn = cast("socket.socket", sock)  # a _socket.socket: send and recv are its own
+    try:
+        conn.send(marshal.dumps(message))
+        reply = conn.recv(client.MAX_MESSAGE)
+    finally:
+        conn.close()
+    return marshal.loads(reply) if reply else None
+
+
+@click.group(invoke_without_command=True)
+@click.option(
+    "--idle",
+    type=float,
+    default=None,
+    help=f"Exit after this many seconds without a call (default: ${client.IDLE_ENV}, else 600).",
+)
+@click.pass_context
+def server(ctx: click.Context, idle: float | None) -> None:
+    """Run the warm server in the foreground (for systemd or CI); clients use it with
+    $BUILDER_SERVER=auto or `[cli] server = "auto"` in the config file."""
+    if ctx.invoked_subcommand is not None:
+        return
+    run_server(_idle_from_env() if idle is None else idle)
+
+
+@server.command()
+def stop() -> None:
+    """Ask the running server to exit once its calls are done."""
+    reply = _ask(("stop",))
+    if reply is None:
+        click.echo("builder server: not running")
+        return
+    click.echo(f"builder server: stopping (pid {reply[1]})")
+
+
+@server.command()
+def status() -> None:
+    """Whether a server of this code is running (exit 1 if not)."""
+    reply = _ask(("status",))
+    if reply is None:
+        click.echo("builder server: not running")
+        sys.exit(1)
+    pid, running, served = reply[1:4]
+    click.echo(f"builder server: running (pid {pid}, {running} calls running, {served} served)")

@@ -1,0 +1,168 @@
+"""The server's child becomes the client's CLI (the zygote's fork; see builder/cli/server.py).
+
+A forked child of the warm server is a copy of the server: its session, cgroups, limits,
+signal dispositions and mask, umask, cwd, stdio, environment and argv are the server's. Here
+it takes the client's instead, each read from /proc/<client pid> by the server or sent by
+the client, so that it behaves as `builder ARGS` started by the client would have:
+
+- a session of its own (not the server's; the client's terminal stays the client's, which
+  forwards signals, so a tty's ^C still reaches the command), and death with the server
+  (PR_SET_PDEATHSIG: a server killed mid-build takes its children, the client reports it);
+- the client's cgroups, v1 and v2, so a CI job's limits and accounting still apply
+  (a cgroup that cannot be joined, e.g. a user's in a root-owned hierarchy, is left);
+- the client's rlimits and umask; its signal dispositions (what it ignores stays ignored,
+  SIGINT raises KeyboardInterrupt as Python makes it do) and its signal mask;
+- its stdin/stdout/stderr (the very fds: ttys, pipes and files behave as they did), its
+  cwd (an O_PATH fd, so any path works), its environment, argv, and the std streams re-made
+  with its encodings and buffering;
+- state computed from the environment before the fork is dropped: tempfile's directory.
+  (random reseeds itself in a forked child, os.register_at_fork.)
+Then it runs the CLI and ends with os._exit: nothing of it returns into the server's loop.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+
+from builder.cli.main import _exit_now
+from builder.cli.main import main as cli_main
+from builder.sandbox.syscalls import set_pdeathsig
+
+# (encoding, errors, line_buffering, write_through) of one of the client's std streams.
+StreamState = tuple[str, str, bool, bool] | None
+
+
+class Adopted:
+    """What the child takes from the client (read by the server before it forks)."""
+
+    def __init__(
+        self,
+        *,
+        argv: list[str],
+        env: dict[bytes, bytes],
+        streams: Sequence[StreamState],
+        fds: Sequence[int],  # stdin, stdout, stderr, cwd
+        umask: int,
+        rlimits: dict[int, tuple[int, int]],
+        blocked: set[int],
+        ignored: set[int],
+        python_handled: set[int],
+        cgroup_procs: list[str],
+    ) -> None:
+        self.argv = argv
+        self.env = env
+        self.streams = streams
+        self.fds = fds
+        self.umask = umask
+        self.rlimits = rlimits
+        self.blocked = blocked
+        self.ignored = ignored
+        self.python_handled = python_handled
+        self.cgroup_procs = cgroup_procs
+
+
+def become(adopted: Adopted, server_pid: int) -> None:
+    """In the forked child: become the client's CLI, run it, and never return."""
+    status = 1
+    try:
+        _take_process_state(adopted, server_pid)
+        _take_io(adopted)
+        status = _run_cli()
+    except BaseException:  # a child must not unwind into the server's loop
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def _take_process_state(adopted: Adopted, server_pid: int) -> None:
+    os.setsid()
+    set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != server_pid:  # the server died before the line above
+        os._exit(125)
+    pid = str(os.getpid())
+    for procs in adopted.cgroup_procs:
+        try:
+            with open(procs, "w", encoding="ascii") as f:
+                f.write(pid)
+        except OSError:
+            pass  # not ours to join (a user in root's hierarchy): see the module header
+    import resource
+
+    for which, limits in adopted.rlimits.items():
+        resource.setrlimit(which, limits)
+    os.umask(adopted.umask)
+    signal.set_wakeup_fd(-1)
+    for sig in range(1, signal.NSIG):  # not valid_signals(): an enum each, ~4 ms in all
+        if sig in (signal.SIGKILL, signal.SIGSTOP, 32, 33):  # 32, 33: glibc's own
+            continue
+        if sig in adopted.ignored:
+            handler: signal.Handlers | object = signal.SIG_IGN
+        elif sig == signal.SIGINT and sig in adopted.python_handled:
+            handler = signal.default_int_handler
+        else:
+            handler = signal.SIG_DFL
+        with contextlib.suppress(OSError, ValueError):
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+    signal.pthread_sigmask(signal.SIG_SETMASK, adopted.blocked)
+
+
+def _take_io(adopted: Adopted) -> None:
+    stdin, stdout, stderr, cwd = adopted.fds
+    for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
+        os.dup2(fd, target)
+    os.fchdir(cwd)
+    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the server's sockets, pidfds, lock
+    os.environb.clear()
+    os.environb.update(adopted.env)
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        tempfile.tempdir = None  # type: ignore[attr-defined]  # computed again from this environment's $TMPDIR
+    sys.argv = list(adopted.argv)
+    made = [
+        _stream(fd, mode, state)
+        for fd, mode, state in zip((0, 1, 2), "rww", adopted.streams, strict=True)
+    ]
+    sys.stdin, sys.stdout, sys.stderr = made
+    sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
+
+
+def _stream(fd: int, mode: str, state: StreamState) -> io.TextIOWrapper:
+    """A std stream as the interpreter makes it (pylifecycle.c create_stdio): buffered
+    binary over the fd, text with newline "\\n", the client's encoding and buffering."""
+    encoding, errors, line_buffering, write_through = state or ("utf-8", "strict", False, False)
+    binary = open(fd, mode + "b", closefd=False)  # noqa: SIM115 - the stream lives on
+    stream = io.TextIOWrapper(
+        binary,
+        encoding=encoding,
+        errors=errors,
+        newline="\n",
+        line_buffering=line_buffering,
+        write_through=write_through,
+    )
+    stream.mode = mode  # type: ignore[misc]
+    return stream
+
+
+def _run_cli() -> int:
+    """The console script's main; its os._exit ends us, unless threads are alive (then it
+    raises SystemExit, and we do what the interpreter's exit would: join them, run the
+    atexit handlers)."""
+    try:
+        cli_main()
+    except SystemExit as done:
+        code = done.code
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        for thread in threading.enumerate():
+            if thread is not threading.main_thread() and not thread.daemon:
+                thread.join()
+    atexit._run_exitfuncs()
+    _exit_now(code)
