@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """big-rootfs-small-change, cold: our overhead beyond the RUN step itself.
 
-    .venv/bin/python bench/floor_bench.py [--runs 3]
+    .venv/bin/python bench/floor_bench.py [--runs 4]
 
 The cold cell is mostly the recipe's first RUN creating 50,000 files, and file creation on
 this machine class (ext4 with online discard) varies from run to run. So, in alternation on
@@ -95,7 +95,7 @@ def ours(store_base: Path, scratch: Path, context: Path) -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=4)  # each contender in each position once
     options = parser.parse_args()
     script = run_script()
     cells: dict[str, list[float]] = {
