@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from run import SHARED, _command, base_store  # bench/run.py: this script's dir is on sys.path
+# bench/run.py: this script's dir is on sys.path
+from run import NETWORK, SHARED, _command, base_store
 
 WORKLOAD = "big-rootfs-small-change"
 OURS = "metacopy=off,redirect_dir=off"
@@ -79,7 +80,7 @@ def ours(store_base: Path, scratch: Path, context: Path) -> tuple[float, float]:
     store = scratch / "store"
     shutil.copytree(store_base, store, symlinks=True)
     recipe = SHARED / WORKLOAD / "Dockerfile"
-    args = ["build", "-f", recipe, "--build-arg", "BASE=busybox:latest", context]
+    args = ["build", *NETWORK, "-f", recipe, "--build-arg", "BASE=busybox:latest", context]
     try:
         subprocess.run(["sync"], check=True)
         t0 = time.perf_counter()

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """`make bench`: the four workloads of ../shared/bench, cold / cached / changed, medians.
 
-Each cell is the wall time of the real CLI (`python -m builder build`, start-up included):
+Each cell is the wall time of the real CLI (`python -m builder build --network none`, as the
+peers ran; start-up included):
 - cold: a fresh store holding only the busybox base image;
 - cached: the same build again, nothing changed;
 - changed: after appending a line to the context's changeme.txt.
@@ -65,6 +66,10 @@ def readme_peers(readme: Path = SHARED / "README.md") -> dict[str, dict[str, Cel
 
 
 BASE = "busybox:latest"  # the workloads' FROM $BASE: ours, and docker's loaded from ours
+# Like for like: the peers' figures and the live docker build run their RUN steps with
+# `--network none` (issue 9, ../shared/bench/README.md), so ours do too. Our default, a
+# private network per RUN (slirp4netns), costs more: bench/startup_bench.py shows it.
+NETWORK = ("--network", "none")
 EPOCH_WORKLOAD = "many-steps"  # 16 layers, each one clamped: the most clamping per second
 EPOCH = "1700000000"
 
@@ -133,7 +138,7 @@ def measure(
         store = work / f"store-{name}-{i}"
         shutil.copytree(base, store, symlinks=True)
         (context / "changeme.txt").write_bytes(original)
-        args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", "-t", name, context)
+        args = ("build", *NETWORK, "-f", recipe, "--build-arg", f"BASE={BASE}", "-t", name, context)
         cold.append(_builder(store, *args, env=env))
         cached.append(_builder(store, *args, env=env))
         with open(context / "changeme.txt", "a") as f:
