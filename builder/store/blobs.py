@@ -3,8 +3,10 @@ as it goes, a reader that verifies at EOF."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -64,6 +66,31 @@ class BlobWriter:
         self._size += len(data)
         self._file.write(data)
         return len(data)
+
+    def copy_range(self, src_fd: int, offset: int, length: int) -> None:
+        """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
+        layer/frames): copied by the kernel (copy_file_range), and hashed where they lie
+        (mapped, not read into Python). ValueError if the file is shorter."""
+        if self._file is None:
+            raise ValueError("write to a committed or aborted blob")
+        if not length:
+            return
+        page = mmap.ALLOCATIONGRANULARITY
+        start = offset - offset % page
+        with mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start) as m:
+            view = memoryview(m)
+            try:
+                self._hash.update(view[offset - start :])
+            finally:
+                view.release()
+        self._file.flush()
+        dst, done = self._file.fileno(), 0
+        while done < length:
+            n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+            if not n:
+                raise OSError(errno.EIO, "a copied range of a blob came out short")
+            done += n
+        self._size += length
 
     @property
     def digest(self) -> Digest:
