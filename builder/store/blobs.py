@@ -3,7 +3,9 @@ as it goes, a reader that verifies at EOF."""
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import functools
 import hashlib
 import io
 import mmap
@@ -11,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
@@ -57,6 +59,8 @@ class BlobWriter:
         self._file: BinaryIO | None = open(tmp_path, "xb")  # noqa: SIM115  # closed in commit/abort
         self._hash = hashlib.sha256()
         self._size = 0
+        self._flushed = 0  # bytes whose write-back has been started
+        self._sealed = False
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
@@ -65,6 +69,9 @@ class BlobWriter:
         self._hash.update(data)
         self._size += len(data)
         self._file.write(data)
+        if self._size - self._flushed >= WRITE_BACK:
+            self._file.flush()
+            self._write_back()
         return len(data)
 
     def copy_range(self, src_fd: int, offset: int, length: int) -> None:
@@ -91,6 +98,7 @@ class BlobWriter:
                 raise OSError(errno.EIO, "a copied range of a blob came out short")
             done += n
         self._size += length
+        self._write_back()
 
     @property
     def digest(self) -> Digest:
@@ -99,6 +107,25 @@ class BlobWriter:
     @property
     def size(self) -> int:
         return self._size
+
+    def seal(self, media_type: MediaType | str) -> Descriptor:
+        """The blob's descriptor, once every byte is written; `commit()` (which may run on
+        another thread, store/finishing) then makes it durable and puts it in place. The
+        bytes are on their way to the disk already (`_write_back`)."""
+        if self._file is None:
+            raise ValueError("blob already committed or aborted")
+        self._file.flush()
+        self._write_back()
+        self._sealed = True
+        self.descriptor = Descriptor(media_type, self.digest, self._size)
+        return self.descriptor
+
+    def _write_back(self) -> None:
+        """Start writing what is dirty to the disk now, without waiting (sync_file_range
+        WRITE): the fsync at commit then waits for what is left, not for the whole blob."""
+        if self._file is not None and self._size - self._flushed >= WRITE_BACK:
+            _sync_file_range(self._file.fileno(), self._flushed, self._size - self._flushed)
+            self._flushed = self._size
 
     def commit(self, media_type: MediaType | str) -> Descriptor:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
@@ -121,11 +148,38 @@ class BlobWriter:
         self.descriptor = Descriptor(media_type, digest, self._size)
         return self.descriptor
 
-    def abort(self) -> None:
+    def abort(self, *, sealed_too: bool = False) -> None:
+        """Drop the blob. A sealed one is another thread's to commit (store/finishing):
+        left alone unless `sealed_too`."""
+        if self._sealed and not sealed_too:
+            return
         if self._file is not None:
             self._file.close()
             self._file = None
         self._tmp.unlink(missing_ok=True)
+
+
+# Dirty bytes of a blob at least this many are sent towards the disk as they come (a rebuilt
+# layer copies its unchanged frames in runs of 16 MiB), so its fsync does not start from
+# nothing: it was 0.4 s of a 220 MB blob, on the build's critical path.
+WRITE_BACK = 8 << 20
+
+
+def _sync_file_range(fd: int, offset: int, length: int) -> None:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): a hint; where libc has none, nothing."""
+    libc = _libc()
+    if libc is not None:
+        libc.sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), 2)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sync_file_range  # noqa: B018  # (absent on some libcs)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 # A blob at least this big is hashed on a thread of its own while its reader uses the bytes
