@@ -61,12 +61,16 @@ class BlobWriter:
         self._size = 0
         self._flushed = 0  # bytes whose write-back has been started
         self._sealed = False
+        self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
         if self._file is None:
             raise ValueError("write to a committed or aborted blob")
-        self._hash.update(data)
+        if self._hasher is not None:  # in order, after the copied ranges it is hashing
+            self._hasher.update(data if isinstance(data, bytes) else bytes(data))
+        else:
+            self._hash.update(data)
         self._size += len(data)
         self._file.write(data)
         if self._size - self._flushed >= WRITE_BACK:
@@ -84,12 +88,10 @@ class BlobWriter:
             return
         page = mmap.ALLOCATIONGRANULARITY
         start = offset - offset % page
-        with mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start) as m:
-            view = memoryview(m)
-            try:
-                self._hash.update(view[offset - start :])
-            finally:
-                view.release()
+        mapped = mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start)
+        if self._hasher is None:  # hashed on a thread beside the copy from now on
+            self._hasher = _Hasher(self._hash)
+        self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
         self._file.flush()
         dst, done = self._file.fileno(), 0
         while done < length:
@@ -102,6 +104,9 @@ class BlobWriter:
 
     @property
     def digest(self) -> Digest:
+        if self._hasher is not None:
+            self._hasher.finish()
+            self._hasher = None
         return Digest.from_hash(self._hash)
 
     @property
@@ -153,6 +158,9 @@ class BlobWriter:
         left alone unless `sealed_too`."""
         if self._sealed and not sealed_too:
             return
+        if self._hasher is not None:
+            self._hasher.finish()
+            self._hasher = None
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -199,15 +207,16 @@ class _Hasher:
 
         # A few reads' worth (a push reads 4 MiB at a time): room for the two threads'
         # turns on a busy machine, and no more memory than that.
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._run, args=(hash,), name="verify", daemon=True)
         self._thread.start()
 
     def _run(self, hash: hashlib._Hash) -> None:
         while (chunk := self._queue.get()) is not None:
             hash.update(chunk)
+            del chunk  # (a mapped range is unmapped once nothing holds it)
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self._queue.put(chunk)
 
     def finish(self) -> None:
