@@ -19,9 +19,12 @@ the process exits.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import queue
 
 Job = Callable[[], object]
 Cleanup = Callable[[], object]
@@ -29,7 +32,7 @@ Cleanup = Callable[[], object]
 
 class Finisher:
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[Job, Cleanup | None] | None] = queue.Queue()
+        self._jobs: queue.Queue[tuple[Job, Cleanup | None] | None] | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -38,13 +41,19 @@ class Finisher:
         """Run `job` after every job submitted before it; `cleanup` instead when an
         earlier one failed (and after `job` itself fails)."""
         with self._lock:
+            if self._jobs is None:
+                import queue  # here: a command that writes no layer does not import it
+
+                self._jobs = queue.Queue()
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="finisher")
+                self._thread = threading.Thread(
+                    target=self._run, args=(self._jobs,), name="finisher"
+                )
                 self._thread.start()
             self._jobs.put((job, cleanup))
 
-    def _run(self) -> None:
-        while (item := self._jobs.get()) is not None:
+    def _run(self, jobs: queue.Queue[tuple[Job, Cleanup | None] | None]) -> None:
+        while (item := jobs.get()) is not None:
             job, cleanup = item
             try:
                 if self._error is None:
@@ -60,7 +69,7 @@ class Finisher:
         """Return once every job submitted is done; raise the first failure, once."""
         with self._lock:
             thread, self._thread = self._thread, None
-            if thread is not None:
+            if thread is not None and self._jobs is not None:
                 self._jobs.put(None)
         if thread is not None:
             thread.join()
