@@ -65,6 +65,12 @@ class Finisher:
                 with contextlib.suppress(Exception):  # the first error is the one told
                     cleanup()
 
+    def settle(self) -> None:
+        """wait(), keeping no failure: for a build that has failed already (its own error
+        is the one told), or whose failure was told by wait()."""
+        with contextlib.suppress(Exception):
+            self.wait()
+
     def wait(self) -> None:
         """Return once every job submitted is done; raise the first failure, once."""
         with self._lock:

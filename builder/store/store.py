@@ -16,7 +16,7 @@ image, and gc.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,10 +95,17 @@ class Store:
 
     # -- locks -----------------------------------------------------------------------------
 
-    def lease(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
         """Hold while building or running: gc() refuses to run while any lease is held, so
-        blobs written but not yet tagged, and layers under a container, are not swept."""
-        return self._gc_lock.lease()
+        blobs written but not yet tagged, and layers under a container, are not swept.
+        Background blob work (store/finishing) ends before the lease does, even when the
+        build failed: a gc never sees a record appear for a blob it has just swept."""
+        with self._gc_lock.lease():
+            try:
+                yield
+            finally:
+                self.finishing.settle()
 
     # -- across parts ----------------------------------------------------------------------
 

@@ -40,3 +40,15 @@ def test_after_a_failure_the_rest_is_cleaned_up_and_wait_raises_it_once() -> Non
         finisher.wait()
     assert ran == ["a"] and cleaned == ["fail", "b"]
     finisher.wait()  # told once
+
+
+def test_settle_waits_and_keeps_no_failure() -> None:
+    finisher, ran = Finisher(), []
+    gate = threading.Event()
+    finisher.submit(gate.wait)
+    finisher.submit(lambda: (_ for _ in ()).throw(OSError("gone")))
+    finisher.submit(lambda: ran.append(1), cleanup=lambda: ran.append("cleaned"))
+    threading.Timer(0.2, gate.set).start()
+    finisher.settle()
+    assert ran == ["cleaned"]
+    finisher.wait()  # nothing left to tell
