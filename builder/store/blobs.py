@@ -95,7 +95,12 @@ class BlobWriter:
         self._file.flush()
         dst, done = self._file.fileno(), 0
         while done < length:
-            n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+            try:
+                n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+            except OSError as err:
+                if err.errno not in _NO_COPY_RANGE:
+                    raise
+                n = _copy_by_reads(src_fd, dst, offset + done, length - done)
             if not n:
                 raise OSError(errno.EIO, "a copied range of a blob came out short")
             done += n
@@ -165,6 +170,25 @@ class BlobWriter:
             self._file.close()
             self._file = None
         self._tmp.unlink(missing_ok=True)
+
+
+# copy_file_range's answers for "not between these two files" (another file system, an old
+# kernel, a file system without it): the bytes are then copied by reads and writes.
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
+    """Up to `length` bytes of `src_fd` from `offset`, appended to `dst_fd`; how many."""
+    done = 0
+    while done < length:
+        data = os.pread(src_fd, min(length - done, 4 << 20), offset + done)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view) :]
+        done += len(data)
+    return done
 
 
 # Dirty bytes of a blob at least this many are sent towards the disk as they come (a rebuilt
