@@ -438,6 +438,7 @@ def _build(
         cc = config.config
         config = config.with_container_config(cc.replace(labels={**cc.labels, **options.labels}))
     layers = final.layers
+    store.finish()  # the layer blobs written in the background are in place (or it failed)
     for layer in layers:  # the image's blobs must be in the store; fetched if imported
         link.need(layer)
     if wanted is not None:  # every layer in it, the cached and the base's too

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -159,13 +159,14 @@ def place_deferred(
             todo.setdefault(parent, []).append((name, index, mode))
     if not todo:
         return 0
-    linked = 0
     flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     upper_fd = os.open(upper, flags)
     prev_fd = -1 if prev is None else os.open(prev.root, flags)
     context_fd = os.open(context, flags)
-    try:
-        for parent, group in todo.items():
+
+    def place_dirs(dirs: _Dirs) -> int:
+        linked = 0
+        for parent, group in dirs:
             place = _Placer(upper_fd, prev_fd, context_fd, parent, report.owner)
             try:
                 for name, index, mode in group:
@@ -178,11 +179,56 @@ def place_deferred(
                         place.copy(name, mode, entry.mtime_ns, entry.path)
             finally:
                 place.close()
+        return linked
+
+    try:
+        return _in_lanes(place_dirs, list(todo.items()))
     finally:
         for fd in (upper_fd, prev_fd, context_fd):
             if fd >= 0:
                 os.close(fd)
-    return linked
+
+
+# Deferred files at least this many are placed by two threads, a dir each at a time: a link
+# is a journaled metadata update, 5,000 of them 0.2 s in one thread, and the system calls
+# release the GIL. Dirs are independent (a placer only touches its own dir and its mtime).
+LANES_FROM = 512
+
+
+_Dirs = list[tuple[str, list[tuple[str, int, int]]]]  # (parent, [(name, item, mode)])
+
+
+def _in_lanes(place_dirs: Callable[[_Dirs], int], dirs: _Dirs) -> int:
+    """`place_dirs` over `dirs`, in two lanes of about as many files each when there are
+    enough of them: one in this thread, one in another; the first failure is raised."""
+    if sum(len(group) for _, group in dirs) < LANES_FROM or (os.cpu_count() or 1) < 2:
+        return place_dirs(dirs)
+    import threading
+
+    lanes: tuple[_Dirs, _Dirs] = ([], [])
+    sizes = [0, 0]
+    for parent, group in dirs:
+        lane = 0 if sizes[0] <= sizes[1] else 1
+        lanes[lane].append((parent, group))
+        sizes[lane] += len(group)
+    result: list[int] = []
+    errors: list[BaseException] = []
+
+    def other() -> None:
+        try:
+            result.append(place_dirs(lanes[1]))
+        except BaseException as err:  # raised in the caller's thread below
+            errors.append(err)
+
+    thread = threading.Thread(target=other, name="relink")
+    thread.start()
+    try:
+        linked = place_dirs(lanes[0])
+    finally:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return linked + result[0]
 
 
 class _Placer:

@@ -14,6 +14,7 @@ uncompressed bytes and the settings alone (zstd in worker mode, our own gzip hea
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zlib
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ from typing import Any
 from builder.image.fields import FormatError
 from builder.image.mediatypes import Compression
 from builder.layer.compression import GZIP_LEVEL, ZSTD_LEVEL, Sink, gzip_header, zstd_workers
-from builder.record import dataclass
+from builder.record import dataclass, replace
 
 # Cut points, a function of the tar bytes alone (so that a blob converted from another
 # compression, layer/recompress, is cut where a written one is). After MIN_FRAME bytes, an
@@ -73,6 +74,7 @@ class Frame:
     size: int  # uncompressed bytes
     compressed: int  # compressed bytes
     source: str = ""  # see Sources ("" when not known)
+    state: str = ""  # the diff ID's hash state after this frame (layer/diffhash; "": none)
 
 
 Source = tuple[str, bool]  # a frame's source digest, and whether it may stand for its bytes
@@ -115,6 +117,7 @@ class FrameIndex:
     compression: Compression
     level: int
     frames: tuple[Frame, ...]
+    diff_id: str = ""  # of the tar the frames make, when their states were kept
 
     @property
     def blob_size(self) -> int:
@@ -127,10 +130,13 @@ class FrameIndex:
             offset += frame.compressed
 
     def to_json(self) -> dict[str, Any]:
+        frames = [[f.identity, f.size, f.compressed, f.source, f.state] for f in self.frames]
         return {
             "compression": self.compression.value,
             "level": self.level,
-            "frames": [[f.identity, f.size, f.compressed, f.source] for f in self.frames],
+            "frames": frames,
+            "diff_id": self.diff_id,
+            "check": _check(frames, self.diff_id),
         }
 
     @classmethod
@@ -140,12 +146,27 @@ class FrameIndex:
         try:
             kind = Compression(str(value.get("compression")))
             level = value["level"]
-            frames = tuple(Frame(str(i), int(u), int(c), str(s)) for i, u, c, s in value["frames"])
+            rows, diff_id = value["frames"], str(value.get("diff_id", ""))
+            frames = tuple(Frame(str(i), int(u), int(c), str(s), str(t)) for i, u, c, s, t in rows)
         except (KeyError, TypeError, ValueError) as err:
             raise FormatError(f"frame index: {err}") from None
         if not isinstance(level, int) or any(f.size < 0 or f.compressed <= 0 for f in frames):
             raise FormatError("frame index: bad sizes")
-        return cls(kind, level, frames)
+        if value.get("check") != _check(rows, diff_id):
+            # A damaged record would lend wrong hash states (a wrong diff ID): refused.
+            raise FormatError("frame index: its checksum does not match")
+        return cls(kind, level, frames, diff_id)
+
+
+def with_states(index: FrameIndex, states: list[str], diff_id: str) -> FrameIndex:
+    """`index` with the diff ID's hash state after each frame (layer/diffhash)."""
+    frames = tuple(replace(f, state=state) for f, state in zip(index.frames, states, strict=True))
+    return replace(index, frames=frames, diff_id=diff_id)
+
+
+def _check(rows: list[Any], diff_id: str) -> str:
+    """The checksum a frame index record carries over its frames and diff ID."""
+    return hashlib.sha256(json.dumps([rows, diff_id]).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -308,7 +329,15 @@ class FramedCompressor:
         self._chunks, self._hash, self._size = [], hashlib.sha256(), 0
 
     def _copy(self, offset: int, length: int) -> bool:
-        """The previous blob's bytes for a frame; False (compress instead) if it is short."""
+        """The previous blob's bytes for a frame; False (compress instead) if it is short.
+        A sink that can (the store's BlobWriter) has the kernel copy them."""
+        copy_range = getattr(self._sink, "copy_range", None)
+        if copy_range is not None:
+            try:
+                copy_range(self._previous_fd, offset, length)
+            except ValueError:  # (mmap of a range past a truncated file's end)
+                return False
+            return True
         parts = []
         end = offset + length
         while offset < end:

@@ -24,6 +24,7 @@ from builder.image.mediatypes import Compression, MediaType
 from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Compressor, Sink, compressor
+from builder.layer.diffhash import DiffHasher
 from builder.layer.frames import (
     IN_ENTRY,
     MIN_FRAME,
@@ -33,6 +34,7 @@ from builder.layer.frames import (
     PreviousBlob,
     Source,
     Sources,
+    with_states,
 )
 from builder.layer.tree import Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
@@ -50,6 +52,7 @@ class LayerDigests:
     media_type: MediaType
     frames: FrameIndex | None = None  # a compressed layer's frames
     reused: int = 0  # frames copied from the previous blob
+    skipped: int = 0  # frames the diff ID's hash took from the previous version's states
 
 
 class _CountingHasher:
@@ -145,15 +148,22 @@ class _Pipeline:
     queues, so memory stays a few megabytes beyond the frame being gathered. A failure
     there (a full disk) is raised as itself to the caller at its next put or at finish."""
 
-    def __init__(self, comp: FramedCompressor | Compressor) -> None:
-        self.tar_hash = hashlib.sha256()
+    def __init__(self, comp: FramedCompressor | Compressor, tar_hash: DiffHasher) -> None:
+        self.tar_hash = tar_hash
         self.index: FrameIndex | None = None
         self.written = 0  # bytes put so far: the stream offset of the next one
         self._comp = comp
         self._cut_sources: collections.deque[Source | None] = collections.deque()
-        self._hasher = _Worker("layer-diff-id", self.tar_hash.update, lambda: None)
+        self._hash_sources: collections.deque[Source | None] = collections.deque()
+        self._hasher = _Worker("layer-diff-id", self._hash, lambda: None)
         self._writer = _Worker("layer-writer", self._take, self._close)
         self._workers = (self._hasher, self._writer)
+
+    def _hash(self, chunk: bytes) -> None:
+        if chunk is _CUT:
+            self.tar_hash.cut(self._hash_sources.popleft())
+        else:
+            self.tar_hash.update(chunk)
 
     def _take(self, chunk: bytes) -> None:
         if chunk is _CUT:
@@ -185,8 +195,11 @@ class _Pipeline:
     def cut(self, sources: Sources | None = None) -> None:
         """End the current frame after what was put (with what its bytes came from)."""
         self._check()
-        self._cut_sources.append(None if sources is None else sources.take())  # before: the
-        self._writer.queue.put(_CUT)  # writer takes it as soon as it sees the cut
+        source = None if sources is None else sources.take()
+        self._cut_sources.append(source)  # before: the workers take it as soon as
+        self._hash_sources.append(source)  # they see the cut
+        self._hasher.queue.put(_CUT)
+        self._writer.queue.put(_CUT)
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""
@@ -226,19 +239,24 @@ def write_layer(
         comp = compressor(blob, compression, level)
     else:
         comp = FramedCompressor(blob, compression, level, previous, identify=identify)
-    pipe = _Pipeline(comp)
+    keep = identify and compression is not Compression.NONE
+    pipe = _Pipeline(comp, DiffHasher(keep, None if previous is None else previous.index))
     try:
         _write_tar(src, pipe, mtime_clamp, sources)
         pipe.finish()
     finally:
         pipe.stop()
+    diff_id = Digest.from_hex(pipe.tar_hash.hexdigest())
+    if pipe.index is not None and len(pipe.tar_hash.states) == len(pipe.index.frames):
+        pipe.index = with_states(pipe.index, pipe.tar_hash.states, str(diff_id))
     return LayerDigests(
-        diff_id=Digest.from_hash(pipe.tar_hash),
+        diff_id=diff_id,
         digest=blob.digest,
         size=blob.size,
         media_type=MediaType.for_layer(compression),
         frames=pipe.index,
         reused=comp.reused if isinstance(comp, FramedCompressor) else 0,
+        skipped=pipe.tar_hash.skipped,
     )
 
 

@@ -3,13 +3,17 @@ as it goes, a reader that verifies at EOF."""
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import hashlib
 import io
+import mmap
 import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
@@ -55,23 +59,83 @@ class BlobWriter:
         self._file: BinaryIO | None = open(tmp_path, "xb")  # noqa: SIM115  # closed in commit/abort
         self._hash = hashlib.sha256()
         self._size = 0
+        self._flushed = 0  # bytes whose write-back has been started
+        self._sealed = False
+        self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
         if self._file is None:
             raise ValueError("write to a committed or aborted blob")
-        self._hash.update(data)
+        if self._hasher is not None:  # in order, after the copied ranges it is hashing
+            self._hasher.update(data if isinstance(data, bytes) else bytes(data))
+        else:
+            self._hash.update(data)
         self._size += len(data)
         self._file.write(data)
+        if self._size - self._flushed >= WRITE_BACK:
+            self._file.flush()
+            self._write_back()
         return len(data)
+
+    def copy_range(self, src_fd: int, offset: int, length: int) -> None:
+        """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
+        layer/frames): copied by the kernel (copy_file_range), and hashed where they lie
+        (mapped, not read into Python). ValueError if the file is shorter."""
+        if self._file is None:
+            raise ValueError("write to a committed or aborted blob")
+        if not length:
+            return
+        page = mmap.ALLOCATIONGRANULARITY
+        start = offset - offset % page
+        mapped = mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start)
+        if self._hasher is None:  # hashed on a thread beside the copy from now on
+            self._hasher = _Hasher(self._hash)
+        self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
+        self._file.flush()
+        dst, done = self._file.fileno(), 0
+        while done < length:
+            try:
+                n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+            except OSError as err:
+                if err.errno not in _NO_COPY_RANGE:
+                    raise
+                n = _copy_by_reads(src_fd, dst, offset + done, length - done)
+            if not n:
+                raise OSError(errno.EIO, "a copied range of a blob came out short")
+            done += n
+        self._size += length
+        self._write_back()
 
     @property
     def digest(self) -> Digest:
+        if self._hasher is not None:
+            self._hasher.finish()
+            self._hasher = None
         return Digest.from_hash(self._hash)
 
     @property
     def size(self) -> int:
         return self._size
+
+    def seal(self, media_type: MediaType | str) -> Descriptor:
+        """The blob's descriptor, once every byte is written; `commit()` (which may run on
+        another thread, store/finishing) then makes it durable and puts it in place. The
+        bytes are on their way to the disk already (`_write_back`)."""
+        if self._file is None:
+            raise ValueError("blob already committed or aborted")
+        self._file.flush()
+        self._write_back()
+        self._sealed = True
+        self.descriptor = Descriptor(media_type, self.digest, self._size)
+        return self.descriptor
+
+    def _write_back(self) -> None:
+        """Start writing what is dirty to the disk now, without waiting (sync_file_range
+        WRITE): the fsync at commit then waits for what is left, not for the whole blob."""
+        if self._file is not None and self._size - self._flushed >= WRITE_BACK:
+            _sync_file_range(self._file.fileno(), self._flushed, self._size - self._flushed)
+            self._flushed = self._size
 
     def commit(self, media_type: MediaType | str) -> Descriptor:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
@@ -94,11 +158,60 @@ class BlobWriter:
         self.descriptor = Descriptor(media_type, digest, self._size)
         return self.descriptor
 
-    def abort(self) -> None:
+    def abort(self, *, sealed_too: bool = False) -> None:
+        """Drop the blob. A sealed one is another thread's to commit (store/finishing):
+        left alone unless `sealed_too`."""
+        if self._sealed and not sealed_too:
+            return
+        if self._hasher is not None:
+            self._hasher.finish()
+            self._hasher = None
         if self._file is not None:
             self._file.close()
             self._file = None
         self._tmp.unlink(missing_ok=True)
+
+
+# copy_file_range's answers for "not between these two files" (another file system, an old
+# kernel, a file system without it): the bytes are then copied by reads and writes.
+_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
+    """Up to `length` bytes of `src_fd` from `offset`, appended to `dst_fd`; how many."""
+    done = 0
+    while done < length:
+        data = os.pread(src_fd, min(length - done, 4 << 20), offset + done)
+        if not data:
+            break
+        view = memoryview(data)
+        while view:
+            view = view[os.write(dst_fd, view) :]
+        done += len(data)
+    return done
+
+
+# Dirty bytes of a blob at least this many are sent towards the disk as they come (a rebuilt
+# layer copies its unchanged frames in runs of 16 MiB), so its fsync does not start from
+# nothing: it was 0.4 s of a 220 MB blob, on the build's critical path.
+WRITE_BACK = 8 << 20
+
+
+def _sync_file_range(fd: int, offset: int, length: int) -> None:
+    """sync_file_range(SYNC_FILE_RANGE_WRITE): a hint; where libc has none, nothing."""
+    libc = _libc()
+    if libc is not None:
+        libc.sync_file_range(fd, ctypes.c_int64(offset), ctypes.c_int64(length), 2)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.sync_file_range  # noqa: B018  # (absent on some libcs)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 # A blob at least this big is hashed on a thread of its own while its reader uses the bytes
@@ -118,15 +231,16 @@ class _Hasher:
 
         # A few reads' worth (a push reads 4 MiB at a time): room for the two threads'
         # turns on a busy machine, and no more memory than that.
-        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
         self._thread = threading.Thread(target=self._run, args=(hash,), name="verify", daemon=True)
         self._thread.start()
 
     def _run(self, hash: hashlib._Hash) -> None:
         while (chunk := self._queue.get()) is not None:
             hash.update(chunk)
+            del chunk  # (a mapped range is unmapped once nothing holds it)
 
-    def update(self, chunk: bytes) -> None:
+    def update(self, chunk: bytes | memoryview) -> None:
         self._queue.put(chunk)
 
     def finish(self) -> None:

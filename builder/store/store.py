@@ -16,7 +16,7 @@ image, and gc.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,12 +31,13 @@ from builder.image.manifest import Manifest
 from builder.image.mediatypes import Compression, MediaType
 from builder.store.cache import BuildCache
 from builder.store.containers import CacheMounts, Containers
+from builder.store.finishing import Finisher
 from builder.store.layers import UnpackedLayers
 from builder.store.layout import OciLayout
 from builder.store.locks import GcLock, UpdateLock
 from builder.store.paths import StorePaths
 from builder.store.scratch import Scratch
-from builder.store.space import writing
+from builder.store.space import NO_SPACE, writing
 from builder.store.variants import LayerVariants
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ class Store:
         self.variants = LayerVariants(self.paths, self.layout)
         self.containers = Containers(self.paths)
         self.cache_mounts = CacheMounts(self.paths)
+        self.finishing = Finisher()
 
     @classmethod
     def open(cls, root: Path) -> Store:
@@ -93,10 +95,17 @@ class Store:
 
     # -- locks -----------------------------------------------------------------------------
 
-    def lease(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[None]:
         """Hold while building or running: gc() refuses to run while any lease is held, so
-        blobs written but not yet tagged, and layers under a container, are not swept."""
-        return self._gc_lock.lease()
+        blobs written but not yet tagged, and layers under a container, are not swept.
+        Background blob work (store/finishing) ends before the lease does, even when the
+        build failed: a gc never sees a record appear for a blob it has just swept."""
+        with self._gc_lock.lease():
+            try:
+                yield
+            finally:
+                self.finishing.settle()
 
     # -- across parts ----------------------------------------------------------------------
 
@@ -127,6 +136,7 @@ class Store:
         level: int | None = None,
         previous: Descriptor | None = None,
         keep_frames: bool = False,
+        background: bool = False,
     ) -> tuple[Descriptor, Digest]:
         """Write `src_dir` as a layer blob, streamed; returns (layer descriptor, diff_id).
 
@@ -135,6 +145,9 @@ class Store:
         compression's default. The blob is recorded as the layer's variant of its kind.
         `previous`, the blob of an earlier version of the layer, lends its unchanged frames
         (when its frame index was kept); `keep_frames` keeps this blob's index for the next.
+        `background`: the blob's fsync and rename, and its records, are left to
+        `self.finishing` (the returned descriptor names a blob that is not in place until
+        `finish()`; a record naming it must be submitted there too).
         """
         from builder.layer.frames import PreviousBlob
         from builder.layer.write import write_layer  # lazily: the CLI starts without it
@@ -154,18 +167,44 @@ class Store:
                 previous=lender,
                 identify=keep_frames,
             )
-            desc = w.commit(digests.media_type)
-            if keep_frames and digests.frames is not None:
-                self.cache.keep_frames(desc.digest, digests.frames)
+            desc = w.seal(digests.media_type)
         asked = LayerCompression(compression, level)
-        self.variants.record(digests.diff_id, desc, asked.effective_level)
+
+        def finish() -> None:
+            with writing("a layer blob", self.root):
+                try:
+                    w.commit(digests.media_type)
+                except OSError as err:
+                    if err.errno in NO_SPACE:
+                        raise
+                    raise StoreError(
+                        f"cannot put layer blob {desc.digest} in the store: {err.strerror}"
+                    ) from None
+                # Only once the blob is in place: a record names nothing missing.
+                if keep_frames and digests.frames is not None:
+                    self.cache.keep_frames(desc.digest, digests.frames)
+                self.variants.record(digests.diff_id, desc, asked.effective_level)
+
+        if background:
+            self.finishing.submit(finish, cleanup=lambda: w.abort(sealed_too=True))
+        else:
+            try:
+                finish()
+            finally:
+                w.abort(sealed_too=True)  # (nothing left to drop once committed)
         return desc, digests.diff_id
+
+    def finish(self) -> None:
+        """Wait for the work put_layer(background=True) left (see store/finishing), and
+        for the records queued after it; raise its first failure."""
+        self.finishing.wait()
 
     def blobs_for(
         self, layers: Sequence[Descriptor], diff_ids: Sequence[Digest], want: LayerCompression
     ) -> tuple[Descriptor, ...]:
         """An image's layer blobs, each in the compression `want` asks for (converted now
         when the store has no such blob yet): see LayerVariants.blob_for."""
+        self.finish()
         return tuple(
             self.variants.blob_for(Layer(blob, diff_id), want)
             for blob, diff_id in zip(layers, diff_ids, strict=True)
@@ -177,6 +216,7 @@ class Store:
             raise StoreError(
                 f"image has {len(layers)} layers but its config lists {len(config.diff_ids)}"
             )
+        self.finish()  # the blobs of a build's last layers may still be on their way in
         for layer in layers:
             if not self.layout.has(layer.digest):
                 raise StoreError(f"layer blob {layer.digest} is not in the store")

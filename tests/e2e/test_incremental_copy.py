@@ -32,7 +32,7 @@ def _context(tmp_path: Path) -> Path:
     rng = random.Random(5)
     files: dict[str, str] = {}
     for d in range(6):
-        for i in range(40):
+        for i in range(100):  # 600 deferred files: placed in two lanes (relink.LANES_FROM)
             files[f"src/d{d}/f{i}.txt"] = f"file {d}/{i}\n" + "x" * rng.randint(0, 3000)
     context = make_context(tmp_path, RECIPE, files)
     for b in range(3):  # several frames: each of these is past the 1 MiB minimum
@@ -105,6 +105,8 @@ def test_incremental_copy_layer_is_the_no_cache_layer(
     kept = unpacked / "app" / "big" / "blob1.bin"
     assert kept.stat().st_ino == (first_dir / "app" / "big" / "blob1.bin").stat().st_ino
     assert kept.stat().st_nlink == 2
+    for d in range(6):  # every dir, whichever lane placed it
+        assert (unpacked / "app" / "src" / f"d{d}" / "f9.txt").stat().st_nlink == 2
     for changed in ("changeme.txt", "tool.sh", "src/new-name.txt", "new.txt"):
         assert (unpacked / "app" / changed).stat().st_nlink == 1, changed
     assert (unpacked / "app" / "tool.sh").stat().st_mode & 0o777 == 0o755

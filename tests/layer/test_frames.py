@@ -14,11 +14,14 @@ from pathlib import Path
 
 import pytest
 
+from builder.image.fields import FormatError
 from builder.image.mediatypes import Compression
 from builder.layer import compression as compression_module
+from builder.layer import sha256state
 from builder.layer.compression import compressor
 from builder.layer.frames import MIN_FRAME, FramedCompressor, FrameIndex, PreviousBlob
 from builder.layer.write import LayerDigests, write_layer
+from builder.record import replace
 
 KINDS = [Compression.ZSTD, Compression.GZIP]
 TOOLS = {Compression.ZSTD: ["zstd", "-dc"], Compression.GZIP: ["gzip", "-dc"]}
@@ -198,3 +201,47 @@ def test_no_compressor_outlives_the_writer(tmp_path: Path) -> None:
     finally:
         gc.enable()
     assert not alive
+
+
+def test_the_diff_id_resumes_after_the_frames_that_did_not_change(
+    tree: Path, tmp_path: Path
+) -> None:
+    """The tar's hash is taken up at the first frame that changed, from the state saved
+    at its start; the diff ID is the one a full write gives."""
+    if not sha256state.available():
+        pytest.skip("no libcrypto in this Python")
+    _link_all(tree, tmp_path / "shadow")
+    first, digests = _write(tree, Compression.ZSTD)
+    assert digests.frames is not None and all(f.state for f in digests.frames.frames)
+    assert digests.frames.diff_id == str(digests.diff_id)
+    (tree / "d30" / "f05.txt").unlink()  # a new inode (one link): its frame is hashed
+    (tree / "d30" / "f05.txt").write_bytes(b"edited\n")
+    full = _write(tree, Compression.ZSTD)[1]
+    lent = _write(tree, Compression.ZSTD, _lender(tmp_path, first, digests.frames))[1]
+    assert lent.diff_id == full.diff_id and lent.digest == full.digest
+    assert full.frames is not None and lent.frames == full.frames  # the states too
+    pairs = zip(digests.frames.frames, full.frames.frames, strict=False)
+    same = next(k for k, (a, b) in enumerate(pairs) if a.identity != b.identity)
+    assert lent.skipped == same >= 1  # every frame before the edit, and none after
+
+
+def test_a_damaged_frame_index_lends_no_hash_state(tree: Path, tmp_path: Path) -> None:
+    """A wrong state must never give a wrong diff ID: a damaged record is refused whole
+    (its checksum), and one whose states do not end at its diff ID lends none of them."""
+    if not sha256state.available():
+        pytest.skip("no libcrypto in this Python")
+    _link_all(tree, tmp_path / "shadow")
+    first, digests = _write(tree, Compression.ZSTD)
+    index = digests.frames
+    assert index is not None
+    record = index.to_json()
+    middle = record["frames"][1]
+    middle[4] = middle[4][:8] + ("0" if middle[4][8] != "0" else "1") + middle[4][9:]
+    with pytest.raises(FormatError):
+        FrameIndex.from_json(record)
+    (tree / "d30" / "f05.txt").unlink()
+    (tree / "d30" / "f05.txt").write_bytes(b"edited\n")
+    full = _write(tree, Compression.ZSTD)[1]
+    wrong_end = replace(index, diff_id="sha256:" + "0" * 64)  # stale: another tar's
+    lent = _write(tree, Compression.ZSTD, _lender(tmp_path, first, wrong_end))[1]
+    assert lent.skipped == 0 and lent.diff_id == full.diff_id and lent.reused > 0

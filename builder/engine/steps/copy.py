@@ -133,5 +133,6 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         previous=inc.previous_blob,
         keep_frames=lineage is not None,
     )
-    inc.remember(record_key(ctx, key))
+    step = record_key(ctx, key)
+    ctx.store.finishing.submit(lambda: inc.remember(step))  # after the step's own record
     return done

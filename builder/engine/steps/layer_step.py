@@ -92,7 +92,8 @@ def commit_layer(
 
     RUN and COPY always make a layer, as docker's do; a step that only may change the
     filesystem (WORKDIR's mkdir) passes `skip_if_empty` and makes none when nothing changed.
-    `previous` and `keep_frames`: see Store.put_layer (COPY's incremental layers).
+    `previous` and `keep_frames`: see Store.put_layer (COPY's incremental layers). The
+    blob's fsync and the records naming it finish in the background (Store.finish waits).
     """
     created = now(ctx.source_date_epoch)
     try:
@@ -110,13 +111,16 @@ def commit_layer(
             level=ctx.compression.level,
             previous=previous,
             keep_frames=keep_frames,
+            background=True,
         )
         ctx.store.layers.adopt(diff_id, root.upper)
     finally:
         discard(root)
     record = StepRecord(created, layer, diff_id)
-    ctx.store.cache.put(record_key(ctx, key), record)
-    ctx.cache.note(record_key(ctx, key), record)
+    # The blob is made durable behind the next steps (store/finishing); its record after it.
+    rkey = record_key(ctx, key)
+    ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
+    ctx.cache.note(rkey, record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
 
