@@ -1,0 +1,192 @@
+"""A second process that turns plain small files into their tar entries, for the layer writer.
+
+Why: a layer of 50,000 small files costs four syscalls a file (open, flistxattr, read, close)
+on top of the walk's lstat, and in one Python thread those alone took as long as the whole
+`tar -c | zstd` pipe (the GIL serialises threads' syscall wrappers). So the writer hands runs
+of entries to this helper, which opens, reads and builds the entries while the writer walks
+ahead; the writer puts the bytes in the stream in walk order. The helper does only what
+cannot change the output: a regular file with one link, no xattrs, a name without the
+whiteout prefix, read to exactly its lstat size. For anything else (an error included) it
+answers "not mine" and the writer makes the entry itself, as it does without a helper; so
+the bytes, and every error message, are the same with the helper, without it, or when it
+dies midway (the writer then goes on alone).
+
+The protocol, over a Unix stream socket: a request is an 8-byte length, sent with the
+batch's directory fds (SCM_RIGHTS), and a marshal'd list of entries
+(fd index, name, path, mode, uid, gid, size, mtime, st_dev); a reply is an 8-byte length
+and a marshal'd (lengths, bytes): each entry's byte count (0: not mine) and the entries'
+bytes back to back. marshal: C speed both ways, and only built-in values cross.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import marshal
+import os
+import socket
+import struct
+import sys
+from pathlib import Path
+
+from builder.layer.tarwrite import REGTYPE, header, padding
+
+MAX_FILE = 64 << 10  # bigger files are read by the writer (their copy dominates)
+_LEN = struct.Struct("<Q")
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+_HELLO = b"+"
+MAX_FDS = 16  # directory fds one request may carry (SCM_RIGHTS allows 253)
+
+Request = tuple[int, bytes, bytes, int, int, int, int, int, int]
+Made = tuple[list[int], bytes]  # each entry's length (0: not made) and their bytes
+
+
+def plain_entry(dir_fd: int, req: Request, no_xattrs: set[int], out: bytearray) -> bool:
+    """Append the entry of `req` (a regular file's lstat fields) to `out`, if it is a plain
+    one (see the module's doc); False, with `out` unchanged, when it is not."""
+    _, name, path, mode, uid, gid, size, mtime, dev = req
+    try:
+        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError:
+        return False
+    try:
+        if dev not in no_xattrs:
+            try:
+                if os.listxattr(fd):
+                    return False
+            except OSError as err:  # layer/xattrs' reading of the same answers
+                if err.errno == errno.ENOTSUP:
+                    no_xattrs.add(dev)
+                elif err.errno != errno.EPERM:
+                    return False
+        data = os.read(fd, size) if size else b""
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    if len(data) != size:
+        return False  # shrank since its lstat: the writer's own read says so
+    out += header(path, REGTYPE, mode, uid, gid, size, mtime)
+    out += data
+    out += padding(size)
+    return True
+
+
+def make_all(fds: list[int], requests: list[Request], no_xattrs: set[int]) -> Made:
+    """The plain entries of a batch (an entry with fd index -1 is the writer's own)."""
+    out = bytearray()
+    lengths: list[int] = []
+    for req in requests:
+        before = len(out)
+        if req[0] >= 0:
+            plain_entry(fds[req[0]], req, no_xattrs, out)
+        lengths.append(len(out) - before)
+    return lengths, bytes(out)
+
+
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if not k:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def serve(sock_fd: int) -> None:
+    """The helper's loop: answer requests until the writer closes its end."""
+    sock = socket.socket(fileno=sock_fd)
+    sock.sendall(_HELLO)
+    no_xattrs: set[int] = set()
+    while True:
+        head, fds, _flags, _addr = socket.recv_fds(sock, _LEN.size, MAX_FDS)
+        if not head:
+            return
+        if len(head) < _LEN.size:
+            rest = _recv_exactly(sock, _LEN.size - len(head))
+            if rest is None:
+                return
+            head += rest
+        payload = _recv_exactly(sock, _LEN.unpack(head)[0])
+        if payload is None:
+            return
+        try:
+            reply = marshal.dumps(make_all(fds, marshal.loads(payload), no_xattrs))
+        finally:
+            for fd in fds:
+                os.close(fd)
+        try:
+            sock.sendall(_LEN.pack(len(reply)) + reply)
+        except BrokenPipeError:
+            return  # the writer is gone (it failed, or went on alone)
+
+
+class EntryHelper:
+    """The writer's end: the helper process and the requests it has not answered yet."""
+
+    def __init__(self) -> None:
+        import subprocess  # here: the helper itself does not need it
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = str(Path(__file__).resolve().parents[2])  # the dir holding `builder`
+        code = (
+            f"import sys; sys.path.insert(0, {root!r}); "
+            f"from {__name__} import serve; serve({theirs.fileno()})"
+        )
+        try:
+            # -I -S: no site packages, no environment: the helper imports only the stdlib
+            # and tarwrite, and starts in about 20 ms.
+            self._proc: subprocess.Popen[bytes] = subprocess.Popen(
+                [sys.executable, "-I", "-S", "-c", code],
+                stdin=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+            )
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._ready = False
+
+    def ready(self) -> bool:
+        """Whether the helper has started (its greeting arrived): until then the writer
+        makes every entry itself rather than wait for the interpreter's start."""
+        if not self._ready:
+            with contextlib.suppress(BlockingIOError):
+                self._ready = self._sock.recv(1, socket.MSG_DONTWAIT) == _HELLO
+        return self._ready
+
+    def submit(self, fds: list[int], entries: list[Request]) -> None:
+        payload = marshal.dumps(entries)
+        head = _LEN.pack(len(payload))
+        if socket.send_fds(self._sock, [head], fds) != len(head):
+            raise OSError(errno.EIO, "short send of a request head")
+        self._sock.sendall(payload)
+
+    def answered(self) -> bool:
+        """Whether a reply has started to arrive (take() would not wait long)."""
+        try:
+            return bool(self._sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+
+    def take(self) -> Made:
+        """The answer to the oldest request; OSError if the helper is gone."""
+        head = _recv_exactly(self._sock, _LEN.size)
+        reply = None if head is None else _recv_exactly(self._sock, _LEN.unpack(head)[0])
+        if reply is None:
+            raise OSError(errno.EPIPE, "the entry helper ended")
+        lengths, data = marshal.loads(reply)
+        return lengths, data
+
+    def close(self) -> None:
+        import subprocess
+
+        self._sock.close()  # the helper reads EOF (or EPIPE on its reply) and exits
+        if self._proc.poll() is None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
