@@ -13,9 +13,9 @@ dies midway (the writer then goes on alone).
 
 The protocol, over a Unix stream socket: a request is an 8-byte length, sent with the
 batch's directory fds (SCM_RIGHTS), and a marshal'd list of entries
-(fd index, name, path, mode, uid, gid, size, mtime, st_dev); a reply is an 8-byte length
-and a marshal'd (lengths, bytes): each entry's byte count (0: not mine) and the entries'
-bytes back to back. marshal: C speed both ways, and only built-in values cross.
+(fd index, name, path, mode, uid, gid, size, mtime, st_dev); a reply is two 8-byte lengths,
+a marshal'd list of each entry's byte count (0: not mine), and the entries' bytes back to
+back, as they are. marshal: C speed both ways, and only built-in values cross.
 """
 
 from __future__ import annotations
@@ -24,7 +24,9 @@ import contextlib
 import errno
 import marshal
 import os
+import select
 import socket
+import stat
 import struct
 import sys
 from pathlib import Path
@@ -32,19 +34,32 @@ from pathlib import Path
 from builder.layer.tarwrite import REGTYPE, header, padding
 
 MAX_FILE = 64 << 10  # bigger files are read by the writer (their copy dominates)
+MAX_MADE = 1 << 20  # bytes of one reply, about (a batch's memory is bounded)
 _LEN = struct.Struct("<Q")
+_REPLY = struct.Struct("<QQ")  # the lengths' marshal'd size, the entries' bytes
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
 _HELLO = b"+"
 MAX_FDS = 16  # directory fds one request may carry (SCM_RIGHTS allows 253)
 
 Request = tuple[int, bytes, bytes, int, int, int, int, int, int]
-Made = tuple[list[int], bytes]  # each entry's length (0: not made) and their bytes
+Made = tuple[list[int], bytearray]  # each entry's length (0: not made) and their bytes
 
 
 def plain_entry(dir_fd: int, req: Request, no_xattrs: set[int], out: bytearray) -> bool:
-    """Append the entry of `req` (a regular file's lstat fields) to `out`, if it is a plain
-    one (see the module's doc); False, with `out` unchanged, when it is not."""
+    """Append the entry of `req` to `out`, if it is a plain one (see the module's doc);
+    False, with `out` unchanged, when it is not. `req` holds the file's lstat fields, or
+    a mode of 0 (a file the walk did not lstat: then its mtime field is the clamp)."""
     _, name, path, mode, uid, gid, size, mtime, dev = req
+    if not mode:
+        try:
+            st = os.lstat(name, dir_fd=dir_fd)
+        except OSError:
+            return False
+        mode, size = st.st_mode, st.st_size
+        if not stat.S_ISREG(mode) or st.st_nlink != 1 or size > MAX_FILE:
+            return False
+        uid, gid, dev = st.st_uid, st.st_gid, st.st_dev
+        mtime = min(max(int(st.st_mtime), 0), mtime)
     try:
         fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -73,18 +88,19 @@ def plain_entry(dir_fd: int, req: Request, no_xattrs: set[int], out: bytearray) 
 
 
 def make_all(fds: list[int], requests: list[Request], no_xattrs: set[int]) -> Made:
-    """The plain entries of a batch (an entry with fd index -1 is the writer's own)."""
+    """The plain entries of a batch (an entry with fd index -1 is the writer's own), up to
+    about MAX_MADE bytes (the writer makes the rest)."""
     out = bytearray()
     lengths: list[int] = []
     for req in requests:
         before = len(out)
-        if req[0] >= 0:
+        if req[0] >= 0 and before < MAX_MADE:
             plain_entry(fds[req[0]], req, no_xattrs, out)
         lengths.append(len(out) - before)
-    return lengths, bytes(out)
+    return lengths, out
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
@@ -93,7 +109,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
         if not k:
             return None
         got += k
-    return bytes(buf)
+    return buf
 
 
 def serve(sock_fd: int) -> None:
@@ -109,17 +125,19 @@ def serve(sock_fd: int) -> None:
             rest = _recv_exactly(sock, _LEN.size - len(head))
             if rest is None:
                 return
-            head += rest
+            head += bytes(rest)
         payload = _recv_exactly(sock, _LEN.unpack(head)[0])
         if payload is None:
             return
         try:
-            reply = marshal.dumps(make_all(fds, marshal.loads(payload), no_xattrs))
+            lengths, made = make_all(fds, marshal.loads(payload), no_xattrs)
         finally:
             for fd in fds:
                 os.close(fd)
-        try:
-            sock.sendall(_LEN.pack(len(reply)) + reply)
+        counts = marshal.dumps(lengths)
+        try:  # the entries' bytes as they are: no copy into one reply
+            sock.sendall(_REPLY.pack(len(counts), len(made)) + counts)
+            sock.sendall(made)
         except BrokenPipeError:
             return  # the writer is gone (it failed, or went on alone)
 
@@ -171,14 +189,20 @@ class EntryHelper:
         except BlockingIOError:
             return False
 
+    def wait(self, timeout: float) -> bool:
+        """Wait up to `timeout` seconds for a reply to start arriving."""
+        return bool(select.select([self._sock], [], [], timeout)[0])
+
     def take(self) -> Made:
         """The answer to the oldest request; OSError if the helper is gone."""
-        head = _recv_exactly(self._sock, _LEN.size)
-        reply = None if head is None else _recv_exactly(self._sock, _LEN.unpack(head)[0])
-        if reply is None:
-            raise OSError(errno.EPIPE, "the entry helper ended")
-        lengths, data = marshal.loads(reply)
-        return lengths, data
+        head = _recv_exactly(self._sock, _REPLY.size)
+        if head is not None:
+            counts_size, made_size = _REPLY.unpack(head)
+            counts = _recv_exactly(self._sock, counts_size)
+            made = _recv_exactly(self._sock, made_size)
+            if counts is not None and made is not None:
+                return marshal.loads(counts), made
+        raise OSError(errno.EPIPE, "the entry helper ended")
 
     def close(self) -> None:
         import subprocess

@@ -43,7 +43,7 @@ from builder.layer.frames import (
     Source,
     Sources,
 )
-from builder.layer.tree import Visit, walk
+from builder.layer.tree import UNSTATTED, Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
 from builder.record import dataclass
 
@@ -272,21 +272,38 @@ def _write_tar(
     # path length). Reading errors are the source's; writing errors (a full disk) are not
     # caught here, so they reach the caller as what they are.
     try:
-        visits = walk(src)
+        # Files unstatted: the helper lstats those it makes (sources need the inodes here).
+        visits = walk(src, files_unstatted=sources is None)
         first = next(visits, None)
     except OSError as err:
         raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
     helper: EntryHelper | None = None
-    asked = 0  # batches the helper has and has not answered yet
     inflight: collections.deque[_Batch] = collections.deque()  # gathered, not yet written
+    waiting: collections.deque[_Batch] = collections.deque()  # sent, not yet answered
     try:
         more = first is not None
         while more or inflight:
-            if (
-                more
-                and len(inflight) < _AHEAD
-                and (not inflight or (helper is not None and asked < _DEPTH and helper.ready()))
-            ):
+            if helper is not None and waiting:  # the answers that are there
+                try:
+                    while waiting and helper.answered():
+                        batch = waiting.popleft()
+                        reply = helper.take()
+                        if not batch.written:  # (else it was made here meanwhile)
+                            batch.reply = reply
+                except OSError:  # gone: what it had is made here
+                    helper.close()
+                    helper, waiting = None, collections.deque()
+            head = inflight[0] if inflight else None
+            if head is not None and (head.reply is not None or head not in waiting):
+                inflight.popleft()
+                try:
+                    w.write_batch(head, head.reply)
+                finally:
+                    head.written = True
+                    head.release()
+                continue
+            # Nothing to write yet: walk on, while the helper makes the head.
+            if more and len(inflight) < _AHEAD:
                 batch = _Batch()
                 more = batch.gather(first, visits, w)
                 first = batch.next
@@ -294,37 +311,22 @@ def _write_tar(
                     w.tried = True  # more than a batch: worth a process (~20 ms to start)
                     with contextlib.suppress(OSError):  # (then this thread makes them all)
                         helper = EntryHelper()
-                elif helper is not None and helper.ready():
+                if helper is not None and len(waiting) < _DEPTH and helper.ready():
                     try:
                         helper.submit(batch.fds, batch.requests)
-                        batch.sent = True
-                        asked += 1
+                        waiting.append(batch)
                     except OSError:  # gone: this thread goes on alone
                         helper.close()
-                        helper = None
+                        helper, waiting = None, collections.deque()
+                elif head is not None:  # the helper has the head and its fill: make it here
+                    batch.reply = w.make(batch)
                 inflight.append(batch)
                 continue
-            head = inflight[0]
-            if head.sent and head.reply is None and helper is not None:
-                if more and len(inflight) < _AHEAD and not helper.answered():
-                    # While the helper works, make the next batch here rather than wait.
-                    batch = _Batch()
-                    more = batch.gather(first, visits, w)
-                    first = batch.next
-                    batch.reply = w.make(batch)
-                    inflight.append(batch)
-                    continue
-                try:
-                    head.reply = helper.take()
-                    asked -= 1
-                except OSError:  # gone: what it had is made here
-                    helper.close()
-                    helper = None
-            inflight.popleft()
-            try:
-                w.write_batch(head, head.reply)
-            finally:
-                head.release()
+            # The helper is late with the head, and this thread has nothing else to do
+            # (a busy machine runs it later): wait a moment, then make the head here too.
+            if helper is None or not helper.wait(_PATIENCE):
+                assert head is not None
+                head.reply = w.make(head)
     finally:
         for batch in inflight:
             batch.release()
@@ -339,6 +341,7 @@ def _write_tar(
 
 _DEPTH = 2  # batches the helper holds: it makes one while this thread writes another
 _AHEAD = 6  # batches gathered and not yet written, at most (each holds its dirs open)
+_PATIENCE = 0.002  # seconds this thread, idle, waits for the helper before doing its work
 _BATCH = 512  # entries of a batch, at most
 _BATCH_DATA = 1 << 20  # bytes of the files a batch asks the helper for, at most
 _BATCH_NAMES = 64 << 10  # bytes of the paths a request carries, at most
@@ -349,13 +352,13 @@ class _Batch:
     dup each, since the walk closes its own fd as it moves on), and the plain small files
     among them are the request to the helper."""
 
-    __slots__ = ("fault", "fds", "next", "reply", "requests", "sent", "visits")
+    __slots__ = ("fault", "fds", "next", "reply", "requests", "visits", "written")
 
     def __init__(self) -> None:
         self.visits: list[Visit] = []
         self.fds: list[int] = []
         self.requests: list[Request] = []
-        self.sent = False  # to the helper
+        self.written = False  # into the stream
         self.reply: Made | None = None  # its plain entries, made (by the helper or here)
         self.fault: LayerError | None = None  # the walk's, raised when its turn comes
         self.next: Visit | None = None  # taken from the walk, not in this batch
@@ -390,7 +393,13 @@ class _Batch:
             self.visits.append(visit)
             w.last = visit.path
             st = visit.st
-            if (
+            if st is UNSTATTED:
+                if visit.name.startswith(_WH):
+                    requests.append(_NOT_ASKED)
+                else:  # the helper lstats it (mode 0), and clamps its mtime
+                    requests.append((len(fds) - 1, visit.name, visit.path, 0, 0, 0, 0, w.clamp, 0))
+                    names += len(visit.path)
+            elif (
                 is_reg(st.st_mode)
                 and st.st_nlink == 1
                 and st.st_size <= MAX_FILE
@@ -436,22 +445,42 @@ class _Writer:
         """The batch's entries, in order: the helper's bytes for those it made, the rest
         made here."""
         pipe, buf, cutter, sources = self.pipe, self.buf, self.cutter, self.sources
-        lengths, made = reply if reply is not None else (None, b"")
+        lengths, made = reply if reply is not None else (None, bytearray())
         view = memoryview(made)
-        at = 0  # in `made`
+        # The helper's entries go into `buf` a run at a time (up to a cut, a flush or an
+        # entry made here): `made[run:at]` is in the stream at `pos` - (at - run).
+        run = at = 0
+        pos = pipe.written + len(buf)  # where the next entry starts
         entry = self._entry
         for i, visit in enumerate(batch.visits):
-            entry_start = pipe.written + len(buf)
             n = lengths[i] if lengths is not None else 0  # 0: not made there
             if n:
                 if sources is not None:
                     size = visit.st.st_size
                     sources.update(view[at : at + n - size - len(tw.padding(size))])
                     sources.file(visit.st, 0, size)
-                buf += view[at : at + n]
+                entry_start = pos
+                pos += n
                 at += n
-            else:
-                entry(visit, entry_start)
+                if pos - cutter.start >= MIN_FRAME and cutter.after_entry(
+                    bytes(view[at - n : at - n + tw.BLOCK]), entry_start, pos
+                ):
+                    buf += view[run:at]
+                    run = at
+                    pipe.put(bytes(buf))
+                    buf.clear()
+                    pipe.cut(sources)
+                elif len(buf) + at - run >= _FLUSH:
+                    buf += view[run:at]
+                    run = at
+                    pipe.put(bytes(buf))
+                    buf.clear()
+                continue
+            if run < at:
+                buf += view[run:at]
+                run = at
+            entry_start = pipe.written + len(buf)
+            entry(visit, entry_start)
             end = pipe.written + len(buf)
             if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
                 pipe.put(bytes(buf))
@@ -460,6 +489,9 @@ class _Writer:
             elif len(buf) >= _FLUSH:
                 pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
                 buf.clear()
+            pos = pipe.written + len(buf)
+        if run < at:
+            buf += view[run:at]
         if batch.fault is not None:
             raise batch.fault
 
@@ -468,6 +500,15 @@ class _Writer:
         buf, sources, links, no_xattrs = self.buf, self.sources, self.links, self.no_xattrs
         mark = len(buf)
         st = visit.st
+        if st is UNSTATTED:  # the walk's lstat, made here
+            try:
+                st = visit.st = os.lstat(visit.name, dir_fd=visit.dir_fd)
+            except FileNotFoundError:
+                return  # removed since its dir was read: skipped, as the walk skips it
+            except OSError as err:
+                raise LayerError(f"cannot read {os.fsdecode(visit.path)}: {err.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):  # its children were not walked
+                raise LayerError(f"{os.fsdecode(visit.path)}: the tree changed while it was walked")
         mode = st.st_mode
         mtime = min(max(int(st.st_mtime), 0), self.clamp)
         name = visit.path

@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from builder.image.mediatypes import Compression
 from builder.layer import entryhelper as eh
 from builder.layer import tarwrite as tw
 from builder.layer import write as lw
+from builder.layer.tree import UNSTATTED, walk
 from builder.layer.write import LayerDigests, write_layer
 
 
@@ -156,7 +158,45 @@ def test_the_helper_declines_xattrs_and_vanished_files(tmp_path: Path) -> None:
         os.close(fd)
 
 
-def test_a_vanished_file_is_the_writers_error_with_the_helper_too(
+def _change_after_listing(
+    monkeypatch: pytest.MonkeyPatch, path: bytes, change: Callable[[], object]
+) -> None:
+    """Make `change` once the walk has listed `path` (not lstat'ed it: a regular file),
+    before it is opened, here or in the helper."""
+    gather = lw._Batch.gather
+
+    def gather_then_change(batch: lw._Batch, *args: object) -> bool:
+        more = gather(batch, *args)  # type: ignore[arg-type]
+        if any(v.path == path for v in batch.visits):
+            change()
+        return more
+
+    monkeypatch.setattr(lw._Batch, "gather", gather_then_change)
+    monkeypatch.setattr(lw, "EntryHelper", _Counted)
+
+
+def test_a_file_removed_after_its_dir_was_read_is_skipped_as_the_walk_skips_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    victim = src / "d5" / "f0200"
+    before = os.lstat(src / "d5")
+
+    def remove() -> None:
+        victim.unlink()
+        os.utime(src / "d5", ns=(before.st_atime_ns, before.st_mtime_ns))  # as written
+
+    _change_after_listing(monkeypatch, b"d5/f0200", remove)
+    _, blob = _write(src, Compression.ZSTD)
+    monkeypatch.undo()
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    _, without = _write(src, Compression.ZSTD)  # the tree as it is now
+    assert blob == without
+
+
+def test_a_file_replaced_by_a_dir_after_its_dir_was_read_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src = tmp_path / "src"
@@ -164,16 +204,44 @@ def test_a_vanished_file_is_the_writers_error_with_the_helper_too(
     _mixed_tree(src)
     victim = src / "d5" / "f0200"
 
-    gather = lw._Batch.gather
+    def replace() -> None:
+        victim.unlink()
+        victim.mkdir()
 
-    def gather_then_remove(batch: lw._Batch, *args: object) -> bool:
-        more = gather(batch, *args)  # type: ignore[arg-type]
-        if any(v.path == b"d5/f0200" for v in batch.visits):
-            victim.unlink()  # after the walk's lstat, before its open (here or in the helper)
-        return more
-
-    monkeypatch.setattr(lw._Batch, "gather", gather_then_remove)
-    monkeypatch.setattr(lw, "EntryHelper", _Counted)
-    with pytest.raises(lw.LayerError, match="cannot read d5/f0200: No such file"):
+    _change_after_listing(monkeypatch, b"d5/f0200", replace)
+    with pytest.raises(lw.LayerError, match="d5/f0200: the tree changed while it was walked"):
         write_layer(src, io.BytesIO(), Compression.ZSTD)
-    assert stat.S_ISDIR(os.lstat(src / "d5").st_mode)
+
+
+def test_a_file_that_shrank_after_its_lstat_is_the_writers_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    victim = src / "d5" / "f0049"  # 49 lines: not empty
+    ino = os.lstat(victim).st_ino
+    lstat = os.lstat
+
+    def lstat_then_truncate(path: object, *, dir_fd: int | None = None) -> os.stat_result:
+        st = lstat(path, dir_fd=dir_fd)  # type: ignore[arg-type]
+        if st.st_ino == ino and st.st_size > 1:
+            os.truncate(victim, 1)  # after this thread's lstat, before its read
+        return st
+
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)  # (the helper's own lstat: a unit test)
+    monkeypatch.setattr(lw.os, "lstat", lstat_then_truncate)
+    with pytest.raises(lw.LayerError, match="d5/f0049 shrank while it was being archived"):
+        write_layer(src, io.BytesIO(), Compression.ZSTD)
+
+
+def test_an_unstatted_walk_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
+    _mixed_tree(tmp_path)
+    full = [(v.path, v.st) for v in walk(tmp_path)]
+    lazy = [(v.path, v.st) for v in walk(tmp_path, files_unstatted=True)]
+    assert [p for p, _ in lazy] == [p for p, _ in full]  # the same entries, in order
+    for (path, st), (_, lazy_st) in zip(full, lazy, strict=True):
+        if stat.S_ISREG(st.st_mode):
+            assert lazy_st is UNSTATTED, path
+        else:
+            assert (lazy_st.st_mode, lazy_st.st_ino) == (st.st_mode, st.st_ino), path
