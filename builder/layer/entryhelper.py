@@ -160,8 +160,14 @@ class EntryHelper:
             self._proc: subprocess.Popen[bytes] = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", code],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,  # a helper that fails is only not used
                 pass_fds=(theirs.fileno(),),
+                start_new_session=True,  # ^C is the writer's: the helper ends at its EOF
             )
+        except BaseException:
+            ours.close()
+            raise
         finally:
             theirs.close()
         self._sock = ours
@@ -207,7 +213,11 @@ class EntryHelper:
     def close(self) -> None:
         import subprocess
 
-        self._sock.close()  # the helper reads EOF (or EPIPE on its reply) and exits
+        # The helper reads EOF (or gets EPIPE on its reply) and exits: shutdown, not only
+        # close, since a process another thread forked meanwhile may hold a copy of the fd.
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
         if self._proc.poll() is None:
             try:
                 self._proc.wait(timeout=10)

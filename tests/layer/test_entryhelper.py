@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -245,3 +246,30 @@ def test_an_unstatted_walk_leaves_only_regular_files_unstatted(tmp_path: Path) -
             assert lazy_st is UNSTATTED, path
         else:
             assert (lazy_st.st_mode, lazy_st.st_ino) == (st.st_mode, st.st_ino), path
+
+
+def test_the_helper_ends_with_the_write_even_if_its_socket_was_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    helpers: list[eh.EntryHelper] = []
+    copies: list[int] = []
+
+    class Copied(_Counted):
+        def __init__(self) -> None:
+            super().__init__()
+            helpers.append(self)
+            # As a process another thread forks meanwhile holds it: closing ours is no EOF.
+            copies.append(os.dup(self._sock.fileno()))
+
+    monkeypatch.setattr(lw, "EntryHelper", Copied)
+    try:
+        start = time.monotonic()
+        _write(src, Compression.ZSTD)
+        assert time.monotonic() - start < 8  # (close() waits 10 s before it kills)
+        assert helpers and helpers[0]._proc.returncode == 0  # it ended by itself
+    finally:
+        for fd in copies:
+            os.close(fd)
