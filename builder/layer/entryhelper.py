@@ -218,6 +218,8 @@ class EntryHelper:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        if not self._ready:
+            self._proc.kill()  # still starting (a layer written before it was): no wait
         if self._proc.poll() is None:
             try:
                 self._proc.wait(timeout=10)

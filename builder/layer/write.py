@@ -482,6 +482,8 @@ class _Writer:
             entry_start = pipe.written + len(buf)
             entry(visit, entry_start)
             end = pipe.written + len(buf)
+            if end == entry_start:
+                continue  # (a file removed since the walk read its dir: no entry)
             if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
                 pipe.put(bytes(buf))
                 buf.clear()
