@@ -1,13 +1,15 @@
 """A second process that turns plain small files into their tar entries, for the layer writer.
 
-Why: a layer of 50,000 small files costs four syscalls a file (open, flistxattr, read, close)
-on top of the walk's lstat, and in one Python thread those alone took as long as the whole
-`tar -c | zstd` pipe (the GIL serialises threads' syscall wrappers). So the writer hands runs
-of entries to this helper, which opens, reads and builds the entries while the writer walks
-ahead; the writer puts the bytes in the stream in walk order. The helper does only what
-cannot change the output: a regular file with one link, no xattrs, a name without the
-whiteout prefix, read to exactly its lstat size. For anything else (an error included) it
-answers "not mine" and the writer makes the entry itself, as it does without a helper; so
+Why: a layer of 50,000 small files costs five syscalls a file (lstat, open, flistxattr,
+read, close), and in one Python thread those alone took as long as the whole
+`tar -c | zstd` pipe (the GIL serialises threads' syscall wrappers). So the writer walks
+(its dirs' listings only: the walk leaves regular files unstatted) and hands runs of
+entries to this helper, which lstats, opens, reads and builds them; while it does, the
+writer makes the next runs itself with the same function (`make_all`), and puts all the
+bytes in the stream in walk order. Only what cannot change the output is made so: a
+regular file with one link, no xattrs, a name without the whiteout prefix, at most
+MAX_FILE bytes, read to exactly its lstat size. For anything else (an error included)
+the answer is "not mine" and the writer makes the entry as it does without a helper; so
 the bytes, and every error message, are the same with the helper, without it, or when it
 dies midway (the writer then goes on alone).
 
