@@ -31,6 +31,7 @@ import socket
 import stat
 import struct
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from builder.layer.tarwrite import REGTYPE, header, padding
@@ -102,11 +103,19 @@ def make_all(fds: list[int], requests: list[Request], no_xattrs: set[int]) -> Ma
     return lengths, out
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
+def _recv_exactly(
+    sock: socket.socket, n: int, alive: Callable[[], bool] | None = None
+) -> bytearray | None:
+    """`n` bytes from `sock`, or None at its end (or, given `alive`, once that says the
+    peer is gone: a copy of its end that another process holds keeps the EOF away)."""
     buf = bytearray(n)
     view = memoryview(buf)
     got = 0
     while got < n:
+        if alive is not None:
+            while not select.select([sock], [], [], 1.0)[0]:
+                if not alive():
+                    return None
         k = sock.recv_into(view[got:])
         if not k:
             return None
@@ -201,13 +210,17 @@ class EntryHelper:
         """Wait up to `timeout` seconds for a reply to start arriving."""
         return bool(select.select([self._sock], [], [], timeout)[0])
 
+    def _alive(self) -> bool:
+        return self._proc.poll() is None
+
     def take(self) -> Made:
         """The answer to the oldest request; OSError if the helper is gone."""
-        head = _recv_exactly(self._sock, _REPLY.size)
+        alive = self._alive
+        head = _recv_exactly(self._sock, _REPLY.size, alive)
         if head is not None:
             counts_size, made_size = _REPLY.unpack(head)
-            counts = _recv_exactly(self._sock, counts_size)
-            made = _recv_exactly(self._sock, made_size)
+            counts = _recv_exactly(self._sock, counts_size, alive)
+            made = _recv_exactly(self._sock, made_size, alive)
             if counts is not None and made is not None:
                 return marshal.loads(counts), made
         raise OSError(errno.EPIPE, "the entry helper ended")

@@ -7,10 +7,12 @@ import io
 import os
 import select
 import signal
+import socket
 import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +275,35 @@ def test_the_helper_ends_with_the_write_even_if_its_socket_was_copied(
     finally:
         for fd in copies:
             os.close(fd)
+
+
+def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    _, alone = _write(src, Compression.ZSTD)
+    copies: list[int] = []
+    socketpair = socket.socketpair
+
+    def pair_with_a_copy(*args: Any) -> tuple[socket.socket, socket.socket]:
+        ours, theirs = socketpair(*args)
+        copies.append(os.dup(theirs.fileno()))  # as a process forked meanwhile holds it
+        return ours, theirs
+
+    class Killed(_Counted):
+        def take(self) -> eh.Made:
+            os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+            return super().take()  # no EOF comes: the copy is open
+
+    monkeypatch.setattr(eh.socket, "socketpair", pair_with_a_copy)
+    monkeypatch.setattr(lw, "EntryHelper", Killed)
+    try:
+        _, blob = _write(src, Compression.ZSTD)
+    finally:
+        for fd in copies:
+            os.close(fd)
+    assert copies and blob == alone
