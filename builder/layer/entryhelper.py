@@ -126,6 +126,9 @@ def _recv_exactly(
 def serve(sock_fd: int) -> None:
     """The helper's loop: answer requests until the writer closes its end."""
     sock = socket.socket(fileno=sock_fd)
+    # Room for a few replies: the helper goes on with the next batch while the writer,
+    # busy with its own, has not read the last yet (the kernel caps it at wmem_max).
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * MAX_MADE)
     sock.sendall(_HELLO)
     no_xattrs: set[int] = set()
     while True:

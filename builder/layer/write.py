@@ -339,8 +339,8 @@ def _write_tar(
     pipe.cut(sources)
 
 
-_DEPTH = 2  # batches the helper holds: it makes one while this thread writes another
-_AHEAD = 6  # batches gathered and not yet written, at most (each holds its dirs open)
+_DEPTH = 4  # batches the helper holds (its replies fit its socket buffer: it never waits)
+_AHEAD = 8  # batches gathered and not yet written, at most (each holds its dirs open)
 _PATIENCE = 0.002  # seconds this thread, idle, waits for the helper before doing its work
 _BATCH = 512  # entries of a batch, at most
 _BATCH_DATA = 1 << 20  # bytes of the files a batch asks the helper for, at most
