@@ -45,10 +45,16 @@ class Visit:
         return b"/proc/self/fd/%d/%s" % (self.dir_fd, self.name)
 
 
+# The lstat of a regular file a `files_unstatted` walk did not make (`visit.st is UNSTATTED`).
+UNSTATTED = os.stat_result((stat.S_IFREG, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+_NO_FILES: frozenset[bytes] = frozenset()
+
+
 @dataclass(slots=True)
 class _Frame:
     prefix: bytes  # path of this dir + b"/" (b"" for the top)
     names: list[bytes]  # siblings still to visit, reversed: pop() gives the next by name
+    files: frozenset[bytes] | set[bytes]  # those the dir says are regular files (unstatted)
     ident: tuple[int, int]  # (st_dev, st_ino) of this dir
     visit: Visit | None  # how its parent saw it (None for the top)
 
@@ -60,6 +66,26 @@ def _listing(fd: int) -> list[bytes]:
     return names
 
 
+def _untyped_listing(fd: int) -> tuple[list[bytes], frozenset[bytes] | set[bytes]]:
+    return _listing(fd), _NO_FILES
+
+
+def _typed_listing(fd: int) -> tuple[list[bytes], frozenset[bytes] | set[bytes]]:
+    """_listing, and which names the directory says are regular files (its d_type: no
+    syscall per entry, except where the file system does not say)."""
+    names: list[bytes] = []
+    files: set[bytes] = set()
+    fsencode = os.fsencode
+    with os.scandir(fd) as entries:
+        for entry in entries:
+            name = fsencode(entry.name)
+            names.append(name)
+            if entry.is_file(follow_symlinks=False):
+                files.add(name)
+    names.sort(reverse=True)
+    return names, files
+
+
 def _changed(path: bytes) -> OSError:
     return OSError(errno.ESTALE, "the tree changed while it was walked", os.fsdecode(path))
 
@@ -69,25 +95,37 @@ def open_dir(top: str | bytes | Path) -> int:
 
 
 def walk(
-    top: str | bytes | Path | int, *, post_order: bool = False, one_filesystem: bool = False
+    top: str | bytes | Path | int,
+    *,
+    post_order: bool = False,
+    one_filesystem: bool = False,
+    files_unstatted: bool = False,
 ) -> Iterator[Visit]:
     """Every entry below `top` (a path or a directory fd, which stays the caller's),
     depth-first with siblings in byte order, parents before children; with `post_order`
     each directory is visited again (`after=True`) once its children are done.
 
     With `one_filesystem`, directories on another device (mount points) are visited but
-    not entered. An entry removed while the walk runs is skipped.
+    not entered. An entry removed while the walk runs is skipped. With `files_unstatted`,
+    an entry its directory lists as a regular file is not lstat'ed: its `st` is UNSTATTED,
+    and the caller lstats it when (and where) it needs to (and finds it gone, or changed).
     """
     fd = os.dup(top) if isinstance(top, int) else open_dir(top)
     lstat, is_dir = os.lstat, stat.S_ISDIR  # locals: this loop runs once per entry
     try:
         top_st = os.fstat(fd)
-        frames = [_Frame(b"", _listing(fd), (top_st.st_dev, top_st.st_ino), None)]
+        listing = _typed_listing if files_unstatted else _untyped_listing
+        names, files = listing(fd)
+        frames = [_Frame(b"", names, files, (top_st.st_dev, top_st.st_ino), None)]
         while frames:
             frame = frames[-1]
             names, prefix, depth = frame.names, frame.prefix, len(frames) - 1
+            files = frame.files
             while names:
                 name = names.pop()
+                if name in files:
+                    yield Visit(fd, name, prefix + name, UNSTATTED, depth)
+                    continue
                 try:
                     st = lstat(name, dir_fd=fd)
                 except FileNotFoundError:
@@ -109,8 +147,9 @@ def walk(
                 fd = child
                 if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
                     raise _changed(visit.path)
+                names, files = listing(fd)
                 frames.append(
-                    _Frame(visit.path + b"/", _listing(fd), (st.st_dev, st.st_ino), visit)
+                    _Frame(visit.path + b"/", names, files, (st.st_dev, st.st_ino), visit)
                 )
                 break
             else:  # this dir is done: back up to its parent

@@ -8,13 +8,14 @@ held in memory beyond a few buffers of about a megabyte.
 from __future__ import annotations
 
 import collections
+import contextlib
 import errno
 import hashlib
 import os
 import queue
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +26,14 @@ from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Compressor, Sink, compressor
 from builder.layer.diffhash import DiffHasher
+from builder.layer.entryhelper import (
+    MAX_FDS,
+    MAX_FILE,
+    EntryHelper,
+    Made,
+    Request,
+    make_all,
+)
 from builder.layer.frames import (
     IN_ENTRY,
     MIN_FRAME,
@@ -36,7 +45,7 @@ from builder.layer.frames import (
     Sources,
     with_states,
 )
-from builder.layer.tree import Visit, walk
+from builder.layer.tree import UNSTATTED, Visit, walk
 from builder.layer.xattrs import read_named, xattr_names
 from builder.record import dataclass
 
@@ -265,38 +274,267 @@ def _write_tar(
 ) -> None:
     """Walk `src` and put its tar stream into `pipe`, in chunks of about _FLUSH bytes.
 
-    The per-entry work is kept to what the bytes need, since a layer of 50,000 small files
-    is bound by it: one lstat (the walk's), one open and one flistxattr on that fd for a
-    regular file (the xattr calls of other kinds go through /proc, by name), one read, and
-    a ustar header built in one pass when no PAX record is needed. A file system that
-    cannot hold xattrs is asked once, not once per entry.
+    A layer of 50,000 small files is bound by the per-entry work, kept to what the bytes
+    need: one lstat (the walk's), one open and one flistxattr on that fd for a regular file
+    (the xattr calls of other kinds go through /proc, by name), one read, and a ustar header
+    built in one pass when no PAX record is needed; a file system that cannot hold xattrs
+    is asked once, not once per entry. The walk runs a batch ahead of the writing, and once
+    a layer has more than one batch of entries a second process (layer/entryhelper) opens,
+    reads and makes the entries of its plain small files while this thread walks on: the
+    syscalls of one Python thread alone took as long as `tar | zstd`. The bytes do not
+    depend on it (the helper makes only entries whose bytes are fixed by their lstat, and
+    this thread makes every other one, in order).
     """
-    buf = bytearray()
-    cutter = Cutter()
-    links: dict[tuple[int, int], bytes] = {}
-    no_xattrs: set[int] = set()  # st_dev of file systems that refused listxattr
-    clamp = _NO_CLAMP if mtime_clamp is None else mtime_clamp
-    # Locals: the loop below runs once per entry.
-    header, padding, regtype = tw.header, tw.padding, tw.REGTYPE
-    os_open, read, listxattr, is_reg = os.open, os.read, os.listxattr, stat.S_ISREG
+    w = _Writer(pipe, mtime_clamp, sources)
     # The walk is iterative and reaches entries by name from one open dir (any depth, any
     # path length). Reading errors are the source's; writing errors (a full disk) are not
     # caught here, so they reach the caller as what they are.
     try:
-        visits = walk(src)
-        visit = next(visits, None)
+        # Files unstatted: the helper lstats those it makes (sources need the inodes here).
+        visits = walk(src, files_unstatted=sources is None)
+        first = next(visits, None)
     except OSError as err:
         raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
-    while visit is not None:
-        entry_start = pipe.written + len(buf)
+    helper: EntryHelper | None = None
+    inflight: collections.deque[_Batch] = collections.deque()  # gathered, not yet written
+    waiting: collections.deque[_Batch] = collections.deque()  # sent, not yet answered
+    try:
+        more = first is not None
+        while more or inflight:
+            if helper is not None and waiting:  # the answers that are there
+                try:
+                    while waiting and helper.answered():
+                        batch = waiting.popleft()
+                        reply = helper.take()
+                        if not batch.written:  # (else it was made here meanwhile)
+                            batch.reply = reply
+                except OSError:  # gone: what it had is made here
+                    helper.close()
+                    helper, waiting = None, collections.deque()
+            head = inflight[0] if inflight else None
+            if head is not None and (head.reply is not None or head not in waiting):
+                inflight.popleft()
+                try:
+                    w.write_batch(head, head.reply)
+                finally:
+                    head.written = True
+                    head.release()
+                continue
+            # Nothing to write yet: walk on, while the helper makes the head.
+            if more and len(inflight) < _AHEAD:
+                batch = _Batch()
+                more = batch.gather(first, visits, w)
+                first = batch.next
+                if helper is None and more and not w.tried:
+                    w.tried = True  # more than a batch: worth a process (~20 ms to start)
+                    with contextlib.suppress(OSError):  # (then this thread makes them all)
+                        helper = EntryHelper()
+                if helper is not None and len(waiting) < _DEPTH and helper.ready():
+                    try:
+                        helper.submit(batch.fds, batch.requests)
+                        waiting.append(batch)
+                    except OSError:  # gone: this thread goes on alone
+                        helper.close()
+                        helper, waiting = None, collections.deque()
+                elif head is not None:  # the helper has the head and its fill: make it here
+                    batch.reply = w.make(batch)
+                inflight.append(batch)
+                continue
+            # The helper is late with the head, and this thread has nothing else to do
+            # (a busy machine runs it later): wait a moment, then make the head here too.
+            if helper is None or not helper.wait(_PATIENCE):
+                assert head is not None
+                head.reply = w.make(head)
+    finally:
+        for batch in inflight:
+            batch.release()
+        if helper is not None:
+            helper.close()
+    w.buf += tw.END_OF_ARCHIVE
+    if sources is not None:
+        sources.update(tw.END_OF_ARCHIVE)
+    pipe.put(bytes(w.buf))
+    pipe.cut(sources)
+
+
+_DEPTH = 4  # batches the helper holds (its replies fit its socket buffer: it never waits)
+_AHEAD = 8  # batches gathered and not yet written, at most (each holds its dirs open)
+_PATIENCE = 0.002  # seconds this thread, idle, waits for the helper before doing its work
+_BATCH = 512  # entries of a batch, at most
+_BATCH_DATA = 1 << 20  # bytes of the files a batch asks the helper for, at most
+_BATCH_NAMES = 64 << 10  # bytes of the paths a request carries, at most
+
+
+class _Batch:
+    """Entries the walk has reached and the writing not yet: their dirs are held open (a
+    dup each, since the walk closes its own fd as it moves on), and the plain small files
+    among them are the request to the helper."""
+
+    __slots__ = ("fault", "fds", "next", "reply", "requests", "visits", "written")
+
+    def __init__(self) -> None:
+        self.visits: list[Visit] = []
+        self.fds: list[int] = []
+        self.requests: list[Request] = []
+        self.written = False  # into the stream
+        self.reply: Made | None = None  # its plain entries, made (by the helper or here)
+        self.fault: LayerError | None = None  # the walk's, raised when its turn comes
+        self.next: Visit | None = None  # taken from the walk, not in this batch
+
+    def gather(self, first: Visit | None, visits: Iterator[Visit], w: _Writer) -> bool:
+        """Take entries from the walk (`first`, then `visits`) until the batch is full;
+        False when the walk is over."""
+        held = last = -1
+        data = names = 0
+        visit = first
+        requests, fds, is_reg = self.requests, self.fds, stat.S_ISREG
+        while len(self.visits) < _BATCH and data < _BATCH_DATA and names < _BATCH_NAMES:
+            if visit is None:
+                try:
+                    visit = next(visits, None)
+                except OSError as err:
+                    where = os.fsdecode(w.last)
+                    self.fault = LayerError(f"cannot read below {where}: {err.strerror}")
+                    return False
+                if visit is None:
+                    return False
+            # Two entries in a row at one depth are in one dir (the walk visits a dir
+            # before its children, so a move to another dir passes by another depth).
+            if visit.depth != last:
+                if len(fds) == MAX_FDS:
+                    self.next = visit  # the next batch's first
+                    break
+                last = visit.depth
+                held = os.dup(visit.dir_fd)
+                fds.append(held)
+            visit.dir_fd = held
+            self.visits.append(visit)
+            w.last = visit.path
+            st = visit.st
+            if st is UNSTATTED:
+                if visit.name.startswith(_WH):
+                    requests.append(_NOT_ASKED)
+                else:  # the helper lstats it (mode 0), and clamps its mtime
+                    requests.append((len(fds) - 1, visit.name, visit.path, 0, 0, 0, 0, w.clamp, 0))
+                    names += len(visit.path)
+            elif (
+                is_reg(st.st_mode)
+                and st.st_nlink == 1
+                and st.st_size <= MAX_FILE
+                and not visit.name.startswith(_WH)
+            ):
+                mtime = min(max(int(st.st_mtime), 0), w.clamp)
+                requests.append((len(fds) - 1, visit.name, visit.path, st.st_mode, st.st_uid,
+                                 st.st_gid, st.st_size, mtime, st.st_dev))  # fmt: skip
+                data += st.st_size
+                names += len(visit.path)
+            else:
+                requests.append(_NOT_ASKED)
+            visit = None
+        return True
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+_NOT_ASKED: Request = (-1, b"", b"", 0, 0, 0, 0, 0, 0)  # an entry the helper is not sent
+
+
+class _Writer:
+    """The tar stream's state across entries: the buffer, the frame cutter, the links."""
+
+    def __init__(self, pipe: _Pipeline, mtime_clamp: int | None, sources: Sources | None):
+        self.pipe, self.sources = pipe, sources
+        self.buf = bytearray()
+        self.cutter = Cutter()
+        self.links: dict[tuple[int, int], bytes] = {}
+        self.no_xattrs: set[int] = set()  # st_dev of file systems that refused listxattr
+        self.clamp = _NO_CLAMP if mtime_clamp is None else mtime_clamp
+        self.tried = False  # whether a helper was started (or failed to)
+        self.last = b""  # the path of the walk's last entry (for its errors)
+
+    def make(self, batch: _Batch) -> Made:
+        """The batch's plain entries made here, as the helper makes them."""
+        return make_all(batch.fds, batch.requests, self.no_xattrs)
+
+    def write_batch(self, batch: _Batch, reply: Made | None) -> None:
+        """The batch's entries, in order: the helper's bytes for those it made, the rest
+        made here."""
+        pipe, buf, cutter, sources = self.pipe, self.buf, self.cutter, self.sources
+        lengths, made = reply if reply is not None else (None, bytearray())
+        view = memoryview(made)
+        # The helper's entries go into `buf` a run at a time (up to a cut, a flush or an
+        # entry made here): `made[run:at]` is in the stream at `pos` - (at - run).
+        run = at = 0
+        pos = pipe.written + len(buf)  # where the next entry starts
+        entry = self._entry
+        for i, visit in enumerate(batch.visits):
+            n = lengths[i] if lengths is not None else 0  # 0: not made there
+            if n:
+                if sources is not None:
+                    size = visit.st.st_size
+                    sources.update(view[at : at + n - size - len(tw.padding(size))])
+                    sources.file(visit.st, 0, size)
+                entry_start = pos
+                pos += n
+                at += n
+                if pos - cutter.start >= MIN_FRAME and cutter.after_entry(
+                    bytes(view[at - n : at - n + tw.BLOCK]), entry_start, pos
+                ):
+                    buf += view[run:at]
+                    run = at
+                    pipe.put(bytes(buf))
+                    buf.clear()
+                    pipe.cut(sources)
+                elif len(buf) + at - run >= _FLUSH:
+                    buf += view[run:at]
+                    run = at
+                    pipe.put(bytes(buf))
+                    buf.clear()
+                continue
+            if run < at:
+                buf += view[run:at]
+                run = at
+            entry_start = pipe.written + len(buf)
+            entry(visit, entry_start)
+            end = pipe.written + len(buf)
+            if end == entry_start:
+                continue  # (a file removed since the walk read its dir: no entry)
+            if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
+                pipe.put(bytes(buf))
+                buf.clear()
+                pipe.cut(sources)
+            elif len(buf) >= _FLUSH:
+                pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
+                buf.clear()
+            pos = pipe.written + len(buf)
+        if run < at:
+            buf += view[run:at]
+        if batch.fault is not None:
+            raise batch.fault
+
+    def _entry(self, visit: Visit, entry_start: int) -> None:
+        """Make one entry here (anything the helper did not)."""
+        buf, sources, links, no_xattrs = self.buf, self.sources, self.links, self.no_xattrs
         mark = len(buf)
         st = visit.st
-        mode = st.st_mode
-        mtime = min(max(int(st.st_mtime), 0), clamp)
-        name = visit.path
-        if is_reg(mode) and (st.st_nlink == 1 or (st.st_dev, st.st_ino) not in links):
+        if st is UNSTATTED:  # the walk's lstat, made here
             try:
-                fd = os_open(visit.name, _FILE_FLAGS, dir_fd=visit.dir_fd)
+                st = visit.st = os.lstat(visit.name, dir_fd=visit.dir_fd)
+            except FileNotFoundError:
+                return  # removed since its dir was read: skipped, as the walk skips it
+            except OSError as err:
+                raise LayerError(f"cannot read {os.fsdecode(visit.path)}: {err.strerror}") from None
+            if stat.S_ISDIR(st.st_mode):  # its children were not walked
+                raise LayerError(f"{os.fsdecode(visit.path)}: the tree changed while it was walked")
+        mode = st.st_mode
+        mtime = min(max(int(st.st_mtime), 0), self.clamp)
+        name = visit.path
+        if stat.S_ISREG(mode) and (st.st_nlink == 1 or (st.st_dev, st.st_ino) not in links):
+            try:
+                fd = os.open(visit.name, _FILE_FLAGS, dir_fd=visit.dir_fd)
             except OSError as err:
                 raise LayerError(f"cannot read {os.fsdecode(name)}: {err.strerror}") from None
             try:
@@ -304,7 +542,8 @@ def _write_tar(
                     xattrs = _NONE
                 else:
                     try:  # inline: the common answer, none
-                        xattrs = _xattrs(fd, st.st_dev, no_xattrs, name) if listxattr(fd) else _NONE
+                        listed = os.listxattr(fd)
+                        xattrs = _xattrs(fd, st.st_dev, no_xattrs, name) if listed else _NONE
                     except OSError:  # again, through the one place that knows the errors
                         xattrs = _xattrs(fd, st.st_dev, no_xattrs, name)
                 whiteout = (xattrs or visit.name.startswith(_WH)) and _special(
@@ -314,51 +553,30 @@ def _write_tar(
                     size = st.st_size
                     if st.st_nlink > 1:
                         links[st.st_dev, st.st_ino] = name
-                    if xattrs:
-                        buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime,
-                                      xattrs=_kept(xattrs))  # fmt: skip
-                    else:
-                        buf += header(name, regtype, mode, st.st_uid, st.st_gid, size, mtime)
+                    kept = _kept(xattrs) if xattrs else ()
+                    buf += tw.header(name, tw.REGTYPE, mode, st.st_uid, st.st_gid, size, mtime,
+                                     xattrs=kept)  # fmt: skip
                     if sources is not None:
                         sources.update(buf[mark:])
                         mark = -1  # the data is known by its inode, not by its bytes
                     if size:
                         # A small file in one read; a big one (or a short read) in chunks.
-                        data = read(fd, size) if size < _FLUSH else b""
+                        data = os.read(fd, size) if size < _FLUSH else b""
                         buf += data
                         if len(data) < size:
-                            _copy_file(fd, name, size - len(data), buf, pipe, cutter, entry_start,
-                                       sources, st)  # fmt: skip
+                            _copy_file(fd, name, size - len(data), buf, self.pipe, self.cutter,
+                                       entry_start, sources, st)  # fmt: skip
                         elif sources is not None:
                             sources.file(st, 0, size)
-                        buf += padding(size)
+                        buf += tw.padding(size)
             finally:
                 os.close(fd)
         else:
-            target = visit.proc_path
-            xattrs = _xattrs(target, st.st_dev, no_xattrs, name)
+            xattrs = _xattrs(visit.proc_path, st.st_dev, no_xattrs, name)
             if not _special(visit, xattrs, mtime, buf):
                 _other(visit, xattrs, mtime, buf, links)
         if sources is not None and mark >= 0:
             sources.update(buf[mark:])
-        end = pipe.written + len(buf)
-        if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
-            pipe.put(bytes(buf))
-            buf.clear()
-            pipe.cut(sources)
-        elif len(buf) >= _FLUSH:
-            pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
-            buf.clear()
-        last = name
-        try:
-            visit = next(visits, None)
-        except OSError as err:
-            raise LayerError(f"cannot read below {os.fsdecode(last)}: {err.strerror}") from None
-    buf += tw.END_OF_ARCHIVE
-    if sources is not None:
-        sources.update(tw.END_OF_ARCHIVE)
-    pipe.put(bytes(buf))
-    pipe.cut(sources)
 
 
 _NO_CLAMP = 1 << 62

@@ -1,0 +1,309 @@
+"""The layer writer's second process (layer/entryhelper): a layer's bytes are the same with it,
+without it, and when it dies midway; the entries it declines are the writer's to make."""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import signal
+import socket
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from builder.image.mediatypes import Compression
+from builder.layer import entryhelper as eh
+from builder.layer import tarwrite as tw
+from builder.layer import write as lw
+from builder.layer.tree import UNSTATTED, walk
+from builder.layer.write import LayerDigests, write_layer
+
+
+def _mixed_tree(root: Path) -> None:
+    """Several batches of entries, with every kind the helper must leave to the writer
+    spread among plain small files."""
+    for d in range(6):
+        sub = root / f"d{d}"
+        sub.mkdir()
+        for i in range(400):
+            (sub / f"f{i:04d}").write_bytes(b"x%d\n" % i * (i % 50))  # empty ones too
+    os.setxattr(root / "d1" / "f0100", "user.k", b"v")  # xattrs: the writer's
+    os.link(root / "d2" / "f0007", root / "d2" / "hardlink")  # two links: the writer's
+    os.symlink("f0001", root / "d3" / "sym")
+    os.mkfifo(root / "d3" / "fifo")
+    (root / "d4" / "big").write_bytes(os.urandom(eh.MAX_FILE + 1))  # read by the writer
+    (root / "d4" / "café-ü").write_bytes(b"not ascii")  # a PAX header, made by the helper
+    (root / "d4" / ("long" * 40)).write_bytes(b"a long name")
+    os.chmod(root / "d5" / "f0003", 0o4755)
+    os.chown(root / "d5" / "f0004", 12345, 54321)
+    deep = root / "deep"  # more dirs in a row than one request carries fds
+    for i in range(3 * eh.MAX_FDS):
+        deep = deep / f"{i}"
+        deep.mkdir(parents=True)
+        (deep / "f").write_bytes(b"%d" % i)
+
+
+class _Counted(eh.EntryHelper):
+    """The real helper, counting the entries it made; waited for at its start (the writer
+    makes every entry itself until then), so that it gets some of any layer."""
+
+    made = 0
+
+    def ready(self) -> bool:
+        while not super().ready():
+            select.select([self._sock], [], [], 10)
+        return True
+
+    def take(self) -> eh.Made:
+        lengths, data = super().take()
+        _Counted.made += sum(1 for n in lengths if n)
+        return lengths, data
+
+
+class _NoHelper:
+    def __init__(self) -> None:
+        raise OSError("no helper")  # as when the interpreter cannot be started
+
+
+def _write(src: Path, comp: Compression, identify: bool = False) -> tuple[LayerDigests, bytes]:
+    out = io.BytesIO()
+    return write_layer(src, out, comp, identify=identify), out.getvalue()
+
+
+@pytest.mark.parametrize("comp", [Compression.ZSTD, Compression.GZIP, Compression.NONE])
+def test_the_helper_changes_no_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comp: Compression
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    monkeypatch.setattr(lw, "EntryHelper", _Counted)
+    _Counted.made = 0
+    with_helper, blob = _write(src, comp, identify=True)
+    assert _Counted.made > 100  # it did make some of them
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    alone, blob_alone = _write(src, comp, identify=True)
+    assert blob == blob_alone
+    assert with_helper == alone  # digests, and the frames' identities and sources
+
+
+def test_a_helper_that_dies_midway_leaves_the_writer_to_finish(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+
+    class Killed(eh.EntryHelper):
+        def take(self) -> eh.Made:
+            os.kill(self._proc.pid, signal.SIGKILL)  # with requests in flight
+            self._proc.wait()
+            return super().take()
+
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    _, alone = _write(src, Compression.ZSTD)
+    monkeypatch.setattr(lw, "EntryHelper", Killed)
+    _, blob = _write(src, Compression.ZSTD)
+    assert blob == alone
+
+
+def _request(path: Path, dir_fd: int, st: os.stat_result) -> eh.Request:
+    name = os.fsencode(path.name)
+    return (0, name, b"dir/" + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
+            int(st.st_mtime), st.st_dev)  # fmt: skip
+
+
+def test_the_helper_declines_a_file_that_shrank_and_reads_a_grown_one_to_its_lstat_size(
+    tmp_path: Path,
+) -> None:
+    shrank, grew = tmp_path / "shrank", tmp_path / "grew"
+    shrank.write_bytes(b"0123456789")
+    grew.write_bytes(b"0123456789")
+    st_shrank, st_grew = os.lstat(shrank), os.lstat(grew)
+    shrank.write_bytes(b"01234")
+    with open(grew, "ab") as f:
+        f.write(b"more")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = bytearray(b"before")
+        assert not eh.plain_entry(fd, _request(shrank, fd, st_shrank), set(), out)
+        assert out == b"before"  # untouched: the writer's own read says it shrank
+        out = bytearray()
+        assert eh.plain_entry(fd, _request(grew, fd, st_grew), set(), out)
+        mtime = int(st_grew.st_mtime)
+        head = tw.header(b"dir/grew", tw.REGTYPE, st_grew.st_mode, 0, 0, 10, mtime)
+        assert out == head + b"0123456789" + tw.padding(10)  # what the writer's read(size) gives
+    finally:
+        os.close(fd)
+
+
+def test_the_helper_declines_xattrs_and_vanished_files(tmp_path: Path) -> None:
+    tagged, gone = tmp_path / "tagged", tmp_path / "gone"
+    tagged.write_bytes(b"t")
+    gone.write_bytes(b"g")
+    os.setxattr(tagged, "user.k", b"v")
+    st_tagged, st_gone = os.lstat(tagged), os.lstat(gone)
+    gone.unlink()
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        out = bytearray()
+        assert not eh.plain_entry(fd, _request(tagged, fd, st_tagged), set(), out)
+        assert not eh.plain_entry(fd, _request(gone, fd, st_gone), set(), out)
+        assert out == b""
+        # A file system that cannot hold xattrs (its dev in the set) is not asked.
+        assert eh.plain_entry(fd, _request(tagged, fd, st_tagged), {st_tagged.st_dev}, out)
+    finally:
+        os.close(fd)
+
+
+def _change_after_listing(
+    monkeypatch: pytest.MonkeyPatch, path: bytes, change: Callable[[], object]
+) -> None:
+    """Make `change` once the walk has listed `path` (not lstat'ed it: a regular file),
+    before it is opened, here or in the helper."""
+    gather = lw._Batch.gather
+
+    def gather_then_change(batch: lw._Batch, *args: object) -> bool:
+        more = gather(batch, *args)  # type: ignore[arg-type]
+        if any(v.path == path for v in batch.visits):
+            change()
+        return more
+
+    monkeypatch.setattr(lw._Batch, "gather", gather_then_change)
+    monkeypatch.setattr(lw, "EntryHelper", _Counted)
+
+
+def test_a_file_removed_after_its_dir_was_read_is_skipped_as_the_walk_skips_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    victim = src / "d5" / "f0200"
+    before = os.lstat(src / "d5")
+
+    def remove() -> None:
+        victim.unlink()
+        os.utime(src / "d5", ns=(before.st_atime_ns, before.st_mtime_ns))  # as written
+
+    _change_after_listing(monkeypatch, b"d5/f0200", remove)
+    _, blob = _write(src, Compression.ZSTD)
+    monkeypatch.undo()
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    _, without = _write(src, Compression.ZSTD)  # the tree as it is now
+    assert blob == without
+
+
+def test_a_file_replaced_by_a_dir_after_its_dir_was_read_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    victim = src / "d5" / "f0200"
+
+    def replace() -> None:
+        victim.unlink()
+        victim.mkdir()
+
+    _change_after_listing(monkeypatch, b"d5/f0200", replace)
+    with pytest.raises(lw.LayerError, match="d5/f0200: the tree changed while it was walked"):
+        write_layer(src, io.BytesIO(), Compression.ZSTD)
+
+
+def test_a_file_that_shrank_after_its_lstat_is_the_writers_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    victim = src / "d5" / "f0049"  # 49 lines: not empty
+    ino = os.lstat(victim).st_ino
+    lstat = os.lstat
+
+    def lstat_then_truncate(path: object, *, dir_fd: int | None = None) -> os.stat_result:
+        st = lstat(path, dir_fd=dir_fd)  # type: ignore[arg-type]
+        if st.st_ino == ino and st.st_size > 1:
+            os.truncate(victim, 1)  # after this thread's lstat, before its read
+        return st
+
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)  # (the helper's own lstat: a unit test)
+    monkeypatch.setattr(lw.os, "lstat", lstat_then_truncate)
+    with pytest.raises(lw.LayerError, match="d5/f0049 shrank while it was being archived"):
+        write_layer(src, io.BytesIO(), Compression.ZSTD)
+
+
+def test_an_unstatted_walk_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
+    _mixed_tree(tmp_path)
+    full = [(v.path, v.st) for v in walk(tmp_path)]
+    lazy = [(v.path, v.st) for v in walk(tmp_path, files_unstatted=True)]
+    assert [p for p, _ in lazy] == [p for p, _ in full]  # the same entries, in order
+    for (path, st), (_, lazy_st) in zip(full, lazy, strict=True):
+        if stat.S_ISREG(st.st_mode):
+            assert lazy_st is UNSTATTED, path
+        else:
+            assert (lazy_st.st_mode, lazy_st.st_ino) == (st.st_mode, st.st_ino), path
+
+
+def test_the_helper_ends_with_the_write_even_if_its_socket_was_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    helpers: list[eh.EntryHelper] = []
+    copies: list[int] = []
+
+    class Copied(_Counted):
+        def __init__(self) -> None:
+            super().__init__()
+            helpers.append(self)
+            # As a process another thread forks meanwhile holds it: closing ours is no EOF.
+            copies.append(os.dup(self._sock.fileno()))
+
+    monkeypatch.setattr(lw, "EntryHelper", Copied)
+    try:
+        start = time.monotonic()
+        _write(src, Compression.ZSTD)
+        assert time.monotonic() - start < 8  # (close() waits 10 s before it kills)
+        assert helpers and helpers[0]._proc.returncode == 0  # it ended by itself
+    finally:
+        for fd in copies:
+            os.close(fd)
+
+
+def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    _, alone = _write(src, Compression.ZSTD)
+    copies: list[int] = []
+    socketpair = socket.socketpair
+
+    def pair_with_a_copy(*args: Any) -> tuple[socket.socket, socket.socket]:
+        ours, theirs = socketpair(*args)
+        copies.append(os.dup(theirs.fileno()))  # as a process forked meanwhile holds it
+        return ours, theirs
+
+    class Killed(_Counted):
+        def take(self) -> eh.Made:
+            os.kill(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+            return super().take()  # no EOF comes: the copy is open
+
+    monkeypatch.setattr(eh.socket, "socketpair", pair_with_a_copy)
+    monkeypatch.setattr(lw, "EntryHelper", Killed)
+    try:
+        _, blob = _write(src, Compression.ZSTD)
+    finally:
+        for fd in copies:
+            os.close(fd)
+    assert copies and blob == alone
