@@ -369,3 +369,24 @@ def test_a_volatile_upper_keeps_its_stubs_for_the_caller_to_drop(
     root = replace(overlay(), volatile=True)
     assert sh(SandboxSpec(root, ()), "true")[0] == 0
     assert sorted(os.listdir(root.upper / "etc")) == ["hostname", "hosts", "resolv.conf"]
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children", encoding="ascii") as f:
+            found.update(int(pid) for pid in f.read().split())
+    return found
+
+
+def test_a_supervisor_still_exiting_is_reaped_by_the_next_run(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    """The supervisor says its status once it has cleaned up, and run() returns without
+    waiting for its exit (the unmapping of a big process's copy); no zombie stays."""
+    before = _children()
+    assert sh(SandboxSpec(overlay(), ()), "exit 3") == (3, "", "")  # EOF: no fd kept open
+    first = _children() - before
+    time.sleep(0.5)  # its exit is over: a zombie, if no one reaped it
+    assert sh(SandboxSpec(overlay(), ()), "true")[0] == 0
+    assert not first & _children()
