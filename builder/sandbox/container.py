@@ -6,6 +6,7 @@ Everything here runs in a forked child and ends in os._exit: it never returns to
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module: no enum per call
 import contextlib
 import errno
 import fcntl
@@ -117,10 +118,10 @@ def restore_signals(blocked: Sequence[int] = (), mask: Iterable[int] = ()) -> No
     pending = signal.sigpending()
     for sig in {*_RESTORED, *blocked}:
         if sig in pending:
-            signal.signal(sig, signal.SIG_IGN)
-        elif signal.getsignal(sig) == signal.SIG_DFL:
+            _signal.signal(sig, _signal.SIG_IGN)
+        elif _signal.getsignal(sig) == _signal.SIG_DFL:
             continue
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
