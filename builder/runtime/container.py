@@ -30,6 +30,8 @@ from builder.store.containers import Container
 DEFAULT_STOP_TIMEOUT = 10.0  # docker's
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.publish import PortMapping
     from builder.sandbox.snapshotter import Snapshotter
@@ -218,8 +220,19 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
                 raise
         return code
     finally:
-        remove_tree(state, ignore_errors=True)
+        _remove_state(state)
         _finish(store, container, options.remove, code)
+
+
+def _remove_state(state: Path) -> None:
+    """The sandbox's state dir: empty (its files were on the supervisor's private tmpfs),
+    so one rmdir, not a walk; whatever it may hold otherwise goes the long way."""
+    try:
+        os.rmdir(state)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        remove_tree(state, ignore_errors=True)
 
 
 def _finish(store: Store, container: Container, remove: bool, code: int | None) -> None:

@@ -6,6 +6,7 @@ Everything here runs in a forked child and ends in os._exit: it never returns to
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found]  # the C module: no enum per call
 import contextlib
 import errno
 import fcntl
@@ -13,7 +14,7 @@ import os
 import signal
 import sys
 import termios
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from builder.errors import SandboxError
 from builder.sandbox.spec import DEVNULL, ProcessStartError, SandboxSpec
@@ -21,7 +22,11 @@ from builder.sandbox.users import Credentials
 
 # Python ignores these at start-up and ignored signals survive exec: a build's `yes | head`
 # would then see EPIPE instead of dying quietly (subprocess restores them too).
-_RESTORED_SIGNALS = ("SIGPIPE", "SIGXFZ", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP")
+_RESTORED = tuple(
+    getattr(signal, name)
+    for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP")
+    if hasattr(signal, name)
+)
 _MAX_FD = 0x7FFFFFFF
 
 
@@ -102,15 +107,22 @@ def close_fds(keep: Sequence[int]) -> None:
             os.closerange(low + 1, high)
 
 
-def restore_signals(ignored: Sequence[int] = ()) -> None:
-    """Python's start-up choices and the signals the supervisor ignored (`ignored`) back
-    to their defaults: ignored signals survive exec."""
-    for name in _RESTORED_SIGNALS:
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            signal.signal(sig, signal.SIG_DFL)
-    for sig in ignored:
-        signal.signal(sig, signal.SIG_DFL)
+def restore_signals(blocked: Sequence[int] = (), mask: Iterable[int] = ()) -> None:
+    """Every signal pid 1 may hold back to its default, and the caller's signal `mask`
+    back: ignored signals and the mask survive exec. Python ignores SIGPIPE and SIGXFSZ at
+    start-up; the caller may have inherited more; the supervisor blocked `blocked` (one
+    syscall, where ignoring them took one each). One of those sent to pid 1 meanwhile is
+    dropped, as when they were ignored: setting SIG_IGN discards a pending signal. Only
+    a signal not at its default (Python's view, which it reads from the kernel at start)
+    costs a call."""
+    pending = signal.sigpending()
+    for sig in {*_RESTORED, *blocked}:
+        if sig in pending:
+            _signal.signal(sig, _signal.SIG_IGN)
+        elif _signal.getsignal(sig) == _signal.SIG_DFL:
+            continue
+        _signal.signal(sig, _signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def exec_command(

@@ -334,13 +334,17 @@ def remove_stubs(target: str, stubs: inroot.Stubs) -> None:
         os.close(rootfd)
 
 
-def _kept_flags(path: str) -> int:
+def _kept_flags(path: str, *, readonly: bool = False) -> int:
+    """The flags of the mount at `path` a remount must repeat (the kernel refuses to clear
+    a locked one), read-only included when `readonly`."""
     kept = 0
     with contextlib.suppress(OSError):
         st = os.statvfs(path)
         for st_flag, ms_flag in _KEEP_FLAGS:
             if st.f_flag & st_flag:
                 kept |= ms_flag
+        if readonly and st.f_flag & os.ST_RDONLY:
+            kept |= MS_RDONLY
     return kept
 
 
@@ -350,11 +354,11 @@ def remount_readonly(path: str) -> None:
     mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | kept, what="remount read-only")
 
 
-def remount_nodev(path: str) -> None:
-    """Make the mount at `path` nodev (device nodes on it cannot be opened), keeping the
-    rest of its flags, read-only included."""
-    kept = _kept_flags(path) | (MS_RDONLY if os.statvfs(path).f_flag & 1 else 0)
-    mount(None, path, None, MS_REMOUNT | MS_BIND | MS_NODEV | kept, what="remount nodev")
+def remount_nodev(path: str, *, readonly: bool = False) -> None:
+    """Make the mount at `path` nodev (device nodes on it cannot be opened), and read-only
+    if `readonly`, in one remount, keeping the rest of its flags, read-only included."""
+    flags = _kept_flags(path, readonly=True) | MS_NODEV | (MS_RDONLY if readonly else 0)
+    mount(None, path, None, MS_REMOUNT | MS_BIND | flags, what="remount nodev")
 
 
 def remount_writable(path: str) -> None:
@@ -443,10 +447,9 @@ def _bind(
     # The fd above names the covered inode; reopen to reach the new mount's root.
     fd = _open(rootfd, target)
     try:
-        # Every bind (the context, a cache, a secret, the /etc files) is nodev, as the root is.
-        remount_nodev(inroot.fd_path(fd))
-        if readonly:
-            remount_readonly(inroot.fd_path(fd))
+        # Every bind (the context, a cache, a secret, the /etc files) is nodev, as the root
+        # is; one remount makes it read-only too.
+        remount_nodev(inroot.fd_path(fd), readonly=readonly)
     finally:
         os.close(fd)
 
@@ -480,9 +483,13 @@ def _protect_proc(rootfd: int) -> None:
                 remount_readonly(path)
         for name in PROC_MASKED:
             path = f"{proc}/{name}"
-            if os.path.isdir(path):
+            try:
+                st = os.stat(path, follow_symlinks=False)  # one stat where two were
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode):
                 mount("tmpfs", path, "tmpfs", MS_RDONLY, "size=0", what=f"mask /proc/{name}")
-            elif os.path.lexists(path):
+            else:
                 mount("/dev/null", path, None, MS_BIND, what=f"mask /proc/{name}")
     finally:
         os.close(procfd)
@@ -528,7 +535,7 @@ def _mount_dev(rootfd: int, owner: str = "") -> None:
         dev = inroot.fd_path(devfd)
         for name in DEV_NODES:
             node = f"{dev}/{name}"
-            os.close(os.open(node, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o666))
+            os.mknod(node, stat.S_IFREG | 0o666)  # the mount point: one syscall, no fd
             mount(f"/dev/{name}", node, None, MS_BIND, what=f"bind /dev/{name}")
         for name, link in DEV_LINKS:
             os.symlink(link, f"{dev}/{name}")

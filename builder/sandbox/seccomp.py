@@ -215,14 +215,15 @@ def _arches(profile: Profile, native: str) -> list[str]:
     return [n.removeprefix("SCMP_ARCH_").lower() for n in names]
 
 
-def compile_filter(profile: Profile, caps: frozenset[str]) -> bytes:
-    """The BPF program `profile` makes for a process holding `caps`, on this host."""
+def compile_filter(profile: Profile, caps: frozenset[str], *, tree: bool = True) -> bytes:
+    """The BPF program `profile` makes for a process holding `caps`, on this host; its
+    syscall dispatch a binary tree (`tree`, libseccomp.Filter), else a list."""
     machine = os.uname().machine
     if machine not in _MACHINES:
         raise UsageError(f"seccomp: no profile mapping for architecture {machine}")
     arch, native = _MACHINES[machine]
     kernel = _kernel_version(os.uname().release)
-    with libseccomp.Filter(profile.default_action) as flt:
+    with libseccomp.Filter(profile.default_action, tree=tree) as flt:
         for name in _arches(profile, native):
             flt.add_arch(name)
         for rule in profile.rules:

@@ -32,6 +32,7 @@ DEFAULT_FILE = Path(__file__).with_name("seccomp_default.json")
 HOST_DIR = Path("/var/cache/builder/seccomp")
 MAGIC = b"builder-seccomp-program 1\n"
 _BPF_INSTRUCTION = 8  # struct sock_filter
+LAYOUT = "tree"
 _compiled: dict[str, bytes] = {}  # key -> program, in this process
 
 
@@ -80,7 +81,8 @@ def _host_dir() -> Path | None:
 def key(text: bytes, caps: frozenset[str]) -> str:
     uname = os.uname()
     h = hashlib.sha256(MAGIC)
-    for part in (uname.machine, uname.release, *sorted(caps)):
+    # LAYOUT: the compiler's choices (the tree dispatch): a program cached before is a miss.
+    for part in (LAYOUT, uname.machine, uname.release, *sorted(caps)):
         h.update(part.encode() + b"\0")
     h.update(text)
     return h.hexdigest()

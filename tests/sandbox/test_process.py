@@ -325,3 +325,68 @@ def test_a_volatile_root_is_mounted_volatile(
     status, out, _ = sh(spec, "grep ' / / ' /proc/self/mountinfo")
     assert status == 0 and ("volatile" in out) == volatile, out
     assert (root.work / "work" / "incompat" / "volatile").is_dir() == volatile  # the kernel's
+
+
+_DISPOSITIONS_HELPER = textwrap.dedent("""
+    import signal, sys
+    from pathlib import Path
+    from builder.sandbox import OverlayRoot, SandboxSpec, run
+    from builder.sandbox.sigproxy import proxied
+    lower, upper, work = sys.argv[1:]
+    # A caller started under nohup (SIGHUP ignored), with a forwarded signal ignored too
+    # and Python's own SIGPIPE/SIGXFSZ: none of it may reach the container.
+    for sig in (signal.SIGHUP, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_IGN)
+    root = OverlayRoot((Path(lower),), Path(upper), Path(work))
+    spec = SandboxSpec(root, ("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
+    sys.exit(run(spec, forward=proxied()))
+""")
+
+
+def test_the_command_starts_with_no_signal_ignored_or_blocked(
+    overlay: Callable[..., OverlayRoot],
+) -> None:
+    """The supervisor blocks the forwarded signals while pid 1 runs (it must outlive a ^C):
+    pid 1 unblocks them and puts every ignored one back to its default before exec."""
+    root = overlay()
+    paths = (str(root.lowers[0]), str(root.upper), str(root.work))
+    out = subprocess.run(
+        [sys.executable, "-c", _DISPOSITIONS_HELPER, *paths],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parents[2],
+        timeout=60,
+    ).stdout
+    assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
+
+
+def test_a_volatile_upper_keeps_its_stubs_for_the_caller_to_drop(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    """`run --rm`: the upper dir is thrown away next, so the supervisor leaves the mount
+    points it made there (a non-volatile one gets them removed: test_mounts)."""
+    root = replace(overlay(), volatile=True)
+    assert sh(SandboxSpec(root, ()), "true")[0] == 0
+    assert sorted(os.listdir(root.upper / "etc")) == ["hostname", "hosts", "resolv.conf"]
+
+
+def _children() -> set[int]:
+    found: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{task}/children", encoding="ascii") as f:
+            found.update(int(pid) for pid in f.read().split())
+    return found
+
+
+def test_a_supervisor_still_exiting_is_reaped_by_the_next_run(
+    overlay: Callable[..., OverlayRoot], sh: ShRunner
+) -> None:
+    """The supervisor says its status once it has cleaned up, and run() returns without
+    waiting for its exit (the unmapping of a big process's copy); no zombie stays."""
+    before = _children()
+    assert sh(SandboxSpec(overlay(), ()), "exit 3") == (3, "", "")  # EOF: no fd kept open
+    first = _children() - before
+    time.sleep(0.5)  # its exit is over: a zombie, if no one reaped it
+    assert sh(SandboxSpec(overlay(), ()), "true")[0] == 0
+    assert not first & _children()
