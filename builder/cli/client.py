@@ -252,9 +252,11 @@ def _via_server() -> None:
 
 
 def _forward_signals(pidfd: int, signals: list[int]) -> None:
-    """docker's sig-proxy: what we get, the child gets (not what we ignore, as a one-shot
-    CLI would not see it either). The server sends the list (builder.sandbox.sigproxy's,
-    which imports `signal` and its enums: ~5 ms we need not pay here)."""
+    """docker's sig-proxy: what we get, the child gets — also a signal we were started
+    with ignored (nohup, a shell's background job ignores INT and QUIT), as the one-shot
+    CLI's forwarder and docker's signal.Notify catch it too. The server sends the list
+    (builder.sandbox.sigproxy's, which imports `signal` and its enums: ~5 ms we need not
+    pay here)."""
     import _signal  # type: ignore[import-not-found]  # signal.py imports enum: ~5 ms
 
     def forward(sig: int, frame: object) -> None:
@@ -264,9 +266,8 @@ def _forward_signals(pidfd: int, signals: list[int]) -> None:
             pass  # it has exited: its status is on the way
 
     for sig in signals:
-        try:
-            if _signal.getsignal(sig) != _signal.SIG_IGN:
-                _signal.signal(sig, forward)
+        try:  # noqa: SIM105 - contextlib is an import this module does not pay for
+            _signal.signal(sig, forward)
         except (OSError, ValueError):
             pass
 

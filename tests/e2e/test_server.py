@@ -176,11 +176,21 @@ def test_a_terminal_is_the_callers(server: Server, builder: Builder) -> None:
     assert server.served() == before + 2
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signals_reach_the_container(server: Server, builder: Builder, sig: int) -> None:
+def _ignoring(sig: int) -> None:
+    signal.signal(sig, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("ignored", [False, True], ids=["handled", "started-ignored"])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGQUIT])
+def test_signals_reach_the_container(
+    server: Server, builder: Builder, sig: int, ignored: bool
+) -> None:
+    """Also a signal the client was started ignoring (nohup; a non-interactive shell's
+    background job ignores INT and QUIT): the one-shot CLI forwards it, as docker does."""
     name = signal.Signals(sig).name[3:]
     trap = f'trap "echo got-{name}; exit 5" {name}; echo ready; while :; do sleep 0.05; done'
-    proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", trap)
+    preexec = (lambda: _ignoring(sig)) if ignored else None
+    proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", trap, preexec_fn=preexec)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
