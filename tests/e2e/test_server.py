@@ -257,20 +257,30 @@ def test_cwd_and_environment_are_the_callers(
     assert server.served() == before + 3
 
 
-def test_another_uid_is_refused(server: Server) -> None:
-    (sock,) = server.folder.glob("*.sock")
-    # Let uid 65534 reach the socket (pytest's dirs are 0700): the peer check remains.
-    for folder in (server.folder, server.folder.parent, server.folder.parent.parent):
-        os.chmod(folder, 0o711)
-    os.chmod(sock, 0o777)
-    probe = (
-        "import marshal, socket, sys; s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET);"
-        f" s.connect({str(sock)!r}); s.send(marshal.dumps(('status',)));"
-        " print(marshal.loads(s.recv(65536)))"
-    )
-    done = subprocess.run(
-        ["/usr/bin/python3", "-c", probe], user=65534, capture_output=True, text=True, check=True
-    )
+def test_another_uid_is_refused(server_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Let uid 65534 reach the socket, so that only the peer check stands in its way: a
+    # socket dir under /tmp (pytest's own base, /tmp/pytest-of-root, is 0700).
+    with tempfile.TemporaryDirectory(prefix="builder-uid-") as top:
+        folder = Path(top) / "server"
+        monkeypatch.setenv(client.DIR_ENV, str(folder))
+        proc = _start(folder, "--idle", "300")
+        try:
+            (sock,) = folder.glob("*.sock")
+            for path in (Path(top), folder):
+                os.chmod(path, 0o711)
+            os.chmod(sock, 0o777)
+            probe = (
+                "import marshal, socket, sys;"
+                " s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET);"
+                f" s.connect({str(sock)!r}); s.send(marshal.dumps(('status',)));"
+                " print(marshal.loads(s.recv(65536)))"
+            )
+            done = subprocess.run(
+                ["/usr/bin/python3", "-c", probe], user=65534, capture_output=True, text=True
+            )
+        finally:
+            _stop(proc)
+    assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "('refused', \"uid 65534 is not the server's\")"
 
 
