@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import termios
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from builder.errors import SandboxError
 from builder.sandbox.spec import DEVNULL, ProcessStartError, SandboxSpec
@@ -107,9 +107,10 @@ def close_fds(keep: Sequence[int]) -> None:
             os.closerange(low + 1, high)
 
 
-def restore_signals(blocked: Sequence[int] = (), mask: Iterable[int] = ()) -> None:
-    """Every signal pid 1 may hold back to its default, and the caller's signal `mask`
-    back: ignored signals and the mask survive exec. Python ignores SIGPIPE and SIGXFSZ at
+def restore_signals(blocked: Sequence[int] = ()) -> None:
+    """Every signal pid 1 may hold back to its default, and an empty signal mask (as runc
+    gives a container: a signal the caller had blocked, e.g. a CI runner's, must not reach
+    the container): ignored signals and the mask survive exec. Python ignores SIGPIPE and SIGXFSZ at
     start-up; the caller may have inherited more; the supervisor blocked `blocked` (one
     syscall, where ignoring them took one each). One of those sent to pid 1 meanwhile is
     dropped, as when they were ignored: setting SIG_IGN discards a pending signal. Only
@@ -122,7 +123,7 @@ def restore_signals(blocked: Sequence[int] = (), mask: Iterable[int] = ()) -> No
         elif _signal.getsignal(sig) == _signal.SIG_DFL:
             continue
         _signal.signal(sig, _signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def exec_command(

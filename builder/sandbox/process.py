@@ -108,7 +108,6 @@ class _Run:
     # The signals the caller forwards to pid 1, which the supervisor ignores and pid 1
     # restores to their defaults (`builder run`: sigproxy.proxied, all docker forwards).
     forward: tuple[int, ...] = FORWARDED_SIGNALS
-    mask: tuple[int, ...] = ()  # the caller's signal mask, which pid 1 restores
 
     @property
     def rootdir(self) -> str:
@@ -357,9 +356,8 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
         plan.net.child_side()
     # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
     # we must outlive pid 1 to report its status and remove the stubs. Blocked in one
-    # syscall (they were ignored in one each); pid 1 restores the caller's mask.
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, plan.forward)
-    plan = record.replace(plan, mask=tuple(int(s) for s in mask))
+    # syscall (they were ignored in one each); pid 1 starts with an empty mask.
+    signal.pthread_sigmask(signal.SIG_BLOCK, plan.forward)
     if host_maps is not None:
         host_maps.child_side()
         unshare(CLONE_NEWUSER)
@@ -501,7 +499,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None, idmap: Idmapping | 
     container.stdio(spec)
     if spec.tty:
         container.controlling_tty()
-    container.restore_signals(plan.forward, plan.mask)
+    container.restore_signals(plan.forward)
     if plan.fn is None:
         container.close_fds([report_w, plan.exec_w])  # both are close-on-exec
         _report(report_w, "X")  # set up: the exec pipe then tells how the exec went
