@@ -17,6 +17,7 @@ import termios
 from collections.abc import Callable, Sequence
 
 from builder.errors import SandboxError
+from builder.sandbox import syscalls
 from builder.sandbox.spec import DEVNULL, ProcessStartError, SandboxSpec
 from builder.sandbox.users import Credentials
 
@@ -27,6 +28,8 @@ _RESTORED = tuple(
     for name in ("SIGPIPE", "SIGXFZ", "SIGXFSZ", "SIGINT", "SIGTERM", "SIGHUP")
     if hasattr(signal, name)
 )
+# glibc's own (SIGCANCEL, SIGSETXID): neither its sigaction nor Python can reset them.
+_LIBC_SIGNALS = (32, 33)
 _MAX_FD = 0x7FFFFFFF
 
 
@@ -123,6 +126,8 @@ def restore_signals(blocked: Sequence[int] = ()) -> None:
         elif _signal.getsignal(sig) == _signal.SIG_DFL:
             continue
         _signal.signal(sig, _signal.SIG_DFL)
+    for sig in _LIBC_SIGNALS:  # out of Python's reach, and maybe ignored by our caller
+        syscalls.default_libc_signal(sig)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 

@@ -56,8 +56,8 @@ RESOLVE_IN_ROOT = 0x10
 # x86_64 and aarch64 share neither table, so name both (the others are rare hosts).
 # (The new mount API's numbers are the same on every architecture: 428 and up.)
 _SYSCALLS = {
-    "x86_64": {"pivot_root": 155, "openat2": 437},
-    "aarch64": {"pivot_root": 41, "openat2": 437},
+    "x86_64": {"pivot_root": 155, "openat2": 437, "rt_sigaction": 13},
+    "aarch64": {"pivot_root": 41, "openat2": 437, "rt_sigaction": 134},
 }
 _OPEN_TREE, _MOVE_MOUNT, _MOUNT_SETATTR = 428, 429, 442
 # <linux/mount.h>
@@ -128,6 +128,18 @@ def pivot_root(new_root: str, put_old: str) -> None:
     libc = _libc()
     ret = libc.syscall(ctypes.c_long(_nr("pivot_root")), _b(new_root), _b(put_old))
     _check(ret, f"pivot_root {new_root}")
+
+
+def default_libc_signal(signum: int) -> None:
+    """SIG_DFL for one of the signals libc keeps for itself (glibc's 32 and 33: its
+    sigaction refuses them, and so does Python's signal module), through the raw
+    rt_sigaction. An ignored one survives exec: a CI runner may hand us one ignored."""
+    # struct kernel_sigaction, all zero: handler SIG_DFL, no flags, no restorer, empty mask.
+    action = ctypes.create_string_buffer(32)
+    ret = _libc().syscall(
+        ctypes.c_long(_nr("rt_sigaction")), ctypes.c_int(signum), action, None, ctypes.c_size_t(8)
+    )
+    _check(ret, f"rt_sigaction({signum})")
 
 
 def sethostname(name: str) -> None:

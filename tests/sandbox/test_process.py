@@ -340,6 +340,12 @@ _DISPOSITIONS_HELPER = textwrap.dedent("""
     # ...and one blocked that is not forwarded (a CI runner's mask): runc starts the
     # container with an empty mask, so do we.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGURG})
+    # ...and glibc's own signal 32 ignored (as a CI runner handed it to us), which neither
+    # libc's sigaction nor Python can touch: the raw rt_sigaction, handler SIG_IGN.
+    import ctypes, struct
+    from builder.sandbox.syscalls import _nr
+    ignore = ctypes.create_string_buffer(struct.pack("4Q", 1, 0, 0, 0))
+    assert ctypes.CDLL("libc.so.6").syscall(_nr("rt_sigaction"), 32, ignore, None, 8) == 0
     root = OverlayRoot((Path(lower),), Path(upper), Path(work))
     spec = SandboxSpec(root, ("grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"))
     sys.exit(run(spec, forward=proxied()))
