@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 # bench/run.py: this script's dir is on sys.path
+import installed
 from run import NETWORK, SHARED, _command, base_store
 
 WORKLOAD = "big-rootfs-small-change"
@@ -84,7 +85,13 @@ def ours(store_base: Path, scratch: Path, context: Path) -> tuple[float, float]:
     try:
         subprocess.run(["sync"], check=True)
         t0 = time.perf_counter()
-        proc = subprocess.run(_command(store, *args), capture_output=True, text=True, check=True)
+        proc = subprocess.run(
+            _command(store, *args),
+            capture_output=True,
+            text=True,
+            check=True,
+            env=installed.environment(),
+        )
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(store)

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """`make bench`: the four workloads of ../shared/bench, cold / cached / changed, medians.
 
-Each cell is the wall time of the real CLI (`python -m builder build --network none`, as the
-peers ran; start-up included):
+Each cell is the wall time of the real CLI (`builder build --network none`, as the peers ran;
+start-up included), the console script of this checkout's wheel installed into a venv of its
+own (bench/installed.py), as the issue's figures were taken:
 - cold: a fresh store holding only the busybox base image;
 - cached: the same build again, nothing changed;
 - changed: after appending a line to the context's changeme.txt.
@@ -37,7 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from docker_peer import DockerPeer  # bench/ is on sys.path (as the script's own dir)
+import installed  # bench/ is on sys.path (as the script's own dir)
+from docker_peer import DockerPeer
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"
@@ -75,7 +77,7 @@ EPOCH = "1700000000"
 
 
 def _command(root: Path, *args: str | Path) -> list[str]:
-    return [sys.executable, "-m", "builder", "--root", str(root), *map(str, args)]
+    return installed.command(root, *args)
 
 
 def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -> float:
@@ -88,7 +90,7 @@ def _builder(root: Path, *args: str | Path, env: dict[str, str] | None = None) -
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=env or installed.environment(),
     )
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
@@ -200,7 +202,7 @@ def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, f
     """
     recipe = SHARED / EPOCH_WORKLOAD / "Dockerfile"
     context = _context(EPOCH_WORKLOAD, work)
-    plain = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
+    plain = {k: v for k, v in installed.environment().items() if k != "SOURCE_DATE_EPOCH"}
     envs = {"without": plain, "with": {**plain, "SOURCE_DATE_EPOCH": EPOCH}}
     times: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in envs}
     args = ("build", "-f", recipe, "--build-arg", "BASE=busybox:latest", context)
@@ -256,7 +258,7 @@ def main() -> None:
     parser.add_argument(
         "--server-only",
         nargs="*",
-        default=["tiny", "many-steps"],
+        default=list(WORKLOADS),
         help="Workloads measured again through a warm `builder server` (none: no table).",
     )
     options = parser.parse_args()

@@ -11,31 +11,22 @@ nothing is left running after the bench.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-# What the installed console script runs (`python -m builder` adds runpy's imports).
-CONSOLE_SCRIPT = [sys.executable, "-c", "from builder.cli.client import main; main()"]
+import installed  # bench/ is not a package: its scripts run with bench/ on sys.path
 
 
 @contextlib.contextmanager
 def warm_server() -> Iterator[dict[str, str]]:
     with tempfile.TemporaryDirectory(prefix="builder-server-") as folder:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-            "BUILDER_SERVER_DIR": folder,
-            "BUILDER_SERVER": "auto",
-        }
+        env = installed.environment(BUILDER_SERVER_DIR=folder, BUILDER_SERVER="auto")
         proc = subprocess.Popen(
-            [*CONSOLE_SCRIPT, "server", "--idle", "3600"],
+            [str(installed.console_script()), "server", "--idle", "3600"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

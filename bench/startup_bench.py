@@ -37,15 +37,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
+import installed  # noqa: E402
 from docker_peer import DockerPeer  # noqa: E402 - bench/ is not a package
-from server_mode import CONSOLE_SCRIPT, warm_server  # noqa: E402
+from server_mode import warm_server  # noqa: E402
 
 README = REPO.parent / "shared" / "bench" / "README.md"
 IMAGE = "busybox:latest"
 
 
 def builder_cmd(root: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "builder", "--root", str(root), *args]
+    return installed.command(root, *args)
 
 
 def readme_figures(readme: Path = README) -> dict[str, tuple[float, float]]:
@@ -65,7 +66,11 @@ def make_bundle(root: Path, work: Path) -> Path:
     terminal off and args /bin/true."""
     layout = work / "layout"
     layout.mkdir()
-    save = subprocess.Popen(builder_cmd(root, "save", "-o", "-", IMAGE), stdout=subprocess.PIPE)
+    save = subprocess.Popen(
+        builder_cmd(root, "save", "-o", "-", IMAGE),
+        stdout=subprocess.PIPE,
+        env=installed.environment(),
+    )
     subprocess.run(["tar", "-x", "-C", str(layout)], stdin=save.stdout, check=True)
     if save.wait() != 0:
         raise SystemExit("builder save failed")
@@ -116,11 +121,15 @@ def contenders(
 ) -> dict[str, Callable[[int], Sample]]:
     ours = builder_cmd(root, "run", "--rm")
     found: dict[str, Callable[[int], Sample]] = {
-        "builder --network none": lambda i: timed([*ours, "--network", "none", IMAGE, "/bin/true"]),
-        "builder (default net)": lambda i: timed([*ours, IMAGE, "/bin/true"]),
+        "builder --network none": lambda i: timed(
+            [*ours, "--network", "none", IMAGE, "/bin/true"], installed.environment()
+        ),
+        "builder (default net)": lambda i: timed(
+            [*ours, IMAGE, "/bin/true"], installed.environment()
+        ),
     }
     if server_env is not None:
-        served = [*CONSOLE_SCRIPT, "--root", str(root), "run", "--rm", "--network", "none"]
+        served = installed.command(root, "run", "--rm", "--network", "none")
         found["builder (server) --net none"] = lambda i: timed(
             [*served, IMAGE, "/bin/true"], server_env
         )
