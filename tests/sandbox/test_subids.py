@@ -4,8 +4,9 @@ a dead holder's slot is free again. Ranges and lease records live in a test's te
 
 from __future__ import annotations
 
-import os
-import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,24 +52,24 @@ def test_two_leases_at_once_get_different_slots_and_a_release_frees_one(ranges: 
 
 
 def test_a_killed_holders_slot_is_free_again(ranges: Path) -> None:
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # holds a lease, never releases it
-        os.close(r)
+    # The holder is a fresh interpreter that waits to be killed. (It was a fork calling
+    # os.pause, which does not exist: the holder died at once, and the check that its slot was
+    # held raced its exit.)
+    holder = (
+        "import os, signal, sys; from builder.sandbox import subids;"
+        " subids.SUBUID, subids.SUBGID = sys.argv[1], sys.argv[2];"
+        " subids.lease(sys.argv[3]); os.write(1, b'k'); signal.pause()"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", holder, subids.SUBUID, subids.SUBGID, str(ranges)],
+        stdout=subprocess.PIPE,
+    ) as proc:
         try:
-            subids.lease(str(ranges))
-            os.write(w, b"k")
-            os.pause()
+            assert proc.stdout is not None and proc.stdout.read(1) == b"k"
+            time.sleep(0.2)  # still held a moment later: the holder lives until it is killed
+            assert len(subids.leased(str(ranges))) == 1
         finally:
-            os._exit(1)
-    os.close(w)
-    try:
-        assert os.read(r, 1) == b"k"
-        assert len(subids.leased(str(ranges))) == 1
-    finally:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        os.close(r)
+            proc.kill()
     assert len(list(ranges.iterdir())) == 1  # its record stays, stale
     assert subids.leased(str(ranges)) == []
     reclaimed = subids.lease(str(ranges))
