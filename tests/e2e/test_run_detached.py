@@ -52,6 +52,10 @@ def test_detached_lifecycle(builder: Builder) -> None:
     cid = builder("run", "-d", "--name", "web", IMAGE, "sh", "-c", script).stdout.strip()
     assert len(cid) == 64 and containers_of(builder) == [cid]
     # It outlived the CLI, and is no child of the test: a supervisor of its own runs it.
+    # (`run -d` returns once the shell runs; its first `sleep` may come a moment later.)
+    deadline = time.monotonic() + 10
+    while not processes_with(f"sleep {TOKEN}", exact=True) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert len(processes_with(f"sleep {TOKEN}", exact=True)) == 1
     assert all(_ppid(p) != os.getpid() for p in processes_with(str(builder.root)))
     (row,) = _ps(builder)
