@@ -157,7 +157,11 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
     container = store.containers.create(record, staging=store.tmp_dir("container"))
     spec = SandboxSpec(
         root=OverlayRoot(
-            lowers=lowers, upper=container.upper, work=container.work, volatile=options.remove
+            lowers=lowers,
+            upper=container.upper,
+            work=container.work,
+            volatile=options.remove,
+            discarded=options.remove,
         ),
         argv=argv,
         env=env_for(config, options.env),

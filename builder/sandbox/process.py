@@ -433,8 +433,8 @@ def _supervise_root(plan: _Run, report_w: int, idmap: Idmapping | None) -> int:
     finally:
         if isinstance(spec.root, DirRoot) and spec.root.readonly:
             mounts.remount_writable(plan.rootdir)  # only our view: the stubs must go
-        if not (isinstance(spec.root, OverlayRoot) and spec.root.volatile):
-            # (A volatile upper dir is thrown away next, stubs and all: `run --rm`.)
+        if not (isinstance(spec.root, OverlayRoot) and spec.root.discarded):
+            # (A discarded upper dir is thrown away next, stubs and all: `run --rm`.)
             with _as_container_root(idmap):
                 mounts.remove_stubs(plan.rootdir, stubs)
         # Unmount now, not when the namespace dies (that may happen asynchronously, after

@@ -55,11 +55,14 @@ class OverlayRoot:
     lowers: tuple[Path, ...]
     upper: Path
     work: Path
-    # The upper and work dirs are thrown away after this one mount (`run --rm`): mounted
-    # with overlayfs' "volatile", no sync of the upper file system (the unmount otherwise
-    # syncs the whole of it: 6-20 ms a run on this machine). The kernel then marks the
-    # work dir, which can never be mounted again. Podman does the same for --rm.
+    # Mounted with overlayfs' "volatile": no sync of the upper file system (the unmount
+    # otherwise syncs the whole of it: 6-20 ms a run on this machine, over a second on a
+    # busy disk). The kernel then marks the work dir, which can never be mounted again.
+    # Podman does the same for --rm; a build step's upper is synced by the store instead.
     volatile: bool = False
+    # The upper and work dirs are thrown away after this one mount (`run --rm`): the
+    # sandbox leaves its mount-point stubs in the upper dir.
+    discarded: bool = False
     # Served by fuse-overlayfs instead of the kernel's overlayfs (sandbox/fuse.py), for
     # where the kernel's cannot be mounted; the upper dir is then in its form.
     fuse: bool = False

@@ -16,7 +16,7 @@ from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest, DigestError
 from builder.layer.tree import remove_tree
-from builder.store.atomic import fsync_dir
+from builder.store.atomic import fsync_dir, syncfs
 from builder.store.blobs import BlobStore
 from builder.store.locks import UpdateLock
 from builder.store.paths import StorePaths
@@ -37,6 +37,9 @@ class UnpackedLayers:
         # the others wait for it (another process's unpack is settled by `adopt`).
         self._unpacking: dict[Digest, threading.Lock] = {}
         self._guard = threading.Lock()
+        # Layers adopted, and how many of them the last `sync` covered (see `sync`).
+        self._adopted = 0
+        self._synced = 0
 
     def has(self, diff_id: Digest) -> bool:
         return self._paths.layer(diff_id).is_dir()
@@ -82,7 +85,27 @@ class UnpackedLayers:
                     "(it must be on the store's filesystem)"
                 ) from None
             fsync_dir(self._paths.layers)
+            self._adopted += 1
         return target
+
+    def sync(self) -> None:
+        """Make every layer dir adopted so far durable, contents and all: one syncfs of the
+        store's file system. A build step's upper dir is mounted "volatile" (its unmount
+        would sync the whole file system on the step's critical path, 5 ms to over a second
+        on a busy disk), so its step's cache record, which later builds trust, is written
+        after this, on the finisher thread (engine/steps/layer_step.commit_layer). One call
+        covers every layer adopted before it began: a finisher that fell behind syncs once
+        for several steps."""
+        upto = self._adopted
+        if self._synced >= upto:
+            return
+        try:
+            syncfs(self._paths.layers)
+        except OSError as err:
+            raise StoreError(
+                f"cannot write the store's unpacked layers to disk: {err.strerror}"
+            ) from None
+        self._synced = max(self._synced, upto)
 
     def diff_ids(self) -> Iterator[Digest]:
         for path in self._paths.layers.iterdir():

@@ -69,6 +69,16 @@ def test_unchanged_rebuild_hits_the_cache_for_every_step(builder: Builder) -> No
     assert first.stdout == again
 
 
+def test_a_run_step_root_is_a_volatile_overlay(builder: Builder, tmp_path: Path) -> None:
+    """No sync of the store's file system at each step's unmount (the finisher syncs the
+    layer before its record; tests/engine/test_step_run.py): the kernel got "volatile"."""
+    options = "sed -n 's|^[^ ]* [^ ]* [^ ]* [^ ]* / .* - overlay [^ ]* \\(.*\\)|\\1|p'"
+    recipe = f"FROM busybox\nRUN {options} /proc/self/mountinfo > /root-options\n"
+    builder("build", "-q", "-t", "opts", make_context(tmp_path, recipe))
+    seen = builder("run", "--rm", "opts", "cat", "/root-options").stdout
+    assert "fsync=volatile" in seen.strip().split(","), seen
+
+
 def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> None:
     context = make_context(
         tmp_path,

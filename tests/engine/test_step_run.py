@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from builder.engine.executor import Mount, Process
+from builder.engine.executor import Mount, OverlayRoot, Process
 from builder.errors import RecipeError
 from builder.store import Store
+from builder.store import layers as layers_module
+from builder.store.cache import CacheRecord, StepRecord
 from tests.engine.fakes import Effect, FakeExecutor
 from tests.engine.support import files_of, image, layer_entries, make_context, run_build
 
@@ -227,3 +230,37 @@ def test_a_command_with_heredocs_is_joined_as_buildkit_joins_it(
     assert fake.runs[0].argv == ("/bin/sh", "-c", script)
     config, _ = image(store, built)
     assert config.history[-1].created_by == f"RUN /bin/sh -c {script} # buildkit"
+
+
+def test_a_steps_record_is_written_after_its_layer_dir_is_synced(
+    store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The step's overlay is volatile (no sync at its unmount), so the cache record that a
+    later build trusts comes only after a syncfs that began once the layer dir was in."""
+    roots: list[OverlayRoot] = []
+    run = fake.run
+    monkeypatch.setattr(fake, "run", lambda root, *a: (roots.append(root), run(root, *a))[1])
+    synced: set[str] = set()  # the layer dirs present when the last syncfs began
+    syncs = []
+
+    def syncfs(path: Path) -> None:
+        synced.update(os.listdir(store.paths.layers))
+        syncs.append(path)
+
+    monkeypatch.setattr(layers_module, "syncfs", syncfs)
+    recorded = []
+    put = store.cache.put
+
+    def checked_put(key: str, record: CacheRecord) -> None:
+        if isinstance(record, StepRecord) and record.diff_id is not None:
+            assert record.diff_id.hex in synced, "a record was written before its layer synced"
+            recorded.append(record.diff_id)
+        put(key, record)
+
+    monkeypatch.setattr(store.cache, "put", checked_put)
+    fake.on("one", Effect(files={"/a": "1"}))
+    fake.on("two", Effect(files={"/b": "2"}))
+    context = make_context(tmp_path / "ctx", "FROM scratch\nRUN one\nRUN two\n")
+    run_build(store, context, fake, monkeypatch)
+    assert len(recorded) == 2 and 1 <= len(syncs) <= 2
+    assert [r.volatile for r in roots] == [True, True]

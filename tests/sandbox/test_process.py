@@ -370,14 +370,18 @@ def test_the_command_starts_with_no_signal_ignored_or_blocked(
     assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
 
 
-def test_a_volatile_upper_keeps_its_stubs_for_the_caller_to_drop(
+def test_a_discarded_upper_keeps_its_stubs_for_the_caller_to_drop(
     overlay: Callable[..., OverlayRoot], sh: ShRunner
 ) -> None:
     """`run --rm`: the upper dir is thrown away next, so the supervisor leaves the mount
-    points it made there (a non-volatile one gets them removed: test_mounts)."""
-    root = replace(overlay(), volatile=True)
+    points it made there; one that is only volatile (a build step's, synced by the store)
+    gets them removed, as a plain one does (test_mounts)."""
+    root = replace(overlay(), volatile=True, discarded=True)
     assert sh(SandboxSpec(root, ()), "true")[0] == 0
     assert sorted(os.listdir(root.upper / "etc")) == ["hostname", "hosts", "resolv.conf"]
+    kept = replace(overlay(), volatile=True)
+    assert sh(SandboxSpec(kept, ()), "true")[0] == 0
+    assert [p.name for p in kept.upper.rglob("*") if not p.is_dir()] == []
 
 
 def _children() -> set[int]:

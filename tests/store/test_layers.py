@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import pytest
 from builder.errors import LayerError, StoreError
 from builder.image.digest import Digest
 from builder.store import Store
+from builder.store import layers as layers_module
+from builder.store.atomic import syncfs
 from tests.store.support import corrupt, make_image
 
 
@@ -60,3 +64,46 @@ def test_adopt_moves_in_or_drops_a_duplicate(tmp_path: Path) -> None:
     target = store.layers.adopt(diff_id, second)
     assert (target / "f").read_text() == "first" and not second.exists()
     assert store.layers.delete(diff_id) > 0 and not store.layers.has(diff_id)
+
+
+def test_sync_makes_adopted_layers_durable_once_for_all_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store.open(tmp_path / "s")
+    synced: list[Path] = []
+    real = layers_module.syncfs
+    monkeypatch.setattr(layers_module, "syncfs", lambda p: (synced.append(p), real(p)))
+    store.layers.sync()
+    assert synced == []  # nothing adopted: nothing to write back
+    for n in range(2):  # a finisher that fell behind: one syncfs covers both
+        upper = store.tmp_dir("upper")
+        (upper / "f").write_text(str(n))
+        store.layers.adopt(Digest.of_bytes(str(n).encode()), upper)
+    store.layers.sync()
+    store.layers.sync()
+    assert synced == [store.paths.layers]
+    upper = store.tmp_dir("upper")
+    store.layers.adopt(Digest.of_bytes(b"2"), upper)
+    store.layers.sync()
+    assert len(synced) == 2
+
+
+def test_a_failed_sync_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An I/O error of the disk cannot be caused for real here: syncfs is made to fail.
+    store = Store.open(tmp_path / "s")
+    store.layers.adopt(Digest.of_bytes(b"x"), store.tmp_dir("upper"))
+
+    def eio(path: Path) -> None:
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+
+    monkeypatch.setattr(layers_module, "syncfs", eio)
+    message = "cannot write the store's unpacked layers to disk: Input/output error"
+    with pytest.raises(StoreError, match=f"^{re.escape(message)}$"):
+        store.layers.sync()
+
+
+def test_syncfs_is_the_real_system_call(tmp_path: Path) -> None:
+    syncfs(tmp_path)  # no error on a real file system
+    with pytest.raises(OSError) as caught:
+        syncfs(tmp_path / "missing")
+    assert caught.value.errno == errno.ENOENT

@@ -67,8 +67,13 @@ def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
         _unpacked(layer, diff_id, ctx)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
+    # volatile: no sync of the store's file system when the step's overlay is unmounted;
+    # commit_layer has the layer synced behind the next steps, before its cache record.
     return OverlayRoot(
-        lowers=lowers, upper=ctx.store.tmp_dir("upper"), work=ctx.store.tmp_dir("work")
+        lowers=lowers,
+        upper=ctx.store.tmp_dir("upper"),
+        work=ctx.store.tmp_dir("work"),
+        volatile=True,
     )
 
 
@@ -117,8 +122,10 @@ def commit_layer(
     finally:
         discard(root)
     record = StepRecord(created, layer, diff_id)
-    # The blob is made durable behind the next steps (store/finishing); its record after it.
+    # The blob and the unpacked dir are made durable behind the next steps (store/finishing),
+    # the record that names them after them: a crash never leaves a record of a torn layer.
     rkey = record_key(ctx, key)
+    ctx.store.finishing.submit(ctx.store.layers.sync)
     ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
     ctx.cache.note(rkey, record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
