@@ -205,6 +205,7 @@ def _sandbox_executor(
         seccomp_cache=store.paths.seccomp,
         stopper=stopper,
         snapshotter=functools.cache(snapshotter),
+        discard_dir=store.scratch.discard,
     )
 
 

@@ -71,9 +71,10 @@ class SandboxExecutor:
 
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
-    temp dir. `limits` are every RUN process's resource limits (our in-root writers have
-    none), `userns` its user namespace (our in-root writers run as root: their code is
-    ours, and what they write is the same either way). `seccomp_cache`: where compiled
+    temp dir; `discard_dir` (the store's scratch.discard) removes it in the background.
+    `limits` are every RUN process's resource limits (our in-root writers have none),
+    `userns` its user namespace (our in-root writers run as root: their code is ours, and
+    what they write is the same either way). `seccomp_cache`: where compiled
     seccomp programs are kept (the store's), so a build does not compile Docker's profile
     again (sandbox/seccomp_cache.py). A `stopper` can kill every running RUN process (a
     build whose stages run at once stops them all when one fails). `snapshotter` says how a
@@ -89,8 +90,10 @@ class SandboxExecutor:
         seccomp_cache: Path | None = None,
         stopper: Stopper | None = None,
         snapshotter: Callable[[], Snapshotter] | None = None,
+        discard_dir: Callable[[Path], None] | None = None,
     ) -> None:
         self._new_dir = new_dir
+        self._discard_dir = discard_dir
         self._limits = limits
         self._userns = userns
         self._seccomp_cache = seccomp_cache
@@ -128,7 +131,10 @@ class SandboxExecutor:
         try:
             yield state
         finally:
-            remove_tree(state, ignore_errors=True)
+            if self._discard_dir is None:
+                remove_tree(state, ignore_errors=True)
+            else:
+                self._discard_dir(state)
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
         with self._state_dir() as state, self._root(root) as made:

@@ -7,14 +7,21 @@ keep the dead one's work forever. An entry whose owner is gone (no such process,
 process under its pid, or a zombie) is removed by the next command that takes the store's
 update lock (`Store.sweep_scratch`) and by gc. Names of the older form `PREFIX-PID-RANDOM`
 are judged by the pid alone.
+
+What a command is done with goes through `discard`: a background thread removes it while
+the command goes on (a build step's work dir and its sandbox's state dir: their rmdirs took
+5-10 ms a step on this ext4 with online discard). `settle` waits for it; a process that
+exits first leaves owner-tagged entries the next sweep removes.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from pathlib import Path
 
+from builder.layer.tree import remove_tree
 from builder.store.removal import remove
 from builder.store.space import writing
 
@@ -69,6 +76,37 @@ def owner_gone(name: str) -> bool | None:
 class Scratch:
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._doomed: list[Path] = []  # handed to `discard`, not yet removed
+        self._wake = threading.Condition()
+        self._remover: threading.Thread | None = None
+
+    def discard(self, path: Path) -> None:
+        """Remove `path` (one of ours, under tmp/) in the background."""
+        with self._wake:
+            self._doomed.append(path)
+            if self._remover is None:
+                self._remover = threading.Thread(
+                    target=self._remove_doomed, name="scratch-remover", daemon=True
+                )
+                self._remover.start()
+            self._wake.notify()
+
+    def settle(self) -> None:
+        """Return once everything discarded so far is removed."""
+        with self._wake:
+            self._wake.wait_for(lambda: not self._doomed and self._remover is None)
+
+    def _remove_doomed(self) -> None:
+        while True:
+            with self._wake:
+                if not self._doomed:  # done: the next discard starts another thread
+                    self._remover = None
+                    self._wake.notify_all()
+                    return
+                path = self._doomed[0]
+            remove_tree(path, ignore_errors=True)  # what stays is swept by its owner tag
+            with self._wake:
+                self._doomed.pop(0)
 
     def new_dir(self, prefix: str) -> Path:
         """A new private dir, named with our pid and start time so a sweep can tell it is

@@ -100,12 +100,14 @@ class Store:
         """Hold while building or running: gc() refuses to run while any lease is held, so
         blobs written but not yet tagged, and layers under a container, are not swept.
         Background blob work (store/finishing) ends before the lease does, even when the
-        build failed: a gc never sees a record appear for a blob it has just swept."""
+        build failed: a gc never sees a record appear for a blob it has just swept; so does
+        the removal of scratch dirs the work discarded (store/scratch)."""
         with self._gc_lock.lease():
             try:
                 yield
             finally:
                 self.finishing.settle()
+                self.scratch.settle()
 
     # -- across parts ----------------------------------------------------------------------
 

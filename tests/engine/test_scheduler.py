@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from builder.engine import engine as engine_module
 from builder.engine.events import StepDone, StepOutput, StepStarted
 from builder.engine.executor import OverlayRoot, Process
 from builder.engine.scheduler import can_overlap
+from builder.engine.stopper import Stopper
 from builder.errors import StepFailed
 from builder.recipe import load, plan
 from builder.store import Store
@@ -108,19 +110,20 @@ def test_jobs_1_builds_in_order(
 
 
 class FailFast(FakeExecutor):
-    """`work a` fails at once; `work b` ends a moment after it, successfully."""
+    """`work a` fails at once; `work b` ends successfully once the build is stopping (the
+    failure is known: a fixed delay was not enough under load, when b ended first and the
+    free slot rightly went to c)."""
 
-    def __init__(self) -> None:
+    def __init__(self, stoppers: list[Stopper]) -> None:
         super().__init__()
-        self.failed = threading.Event()
+        self.stoppers = stoppers
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
-        command = process.argv[-1]
-        if command == "work a":
-            self.failed.set()
-        elif command == "work b":
-            assert self.failed.wait(10)
-            time.sleep(0.3)
+        if process.argv[-1] == "work b":
+            deadline = time.monotonic() + 10
+            while not self.stoppers[-1].stopped and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert self.stoppers[-1].stopped
         return super().run(root, process, output)
 
 
@@ -129,7 +132,15 @@ def test_a_failure_starts_no_further_stage_and_is_the_error(
 ) -> None:
     recipe = FAN_IN.replace("FROM scratch\n", "FROM scratch AS c\nRUN work c\nFROM scratch\n")
     context = make_context(tmp_path / "ctx", recipe)
-    fake = FailFast()
+    stoppers: list[Stopper] = []
+
+    class Noted(Stopper):
+        def __init__(self) -> None:
+            super().__init__()
+            stoppers.append(self)
+
+    monkeypatch.setattr(engine_module, "Stopper", Noted)
+    fake = FailFast(stoppers)
     fake.on("work a", Effect(status=3, output=("broken",)))
     fake.on("work b", Effect(files={"/b": "b"}))
     fake.on("work c", Effect(files={"/c": "c"}))

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from builder.store import scratch as scratch_module
 from builder.store.scratch import Scratch, owner_gone, process_start
 
 
@@ -54,3 +58,31 @@ def test_a_zombie_owner_is_gone() -> None:
     finally:
         child.wait()
     assert owner_gone(f"upper-{os.getpid()}-{process_start(os.getpid())}-abc") is False
+
+
+def test_discarded_dirs_go_in_the_background_and_settle_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scratch = Scratch(tmp_path)
+    scratch.settle()  # nothing discarded: returns at once
+    dirs = [scratch.new_dir("work") for _ in range(20)]
+    for d in dirs:
+        (d / "sub" / "deeper").mkdir(parents=True)
+        (d / "sub" / "f").write_bytes(b"x")
+    caller = threading.get_ident()
+    removers = set()
+    original = scratch_module.remove_tree
+
+    def noting(path: Path, *, ignore_errors: bool = False) -> None:
+        removers.add(threading.get_ident())
+        original(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(scratch_module, "remove_tree", noting)
+    for d in dirs:
+        scratch.discard(d)
+    scratch.settle()
+    assert list(tmp_path.iterdir()) == [] and removers and caller not in removers
+    again = scratch.new_dir("work")  # a discard after the remover stopped starts another
+    scratch.discard(again)
+    scratch.settle()
+    assert not again.exists()

@@ -119,10 +119,10 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     try:
         inc.place(root.upper, ctx.context.root)
     except OSError as err:  # a context file gone since it was read: as the writer says it
-        discard(root)
+        discard(root, ctx)
         raise StepFailed(f"{_shown(instr)}: {err}", 1, instr.location) from None
     except BaseException:
-        discard(root)
+        discard(root, ctx)
         raise
     done = commit_layer(
         state,

@@ -72,7 +72,7 @@ def _pack_in(
     status, source_root, failure = execute_in_overlay(source, ctx, launch)
     if status != 0:
         raise failed(failure or "failed", status)
-    discard(source_root)  # the source is only read
+    discard(source_root, ctx)  # the source is only read
 
 
 def stage_files(

@@ -17,7 +17,6 @@ from builder.engine.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.layer.prune import prune_unchanged_dirs
-from builder.layer.tree import remove_tree
 from builder.record import replace
 from builder.store import StepRecord
 
@@ -77,9 +76,10 @@ def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
     )
 
 
-def discard(root: OverlayRoot) -> None:
+def discard(root: OverlayRoot, ctx: StepContext) -> None:
+    """The overlay's scratch dirs go in the background (an adopted upper is gone already)."""
     for path in (root.upper, root.work):
-        remove_tree(path, ignore_errors=True)
+        ctx.store.scratch.discard(path)
 
 
 def commit_layer(
@@ -120,7 +120,7 @@ def commit_layer(
         )
         ctx.store.layers.adopt(diff_id, root.upper)
     finally:
-        discard(root)
+        discard(root, ctx)
     record = StepRecord(created, layer, diff_id)
     # The blob and the unpacked dir are made durable behind the next steps (store/finishing),
     # the record that names them after them: a crash never leaves a record of a torn layer.
@@ -209,10 +209,10 @@ def execute_in_overlay(
     try:
         status = launch(root, pump.fd)
     except BaseException:
-        discard(root)
+        discard(root, ctx)
         raise
     finally:
         pump.finish()
     if status != 0:
-        discard(root)
+        discard(root, ctx)
     return status, root, pump.last_line
