@@ -2,12 +2,24 @@
 overlay a build step or a container runs on. Made from the layout's blobs when an image
 comes in (import, pull and load unpack at once, as docker does: a cold build's first step
 then mounts what is there, instead of paying ~0.1 s for a busybox layer's 400 entries),
-else on first use (an image whose layers came another way: a build's own, a cache import)."""
+else on first use (an image whose layers came another way: a build's own, a cache import).
+
+An unpacked layer is trusted when it was made since this boot (its dir's ctime, set by the
+rename that adopted it, is after the boot time) or once a syncfs has put it on disk whole
+(an empty file layers.synced/<hex>, made after the sync). One from before this boot that was
+never synced may have lost its files' data to a crash (ext4 writes new files' blocks up to
+30 s later, its rename sooner), so it is put aside and unpacked again from its blob, which
+was fsynced. Build steps' dirs are synced behind the build (`sync`, on the finisher):
+their overlays are mounted volatile, so no step waits for the file system to be written.
+Layers unpacked by import, load or a build's first use are marked when a later sync of the
+same process covers them; the others are unpacked again after a reboot."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,25 +49,47 @@ class UnpackedLayers:
         # the others wait for it (another process's unpack is settled by `adopt`).
         self._unpacking: dict[Digest, threading.Lock] = {}
         self._guard = threading.Lock()
-        # Layers adopted, and how many of them the last `sync` covered (see `sync`).
-        self._adopted = 0
-        self._synced = 0
+        # Layers this process adopted, and how many of them a `sync` has marked.
+        self._adopted: list[Digest] = []
+        self._marked = 0
 
     def has(self, diff_id: Digest) -> bool:
-        return self._paths.layer(diff_id).is_dir()
+        return self._trusted(diff_id)
+
+    def _trusted(self, diff_id: Digest) -> bool:
+        try:
+            st = os.stat(self._paths.layer(diff_id))
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+        return st.st_ctime >= _boot_time() or self._paths.synced_layer(diff_id).exists()
 
     def get(self, blob: Descriptor, diff_id: Digest) -> Path:
         """layers/<diff_id hex>, unpacked from the blob on first use (verified both ways:
-        the blob against its digest, the tar against the diff_id)."""
+        the blob against its digest, the tar against the diff_id), or again when the one
+        there is not trusted (see the module's docstring)."""
         target = self._paths.layer(diff_id)
-        if target.is_dir():
+        if self._trusted(diff_id):
             return target
         with self._guard:
             lock = self._unpacking.setdefault(diff_id, threading.Lock())
         with lock:
-            if target.is_dir():  # another thread unpacked it meanwhile
+            if self._trusted(diff_id):  # another thread unpacked it meanwhile
                 return target
+            self._put_aside(diff_id)
             return self._unpack(blob, diff_id)
+
+    def _put_aside(self, diff_id: Digest) -> None:
+        """Move an untrusted dir out of the way, asking again under the update lock: another
+        process may just have unpacked it again."""
+        target = self._paths.layer(diff_id)
+        with self._lock.held():
+            if not os.path.lexists(target) or self._trusted(diff_id):
+                return
+            aside = self._scratch.new_dir("untrusted")
+            os.rename(target, aside / "root")
+        self._scratch.discard(aside)
 
     def _unpack(self, blob: Descriptor, diff_id: Digest) -> Path:
         from builder.layer.apply import unpack_layer  # lazily: tarfile is slow to import
@@ -71,12 +105,14 @@ class UnpackedLayers:
             remove_tree(staging, ignore_errors=True)
 
     def adopt(self, diff_id: Digest, src: Path) -> Path:
-        """Move an overlay-form dir in (a rename, no copy); if one is there, drop src."""
+        """Move an overlay-form dir in (a rename, no copy); if a trusted one is there, drop
+        src (an untrusted one is put aside for it)."""
         target = self._paths.layer(diff_id)
         with self._lock.held():
-            if target.is_dir():
+            if self._trusted(diff_id):
                 remove_tree(src, ignore_errors=True)
                 return target
+            self._put_aside(diff_id)
             try:
                 os.rename(src, target)
             except OSError as err:
@@ -85,7 +121,7 @@ class UnpackedLayers:
                     "(it must be on the store's filesystem)"
                 ) from None
             fsync_dir(self._paths.layers)
-            self._adopted += 1
+            self._adopted.append(diff_id)
         return target
 
     def sync(self) -> None:
@@ -95,17 +131,21 @@ class UnpackedLayers:
         on a busy disk), so its step's cache record, which later builds trust, is written
         after this, on the finisher thread (engine/steps/layer_step.commit_layer). One call
         covers every layer adopted before it began: a finisher that fell behind syncs once
-        for several steps."""
-        upto = self._adopted
-        if self._synced >= upto:
+        for several steps. Each is then marked as synced, so that it is trusted after a
+        reboot too."""
+        upto = len(self._adopted)
+        if self._marked >= upto:
             return
         try:
             syncfs(self._paths.layers)
+            self._paths.synced_layers.mkdir(exist_ok=True)
+            for diff_id in self._adopted[self._marked : upto]:
+                os.close(os.open(self._paths.synced_layer(diff_id), os.O_CREAT | os.O_WRONLY))
         except OSError as err:
             raise StoreError(
                 f"cannot write the store's unpacked layers to disk: {err.strerror}"
             ) from None
-        self._synced = max(self._synced, upto)
+        self._marked = upto
 
     def diff_ids(self) -> Iterator[Digest]:
         for path in self._paths.layers.iterdir():
@@ -114,4 +154,16 @@ class UnpackedLayers:
 
     def delete(self, diff_id: Digest) -> int:
         """Remove the unpacked dir (the blob stays); returns the bytes freed."""
-        return remove(self._paths.layer(diff_id))
+        freed = remove(self._paths.layer(diff_id))
+        self._paths.synced_layer(diff_id).unlink(missing_ok=True)
+        return freed
+
+
+@functools.cache
+def _boot_time() -> float:
+    """When this machine booted, on the wall clock that stamps ctimes (/proc/stat btime)."""
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime "):
+                return float(line.split()[1])
+    return float("inf")  # no boot time: nothing counts as made since boot

@@ -2,6 +2,7 @@
 
 root/layout/{oci-layout,index.json,blobs/sha256/<hex>}   the OCI image layout
 root/layers/<diff_id hex>/   unpacked layers in overlay form (lowerdirs)
+root/layers.synced/<hex>     empty: that unpacked layer was on disk whole (store/layers.py)
 root/cache/<key>.json        build cache records
 root/variants/<diff_id hex>/<kind>[-<level>].json   a layer's blob in each compression
 root/containers/<id>/        `builder run`'s writable layers (upper, work)
@@ -57,6 +58,13 @@ class StorePaths:
 
     def layer(self, diff_id: Digest) -> Path:
         return self.layers / diff_id.hex
+
+    @property
+    def synced_layers(self) -> Path:
+        return self.root / "layers.synced"
+
+    def synced_layer(self, diff_id: Digest) -> Path:
+        return self.synced_layers / diff_id.hex
 
     @property
     def cache(self) -> Path:

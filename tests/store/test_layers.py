@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,53 @@ def test_syncfs_is_the_real_system_call(tmp_path: Path) -> None:
     with pytest.raises(OSError) as caught:
         syncfs(tmp_path / "missing")
     assert caught.value.errno == errno.ENOENT
+
+
+def _reboot_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As if the machine booted this instant: every dir made so far is from before it."""
+    # ctimes come from the kernel's coarse clock (up to a tick behind time.time()): keep
+    # what was made on either side of the boot well apart.
+    time.sleep(0.05)
+    boot = time.time()
+    monkeypatch.setattr(layers_module, "_boot_time", lambda: boot)
+    time.sleep(0.05)
+
+
+def test_after_a_reboot_a_layer_never_synced_is_unpacked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash can leave a layer dir whose files lost their data (the rename reached the
+    disk, the blocks did not); one a sync covered is whole."""
+    store = Store.open(tmp_path / "s")
+    (synced,) = make_image(store, tmp_path, "synced").layers
+    kept = store.layers.get(synced.blob, synced.diff_id)
+    store.layers.sync()
+    (unsynced,) = make_image(store, tmp_path, "unsynced").layers
+    torn = store.layers.get(unsynced.blob, unsynced.diff_id)
+    (torn / "etc" / "msg").write_text("")  # what a crash can leave
+    (kept / "canary").write_text("not unpacked again")
+    _reboot_now(monkeypatch)
+    store = Store.open(tmp_path / "s")
+    assert store.layers.has(synced.diff_id) and not store.layers.has(unsynced.diff_id)
+    assert store.layers.get(synced.blob, synced.diff_id) == kept
+    assert (kept / "canary").exists()
+    assert store.layers.get(unsynced.blob, unsynced.diff_id) == torn
+    assert (torn / "etc" / "msg").read_text() == "unsynced"  # unpacked again from its blob
+    assert store.layers.has(unsynced.diff_id)  # made since the boot
+    store.scratch.settle()
+    assert list(store.paths.tmp.iterdir()) == []  # the torn one put aside, then removed
+    assert store.layers.delete(synced.diff_id) > 0
+    assert not store.paths.synced_layer(synced.diff_id).exists()
+
+
+def test_adopt_replaces_an_untrusted_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = Store.open(tmp_path / "s")
+    diff_id = Digest.of_bytes(b"tar")
+    first = store.tmp_dir("upper")
+    (first / "f").write_text("from before the crash")
+    store.layers.adopt(diff_id, first)
+    _reboot_now(monkeypatch)
+    second = store.tmp_dir("upper")
+    (second / "f").write_text("made again")
+    target = store.layers.adopt(diff_id, second)
+    assert (target / "f").read_text() == "made again" and store.layers.has(diff_id)
