@@ -63,7 +63,7 @@ class UnpackedLayers:
             return False
         if not stat.S_ISDIR(st.st_mode):
             return False
-        return st.st_ctime >= _boot_time() or self._paths.synced_layer(diff_id).exists()
+        return st.st_ctime >= _boot_time() or self._marked_synced(diff_id)
 
     def get(self, blob: Descriptor, diff_id: Digest) -> Path:
         """layers/<diff_id hex>, unpacked from the blob on first use (verified both ways:
@@ -128,24 +128,30 @@ class UnpackedLayers:
         """Make every layer dir adopted so far durable, contents and all: one syncfs of the
         store's file system. A build step's upper dir is mounted "volatile" (its unmount
         would sync the whole file system on the step's critical path, 5 ms to over a second
-        on a busy disk), so its step's cache record, which later builds trust, is written
-        after this, on the finisher thread (engine/steps/layer_step.commit_layer). One call
-        covers every layer adopted before it began: a finisher that fell behind syncs once
-        for several steps. Each is then marked as synced, so that it is trusted after a
-        reboot too."""
+        on a busy disk), so its step's cache record is written after this, on the finisher
+        thread (engine/steps/layer_step.commit_layer). One call covers every layer adopted
+        before it began: a finisher that fell behind syncs once for several steps. Every
+        layer dir that was there when it began and is not marked yet (this process's, and
+        those an import or another process unpacked since the boot) is then marked synced,
+        so that it is trusted after a reboot too."""
         upto = len(self._adopted)
         if self._marked >= upto:
             return
         try:
+            unmarked = [d for d in self.diff_ids() if not self._marked_synced(d)]
             syncfs(self._paths.layers)
             self._paths.synced_layers.mkdir(exist_ok=True)
-            for diff_id in self._adopted[self._marked : upto]:
-                os.close(os.open(self._paths.synced_layer(diff_id), os.O_CREAT | os.O_WRONLY))
+            for diff_id in unmarked:
+                if self._trusted(diff_id):  # not one from before the boot (unchanged since)
+                    os.close(os.open(self._paths.synced_layer(diff_id), os.O_CREAT | os.O_WRONLY))
         except OSError as err:
             raise StoreError(
                 f"cannot write the store's unpacked layers to disk: {err.strerror}"
             ) from None
         self._marked = upto
+
+    def _marked_synced(self, diff_id: Digest) -> bool:
+        return self._paths.synced_layer(diff_id).exists()
 
     def diff_ids(self) -> Iterator[Digest]:
         for path in self._paths.layers.iterdir():
