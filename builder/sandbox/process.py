@@ -376,7 +376,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
     # we must outlive pid 1 to report its status and remove the stubs. Blocked in one
     # syscall (they were ignored in one each); pid 1 starts with an empty mask.
-    signal.pthread_sigmask(signal.SIG_BLOCK, plan.forward)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, plan.forward)  # (no enum of the old mask)
     if host_maps is not None:
         host_maps.child_side()
         unshare(CLONE_NEWUSER)
