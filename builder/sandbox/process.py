@@ -33,7 +33,6 @@ import os
 import select
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -207,7 +206,12 @@ def _execute_in(
 ) -> int:
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
-    state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
+    if given:
+        state = str(spec.state_dir)
+    else:  # `run` gives one: its start-up does not import tempfile (nor shutil, bz2, lzma)
+        import tempfile
+
+        state = tempfile.mkdtemp(prefix="builder-sandbox-")
     # Before any file is made: a bad profile fails here.
     confinement = confine.prepare(spec.security, spec.seccomp_cache) if fn is None else None
     plan = _Run(
