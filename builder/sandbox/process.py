@@ -259,8 +259,8 @@ def _execute_in(
             code = _wait(pid, report_r, exec_r, plan, started, on_netns)
             # Said its status and has not exited: it waits for our word (take_over).
             if handoff is not None and pid in _EXITING:
-                hand_over(handoff, handoff_w, pid)
-                handoff_w = -1
+                fd, handoff_w = handoff_w, -1  # hand_over closes it, whatever happens
+                hand_over(handoff, fd, pid)
             return code
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
