@@ -65,7 +65,7 @@ def test_nothing_moved_nothing_removed(overlay: Callable[..., OverlayRoot], tmp_
     assert not done.exists()
 
 
-def test_a_failed_start_hands_nothing_over(
+def test_a_command_not_found_still_hands_over(
     overlay: Callable[..., OverlayRoot], tmp_path: Path
 ) -> None:
     seen: list[int] = []
