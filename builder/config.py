@@ -7,6 +7,10 @@ $XDG_CONFIG_HOME/builder/builder.toml or ~/.config/builder/builder.toml.
 
 from __future__ import annotations
 
+# The /proc files below and the sandbox's are read and written as ascii: a warm server
+# (which imports every module) holds the codec, so its forked child does not import it
+# on every call (a file read: ~0.5 ms, 14 ms while another process loads the disk).
+import encodings.ascii  # noqa: F401
 import os
 from pathlib import Path
 from typing import Any

@@ -19,6 +19,7 @@ from builder.image.config import DEFAULT_PATH, ImageConfig
 from builder.layer.tree import remove_tree
 from builder.record import dataclass, replace
 from builder.sandbox import DEVNULL, DirRoot, Mount, OverlayRoot, SandboxSpec, run
+from builder.sandbox.handoff import Handoff
 from builder.sandbox.limits import Limits, OutOfMemory
 from builder.sandbox.security import DOCKER_DEFAULT, Security
 from builder.sandbox.sigproxy import proxied
@@ -26,6 +27,7 @@ from builder.sandbox.spec import ExecFailed, NetworkMode, UsernsMode
 from builder.store import Store
 from builder.store.container_record import ContainerConfig, ContainerState
 from builder.store.containers import Container
+from builder.store.scratch import process_start
 
 DEFAULT_STOP_TIMEOUT = 10.0  # docker's
 
@@ -208,13 +210,20 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
             started()
 
     code: int | None = None
+    discard: _Discard | None = None
     try:
         with terminal or contextlib.nullcontext():
             try:
                 forward = proxied(tty=options.tty)  # docker's sig-proxy
                 with _root(store, spec, options) as root:
+                    if options.remove and isinstance(root, OverlayRoot) and not root.fuse:
+                        # (A copy's or fuse's root is still in use when run returns.)
+                        discard = _Discard(store.paths.tmp, container, state)
                     code = run(
-                        replace(spec, state_dir=state, root=root), started=on_start, forward=forward
+                        replace(spec, state_dir=state, root=root),
+                        started=on_start,
+                        forward=forward,
+                        handoff=discard.handoff() if discard is not None else None,
                     )
             except OutOfMemory as oom:  # docker run: the status (137), and OOMKilled
                 print(f"builder: the container was {oom}", file=sys.stderr, flush=True)
@@ -224,8 +233,43 @@ def execute(store: Store, prepared: Prepared, started: Callable[[], None] | None
                 raise
         return code
     finally:
-        _remove_state(state)
-        _finish(store, container, options.remove, code)
+        if discard is None or not discard.moved:
+            _remove_state(state)
+            _finish(store, container, options.remove, code)
+        elif container.owner_fd >= 0:
+            os.close(container.owner_fd)
+
+
+class _Discard:
+    """--rm's removal left to the sandbox's supervisor (sandbox/handoff.py): the
+    container's home renamed into the store's scratch dir under a name the supervisor
+    owns (a sweep leaves it while the supervisor lives, and takes it if it was killed),
+    which with the state dir it then removes while we exit."""
+
+    def __init__(self, tmp: Path, container: Container, state: Path) -> None:
+        self.tmp = tmp
+        self.container = container
+        self.state = state
+        self.moved = False
+
+    def handoff(self) -> Handoff:
+        return Handoff(self._move, self._remove)
+
+    def _trash(self, pid: int) -> Path:
+        return self.tmp / f"removed-{pid}-{process_start(pid) or 0}-{self.container.id[:12]}"
+
+    def _move(self, supervisor: int) -> bool:  # in the caller: `ps -a` no longer lists it
+        try:
+            os.rename(self.container.home, self._trash(supervisor))
+        except OSError:  # then we remove it ourselves, the long way
+            return False
+        self.moved = True
+        return True
+
+    def _remove(self) -> None:  # in the supervisor
+        with contextlib.suppress(OSError):
+            os.rmdir(self.state)
+        remove_tree(self._trash(os.getpid()), ignore_errors=True)
 
 
 def _remove_state(state: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import time
 
 from builder.errors import SandboxError
@@ -84,6 +83,8 @@ class Cgroup:
         self.limits = limits
         found = hierarchies() if found is None else found
         self.by_controller = {c: _choose(c, found) for c in _needed(limits)}
+        import secrets  # only with limits: `run`'s start-up does not import it
+
         self.name = f"{os.getpid()}-{secrets.token_hex(6)}"
         self.dirs: dict[str, str] = {}  # hierarchy mount -> the container's dir in it
 

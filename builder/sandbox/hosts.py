@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import socket
 from collections.abc import Callable
 from typing import Final
 
@@ -65,6 +64,8 @@ def host_address() -> str:
     private network's own gateway (slirp4netns' 10.0.2.2) leads to the host's loopback,
     which that network keeps shut; this address reaches what the host serves on its
     interfaces (0.0.0.0), as docker's bridge gateway does, and not what is on 127.0.0.1."""
+    import socket  # only --add-host NAME:host-gateway: `run`'s start-up does not import it
+
     # A UDP connect sends nothing: it only asks the kernel for the route's source address.
     for family, probe in ((socket.AF_INET, "8.8.8.8"), (socket.AF_INET6, "2001:4860:4860::8888")):
         with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as s:

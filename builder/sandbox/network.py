@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+from typing import TYPE_CHECKING
 
 from builder.record import dataclass, field
-from builder.sandbox import slirp
 from builder.sandbox.spec import SandboxSpec
+
+if TYPE_CHECKING:  # loaded with the private network only: `run --network none`'s
+    from builder.sandbox import slirp  # start-up does not import socket, shutil, tempfile
 
 OPEN: bytes = b"1"
 GATE_SHUT = 125  # pid 1's status when the network could not be set up
@@ -42,6 +44,8 @@ class Network:
         helper is looked up now, so that a missing one fails before anything starts."""
         if spec.network != "private":
             return None
+        from builder.sandbox import slirp
+
         executable = slirp.find()
         gate_r, gate_w = os.pipe2(os.O_CLOEXEC)
         return cls(spec, executable, gate_r, gate_w)
@@ -57,6 +61,8 @@ class Network:
         """Caller: TARGET_PID's network namespace exists; give it its network, open the gate.
         The API socket (for ports) goes in the sandbox's STATE dir."""
         try:
+            from builder.sandbox import slirp
+
             self.api = self._api_socket(state) if self.spec.ports else None
             self.helper = slirp.Slirp.start(self.executable, target_pid, self.api)
             self.helper.wait_ready()
@@ -84,6 +90,8 @@ class Network:
     def _api_socket(self, state: str) -> str:
         path = f"{state}/api.sock"
         if len(os.fsencode(path)) > _SUN_PATH_MAX:
+            import tempfile  # (rare: a long store path) `run`'s start-up does not import it
+
             self._own_dir = tempfile.mkdtemp(prefix="builder-net-")
             path = f"{self._own_dir}/api.sock"
         return path

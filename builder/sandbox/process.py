@@ -33,7 +33,6 @@ import os
 import select
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +44,7 @@ from builder.errors import SandboxError
 from builder.record import dataclass
 from builder.sandbox import confine, container, hosts, mounts, reaper, users
 from builder.sandbox.cgroups import Cgroup, Unavailable
+from builder.sandbox.handoff import Handoff, hand_over, take_over
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
 from builder.sandbox.network import Network, wait_gate
@@ -108,6 +108,9 @@ class _Run:
     # The signals the caller forwards to pid 1, which the supervisor ignores and pid 1
     # restores to their defaults (`builder run`: sigproxy.proxied, all docker forwards).
     forward: tuple[int, ...] = FORWARDED_SIGNALS
+    # `run`'s cleanup left to the supervisor (handoff.py) and the read end of its pipe.
+    handoff: Handoff | None = None
+    handoff_r: int = -1
 
     @property
     def rootdir(self) -> str:
@@ -135,12 +138,14 @@ def run(
     *,
     started: Callable[[int], None] | None = None,
     forward: Sequence[int] = FORWARDED_SIGNALS,
+    handoff: Handoff | None = None,
 ) -> int:
     """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N.
     `started` is called with pid 1's host pid (what `builder stop` signals) once the
-    command was executed; the signals in `forward` that we get are passed on to it."""
+    command was executed; the signals in `forward` that we get are passed on to it.
+    `handoff`: cleanup the supervisor does once the status is known (handoff.py)."""
     spec.validate()
-    return _execute(spec, None, (), started, tuple(forward))
+    return _execute(spec, None, (), started, tuple(forward), handoff)
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:
@@ -156,11 +161,12 @@ def _execute(
     keep: tuple[int, ...],
     started: Callable[[int], None] | None = None,
     forward: tuple[int, ...] = FORWARDED_SIGNALS,
+    handoff: Handoff | None = None,
 ) -> int:
     cgroup = _cgroup(spec)
     try:
         with _leased(spec) as ids:  # early: a missing or used-up range fails before anything
-            code = _execute_in(spec, fn, keep, cgroup, started, forward, ids)
+            code = _execute_in(spec, fn, keep, cgroup, started, forward, ids, handoff)
         if code != 0 and cgroup is not None and cgroup.oom_kills():
             raise OutOfMemory(code, cgroup.limits.memory)
         return code
@@ -196,10 +202,16 @@ def _execute_in(
     started: Callable[[int], None] | None,
     forward: tuple[int, ...],
     ids: IdRange | None,
+    handoff: Handoff | None = None,
 ) -> int:
     net = Network.prepare(spec)  # before anything is made: a missing helper fails here
     given = spec.state_dir is not None
-    state = str(spec.state_dir) if given else tempfile.mkdtemp(prefix="builder-sandbox-")
+    if given:
+        state = str(spec.state_dir)
+    else:  # `run` gives one: its start-up does not import tempfile (nor shutil, bz2, lzma)
+        import tempfile
+
+        state = tempfile.mkdtemp(prefix="builder-sandbox-")
     # Before any file is made: a bad profile fails here.
     confinement = confine.prepare(spec.security, spec.seccomp_cache) if fn is None else None
     plan = _Run(
@@ -223,15 +235,20 @@ def _execute_in(
         with _FORKING:
             report_r, report_w = os.pipe2(os.O_CLOEXEC)
             exec_r, exec_w = os.pipe2(os.O_CLOEXEC) if fn is None else (-1, -1)
-            plan = record.replace(plan, exec_w=exec_w, forward=forward)
+            handoff_r, handoff_w = os.pipe2(os.O_CLOEXEC) if handoff is not None else (-1, -1)
+            plan = record.replace(
+                plan, exec_w=exec_w, forward=forward, handoff=handoff, handoff_r=handoff_r
+            )
             host_maps = None if plan.rootful else Handshake.new()
             parent = os.getpid()
             pid = os.fork()
             if pid == 0:
                 _close(exec_r)
+                _close(handoff_w)
                 _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
             os.close(report_w)
             _close(exec_w)
+            _close(handoff_r)
         try:
             if net is not None:
                 net.parent_side()
@@ -239,7 +256,12 @@ def _execute_in(
                 host_maps.parent_side()
                 host_maps.serve(pid)
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
-            return _wait(pid, report_r, exec_r, plan, started, on_netns)
+            code = _wait(pid, report_r, exec_r, plan, started, on_netns)
+            # Said its status and has not exited: it waits for our word (take_over).
+            if handoff is not None and pid in _EXITING:
+                fd, handoff_w = handoff_w, -1  # hand_over closes it, whatever happens
+                hand_over(handoff, fd, pid)
+            return code
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -249,6 +271,7 @@ def _execute_in(
         finally:
             os.close(report_r)
             _close(exec_r)
+            _close(handoff_w)  # unused: EOF tells the supervisor there is nothing to do
     finally:
         if net is not None:
             net.close()
@@ -357,7 +380,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
     # we must outlive pid 1 to report its status and remove the stubs. Blocked in one
     # syscall (they were ignored in one each); pid 1 starts with an empty mask.
-    signal.pthread_sigmask(signal.SIG_BLOCK, plan.forward)
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, plan.forward)  # (no enum of the old mask)
     if host_maps is not None:
         host_maps.child_side()
         unshare(CLONE_NEWUSER)
@@ -392,9 +415,13 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # of its (big) memory first (~2 ms here) and only then closes the pipe. Our copies of
     # its fds go first, stdio included: the locks on them (a container's owner lock) must
     # be free, and a reader of its output see EOF, once it has closed its own.
-    os.closerange(0, report_w)
-    os.closerange(report_w + 1, 0x7FFFFFFF)  # close_range(2): one syscall
+    kept = sorted({report_w, plan.handoff_r} - {-1})
+    for low, high in zip([-1, *kept], [*kept, 0x7FFFFFFF], strict=True):
+        os.closerange(low + 1, high)  # close_range(2): one syscall each
     _report(report_w, f"C{code}")
+    if plan.handoff is not None:
+        os.close(report_w)  # the caller's EOF does not wait for the removal
+        take_over(plan.handoff, plan.handoff_r, plan.state)
     return code
 
 

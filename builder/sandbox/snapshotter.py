@@ -28,7 +28,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -83,6 +82,8 @@ def choose(forced: Snapshotter | None, scratch: Callable[[str], Path], record: P
 def fuse_available() -> bool:
     """Is fuse-overlayfs installed, and may this user open /dev/fuse (root's only, 0600,
     on some hosts)?"""
+    import shutil  # only where overlay cannot be mounted: not `run`'s start-up
+
     if shutil.which(FUSE_OVERLAYFS) is None:
         return False
     try:

@@ -43,6 +43,16 @@ _ADJECTIVES = ("brave", "calm", "eager", "fond", "keen", "lucid", "merry", "quie
 _NOUNS = ("turing", "hopper", "lovelace", "ritchie", "thompson", "knuth", "liskov", "perlman")
 
 
+def _below(n: int) -> int:
+    """A random number in [0, n) from os.urandom (secrets' source, without its imports);
+    the modulo's bias is below 1e-6 for the small n used here."""
+    return int.from_bytes(os.urandom(4), "big") % n
+
+
+def _pick(choices: tuple[str, ...]) -> str:
+    return choices[_below(len(choices))]
+
+
 class NoSuchContainer(BuilderError):
     """docker's `No such container`: exit 1, as the docker CLI's verbs exit."""
 
@@ -102,9 +112,9 @@ class Containers:
         while it runs the container and to close after writing the final state. `staging`:
         an empty dir of ours under the store's tmp/ (swept if we are killed before the
         rename)."""
-        import secrets  # here: start-up of the commands that make no container
-
-        container_id = secrets.token_hex(32)
+        # os.urandom, as secrets draws it: importing secrets (random, hmac, base64) was a
+        # cost of `run`'s start-up.
+        container_id = os.urandom(32).hex()
         home = self._paths.containers / container_id
         build = staging if staging is not None else home.with_name(f".new-{container_id}")
         self._paths.containers.mkdir(parents=True, exist_ok=True)
@@ -167,13 +177,11 @@ class Containers:
             )
 
     def _free_name(self) -> str:
-        import secrets
-
         taken = self._names()
         while True:
-            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            name = f"{_pick(_ADJECTIVES)}_{_pick(_NOUNS)}"
             if name in taken:
-                name += f"_{secrets.randbelow(1000)}"
+                name += f"_{_below(1000)}"
             if name not in taken:
                 return name
 

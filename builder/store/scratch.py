@@ -109,12 +109,18 @@ class Scratch:
                 self._doomed.pop(0)
 
     def new_dir(self, prefix: str) -> Path:
-        """A new private dir, named with our pid and start time so a sweep can tell it is
-        live."""
-        import tempfile  # here, as in the other writers: not every command's start-up
-
+        """A new private dir (0700), named with our pid and start time so a sweep can tell
+        it is live. tempfile.mkdtemp's loop, without importing tempfile (shutil, random,
+        bz2, lzma): `run` makes two of these on its way to the container's start."""
+        stem = f"{prefix}-{owner_tag()}-"
         with writing(f"the {prefix} dir", self.path):
-            return Path(tempfile.mkdtemp(prefix=f"{prefix}-{owner_tag()}-", dir=self.path))
+            while True:
+                path = self.path / (stem + os.urandom(6).hex())
+                try:
+                    os.mkdir(path, 0o700)
+                except FileExistsError:
+                    continue
+                return path
 
     def new_name(self, prefix: str) -> Path:
         """A fresh unused path (nothing is created there) for a file the caller opens

@@ -77,12 +77,49 @@ def test_a_cached_build_imports_only_what_it_uses(builder: Builder, tmp_path: Pa
 
 
 def test_run_imports_no_build_or_registry_machinery(builder: Builder) -> None:
-    modules = _imported(builder, "run", "--rm", "busybox", "/bin/true")
+    modules = _imported(builder, "run", "--rm", "--network", "none", "busybox", "/bin/true")
     assert "builder.runtime" in modules
     unwanted = {m for m in modules if m.startswith(("builder.recipe", "builder.engine"))}
     unwanted |= {m for m in modules if m.startswith(("builder.registry", "urllib3"))}
     unwanted |= modules & {*NEVER, "ssl", "concurrent.futures"}
+    # Nor what only other paths use: tempfile (and its shutil, random, bz2, lzma) for the
+    # store's scratch dirs, secrets for the container's id and name, socket and the
+    # network helper for the private network, subprocess for helpers run has none of.
+    unwanted |= modules & {"tempfile", "shutil", "random", "bz2", "lzma", "secrets", "socket"}
+    unwanted |= modules & {"subprocess", "builder.sandbox.slirp", "builder.sandbox.publish"}
     assert sorted(unwanted) == []
+
+
+def test_a_warm_servers_run_imports_nothing(builder: Builder) -> None:
+    """The server's forked child (cli/zygote) runs `run --rm` with what the server
+    preloaded: a module, or a codec, imported there is read from disk on every call."""
+    probe = f"""
+import gc, os, sys
+from builder.cli import server
+server.preload()
+gc.collect()
+gc.freeze()
+from builder.cli.main import main
+before = set(sys.modules)
+pid = os.fork()
+if pid == 0:
+    try:
+        main(["--root", {str(builder.root)!r}, "run", "--rm", "--network", "none",
+              "busybox", "/bin/true"])
+    except SystemExit as done:
+        assert not done.code, done.code
+    print(" ".join(sorted(set(sys.modules) - before)) or "-", flush=True)
+    os._exit(0)
+assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True
+    )
+    assert done.stdout.split() == ["-"]
 
 
 def test_push_imports_no_build_machinery(builder: Builder, registry: str) -> None:
