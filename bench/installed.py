@@ -65,11 +65,18 @@ def console_script() -> Path:
             capture_output=True,
             text=True,
         ).stdout.strip()
+        wheel = next(wheels.glob("*.whl"))
+        # --ignore-installed: a dev checkout's own install (editable, same version) must not
+        # count as this one; the dependencies' .pth comes after, for the same reason.
+        subprocess.run(
+            [*pip, "--python", python, "install", "--no-deps", "--ignore-installed", wheel],
+            check=True,
+        )
         deps = [p for p in site.getsitepackages() if Path(p).is_dir()]
         (Path(purelib) / "bench_dependencies.pth").write_text("\n".join(deps) + "\n")
-        wheel = next(wheels.glob("*.whl"))
-        subprocess.run([*pip, "--python", python, "install", "--no-deps", wheel], check=True)
         subprocess.run([python, "-m", "compileall", "-q", purelib], check=True)
+        if not script.exists():
+            raise SystemExit(f"bench: installing {wheel.name} made no {script}")
         (venv / "complete").touch()
     return script
 
