@@ -13,7 +13,8 @@ the client connections and one pidfd per child:
   loaded (mtime, size): a changed tree makes the server refuse, stop listening and exit
   once its children are done, and the next call starts a fresh one;
 - the child's pid goes back to the client with a pidfd (SCM_RIGHTS) for the signals it
-  forwards, and its wait status when it ends;
+  forwards, and its wait status when it ends (a child that exits normally has told the
+  client its status itself, a few ms earlier: builder/cli/zygote.py);
 - a client that hangs up (killed) has its child SIGKILLed: the CLI's own supervisors clean
   up after a killed CLI as they do without a server;
 - SIGTERM, SIGINT or `builder server stop`: stop listening, exit once the children are done;
@@ -49,7 +50,18 @@ from builder.sandbox.sigproxy import proxied
 
 DEFAULT_IDLE = 600.0
 # Third-party modules the verbs import on first use; the server loads them up front.
-_THIRD_PARTY = ("lark", "zstandard", "tqdm", "urllib3", "ssl", "tomllib", "concurrent.futures")
+# difflib: click imports it to suggest a name whenever a short option (-f, -t) is first
+# tried as a long one, i.e. on nearly every call (~2 ms in each child).
+_THIRD_PARTY = (
+    "lark",
+    "zstandard",
+    "tqdm",
+    "urllib3",
+    "ssl",
+    "tomllib",
+    "concurrent.futures",
+    "difflib",
+)
 _RLIMITS = tuple(
     getattr(resource, name)
     for name in dir(resource)
@@ -69,9 +81,10 @@ def preload() -> None:
     for name in _THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    from builder.recipe import syntax
+    from builder.recipe import serial, syntax
 
     syntax._parser()
+    serial.parser_fingerprint()  # what each build's recipe cache key starts with
 
 
 def code_files() -> dict[str, tuple[int, int]]:
@@ -246,7 +259,7 @@ class Server:
         if len(os.listdir("/proc/self/task")) != 1:  # a fork copies only the calling thread
             self.stopping = True
             raise _Refused("the server has threads")
-        adopted = self._adopt(pid, argv, env, streams, fds)
+        adopted = self._adopt(pid, argv, env, streams, fds, conn.sock.fileno())
         server_pid = os.getpid()
         child = os.fork()
         if child == 0:
@@ -267,6 +280,7 @@ class Server:
         env: dict[bytes, bytes],
         streams: list[object],
         fds: list[int],
+        reply: int,
     ) -> Adopted:
         """What the child takes from the client, read from /proc/<pid> now (the client
         waits for our answer, so none of it changes meanwhile)."""
@@ -290,6 +304,7 @@ class Server:
             env=env,
             streams=streams,  # type: ignore[arg-type]
             fds=fds,
+            reply=reply,
             umask=int(status["Umask"], 8),
             rlimits=rlimits,
             blocked=_signal_set(status["SigBlk"]),

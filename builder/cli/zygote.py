@@ -18,6 +18,9 @@ the client, so that it behaves as `builder ARGS` started by the client would hav
 - state computed from the environment before the fork is dropped: tempfile's directory.
   (random reseeds itself in a forked child, os.register_at_fork.)
 Then it runs the CLI and ends with os._exit: nothing of it returns into the server's loop.
+Its exit status goes to the client from the child itself, once every fd but the client's
+connection is closed (its locks released, its output flushed and closed): the exit of a
+copy of the server's whole heap and the server's wait for it took ~3-4 ms more.
 """
 
 from __future__ import annotations
@@ -25,12 +28,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
+import marshal
 import os
 import signal
 import sys
 import traceback
 from collections.abc import Sequence
 
+from builder.cli import main as cli_module
 from builder.cli.main import _exit_now
 from builder.cli.main import main as cli_main
 from builder.sandbox.syscalls import set_pdeathsig
@@ -49,6 +54,7 @@ class Adopted:
         env: dict[bytes, bytes],
         streams: Sequence[StreamState],
         fds: Sequence[int],  # stdin, stdout, stderr, cwd
+        reply: int,  # the client's connection (in the child: the server's fd of it)
         umask: int,
         rlimits: dict[int, tuple[int, int]],
         blocked: set[int],
@@ -60,6 +66,7 @@ class Adopted:
         self.env = env
         self.streams = streams
         self.fds = fds
+        self.reply = reply
         self.umask = umask
         self.rlimits = rlimits
         self.blocked = blocked
@@ -119,7 +126,10 @@ def _take_io(adopted: Adopted) -> None:
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
     os.fchdir(cwd)
-    os.closerange(3, os.sysconf("SC_OPEN_MAX"))  # the server's sockets, pidfds, lock
+    # The server's sockets, pidfds, lock; not the client's connection (CLOEXEC: no process
+    # the CLI starts inherits it).
+    _close_all_but(3, adopted.reply)
+    cli_module.before_exit = lambda status: _report(adopted.reply, status)
     os.environb.clear()
     os.environb.update(adopted.env)
     tempfile = sys.modules.get("tempfile")
@@ -132,6 +142,20 @@ def _take_io(adopted: Adopted) -> None:
     ]
     sys.stdin, sys.stdout, sys.stderr = made
     sys.__stdin__, sys.__stdout__, sys.__stderr__ = made  # type: ignore[misc]
+
+
+def _close_all_but(first: int, kept: int) -> None:
+    os.closerange(first, kept)
+    os.closerange(kept + 1, os.sysconf("SC_OPEN_MAX"))
+
+
+def _report(reply: int, status: int) -> None:
+    """Tell the client our exit status now (the server would, once it has reaped us): every
+    other fd closed first, so that no lock, pipe end or file of ours outlives the client's
+    exit. The server's own report after the reap then goes nowhere."""
+    _close_all_but(0, reply)
+    with contextlib.suppress(OSError):
+        os.write(reply, marshal.dumps(("exit", "code", status)))  # one SOCK_SEQPACKET record
 
 
 def _stream(fd: int, mode: str, state: StreamState) -> io.TextIOWrapper:

@@ -224,6 +224,20 @@ def test_a_child_killed_by_a_signal_kills_the_client_alike(
     assert proc.returncode == -signal.SIGKILL  # the wait status of a killed one-shot CLI
 
 
+def test_the_child_reports_its_own_exit(server: Server, builder: Builder) -> None:
+    """The child tells the client its status as it exits, a few ms before the server has
+    reaped it: with the server stopped, the call still ends, with its status and output."""
+    script = "echo ready; read go; echo done; exit 3"
+    proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        out, err = proc.communicate(b"go\n", timeout=30)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert (proc.returncode, out, err) == (3, b"done\n", b"")
+
+
 def test_cwd_and_environment_are_the_callers(
     server: Server, builder: Builder, tmp_path: Path
 ) -> None:

@@ -65,9 +65,9 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh venv with the wheel installed (without its dependencies: offline)."""
     env_dir = tmp_path_factory.mktemp("installed") / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip"]
     subprocess.run(
-        [str(env_dir / "bin" / "python"), "-m", "pip", "install", "--no-deps", "--no-index"]
-        + ["-q", str(wheel)],
+        [*pip, "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
         timeout=300,
     )
