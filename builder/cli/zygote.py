@@ -27,15 +27,18 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import io
 import marshal
 import os
 import signal
+import socket
 import sys
 import traceback
 from collections.abc import Sequence
 
 from builder.cli import main as cli_module
+from builder.cli.client import unpack_fds
 from builder.cli.main import _exit_now
 from builder.cli.main import main as cli_main
 from builder.sandbox.syscalls import set_pdeathsig
@@ -74,14 +77,45 @@ class Adopted:
         self.python_handled = python_handled
         self.cgroup_procs = cgroup_procs
 
+    def to_wire(self) -> tuple[bytes, list[int]]:
+        """For a spare child (below): the message, and the fds to send with it."""
+        state = (
+            self.argv,
+            self.env,
+            tuple(self.streams),
+            self.umask,
+            self.rlimits,
+            self.blocked,
+            self.ignored,
+            self.python_handled,
+            self.cgroup_procs,
+        )
+        return marshal.dumps(state), [*self.fds, self.reply]
+
+    @classmethod
+    def from_wire(cls, data: bytes, fds: list[int]) -> Adopted:
+        argv, env, streams, umask, rlimits, blocked, ignored, handled, procs = marshal.loads(data)
+        return cls(
+            argv=argv,
+            env=env,
+            streams=streams,
+            fds=fds[:4],
+            reply=fds[4],
+            umask=umask,
+            rlimits=rlimits,
+            blocked=blocked,
+            ignored=ignored,
+            python_handled=handled,
+            cgroup_procs=procs,
+        )
+
 
 def become(adopted: Adopted, server_pid: int) -> None:
-    """In the forked child: become the client's CLI, run it, and never return."""
+    """In a child forked for this call: become the client's CLI, run it, never return."""
     status = 1
     try:
-        _take_process_state(adopted, server_pid)
-        _take_io(adopted)
-        status = _run_cli()
+        _detach(server_pid)
+        status = _serve(adopted)
     except BaseException:  # a child must not unwind into the server's loop
         with contextlib.suppress(BaseException):
             traceback.print_exc()
@@ -89,11 +123,49 @@ def become(adopted: Adopted, server_pid: int) -> None:
         os._exit(status)
 
 
-def _take_process_state(adopted: Adopted, server_pid: int) -> None:
+def wait_as_spare(sock: socket.socket, server_pid: int) -> None:
+    """In a child forked ahead of the next call: detach, take our own copy of the pages a
+    call writes (a full collection writes the header of every object: ~3,000 pages copied
+    now, not one page fault at a time during the call: a cached build ran in 12-15 ms
+    instead of 22-27), say we are ready, and wait for the call (the server's fork was paid
+    for ahead too). The server closing the socket retires us."""
+    status = 0
+    try:
+        signal.set_wakeup_fd(-1)  # the server's pipe: closed next
+        _close_all_but(3, sock.fileno())
+        _detach(server_pid)
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        sock.send(b"ready")
+        data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 5))
+        if not data:
+            return
+        fds = [fd for _, _, raw in ancillary for fd in unpack_fds(raw)]
+        status = 1
+        status = _serve(Adopted.from_wire(data, fds))
+    except BaseException:  # a child must not unwind into the server's loop
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def _detach(server_pid: int) -> None:
+    """Our own session, and death with the server (see the module header)."""
     os.setsid()
     set_pdeathsig(signal.SIGKILL)
     if os.getppid() != server_pid:  # the server died before the line above
         os._exit(125)
+
+
+def _serve(adopted: Adopted) -> int:
+    _take_process_state(adopted)
+    _take_io(adopted)
+    return _run_cli()
+
+
+def _take_process_state(adopted: Adopted) -> None:
     pid = str(os.getpid())
     for procs in adopted.cgroup_procs:
         try:

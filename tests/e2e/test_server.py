@@ -218,7 +218,8 @@ def test_a_child_killed_by_a_signal_kills_the_client_alike(
     proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", "echo ready; exec sleep 60")
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
-    (child,) = map(int, children.split())
+    # Not a spare child waiting for the next call (in the server's cwd, /).
+    (child,) = [int(c) for c in children.split() if os.readlink(f"/proc/{c}/cwd") != "/"]
     os.kill(child, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL  # the wait status of a killed one-shot CLI
@@ -228,7 +229,7 @@ def test_the_child_reports_its_own_exit(server: Server, builder: Builder) -> Non
     """The child tells the client its status as it exits, a few ms before the server has
     reaped it: with the server stopped, the call still ends, with its status and output."""
     script = "echo ready; read go; echo done; exit 3"
-    proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    proc = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
     server.proc.send_signal(signal.SIGSTOP)
     try:
@@ -236,6 +237,35 @@ def test_the_child_reports_its_own_exit(server: Server, builder: Builder) -> Non
     finally:
         server.proc.send_signal(signal.SIGCONT)
     assert (proc.returncode, out, err) == (3, b"done\n", b"")
+
+
+def _children(server: Server) -> list[int]:
+    pid = server.proc.pid
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_a_call_runs_in_the_child_forked_ahead_for_it(
+    server: Server, builder: Builder, tmp_path: Path
+) -> None:
+    """Between calls the server keeps one child forked and warmed for the next call (in the
+    server's cwd, /); the call runs in that very process, and a call that comes while one
+    runs is forked for itself."""
+    deadline = time.monotonic() + 30
+    while len(_children(server)) != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (spare,) = _children(server)
+    assert os.readlink(f"/proc/{spare}/cwd") == "/"
+    script = "echo ready; read go; echo done"
+    first = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert first.stdout is not None and first.stdout.readline() == b"ready\n"
+    assert os.readlink(f"/proc/{spare}/cwd") == os.getcwd()  # the caller's: it is the call
+    second = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert second.stdout is not None and second.stdout.readline() == b"ready\n"
+    assert len(_children(server)) == 2
+    for proc in (first, second):
+        assert proc.communicate(b"go\n", timeout=30) == (b"done\n", b"")
+        assert proc.returncode == 0
 
 
 def test_cwd_and_environment_are_the_callers(
