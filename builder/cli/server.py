@@ -46,6 +46,7 @@ import click
 import builder
 from builder import record
 from builder.cli import client
+from builder.cli.codewatch import CodeWatch
 from builder.cli.zygote import Adopted, become, wait_as_spare
 from builder.errors import UsageError
 from builder.sandbox.sigproxy import proxied
@@ -89,20 +90,6 @@ def preload() -> None:
     serial.parser_fingerprint()  # what each build's recipe cache key starts with
 
 
-def code_files() -> dict[str, tuple[int, int]]:
-    """Every file of the package with its (mtime_ns, size): a changed, added or removed
-    file means this server's code is not the code on disk."""
-    found = {}
-    for folder, dirs, files in os.walk(client.package_dir()):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
-            path = os.path.join(folder, name)
-            with contextlib.suppress(OSError):
-                st = os.stat(path)
-                found[path] = (st.st_mtime_ns, st.st_size)
-    return found
-
-
 class _Refused(Exception):
     """A request the server will not take; the client runs it one-shot."""
 
@@ -125,7 +112,7 @@ class _Spare:
 
 
 class Server:
-    def __init__(self, folder: str, idle: float, code: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, folder: str, idle: float, code: CodeWatch) -> None:
         self.folder = folder
         self.idle = idle
         self.key = client.code_key()
@@ -273,7 +260,7 @@ class Server:
             raise _Refused("the client's fds did not come")
         if self.stopping:
             raise _Refused("stopping")
-        if code_files() != self.code:
+        if self.code.changed():
             self.stopping = True
             raise _Refused("stale: the code on disk changed")
         if len(os.listdir("/proc/self/task")) != 1:  # a fork copies only the calling thread
@@ -529,7 +516,7 @@ def run_server(idle: float) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"a builder server is running already in {folder}") from None
-        code = code_files()
+        code = CodeWatch()
         preload()
         sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
         os.chdir("/")
