@@ -251,7 +251,8 @@ class Server:
             self._send(conn, ("stopping", os.getpid()))
             return self._drop(poll, conn)
         if request[0] == "status":
-            self._send(conn, ("status", os.getpid(), len(self.children), self.served))
+            ready = self.spare is not None and self.spare.ready
+            self._send(conn, ("status", os.getpid(), len(self.children), self.served, ready))
             return self._drop(poll, conn)
         kind, protocol, key, argv, env, streams = request
         if (kind, protocol, key) != ("run", client.PROTOCOL, self.key):
