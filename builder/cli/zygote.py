@@ -132,6 +132,8 @@ def wait_as_spare(sock: socket.socket, server_pid: int) -> None:
     status = 0
     try:
         signal.set_wakeup_fd(-1)  # the server's pipe: closed next
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # the server's handlers:
+            signal.signal(sig, signal.SIG_DFL)  # a service manager's TERM ends a spare too
         _close_all_but(3, sock.fileno())
         _detach(server_pid)
         gc.unfreeze()

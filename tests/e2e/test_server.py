@@ -248,17 +248,33 @@ def test_the_child_reports_its_own_exit(server: Server, builder: Builder) -> Non
     assert (proc.returncode, out, err) == (3, b"done\n", b"")
 
 
+def _wait_for_the_spare(server: Server) -> int:
+    deadline = time.monotonic() + 30
+    while not server_module._ask(("status",))[4]:  # type: ignore[index]  # the spare is ready
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (spare,) = server.children()
+    return spare
+
+
+def test_a_spare_child_ends_on_sigterm(server: Server) -> None:
+    """Not with the server's handler (which only notes a stop): a service manager stopping
+    the unit signals every process of it."""
+    spare = _wait_for_the_spare(server)
+    os.kill(spare, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while spare in server.children():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
 def test_a_call_runs_in_the_child_forked_ahead_for_it(
     server: Server, builder: Builder, tmp_path: Path
 ) -> None:
     """Between calls the server keeps one child forked and warmed for the next call (in the
     server's cwd, /); the call runs in that very process, and a call that comes while one
     runs is forked for itself."""
-    deadline = time.monotonic() + 30
-    while not server_module._ask(("status",))[4]:  # type: ignore[index]  # the spare is ready
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    (spare,) = server.children()
+    spare = _wait_for_the_spare(server)
     assert os.readlink(f"/proc/{spare}/cwd") == "/"
     script = "echo ready; read go; echo done"
     first = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
