@@ -11,9 +11,9 @@ pidfd per child and the spare's socket:
 
 - a request is refused (and the client runs one-shot) unless the peer is this user
   (SO_PEERCRED), in the same namespaces (/proc/PID/ns/*), of the same code (interpreter,
-  package dir, filesystem encoding), and the files of the package are what the server
-  loaded (mtime, size): a changed tree makes the server refuse, stop listening and exit
-  once its children are done, and the next call starts a fresh one;
+  package dir, filesystem encoding), and no file of the package changed since the server
+  started (builder/cli/codewatch.py): a changed tree makes the server refuse, stop
+  listening and exit once its children are done, and the next call starts a fresh one;
 - the child's pid goes back to the client with a pidfd (SCM_RIGHTS) for the signals it
   forwards, and its wait status when it ends (a child that exits normally has told the
   client its status itself, a few ms earlier: builder/cli/zygote.py);

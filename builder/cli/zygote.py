@@ -140,7 +140,11 @@ def wait_as_spare(sock: socket.socket, server_pid: int) -> None:
         gc.collect()
         gc.freeze()
         sock.send(b"ready")
-        data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(4 * 5))
+        # CLOEXEC, as the server's own fd of the connection is: what the CLI starts must not
+        # hold it (stdin/stdout/stderr are dup2'ed onto 0-2, which clears the flag there).
+        data, ancillary, _, _ = sock.recvmsg(
+            1 << 20, socket.CMSG_SPACE(4 * 5), socket.MSG_CMSG_CLOEXEC
+        )
         if not data:
             return
         fds = [fd for _, _, raw in ancillary for fd in unpack_fds(raw)]
