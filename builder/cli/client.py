@@ -5,9 +5,10 @@ With the opt-in ($BUILDER_SERVER=auto, or `[cli] server = "auto"` in the config 
 client hands this invocation to a server that has imported everything already: it sends its
 argv, environment, umask, rlimits, signal dispositions and mask, the encodings of its stdio,
 and its stdin/stdout/stderr and cwd as file descriptors (SCM_RIGHTS); the server forks a
-child that becomes this CLI (builder/cli/zygote.py) and reports its exit status, which the
-client exits with. Signals the client gets are forwarded to the child (docker's sig-proxy
-list, builder/sandbox/sigproxy.py) through a pidfd, so a recycled pid can never be hit.
+child that becomes this CLI (builder/cli/zygote.py); the child's exit status (from the child
+itself as it exits, or from the server once it reaped a killed one) is the client's. Signals
+the client gets are forwarded to the child (docker's sig-proxy list,
+builder/sandbox/sigproxy.py) through a pidfd, so a recycled pid can never be hit.
 Without a server the call runs one-shot, and with auto a server is started in the
 background for the next call (Gradle's daemon does the same).
 
@@ -234,6 +235,10 @@ def _via_server() -> None:
     finally:
         os.close(cwd)
     answer = marshal.loads(reply) if reply else None
+    if answer is not None and answer[0] == "exit":
+        # The child reports its own exit (builder/cli/zygote.py): it can end before the
+        # server has sent "started".
+        _exit_as(*answer[1:])
     if answer is None or answer[0] != "started":
         return  # refused before anything ran (stale code, another namespace...): one-shot
     pidfd = unpack_fds(ancillary[0][2])[0]

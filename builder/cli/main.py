@@ -11,6 +11,7 @@ import errno
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
@@ -45,6 +46,11 @@ VERBS = {
     "fsck": "fsck:fsck",
     "server": "server:server",
 }
+
+
+# Called with the exit status once the output is flushed, just before os._exit: a warm
+# server's child reports it to its client there (builder/cli/zygote.py).
+before_exit: Callable[[int], None] | None = None
 
 
 def default_root() -> Path:
@@ -115,6 +121,8 @@ def _exit_now(code: object) -> NoReturn:
             status = status or 141
         except (OSError, ValueError):
             pass
+    if before_exit is not None:
+        before_exit(status)
     os._exit(status)
 
 

@@ -3,17 +3,20 @@
 One long-lived process imports every builder module, the third-party ones they use and the
 recipe grammar's parser, freezes its heap (gc.freeze: a forked child does not copy pages to
 count references), then serves on a SOCK_SEQPACKET socket in a 0700 dir of the user's.
-Per request it forks a child that becomes the client's CLI (builder/cli/zygote.py); the
-server itself never runs user code. One thread, one poll loop over the listening socket,
-the client connections and one pidfd per child:
+A request runs in a child that becomes the client's CLI (builder/cli/zygote.py): the spare
+child forked between calls and warmed (its pages copied) while no one waited, or, if none
+is ready (a call while another runs), one forked for it. The server itself never runs user
+code. One thread, one poll loop over the listening socket, the client connections, one
+pidfd per child and the spare's socket:
 
 - a request is refused (and the client runs one-shot) unless the peer is this user
   (SO_PEERCRED), in the same namespaces (/proc/PID/ns/*), of the same code (interpreter,
-  package dir, filesystem encoding), and the files of the package are what the server
-  loaded (mtime, size): a changed tree makes the server refuse, stop listening and exit
-  once its children are done, and the next call starts a fresh one;
+  package dir, filesystem encoding), and no file of the package changed since the server
+  started (builder/cli/codewatch.py): a changed tree makes the server refuse, stop
+  listening and exit once its children are done, and the next call starts a fresh one;
 - the child's pid goes back to the client with a pidfd (SCM_RIGHTS) for the signals it
-  forwards, and its wait status when it ends;
+  forwards, and its wait status when it ends (a child that exits normally has told the
+  client its status itself, a few ms earlier: builder/cli/zygote.py);
 - a client that hangs up (killed) has its child SIGKILLed: the CLI's own supervisors clean
   up after a killed CLI as they do without a server;
 - SIGTERM, SIGINT or `builder server stop`: stop listening, exit once the children are done;
@@ -43,13 +46,25 @@ import click
 import builder
 from builder import record
 from builder.cli import client
-from builder.cli.zygote import Adopted, become
+from builder.cli.codewatch import CodeWatch
+from builder.cli.zygote import Adopted, become, wait_as_spare
 from builder.errors import UsageError
 from builder.sandbox.sigproxy import proxied
 
 DEFAULT_IDLE = 600.0
 # Third-party modules the verbs import on first use; the server loads them up front.
-_THIRD_PARTY = ("lark", "zstandard", "tqdm", "urllib3", "ssl", "tomllib", "concurrent.futures")
+# difflib: click imports it to suggest a name whenever a short option (-f, -t) is first
+# tried as a long one, i.e. on nearly every call (~2 ms in each child).
+_THIRD_PARTY = (
+    "lark",
+    "zstandard",
+    "tqdm",
+    "urllib3",
+    "ssl",
+    "tomllib",
+    "concurrent.futures",
+    "difflib",
+)
 _RLIMITS = tuple(
     getattr(resource, name)
     for name in dir(resource)
@@ -69,23 +84,10 @@ def preload() -> None:
     for name in _THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
-    from builder.recipe import syntax
+    from builder.recipe import serial, syntax
 
     syntax._parser()
-
-
-def code_files() -> dict[str, tuple[int, int]]:
-    """Every file of the package with its (mtime_ns, size): a changed, added or removed
-    file means this server's code is not the code on disk."""
-    found = {}
-    for folder, dirs, files in os.walk(client.package_dir()):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        for name in files:
-            path = os.path.join(folder, name)
-            with contextlib.suppress(OSError):
-                st = os.stat(path)
-                found[path] = (st.st_mtime_ns, st.st_size)
-    return found
+    serial.parser_fingerprint()  # what each build's recipe cache key starts with
 
 
 class _Refused(Exception):
@@ -99,8 +101,18 @@ class _Connection:
         self.pidfd = -1
 
 
+class _Spare:
+    """A child forked ahead of the next call (zygote.wait_as_spare), ready once it says so."""
+
+    def __init__(self, pid: int, pidfd: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.pidfd = pidfd
+        self.sock = sock
+        self.ready = False
+
+
 class Server:
-    def __init__(self, folder: str, idle: float, code: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, folder: str, idle: float, code: CodeWatch) -> None:
         self.folder = folder
         self.idle = idle
         self.key = client.code_key()
@@ -112,6 +124,7 @@ class Server:
         self.listener: socket.socket | None = None
         self.connections: dict[int, _Connection] = {}  # by socket fd
         self.children: dict[int, _Connection] = {}  # by pidfd
+        self.spare: _Spare | None = None
         self.stopping = False
         self.inode = 0  # of the socket's file, once bound
         self.served = 0  # calls run, for `builder server status` (and the tests)
@@ -132,8 +145,11 @@ class Server:
             while True:
                 if self.stopping:
                     self._close_listener(poll)
+                    self._retire_spare(poll)
                     if not self.connections:
                         return
+                elif self.spare is None and not self.children:
+                    self._fork_spare(poll)  # between calls: not beside a running one
                 busy = bool(self.connections)
                 timeout = None if busy else max(0.0, self.idle - (time.monotonic() - last))
                 if not busy and timeout == 0:
@@ -149,6 +165,10 @@ class Server:
                         self._accept(poll)
                     elif fd in self.children:
                         self._reap(poll, self.children[fd])
+                    elif self.spare is not None and fd == self.spare.sock.fileno():
+                        self._spare_ready(poll)
+                    elif self.spare is not None and fd == self.spare.pidfd:
+                        self._retire_spare(poll)  # it died waiting
                     elif fd in self.connections:
                         self._on_connection(poll, self.connections[fd], event)
 
@@ -231,7 +251,8 @@ class Server:
             self._send(conn, ("stopping", os.getpid()))
             return self._drop(poll, conn)
         if request[0] == "status":
-            self._send(conn, ("status", os.getpid(), len(self.children), self.served))
+            ready = self.spare is not None and self.spare.ready
+            self._send(conn, ("status", os.getpid(), len(self.children), self.served, ready))
             return self._drop(poll, conn)
         kind, protocol, key, argv, env, streams = request
         if (kind, protocol, key) != ("run", client.PROTOCOL, self.key):
@@ -240,23 +261,27 @@ class Server:
             raise _Refused("the client's fds did not come")
         if self.stopping:
             raise _Refused("stopping")
-        if code_files() != self.code:
+        if self.code.changed():
             self.stopping = True
             raise _Refused("stale: the code on disk changed")
         if len(os.listdir("/proc/self/task")) != 1:  # a fork copies only the calling thread
             self.stopping = True
             raise _Refused("the server has threads")
-        adopted = self._adopt(pid, argv, env, streams, fds)
-        server_pid = os.getpid()
-        child = os.fork()
-        if child == 0:
-            become(adopted, server_pid)
-        conn.child = child
+        adopted = self._adopt(pid, argv, env, streams, fds, conn.sock.fileno())
+        spare = self._take_spare(poll, adopted)
+        if spare is not None:
+            conn.child, conn.pidfd = spare
+        else:
+            server_pid = os.getpid()
+            child = os.fork()
+            if child == 0:
+                become(adopted, server_pid)
+            conn.child = child
+            conn.pidfd = os.pidfd_open(child)
+            poll.register(conn.pidfd, select.POLLIN)
         self.served += 1
-        conn.pidfd = os.pidfd_open(child)
         self.children[conn.pidfd] = conn
-        poll.register(conn.pidfd, select.POLLIN)
-        if not self._send(conn, ("started", self.forwarded, child), [conn.pidfd]):
+        if not self._send(conn, ("started", self.forwarded, conn.child), [conn.pidfd]):
             signal.pidfd_send_signal(conn.pidfd, signal.SIGKILL)
         return None
 
@@ -267,6 +292,7 @@ class Server:
         env: dict[bytes, bytes],
         streams: list[object],
         fds: list[int],
+        reply: int,
     ) -> Adopted:
         """What the child takes from the client, read from /proc/<pid> now (the client
         waits for our answer, so none of it changes meanwhile)."""
@@ -290,6 +316,7 @@ class Server:
             env=env,
             streams=streams,  # type: ignore[arg-type]
             fds=fds,
+            reply=reply,
             umask=int(status["Umask"], 8),
             rlimits=rlimits,
             blocked=_signal_set(status["SigBlk"]),
@@ -312,6 +339,62 @@ class Server:
                         found.append(f"{mount}{path.rstrip('/')}/cgroup.procs")
                         break
         return found
+
+    def _fork_spare(self, poll: select.poll) -> None:
+        """Fork the next call's child now, while no call waits for it (a fork copies only
+        the calling thread: none is made with another thread alive)."""
+        if self.listener is None or len(os.listdir("/proc/self/task")) != 1:
+            return
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        server_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            ours.close()
+            wait_as_spare(theirs, server_pid)
+        theirs.close()
+        self.spare = _Spare(pid, os.pidfd_open(pid), ours)
+        poll.register(self.spare.pidfd, select.POLLIN)
+        poll.register(ours, select.POLLIN)
+
+    def _spare_ready(self, poll: select.poll) -> None:
+        assert self.spare is not None
+        if _recv_quietly(self.spare.sock):
+            self.spare.ready = True
+            poll.unregister(self.spare.sock)
+        else:
+            self._retire_spare(poll)
+
+    def _take_spare(self, poll: select.poll, adopted: Adopted) -> tuple[int, int] | None:
+        """Hand the call to the spare child if it is ready: its (pid, pidfd); None: fork
+        (a spare still getting ready stays for the next call)."""
+        spare = self.spare
+        if spare is None or not spare.ready:
+            return None
+        message, fds = adopted.to_wire()
+        try:
+            spare.sock.sendmsg(
+                [message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, client.pack_fds(fds))]
+            )
+        except OSError:  # it died waiting
+            self._retire_spare(poll)
+            return None
+        self.spare = None
+        spare.sock.close()
+        return spare.pid, spare.pidfd
+
+    def _retire_spare(self, poll: select.poll) -> None:
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(KeyError):
+            poll.unregister(spare.sock)
+        poll.unregister(spare.pidfd)
+        spare.sock.close()  # it exits when it reads the end
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(spare.pidfd, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(spare.pid, 0)
+        os.close(spare.pidfd)
 
     def _reap(self, poll: select.poll, conn: _Connection) -> None:
         _, status = os.waitpid(conn.child, 0)
@@ -434,7 +517,7 @@ def run_server(idle: float) -> None:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise UsageError(f"a builder server is running already in {folder}") from None
-        code = code_files()
+        code = CodeWatch()
         preload()
         sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
         os.chdir("/")

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from builder.cli import client
+from builder.cli import server as server_module
 from builder.config import config_path
 from tests.e2e.runtime_support import kill_leftovers, mounts_with, popen, wait_gone
 from tests.e2e.support import REPO, Builder, make_context
@@ -49,6 +50,16 @@ class Server:
         found = re.search(r"(\d+) served", done.stdout)
         assert found, done.stdout
         return int(found.group(1))
+
+    def children(self) -> list[int]:
+        pid = self.proc.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def call_child(self) -> int:
+        """The one child running a call: not the spare forked for the next call, which
+        waits in the server's cwd, /."""
+        (child,) = [c for c in self.children() if os.readlink(f"/proc/{c}/cwd") != "/"]
+        return child
 
 
 def _start(folder: Path, *args: str) -> subprocess.Popen[bytes]:
@@ -217,11 +228,64 @@ def test_a_child_killed_by_a_signal_kills_the_client_alike(
 ) -> None:
     proc = popen(builder, "run", "--rm", IMAGE, "sh", "-c", "echo ready; exec sleep 60")
     assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
-    (child,) = map(int, children.split())
+    child = server.call_child()
     os.kill(child, signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL  # the wait status of a killed one-shot CLI
+
+
+def test_the_child_reports_its_own_exit(server: Server, builder: Builder) -> None:
+    """The child tells the client its status as it exits, a few ms before the server has
+    reaped it: with the server stopped, the call still ends, with its status and output."""
+    script = "echo ready; read go; echo done; exit 3"
+    proc = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        out, err = proc.communicate(b"go\n", timeout=30)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    assert (proc.returncode, out, err) == (3, b"done\n", b"")
+
+
+def _wait_for_the_spare(server: Server) -> int:
+    deadline = time.monotonic() + 30
+    while not server_module._ask(("status",))[4]:  # type: ignore[index]  # the spare is ready
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (spare,) = server.children()
+    return spare
+
+
+def test_a_spare_child_ends_on_sigterm(server: Server) -> None:
+    """Not with the server's handler (which only notes a stop): a service manager stopping
+    the unit signals every process of it."""
+    spare = _wait_for_the_spare(server)
+    os.kill(spare, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while spare in server.children():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_a_call_runs_in_the_child_forked_ahead_for_it(
+    server: Server, builder: Builder, tmp_path: Path
+) -> None:
+    """Between calls the server keeps one child forked and warmed for the next call (in the
+    server's cwd, /); the call runs in that very process, and a call that comes while one
+    runs is forked for itself."""
+    spare = _wait_for_the_spare(server)
+    assert os.readlink(f"/proc/{spare}/cwd") == "/"
+    script = "echo ready; read go; echo done"
+    first = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert first.stdout is not None and first.stdout.readline() == b"ready\n"
+    assert os.readlink(f"/proc/{spare}/cwd") == os.getcwd()  # the caller's: it is the call
+    second = popen(builder, "run", "--rm", "-i", IMAGE, "sh", "-c", script, stdin=subprocess.PIPE)
+    assert second.stdout is not None and second.stdout.readline() == b"ready\n"
+    assert len(server.children()) == 2
+    for proc in (first, second):
+        assert proc.communicate(b"go\n", timeout=30) == (b"done\n", b"")
+        assert proc.returncode == 0
 
 
 def test_cwd_and_environment_are_the_callers(
@@ -413,8 +477,7 @@ def test_the_child_joins_the_clients_cgroups(server: Server, builder: Builder) -
             builder, "run", "--rm", IMAGE, "sh", "-c", "echo ready; sleep 60", preexec_fn=join
         )
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
-        children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children").read_text()
-        (child,) = map(int, children.split())
+        child = server.call_child()
         lines = Path(f"/proc/{child}/cgroup").read_text().splitlines()
         assert len([line for line in lines if line.endswith(f":/{name}")]) == len(made), lines
         proc.kill()

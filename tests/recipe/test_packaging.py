@@ -60,15 +60,23 @@ def test_grammar_is_a_real_file_in_the_wheel(wheel: Path) -> None:
         assert zf.read(info) == GRAMMAR.read_bytes()
 
 
-def test_installed_wheel_parses(wheel: Path, tmp_path: Path) -> None:
-    env_dir = tmp_path / "venv"
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with the wheel installed (without its dependencies: offline)."""
+    env_dir = tmp_path_factory.mktemp("installed") / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
-    python = env_dir / "bin" / "python"
+    pip = [str(env_dir / "bin" / "python"), "-m", "pip"]
     subprocess.run(
-        [str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)],
+        [*pip, "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
         timeout=300,
     )
+    return env_dir
+
+
+def test_installed_wheel_parses(installed: Path, tmp_path: Path) -> None:
+    env_dir = installed
+    python = env_dir / "bin" / "python"
     script = (
         "import builder.recipe.syntax as s, builder.recipe.dump as d\n"
         "print(s.__file__)\n"
@@ -94,3 +102,23 @@ def test_the_seccomp_profile_ships_in_the_wheel(wheel: Path) -> None:
     profile = REPO / "builder" / "sandbox" / "seccomp_default.json"
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("builder/sandbox/seccomp_default.json") == profile.read_bytes()
+
+
+def test_the_installed_command_imports_only_the_thin_client(installed: Path) -> None:
+    """bin/builder is a script file, not an entry point: the wrapper pip writes for an entry
+    point imports `re` (~13 ms, issue 9) before the client's first line."""
+    command = installed / "bin" / "builder"
+    assert command.read_text().splitlines()[0] == f"#!{installed / 'bin' / 'python'}"
+    # An invalid opt-in ends the client before it imports anything of the CLI (exit 2), so
+    # the command runs without the wheel's dependencies; -X importtime lists every import.
+    env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "BUILDER_SERVER": "bogus"}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([str(command)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 2, done.stderr
+    imported = {
+        line.rsplit("|", 1)[1].strip()
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "builder.cli.client" in imported
+    assert not imported & {"re", "enum", "functools", "click", "builder.cli.main"}, imported
