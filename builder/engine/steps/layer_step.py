@@ -113,7 +113,7 @@ def commit_layer(
             keep_frames=keep_frames,
             background=True,
         )
-        ctx.store.layers.adopt(diff_id, root.upper)
+        ctx.store.layers.adopt(diff_id, root.upper, background=ctx.store.finishing)
     finally:
         discard(root)
     record = StepRecord(created, layer, diff_id)
