@@ -90,7 +90,13 @@ class Sha256:
         return new
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        chunk = data if isinstance(data, bytes) else bytes(data)
+        chunk: bytes | ctypes.Array[ctypes.c_char]
+        if isinstance(data, bytes):
+            chunk = data
+        elif not memoryview(data).readonly:  # hashed where it lies (layer/write maps files)
+            chunk = (ctypes.c_char * len(data)).from_buffer(data)
+        else:
+            chunk = bytes(data)
         if chunk:
             self._lib.SHA256_Update(self._ctx, chunk, len(chunk))
             self.offset += len(chunk)
