@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,19 @@ def test_adopt_moves_in_or_drops_a_duplicate(tmp_path: Path) -> None:
     target = store.layers.adopt(diff_id, second)
     assert (target / "f").read_text() == "first" and not second.exists()
     assert store.layers.delete(diff_id) > 0 and not store.layers.has(diff_id)
+
+
+def test_a_builds_adopt_leaves_the_dirs_fsync_to_the_finisher(tmp_path: Path) -> None:
+    """In place at once; made durable behind the build, in order with its other jobs."""
+    store = Store.open(tmp_path / "s")
+    diff_id = Digest.of_bytes(b"tar")
+    upper = store.tmp_dir("upper")
+    done: list[str] = []
+    gate = threading.Event()
+    store.finishing.submit(gate.wait)  # a blob's commit, still going
+    store.layers.adopt(diff_id, upper, background=store.finishing)
+    store.finishing.submit(lambda: done.append("record"))
+    assert store.layers.has(diff_id) and not done
+    gate.set()
+    store.finish()
+    assert done == ["record"]
