@@ -11,6 +11,7 @@ import pytest
 from builder.errors import LayerError, StoreError
 from builder.image.digest import Digest
 from builder.store import Store
+from builder.store import layers as layers_module
 from tests.store.support import corrupt, make_image
 
 
@@ -63,17 +64,27 @@ def test_adopt_moves_in_or_drops_a_duplicate(tmp_path: Path) -> None:
     assert store.layers.delete(diff_id) > 0 and not store.layers.has(diff_id)
 
 
-def test_a_builds_adopt_leaves_the_dirs_fsync_to_the_finisher(tmp_path: Path) -> None:
-    """In place at once; made durable behind the build, in order with its other jobs."""
+def test_a_builds_adopt_leaves_the_dirs_fsync_to_the_finisher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place at once; made durable on the finisher's thread, after the jobs before it
+    (the blob's commit) and before those after it (the records)."""
     store = Store.open(tmp_path / "s")
-    diff_id = Digest.of_bytes(b"tar")
-    upper = store.tmp_dir("upper")
     done: list[str] = []
+    real = layers_module.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        done.append(f"fsync on {threading.current_thread().name}")
+        real(path)
+
+    monkeypatch.setattr(layers_module, "fsync_dir", fsync_dir)
     gate = threading.Event()
     store.finishing.submit(gate.wait)  # a blob's commit, still going
-    store.layers.adopt(diff_id, upper, background=store.finishing)
+    store.layers.adopt(Digest.of_bytes(b"a"), store.tmp_dir("upper"), background=store.finishing)
     store.finishing.submit(lambda: done.append("record"))
-    assert store.layers.has(diff_id) and not done
+    assert store.layers.has(Digest.of_bytes(b"a")) and not done
     gate.set()
     store.finish()
-    assert done == ["record"]
+    assert done == ["fsync on finisher", "record"]
+    store.layers.adopt(Digest.of_bytes(b"b"), store.tmp_dir("upper"))  # (not a build's)
+    assert done[-1] == f"fsync on {threading.current_thread().name}"
