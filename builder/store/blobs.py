@@ -10,18 +10,16 @@ import hashlib
 import io
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, BinaryIO, Generic, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.store.atomic import fsync_dir
-
-_T = TypeVar("_T")
 
 # What every corruption message ends with: fsck finds all the damage, --repair drops it.
 FSCK_HINT = "; run `builder fsck` (then `builder fsck --repair`, and pull or build again)"
@@ -63,8 +61,7 @@ class BlobWriter:
         self._size = 0
         self._flushed = 0  # bytes whose write-back has been started
         self._sealed = False
-        self._hasher: _InOrder[bytes | memoryview] | None = None  # once a range is copied
-        self._writeback: _InOrder[tuple[int, int]] | None = None  # (copy_range)
+        self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
@@ -93,7 +90,7 @@ class BlobWriter:
         start = offset - offset % page
         mapped = mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start)
         if self._hasher is None:  # hashed on a thread beside the copy from now on
-            self._hasher = _hasher(self._hash)
+            self._hasher = _Hasher(self._hash)
         self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
         self._file.flush()
         dst, done = self._file.fileno(), 0
@@ -108,14 +105,9 @@ class BlobWriter:
                 raise OSError(errno.EIO, "a copied range of a blob came out short")
             done += n
         self._size += length
-        # The write-back of copied bytes starts on a thread of its own: on ext4 the hint
-        # allocates and submits in the caller's thread (0.3 s of a 200 MB copy, which
-        # itself took 0.12 s), and left to the commit's fsync the whole blob is written
-        # while the next step runs, which then waits for the journal (0.2-0.4 s of a RUN).
-        if self._writeback is None:
-            fd = self._file.fileno()
-            self._writeback = _InOrder(lambda span: _sync_file_range(fd, *span), "write-back")
-        self._writeback.update((self._flushed, self._size - self._flushed))
+        # No write-back hint for copied bytes: on ext4 it allocates and submits in this
+        # thread (0.3 s of a 200 MB copy, which itself took 0.12 s), on the build's
+        # critical path; the commit's fsync, behind the next steps, writes them instead.
         self._flushed = self._size
 
     @property
@@ -150,7 +142,6 @@ class BlobWriter:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
         if self._file is None:
             raise ValueError("blob already committed or aborted")
-        self._end_writeback()
         f, self._file = self._file, None
         try:
             f.flush()
@@ -176,17 +167,10 @@ class BlobWriter:
         if self._hasher is not None:
             self._hasher.finish()
             self._hasher = None
-        self._end_writeback()
         if self._file is not None:
             self._file.close()
             self._file = None
         self._tmp.unlink(missing_ok=True)
-
-    def _end_writeback(self) -> None:
-        """Wait for the write-back thread (it uses the file's fd)."""
-        if self._writeback is not None:
-            self._writeback.finish()
-            self._writeback = None
 
 
 # copy_file_range's answers for "not between these two files" (another file system, an old
@@ -238,38 +222,33 @@ def _libc() -> Any:
 BACKGROUND_HASH = 8 << 20
 
 
-class _InOrder(Generic[_T]):
-    """Hands, on its own thread and in order, each item it is given to `take`; at most a
-    few items wait (the giver blocks rather than reading a blob into memory ahead)."""
+class _Hasher:
+    """Hashes, on its own thread and in order, the chunks it is given; at most a few
+    chunks wait (the reader blocks rather than reading the blob into memory ahead)."""
 
-    def __init__(self, take: Callable[[_T], object], name: str) -> None:
+    def __init__(self, hash: hashlib._Hash) -> None:
         import queue
         import threading
 
         # A few reads' worth (a push reads 4 MiB at a time): room for the two threads'
         # turns on a busy machine, and no more memory than that.
-        self._queue: queue.Queue[_T | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._run, args=(take,), name=name, daemon=True)
+        self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._run, args=(hash,), name="verify", daemon=True)
         self._thread.start()
 
-    def _run(self, take: Callable[[_T], object]) -> None:
-        while (item := self._queue.get()) is not None:
-            take(item)
-            del item  # (a mapped range is unmapped once nothing holds it)
+    def _run(self, hash: hashlib._Hash) -> None:
+        while (chunk := self._queue.get()) is not None:
+            hash.update(chunk)
+            del chunk  # (a mapped range is unmapped once nothing holds it)
 
-    def update(self, item: _T) -> None:
-        self._queue.put(item)
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._queue.put(chunk)
 
     def finish(self) -> None:
-        """Wait until every item given is taken (and stop the thread)."""
+        """Wait until every chunk given is hashed (and stop the thread)."""
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()
-
-
-def _hasher(hash: hashlib._Hash) -> _InOrder[bytes | memoryview]:
-    """Hashes, on its own thread and in order, the chunks it is given."""
-    return _InOrder(hash.update, "verify")
 
 
 class VerifyingReader(io.RawIOBase):
@@ -285,7 +264,7 @@ class VerifyingReader(io.RawIOBase):
         self._hash = digest.hasher()
         self._verified = False
         big = os.fstat(self._f.fileno()).st_size >= BACKGROUND_HASH
-        self._hasher = _hasher(self._hash) if big else None
+        self._hasher = _Hasher(self._hash) if big else None
 
     def readable(self) -> bool:
         return True
