@@ -112,39 +112,26 @@ _CUT = b""  # in the queue: the current frame ends here (a chunk is never empty)
 class _Worker:
     """A thread that takes chunks from a bounded queue and hands each to `take`, then calls
     `end` once the stream is over. A failure is kept for the producer (raised at its next
-    put or at finish); after one, the rest is drained so the producer never blocks.
-
-    At most _OWNED chunks of bytes wait (read into memory), but up to _MAPPED views of a
-    mapped file (layer/write `_mapped`: page-cache pages, no memory of ours): the walk
-    then maps a changed COPY's big linked files at once and goes on to its small files
-    while this thread hashes or frames the big ones, instead of keeping in step with it."""
+    put or at finish); after one, the rest is drained so the producer never blocks."""
 
     def __init__(self, name: str, take: Callable[[bytes], object], end: Callable[[], object]):
         self._take, self._end = take, end
-        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_MAPPED)  # None: the end
-        self._owned = threading.Semaphore(_OWNED)  # taken by a put of bytes, given back here
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)  # None: the end
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
-
-    def put(self, chunk: bytes) -> None:
-        if not isinstance(chunk, memoryview):
-            self._owned.acquire()
-        self.queue.put(chunk)
 
     def _run(self) -> None:
         while True:
             chunk = self.queue.get()
             if chunk is None:
                 break
+            if self.error is not None:
+                continue
             try:
-                if self.error is None:
-                    self._take(chunk)
+                self._take(chunk)
             except BaseException as err:  # handed to the caller's thread
                 self.error = err
-            finally:
-                if not isinstance(chunk, memoryview):
-                    self._owned.release()
         if self.error is None:
             try:
                 self._end()
@@ -162,10 +149,6 @@ class _Worker:
 
 def _nothing(*_args: object) -> None:
     pass
-
-
-_OWNED = 4  # chunks of bytes a worker's queue holds, at most (each about a MiB)
-_MAPPED = 256  # chunks of any kind (a MiB of a mapped file each: 256 MiB mapped, at most)
 
 
 class _Pipeline:
@@ -216,8 +199,8 @@ class _Pipeline:
         if not chunk:
             return  # (an empty chunk would read as a cut)
         self.written += len(chunk)
-        self._hasher.put(chunk)
-        self._writer.put(chunk)
+        self._hasher.queue.put(chunk)
+        self._writer.queue.put(chunk)
 
     def cut(self, sources: Sources | None = None) -> None:
         """End the current frame after what was put (with what its bytes came from)."""
@@ -225,8 +208,8 @@ class _Pipeline:
         source = None if sources is None else sources.take()
         self._cut_sources.append(source)  # before: the workers take it as soon as
         self._hash_sources.append(source)  # they see the cut
-        self._hasher.put(_CUT)
-        self._writer.put(_CUT)
+        self._hasher.queue.put(_CUT)
+        self._writer.queue.put(_CUT)
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""
