@@ -93,10 +93,10 @@ class Sha256:
         chunk: bytes | ctypes.Array[ctypes.c_char]
         if isinstance(data, bytes):
             chunk = data
-        elif not memoryview(data).readonly:  # hashed where it lies (layer/write maps files)
-            chunk = (ctypes.c_char * len(data)).from_buffer(data)
-        else:
-            chunk = bytes(data)
+        elif (view := memoryview(data)).readonly or not view.c_contiguous:
+            chunk = view.tobytes()
+        else:  # hashed where it lies, not copied (layer/write maps files so)
+            chunk = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
         if chunk:
             self._lib.SHA256_Update(self._ctx, chunk, len(chunk))
             self.offset += len(chunk)

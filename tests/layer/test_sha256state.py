@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
 import mmap
 import random
@@ -71,5 +72,12 @@ def test_every_kind_of_buffer_hashes_as_its_bytes(tmp_path: Path) -> None:
     for chunk in chunks:
         ours.update(chunk)
     assert ours.hexdigest() == hashlib.sha256(data).hexdigest()
+    # Not a plain run of bytes: a strided view (copied), a view of 4-byte items.
+    strided, wide = memoryview(bytearray(data))[::3], memoryview(array.array("I", range(999)))
+    for odd in (strided, wide):
+        ours = Sha256()
+        ours.update(odd)
+        assert ours.hexdigest() == hashlib.sha256(odd.tobytes()).hexdigest()
+        assert ours.offset == odd.nbytes
     del chunks, chunk
     mapped.close()
