@@ -90,7 +90,13 @@ class Sha256:
         return new
 
     def update(self, data: bytes | bytearray | memoryview) -> None:
-        chunk = data if isinstance(data, bytes) else bytes(data)
+        chunk: bytes | ctypes.Array[ctypes.c_char]
+        if isinstance(data, bytes):
+            chunk = data
+        elif (view := memoryview(data)).readonly or not view.c_contiguous:
+            chunk = view.tobytes()
+        else:  # hashed where it lies, not copied (layer/write maps files so)
+            chunk = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
         if chunk:
             self._lib.SHA256_Update(self._ctx, chunk, len(chunk))
             self.offset += len(chunk)

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import errno
 import hashlib
+import mmap
 import os
 import queue
 import stat
@@ -693,13 +694,21 @@ def _copy_file(
     remaining = size
     since_cut = 0  # bytes of this file's data since its start or its last cut
     done = 0  # of its data, before this call's (a short first read)
+    # A linked file (a COPY layer's, engine/relink: an immutable unpacked layer's inode)
+    # is mapped, not read: its pages go to the hashes and the compressor as they are in
+    # the page cache, where reads cost a fresh zeroed buffer and a copy per megabyte
+    # (0.16 s of CPU for big-context's 200 MB, on the walk's thread).
+    mapped = _mapped(fd, size) if big and sources is not None and st.st_nlink > 1 else None
     while remaining:
-        chunk = os.read(fd, min(remaining, _READ, IN_ENTRY - since_cut))
+        if mapped is not None:
+            chunk: bytes | memoryview = next(mapped)
+        else:
+            chunk = os.read(fd, min(remaining, _READ, IN_ENTRY - since_cut))
         if not chunk:
             raise LayerError(f"{os.fsdecode(name)} shrank while it was being archived")
         remaining -= len(chunk)
         if big:
-            pipe.put(chunk)
+            pipe.put(chunk)  # type: ignore[arg-type]  # (a memoryview is taken as bytes)
             since_cut += len(chunk)
             if since_cut == IN_ENTRY and remaining:
                 if sources is not None:
@@ -712,3 +721,31 @@ def _copy_file(
             buf += chunk
     if sources is not None:  # the data left since the last cut (a small file's: all of it)
         sources.file(st, done, size - done) if big else sources.file(st, 0, st.st_size)
+
+
+def _mapped(fd: int, size: int) -> Iterator[memoryview] | None:
+    """The file's `size` bytes as _READ-sized views of IN_ENTRY-sized maps (a chunk never
+    spans a cut: cuts fall every IN_ENTRY bytes of the data, from its start), or None when
+    the file is not `size` bytes long now (read instead: a short file is an error there,
+    where a map of it would be a SIGBUS). The maps are private and writable only so that
+    ctypes can take their address (layer/sha256state); nothing writes to them."""
+    if os.fstat(fd).st_size != size:
+        return None
+    return _windows(fd, size)
+
+
+def _windows(fd: int, size: int) -> Iterator[memoryview]:
+    offset = 0
+    while offset < size:
+        length = min(IN_ENTRY, size - offset)
+        window = mmap.mmap(fd, length, mmap.MAP_PRIVATE, offset=offset)  # (read + write)
+        with contextlib.suppress(OSError):  # (an older kernel: the pages fault in instead)
+            window.madvise(_MADV_POPULATE_READ)  # mapped in one call, shared, not copied
+        view = memoryview(window)
+        for start in range(0, length, _READ):
+            yield view[start : start + _READ]
+        del view, window  # unmapped once the last chunk is let go (the queues hold them)
+        offset += length
+
+
+_MADV_POPULATE_READ = 22  # Linux 5.14 (not in Python 3.11's mmap module)

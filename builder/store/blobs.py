@@ -105,7 +105,10 @@ class BlobWriter:
                 raise OSError(errno.EIO, "a copied range of a blob came out short")
             done += n
         self._size += length
-        self._write_back()
+        # No write-back hint for copied bytes: on ext4 it allocates and submits in this
+        # thread (0.3 s of a 200 MB copy, which itself took 0.12 s), on the build's
+        # critical path; the commit's fsync, behind the next steps, writes them instead.
+        self._flushed = self._size
 
     @property
     def digest(self) -> Digest:
@@ -120,12 +123,10 @@ class BlobWriter:
 
     def seal(self, media_type: MediaType | str) -> Descriptor:
         """The blob's descriptor, once every byte is written; `commit()` (which may run on
-        another thread, store/finishing) then makes it durable and puts it in place. The
-        bytes are on their way to the disk already (`_write_back`)."""
+        another thread, store/finishing) then makes it durable and puts it in place."""
         if self._file is None:
             raise ValueError("blob already committed or aborted")
         self._file.flush()
-        self._write_back()
         self._sealed = True
         self.descriptor = Descriptor(media_type, self.digest, self._size)
         return self.descriptor

@@ -23,6 +23,7 @@ import stat
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import StoreError
 from builder.image.descriptor import Descriptor
@@ -35,6 +36,9 @@ from builder.store.paths import StorePaths
 from builder.store.removal import remove
 from builder.store.scratch import Scratch
 from builder.store.space import writing
+
+if TYPE_CHECKING:
+    from builder.store.finishing import Finisher
 
 
 class UnpackedLayers:
@@ -104,9 +108,12 @@ class UnpackedLayers:
         finally:
             remove_tree(staging, ignore_errors=True)
 
-    def adopt(self, diff_id: Digest, src: Path) -> Path:
+    def adopt(self, diff_id: Digest, src: Path, *, background: Finisher | None = None) -> Path:
         """Move an overlay-form dir in (a rename, no copy); if a trusted one is there, drop
-        src (an untrusted one is put aside for it)."""
+        src (an untrusted one is put aside for it). `background` (a build's layer): the
+        rename and the dir's contents are made durable there, by `sync`, while the next
+        step runs (the dir's fsync alone commits ext4's journal: 0.2 s after a COPY of
+        5,000 files), before the records the build submits after it."""
         target = self._paths.layer(diff_id)
         with self._lock.held():
             if self._trusted(diff_id):
@@ -120,8 +127,11 @@ class UnpackedLayers:
                     f"cannot move {src} into the store: {err.strerror} "
                     "(it must be on the store's filesystem)"
                 ) from None
-            fsync_dir(self._paths.layers)
             self._adopted.append(diff_id)
+            if background is None:
+                fsync_dir(self._paths.layers)
+            else:
+                background.submit(self.sync)
         return target
 
     def sync(self) -> None:

@@ -18,6 +18,7 @@ from builder.image.fields import FormatError
 from builder.image.mediatypes import Compression
 from builder.layer import compression as compression_module
 from builder.layer import sha256state
+from builder.layer import write as write_module
 from builder.layer.compression import compressor
 from builder.layer.frames import MIN_FRAME, FramedCompressor, FrameIndex, PreviousBlob
 from builder.layer.write import LayerDigests, write_layer
@@ -157,6 +158,56 @@ def _link_all(tree: Path, shadow: Path) -> None:
             target = shadow / path.relative_to(tree)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.link(path, target)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_linked_file_is_mapped_and_gives_the_bytes_a_read_gives(
+    tree: Path, tmp_path: Path, kind: Compression, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A big linked file (a COPY layer's shared inode) is hashed and framed from a map of
+    it, 16 MiB at a time (huge.bin is cut inside): the blob, the diff ID and the frames are
+    those of the same tree written from reads, with and without a lender."""
+    plain = tmp_path / "plain"
+    shutil.copytree(tree, plain)  # one link each: read
+    _link_all(tree, tmp_path / "shadow")
+    maps: list[int] = []
+    real = write_module._mapped
+
+    def spy(fd: int, size: int) -> object:
+        windows = real(fd, size)
+        maps.append(size if windows is not None else -1)
+        return windows
+
+    monkeypatch.setattr(write_module, "_mapped", spy)
+    read_blob, read = _write(plain, kind)
+    assert maps == []
+    mapped_blob, mapped = _write(tree, kind)
+    assert maps == [17 << 20]  # (the text files are under a MiB: read whole)
+    assert (mapped_blob, mapped.diff_id) == (read_blob, read.diff_id)
+    assert _bytes_of(mapped.frames) == _bytes_of(read.frames)  # (sources name other inodes)
+    lent_blob, lent = _write(tree, kind, _lender(tmp_path, mapped_blob, mapped.frames))
+    assert (lent_blob, lent.diff_id) == (read_blob, read.diff_id) and lent.reused
+
+
+def _bytes_of(index: FrameIndex | None) -> list[tuple[str, int, int, str]]:
+    assert index is not None
+    return [(f.identity, f.size, f.compressed, f.state) for f in index.frames]
+
+
+def test_a_file_of_another_size_than_the_walk_saw_is_not_mapped(tmp_path: Path) -> None:
+    """A map beyond a file's end raises SIGBUS when touched: a file that is not as long
+    as its lstat said is read instead (where a short one is an error, not a crash)."""
+    path = tmp_path / "f"
+    path.write_bytes(os.urandom(3 << 20))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert write_module._mapped(fd, 4 << 20) is None
+        assert write_module._mapped(fd, 2 << 20) is None
+        windows = write_module._mapped(fd, 3 << 20)
+        assert windows is not None
+        assert b"".join(windows) == path.read_bytes()
+    finally:
+        os.close(fd)
 
 
 def test_frames_of_linked_files_are_matched_by_their_source(tree: Path, tmp_path: Path) -> None:

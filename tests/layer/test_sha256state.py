@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import array
 import hashlib
+import mmap
 import random
+from pathlib import Path
 
 import pytest
 
@@ -48,3 +51,33 @@ def test_a_state_for_another_offset_or_damaged_is_refused() -> None:
     for bad in (state[:-2], state + "00", "zz" + state[2:], ""):
         with pytest.raises(StateError):
             Sha256.resume(bad, 1000)
+
+
+def test_every_kind_of_buffer_hashes_as_its_bytes(tmp_path: Path) -> None:
+    """bytes, a bytearray, read-only and writable views, and a private map of a file (the
+    writer's linked files): the writable ones are hashed where they lie."""
+    data = random.Random(3).randbytes(3 << 20)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), len(data), mmap.MAP_PRIVATE)
+    chunks = [
+        data[:1000],
+        bytearray(data[1000:5000]),
+        memoryview(data)[5000:9000],
+        memoryview(bytearray(data))[9000 : 1 << 20],
+        memoryview(mapped)[1 << 20 :],
+    ]
+    ours = Sha256()
+    for chunk in chunks:
+        ours.update(chunk)
+    assert ours.hexdigest() == hashlib.sha256(data).hexdigest()
+    # Not a plain run of bytes: a strided view (copied), a view of 4-byte items.
+    strided, wide = memoryview(bytearray(data))[::3], memoryview(array.array("I", range(999)))
+    for odd in (strided, wide):
+        ours = Sha256()
+        ours.update(odd)
+        assert ours.hexdigest() == hashlib.sha256(odd.tobytes()).hexdigest()
+        assert ours.offset == odd.nbytes
+    del chunks, chunk
+    mapped.close()

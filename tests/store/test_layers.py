@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -158,3 +159,35 @@ def test_adopt_replaces_an_untrusted_dir(tmp_path: Path, monkeypatch: pytest.Mon
     (second / "f").write_text("made again")
     target = store.layers.adopt(diff_id, second)
     assert (target / "f").read_text() == "made again" and store.layers.has(diff_id)
+
+
+def test_a_builds_adopt_leaves_the_dirs_sync_to_the_finisher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In place at once; made durable (the rename and the files: one syncfs) on the
+    finisher's thread, after the jobs before it (the blob's commit) and before those after
+    it (the records)."""
+    store = Store.open(tmp_path / "s")
+    done: list[str] = []
+    real_fsync, real_syncfs = layers_module.fsync_dir, layers_module.syncfs
+
+    def fsync_dir(path: Path) -> None:
+        done.append(f"fsync on {threading.current_thread().name}")
+        real_fsync(path)
+
+    def syncfs(path: Path) -> None:
+        done.append(f"syncfs on {threading.current_thread().name}")
+        real_syncfs(path)
+
+    monkeypatch.setattr(layers_module, "fsync_dir", fsync_dir)
+    monkeypatch.setattr(layers_module, "syncfs", syncfs)
+    gate = threading.Event()
+    store.finishing.submit(gate.wait)  # a blob's commit, still going
+    store.layers.adopt(Digest.of_bytes(b"a"), store.tmp_dir("upper"), background=store.finishing)
+    store.finishing.submit(lambda: done.append("record"))
+    assert store.layers.has(Digest.of_bytes(b"a")) and not done
+    gate.set()
+    store.finish()
+    assert done == ["syncfs on finisher", "record"]
+    store.layers.adopt(Digest.of_bytes(b"b"), store.tmp_dir("upper"))  # (not a build's)
+    assert done[-1] == f"fsync on {threading.current_thread().name}"

@@ -118,14 +118,13 @@ def commit_layer(
             keep_frames=keep_frames,
             background=True,
         )
-        ctx.store.layers.adopt(diff_id, root.upper)
+        ctx.store.layers.adopt(diff_id, root.upper, background=ctx.store.finishing)
     finally:
         discard(root, ctx)
     record = StepRecord(created, layer, diff_id)
-    # The blob and the unpacked dir are made durable behind the next steps (store/finishing),
-    # the record that names them after them: a crash never leaves a record of a torn layer.
+    # The blob and the unpacked dir are made durable behind the next steps (store/finishing:
+    # the blob's commit, then adopt's sync), the record that names them after them.
     rkey = record_key(ctx, key)
-    ctx.store.finishing.submit(ctx.store.layers.sync)
     ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
     ctx.cache.note(rkey, record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
