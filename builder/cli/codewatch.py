@@ -13,14 +13,12 @@ compares every file's (mtime, size) with the snapshot taken at start, as before.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import struct
 
 from builder.cli import client
+from builder.sandbox.syscalls import SyscallError, inotify_add_watch, inotify_init1
 
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
 # A file written, chmod/touched, closed after writing, renamed away or in, created, removed;
 # the watched directory itself removed or renamed.
 _MASK = 0x2 | 0x4 | 0x8 | 0x40 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800
@@ -48,7 +46,7 @@ class CodeWatch:
 
     def __init__(self) -> None:
         self.fd = _watch(client.package_dir())
-        self.files = code_files()  # the fallback's snapshot (and what the watches cover)
+        self.files = code_files() if self.fd < 0 else {}  # the fallback's snapshot
         self.stale = False
 
     def changed(self) -> bool:
@@ -75,15 +73,14 @@ class CodeWatch:
 def _watch(root: str) -> int:
     """An inotify fd watching every directory under root but __pycache__; -1: no inotify."""
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        fd = int(libc.inotify_init1(_IN_NONBLOCK | _IN_CLOEXEC))
-    except (OSError, AttributeError):
+        fd = inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)  # IN_NONBLOCK, IN_CLOEXEC
+    except SyscallError:
         return -1
-    if fd < 0:
+    try:
+        for folder, dirs, _ in os.walk(root):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            inotify_add_watch(fd, folder, _MASK)
+    except SyscallError:
+        os.close(fd)  # a directory without a watch would go unseen: stat instead
         return -1
-    for folder, dirs, _ in os.walk(root):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        if libc.inotify_add_watch(fd, os.fsencode(folder), _MASK) < 0:
-            os.close(fd)  # a directory without a watch would go unseen: stat instead
-            return -1
     return fd

@@ -102,9 +102,10 @@ def stdio(spec: SandboxSpec) -> None:
             os.close(fd)
 
 
-def close_fds(keep: Sequence[int]) -> None:
-    """Close every fd above 2 except `keep` (close_range under the hood)."""
-    kept = sorted({2, *(fd for fd in keep if fd > 2)})
+def close_fds(keep: Sequence[int], *, first: int = 3) -> None:
+    """Close every fd from `first` on (above stdio by default) except `keep` (close_range
+    under the hood)."""
+    kept = sorted({first - 1, *(fd for fd in keep if fd >= first)})
     for low, high in zip(kept, [*kept[1:], _MAX_FD], strict=True):
         if high > low + 1:
             os.closerange(low + 1, high)

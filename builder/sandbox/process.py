@@ -415,9 +415,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # of its (big) memory first (~2 ms here) and only then closes the pipe. Our copies of
     # its fds go first, stdio included: the locks on them (a container's owner lock) must
     # be free, and a reader of its output see EOF, once it has closed its own.
-    kept = sorted({report_w, plan.handoff_r} - {-1})
-    for low, high in zip([-1, *kept], [*kept, 0x7FFFFFFF], strict=True):
-        os.closerange(low + 1, high)  # close_range(2): one syscall each
+    container.close_fds([report_w, plan.handoff_r], first=0)
     _report(report_w, f"C{code}")
     if plan.handoff is not None:
         os.close(report_w)  # the caller's EOF does not wait for the removal

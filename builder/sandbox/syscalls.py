@@ -142,6 +142,15 @@ def default_libc_signal(signum: int) -> None:
     _check(ret, f"rt_sigaction({signum})")
 
 
+def inotify_init1(flags: int) -> int:
+    return _check(_libc().inotify_init1(ctypes.c_int(flags)), "inotify_init1")
+
+
+def inotify_add_watch(fd: int, path: str, mask: int) -> int:
+    ret = _libc().inotify_add_watch(ctypes.c_int(fd), _b(path), ctypes.c_uint32(mask))
+    return _check(ret, f"inotify_add_watch {path}")
+
+
 def sethostname(name: str) -> None:
     raw = name.encode()
     _check(_libc().sethostname(raw, ctypes.c_size_t(len(raw))), f"sethostname {name}")

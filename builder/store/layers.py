@@ -53,9 +53,9 @@ class UnpackedLayers:
         # the others wait for it (another process's unpack is settled by `adopt`).
         self._unpacking: dict[Digest, threading.Lock] = {}
         self._guard = threading.Lock()
-        # Layers this process adopted, and how many of them a `sync` has marked.
-        self._adopted: list[Digest] = []
-        self._marked = 0
+        # How many layers this process adopted, and how many of them a `sync` covered.
+        self._adopted = 0
+        self._synced = 0
 
     def has(self, diff_id: Digest) -> bool:
         return self._trusted(diff_id)
@@ -127,7 +127,7 @@ class UnpackedLayers:
                     f"cannot move {src} into the store: {err.strerror} "
                     "(it must be on the store's filesystem)"
                 ) from None
-            self._adopted.append(diff_id)
+            self._adopted += 1
             if background is None:
                 fsync_dir(self._paths.layers)
             else:
@@ -144,8 +144,8 @@ class UnpackedLayers:
         layer dir that was there when it began and is not marked yet (this process's, and
         those an import or another process unpacked since the boot) is then marked synced,
         so that it is trusted after a reboot too."""
-        upto = len(self._adopted)
-        if self._marked >= upto:
+        upto = self._adopted
+        if self._synced >= upto:
             return
         try:
             unmarked = [d for d in self.diff_ids() if not self._marked_synced(d)]
@@ -158,7 +158,7 @@ class UnpackedLayers:
             raise StoreError(
                 f"cannot write the store's unpacked layers to disk: {err.strerror}"
             ) from None
-        self._marked = upto
+        self._synced = upto
 
     def _marked_synced(self, diff_id: Digest) -> bool:
         return self._paths.synced_layer(diff_id).exists()

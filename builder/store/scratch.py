@@ -89,7 +89,6 @@ class Scratch:
                     target=self._remove_doomed, name="scratch-remover", daemon=True
                 )
                 self._remover.start()
-            self._wake.notify()
 
     def settle(self) -> None:
         """Return once everything discarded so far is removed."""
