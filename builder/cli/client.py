@@ -12,16 +12,22 @@ builder/sandbox/sigproxy.py) through a pidfd, so a recycled pid can never be hit
 Without a server the call runs one-shot, and with auto a server is started in the
 background for the next call (Gradle's daemon does the same).
 
-This module runs before anything else is imported, so it imports almost nothing: `os` and
-`sys` (already loaded by the interpreter), `marshal` (built in) and, only on the server
+This module runs before anything else is imported, so it imports almost nothing: `posix`,
+`sys` and `marshal` (built in, already loaded by the interpreter) and, only on the server
 path, `_socket` and `_signal` (C modules; socket.py and signal.py cost ~5 ms with enum).
+Not `os`: bin/builder starts the interpreter without site (-S), which would have imported
+it, and os with its environ mapping (collections.abc) costs ~2-3 ms; posix is os's C half.
 Without the opt-in the only work is an environment lookup and a stat of the config file.
 Nothing else of builder may be imported at module level here (test_startup_imports pins it).
 """
 
 import marshal
-import os
+import posix
 import sys
+
+TYPE_CHECKING = False  # typing's would import typing (~3 ms); mypy takes any as true
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 ENV = "BUILDER_SERVER"
 DIR_ENV = "BUILDER_SERVER_DIR"  # the socket dir (tests, CI); default: see server_dir()
@@ -36,17 +42,42 @@ _NAMESPACES = ("mnt", "pid", "net", "user", "ipc", "uts", "cgroup")
 ONE_SHOT_VERBS = ("server", "login")
 
 
-def main() -> None:
-    """The `builder` console script and `python -m builder`."""
+def main(site_pending: bool = False) -> None:
+    """The `builder` console script and `python -m builder`. site_pending: bin/builder
+    started the interpreter with -S (its site setup costs ~8-10 ms that the server path
+    does not need); the one-shot path completes it before it imports the CLI's
+    dependencies."""
     if _wanted() and _verb(sys.argv[1:]) not in ONE_SHOT_VERBS:
         _via_server()  # returns only when the server could not take this call
+    if site_pending:
+        import site
+
+        site.main()
     from builder.cli.main import main as one_shot
 
     one_shot()
 
 
+def environ() -> "Mapping[bytes, bytes]":
+    """os.environb, without importing os: posix.environ is the environment the process
+    started with, which nothing can have changed before os was imported (os.environ's
+    writes go to os's own mapping and putenv, not to posix.environ)."""
+    os = sys.modules.get("os")
+    return os.environb if os is not None else posix.environ
+
+
+def getenv(name: str) -> str | None:
+    """os.environ.get, decoded as os decodes it."""
+    value = environ().get(name.encode(_FS_ENCODING, _FS_ERRORS))
+    return None if value is None else value.decode(_FS_ENCODING, _FS_ERRORS)
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
 def _wanted() -> bool:
-    mode = os.environ.get(ENV)
+    mode = getenv(ENV)
     if mode is None:
         mode = _configured()
     if mode in ("auto", "on"):
@@ -54,20 +85,26 @@ def _wanted() -> bool:
     if mode in ("", "off", "0", "false", "no"):
         return False
     sys.stderr.write(f"error: ${ENV}={mode!r}: expected auto or off\n")
-    os._exit(2)  # UsageError's exit code, without importing builder.errors
+    posix._exit(2)  # UsageError's exit code, without importing builder.errors
 
 
 def config_file() -> str:
     """builder.config.config_path's answer, in plain strings (pathlib costs ~3 ms here);
     tests/e2e/test_server.py checks that the two agree."""
-    named = os.environ.get("BUILDER_CONFIG")
+    named = getenv("BUILDER_CONFIG")
     if named:
         return named
-    if os.geteuid() == 0:
+    if posix.geteuid() == 0:
         return "/etc/builder/builder.toml"
-    xdg = os.environ.get("XDG_CONFIG_HOME", "")
-    base = xdg if xdg and os.path.isabs(xdg) else os.path.expanduser("~/.config")
-    return f"{base}/builder/builder.toml"
+    xdg = getenv("XDG_CONFIG_HOME") or ""
+    if xdg.startswith("/"):
+        return f"{xdg}/builder/builder.toml"
+    home = getenv("HOME")
+    if home is None:  # expanduser's lookup in the passwd database
+        import os.path
+
+        return os.path.expanduser("~/.config/builder/builder.toml")
+    return f"{home.rstrip('/')}/.config/builder/builder.toml"
 
 
 def _configured() -> str:
@@ -103,19 +140,24 @@ def _verb(args: list[str]) -> str:
 
 
 def package_dir() -> str:
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    here = __file__
+    if not here.startswith("/") or "/." in here or "//" in here:  # abspath's cases
+        import os.path
+
+        here = os.path.abspath(here)
+    return here.rsplit("/", 2)[0]  # .../builder/cli/client.py: the builder package
 
 
 def server_dir() -> str | None:
     """Where the sockets live: 0700, the user's own (root: /run/builder/server; a user:
     $XDG_RUNTIME_DIR/builder/server, as podman keeps its sockets); None: no server."""
-    named = os.environ.get(DIR_ENV)
+    named = getenv(DIR_ENV)
     if named:
         return named
-    if os.geteuid() == 0:
+    if posix.geteuid() == 0:
         return "/run/builder/server"
-    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
-    return f"{runtime}/builder/server" if os.path.isabs(runtime) else None
+    runtime = getenv("XDG_RUNTIME_DIR") or ""
+    return f"{runtime}/builder/server" if runtime.startswith("/") else None
 
 
 def code_key() -> str:
@@ -128,9 +170,16 @@ def code_key() -> str:
             package_dir(),
             sys.getfilesystemencoding(),
             sys.getfilesystemencodeerrors(),
-            str(sys.flags),
+            _flags(),
         )
     )
+
+
+def _flags() -> str:
+    """The interpreter's flags but -S: bin/builder's client runs without site's setup, and
+    the server it starts, or finds, with it (the server imports the CLI's dependencies)."""
+    names = sys.flags.__match_args__
+    return str([f"{n}={v}" for n, v in zip(names, sys.flags, strict=False) if n != "no_site"])
 
 
 def socket_name(key: str) -> str:
@@ -146,7 +195,7 @@ def namespaces(pid: int | str) -> tuple[tuple[int, int], ...]:
     same namespaces."""
     found = []
     for ns in _NAMESPACES:
-        st = os.stat(f"/proc/{pid}/ns/{ns}")
+        st = posix.stat(f"/proc/{pid}/ns/{ns}")
         found.append((st.st_dev, st.st_ino))
     return tuple(found)
 
@@ -176,7 +225,7 @@ def connect(path: str) -> "object | None":
     sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
     try:
         sock.connect(path)
-        if peer_uid(sock) != os.geteuid():
+        if peer_uid(sock) != posix.geteuid():
             raise OSError("the server is another user's")
     except OSError:
         sock.close()
@@ -202,7 +251,7 @@ def request(argv: list[str]) -> bytes:
     """The run request: the server reads the rest (umask, rlimits, signal mask and
     dispositions, cgroups, namespaces) from /proc/<our pid>, which costs us nothing."""
     streams = tuple(_stream_state(s) for s in (sys.stdin, sys.stdout, sys.stderr))
-    env = dict(os.environb)
+    env = dict(environ())
     return marshal.dumps(("run", PROTOCOL, code_key(), argv, env, streams))
 
 
@@ -222,8 +271,8 @@ def _via_server() -> None:
     assert isinstance(sock, _socket.socket)
     try:
         for fd in (0, 1, 2):
-            os.fstat(fd)  # a closed std fd: the cwd would take its number below
-        cwd = os.open(".", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            posix.fstat(fd)  # a closed std fd: the cwd would take its number below
+        cwd = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError:
         return
     try:
@@ -233,7 +282,7 @@ def _via_server() -> None:
     except OSError:
         return
     finally:
-        os.close(cwd)
+        posix.close(cwd)
     answer = marshal.loads(reply) if reply else None
     if answer is not None and answer[0] == "exit":
         # The child reports its own exit (builder/cli/zygote.py): it can end before the
@@ -252,7 +301,7 @@ def _via_server() -> None:
             break
         # The server is gone (killed: its children die with it, PR_SET_PDEATHSIG).
         sys.stderr.write("error: the builder server went away\n")
-        os._exit(125)
+        posix._exit(125)
     _exit_as(*marshal.loads(reply)[1:])
 
 
@@ -291,15 +340,17 @@ def _exit_as(kind: str, value: int) -> None:
             _signal.pthread_sigmask(_signal.SIG_UNBLOCK, [value])
         except (OSError, ValueError):
             pass
-        os.kill(os.getpid(), value)
-        os._exit(128 + value)
-    os._exit(value)
+        posix.kill(posix.getpid(), value)
+        posix._exit(128 + value)
+    posix._exit(value)
 
 
 def start_server(folder: str) -> None:
     """Start a server in the background for the next call, and return at once: double
     fork, new session, stdio to a log beside the socket, cwd /. It re-checks everything
     itself (only one server per socket: it holds a lock)."""
+    import os  # only here: the one-shot call that starts a server pays for it
+
     try:
         pid = os.fork()
     except OSError:
@@ -334,6 +385,7 @@ def start_server(folder: str) -> None:
         import subprocess  # only here: the interpreter's flags, so its code_key is ours
 
         flags = subprocess._args_from_interpreter_flags()  # type: ignore[attr-defined]
+        flags = [flag for flag in flags if flag != "-S"]  # see _flags
         os.execv(sys.executable, [sys.executable, *flags, "-c", boot, parent])
     finally:
         os._exit(127)

@@ -429,6 +429,14 @@ def test_the_client_finds_the_config_file_where_builder_config_does(
         assert client.config_file() == str(config_path()[0])
 
 
+def test_the_client_names_its_package_dir_as_os_path_would() -> None:
+    """The server's identity and the path a started server imports builder from; the
+    client finds it without os.path (an import it does not pay for)."""
+    import builder
+
+    assert client.package_dir() == os.path.dirname(os.path.abspath(builder.__file__))
+
+
 def test_the_client_imports_almost_nothing_before_the_server_runs_the_call(
     server: Server, builder: Builder
 ) -> None:
@@ -455,6 +463,19 @@ def test_the_client_imports_almost_nothing_before_the_server_runs_the_call(
         "builder.cli",
         "builder.cli.client",
     ]
+
+
+def test_the_launchers_client_without_site_is_served_by_the_server_with_it(
+    server: Server, builder: Builder
+) -> None:
+    """bin/builder runs the client with -S, and the server it finds (or starts) runs with
+    site (it imports the CLI's dependencies): the flag must not make them strangers, or
+    every call would run one-shot."""
+    argv = [sys.executable, "-S", str(REPO / "bin" / "builder"), "--root", str(builder.root)]
+    before = server.served()
+    done = subprocess.run([*argv, "run", "--rm", IMAGE, "true"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert server.served() == before + 1
 
 
 def test_the_child_joins_the_clients_cgroups(server: Server, builder: Builder) -> None:

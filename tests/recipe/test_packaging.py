@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -108,7 +109,7 @@ def test_the_installed_command_imports_only_the_thin_client(installed: Path) -> 
     """bin/builder is a script file, not an entry point: the wrapper pip writes for an entry
     point imports `re` (~13 ms, issue 9) before the client's first line."""
     command = installed / "bin" / "builder"
-    assert command.read_text().splitlines()[0] == f"#!{installed / 'bin' / 'python'}"
+    assert command.read_text().splitlines()[0] == "#!/bin/sh"  # see test_the_launcher_*
     # An invalid opt-in ends the client before it imports anything of the CLI (exit 2), so
     # the command runs without the wheel's dependencies; -X importtime lists every import.
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1", "BUILDER_SERVER": "bogus"}
@@ -121,4 +122,128 @@ def test_the_installed_command_imports_only_the_thin_client(installed: Path) -> 
         if line.startswith("import time:")
     }
     assert "builder.cli.client" in imported
-    assert not imported & {"re", "enum", "functools", "click", "builder.cli.main"}, imported
+    # Nor site (the launcher's -S) and os (the client uses posix): ~5 ms on every call.
+    unwanted = {"re", "enum", "functools", "click", "builder.cli.main", "site", "os"}
+    assert not imported & unwanted, imported
+
+
+# bin/builder, the launcher: a shell and Python polyglot that execs the interpreter beside
+# it with -S (issue 9). A stand-in builder.cli.client, first on PYTHONPATH, shows what the
+# launcher did: which interpreter, with or without site, in which process.
+_STAND_IN = """
+import os, signal, sys, time
+
+def main(site_pending=False):
+    how = sys.argv[1] if len(sys.argv) > 1 else ""
+    if how == "exit":
+        sys.exit(int(sys.argv[2]))
+    if how == "sleep":
+        print("ready", flush=True)
+        time.sleep(60)
+    print(os.getpid(), sys.executable, site_pending, "site" in sys.modules, flush=True)
+"""
+
+
+@pytest.fixture
+def stand_in(tmp_path: Path) -> dict[str, str]:
+    """An environment whose PYTHONPATH holds a stand-in builder.cli.client."""
+    package = tmp_path / "stand-in" / "builder" / "cli"
+    package.mkdir(parents=True)
+    (package.parent / "__init__.py").write_text("")
+    (package / "__init__.py").write_text("")
+    (package / "client.py").write_text(_STAND_IN)
+    return {**os.environ, "PYTHONPATH": str(package.parents[1])}
+
+
+def _launch(command: Path | str, env: dict[str, str], *args: str) -> list[str]:
+    proc = subprocess.Popen(
+        [str(command), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    pid, executable, site_pending, site_loaded = out.split()
+    assert int(pid) == proc.pid  # exec all the way: no shell left between
+    return [executable, site_pending, site_loaded]
+
+
+def test_the_launcher_runs_the_interpreter_beside_it_without_site(
+    installed: Path, stand_in: dict[str, str]
+) -> None:
+    """PYTHONPATH is honoured (the stand-in, not the installed client, ran) and site was
+    not (the client is told to complete it on its one-shot path)."""
+    command = installed / "bin" / "builder"
+    python3 = str(installed / "bin" / "python3")
+    assert _launch(command, stand_in) == [python3, "True", "False"]
+
+
+def test_the_launcher_through_a_link_finds_the_interpreter_beside_its_target(
+    installed: Path, stand_in: dict[str, str], tmp_path: Path
+) -> None:
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "builder"
+    link.symlink_to(installed / "bin" / "builder")
+    python3 = str(installed / "bin" / "python3")
+    assert _launch(link, stand_in) == [python3, "True", "False"]
+
+
+def test_the_launcher_without_an_interpreter_beside_it_runs_python3_on_path(
+    installed: Path, stand_in: dict[str, str], tmp_path: Path
+) -> None:
+    """A copy elsewhere (a --user or system install): PATH's python3, with its site."""
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "path").mkdir()
+    copy = tmp_path / "bin" / "builder"
+    shutil.copy2(installed / "bin" / "builder", copy)
+    (tmp_path / "path" / "python3").symlink_to(installed / "bin" / "python3")
+    env = {**stand_in, "PATH": f"{tmp_path / 'path'}:/usr/bin:/bin"}
+    python3 = str(tmp_path / "path" / "python3")
+    assert _launch(copy, env) == [python3, "False", "True"]
+    # No python3 anywhere: the shell's own "not found", and its status.
+    env["PATH"] = str(tmp_path / "bin")
+    done = subprocess.run([str(copy)], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 127 and "python3" in done.stderr, done
+
+
+def test_the_launcher_passes_exit_statuses_and_signals_through(
+    installed: Path, stand_in: dict[str, str]
+) -> None:
+    command = str(installed / "bin" / "builder")
+    done = subprocess.run([command, "exit", "3"], env=stand_in, timeout=60)
+    assert done.returncode == 3
+    proc = subprocess.Popen([command, "sleep"], stdout=subprocess.PIPE, text=True, env=stand_in)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)  # the interpreter itself: the shell exec'd it
+    assert proc.wait(timeout=60) == -signal.SIGTERM
+    proc.stdout.close()
+
+
+def test_the_launchers_one_shot_path_completes_site(installed: Path, tmp_path: Path) -> None:
+    """Without a server the client runs the whole CLI in-process, whose dependencies only
+    site's setup finds: here through a .pth file naming the project's site-packages, as
+    site processes them (the installed wheel has no dependencies of its own: offline)."""
+    purelib = subprocess.run(
+        [
+            str(installed / "bin" / "python"),
+            "-c",
+            "import sysconfig; print(sysconfig.get_path('purelib'))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    deps = Path(purelib) / "test_dependencies.pth"
+    deps.write_text(sysconfig.get_paths()["purelib"] + "\n")
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "BUILDER_SERVER")}
+        env["BUILDER_CONFIG"] = os.devnull
+        done = subprocess.run(
+            [str(installed / "bin" / "builder"), "--version"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+    finally:
+        deps.unlink()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("builder, version ")
