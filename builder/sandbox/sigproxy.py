@@ -33,7 +33,13 @@ _NEVER = frozenset(
 )
 
 
+# Numbers, once: signal.valid_signals() makes a Signals enum of each of the ~65 (~0.3 ms,
+# more in a warm server's forked child, where every object it touches is a page to copy),
+# and `builder run` asked on every call (issue 9).
+_VALID = tuple(sorted(int(s) for s in signal.valid_signals()))
+
+
 def proxied(*, tty: bool = False) -> tuple[int, ...]:
     """Every signal `builder run` forwards, real-time ones included, in number order."""
     skip = _NEVER | {signal.SIGWINCH} if tty else _NEVER
-    return tuple(int(s) for s in sorted(signal.valid_signals()) if s not in skip)
+    return tuple(s for s in _VALID if s not in skip)
