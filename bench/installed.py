@@ -54,8 +54,18 @@ def console_script() -> Path:
         shutil.rmtree(venv, ignore_errors=True)
         pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
         wheels = venv / "wheels"
+        # From a copy of the sources: setuptools builds in the source tree, and the
+        # `build/` and `builder.egg-info` it leaves in a checkout make pip take the checkout
+        # (on PYTHONPATH) for an installed builder (tests/recipe/test_packaging.py).
+        source = venv / "source"
+        for name in SOURCES:
+            if (REPO / name).is_dir():
+                shutil.copytree(REPO / name, source / name, symlinks=True)
+            else:
+                shutil.copy2(REPO / name, source / name)
+        shutil.copy2(REPO / "README.md", source / "README.md")  # pyproject.toml's readme
         subprocess.run(
-            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, REPO], check=True
+            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True
         )
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         python = venv / "bin" / "python"

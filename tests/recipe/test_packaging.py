@@ -67,10 +67,14 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env_dir = tmp_path_factory.mktemp("installed") / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     pip = [str(env_dir / "bin" / "python"), "-m", "pip"]
+    # Not the checkout on PYTHONPATH: with a `builder.egg-info` in it (an in-tree build),
+    # pip would take it for an installed builder and install nothing.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run(
         [*pip, "install", "--no-deps", "--no-index", "-q", str(wheel)],
         check=True,
         timeout=300,
+        env=env,
     )
     return env_dir
 
