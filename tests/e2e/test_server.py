@@ -13,6 +13,7 @@ import contextlib
 import os
 import pwd
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -476,6 +477,19 @@ def test_the_launchers_client_without_site_is_served_by_the_server_with_it(
     done = subprocess.run([*argv, "run", "--rm", IMAGE, "true"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert server.served() == before + 1
+
+
+def test_runs_seccomp_program_is_ready_in_the_server(server: Server, builder: Builder) -> None:
+    """The server compiles (or loads) the default seccomp program once: a call's child does
+    not read it from the store's cache, nor write it there, as a one-shot call does."""
+    cache = builder.root / "seccomp"
+    shutil.rmtree(cache, ignore_errors=True)  # a cache: any file may go
+    before = server.served()
+    assert builder("run", "--rm", IMAGE, "true").status == 0
+    assert server.served() == before + 1
+    assert list(cache.glob("*.bpf")) == []
+    assert builder("run", "--rm", IMAGE, "true", env=_one_shot_env()).status == 0
+    assert len(list(cache.glob("*.bpf"))) == 1  # the check above could see one
 
 
 def test_the_child_joins_the_clients_cgroups(server: Server, builder: Builder) -> None:
