@@ -44,7 +44,7 @@ ONE_SHOT_VERBS = ("server", "login")
 
 def main(site_pending: bool = False) -> None:
     """The `builder` console script and `python -m builder`. site_pending: bin/builder
-    started the interpreter with -S (its site setup costs ~8-10 ms that the server path
+    started the interpreter with -S (its site setup costs ~4-5 ms that the server path
     does not need); the one-shot path completes it before it imports the CLI's
     dependencies."""
     if _wanted() and _verb(sys.argv[1:]) not in ONE_SHOT_VERBS:
@@ -56,6 +56,10 @@ def main(site_pending: bool = False) -> None:
     from builder.cli.main import main as one_shot
 
     one_shot()
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 def environ() -> "Mapping[bytes, bytes]":
@@ -70,10 +74,6 @@ def getenv(name: str) -> str | None:
     """os.environ.get, decoded as os decodes it."""
     value = environ().get(name.encode(_FS_ENCODING, _FS_ERRORS))
     return None if value is None else value.decode(_FS_ENCODING, _FS_ERRORS)
-
-
-_FS_ENCODING = sys.getfilesystemencoding()
-_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
 def _wanted() -> bool:
