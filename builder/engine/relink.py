@@ -96,32 +96,6 @@ def candidates(items: list[CopyItem], prev: Previous | None) -> frozenset[int]:
     )
 
 
-PREFETCH_STEP = 4 << 20
-
-
-def prefetch(path: Path) -> None:
-    """Have the kernel read `path` into the page cache, on a thread of its own: the previous
-    blob, whose frames the layer write hashes and copies, while the COPY's writer and the
-    links run. It was written by direct I/O (store/directcopy), so it is not cached after
-    the build that wrote it, and reading it cold in the layer write took 0.1 s more of its
-    hashing thread's CPU there, and longer on a busy disk."""
-    import threading
-
-    def read_ahead() -> None:
-        with contextlib.suppress(OSError):  # (a hint: the layer write reads it anyway)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                # A step at a time: the kernel reads at most its readahead window's worth
-                # (8 MiB here) of one WILLNEED, without waiting for the disk.
-                size = os.fstat(fd).st_size
-                for offset in range(0, size, PREFETCH_STEP):
-                    os.posix_fadvise(fd, offset, PREFETCH_STEP, os.POSIX_FADV_WILLNEED)
-            finally:
-                os.close(fd)
-
-    threading.Thread(target=read_ahead, name="prefetch", daemon=True).start()
-
-
 class Incremental:
     """One COPY step's incremental state: its lineage, the previous version (if any), the
     items the writer defers, and the anonymous file the writer reports into.
@@ -134,8 +108,6 @@ class Incremental:
         self.store, self.key, self.items = store, key, items
         self.previous = previous(store, key) if key is not None and reuse else None
         self.deferred = candidates(items, self.previous)
-        if self.previous is not None:
-            prefetch(store.paths.blob(self.previous.layer.digest))
         self.report: Report | None = None
         # Where the writer says each file landed: an anonymous file, gone when closed.
         flags = os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC
