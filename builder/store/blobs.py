@@ -20,7 +20,6 @@ from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.image.mediatypes import MediaType
 from builder.store.atomic import fsync_dir
-from builder.store.directcopy import MIN_DIRECT, DirectCopy
 
 # What every corruption message ends with: fsck finds all the damage, --repair drops it.
 FSCK_HINT = "; run `builder fsck` (then `builder fsck --repair`, and pull or build again)"
@@ -67,7 +66,6 @@ class BlobWriter:
         # after them, not in the file yet: put there by the commit (see copy_range).
         self._pending: list[tuple[int, int, int] | bytes] = []
         self._pending_bytes = 0  # of the written bytes held there
-        self._direct: DirectCopy | None = None  # while they are put there
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
@@ -97,11 +95,12 @@ class BlobWriter:
 
         The digest does not need the bytes in the file, and a rebuilt layer's copied
         frames are most of it (220 MB for big-context): copied through the page cache they
-        cost 0.3-0.5 s of CPU in ext4's buffered write path, on the build's critical path,
-        and the commit's fsync then wrote them all while the next step waited on the
-        journal. The commit (store/finishing: behind the next steps) writes them by direct
-        I/O instead (store/directcopy), or with copy_file_range where it cannot. Bytes
-        written after a copied range wait with it, up to PENDING_BYTES."""
+        cost 0.3-0.5 s of CPU in ext4's buffered write path on this VM (fresh page-cache
+        pages are dear under the host's free-page reporting), which the layer writer's
+        thread paid on the build's critical path, beside the two hashes. The commit
+        (store/finishing: behind the next steps) copies them instead. Bytes written after
+        a copied range wait with it, up to PENDING_BYTES.
+        """
         if self._file is None:
             raise ValueError("write to a committed or aborted blob")
         if not length:
@@ -135,39 +134,13 @@ class BlobWriter:
                     continue
                 src_fd, offset, length = item
                 try:
-                    self._copy(src_fd, offset, length, dst, at)
+                    _copy_range(src_fd, offset, length, dst, at)
                 finally:
                     os.close(src_fd)
                 at += length
                 self._file.seek(at)
         finally:
             _close_pending(pending)
-            if self._direct is not None:
-                self._direct.close()
-                self._direct = None
-
-    def _copy(self, src_fd: int, offset: int, length: int, dst: int, at: int) -> None:
-        """A range at `at`, the end of the file: by direct I/O when it is long enough to
-        be worth it and the file system takes it, else by copy_file_range. No write-back
-        hint for a range copied that way: on ext4 it allocates and submits in this
-        thread (0.3 s of a 200 MB copy, which itself took 0.12 s); the fsync writes it."""
-        if length >= MIN_DIRECT:
-            if self._direct is None:
-                self._direct = DirectCopy(self._tmp)
-            if self._direct.append(src_fd, offset, length, dst, at):
-                return
-        os.lseek(dst, at, os.SEEK_SET)
-        done = 0
-        while done < length:
-            try:
-                n = os.copy_file_range(src_fd, dst, length - done, offset + done)
-            except OSError as err:
-                if err.errno not in _NO_COPY_RANGE:
-                    raise
-                n = _copy_by_reads(src_fd, dst, offset + done, length - done)
-            if not n:
-                raise OSError(errno.EIO, "a copied range of a blob came out short")
-            done += n
 
     @property
     def digest(self) -> Digest:
@@ -238,6 +211,24 @@ class BlobWriter:
 # copy_file_range's answers for "not between these two files" (another file system, an old
 # kernel, a file system without it): the bytes are then copied by reads and writes.
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_range(src_fd: int, offset: int, length: int, dst: int, at: int) -> None:
+    """A range at `at`, the end of the file, by copy_file_range (by reads where it
+    cannot). No write-back hint: on ext4 it allocates and submits in this thread (0.3 s
+    of a 200 MB copy, which itself took 0.12 s); the commit's fsync writes it."""
+    os.lseek(dst, at, os.SEEK_SET)
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+        except OSError as err:
+            if err.errno not in _NO_COPY_RANGE:
+                raise
+            n = _copy_by_reads(src_fd, dst, offset + done, length - done)
+        if not n:
+            raise OSError(errno.EIO, "a copied range of a blob came out short")
+        done += n
 
 
 def _close_pending(pending: list[tuple[int, int, int] | bytes]) -> None:
