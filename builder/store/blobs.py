@@ -62,6 +62,10 @@ class BlobWriter:
         self._flushed = 0  # bytes whose write-back has been started
         self._sealed = False
         self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
+        # Copied ranges (a dup of their file's fd, offset, length), and the bytes written
+        # after them, not in the file yet: put there by the commit (see copy_range).
+        self._pending: list[tuple[int, int, int] | bytes] = []
+        self._pending_bytes = 0  # of the written bytes held there
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
@@ -72,6 +76,12 @@ class BlobWriter:
         else:
             self._hash.update(data)
         self._size += len(data)
+        if self._pending:  # after a copied range: in order, behind it
+            self._pending.append(bytes(data))
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= PENDING_BYTES:
+                self._put_pending()
+            return len(data)
         self._file.write(data)
         if self._size - self._flushed >= WRITE_BACK:
             self._file.flush()
@@ -80,8 +90,17 @@ class BlobWriter:
 
     def copy_range(self, src_fd: int, offset: int, length: int) -> None:
         """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
-        layer/frames): copied by the kernel (copy_file_range), and hashed where they lie
-        (mapped, not read into Python). ValueError if the file is shorter."""
+        layer/frames): hashed now where they lie (mapped, not read into Python), put in
+        the file by the commit. ValueError if the file is shorter.
+
+        The digest does not need the bytes in the file, and a rebuilt layer's copied
+        frames are most of it (220 MB for big-context): copied through the page cache they
+        cost 0.3-0.5 s of CPU in ext4's buffered write path on this VM (fresh page-cache
+        pages are dear under the host's free-page reporting), which the layer writer's
+        thread paid on the build's critical path, beside the two hashes. The commit
+        (store/finishing: behind the next steps) copies them instead. Bytes written after
+        a copied range wait with it, up to PENDING_BYTES.
+        """
         if self._file is None:
             raise ValueError("write to a committed or aborted blob")
         if not length:
@@ -92,23 +111,36 @@ class BlobWriter:
         if self._hasher is None:  # hashed on a thread beside the copy from now on
             self._hasher = _Hasher(self._hash)
         self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
-        self._file.flush()
-        dst, done = self._file.fileno(), 0
-        while done < length:
-            try:
-                n = os.copy_file_range(src_fd, dst, length - done, offset + done)
-            except OSError as err:
-                if err.errno not in _NO_COPY_RANGE:
-                    raise
-                n = _copy_by_reads(src_fd, dst, offset + done, length - done)
-            if not n:
-                raise OSError(errno.EIO, "a copied range of a blob came out short")
-            done += n
+        # A dup: the caller closes its fd once the layer is written, before the commit.
+        self._pending.append((os.dup(src_fd), offset, length))
         self._size += length
-        # No write-back hint for copied bytes: on ext4 it allocates and submits in this
-        # thread (0.3 s of a 200 MB copy, which itself took 0.12 s), on the build's
-        # critical path; the commit's fsync, behind the next steps, writes them instead.
-        self._flushed = self._size
+        self._flushed = self._size  # (no write-back hint: see _put_pending)
+
+    def _put_pending(self) -> None:
+        """Put the copied ranges, and the bytes written after them, in the file in order."""
+        assert self._file is not None
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        pending.reverse()  # (popped from the end)
+        try:
+            self._file.flush()
+            at = self._file.tell()
+            dst = self._file.fileno()
+            while pending:
+                item = pending.pop()
+                if isinstance(item, bytes):
+                    self._file.write(item)
+                    self._file.flush()
+                    at += len(item)
+                    continue
+                src_fd, offset, length = item
+                try:
+                    _copy_range(src_fd, offset, length, dst, at)
+                finally:
+                    os.close(src_fd)
+                at += length
+                self._file.seek(at)
+        finally:
+            _close_pending(pending)
 
     @property
     def digest(self) -> Digest:
@@ -142,6 +174,7 @@ class BlobWriter:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
         if self._file is None:
             raise ValueError("blob already committed or aborted")
+        self._put_pending()
         f, self._file = self._file, None
         try:
             f.flush()
@@ -167,6 +200,8 @@ class BlobWriter:
         if self._hasher is not None:
             self._hasher.finish()
             self._hasher = None
+        _close_pending(self._pending)
+        self._pending, self._pending_bytes = [], 0
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -176,6 +211,30 @@ class BlobWriter:
 # copy_file_range's answers for "not between these two files" (another file system, an old
 # kernel, a file system without it): the bytes are then copied by reads and writes.
 _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
+
+
+def _copy_range(src_fd: int, offset: int, length: int, dst: int, at: int) -> None:
+    """A range at `at`, the end of the file, by copy_file_range (by reads where it
+    cannot). No write-back hint: on ext4 it allocates and submits in this thread (0.3 s
+    of a 200 MB copy, which itself took 0.12 s); the commit's fsync writes it."""
+    os.lseek(dst, at, os.SEEK_SET)
+    done = 0
+    while done < length:
+        try:
+            n = os.copy_file_range(src_fd, dst, length - done, offset + done)
+        except OSError as err:
+            if err.errno not in _NO_COPY_RANGE:
+                raise
+            n = _copy_by_reads(src_fd, dst, offset + done, length - done)
+        if not n:
+            raise OSError(errno.EIO, "a copied range of a blob came out short")
+        done += n
+
+
+def _close_pending(pending: list[tuple[int, int, int] | bytes]) -> None:
+    for item in pending:
+        if not isinstance(item, bytes):
+            os.close(item[0])
 
 
 def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
@@ -196,6 +255,10 @@ def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
 # layer copies its unchanged frames in runs of 16 MiB), so its fsync does not start from
 # nothing: it was 0.4 s of a 220 MB blob, on the build's critical path.
 WRITE_BACK = 8 << 20
+# Bytes written after a copied range that wait for the commit with it, at most (then they
+# and the ranges before them go into the file at once): a layer whose first frame was
+# reused and none after it must not be held in memory.
+PENDING_BYTES = 64 << 20
 
 
 def _sync_file_range(fd: int, offset: int, length: int) -> None:

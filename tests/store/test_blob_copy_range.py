@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from builder.image.mediatypes import MediaType
-from builder.store import Store
+from builder.store import Store, blobs
 
 
 def _source(directory: Path, data: bytes) -> int:
@@ -69,3 +69,41 @@ def test_a_range_past_the_end_is_refused_before_anything_is_written(tmp_path: Pa
             assert w.commit(MediaType.OCI_LAYER_ZSTD).digest.hex == hashlib.sha256(b"x").hexdigest()
     finally:
         os.close(fd)
+
+
+def test_a_range_goes_in_at_the_commit_with_what_follows_it_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copied range is hashed at once and put in the file by the commit (behind the
+    build's next steps), from the writer's own dup of the fd: the layer writer closes the
+    previous blob before the commit. The bytes written after it wait with it, up to
+    PENDING_BYTES; then they and the range go in at once (no unbounded memory)."""
+    monkeypatch.setattr(blobs, "PENDING_BYTES", 1 << 20)
+    store = Store.open(tmp_path / "store")
+    data = random.Random(4).randbytes(3 << 20)
+    fd = _source(tmp_path, data)
+    with store.layout.writer() as w:
+        w.copy_range(fd, 5, 2 << 20)
+        os.close(fd)
+        on_disk = w._tmp  # (the temp file the commit renames in)
+        w.write(b"a" * (512 << 10))
+        assert on_disk.stat().st_size == 0
+        w.write(b"b" * (600 << 10))  # past the bound
+        assert on_disk.stat().st_size == (2 << 20) + (1112 << 10)
+        w.write(b"c" * 10)  # written as it comes again
+        desc = w.commit(MediaType.OCI_LAYER_ZSTD)
+    want = data[5 : 5 + (2 << 20)] + b"a" * (512 << 10) + b"b" * (600 << 10) + b"c" * 10
+    assert desc.digest.hex == hashlib.sha256(want).hexdigest() and desc.size == len(want)
+    assert store.layout.read(desc.digest) == want
+
+
+def test_an_aborted_blob_lets_go_of_its_copied_ranges(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "store")
+    fd = _source(tmp_path, b"z" * (2 << 20))
+    before = len(os.listdir("/proc/self/fd"))
+    with store.layout.writer() as w:
+        w.copy_range(fd, 0, 2 << 20)
+        assert len(os.listdir("/proc/self/fd")) > before
+    os.close(fd)
+    assert len(os.listdir("/proc/self/fd")) == before - 1
+    assert not any(p.name.startswith("blob") for p in (tmp_path / "store" / "tmp").iterdir())
