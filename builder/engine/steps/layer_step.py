@@ -61,11 +61,16 @@ def _unpacked(layer: Descriptor, diff_id: Digest, ctx: StepContext) -> Path:
     return ctx.store.layers.get(layer, diff_id)
 
 
-def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
-    lowers = tuple(
+def lowers_for(state: ImageState, ctx: StepContext) -> tuple[Path, ...]:
+    """The state's unpacked layer dirs, bottom first."""
+    return tuple(
         _unpacked(layer, diff_id, ctx)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
+
+
+def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
+    lowers = lowers_for(state, ctx)
     # volatile: no sync of the store's file system when the step's overlay is unmounted;
     # commit_layer has the layer synced behind the next steps, before its cache record.
     return OverlayRoot(
@@ -80,6 +85,21 @@ def discard(root: OverlayRoot, ctx: StepContext) -> None:
     """The overlay's scratch dirs go in the background (an adopted upper is gone already)."""
     for path in (root.upper, root.work):
         ctx.store.scratch.discard(path)
+
+
+def commit_empty(
+    state: ImageState, ctx: StepContext, key: str, created_by: str, created: str | None = None
+) -> ImageState:
+    """Record a step that ran and changed nothing: no layer, an empty_layer history entry.
+    The record names no blob, but goes through the finisher all the same: its write and
+    fsync are off the build's path, and the finisher keeps the records in step order."""
+    created = now(ctx.source_date_epoch) if created is None else created
+    empty = StepRecord(created)
+    rkey = record_key(ctx, key)
+    ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, empty))
+    ctx.cache.note(rkey, empty)
+    config = state.config.with_history(history(created, created_by, empty_layer=True))
+    return state.step(config, key, created=created, cached=False)
 
 
 def commit_layer(
@@ -104,11 +124,7 @@ def commit_layer(
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
         if skip_if_empty and not any(root.upper.iterdir()):
-            empty = StepRecord(created)
-            ctx.store.cache.put(record_key(ctx, key), empty)
-            ctx.cache.note(record_key(ctx, key), empty)
-            config = state.config.with_history(history(created, created_by, empty_layer=True))
-            return state.step(config, key, created=created, cached=False)
+            return commit_empty(state, ctx, key, created_by, created)
         layer, diff_id = ctx.store.put_layer(
             root.upper,
             ctx.compression.kind,

@@ -2,7 +2,8 @@
 
 BuildKit creates the directory (owned by the current USER) when it is missing, so an
 image whose last step is `WORKDIR /data` has /data. The mkdir runs in the sandbox, inside
-the image's root; it makes a layer only when the directory was missing.
+the image's root; it makes a layer only when the directory was missing. When the layers
+show the directory already (layer/merged, read on the host), no sandbox is started.
 """
 
 from __future__ import annotations
@@ -16,8 +17,15 @@ from builder.engine.copier import Ownership, in_image, in_root
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, shown
-from builder.engine.steps.layer_step import cached_layer, commit_layer, execute_in_overlay
+from builder.engine.steps.layer_step import (
+    cached_layer,
+    commit_empty,
+    commit_layer,
+    execute_in_overlay,
+    lowers_for,
+)
 from builder.errors import StepFailed
+from builder.layer.merged import is_dir_in
 from builder.recipe import instructions as ins
 from builder.recipe.resolve import resolve
 from builder.record import replace
@@ -48,6 +56,9 @@ def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> Ima
         Ownership(user or None).check_base(state, shown(instr), instr.location)
     key = cachekey.chain(state.key, "WORKDIR", [path, user])
     after = cached_layer(state, ctx, key, created_by)
+    if after is None and is_dir_in(lowers_for(state, ctx), path):
+        # There already (the usual case): the mkdir would change nothing, so no sandbox.
+        after = commit_empty(state, ctx, key, created_by)
     if after is None:
 
         def launch(root: OverlayRoot, output: int) -> int:
