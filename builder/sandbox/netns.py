@@ -58,25 +58,28 @@ class Spare:
     handed out before is in use (stages that build at once take them in turn)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._taking = threading.Lock()
+        self._state = threading.Lock()  # _made, _error and _closed, between the threads
         self._thread: threading.Thread | None = None
         self._made: int | None = None
         self._error: BaseException | None = None
+        self._closed = False
 
     def take(self) -> int:
         """An fd of a namespace no sandbox has joined (the caller closes it)."""
-        with self._lock:
+        with self._taking:
             if self._thread is None:
                 self._begin()
             assert self._thread is not None
             self._thread.join()
-            fd, error = self._made, self._error
-            self._made = self._error = None
+            with self._state:
+                fd, error = self._made, self._error
+                self._made = self._error = None
             self._begin()
-        if error is not None:
-            raise error
-        assert fd is not None
-        return fd
+            if error is not None:
+                raise error
+            assert fd is not None
+            return fd
 
     def _begin(self) -> None:
         self._thread = threading.Thread(target=self._make, name="netns", daemon=True)
@@ -84,16 +87,22 @@ class Spare:
 
     def _make(self) -> None:
         try:
-            self._made = make_none()
+            fd = make_none()
         except BaseException as err:  # raised to the taker, on its thread
-            self._error = err
+            with self._state:
+                self._error = err
+            return
+        with self._state:
+            if self._closed:  # nobody will take it
+                os.close(fd)
+            else:
+                self._made = fd
 
     def close(self) -> None:
-        """Drop the namespace made ahead and not taken. Idempotent."""
-        with self._lock:
-            if self._thread is not None:
-                self._thread.join()
-                self._thread = None
+        """Drop the namespace made ahead and not taken, now or (if it is still being
+        made: a build's end does not wait for it) once it is. Idempotent."""
+        with self._state:
+            self._closed = True
             if self._made is not None:
                 os.close(self._made)
                 self._made = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -81,8 +82,13 @@ def _netns_fds() -> list[str]:
 
 def test_the_namespace_made_ahead_is_dropped_on_close() -> None:
     spare = Spare()
-    os.close(spare.take())  # and the next one is being made
+    os.close(spare.take())  # and the next one is being made: close does not wait for it
     spare.close()
+    deadline = time.monotonic() + 10
+    while _netns_fds() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _netns_fds() == []
+    time.sleep(0.2)  # (and its thread did not keep it once it was made)
     assert _netns_fds() == []
 
 
