@@ -45,6 +45,23 @@ def test_an_existing_workdir_makes_the_empty_layer_without_a_sandbox(
     assert again.cached == [True, True] and image(store, again)[1] == layers
 
 
+def test_the_empty_layer_keeps_the_images_root_open(
+    store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its dir is the next step's top lower, whose root overlayfs shows as `/`: it has the
+    image's root mode and owner, as the sandbox gives an upper dir, not a temp dir's 0700
+    (which locked a later USER out of every path)."""
+    add_image(store, "base", {"srv/": None})
+    base_config, _ = image(
+        store, run_build(store, make_context(tmp_path / "b", "FROM base\n"), fake, monkeypatch)
+    )
+    store.paths.layer(base_config.diff_ids[0]).chmod(0o751)  # (as an image's root may be)
+    context = make_context(tmp_path / "ctx", "FROM base\nWORKDIR /srv\n")
+    config, _layers = image(store, run_build(store, context, fake, monkeypatch))
+    base_root, empty_root = (store.paths.layer(d).stat() for d in config.diff_ids)
+    assert (empty_root.st_mode, empty_root.st_uid) == (base_root.st_mode, base_root.st_uid)
+
+
 def test_workdir_root_makes_no_layer(
     store: Store, fake: FakeExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -70,7 +70,13 @@ def workdir_step(instr: ins.Workdir, state: ImageState, ctx: StepContext) -> Ima
         after = commit_empty(state, ctx, key, created_by, RECORDS)
     if after is None and is_dir_in(lowers_for(state, ctx), path):
         # There already (the usual case): the mkdir would change nothing, so no sandbox.
-        after = commit_layer(state, ctx, key, created_by, overlay_for(state, ctx), meaning=RECORDS)
+        from builder.sandbox.mounts import adopt_root_attrs
+
+        root = overlay_for(state, ctx)
+        # As the sandbox's mount would: the layer dir, a later step's top lower, must not
+        # give the image's `/` a temp dir's 0700.
+        adopt_root_attrs(str(root.upper), str(root.lowers[-1]) if root.lowers else None)
+        after = commit_layer(state, ctx, key, created_by, root, meaning=RECORDS)
     if after is None:
 
         def launch(root: OverlayRoot, output: int) -> int:
