@@ -15,6 +15,7 @@ build never loads it.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -27,6 +28,7 @@ from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, Usern
 if TYPE_CHECKING:
     from builder.engine.stopper import Stopper
     from builder.sandbox.hosts import HostEntry
+    from builder.sandbox.netns import Spare
     from builder.sandbox.snapshotter import Snapshotter
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
@@ -100,13 +102,40 @@ class SandboxExecutor:
         self._stopper = stopper
         self._snapshotter = snapshotter
         self._reapers: list[int] = []  # RUN network helpers killed, not yet reaped
+        self._spare: Spare | None = None  # `none` network namespaces made ahead
+        self._own_netns = False  # not host root: each sandbox makes its own
 
     def close(self) -> None:
-        """Wait until every RUN's network helper has been reaped. Idempotent."""
+        """Wait until every RUN's network helper has been reaped, and drop the network
+        namespace made ahead for a next step. Idempotent."""
         if self._reapers:  # a build that ran nothing imports nothing here
             from builder.sandbox.slirp import settle
 
             settle(self._reapers)
+        if self._spare is not None:
+            self._spare.close()
+
+    @contextlib.contextmanager
+    def _netns(self, network: NetworkMode) -> Iterator[int | None]:
+        """With network "none", a namespace made while the step before ran (sandbox/netns:
+        making one on the step's path took 1-100 ms); host root only, else None (the
+        sandbox makes its own)."""
+        if self._spare is None and not self._own_netns and network == "none":
+            from builder.sandbox.idmap import in_initial_user_namespace
+            from builder.sandbox.netns import Spare
+
+            if os.geteuid() == 0 and in_initial_user_namespace() and self._userns == "host":
+                self._spare = Spare()
+            else:
+                self._own_netns = True
+        if self._spare is None or network != "none":
+            yield None
+            return
+        fd = self._spare.take()
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
     @contextlib.contextmanager
     def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
@@ -137,11 +166,20 @@ class SandboxExecutor:
                 self._discard_dir(state)
 
     def run(self, root: OverlayRoot, process: Process, output: int) -> int:
-        with self._state_dir() as state, self._root(root) as made:
-            return self._run(made, process, output, state)
+        with (
+            self._state_dir() as state,
+            self._root(root) as made,
+            self._netns(process.network) as netns,
+        ):
+            return self._run(made, process, output, state, netns)
 
     def _run(
-        self, root: OverlayRoot | DirRoot, process: Process, output: int, state: Path | None
+        self,
+        root: OverlayRoot | DirRoot,
+        process: Process,
+        output: int,
+        state: Path | None,
+        netns: int | None,
     ) -> int:
         from builder import sandbox
         from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
@@ -153,6 +191,7 @@ class SandboxExecutor:
             cwd=process.cwd,
             user=process.user,
             network=process.network,
+            netns=netns,
             stdin=sandbox.DEVNULL,
             stdout=output,
             stderr=output,
@@ -177,11 +216,13 @@ class SandboxExecutor:
     ) -> int:
         from builder import sandbox
 
-        with self._state_dir() as state, self._root(root) as made:
+        with self._state_dir() as state, self._root(root) as made, self._netns("none") as netns:
             spec = sandbox.SandboxSpec(
                 root=made,
                 argv=(label,),
                 cwd="/",
+                network="none",
+                netns=netns,
                 stdin=sandbox.DEVNULL,
                 stdout=output,
                 stderr=output,

@@ -118,7 +118,7 @@ def mount_root(
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
-    _adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
+    adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
     if root.fuse:
         if idmap is not None:
             raise SandboxError(
@@ -136,7 +136,7 @@ def mount_root(
     return None
 
 
-def _adopt_root_attrs(upper: str, top_lower: str | None) -> None:
+def adopt_root_attrs(upper: str, top_lower: str | None) -> None:
     """overlayfs shows the merged `/` with the upper dir's mode and owner. A fresh upper
     dir is a store temp dir (0700): left so, it would lock a non-root USER out of `/`.
     It takes the image's own root instead: the top-most layer's, or 0755 root:root on

@@ -47,6 +47,7 @@ from builder.sandbox.cgroups import Cgroup, Unavailable
 from builder.sandbox.handoff import Handoff, hand_over, take_over
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
+from builder.sandbox.netns import open_low_ports
 from builder.sandbox.network import Network, wait_gate
 from builder.sandbox.spec import (
     DirRoot,
@@ -67,6 +68,7 @@ from builder.sandbox.syscalls import (
     loopback_up,
     set_pdeathsig,
     sethostname,
+    setns,
     umount2,
     unshare,
 )
@@ -391,9 +393,11 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     # The pid namespace comes last, just before pid 1's fork: a fuse-overlayfs root's
     # daemon, forked in between, must not become its init.
     flags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP
-    if spec.network != "host":
+    if spec.network != "host" and spec.netns is None:
         flags |= CLONE_NEWNET
     unshare(flags)
+    if spec.netns is not None:  # made ahead (netns.py), set up already
+        setns(spec.netns, CLONE_NEWNET)
     if spec.network == "private":
         _report(report_w, "N")  # the caller gives the namespace its network meanwhile
     mounts.make_private()
@@ -500,7 +504,7 @@ def _init(plan: _Run, report_w: int, maps: Handshake | None, idmap: Idmapping | 
     if spec.readonly_root:  # in our namespace only: the supervisor still removes the stubs
         mounts.remount_readonly(plan.rootdir)
     sethostname(spec.hostname)
-    if spec.network != "host":
+    if spec.network != "host" and spec.netns is None:
         loopback_up()
         _allow_low_ports(plan.caller_netns)
     mounts.pivot(plan.rootdir)
@@ -552,11 +556,7 @@ def _allow_low_ports(caller_netns: tuple[int, int]) -> None:
     shut (a namespace of its own is made for every network but "host"): never the host's value."""
     if _netns() == caller_netns:
         raise SandboxError("sandbox: no private network namespace to set up")
-    try:
-        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start", "w", encoding="ascii") as f:
-            f.write("0")
-    except FileNotFoundError:
-        pass  # a kernel before 4.11: no such knob, low ports stay closed
+    open_low_ports()
 
 
 # ---- the caller ---------------------------------------------------------------------------

@@ -104,6 +104,9 @@ class SandboxSpec:
     user: str = ""
     hostname: str = "builder"
     network: NetworkMode = "none"
+    # With network "none": the fd of a namespace made ahead (netns.make_none: lo up, low
+    # ports open) to join instead of making one on the sandbox's path. Host root only.
+    netns: int | None = None
     mounts: tuple[Mount, ...] = ()
     stdin: int | None = None
     stdout: int | None = None
@@ -156,6 +159,8 @@ class SandboxSpec:
             raise SandboxError(f"sandbox: unknown network mode {self.network!r}")
         if self.userns not in USERNS_MODES:
             raise SandboxError(f"sandbox: unknown user namespace mode {self.userns!r}")
+        if self.netns is not None and self.network != "none":
+            raise SandboxError("sandbox: a namespace made ahead is for network none only")
         if self.ports and self.network != "private":
             raise SandboxError("sandbox: ports are published on the private network only")
         for m in self.mounts:

@@ -107,6 +107,11 @@ def unshare(flags: int) -> None:
     _check(_libc().unshare(ctypes.c_int(flags)), f"unshare({flags:#x})")
 
 
+def setns(fd: int, nstype: int) -> None:
+    """Join the namespace open at `fd` (os.setns is Python 3.12's)."""
+    _check(_libc().setns(ctypes.c_int(fd), ctypes.c_int(nstype)), f"setns({nstype:#x})")
+
+
 def mount(
     source: str | None,
     target: str,

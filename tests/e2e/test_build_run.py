@@ -79,6 +79,25 @@ def test_a_run_step_root_is_a_volatile_overlay(builder: Builder, tmp_path: Path)
     assert "fsync=volatile" in seen.strip().split(","), seen
 
 
+def test_each_run_step_gets_a_network_namespace_of_its_own(
+    builder: Builder, tmp_path: Path
+) -> None:
+    """With --network none the namespaces are made ahead, by a thread, while the step
+    before runs (sandbox/netns); still one per step, as docker's, and set up as the one
+    the sandbox made: lo up, low ports open for the container's root."""
+    probe = (
+        "readlink /proc/self/ns/net; cat /proc/sys/net/ipv4/ip_unprivileged_port_start; ip -o link"
+    )
+    recipe = f"FROM busybox\nRUN ({probe}) > /a\nRUN ({probe}) > /b\n"
+    builder("build", "-q", "--network", "none", "-t", "ns", make_context(tmp_path, recipe))
+    seen = builder("run", "--rm", "ns", "cat", "/a", "/b").stdout.splitlines()
+    first, second = seen[:3], seen[3:]
+    host = f"net:[{Path('/proc/self/ns/net').stat().st_ino}]"
+    assert first[0] != second[0] and host not in (first[0], second[0]), seen
+    for knob, link in (first[1:], second[1:]):
+        assert knob == "0" and "lo:" in link and ",UP" in link, seen
+
+
 def test_changed_file_reruns_from_its_copy(builder: Builder, tmp_path: Path) -> None:
     context = make_context(
         tmp_path,

@@ -90,6 +90,26 @@ def test_sync_makes_adopted_layers_durable_once_for_all_before_it(
     assert len(synced) == 2
 
 
+def test_a_sync_costs_what_is_unmarked_not_the_whole_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It runs on every build step: the layers a sync marked already are not asked again
+    one by one (a stat each took 44 ms of CPU per step in a store of 550 layers)."""
+    store = Store.open(tmp_path / "s")
+    for n in range(200):
+        store.layers.adopt(Digest.of_bytes(b"old %d" % n), store.tmp_dir("upper"))
+    store.layers.sync()
+    assert len(list(store.paths.synced_layers.iterdir())) == 200
+    new = Digest.of_bytes(b"new")
+    store.layers.adopt(new, store.tmp_dir("upper"))
+    stats: list[object] = []
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda *a, **k: (stats.append(a[0]), real_stat(*a, **k))[1])
+    store.layers.sync()
+    assert store.paths.synced_layer(new).exists()  # the new one is marked
+    assert len(stats) < 10  # (its own, and the boot-time check: not one per layer)
+
+
 def test_a_failed_sync_is_a_store_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # An I/O error of the disk cannot be caused for real here: syncfs is made to fail.
     store = Store.open(tmp_path / "s")

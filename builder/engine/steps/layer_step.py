@@ -21,24 +21,29 @@ from builder.record import replace
 from builder.store import StepRecord
 
 
-def record_key(ctx: StepContext, key: str) -> str:
+def record_key(ctx: StepContext, key: str, meaning: str = "") -> str:
     """Where a layer step's result is cached. Under SOURCE_DATE_EPOCH the blob has clamped
     mtimes and `created` is the epoch, so a result made without it (or under another epoch)
     must not be reused: each epoch gets records of its own. The step's key, which later
-    steps chain on, stays as it is, so builds without an epoch keep their keys."""
+    steps chain on, stays as it is, so builds without an epoch keep their keys.
+    `meaning`: a step whose result changed meaning (WORKDIR's layer) keeps its records
+    apart from the old ones, which a store may still hold, without changing any key."""
+    if meaning:
+        key = cachekey.chain(key, "RECORD", meaning)
     if ctx.source_date_epoch is None:
         return key
     return cachekey.chain(key, "SOURCE_DATE_EPOCH", ctx.source_date_epoch)
 
 
 def cached_layer(
-    state: ImageState, ctx: StepContext, key: str, created_by: str
+    state: ImageState, ctx: StepContext, key: str, created_by: str, meaning: str = ""
 ) -> ImageState | None:
     """The state after this step if a cache holds it: the local one (with its blob still
-    there), or an imported one, whose blob is fetched only when it is needed."""
+    there), or an imported one, whose blob is fetched only when it is needed. `meaning`:
+    see record_key."""
     if ctx.no_cache:
         return None
-    rkey = record_key(ctx, key)
+    rkey = record_key(ctx, key, meaning)
     record = ctx.cache.lookup(rkey)
     if record is None:
         if ctx.probe:  # the keys only: whether the result is made is decided later
@@ -48,7 +53,7 @@ def cached_layer(
     ctx.cache.note(rkey, record)
     created = record.created
     layer, diff_id = record.layer, record.diff_id
-    if layer is None or diff_id is None:  # the step ran and changed nothing (commit_layer)
+    if layer is None or diff_id is None:  # a step that makes no layer (commit_empty)
         config = state.config.with_history(history(created, created_by, empty_layer=True))
         return state.step(config, key, created=created, cached=True)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
@@ -61,11 +66,16 @@ def _unpacked(layer: Descriptor, diff_id: Digest, ctx: StepContext) -> Path:
     return ctx.store.layers.get(layer, diff_id)
 
 
-def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
-    lowers = tuple(
+def lowers_for(state: ImageState, ctx: StepContext) -> tuple[Path, ...]:
+    """The state's unpacked layer dirs, bottom first."""
+    return tuple(
         _unpacked(layer, diff_id, ctx)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
+
+
+def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
+    lowers = lowers_for(state, ctx)
     # volatile: no sync of the store's file system when the step's overlay is unmounted;
     # commit_layer has the layer synced behind the next steps, before its cache record.
     return OverlayRoot(
@@ -82,6 +92,21 @@ def discard(root: OverlayRoot, ctx: StepContext) -> None:
         ctx.store.scratch.discard(path)
 
 
+def commit_empty(
+    state: ImageState, ctx: StepContext, key: str, created_by: str, meaning: str = ""
+) -> ImageState:
+    """Record a step that makes no layer (WORKDIR /): an empty_layer history entry. The
+    record names no blob, but goes through the finisher all the same: its write and fsync
+    are off the build's path, and the finisher keeps the records in step order."""
+    created = now(ctx.source_date_epoch)
+    empty = StepRecord(created)
+    rkey = record_key(ctx, key, meaning)
+    ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, empty))
+    ctx.cache.note(rkey, empty)
+    config = state.config.with_history(history(created, created_by, empty_layer=True))
+    return state.step(config, key, created=created, cached=False)
+
+
 def commit_layer(
     state: ImageState,
     ctx: StepContext,
@@ -89,26 +114,20 @@ def commit_layer(
     created_by: str,
     root: OverlayRoot,
     *,
-    skip_if_empty: bool = False,
     previous: Descriptor | None = None,
     keep_frames: bool = False,
+    meaning: str = "",
 ) -> ImageState:
     """Turn the upper dir into a layer blob, adopt it as the unpacked layer, record the key.
 
-    RUN and COPY always make a layer, as docker's do; a step that only may change the
-    filesystem (WORKDIR's mkdir) passes `skip_if_empty` and makes none when nothing changed.
-    `previous` and `keep_frames`: see Store.put_layer (COPY's incremental layers). The
-    blob's fsync and the records naming it finish in the background (Store.finish waits).
+    RUN, COPY and WORKDIR always make a layer, as docker's do, an empty one when nothing
+    changed. `previous` and `keep_frames`: see Store.put_layer (COPY's incremental layers).
+    The blob's fsync and the records naming it finish in the background (Store.finish
+    waits). `meaning`: see record_key.
     """
     created = now(ctx.source_date_epoch)
     try:
         prune_unchanged_dirs(root.upper, root.lowers)
-        if skip_if_empty and not any(root.upper.iterdir()):
-            empty = StepRecord(created)
-            ctx.store.cache.put(record_key(ctx, key), empty)
-            ctx.cache.note(record_key(ctx, key), empty)
-            config = state.config.with_history(history(created, created_by, empty_layer=True))
-            return state.step(config, key, created=created, cached=False)
         layer, diff_id = ctx.store.put_layer(
             root.upper,
             ctx.compression.kind,
@@ -124,7 +143,7 @@ def commit_layer(
     record = StepRecord(created, layer, diff_id)
     # The blob and the unpacked dir are made durable behind the next steps (store/finishing:
     # the blob's commit, then adopt's sync), the record that names them after them.
-    rkey = record_key(ctx, key)
+    rkey = record_key(ctx, key, meaning)
     ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
     ctx.cache.note(rkey, record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
