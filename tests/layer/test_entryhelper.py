@@ -10,6 +10,7 @@ import signal
 import socket
 import stat
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from builder.image.mediatypes import Compression
 from builder.layer import entryhelper as eh
 from builder.layer import tarwrite as tw
 from builder.layer import write as lw
-from builder.layer.tree import UNSTATTED, walk
+from builder.layer.frames import AVG_FRAME
+from builder.layer.tree import Run, walk, walk_runs
 from builder.layer.write import LayerDigests, write_layer
 
 
@@ -60,9 +62,9 @@ class _Counted(eh.EntryHelper):
         return True
 
     def take(self) -> eh.Made:
-        lengths, data = super().take()
-        _Counted.made += sum(1 for n in lengths if n)
-        return lengths, data
+        made = super().take()
+        _Counted.made += sum(1 for n in made.lengths if n)
+        return made
 
 
 class _NoHelper:
@@ -112,53 +114,85 @@ def test_a_helper_that_dies_midway_leaves_the_writer_to_finish(
     assert blob == alone
 
 
-def _request(path: Path, dir_fd: int, st: os.stat_result) -> eh.Request:
-    name = os.fsencode(path.name)
-    return (0, name, b"dir/" + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
-            int(st.st_mtime), st.st_dev)  # fmt: skip
+def _make(dir_fd: int, *names: str, no_xattrs: set[int] | None = None) -> eh.Made:
+    """The helper's answer for `names` in the dir `dir_fd` (one Run, below b"dir/")."""
+    runs = [(0, b"dir/", [n.encode() for n in names])]
+    return eh.make_all(
+        [dir_fd], (1 << 62, AVG_FRAME, True, runs), set() if no_xattrs is None else no_xattrs
+    )
 
 
 def test_the_helper_declines_a_file_that_shrank_and_reads_a_grown_one_to_its_lstat_size(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shrank, grew = tmp_path / "shrank", tmp_path / "grew"
     shrank.write_bytes(b"0123456789")
     grew.write_bytes(b"0123456789")
-    st_shrank, st_grew = os.lstat(shrank), os.lstat(grew)
-    shrank.write_bytes(b"01234")
-    with open(grew, "ab") as f:
-        f.write(b"more")
+    lstat = os.lstat
+
+    def lstat_then_change(path: Any, *, dir_fd: int | None = None) -> os.stat_result:
+        st = lstat(path, dir_fd=dir_fd)
+        if path == b"shrank":  # after the helper's lstat, before its read
+            shrank.write_bytes(b"01234")
+        else:
+            with open(grew, "ab") as f:
+                f.write(b"more")
+        return st
+
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        out = bytearray(b"before")
-        assert not eh.plain_entry(fd, _request(shrank, fd, st_shrank), set(), out)
-        assert out == b"before"  # untouched: the writer's own read says it shrank
-        out = bytearray()
-        assert eh.plain_entry(fd, _request(grew, fd, st_grew), set(), out)
-        mtime = int(st_grew.st_mtime)
-        head = tw.header(b"dir/grew", tw.REGTYPE, st_grew.st_mode, 0, 0, 10, mtime)
-        assert out == head + b"0123456789" + tw.padding(10)  # what the writer's read(size) gives
+        monkeypatch.setattr(eh.os, "lstat", lstat_then_change)
+        made = _make(fd, "grew", "shrank")
+        monkeypatch.undo()
+        assert made.lengths[1] == 0 and made.declined == [1]  # the writer's read says it shrank
+        st_grew = os.lstat(grew)
+        head = tw.header(b"dir/grew", tw.REGTYPE, st_grew.st_mode, 0, 0, 10, int(st_grew.st_mtime))
+        # What the writer's read(size) gives: the size the header says.
+        assert made.data == head + b"0123456789" + tw.padding(10)
+        assert made.lengths[0] == len(made.data)
+        assert made.inodes[0] == (st_grew.st_dev, st_grew.st_ino, 10)
     finally:
         os.close(fd)
 
 
-def test_the_helper_declines_xattrs_and_vanished_files(tmp_path: Path) -> None:
-    tagged, gone = tmp_path / "tagged", tmp_path / "gone"
-    tagged.write_bytes(b"t")
-    gone.write_bytes(b"g")
-    os.setxattr(tagged, "user.k", b"v")
-    st_tagged, st_gone = os.lstat(tagged), os.lstat(gone)
-    gone.unlink()
+def test_the_helper_declines_xattrs_links_whiteout_names_and_vanished_files(
+    tmp_path: Path,
+) -> None:
+    for name in ("tagged", "linked", ".wh.x", "plain"):
+        (tmp_path / name).write_bytes(b"t")
+    os.setxattr(tmp_path / "tagged", "user.k", b"v")
+    os.link(tmp_path / "linked", tmp_path / "link2")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        out = bytearray()
-        assert not eh.plain_entry(fd, _request(tagged, fd, st_tagged), set(), out)
-        assert not eh.plain_entry(fd, _request(gone, fd, st_gone), set(), out)
-        assert out == b""
+        made = _make(fd, "tagged", "linked", ".wh.x", "gone", "plain")
+        assert made.declined == [0, 1, 2, 3]
+        assert made.lengths[:4] == [0, 0, 0, 0] and made.lengths[4] == len(made.data) == 1024
         # A file system that cannot hold xattrs (its dev in the set) is not asked.
-        assert eh.plain_entry(fd, _request(tagged, fd, st_tagged), {st_tagged.st_dev}, out)
+        dev = os.lstat(tmp_path).st_dev
+        assert _make(fd, "tagged", no_xattrs={dev}).declined == []
     finally:
         os.close(fd)
+
+
+def test_the_helper_names_the_entries_a_frame_may_end_after(tmp_path: Path) -> None:
+    """Its candidates are those frames.Cutter.after_entry would end a frame after, past the
+    frame's minimum (the crc32 of their first block modulo the average below their size)."""
+    names = [f"f{i:04d}" for i in range(3000)]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"%d" % i * (i % 7))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        made = eh.make_all(
+            [fd], (1 << 62, 1 << 12, False, [(0, b"", [n.encode() for n in names])]), set()
+        )
+    finally:
+        os.close(fd)
+    expected, at = [], 0
+    for i, n in enumerate(made.lengths):
+        if zlib.crc32(made.data[at : at + 512]) % (1 << 12) < n:
+            expected.append(i)
+        at += n
+    assert 0 < len(expected) < 3000 and made.candidates == expected
 
 
 def _change_after_listing(
@@ -170,7 +204,7 @@ def _change_after_listing(
 
     def gather_then_change(batch: lw._Batch, *args: object) -> bool:
         more = gather(batch, *args)  # type: ignore[arg-type]
-        if any(v.path == path for v in batch.visits):
+        if any(prefix + name == path for _, prefix, names in batch.runs for name in names):
             change()
         return more
 
@@ -222,31 +256,41 @@ def test_a_file_that_shrank_after_its_lstat_is_the_writers_error(
     src = tmp_path / "src"
     src.mkdir()
     _mixed_tree(src)
-    victim = src / "d5" / "f0049"  # 49 lines: not empty
+    victim = src / "d4" / "big"  # declined by the maker (too big): made by the writer
     ino = os.lstat(victim).st_ino
     lstat = os.lstat
+    seen = []
 
     def lstat_then_truncate(path: object, *, dir_fd: int | None = None) -> os.stat_result:
         st = lstat(path, dir_fd=dir_fd)  # type: ignore[arg-type]
-        if st.st_ino == ino and st.st_size > 1:
-            os.truncate(victim, 1)  # after this thread's lstat, before its read
+        if st.st_ino == ino:
+            seen.append(st)
+            if len(seen) == 2:  # the writer's (the maker's was first)
+                os.truncate(victim, 1)  # after this thread's lstat, before its read
         return st
 
     monkeypatch.setattr(lw, "EntryHelper", _NoHelper)  # (the helper's own lstat: a unit test)
     monkeypatch.setattr(lw.os, "lstat", lstat_then_truncate)
-    with pytest.raises(lw.LayerError, match="d5/f0049 shrank while it was being archived"):
+    with pytest.raises(lw.LayerError, match="d4/big shrank while it was being archived"):
         write_layer(src, io.BytesIO(), Compression.ZSTD)
 
 
-def test_an_unstatted_walk_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
+def test_a_walk_in_runs_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
     _mixed_tree(tmp_path)
     full = [(v.path, v.st) for v in walk(tmp_path)]
-    lazy = [(v.path, v.st) for v in walk(tmp_path, files_unstatted=True)]
+    lazy: list[tuple[bytes, os.stat_result | None]] = []
+    for item in walk_runs(tmp_path, 7):
+        if isinstance(item, Run):
+            assert 0 < len(item.names) <= 7
+            lazy.extend((item.prefix + name, None) for name in item.names)
+        else:
+            lazy.append((item.path, item.st))
     assert [p for p, _ in lazy] == [p for p, _ in full]  # the same entries, in order
     for (path, st), (_, lazy_st) in zip(full, lazy, strict=True):
         if stat.S_ISREG(st.st_mode):
-            assert lazy_st is UNSTATTED, path
+            assert lazy_st is None, path
         else:
+            assert lazy_st is not None, path
             assert (lazy_st.st_mode, lazy_st.st_ino) == (st.st_mode, st.st_ino), path
 
 
