@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import NamedTuple
 from zlib import crc32
 
-from builder.layer.tarwrite import file_header, padding
+from builder.layer.tarwrite import PADDING, file_header
 
 MAX_FILE = 64 << 10  # bigger files are read by the writer (their copy dominates)
 MAX_MADE = 1 << 20  # bytes of one reply, about (a batch's memory is bounded)
@@ -82,10 +82,12 @@ def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
     candidates: list[int] = []
     inodes: list[tuple[int, int, int]] = []
     lstat, open_, close, read, listxattr = os.lstat, os.open, os.close, os.read, os.listxattr
+    pads = PADDING
+    i = -1  # the entry's number
     for index, prefix, names in runs:
         dir_fd = fds[index]
         for name in names:
-            i = len(lengths)
+            i += 1
             if len(out) >= MAX_MADE or name.startswith(_WH):
                 lengths.append(0)
                 declined.append(i)
@@ -122,9 +124,13 @@ def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
                 if want_inodes:
                     inodes.append(_NO_INODE)
                 continue
-            mtime = min(max(int(st.st_mtime), 0), clamp)
+            mtime = int(st.st_mtime)  # (min and max: two calls more per file)
+            if mtime > clamp:
+                mtime = clamp
+            elif mtime < 0:
+                mtime = 0
             head = file_header(prefix + name, st.st_mode, st.st_uid, st.st_gid, size, mtime)
-            pad = padding(size)
+            pad = pads[size & 511]
             n = len(head) + size + len(pad)
             if crc32(head[:512]) % average < n:
                 candidates.append(i)

@@ -65,12 +65,13 @@ def _fallback(name: bytes) -> bytes:
     return name.decode("utf-8", "surrogateescape").encode("ascii", "replace")[:100]
 
 
-_PADDING = [b"\0" * ((BLOCK - rem) % BLOCK) for rem in range(BLOCK)]
+# The NULs that round a member's data up to a whole block, by its size modulo BLOCK.
+PADDING = tuple(b"\0" * ((BLOCK - rem) % BLOCK) for rem in range(BLOCK))
 
 
 def padding(size: int) -> bytes:
     """The NULs that round a member's data up to a whole block."""
-    return _PADDING[size % BLOCK]
+    return PADDING[size % BLOCK]
 
 
 def _ustar(

@@ -321,7 +321,7 @@ def _write_tar(
                     head.release()
                 continue
             # Nothing to write yet: walk on, while the helper makes the head.
-            if more and len(inflight) < _AHEAD:
+            if more and len(inflight) < _AHEAD and _held(inflight) <= _HELD - MAX_FDS:
                 batch = _Batch()
                 more = batch.gather(first, visits, w)
                 first = batch.next
@@ -358,8 +358,13 @@ def _write_tar(
 
 
 _DEPTH = 4  # batches the helper holds (its replies fit its socket buffer: it never waits)
-_AHEAD = 8  # batches gathered and not yet written, at most (each holds its dirs open)
-_PATIENCE = 0.002  # seconds this thread, idle, waits for the helper before doing its work
+# Batches gathered and not yet written, at most, and the dir fds they hold: room for this
+# thread to make more of its own while the helper is late (on a busy machine).
+_AHEAD = 16
+_HELD = 8 * MAX_FDS
+# Seconds this thread, with nothing else to do, waits for the helper before it makes the
+# helper's batch too: what it does then is done twice, so not at the first hiccup.
+_PATIENCE = 0.02
 _BATCH = 512  # entries of a batch, about (a Run may take it past)
 _RUN = 256  # names of a Run, at most
 _BATCH_NAMES = 48 << 10  # bytes of the names a request carries, about (the socket's buffer)
@@ -678,6 +683,10 @@ def _other(
                          xattrs=kept)  # fmt: skip
     # Sockets are left out, as tar and docker do: a socket is only meaningful while its
     # process lives, and the format has no type for it.
+
+
+def _held(batches: collections.deque[_Batch]) -> int:
+    return sum(len(batch.fds) for batch in batches)
 
 
 def _note_sources(
