@@ -4,11 +4,14 @@ without it, and when it dies midway; the entries it declines are the writer's to
 from __future__ import annotations
 
 import io
+import itertools
 import os
+import random
 import select
 import signal
 import socket
 import stat
+import subprocess
 import time
 import zlib
 from collections.abc import Callable
@@ -351,3 +354,46 @@ def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
         for fd in copies:
             os.close(fd)
     assert copies and blob == alone
+
+
+@pytest.mark.parametrize("helper", [_Counted, _NoHelper])
+def test_frames_end_where_the_cutter_ends_them_entry_by_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helper: type
+) -> None:
+    """The writer finds the cuts in a run of made entries by bisection; they must be those
+    frames.Cutter makes looking at each entry in turn (layer/tarcuts does so, from the tar
+    bytes alone). Frames are made small here so that a few MB hold dozens of cuts, by
+    candidates and by the maximum, among entries made by the helper, by this thread, and
+    not made by the helper (links, xattrs, symlinks, dirs)."""
+    from builder.layer import frames
+    from builder.layer.tarcuts import TarCuts
+
+    for module in (frames, lw):
+        monkeypatch.setattr(module, "MIN_FRAME", 64 << 10)
+        monkeypatch.setattr(module, "AVG_FRAME", 128 << 10)
+        monkeypatch.setattr(module, "MAX_FRAME", 160 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    rng = random.Random(7)
+    for d in range(3):
+        sub = src / f"r{d}"
+        sub.mkdir()
+        for i in range(700):
+            (sub / f"g{i:04d}").write_bytes(rng.randbytes(rng.randint(0, 4000)))
+    monkeypatch.setattr(lw, "EntryHelper", helper)
+    _Counted.made = 0
+    digests, blob = _write(src, Compression.ZSTD)
+    assert helper is _NoHelper or _Counted.made > 1000
+    assert digests.frames is not None
+    tar = _write(src, Compression.NONE)[1]
+    cuts = TarCuts().feed(tar)
+    sizes = [frame.size for frame in digests.frames.frames]
+    assert len(sizes) > 30
+    # Cuts of both kinds: after a candidate entry, and at the maximum.
+    assert any(size >= 160 << 10 for size in sizes) and any(size < 160 << 10 for size in sizes)
+    assert list(itertools.accumulate(sizes))[:-1] == cuts
+    assert sum(sizes) == len(tar)
+    assert (
+        subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True).stdout == tar
+    )
