@@ -346,7 +346,7 @@ def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
             self._proc.wait()
             return super().take()  # no EOF comes: the copy is open
 
-    monkeypatch.setattr(eh.socket, "socketpair", pair_with_a_copy)
+    monkeypatch.setattr(socket, "socketpair", pair_with_a_copy)
     monkeypatch.setattr(lw, "EntryHelper", Killed)
     try:
         _, blob = _write(src, Compression.ZSTD)
