@@ -86,7 +86,7 @@ def _listing(fd: int, longest: int) -> _Items:
         return names  # type: ignore[return-value]  # (a list of names is _Items)
     try:  # a bytes path gives bytes names (no fsencode per name); /proc names the dir
         entries = os.scandir(b"/proc/self/fd/%d" % fd)
-    except FileNotFoundError:  # no /proc
+    except OSError:  # no /proc (or not ours): the fd itself, and str names
         with os.scandir(fd) as listed:
             pairs = [(os.fsencode(e.name), e.is_file(follow_symlinks=False)) for e in listed]
         names = sorted(name for name, _ in pairs)

@@ -3,6 +3,7 @@ without it, and when it dies midway; the entries it declines are the writer's to
 
 from __future__ import annotations
 
+import errno
 import io
 import itertools
 import os
@@ -278,8 +279,22 @@ def test_a_file_that_shrank_after_its_lstat_is_the_writers_error(
         write_layer(src, io.BytesIO(), Compression.ZSTD)
 
 
-def test_a_walk_in_runs_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc", [True, False])
+def test_a_walk_in_runs_leaves_only_regular_files_unstatted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: bool
+) -> None:
     _mixed_tree(tmp_path)
+    with open(os.fsencode(tmp_path) + b"/d3/caf\xe9", "wb"):  # not UTF-8: str listings
+        pass  # surrogate-escape it
+    scandir = os.scandir
+
+    def scandir_without_proc(path: Any) -> Any:
+        if isinstance(path, bytes):
+            raise PermissionError(errno.EACCES, "no /proc here")
+        return scandir(path)
+
+    if not proc:  # the listing falls back on the fd itself
+        monkeypatch.setattr(os, "scandir", scandir_without_proc)
     full = [(v.path, v.st) for v in walk(tmp_path)]
     lazy: list[tuple[bytes, os.stat_result | None]] = []
     for item in walk_runs(tmp_path, 7):
