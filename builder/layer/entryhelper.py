@@ -40,6 +40,7 @@ from builder.layer.tarwrite import PADDING, file_header
 # in the writer's process already). typing's TYPE_CHECKING would import typing.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
     from collections.abc import Callable
 
 MAX_FILE = 64 << 10  # bigger files are read by the writer (their copy dominates)
@@ -230,6 +231,26 @@ def serve(sock_fd: int) -> None:
             return  # the writer is gone (it failed, or went on alone)
 
 
+def _exits(proc: subprocess.Popen[bytes], timeout: float) -> bool:
+    """Whether the child exits within `timeout` seconds. A pidfd says so the moment it
+    does; Popen.wait(timeout) polls with sleeps that add up to 15 ms to a layer's end."""
+    import select
+    import subprocess
+
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except OSError:  # (Linux < 5.3): Popen's polling
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        return bool(select.select([fd], [], [], timeout)[0])
+    finally:
+        os.close(fd)
+
+
 class EntryHelper:
     """The writer's end: the helper process and the requests it has not answered yet."""
 
@@ -313,7 +334,6 @@ class EntryHelper:
 
     def close(self) -> None:
         import contextlib
-        import subprocess
 
         # The helper reads EOF (or gets EPIPE on its reply) and exits: shutdown, not only
         # close, since a process another thread forked meanwhile may hold a copy of the fd.
@@ -322,9 +342,6 @@ class EntryHelper:
         self._sock.close()
         if not self._ready:
             self._proc.kill()  # still starting (a layer written before it was): no wait
-        if self._proc.poll() is None:
-            try:
-                self._proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        if self._proc.poll() is None and not _exits(self._proc, 10):
+            self._proc.kill()
+        self._proc.wait()

@@ -94,8 +94,10 @@ def _listing(fd: int, longest: int) -> _Items:
     else:
         with entries:
             listed_b = list(entries)
-        names = sorted(e.name for e in listed_b)
-        others = sorted(e.name for e in listed_b if not e.is_file(follow_symlinks=False))
+        names = [e.name for e in listed_b]
+        names.sort()
+        others = [e.name for e in listed_b if not e.is_file(follow_symlinks=False)]
+        others.sort()
     items: _Items = []
     start = 0
     for other in [*others, None]:
