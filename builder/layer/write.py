@@ -366,8 +366,12 @@ _HELD = 8 * MAX_FDS
 # helper's batch too: what it does then is done twice, so not at the first hiccup.
 _PATIENCE = 0.02
 _BATCH = 512  # entries of a batch, about (a Run may take it past)
-_RUN = 256  # names of a Run, at most
-_BATCH_NAMES = 48 << 10  # bytes of the names a request carries, about (the socket's buffer)
+_RUN = 128  # names of a Run, at most (at most 32 KiB of names, and its prefix)
+# Bytes of the names a request carries, at most (or its one Run's): the requests the
+# helper has not read yet must fit the socket's default buffer (212,992 bytes), or this
+# thread could wait to send one while the helper waits to send a reply (its buffer, of a
+# reply's size where wmem_max allows, may be smaller).
+_BATCH_NAMES = 48 << 10
 
 
 class _Batch:
@@ -404,6 +408,13 @@ class _Batch:
                     return False
                 if item is None:
                     return False
+            size = 0
+            if item.__class__ is Run:
+                assert isinstance(item, Run)
+                size = len(item.prefix) + sum(map(len, item.names))
+                if self.items and names + size > _BATCH_NAMES:
+                    self.next = item  # the next batch's first
+                    break
             # Two items in a row at one depth are in one dir (the walk visits a dir
             # before its children, so a move to another dir passes by another depth).
             if item.depth != last:
@@ -419,7 +430,7 @@ class _Batch:
                 assert isinstance(item, Run)
                 runs.append((len(fds) - 1, item.prefix, item.names))
                 entries += len(item.names)
-                names += len(item.prefix) + sum(map(len, item.names))
+                names += size
                 w.last = item.prefix + item.names[-1]
             else:
                 assert isinstance(item, Visit)

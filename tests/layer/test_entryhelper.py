@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import io
 import itertools
+import marshal
 import os
 import random
 import select
@@ -412,3 +413,30 @@ def test_frames_end_where_the_cutter_ends_them_entry_by_entry(
     assert (
         subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True).stdout == tar
     )
+
+
+def test_requests_stay_small_whatever_the_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requests the helper has not read yet must fit a socket's default buffer (else
+    the writer could wait on a send while the helper waits on its reply): a batch of long
+    names is cut short."""
+    src = tmp_path / "src"
+    for d in range(2):
+        sub = src / ("d" * 200 + str(d))
+        sub.mkdir(parents=True)
+        for i in range(1500):
+            (sub / f"{i:04d}{'n' * 250}").write_bytes(b"%d" % i)
+    sizes: list[int] = []
+
+    class Measured(_Counted):
+        def submit(self, fds: list[int], request: eh.Request) -> None:
+            sizes.append(len(marshal.dumps(request)))
+            super().submit(fds, request)
+
+    monkeypatch.setattr(lw, "EntryHelper", Measured)
+    _Counted.made = 0
+    with_helper = _write(src, Compression.ZSTD)[1]
+    assert len(sizes) > 5 and max(sizes) <= 50 << 10
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    assert _write(src, Compression.ZSTD)[1] == with_helper
