@@ -11,6 +11,7 @@ walk elsewhere.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import os
 import stat
@@ -45,45 +46,70 @@ class Visit:
         return b"/proc/self/fd/%d/%s" % (self.dir_fd, self.name)
 
 
-# The lstat of a regular file a `files_unstatted` walk did not make (`visit.st is UNSTATTED`).
+# The lstat of a regular file not made yet (`visit.st is UNSTATTED`): one of a Run.
 UNSTATTED = os.stat_result((stat.S_IFREG, 0, 0, 0, 0, 0, 0, 0, 0, 0))
-_NO_FILES: frozenset[bytes] = frozenset()
+
+
+@dataclass(slots=True)
+class Run:
+    """Siblings that their directory lists as regular files (its d_type), in walk order,
+    not lstat'ed (walk_runs): the layer writer makes them in a batch. `dir_fd` is open
+    until the walk moves on, as a Visit's."""
+
+    dir_fd: int
+    prefix: bytes  # the path of their dir from the walk's top, '/'-ended (b"" at the top)
+    names: list[bytes]
+    depth: int
+
+
+# A dir's entries still to visit, reversed: pop() gives the next. A name is visited (and
+# lstat'ed); a list is a Run's names.
+_Items = list[bytes | list[bytes]]
 
 
 @dataclass(slots=True)
 class _Frame:
     prefix: bytes  # path of this dir + b"/" (b"" for the top)
-    names: list[bytes]  # siblings still to visit, reversed: pop() gives the next by name
-    files: frozenset[bytes] | set[bytes]  # those the dir says are regular files (unstatted)
+    items: _Items
     ident: tuple[int, int]  # (st_dev, st_ino) of this dir
     visit: Visit | None  # how its parent saw it (None for the top)
 
 
-def _listing(fd: int) -> list[bytes]:
-    # listdir(fd) gives str names, surrogate-escaped: fsencode gives back the exact bytes.
-    names = [os.fsencode(name) for name in os.listdir(fd)]
-    names.sort(reverse=True)
-    return names
-
-
-def _untyped_listing(fd: int) -> tuple[list[bytes], frozenset[bytes] | set[bytes]]:
-    return _listing(fd), _NO_FILES
-
-
-def _typed_listing(fd: int) -> tuple[list[bytes], frozenset[bytes] | set[bytes]]:
-    """_listing, and which names the directory says are regular files (its d_type: no
-    syscall per entry, except where the file system does not say)."""
-    names: list[bytes] = []
-    files: set[bytes] = set()
-    fsencode = os.fsencode
-    with os.scandir(fd) as entries:
-        for entry in entries:
-            name = fsencode(entry.name)
-            names.append(name)
-            if entry.is_file(follow_symlinks=False):
-                files.add(name)
-    names.sort(reverse=True)
-    return names, files
+def _listing(fd: int, longest: int) -> _Items:
+    """The names in `fd`, sorted, reversed; with `longest`, the runs of names the dir says
+    are regular files (at most `longest` each) as lists: one sort and one bisection per
+    entry of another kind, no Python step per file."""
+    if not longest:
+        # listdir(fd) gives str names, surrogate-escaped: fsencode gives back the exact bytes.
+        names: list[bytes] = [os.fsencode(name) for name in os.listdir(fd)]
+        names.sort(reverse=True)
+        return names  # type: ignore[return-value]  # (a list of names is _Items)
+    try:  # a bytes path gives bytes names (no fsencode per name); /proc names the dir
+        entries = os.scandir(b"/proc/self/fd/%d" % fd)
+    except OSError:  # no /proc (or not ours): the fd itself, and str names
+        with os.scandir(fd) as listed:
+            pairs = [(os.fsencode(e.name), e.is_file(follow_symlinks=False)) for e in listed]
+        names = sorted(name for name, _ in pairs)
+        others = sorted(name for name, is_file in pairs if not is_file)
+    else:
+        with entries:
+            listed_b = list(entries)
+        names = [e.name for e in listed_b]
+        names.sort()
+        others = [e.name for e in listed_b if not e.is_file(follow_symlinks=False)]
+        others.sort()
+    items: _Items = []
+    start = 0
+    for other in [*others, None]:
+        end = len(names) if other is None else bisect.bisect_left(names, other, start)
+        while start < end:
+            items.append(names[start : min(end, start + longest)])
+            start += longest
+        if other is not None:
+            items.append(other)
+            start = end + 1
+    items.reverse()
+    return items
 
 
 def _changed(path: bytes) -> OSError:
@@ -99,33 +125,41 @@ def walk(
     *,
     post_order: bool = False,
     one_filesystem: bool = False,
-    files_unstatted: bool = False,
 ) -> Iterator[Visit]:
     """Every entry below `top` (a path or a directory fd, which stays the caller's),
     depth-first with siblings in byte order, parents before children; with `post_order`
     each directory is visited again (`after=True`) once its children are done.
 
     With `one_filesystem`, directories on another device (mount points) are visited but
-    not entered. An entry removed while the walk runs is skipped. With `files_unstatted`,
-    an entry its directory lists as a regular file is not lstat'ed: its `st` is UNSTATTED,
-    and the caller lstats it when (and where) it needs to (and finds it gone, or changed).
+    not entered. An entry removed while the walk runs is skipped.
     """
+    return _walk(top, post_order, one_filesystem, 0)  # type: ignore[return-value]  # no Run
+
+
+def walk_runs(top: str | bytes | Path | int, longest: int) -> Iterator[Visit | Run]:
+    """walk()'s entries, but those the directory lists as regular files come as Runs of at
+    most `longest` names, not lstat'ed: the caller lstats them when (and where) it needs
+    to (and finds them gone, or changed)."""
+    return _walk(top, False, False, longest)
+
+
+def _walk(
+    top: str | bytes | Path | int, post_order: bool, one_filesystem: bool, longest: int
+) -> Iterator[Visit | Run]:
     fd = os.dup(top) if isinstance(top, int) else open_dir(top)
     lstat, is_dir = os.lstat, stat.S_ISDIR  # locals: this loop runs once per entry
     try:
         top_st = os.fstat(fd)
-        listing = _typed_listing if files_unstatted else _untyped_listing
-        names, files = listing(fd)
-        frames = [_Frame(b"", names, files, (top_st.st_dev, top_st.st_ino), None)]
+        frames = [_Frame(b"", _listing(fd, longest), (top_st.st_dev, top_st.st_ino), None)]
         while frames:
             frame = frames[-1]
-            names, prefix, depth = frame.names, frame.prefix, len(frames) - 1
-            files = frame.files
-            while names:
-                name = names.pop()
-                if name in files:
-                    yield Visit(fd, name, prefix + name, UNSTATTED, depth)
+            items, prefix, depth = frame.items, frame.prefix, len(frames) - 1
+            while items:
+                name = items.pop()
+                if name.__class__ is list:
+                    yield Run(fd, prefix, name, depth)
                     continue
+                assert isinstance(name, bytes)
                 try:
                     st = lstat(name, dir_fd=fd)
                 except FileNotFoundError:
@@ -147,9 +181,8 @@ def walk(
                 fd = child
                 if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
                     raise _changed(visit.path)
-                names, files = listing(fd)
                 frames.append(
-                    _Frame(visit.path + b"/", names, files, (st.st_dev, st.st_ino), visit)
+                    _Frame(visit.path + b"/", _listing(fd, longest), (st.st_dev, st.st_ino), visit)
                 )
                 break
             else:  # this dir is done: back up to its parent

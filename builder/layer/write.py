@@ -7,10 +7,12 @@ held in memory beyond a few buffers of about a megabyte.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import contextlib
 import errno
 import hashlib
+import itertools
 import mmap
 import os
 import queue
@@ -23,20 +25,16 @@ from typing import Protocol, runtime_checkable
 from builder.errors import LayerError
 from builder.image.digest import Digest
 from builder.image.mediatypes import Compression, MediaType
+from builder.layer import entryhelper as eh
 from builder.layer import tarwrite as tw
 from builder.layer import whiteout as wh
 from builder.layer.compression import Compressor, Sink, compressor
 from builder.layer.diffhash import DiffHasher
-from builder.layer.entryhelper import (
-    MAX_FDS,
-    MAX_FILE,
-    EntryHelper,
-    Made,
-    Request,
-    make_all,
-)
+from builder.layer.entryhelper import MAX_FDS, EntryHelper, Made, make_all
 from builder.layer.frames import (
+    AVG_FRAME,
     IN_ENTRY,
+    MAX_FRAME,
     MIN_FRAME,
     Cutter,
     FramedCompressor,
@@ -46,7 +44,7 @@ from builder.layer.frames import (
     Sources,
     with_states,
 )
-from builder.layer.tree import UNSTATTED, Visit, walk
+from builder.layer.tree import UNSTATTED, Run, Visit, walk_runs
 from builder.layer.xattrs import read_named, xattr_names
 from builder.record import dataclass
 
@@ -276,23 +274,24 @@ def _write_tar(
     """Walk `src` and put its tar stream into `pipe`, in chunks of about _FLUSH bytes.
 
     A layer of 50,000 small files is bound by the per-entry work, kept to what the bytes
-    need: one lstat (the walk's), one open and one flistxattr on that fd for a regular file
-    (the xattr calls of other kinds go through /proc, by name), one read, and a ustar header
-    built in one pass when no PAX record is needed; a file system that cannot hold xattrs
-    is asked once, not once per entry. The walk runs a batch ahead of the writing, and once
-    a layer has more than one batch of entries a second process (layer/entryhelper) opens,
-    reads and makes the entries of its plain small files while this thread walks on: the
-    syscalls of one Python thread alone took as long as `tar | zstd`. The bytes do not
-    depend on it (the helper makes only entries whose bytes are fixed by their lstat, and
-    this thread makes every other one, in order).
+    need: one lstat, one open and one flistxattr on that fd for a regular file (the xattr
+    calls of other kinds go through /proc, by name), one read, and a ustar header from
+    cached fields when no PAX record is needed; a file system that cannot hold xattrs is
+    asked once, not once per entry. The walk lists each dir once (bytes names, d_type) and
+    gives its regular files as Runs of names: no Python object or step per file here. It
+    runs a batch ahead of the writing, and once a layer has more than one batch of entries
+    a second process (layer/entryhelper) makes the entries of the plain small files of a
+    batch's Runs while this thread walks on and makes other batches' (the syscalls of one
+    Python thread alone took as long as `tar | zstd`). The bytes do not depend on it (the
+    helper makes only entries whose bytes are fixed by their lstat, and this thread makes
+    every other one, in order).
     """
     w = _Writer(pipe, mtime_clamp, sources)
     # The walk is iterative and reaches entries by name from one open dir (any depth, any
     # path length). Reading errors are the source's; writing errors (a full disk) are not
     # caught here, so they reach the caller as what they are.
     try:
-        # Files unstatted: the helper lstats those it makes (sources need the inodes here).
-        visits = walk(src, files_unstatted=sources is None)
+        visits = walk_runs(src, _RUN)  # regular files not lstat'ed: the maker does
         first = next(visits, None)
     except OSError as err:
         raise LayerError(f"cannot read layer source {src}: {err.strerror}") from None
@@ -322,7 +321,7 @@ def _write_tar(
                     head.release()
                 continue
             # Nothing to write yet: walk on, while the helper makes the head.
-            if more and len(inflight) < _AHEAD:
+            if more and len(inflight) < _AHEAD and _held(inflight) <= _HELD - MAX_FDS:
                 batch = _Batch()
                 more = batch.gather(first, visits, w)
                 first = batch.next
@@ -332,7 +331,7 @@ def _write_tar(
                         helper = EntryHelper()
                 if helper is not None and len(waiting) < _DEPTH and helper.ready():
                     try:
-                        helper.submit(batch.fds, batch.requests)
+                        helper.submit(batch.fds, batch.request(w))
                         waiting.append(batch)
                     except OSError:  # gone: this thread goes on alone
                         helper.close()
@@ -359,88 +358,94 @@ def _write_tar(
 
 
 _DEPTH = 4  # batches the helper holds (its replies fit its socket buffer: it never waits)
-_AHEAD = 8  # batches gathered and not yet written, at most (each holds its dirs open)
-_PATIENCE = 0.002  # seconds this thread, idle, waits for the helper before doing its work
-_BATCH = 512  # entries of a batch, at most
-_BATCH_DATA = 1 << 20  # bytes of the files a batch asks the helper for, at most
-_BATCH_NAMES = 64 << 10  # bytes of the paths a request carries, at most
+# Batches gathered and not yet written, at most, and the dir fds they hold: room for this
+# thread to make more of its own while the helper is late (on a busy machine).
+_AHEAD = 16
+_HELD = 8 * MAX_FDS
+# Seconds this thread, with nothing else to do, waits for the helper before it makes the
+# helper's batch too: what it does then is done twice, so not at the first hiccup.
+_PATIENCE = 0.02
+_BATCH = 512  # entries of a batch, about (a Run may take it past)
+_RUN = 128  # names of a Run, at most (at most 32 KiB of names, and its prefix)
+# Bytes of the names a request carries, at most (or its one Run's): the requests the
+# helper has not read yet must fit the socket's default buffer (212,992 bytes), or this
+# thread could wait to send one while the helper waits to send a reply (its buffer, of a
+# reply's size where wmem_max allows, may be smaller).
+_BATCH_NAMES = 48 << 10
 
 
 class _Batch:
     """Entries the walk has reached and the writing not yet: their dirs are held open (a
-    dup each, since the walk closes its own fd as it moves on), and the plain small files
-    among them are the request to the helper."""
+    dup each, since the walk closes its own fd as it moves on). Its Runs (regular files by
+    their dir's word, not lstat'ed) are the request to the helper; its Visits (every other
+    kind) are made here."""
 
-    __slots__ = ("fault", "fds", "next", "reply", "requests", "visits", "written")
+    __slots__ = ("fault", "fds", "items", "next", "reply", "runs", "written")
 
     def __init__(self) -> None:
-        self.visits: list[Visit] = []
+        self.items: list[Visit | Run] = []
         self.fds: list[int] = []
-        self.requests: list[Request] = []
+        self.runs: list[eh.Run] = []
         self.written = False  # into the stream
-        self.reply: Made | None = None  # its plain entries, made (by the helper or here)
+        self.reply: Made | None = None  # its Runs' plain entries, made (by the helper or here)
         self.fault: LayerError | None = None  # the walk's, raised when its turn comes
-        self.next: Visit | None = None  # taken from the walk, not in this batch
+        self.next: Visit | Run | None = None  # taken from the walk, not in this batch
 
-    def gather(self, first: Visit | None, visits: Iterator[Visit], w: _Writer) -> bool:
-        """Take entries from the walk (`first`, then `visits`) until the batch is full;
+    def gather(self, first: Visit | Run | None, items: Iterator[Visit | Run], w: _Writer) -> bool:
+        """Take entries from the walk (`first`, then `items`) until the batch is full;
         False when the walk is over."""
         held = last = -1
-        data = names = 0
-        visit = first
-        requests, fds, is_reg = self.requests, self.fds, stat.S_ISREG
-        while len(self.visits) < _BATCH and data < _BATCH_DATA and names < _BATCH_NAMES:
-            if visit is None:
+        entries = names = 0
+        item = first
+        fds, runs = self.fds, self.runs
+        while entries < _BATCH and names < _BATCH_NAMES:
+            if item is None:
                 try:
-                    visit = next(visits, None)
+                    item = next(items, None)
                 except OSError as err:
                     where = os.fsdecode(w.last)
                     self.fault = LayerError(f"cannot read below {where}: {err.strerror}")
                     return False
-                if visit is None:
+                if item is None:
                     return False
-            # Two entries in a row at one depth are in one dir (the walk visits a dir
-            # before its children, so a move to another dir passes by another depth).
-            if visit.depth != last:
-                if len(fds) == MAX_FDS:
-                    self.next = visit  # the next batch's first
+            size = 0
+            if item.__class__ is Run:
+                assert isinstance(item, Run)
+                size = len(item.prefix) + sum(map(len, item.names))
+                if self.items and names + size > _BATCH_NAMES:
+                    self.next = item  # the next batch's first
                     break
-                last = visit.depth
-                held = os.dup(visit.dir_fd)
+            # Two items in a row at one depth are in one dir (the walk visits a dir
+            # before its children, so a move to another dir passes by another depth).
+            if item.depth != last:
+                if len(fds) == MAX_FDS:
+                    self.next = item  # the next batch's first
+                    break
+                last = item.depth
+                held = os.dup(item.dir_fd)
                 fds.append(held)
-            visit.dir_fd = held
-            self.visits.append(visit)
-            w.last = visit.path
-            st = visit.st
-            if st is UNSTATTED:
-                if visit.name.startswith(_WH):
-                    requests.append(_NOT_ASKED)
-                else:  # the helper lstats it (mode 0), and clamps its mtime
-                    requests.append((len(fds) - 1, visit.name, visit.path, 0, 0, 0, 0, w.clamp, 0))
-                    names += len(visit.path)
-            elif (
-                is_reg(st.st_mode)
-                and st.st_nlink == 1
-                and st.st_size <= MAX_FILE
-                and not visit.name.startswith(_WH)
-            ):
-                mtime = min(max(int(st.st_mtime), 0), w.clamp)
-                requests.append((len(fds) - 1, visit.name, visit.path, st.st_mode, st.st_uid,
-                                 st.st_gid, st.st_size, mtime, st.st_dev))  # fmt: skip
-                data += st.st_size
-                names += len(visit.path)
+            item.dir_fd = held
+            self.items.append(item)
+            if item.__class__ is Run:
+                assert isinstance(item, Run)
+                runs.append((len(fds) - 1, item.prefix, item.names))
+                entries += len(item.names)
+                names += size
+                w.last = item.prefix + item.names[-1]
             else:
-                requests.append(_NOT_ASKED)
-            visit = None
+                assert isinstance(item, Visit)
+                entries += 1
+                w.last = item.path
+            item = None
         return True
+
+    def request(self, w: _Writer) -> eh.Request:
+        return (w.clamp, AVG_FRAME, w.sources is not None, self.runs)
 
     def release(self) -> None:
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
-
-
-_NOT_ASKED: Request = (-1, b"", b"", 0, 0, 0, 0, 0, 0)  # an entry the helper is not sent
 
 
 class _Writer:
@@ -458,63 +463,90 @@ class _Writer:
 
     def make(self, batch: _Batch) -> Made:
         """The batch's plain entries made here, as the helper makes them."""
-        return make_all(batch.fds, batch.requests, self.no_xattrs)
+        return make_all(batch.fds, batch.request(self), self.no_xattrs)
 
     def write_batch(self, batch: _Batch, reply: Made | None) -> None:
-        """The batch's entries, in order: the helper's bytes for those it made, the rest
-        made here."""
-        pipe, buf, cutter, sources = self.pipe, self.buf, self.cutter, self.sources
-        lengths, made = reply if reply is not None else (None, bytearray())
-        view = memoryview(made)
-        # The helper's entries go into `buf` a run at a time (up to a cut, a flush or an
-        # entry made here): `made[run:at]` is in the stream at `pos` - (at - run).
-        run = at = 0
-        pos = pipe.written + len(buf)  # where the next entry starts
-        entry = self._entry
-        for i, visit in enumerate(batch.visits):
-            n = lengths[i] if lengths is not None else 0  # 0: not made there
-            if n:
-                if sources is not None:
-                    size = visit.st.st_size
-                    sources.update(view[at : at + n - size - len(tw.padding(size))])
-                    sources.file(visit.st, 0, size)
-                entry_start = pos
-                pos += n
-                at += n
-                if pos - cutter.start >= MIN_FRAME and cutter.after_entry(
-                    bytes(view[at - n : at - n + tw.BLOCK]), entry_start, pos
-                ):
-                    buf += view[run:at]
-                    run = at
-                    pipe.put(bytes(buf))
-                    buf.clear()
-                    pipe.cut(sources)
-                elif len(buf) + at - run >= _FLUSH:
-                    buf += view[run:at]
-                    run = at
-                    pipe.put(bytes(buf))
-                    buf.clear()
+        """The batch's entries, in order: the plain ones of its Runs as made (by the
+        helper, or here), each of the rest made here now."""
+        if reply is None:
+            reply = self.make(batch)
+        lengths, declined, candidates = reply.lengths, reply.declined, reply.candidates
+        offsets = list(itertools.accumulate(lengths, initial=0))  # entry i's: [i], [i + 1]
+        view = memoryview(reply.data)
+        first = 0  # the number of a Run's first entry among the request's
+        taken = 0  # of `declined`
+        for item in batch.items:
+            if item.__class__ is not Run:
+                assert isinstance(item, Visit)
+                self._one(item)
                 continue
-            if run < at:
-                buf += view[run:at]
-                run = at
-            entry_start = pipe.written + len(buf)
-            entry(visit, entry_start)
-            end = pipe.written + len(buf)
-            if end == entry_start:
-                continue  # (a file removed since the walk read its dir: no entry)
-            if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
+            assert isinstance(item, Run)
+            i, end = first, first + len(item.names)
+            while i < end:
+                stop = declined[taken] if taken < len(declined) else end
+                if i < min(stop, end):
+                    self._put_made(view, offsets, i, min(stop, end), candidates, reply.inodes)
+                    i = min(stop, end)
+                if i == stop and i < end:  # not made: here (it says why, or is gone)
+                    taken += 1
+                    name = item.names[i - first]
+                    self._one(Visit(item.dir_fd, name, item.prefix + name, UNSTATTED, item.depth))
+                    i += 1
+            first = end
+        if batch.fault is not None:
+            raise batch.fault
+
+    def _put_made(
+        self,
+        view: memoryview,
+        offsets: list[int],
+        lo: int,
+        hi: int,
+        candidates: list[int],
+        inodes: list[tuple[int, int, int]],
+    ) -> None:
+        """Entries lo..hi-1 of a reply (made elsewhere, `view[offsets[lo]:offsets[hi]]`)
+        into the stream, with the frame cuts Cutter.after_entry would make after each of
+        them: after the first whose end is MIN_FRAME past the frame's start and which is a
+        candidate (the helper has its crc) or is MAX_FRAME past it. No step per entry."""
+        pipe, buf, cutter, sources = self.pipe, self.buf, self.cutter, self.sources
+        base = pipe.written + len(buf) - offsets[lo]  # the stream offset of view[0]
+        at = lo
+        while at < hi:
+            # The entries ending past the frame's minimum, and past its maximum.
+            low = bisect.bisect_left(offsets, cutter.start + MIN_FRAME - base, at + 1, hi + 1) - 1
+            high = bisect.bisect_left(offsets, cutter.start + MAX_FRAME - base, low + 1, hi + 1) - 1
+            c = bisect.bisect_left(candidates, low)
+            cut = min(candidates[c] if c < len(candidates) else hi, high)
+            last = min(cut, hi - 1)
+            if sources is not None:
+                _note_sources(sources, view, offsets, inodes, at, last + 1)
+            buf += view[offsets[at] : offsets[last + 1]]
+            at = last + 1
+            if cut < hi:
+                cutter.start = base + offsets[at]  # (what after_entry sets)
                 pipe.put(bytes(buf))
                 buf.clear()
                 pipe.cut(sources)
-            elif len(buf) >= _FLUSH:
-                pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
-                buf.clear()
-            pos = pipe.written + len(buf)
-        if run < at:
-            buf += view[run:at]
-        if batch.fault is not None:
-            raise batch.fault
+        if len(buf) >= _FLUSH:
+            pipe.put(bytes(buf))  # a copy of a megabyte costs less than a call per entry
+            buf.clear()
+
+    def _one(self, visit: Visit) -> None:
+        """One entry made here, and the frame's cut after it if it ends one."""
+        pipe, buf, cutter = self.pipe, self.buf, self.cutter
+        entry_start = pipe.written + len(buf)
+        self._entry(visit, entry_start)
+        end = pipe.written + len(buf)
+        if end == entry_start:
+            return  # (a file removed since the walk read its dir: no entry)
+        if end - cutter.start >= MIN_FRAME and _cut_here(cutter, buf, entry_start, end, pipe):
+            pipe.put(bytes(buf))
+            buf.clear()
+            pipe.cut(self.sources)
+        elif len(buf) >= _FLUSH:
+            pipe.put(bytes(buf))
+            buf.clear()
 
     def _entry(self, visit: Visit, entry_start: int) -> None:
         """Make one entry here (anything the helper did not)."""
@@ -662,6 +694,27 @@ def _other(
                          xattrs=kept)  # fmt: skip
     # Sockets are left out, as tar and docker do: a socket is only meaningful while its
     # process lives, and the format has no type for it.
+
+
+def _held(batches: collections.deque[_Batch]) -> int:
+    return sum(len(batch.fds) for batch in batches)
+
+
+def _note_sources(
+    sources: Sources,
+    view: memoryview,
+    offsets: list[int],
+    inodes: list[tuple[int, int, int]],
+    lo: int,
+    hi: int,
+) -> None:
+    """Made entries lo..hi-1 into the frame's sources: each header's bytes, and the data
+    by its inode (a plain file has one link)."""
+    for i in range(lo, hi):
+        dev, ino, size = inodes[i]
+        start = offsets[i]
+        sources.update(view[start : offsets[i + 1] - size - len(tw.padding(size))])
+        sources.file(os.stat_result((0, ino, dev, 1, 0, 0, size, 0, 0, 0)), 0, size)
 
 
 def _cut_here(cutter: Cutter, buf: bytearray, entry_start: int, end: int, pipe: _Pipeline) -> bool:

@@ -3,13 +3,19 @@ without it, and when it dies midway; the entries it declines are the writer's to
 
 from __future__ import annotations
 
+import errno
 import io
+import itertools
+import marshal
 import os
+import random
 import select
 import signal
 import socket
 import stat
+import subprocess
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +26,8 @@ from builder.image.mediatypes import Compression
 from builder.layer import entryhelper as eh
 from builder.layer import tarwrite as tw
 from builder.layer import write as lw
-from builder.layer.tree import UNSTATTED, walk
+from builder.layer.frames import AVG_FRAME
+from builder.layer.tree import Run, walk, walk_runs
 from builder.layer.write import LayerDigests, write_layer
 
 
@@ -60,9 +67,9 @@ class _Counted(eh.EntryHelper):
         return True
 
     def take(self) -> eh.Made:
-        lengths, data = super().take()
-        _Counted.made += sum(1 for n in lengths if n)
-        return lengths, data
+        made = super().take()
+        _Counted.made += sum(1 for n in made.lengths if n)
+        return made
 
 
 class _NoHelper:
@@ -112,53 +119,85 @@ def test_a_helper_that_dies_midway_leaves_the_writer_to_finish(
     assert blob == alone
 
 
-def _request(path: Path, dir_fd: int, st: os.stat_result) -> eh.Request:
-    name = os.fsencode(path.name)
-    return (0, name, b"dir/" + name, st.st_mode, st.st_uid, st.st_gid, st.st_size,
-            int(st.st_mtime), st.st_dev)  # fmt: skip
+def _make(dir_fd: int, *names: str, no_xattrs: set[int] | None = None) -> eh.Made:
+    """The helper's answer for `names` in the dir `dir_fd` (one Run, below b"dir/")."""
+    runs = [(0, b"dir/", [n.encode() for n in names])]
+    return eh.make_all(
+        [dir_fd], (1 << 62, AVG_FRAME, True, runs), set() if no_xattrs is None else no_xattrs
+    )
 
 
 def test_the_helper_declines_a_file_that_shrank_and_reads_a_grown_one_to_its_lstat_size(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shrank, grew = tmp_path / "shrank", tmp_path / "grew"
     shrank.write_bytes(b"0123456789")
     grew.write_bytes(b"0123456789")
-    st_shrank, st_grew = os.lstat(shrank), os.lstat(grew)
-    shrank.write_bytes(b"01234")
-    with open(grew, "ab") as f:
-        f.write(b"more")
+    lstat = os.lstat
+
+    def lstat_then_change(path: Any, *, dir_fd: int | None = None) -> os.stat_result:
+        st = lstat(path, dir_fd=dir_fd)
+        if path == b"shrank":  # after the helper's lstat, before its read
+            shrank.write_bytes(b"01234")
+        else:
+            with open(grew, "ab") as f:
+                f.write(b"more")
+        return st
+
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        out = bytearray(b"before")
-        assert not eh.plain_entry(fd, _request(shrank, fd, st_shrank), set(), out)
-        assert out == b"before"  # untouched: the writer's own read says it shrank
-        out = bytearray()
-        assert eh.plain_entry(fd, _request(grew, fd, st_grew), set(), out)
-        mtime = int(st_grew.st_mtime)
-        head = tw.header(b"dir/grew", tw.REGTYPE, st_grew.st_mode, 0, 0, 10, mtime)
-        assert out == head + b"0123456789" + tw.padding(10)  # what the writer's read(size) gives
+        monkeypatch.setattr(eh.os, "lstat", lstat_then_change)
+        made = _make(fd, "grew", "shrank")
+        monkeypatch.undo()
+        assert made.lengths[1] == 0 and made.declined == [1]  # the writer's read says it shrank
+        st_grew = os.lstat(grew)
+        head = tw.header(b"dir/grew", tw.REGTYPE, st_grew.st_mode, 0, 0, 10, int(st_grew.st_mtime))
+        # What the writer's read(size) gives: the size the header says.
+        assert made.data == head + b"0123456789" + tw.padding(10)
+        assert made.lengths[0] == len(made.data)
+        assert made.inodes[0] == (st_grew.st_dev, st_grew.st_ino, 10)
     finally:
         os.close(fd)
 
 
-def test_the_helper_declines_xattrs_and_vanished_files(tmp_path: Path) -> None:
-    tagged, gone = tmp_path / "tagged", tmp_path / "gone"
-    tagged.write_bytes(b"t")
-    gone.write_bytes(b"g")
-    os.setxattr(tagged, "user.k", b"v")
-    st_tagged, st_gone = os.lstat(tagged), os.lstat(gone)
-    gone.unlink()
+def test_the_helper_declines_xattrs_links_whiteout_names_and_vanished_files(
+    tmp_path: Path,
+) -> None:
+    for name in ("tagged", "linked", ".wh.x", "plain"):
+        (tmp_path / name).write_bytes(b"t")
+    os.setxattr(tmp_path / "tagged", "user.k", b"v")
+    os.link(tmp_path / "linked", tmp_path / "link2")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        out = bytearray()
-        assert not eh.plain_entry(fd, _request(tagged, fd, st_tagged), set(), out)
-        assert not eh.plain_entry(fd, _request(gone, fd, st_gone), set(), out)
-        assert out == b""
+        made = _make(fd, "tagged", "linked", ".wh.x", "gone", "plain")
+        assert made.declined == [0, 1, 2, 3]
+        assert made.lengths[:4] == [0, 0, 0, 0] and made.lengths[4] == len(made.data) == 1024
         # A file system that cannot hold xattrs (its dev in the set) is not asked.
-        assert eh.plain_entry(fd, _request(tagged, fd, st_tagged), {st_tagged.st_dev}, out)
+        dev = os.lstat(tmp_path).st_dev
+        assert _make(fd, "tagged", no_xattrs={dev}).declined == []
     finally:
         os.close(fd)
+
+
+def test_the_helper_names_the_entries_a_frame_may_end_after(tmp_path: Path) -> None:
+    """Its candidates are those frames.Cutter.after_entry would end a frame after, past the
+    frame's minimum (the crc32 of their first block modulo the average below their size)."""
+    names = [f"f{i:04d}" for i in range(3000)]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(b"%d" % i * (i % 7))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        made = eh.make_all(
+            [fd], (1 << 62, 1 << 12, False, [(0, b"", [n.encode() for n in names])]), set()
+        )
+    finally:
+        os.close(fd)
+    expected, at = [], 0
+    for i, n in enumerate(made.lengths):
+        if zlib.crc32(made.data[at : at + 512]) % (1 << 12) < n:
+            expected.append(i)
+        at += n
+    assert 0 < len(expected) < 3000 and made.candidates == expected
 
 
 def _change_after_listing(
@@ -170,7 +209,7 @@ def _change_after_listing(
 
     def gather_then_change(batch: lw._Batch, *args: object) -> bool:
         more = gather(batch, *args)  # type: ignore[arg-type]
-        if any(v.path == path for v in batch.visits):
+        if any(prefix + name == path for _, prefix, names in batch.runs for name in names):
             change()
         return more
 
@@ -222,31 +261,55 @@ def test_a_file_that_shrank_after_its_lstat_is_the_writers_error(
     src = tmp_path / "src"
     src.mkdir()
     _mixed_tree(src)
-    victim = src / "d5" / "f0049"  # 49 lines: not empty
+    victim = src / "d4" / "big"  # declined by the maker (too big): made by the writer
     ino = os.lstat(victim).st_ino
     lstat = os.lstat
+    seen = []
 
     def lstat_then_truncate(path: object, *, dir_fd: int | None = None) -> os.stat_result:
         st = lstat(path, dir_fd=dir_fd)  # type: ignore[arg-type]
-        if st.st_ino == ino and st.st_size > 1:
-            os.truncate(victim, 1)  # after this thread's lstat, before its read
+        if st.st_ino == ino:
+            seen.append(st)
+            if len(seen) == 2:  # the writer's (the maker's was first)
+                os.truncate(victim, 1)  # after this thread's lstat, before its read
         return st
 
     monkeypatch.setattr(lw, "EntryHelper", _NoHelper)  # (the helper's own lstat: a unit test)
     monkeypatch.setattr(lw.os, "lstat", lstat_then_truncate)
-    with pytest.raises(lw.LayerError, match="d5/f0049 shrank while it was being archived"):
+    with pytest.raises(lw.LayerError, match="d4/big shrank while it was being archived"):
         write_layer(src, io.BytesIO(), Compression.ZSTD)
 
 
-def test_an_unstatted_walk_leaves_only_regular_files_unstatted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc", [True, False])
+def test_a_walk_in_runs_leaves_only_regular_files_unstatted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proc: bool
+) -> None:
     _mixed_tree(tmp_path)
+    with open(os.fsencode(tmp_path) + b"/d3/caf\xe9", "wb"):  # not UTF-8: str listings
+        pass  # surrogate-escape it
+    scandir = os.scandir
+
+    def scandir_without_proc(path: Any) -> Any:
+        if isinstance(path, bytes):
+            raise PermissionError(errno.EACCES, "no /proc here")
+        return scandir(path)
+
+    if not proc:  # the listing falls back on the fd itself
+        monkeypatch.setattr(os, "scandir", scandir_without_proc)
     full = [(v.path, v.st) for v in walk(tmp_path)]
-    lazy = [(v.path, v.st) for v in walk(tmp_path, files_unstatted=True)]
+    lazy: list[tuple[bytes, os.stat_result | None]] = []
+    for item in walk_runs(tmp_path, 7):
+        if isinstance(item, Run):
+            assert 0 < len(item.names) <= 7
+            lazy.extend((item.prefix + name, None) for name in item.names)
+        else:
+            lazy.append((item.path, item.st))
     assert [p for p, _ in lazy] == [p for p, _ in full]  # the same entries, in order
     for (path, st), (_, lazy_st) in zip(full, lazy, strict=True):
         if stat.S_ISREG(st.st_mode):
-            assert lazy_st is UNSTATTED, path
+            assert lazy_st is None, path
         else:
+            assert lazy_st is not None, path
             assert (lazy_st.st_mode, lazy_st.st_ino) == (st.st_mode, st.st_ino), path
 
 
@@ -299,7 +362,7 @@ def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
             self._proc.wait()
             return super().take()  # no EOF comes: the copy is open
 
-    monkeypatch.setattr(eh.socket, "socketpair", pair_with_a_copy)
+    monkeypatch.setattr(socket, "socketpair", pair_with_a_copy)
     monkeypatch.setattr(lw, "EntryHelper", Killed)
     try:
         _, blob = _write(src, Compression.ZSTD)
@@ -307,3 +370,73 @@ def test_a_dead_helper_is_noticed_though_a_copy_of_its_end_lives_on(
         for fd in copies:
             os.close(fd)
     assert copies and blob == alone
+
+
+@pytest.mark.parametrize("helper", [_Counted, _NoHelper])
+def test_frames_end_where_the_cutter_ends_them_entry_by_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, helper: type
+) -> None:
+    """The writer finds the cuts in a run of made entries by bisection; they must be those
+    frames.Cutter makes looking at each entry in turn (layer/tarcuts does so, from the tar
+    bytes alone). Frames are made small here so that a few MB hold dozens of cuts, by
+    candidates and by the maximum, among entries made by the helper, by this thread, and
+    not made by the helper (links, xattrs, symlinks, dirs)."""
+    from builder.layer import frames
+    from builder.layer.tarcuts import TarCuts
+
+    for module in (frames, lw):
+        monkeypatch.setattr(module, "MIN_FRAME", 64 << 10)
+        monkeypatch.setattr(module, "AVG_FRAME", 128 << 10)
+        monkeypatch.setattr(module, "MAX_FRAME", 160 << 10)
+    src = tmp_path / "src"
+    src.mkdir()
+    _mixed_tree(src)
+    rng = random.Random(7)
+    for d in range(3):
+        sub = src / f"r{d}"
+        sub.mkdir()
+        for i in range(700):
+            (sub / f"g{i:04d}").write_bytes(rng.randbytes(rng.randint(0, 4000)))
+    monkeypatch.setattr(lw, "EntryHelper", helper)
+    _Counted.made = 0
+    digests, blob = _write(src, Compression.ZSTD)
+    assert helper is _NoHelper or _Counted.made > 1000
+    assert digests.frames is not None
+    tar = _write(src, Compression.NONE)[1]
+    cuts = TarCuts().feed(tar)
+    sizes = [frame.size for frame in digests.frames.frames]
+    assert len(sizes) > 30
+    # Cuts of both kinds: after a candidate entry, and at the maximum.
+    assert any(size >= 160 << 10 for size in sizes) and any(size < 160 << 10 for size in sizes)
+    assert list(itertools.accumulate(sizes))[:-1] == cuts
+    assert sum(sizes) == len(tar)
+    assert (
+        subprocess.run(["zstd", "-dc"], input=blob, capture_output=True, check=True).stdout == tar
+    )
+
+
+def test_requests_stay_small_whatever_the_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The requests the helper has not read yet must fit a socket's default buffer (else
+    the writer could wait on a send while the helper waits on its reply): a batch of long
+    names is cut short."""
+    src = tmp_path / "src"
+    for d in range(2):
+        sub = src / ("d" * 200 + str(d))
+        sub.mkdir(parents=True)
+        for i in range(1500):
+            (sub / f"{i:04d}{'n' * 250}").write_bytes(b"%d" % i)
+    sizes: list[int] = []
+
+    class Measured(_Counted):
+        def submit(self, fds: list[int], request: eh.Request) -> None:
+            sizes.append(len(marshal.dumps(request)))
+            super().submit(fds, request)
+
+    monkeypatch.setattr(lw, "EntryHelper", Measured)
+    _Counted.made = 0
+    with_helper = _write(src, Compression.ZSTD)[1]
+    assert len(sizes) > 5 and max(sizes) <= 50 << 10
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    assert _write(src, Compression.ZSTD)[1] == with_helper
