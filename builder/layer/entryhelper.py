@@ -7,8 +7,11 @@ read, close), and in one Python thread those alone took as long as the whole
 lstat'ed) and hands a batch's runs to this helper, which lstats, opens, reads and builds
 their entries; while it does, the writer makes the next batches itself with the same
 function (`make_all`), and puts all the bytes in the stream in walk order. Only what
-cannot change the output is made so: a regular file with one link, no xattrs, a name
-without the whiteout prefix, at most MAX_FILE bytes, read to exactly its lstat size. For
+cannot change the output is made so: a regular file with no xattrs, a name without the
+whiteout prefix, at most MAX_FILE bytes, read to exactly its lstat size. A file with more
+than one link is made as a link's first name would be, and named in `linked` with its
+inode: the writer, which knows the names taken in walk order, keeps the entry or makes it
+again as a link to the earlier name (the tar's hardlink rule). For
 anything else (an error included) the answer is "not mine" and the writer makes the entry
 as it does without a helper; so the bytes, and every error message, are the same with the
 helper, without it, or when it dies midway (the writer then goes on alone). The helper
@@ -64,14 +67,15 @@ Request = tuple[int, int, bool, list[Run]]
 class Made:
     """A request's answer. Entries are numbered through its runs, in order."""
 
-    __slots__ = ("candidates", "data", "declined", "inodes", "lengths")
+    __slots__ = ("candidates", "data", "declined", "inodes", "lengths", "linked")
 
     def __init__(
         self,
         lengths: list[int],
         declined: list[int],
         candidates: list[int],
-        inodes: list[tuple[int, int, int]],
+        inodes: list[tuple[int, int, int, int]],
+        linked: list[tuple[int, int, int]],
         data: bytearray,
     ) -> None:
         self.lengths = lengths  # each entry's bytes in `data` (0: not made, the writer's)
@@ -79,14 +83,20 @@ class Made:
         # The entries whose first block's crc32 modulo the average is below their length:
         # those the frame cutter (frames.Cutter.after_entry) may end a frame after.
         self.candidates = candidates
-        self.inodes = inodes  # (st_dev, st_ino, st_size) of each entry, if asked
+        self.inodes = inodes  # (st_dev, st_ino, st_size, st_nlink) of each entry, if asked
+        # (entry, st_dev, st_ino) of each made entry whose file has more than one link.
+        self.linked = linked
         self.data = data  # the made entries, back to back
 
-    def counts(self) -> tuple[list[int], list[int], list[int], list[tuple[int, int, int]]]:
-        return self.lengths, self.declined, self.candidates, self.inodes
+    def counts(
+        self,
+    ) -> tuple[
+        list[int], list[int], list[int], list[tuple[int, int, int, int]], list[tuple[int, int, int]]
+    ]:
+        return self.lengths, self.declined, self.candidates, self.inodes, self.linked
 
 
-_NO_INODE = (0, 0, 0)
+_NO_INODE = (0, 0, 0, 0)
 
 
 def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
@@ -98,7 +108,8 @@ def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
     lengths: list[int] = []
     declined: list[int] = []
     candidates: list[int] = []
-    inodes: list[tuple[int, int, int]] = []
+    inodes: list[tuple[int, int, int, int]] = []
+    linked: list[tuple[int, int, int]] = []
     lstat, open_, close, read, listxattr = os.lstat, os.open, os.close, os.read, os.listxattr
     pads = PADDING
     i = -1  # the entry's number
@@ -117,7 +128,7 @@ def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
             try:
                 st = lstat(name, dir_fd=dir_fd)
                 size = st.st_size
-                if st.st_mode & _S_IFMT != _S_IFREG or st.st_nlink != 1 or size > MAX_FILE:
+                if st.st_mode & _S_IFMT != _S_IFREG or size > MAX_FILE:
                     raise _Declined
                 fd = open_(name, _FILE_FLAGS, dir_fd=dir_fd)
                 try:
@@ -156,9 +167,12 @@ def make_all(fds: list[int], request: Request, no_xattrs: set[int]) -> Made:
             out += data
             out += pad
             lengths.append(n)
+            nlink = st.st_nlink
+            if nlink != 1:
+                linked.append((i, dev, st.st_ino))
             if want_inodes:
-                inodes.append((dev, st.st_ino, size))
-    return Made(lengths, declined, candidates, inodes, out)
+                inodes.append((dev, st.st_ino, size, nlink))
+    return Made(lengths, declined, candidates, inodes, linked, out)
 
 
 class _Declined(Exception):
@@ -328,8 +342,8 @@ class EntryHelper:
             counts = _recv_exactly(self._sock, counts_size, alive)
             made = _recv_exactly(self._sock, made_size, alive)
             if counts is not None and made is not None:
-                lengths, declined, candidates, inodes = marshal.loads(counts)
-                return Made(lengths, declined, candidates, inodes, made)
+                lengths, declined, candidates, inodes, linked = marshal.loads(counts)
+                return Made(lengths, declined, candidates, inodes, linked, made)
         raise OSError(errno.EPIPE, "the entry helper ended")
 
     def close(self) -> None:

@@ -475,6 +475,8 @@ class _Writer:
         view = memoryview(reply.data)
         first = 0  # the number of a Run's first entry among the request's
         taken = 0  # of `declined`
+        linked, links = reply.linked, self.links
+        k = 0  # of `linked`
         for item in batch.items:
             if item.__class__ is not Run:
                 assert isinstance(item, Visit)
@@ -483,12 +485,26 @@ class _Writer:
             assert isinstance(item, Run)
             i, end = first, first + len(item.names)
             while i < end:
-                stop = declined[taken] if taken < len(declined) else end
-                if i < min(stop, end):
-                    self._put_made(view, offsets, i, min(stop, end), candidates, reply.inodes)
-                    i = min(stop, end)
-                if i == stop and i < end:  # not made: here (it says why, or is gone)
-                    taken += 1
+                stop = min(declined[taken] if taken < len(declined) else end, end)
+                # The made entries of files with more links, up to there, in walk order:
+                # an inode's first name is kept (and taken for its later ones); a later
+                # name ends the span, to be made here as a link entry (the tar's rule).
+                relink = False
+                while k < len(linked) and linked[k][0] < stop:
+                    j, dev, ino = linked[k]
+                    if (dev, ino) in links:
+                        stop, relink = j, True
+                        break
+                    links[dev, ino] = item.prefix + item.names[j - first]
+                    k += 1
+                if i < stop:
+                    self._put_made(view, offsets, i, stop, candidates, reply.inodes)
+                    i = stop
+                if i < end:  # not made (it says why, or is gone), or a link: made here
+                    if relink:
+                        k += 1
+                    else:
+                        taken += 1
                     name = item.names[i - first]
                     self._one(Visit(item.dir_fd, name, item.prefix + name, UNSTATTED, item.depth))
                     i += 1
@@ -503,7 +519,7 @@ class _Writer:
         lo: int,
         hi: int,
         candidates: list[int],
-        inodes: list[tuple[int, int, int]],
+        inodes: list[tuple[int, int, int, int]],
     ) -> None:
         """Entries lo..hi-1 of a reply (made elsewhere, `view[offsets[lo]:offsets[hi]]`)
         into the stream, with the frame cuts Cutter.after_entry would make after each of
@@ -704,17 +720,17 @@ def _note_sources(
     sources: Sources,
     view: memoryview,
     offsets: list[int],
-    inodes: list[tuple[int, int, int]],
+    inodes: list[tuple[int, int, int, int]],
     lo: int,
     hi: int,
 ) -> None:
     """Made entries lo..hi-1 into the frame's sources: each header's bytes, and the data
-    by its inode (a plain file has one link)."""
+    by its inode (and its link count: Sources.file tells linked frames by it)."""
     for i in range(lo, hi):
-        dev, ino, size = inodes[i]
+        dev, ino, size, nlink = inodes[i]
         start = offsets[i]
         sources.update(view[start : offsets[i + 1] - size - len(tw.padding(size))])
-        sources.file(os.stat_result((0, ino, dev, 1, 0, 0, size, 0, 0, 0)), 0, size)
+        sources.file(os.stat_result((0, ino, dev, nlink, 0, 0, size, 0, 0, 0)), 0, size)
 
 
 def _cut_here(cutter: Cutter, buf: bytearray, entry_start: int, end: int, pipe: _Pipeline) -> bool:

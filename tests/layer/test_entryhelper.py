@@ -14,6 +14,7 @@ import signal
 import socket
 import stat
 import subprocess
+import tarfile
 import time
 import zlib
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from builder.image.mediatypes import Compression
 from builder.layer import entryhelper as eh
 from builder.layer import tarwrite as tw
 from builder.layer import write as lw
-from builder.layer.frames import AVG_FRAME
+from builder.layer.frames import AVG_FRAME, PreviousBlob
 from builder.layer.tree import Run, walk, walk_runs
 from builder.layer.write import LayerDigests, write_layer
 
@@ -99,6 +100,103 @@ def test_the_helper_changes_no_byte(
     assert with_helper == alone  # digests, and the frames' identities and sources
 
 
+def _linked_tree(root: Path, outside: Path) -> None:
+    """Files with more links, in several batches: link groups within a Run, across dirs and
+    batches; first names the helper makes and first names it declines (xattrs, a size over
+    MAX_FILE, the end of a reply) with later names it makes; files whose only other link is
+    outside the tree (a COPY layer's relinked files: every name is a first)."""
+    for d in range(4):
+        sub = root / f"d{d}"
+        sub.mkdir()
+        for i in range(700):
+            (sub / f"f{i:04d}").write_bytes(b"y%d\n" % i * (i % 40))
+    for d in range(4):  # later names of d0's files, in d0 and in every later batch
+        for i in range(0, 700, 7):
+            os.link(root / "d0" / f"f{i:04d}", root / f"d{d}" / f"l{d}-{i:04d}")
+    big = root / "d0" / "e-big"
+    big.write_bytes(os.urandom(eh.MAX_FILE + 1))  # declined: its later names are made
+    os.setxattr(root / "d0" / "f0003", "user.k", b"v")  # declined, as are its links
+    os.link(big, root / "d3" / "zz-big")
+    os.link(root / "d0" / "f0003", root / "d2" / "zz-tagged")
+    for i in range(0, 700, 3):  # one name here, the other outside (as relinked files)
+        os.link(root / "d1" / f"f{i:04d}", outside / f"o{i}")
+    (root / "z").mkdir()
+    for d in range(3):  # replies that end at MAX_MADE: the rest are this thread's
+        sub = root / f"m{d}"
+        sub.mkdir()
+        for i in range(30):
+            (sub / f"h{i:02d}").write_bytes(os.urandom(eh.MAX_FILE))
+            if i % 4 == 0:
+                os.link(sub / f"h{i:02d}", root / "z" / f"m{d}-{i:02d}")
+
+
+@pytest.mark.parametrize("comp", [Compression.ZSTD, Compression.NONE])
+def test_files_with_more_links_are_made_by_the_helper_with_the_same_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, comp: Compression
+) -> None:
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    src.mkdir()
+    outside.mkdir()
+    _linked_tree(src, outside)
+    linked_made = 0
+
+    class Linked(_Counted):
+        def take(self) -> eh.Made:
+            nonlocal linked_made
+            made = super().take()
+            linked_made += len(made.linked)
+            return made
+
+    monkeypatch.setattr(lw, "EntryHelper", Linked)
+    with_helper, blob = _write(src, comp, identify=True)
+    assert linked_made > 500  # it made files with more links, first and later names
+    monkeypatch.setattr(lw, "EntryHelper", _NoHelper)
+    alone, blob_alone = _write(src, comp, identify=True)
+    assert blob == blob_alone
+    assert with_helper == alone  # and the frames' sources (their link counts)
+    tar = _write(src, Compression.NONE)[1]
+    with tarfile.open(fileobj=io.BytesIO(tar)) as archive:
+        members = {m.name: m for m in archive.getmembers()}
+    assert members["d3/l3-0007"].islnk() and members["d3/l3-0007"].linkname == "d0/f0007"
+    assert members["d0/l0-0014"].linkname == "d0/f0014"
+    assert members["d3/zz-big"].linkname == "d0/e-big"
+    assert members["d2/zz-tagged"].linkname == "d0/f0003"
+    assert members["z/m1-04"].linkname == "m1/h04"
+    assert members["d1/f0003"].isfile()  # its other name is outside
+
+
+def test_frames_of_relinked_files_made_by_the_helper_are_known_by_their_sources(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COPY layer's files relinked to the previous version's (their other name outside
+    the tree): frames of them alone are taken from the previous blob by their sources,
+    with the helper as without it (it reports their link counts)."""
+    src, outside = tmp_path / "src", tmp_path / "outside"
+    for d in range(3):
+        (src / f"d{d}").mkdir(parents=True)
+    outside.mkdir()
+    rng = random.Random(3)
+    for i in range(3000):
+        path = src / f"d{i % 3}" / f"f{i:04d}"
+        path.write_bytes(rng.randbytes(3000))
+        os.link(path, outside / f"o{i}")
+    monkeypatch.setattr(lw, "EntryHelper", _Counted)
+    digests, blob = _write(src, Compression.ZSTD, identify=True)
+    assert digests.frames is not None
+    (tmp_path / "prev").write_bytes(blob)
+    previous = PreviousBlob(tmp_path / "prev", digests.frames)
+    skipped = {}
+    for helper in (_Counted, _NoHelper):
+        monkeypatch.setattr(lw, "EntryHelper", helper)
+        _Counted.made = 0
+        out = io.BytesIO()
+        again = write_layer(src, out, Compression.ZSTD, previous=previous)
+        assert helper is _NoHelper or _Counted.made > 1000
+        assert out.getvalue() == blob
+        skipped[helper] = again.skipped
+    assert skipped[_Counted] == skipped[_NoHelper] > 0
+
+
 def test_a_helper_that_dies_midway_leaves_the_writer_to_finish(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -155,23 +253,28 @@ def test_the_helper_declines_a_file_that_shrank_and_reads_a_grown_one_to_its_lst
         # What the writer's read(size) gives: the size the header says.
         assert made.data == head + b"0123456789" + tw.padding(10)
         assert made.lengths[0] == len(made.data)
-        assert made.inodes[0] == (st_grew.st_dev, st_grew.st_ino, 10)
+        assert made.inodes[0] == (st_grew.st_dev, st_grew.st_ino, 10, 1)
     finally:
         os.close(fd)
 
 
-def test_the_helper_declines_xattrs_links_whiteout_names_and_vanished_files(
+def test_the_helper_declines_xattrs_whiteout_names_and_vanished_files(
     tmp_path: Path,
 ) -> None:
-    for name in ("tagged", "linked", ".wh.x", "plain"):
+    for name in ("tagged", ".wh.x", "plain", "linked"):
         (tmp_path / name).write_bytes(b"t")
     os.setxattr(tmp_path / "tagged", "user.k", b"v")
     os.link(tmp_path / "linked", tmp_path / "link2")
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        made = _make(fd, "tagged", "linked", ".wh.x", "gone", "plain")
-        assert made.declined == [0, 1, 2, 3]
-        assert made.lengths[:4] == [0, 0, 0, 0] and made.lengths[4] == len(made.data) == 1024
+        made = _make(fd, "tagged", ".wh.x", "gone", "plain", "linked")
+        assert made.declined == [0, 1, 2]
+        assert made.lengths[:3] == [0, 0, 0] and made.lengths[3:] == [1024, 1024]
+        # A file with two links is made as its first name, and named with its inode: the
+        # writer keeps it, or makes a link entry of it if the inode has an earlier name.
+        st = os.lstat(tmp_path / "linked")
+        assert made.linked == [(4, st.st_dev, st.st_ino)]
+        assert made.inodes[4] == (st.st_dev, st.st_ino, 1, 2)
         # A file system that cannot hold xattrs (its dev in the set) is not asked.
         dev = os.lstat(tmp_path).st_dev
         assert _make(fd, "tagged", no_xattrs={dev}).declined == []
