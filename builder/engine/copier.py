@@ -121,10 +121,16 @@ class Dirs:
         self.base = base_fd
         self.mode, self.owner = mode, owner
         self.parts: tuple[str, ...] = ()
+        self.rel = ""  # the last `rel` opened, as given (most calls repeat it)
         self.fd = -1
+        # The dirs made here, by their parts: empty when made, so what stands in one is
+        # what this writer put there (the COPY writer's _defer need not look).
+        self.made: set[tuple[str, ...]] = set()
 
     def open(self, rel: str, *, create: bool = True) -> int:
         """The fd of `rel` (valid until the next call or close())."""
+        if self.fd >= 0 and rel == self.rel:
+            return self.fd
         parts = tuple(p for p in rel.split("/") if p and p != ".")
         if self.fd >= 0 and parts == self.parts:
             return self.fd
@@ -134,8 +140,10 @@ class Dirs:
             self.close()
             fd, rest = self.base, parts
         start = fd
+        depth = len(parts) - len(rest)
         try:
             for comp in rest:
+                depth += 1
                 try:
                     nxt = os.open(comp, _DIR, dir_fd=fd)
                 except FileNotFoundError:
@@ -149,6 +157,7 @@ class Dirs:
                     if made:
                         os.fchown(nxt, *self.owner)
                         os.fchmod(nxt, self.mode)  # after chown, which clears setuid bits
+                        self.made.add(parts[:depth])
                 if fd != self.base:
                     os.close(fd)
                 fd = nxt
@@ -160,7 +169,7 @@ class Dirs:
             raise
         if fd == self.base:
             fd = os.dup(self.base)  # the root itself: a fd of our own, closed like the others
-        self.parts, self.fd = parts, fd
+        self.parts, self.fd, self.rel = parts, fd, rel
         return fd
 
     def is_dir(self, rel: str) -> bool:
@@ -173,7 +182,7 @@ class Dirs:
     def close(self) -> None:
         if self.fd >= 0:
             os.close(self.fd)
-        self.parts, self.fd = (), -1
+        self.parts, self.fd, self.rel = (), -1, ""
 
 
 def _write_file(src_fd: int, dir_fd: int, name: str, mode: int) -> int:
@@ -199,20 +208,24 @@ def copy_bytes(src_fd: int, dst_fd: int) -> None:
             os.write(dst_fd, chunk)
 
 
-def _defer(dir_fd: int, name: str, touched: set[tuple[int, int]]) -> bool:
-    """Leave NAME in DIR_FD for the host to write; False when it must be written here (a
-    dir stands there: writing fails as it would have). The parent gets the mtime writing
-    a file in it gives, which also copies it up into the upper dir, where the host needs
-    it; once per parent."""
-    try:
-        if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
-            return False
-    except FileNotFoundError:
-        pass
-    st = os.fstat(dir_fd)
-    if (st.st_dev, st.st_ino) not in touched:
+def _defer(dirs: Dirs, name: str, parent: str, touched: set[str], aliased: bool) -> bool:
+    """Leave NAME in the dir `dirs` has open (`parent`) for the host to write; False when
+    it must be written here (a dir stands there: writing fails as it would have). Not
+    looked up in a dir made by `dirs` unless it made a dir of that name, while no symlink
+    of ours (`aliased`) may have made one by another path. The parent gets the mtime
+    writing a file in it gives, which also copies it up into the upper dir, where the
+    host needs it; once per parent (twice for a dir by two names: no matter, as two
+    writes)."""
+    dir_fd = dirs.fd
+    if aliased or dirs.parts not in dirs.made or (*dirs.parts, name) in dirs.made:
+        try:
+            if stat.S_ISDIR(os.lstat(name, dir_fd=dir_fd).st_mode):
+                return False
+        except FileNotFoundError:
+            pass
+    if parent not in touched:
         os.utime(dir_fd)  # now
-        touched.add((st.st_dev, st.st_ino))
+        touched.add(parent)
     return True
 
 
@@ -402,12 +415,15 @@ def _copy_items(
 ) -> None:
     uid, gid = owner
     dir_times: list[tuple[str, int]] = []
-    touched: set[tuple[int, int]] = set()  # (st_dev, st_ino) of the parents _defer marked
+    touched: set[str] = set()  # the parents _defer marked
+    aliased = False  # whether a symlink was written (a dir may now have two paths)
     for index, item in enumerate(items):
         entry = item.entry
         target = final_target(root, item.target) if item.source else item.target
         # ADD unpacks a tar into DEST, or beside the name it would have had as a file.
-        archive_dir = target if item.into_existing_dir else posixpath.dirname(target)
+        archive_dir = target
+        if not item.into_existing_dir and unpack_archives:
+            archive_dir = posixpath.dirname(target)
         if item.into_existing_dir and dirs.is_dir(target):
             target = posixpath.join(target, item.name or posixpath.basename(entry.path))
         parent, name = _split(target)
@@ -427,6 +443,7 @@ def _copy_items(
             continue
         pfd = dirs.open(parent)
         if entry.kind == "symlink":
+            aliased = True
             written.other(parent, name)
             remove_non_dir(name, pfd)
             os.symlink(entry.digest, name, dir_fd=pfd)
@@ -435,7 +452,7 @@ def _copy_items(
             os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
             continue
         path = written.path(parent, name)
-        if index in deferred and path is not None and _defer(pfd, name, touched):
+        if index in deferred and path is not None and _defer(dirs, name, parent, touched, aliased):
             written.files[path] = (index, mode, True)
             continue
         src = open_below(context_fd, os.fsencode(entry.path), os.O_RDONLY)
