@@ -194,7 +194,7 @@ def test_frozen_fields_stored_where_the_standard_stores_them() -> None:
 
     def with_property(dc: Any, field: Any) -> type:
         class Base:
-            seen: ClassVar[list[int]] = []
+            seen: list[int] = []
 
             @property
             def size(self) -> int:
