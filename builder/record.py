@@ -113,26 +113,8 @@ else:
             found[name] = spec
         return found
 
-    def _dict_backed(cls, specs: list[Field]) -> bool:
-        """Are the fields plain entries of each instance's __dict__: no __slots__ in the
-        class's bases and no data descriptor (a property) of a field's name? Then a frozen
-        __init__ may store them there itself, as object.__setattr__ would, in half the time
-        (a cached build of a big context makes thousands of frozen entries)."""
-        bases = cls.__mro__[:-1]
-        if any("__slots__" in base.__dict__ for base in bases):
-            return False
-        return not any(
-            hasattr(type(base.__dict__.get(spec.name)), "__set__")
-            for spec in specs
-            for base in bases
-        )
-
-    def _init_source(
-        specs: list[Field], frozen: bool, post_init: bool, env: dict, direct: bool = False
-    ) -> str:
+    def _init_source(specs: list[Field], frozen: bool, post_init: bool, env: dict) -> str:
         params, kw_params, body = [], [], []
-        if direct:
-            body.append("  _d = self.__dict__")
         for spec in specs:
             target = params if not spec.kw_only else kw_params
             if spec.default_factory is not MISSING:
@@ -153,9 +135,7 @@ else:
             else:
                 target.append(spec.name)
                 value = spec.name
-            if direct:
-                body.append(f"  _d[{spec.name!r}] = {value}")
-            elif frozen:
+            if frozen:
                 body.append(f"  _setattr(self, {spec.name!r}, {value})")
             else:
                 body.append(f"  self.{spec.name} = {value}")
@@ -170,8 +150,7 @@ else:
 
         def compile_init():
             env = {"_setattr": object.__setattr__, "_HAS_FACTORY": MISSING}
-            direct = frozen and _dict_backed(cls, ordered)
-            source = _init_source(ordered, frozen, hasattr(cls, "__post_init__"), env, direct)
+            source = _init_source(ordered, frozen, hasattr(cls, "__post_init__"), env)
             methods: dict[str, Any] = {}
             exec(source, env, methods)  # code generated from the field names only
             real = methods["__init__"]

@@ -170,54 +170,6 @@ def test_slots_agree() -> None:
             v.other = 1
 
 
-def _frozen_over_slots(dc: Any, field: Any) -> type:
-    @dc(frozen=True, slots=True)
-    class Slotted:
-        line: int
-
-    @dc(frozen=True)
-    class Child(Slotted):
-        image: str = "scratch"
-
-    return Child
-
-
-def test_frozen_fields_stored_where_the_standard_stores_them() -> None:
-    """A frozen __init__ writes the instance's __dict__ itself only where the fields are
-    plain entries of it: a base's slots, or a property of a field's name, get their say."""
-    for cls in _pair(_frozen_over_slots):
-        child = cls(3, "busybox")
-        assert (child.line, child.image) == (3, "busybox")
-        assert "line" not in child.__dict__ and child.__dict__ == {"image": "busybox"}
-        with pytest.raises(AttributeError):
-            child.line = 4  # type: ignore[misc]
-
-    def with_property(dc: Any, field: Any) -> type:
-        class Base:
-            seen: list[int] = []
-
-            @property
-            def size(self) -> int:
-                return self.__dict__["_size"]  # type: ignore[no-any-return]
-
-            @size.setter
-            def size(self, value: int) -> None:
-                self.seen.append(value)
-                self.__dict__["_size"] = value * 2
-
-        @dc(frozen=True)
-        class Sized(Base):
-            name: str
-            size: int  # no default: the base's property stays the class attribute
-
-        return Sized
-
-    for cls in _pair(with_property):
-        assert cls("a", 5).size == 10 and cls.seen == [5]
-    point = _pair(_frozen)[1](1)
-    assert point.__dict__ == {"x": 1, "y": 2, "tags": (), "seen": [], "note": "n"}
-
-
 def test_explicit_methods_win() -> None:
     @record.dataclass(frozen=True)
     class Named:
