@@ -183,20 +183,26 @@ class BuildContext:
                     continue  # removed meanwhile
                 fmt = st.st_mode
                 if is_reg(fmt):
-                    size, mtime = st.st_size, st.st_mtime_ns
-                    fingerprint = (size, mtime, st.st_ino, st.st_ctime_ns)
+                    size, mtime, ctime = st.st_size, st.st_mtime_ns, st.st_ctime_ns
                     key = rel if rel.isascii() else _memo_name(rel)
                     known = memo.get(key)
+                    # Field by field, no tuple: the memo's entries are JSON lists.
                     if (
                         known is not None
-                        and max(mtime, fingerprint[3]) < stale_from
-                        and tuple(known[:4]) == fingerprint
+                        and len(known) == 5
+                        and mtime < stale_from
+                        and ctime < stale_from
+                        and known[0] == size
+                        and known[1] == mtime
+                        and known[2] == st.st_ino
+                        and known[3] == ctime
                     ):
                         digest = known[4]
+                        new_memo[key] = known  # the same values
                     else:
                         digest = _file_digest(dir_fd, item.name)
                         self.hashed += 1
-                    new_memo[key] = (*fingerprint, digest)
+                        new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
                     found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
                 elif is_dir(fmt):
                     found[rel] = ContextEntry(rel, "dir", imode(fmt), 0, st.st_mtime_ns, "")

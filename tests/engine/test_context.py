@@ -153,3 +153,23 @@ def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     changed = BuildContext(ctx, memo=memo, memo_made_ns=later)
     assert changed.entries["top.txt"].digest not in ("planted", digest)
     assert changed.hashed == 1 and changed.memo_changed()
+
+
+def test_memo_entry_reused_only_when_every_stat_field_matches(ctx: Path) -> None:
+    first = BuildContext(ctx)
+    digest = first.entries["top.txt"].digest
+    later = first.walked_ns + 10 * 10**9
+    size, mtime, ino, ctime, _digest = first.new_memo["top.txt"]
+    planted = [size, mtime, ino, ctime, "planted"]
+    assert (
+        BuildContext(ctx, memo={"top.txt": planted}, memo_made_ns=later).entries["top.txt"].digest
+        == "planted"
+    )
+    for field in range(4):  # size, mtime, inode, ctime: any one off and the file is read
+        off = list(planted)
+        off[field] += 1
+        again = BuildContext(ctx, memo={"top.txt": off}, memo_made_ns=later)
+        assert again.entries["top.txt"].digest == digest and again.hashed == 3
+    for damaged in ([size, mtime, ino, ctime], [], [*planted, "more"]):  # a bad record: no error
+        again = BuildContext(ctx, memo={"top.txt": damaged}, memo_made_ns=later)
+        assert again.entries["top.txt"].digest == digest
