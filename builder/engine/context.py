@@ -13,16 +13,17 @@ import posixpath
 import re
 import stat
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuildContextError
-from builder.layer.tree import Visit, walk
+from builder.layer.tree import walk_listings
 from builder.record import dataclass
 
 HASH_CHUNK = 1 << 20
+DIGEST_BATCH = 4096  # copy_digest's lines per update
 
 
 class IgnoreRules(Protocol):
@@ -63,7 +64,7 @@ def not_found(ref: str, path: str) -> str:
     )
 
 
-def _file_digest(dir_fd: int, name: bytes) -> str:
+def _file_digest(dir_fd: int, name: str) -> str:
     h = hashlib.sha256()
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     with open(fd, "rb", buffering=0) as f:
@@ -152,45 +153,68 @@ class BuildContext:
     @cached_property
     def entries(self) -> dict[str, ContextEntry]:
         """Every visible entry, by relative path (the root itself is "")."""
-        found: dict[str, ContextEntry] = {}
         self.walked_ns = time.time_ns()
-        # Iterative and by dir fd (layer/tree): a context may be deeper than the stack allows
-        # and its paths longer than PATH_MAX. Names are bytes on disk; here they are str with
-        # undecodable bytes surrogate-escaped (os.fsdecode), which os.fsencode gives back.
-        # Excluded dirs are still walked: a later `!` exception may bring a child back.
         try:
-            for visit in walk(self.root):
-                rel = os.fsdecode(visit.path)
-                if self._ignore is not None and self._ignore.excludes(rel):
-                    continue
-                found[rel] = self._entry(rel, visit)
+            return self._scan()
         except OSError as err:
             raise BuildContextError(
                 f"cannot read the build context {self.root}: {err.strerror}"
                 + (f": {err.filename}" if err.filename else "")
             ) from None
-        return found
 
-    def _entry(self, rel: str, visit: Visit) -> ContextEntry:
-        st = visit.st
-        mode = stat.S_IMODE(st.st_mode)
-        if stat.S_ISDIR(st.st_mode):
-            return ContextEntry(rel, "dir", mode, 0, st.st_mtime_ns, "")
-        if stat.S_ISLNK(st.st_mode):
-            target = os.fsdecode(os.readlink(visit.name, dir_fd=visit.dir_fd))
-            return ContextEntry(rel, "symlink", mode, 0, st.st_mtime_ns, target)
-        if stat.S_ISREG(st.st_mode):
-            fingerprint = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-            known = self._memo.get(_memo_name(rel))
-            fresh = max(st.st_mtime_ns, st.st_ctime_ns) < self._memo_made_ns - RACY_NS
-            if known is not None and fresh and tuple(known[:4]) == fingerprint:
-                digest = known[4]
-            else:
-                digest = _file_digest(visit.dir_fd, visit.name)
-                self.hashed += 1
-            self.new_memo[_memo_name(rel)] = (*fingerprint, digest)
-            return ContextEntry(rel, "file", mode, st.st_size, st.st_mtime_ns, digest)
-        raise BuildContextError(f"{rel}: only files, directories and symlinks can be copied")
+    def _scan(self) -> dict[str, ContextEntry]:
+        # By dir fd (layer/tree): a context may be deeper than the stack allows and its
+        # paths longer than PATH_MAX. Names are bytes on disk; here they are str with
+        # undecodable bytes surrogate-escaped (os.fsdecode), which os.fsencode gives back.
+        # Excluded dirs are still walked: a later `!` exception may bring a child back.
+        # One loop, its names local: a cached rebuild of a big context is mostly this loop
+        # (one listing per dir, one fstatat and a memo lookup per entry).
+        found: dict[str, ContextEntry] = {}
+        ignore, memo, new_memo = self._ignore, self._memo, self.new_memo
+        stale_from = self._memo_made_ns - RACY_NS
+        is_dir, is_link, is_reg, imode = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
+        for dir_fd, prefix, listing in walk_listings(self.root):
+            for item in listing:
+                rel = prefix + item.name
+                if ignore is not None and ignore.excludes(rel):
+                    continue
+                try:
+                    st = item.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                fmt = st.st_mode
+                if is_reg(fmt):
+                    size, mtime, ctime = st.st_size, st.st_mtime_ns, st.st_ctime_ns
+                    key = rel if rel.isascii() else _memo_name(rel)
+                    known = memo.get(key)
+                    # Field by field, no tuple: the memo's entries are JSON lists.
+                    if (
+                        known is not None
+                        and len(known) == 5
+                        and mtime < stale_from
+                        and ctime < stale_from
+                        and known[0] == size
+                        and known[1] == mtime
+                        and known[2] == st.st_ino
+                        and known[3] == ctime
+                    ):
+                        digest = known[4]
+                        new_memo[key] = known  # the same values
+                    else:
+                        digest = _file_digest(dir_fd, item.name)
+                        self.hashed += 1
+                        new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
+                    found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
+                elif is_dir(fmt):
+                    found[rel] = ContextEntry(rel, "dir", imode(fmt), 0, st.st_mtime_ns, "")
+                elif is_link(fmt):
+                    target = os.readlink(item.name, dir_fd=dir_fd)
+                    found[rel] = ContextEntry(rel, "symlink", imode(fmt), 0, st.st_mtime_ns, target)
+                else:
+                    raise BuildContextError(
+                        f"{rel}: only files, directories and symlinks can be copied"
+                    )
+        return found
 
     def _match(self, source: str) -> list[str]:
         clean = posixpath.normpath("/" + source).lstrip("/")
@@ -230,11 +254,18 @@ class BuildContext:
                     return None
         return resolved if resolved in self.entries else None
 
-    def _tree(self, top: str) -> Iterator[ContextEntry]:
+    def _tree(self, top: str, dest: str) -> list[CopyItem]:
+        """The entries below TOP (not TOP itself), in path order, landing below DEST."""
         prefix = f"{top}/" if top else ""
-        for path in sorted(self.entries):
-            if path.startswith(prefix) and path != top:
-                yield self.entries[path]
+        cut = len(prefix)
+        base = dest if dest.endswith("/") else f"{dest}/"  # posixpath.join, per entry
+        entries = self.entries
+        # One comprehension: a cached COPY of a big context still plans every entry.
+        return [
+            CopyItem(entries[path], base + path[cut:])
+            for path in sorted(entries)
+            if path.startswith(prefix) and path != top
+        ]
 
     def plan_copy(self, sources: tuple[str, ...], dest: str) -> list[CopyItem]:
         """The entries COPY SOURCES DEST writes, with docker's rules for DEST.
@@ -251,9 +282,7 @@ class BuildContext:
             found = self._follow(match)
             entry = self.entries.get(found) if found else None
             if entry is None or entry.kind == "dir":
-                for child in self._tree(found):
-                    rel = child.path[len(found) + 1 :] if found else child.path
-                    items.append(CopyItem(child, posixpath.join(dest, rel)))
+                items.extend(self._tree(found, dest))
                 # The context root has no entry of its own: its destination is made all
                 # the same, as BuildKit makes it (even for an empty context).
                 top = entry or ContextEntry("", "dir", 0o755, 0, 0, "")
@@ -287,9 +316,15 @@ class BuildContext:
 def copy_digest(items: list[CopyItem]) -> str:
     """One digest for what a COPY writes: paths, kinds, modes and contents; no mtimes."""
     h = hashlib.sha256()
-    for item in items:
-        e = item.entry
-        # surrogateescape: a name that is not UTF-8 hashes as its own bytes.
-        line = f"{item.target}\0{e.kind}\0{e.mode:o}\0{e.digest}\n"
-        h.update(line.encode("utf-8", "surrogateescape"))
+    # A line per item, hashed DIGEST_BATCH lines at a time (one join, encode and update per
+    # batch: a cached COPY of a big context still digests every entry; 10.5 -> 8 ms for
+    # 5,058). surrogateescape: a name that is not UTF-8 hashes as its own bytes.
+    for start in range(0, len(items), DIGEST_BATCH):
+        # %-formatting: faster here than an f-string with its `:o` spec.
+        lines = [
+            "%s\0%s\0%o\0%s\n" % (item.target, e.kind, e.mode, e.digest)  # noqa: UP031
+            for item in items[start : start + DIGEST_BATCH]
+            for e in (item.entry,)
+        ]
+        h.update("".join(lines).encode("utf-8", "surrogateescape"))
     return h.hexdigest()

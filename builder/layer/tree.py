@@ -202,6 +202,72 @@ def _walk(
         os.close(fd)
 
 
+@dataclass(slots=True)
+class _ListedFrame:
+    prefix: str
+    dirs: list[os.DirEntry[str]]  # its subdirectories still to enter, reversed
+    ident: tuple[int, int]
+
+
+def walk_listings(top: str | bytes | Path) -> Iterator[tuple[int, str, list[os.DirEntry[str]]]]:
+    """Every directory of the tree, `top` first, parents before children: its open fd, its
+    path from `top` ('/'-ended, "" for the top) and its entries as os.scandir(fd) lists them.
+
+    For a caller that wants every entry's lstat with few Python steps: names are str as
+    os.fsdecode gives them (undecodable bytes surrogate-escaped), an entry's
+    `stat(follow_symlinks=False)` is an fstatat on the fd (cached by the entry), and the
+    fd is open until the caller asks for the next directory: stat them before. Entries are in the
+    directory's own order. Directories are entered as walk() enters them: one fd open, by
+    name, each checked against its lstat, `..` checked on the way up.
+    """
+    fd = open_dir(top)
+    try:
+        top_st = os.fstat(fd)
+        with os.scandir(fd) as listed:
+            listing = list(listed)
+        yield fd, "", listing
+        frames = [_ListedFrame("", _subdirs(listing), (top_st.st_dev, top_st.st_ino))]
+        while frames:
+            frame = frames[-1]
+            if frame.dirs:
+                entry = frame.dirs.pop()
+                try:  # not entry.stat(): its fd number may be closed (and reused) by now
+                    st = os.lstat(entry.name, dir_fd=fd)
+                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                except OSError as err:
+                    if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                        continue  # removed or replaced meanwhile
+                    raise
+                child_st = os.fstat(child)
+                os.close(fd)
+                fd = child
+                prefix = f"{frame.prefix}{entry.name}/"
+                if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
+                    raise _changed(os.fsencode(prefix))
+                with os.scandir(fd) as listed:
+                    listing = list(listed)
+                yield fd, prefix, listing
+                frames.append(_ListedFrame(prefix, _subdirs(listing), (st.st_dev, st.st_ino)))
+                continue
+            frames.pop()  # this dir is done: back up to its parent
+            if not frames:
+                break
+            parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+            parent_st = os.fstat(fd)
+            if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
+                raise _changed(os.fsencode(frame.prefix))
+    finally:
+        os.close(fd)
+
+
+def _subdirs(listing: list[os.DirEntry[str]]) -> list[os.DirEntry[str]]:
+    dirs = [entry for entry in listing if entry.is_dir(follow_symlinks=False)]
+    dirs.reverse()
+    return dirs
+
+
 def remove_tree(top: str | bytes | Path, *, ignore_errors: bool = False) -> None:
     """`rm -rf top` for a tree of any depth. Mount points below are not entered (their
     removal then fails, and so does their parents'): a leaked mount is never emptied."""

@@ -163,9 +163,11 @@ class OciLayout:
         entry = manifest.with_annotations({**(manifest.annotations or {}), REF_NAME: ref})
         with self._lock.held():
             index = self.index()
+            if [d for d in index.manifests if ref_of(d) == ref] == [entry]:
+                return  # a cached rebuild's tag, already there (among others): no write, no fsync
             kept = tuple(d for d in index.manifests if ref_of(d) != ref)
             tagged = Index((*kept, entry), index.annotations)
-            if tagged != index:  # a cached rebuild's tag, already there: no write, no fsync
+            if tagged != index:
                 self.put_index(tagged)
 
     def keep(self, manifest: Descriptor) -> None:

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from builder.engine.context import BuildContext, copy_digest
+from builder.engine.context import (
+    DIGEST_BATCH,
+    BuildContext,
+    ContextEntry,
+    CopyItem,
+    copy_digest,
+)
 from builder.errors import BuildContextError
 
 
@@ -153,3 +160,42 @@ def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     changed = BuildContext(ctx, memo=memo, memo_made_ns=later)
     assert changed.entries["top.txt"].digest not in ("planted", digest)
     assert changed.hashed == 1 and changed.memo_changed()
+
+
+def test_memo_entry_reused_only_when_every_stat_field_matches(ctx: Path) -> None:
+    first = BuildContext(ctx)
+    digest = first.entries["top.txt"].digest
+    later = first.walked_ns + 10 * 10**9
+    size, mtime, ino, ctime, _digest = first.new_memo["top.txt"]
+    planted = [size, mtime, ino, ctime, "planted"]
+    assert (
+        BuildContext(ctx, memo={"top.txt": planted}, memo_made_ns=later).entries["top.txt"].digest
+        == "planted"
+    )
+    for field in range(4):  # size, mtime, inode, ctime: any one off and the file is read
+        off = list(planted)
+        off[field] += 1
+        again = BuildContext(ctx, memo={"top.txt": off}, memo_made_ns=later)
+        assert again.entries["top.txt"].digest == digest and again.hashed == 3
+    for damaged in ([size, mtime, ino, ctime], [], [*planted, "more"]):  # a bad record: no error
+        again = BuildContext(ctx, memo={"top.txt": damaged}, memo_made_ns=later)
+        assert again.entries["top.txt"].digest == digest
+
+
+def test_copy_digest_is_one_line_per_item_across_batches() -> None:
+    """The key's format (tests/engine/golden pins it) does not depend on how many lines
+    are hashed at once: more items than a batch, a name that is not UTF-8 among them."""
+    items = [
+        CopyItem(
+            ContextEntry(f"f{i}-\udcff", "file", 0o644, 1, 0, f"{i:064x}"), f"/app/f{i}-\udcff"
+        )
+        for i in range(DIGEST_BATCH + 3)
+    ]
+    lines = b"".join(
+        f"{it.target}\0{it.entry.kind}\0{it.entry.mode:o}\0{it.entry.digest}\n".encode(
+            "utf-8", "surrogateescape"
+        )
+        for it in items
+    )
+    assert copy_digest(items) == hashlib.sha256(lines).hexdigest()
+    assert b"-\xff\x00file\x00644\x00" in lines
