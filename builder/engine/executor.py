@@ -232,11 +232,26 @@ class SandboxExecutor:
         )
         from builder.sandbox.slirp import reaping_into
 
-        with reaping_into(self._reapers):
-            if self._stopper is None:
-                return sandbox.run(spec)
-            with self._stopper.watching() as started:
-                return sandbox.run(spec, started=started)
+        with reaping_into(self._reapers), self._watching() as started:
+            return sandbox.run(spec, started=started)
+
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[Callable[[int], None]]:
+        """The `started` callback of a RUN: once its command runs (this thread waits then),
+        the next step's namespace and cgroup are made; and the stopper can kill it."""
+
+        with contextlib.ExitStack() as stack:
+            stopper = self._stopper
+            watched = None if stopper is None else stack.enter_context(stopper.watching())
+
+            def begin(pid: int) -> None:
+                for spare in (self._spare, self._cgroups):
+                    if spare is not None:
+                        spare.begin()
+                if watched is not None:
+                    watched(pid)
+
+            yield begin
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
@@ -244,6 +259,8 @@ class SandboxExecutor:
         from builder import sandbox
 
         with self._state_dir() as state, self._root(root) as made, self._netns("none") as netns:
+            if self._spare is not None:  # (no `started` here: the next one is begun now)
+                self._spare.begin()
             spec = sandbox.SandboxSpec(
                 root=made,
                 argv=(label,),
