@@ -27,6 +27,8 @@ from builder.sandbox.spec import DirRoot, Mount, NetworkMode, OverlayRoot, Usern
 
 if TYPE_CHECKING:
     from builder.engine.stopper import Stopper
+    from builder.sandbox.cgroups import Cgroup
+    from builder.sandbox.cgroups import Spare as CgroupSpare
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.netns import Spare
     from builder.sandbox.snapshotter import Snapshotter
@@ -103,6 +105,7 @@ class SandboxExecutor:
         self._snapshotter = snapshotter
         self._reapers: list[int] = []  # RUN network helpers killed, not yet reaped
         self._spare: Spare | None = None  # `none` network namespaces made ahead
+        self._cgroups: CgroupSpare | None = None  # the limits' cgroups made ahead
         self._own_netns = False  # not host root: each sandbox makes its own
 
     def close(self) -> None:
@@ -114,6 +117,8 @@ class SandboxExecutor:
             settle(self._reapers)
         if self._spare is not None:
             self._spare.close()
+        if self._cgroups is not None:
+            self._cgroups.close()
 
     @contextlib.contextmanager
     def _netns(self, network: NetworkMode) -> Iterator[int | None]:
@@ -136,6 +141,25 @@ class SandboxExecutor:
             yield fd
         finally:
             os.close(fd)
+
+    @contextlib.contextmanager
+    def _cgroup(self) -> Iterator[Cgroup | None]:
+        """With limits, a cgroup made while the step before ran (1-3 ms off the step's
+        path), which the sandbox joins; None without limits, or with best-effort ones this
+        machine cannot apply."""
+        if self._limits is None or not self._limits.any():
+            yield None
+            return
+        if self._cgroups is None:
+            from builder.sandbox.cgroups import Spare as CgroupSpare
+
+            self._cgroups = CgroupSpare(self._limits)
+        cgroup = self._cgroups.take()
+        try:
+            yield cgroup
+        finally:
+            if cgroup is not None:  # (the sandbox removed it, unless it never started)
+                cgroup.remove()
 
     @contextlib.contextmanager
     def _root(self, root: OverlayRoot) -> Iterator[OverlayRoot | DirRoot]:
@@ -170,8 +194,9 @@ class SandboxExecutor:
             self._state_dir() as state,
             self._root(root) as made,
             self._netns(process.network) as netns,
+            self._cgroup() as cgroup,
         ):
-            return self._run(made, process, output, state, netns)
+            return self._run(made, process, output, state, netns, cgroup)
 
     def _run(
         self,
@@ -180,6 +205,7 @@ class SandboxExecutor:
         output: int,
         state: Path | None,
         netns: int | None,
+        cgroup: Cgroup | None,
     ) -> int:
         from builder import sandbox
         from builder.sandbox.security import DOCKER_DEFAULT, INSECURE
@@ -197,7 +223,8 @@ class SandboxExecutor:
             stderr=output,
             mounts=process.mounts,
             state_dir=state,
-            limits=self._limits,
+            limits=self._limits if cgroup is not None else None,
+            cgroup=cgroup,
             security=INSECURE if process.insecure else DOCKER_DEFAULT,
             seccomp_cache=self._seccomp_cache,
             extra_hosts=process.extra_hosts,
@@ -205,11 +232,26 @@ class SandboxExecutor:
         )
         from builder.sandbox.slirp import reaping_into
 
-        with reaping_into(self._reapers):
-            if self._stopper is None:
-                return sandbox.run(spec)
-            with self._stopper.watching() as started:
-                return sandbox.run(spec, started=started)
+        with reaping_into(self._reapers), self._watching() as started:
+            return sandbox.run(spec, started=started)
+
+    @contextlib.contextmanager
+    def _watching(self) -> Iterator[Callable[[int], None]]:
+        """The `started` callback of a RUN: once its command runs (this thread waits then),
+        the next step's namespace and cgroup are made; and the stopper can kill it."""
+
+        with contextlib.ExitStack() as stack:
+            stopper = self._stopper
+            watched = None if stopper is None else stack.enter_context(stopper.watching())
+
+            def begin(pid: int) -> None:
+                for spare in (self._spare, self._cgroups):
+                    if spare is not None:
+                        spare.begin()
+                if watched is not None:
+                    watched(pid)
+
+            yield begin
 
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
@@ -217,6 +259,8 @@ class SandboxExecutor:
         from builder import sandbox
 
         with self._state_dir() as state, self._root(root) as made, self._netns("none") as netns:
+            if self._spare is not None:  # (no `started` here: the next one is begun now)
+                self._spare.begin()
             spec = sandbox.SandboxSpec(
                 root=made,
                 argv=(label,),

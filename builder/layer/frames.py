@@ -23,7 +23,14 @@ from typing import Any
 
 from builder.image.fields import FormatError
 from builder.image.mediatypes import Compression
-from builder.layer.compression import GZIP_LEVEL, ZSTD_LEVEL, Sink, gzip_header, zstd_workers
+from builder.layer.compression import (
+    GZIP_LEVEL,
+    ZSTD_LEVEL,
+    Sink,
+    give_back,
+    gzip_header,
+    zstd_context,
+)
 from builder.record import dataclass, replace
 
 # Cut points, a function of the tar bytes alone (so that a blob converted from another
@@ -257,9 +264,7 @@ class FramedCompressor:
                     self._by_source.setdefault(frame.source, (offset, frame))
         self._zstd: Any = None
         if compression is Compression.ZSTD:
-            import zstandard
-
-            self._zstd = zstandard.ZstdCompressor(level=self._level, threads=zstd_workers())
+            self._zstd = zstd_context(self._level)
         self._member: _Member | None = None  # the frame being compressed as it comes
 
     def _usable(self, previous: PreviousBlob) -> bool:
@@ -356,11 +361,14 @@ class FramedCompressor:
         return FrameIndex(self._kind, self._level, tuple(self._frames))
 
     def abandon(self) -> None:
-        """Let go of the previous blob and of zstd's context now. Its worker threads exist
-        in this process only: a context left for the garbage collector to free might be
-        freed in a child forked later (a sandbox), which would wait for them forever."""
+        """Let go of the previous blob and of zstd's context now: given back for the next
+        layer, or, with a stream left open in it, dropped. Its worker threads exist in this
+        process only: a context left for the garbage collector to free might be freed in a
+        child forked later (a sandbox), which would wait for them forever."""
         if self._previous_fd >= 0:
             os.close(self._previous_fd)
             self._previous_fd = -1
+        if self._zstd is not None and self._member is None:  # no stream left open in it
+            give_back(self._level, self._zstd)
         self._zstd = self._member = None
         self._chunks = []

@@ -1,8 +1,8 @@
 """write_layer: a dir (an overlay upper dir or a plain rootfs) -> a deterministic layer blob.
 
 The stream: tar bytes -> sha256 (diff_id) -> compressor -> sha256 (digest) + size -> out,
-the walk in the caller's thread and the rest in a writer thread (see _Pipeline). Nothing is
-held in memory beyond a few buffers of about a megabyte.
+the walk in the caller's thread and the rest in threads of their own once the layer passes
+a megabyte (see _Pipeline). Nothing is held in memory beyond a few buffers of a megabyte.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ from builder.layer.xattrs import read_named, xattr_names
 from builder.record import dataclass
 
 _FLUSH = 1 << 20  # bytes of tar gathered before one hand-off (amortises call overhead)
+# Bytes of tar the walk's thread hashes and compresses itself before the pipeline's threads
+# start: a RUN step's usual layer, of a few files, is written without any.
+_INLINE = 1 << 20
 _READ = 1 << 20
 
 
@@ -163,9 +166,10 @@ class _Pipeline:
         self._comp = comp
         self._cut_sources: collections.deque[Source | None] = collections.deque()
         self._hash_sources: collections.deque[Source | None] = collections.deque()
-        self._hasher = _Worker("layer-diff-id", self._hash, lambda: None)
-        self._writer = _Worker("layer-writer", self._take, self._close)
-        self._workers = (self._hasher, self._writer)
+        # The workers start once the stream passes _INLINE bytes: until then this thread
+        # hashes and compresses itself (a small layer is done before two threads would
+        # have started). Either way each stage takes the same chunks and cuts in order.
+        self._workers: tuple[_Worker, _Worker] | None = None
 
     def _hash(self, chunk: bytes) -> None:
         if chunk is _CUT:
@@ -188,17 +192,30 @@ class _Pipeline:
             self._comp.close()
 
     def _check(self) -> None:
-        for worker in self._workers:
+        for worker in self._workers or ():
             if worker.error is not None:
                 raise worker.error
+
+    def _pass(self, chunk: bytes) -> None:
+        """Hand `chunk` (or _CUT) to both stages: inline, or to their threads."""
+        if self._workers is None and self.written > _INLINE:
+            self._workers = (
+                _Worker("layer-diff-id", self._hash, _nothing),
+                _Worker("layer-writer", self._take, self._close),
+            )
+        if self._workers is None:
+            self._hash(chunk)
+            self._take(chunk)
+        else:
+            for worker in self._workers:
+                worker.queue.put(chunk)
 
     def put(self, chunk: bytes) -> None:
         self._check()
         if not chunk:
             return  # (an empty chunk would read as a cut)
         self.written += len(chunk)
-        self._hasher.queue.put(chunk)
-        self._writer.queue.put(chunk)
+        self._pass(chunk)
 
     def cut(self, sources: Sources | None = None) -> None:
         """End the current frame after what was put (with what its bytes came from)."""
@@ -206,16 +223,17 @@ class _Pipeline:
         source = None if sources is None else sources.take()
         self._cut_sources.append(source)  # before: the workers take it as soon as
         self._hash_sources.append(source)  # they see the cut
-        self._hasher.queue.put(_CUT)
-        self._writer.queue.put(_CUT)
+        self._pass(_CUT)
 
     def finish(self) -> None:
         """End the stream: the compressor is closed, every byte is in the sink."""
+        if self._workers is None:
+            self._close()
         self.stop()
         self._check()
 
     def stop(self) -> None:
-        for worker in self._workers:
+        for worker in self._workers or ():
             worker.stop()
         if isinstance(self._comp, FramedCompressor):
             self._comp.abandon()

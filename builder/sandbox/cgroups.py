@@ -7,7 +7,8 @@ enabled there. A hybrid machine (v1 controllers plus a v2 mount with none) uses 
 cgroup of a container is PARENT/NAME in each hierarchy it needs (docker's cgroupfs layout,
 PARENT being --cgroup-parent, default /builder); NAME starts with the caller's pid, so a
 cgroup left by a killed caller (empty, its owner gone) is removed by the next sandbox that
-makes one under the same parent.
+makes one under the same parent. A build's RUN steps each get a cgroup of their own, as
+docker's do, made while the step before runs (`Spare`: 1-3 ms off each step's path).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import time
 
 from builder.errors import SandboxError
 from builder.record import dataclass
+from builder.sandbox.ahead import Ahead
 from builder.sandbox.limits import Limits
 
 _V1, _V2 = 1, 2
@@ -227,3 +229,29 @@ def _sweep(parent: str) -> None:
             continue
         with contextlib.suppress(OSError):
             os.rmdir(f"{parent}/{name}")  # fails (EBUSY) while a process is in it
+
+
+def made_for(limits: Limits) -> Cgroup | None:
+    """A new cgroup with `limits` written, or None when it has only best-effort ones that
+    this machine or user cannot apply."""
+    try:
+        cgroup = Cgroup(limits)
+        cgroup.create()
+    except Unavailable:
+        if limits.best_effort:
+            return None
+        raise
+    return cgroup
+
+
+def _drop(cgroup: Cgroup | None) -> None:
+    if cgroup is not None:
+        cgroup.remove()
+
+
+class Spare(Ahead["Cgroup | None"]):
+    """Hands out cgroups made with `limits` (made_for), each made ahead, by a thread, while
+    the one handed out before is in use; the taker's sandbox removes it."""
+
+    def __init__(self, limits: Limits) -> None:
+        super().__init__(lambda: made_for(limits), _drop, "cgroup")

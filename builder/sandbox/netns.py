@@ -17,9 +17,9 @@ container (whose capabilities are in a user namespace of its own) cannot change 
 from __future__ import annotations
 
 import os
-import threading
 
 from builder.errors import SandboxError
+from builder.sandbox.ahead import Ahead
 from builder.sandbox.syscalls import CLONE_NEWNET, loopback_up, unshare
 
 _LOW_PORTS = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
@@ -53,56 +53,9 @@ def make_none() -> int:
     return fd
 
 
-class Spare:
+class Spare(Ahead[int]):
     """Hands out fresh `none` namespaces, each made ahead, by a thread, while the one
     handed out before is in use (stages that build at once take them in turn)."""
 
     def __init__(self) -> None:
-        self._taking = threading.Lock()
-        self._state = threading.Lock()  # _made, _error and _closed, between the threads
-        self._thread: threading.Thread | None = None
-        self._made: int | None = None
-        self._error: BaseException | None = None
-        self._closed = False
-
-    def take(self) -> int:
-        """An fd of a namespace no sandbox has joined (the caller closes it)."""
-        with self._taking:
-            if self._thread is None:
-                self._begin()
-            assert self._thread is not None
-            self._thread.join()
-            with self._state:
-                fd, error = self._made, self._error
-                self._made = self._error = None
-            self._begin()
-            if error is not None:
-                raise error
-            assert fd is not None
-            return fd
-
-    def _begin(self) -> None:
-        self._thread = threading.Thread(target=self._make, name="netns", daemon=True)
-        self._thread.start()
-
-    def _make(self) -> None:
-        try:
-            fd = make_none()
-        except BaseException as err:  # raised to the taker, on its thread
-            with self._state:
-                self._error = err
-            return
-        with self._state:
-            if self._closed:  # nobody will take it
-                os.close(fd)
-            else:
-                self._made = fd
-
-    def close(self) -> None:
-        """Drop the namespace made ahead and not taken, now or (if it is still being
-        made: a build's end does not wait for it) once it is. Idempotent."""
-        with self._state:
-            self._closed = True
-            if self._made is not None:
-                os.close(self._made)
-                self._made = None
+        super().__init__(make_none, os.close, "netns")

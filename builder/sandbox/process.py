@@ -43,7 +43,7 @@ from builder import record
 from builder.errors import SandboxError
 from builder.record import dataclass
 from builder.sandbox import confine, container, hosts, mounts, reaper, users
-from builder.sandbox.cgroups import Cgroup, Unavailable
+from builder.sandbox.cgroups import Cgroup, made_for
 from builder.sandbox.handoff import Handoff, hand_over, take_over
 from builder.sandbox.idmap import Handshake, in_initial_user_namespace
 from builder.sandbox.limits import OutOfMemory
@@ -288,17 +288,12 @@ def _close(fd: int) -> None:
 def _cgroup(spec: SandboxSpec) -> Cgroup | None:
     """The container's cgroup with its limits written, or None when it has no limits (or
     only best-effort ones that this machine or user cannot apply)."""
+    if spec.cgroup is not None:
+        return spec.cgroup  # made ahead (cgroups.Spare)
     limits = spec.limits
     if limits is None or not limits.any():
         return None
-    try:
-        cgroup = Cgroup(limits)
-        cgroup.create()
-    except Unavailable:
-        if limits.best_effort:
-            return None
-        raise
-    return cgroup
+    return made_for(limits)
 
 
 def _texts(spec: SandboxSpec) -> tuple[tuple[str, str], ...]:

@@ -15,6 +15,7 @@ from builder.sandbox.limits import Limits
 from builder.sandbox.security import DOCKER_DEFAULT, Security
 
 if TYPE_CHECKING:  # a cached build loads this module: not the parsers behind these
+    from builder.sandbox.cgroups import Cgroup
     from builder.sandbox.hosts import HostEntry
     from builder.sandbox.publish import PortMapping
 
@@ -118,6 +119,9 @@ class SandboxSpec:
     state_dir: Path | None = None
     # Resource limits (cgroups); None or empty: none.
     limits: Limits | None = None
+    # The cgroup made ahead with `limits` written (cgroups.Spare), which the run joins and
+    # removes; None: the run makes its own (if `limits` asks for one).
+    cgroup: Cgroup | None = None
     # Capabilities, seccomp and no_new_privs of the process run (not of `call`'s function,
     # our own code): Docker's defaults unless the caller asks otherwise.
     security: Security = DOCKER_DEFAULT

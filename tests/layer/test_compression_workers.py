@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -45,6 +50,7 @@ def test_layer_compressor_uses_workers_whatever_the_cpu_count(
     outputs = []
     for cpus in ({0}, {0, 1, 2, 3}):
         monkeypatch.setattr(compression.os, "sched_getaffinity", lambda _pid, c=cpus: c)
+        monkeypatch.setattr(compression, "_IDLE", {})  # a context with these workers
         assert zstd_workers() == len(cpus)
         out = io.BytesIO()
         comp = compressor(out, Compression.ZSTD)
@@ -52,3 +58,60 @@ def test_layer_compressor_uses_workers_whatever_the_cpu_count(
         comp.close()
         outputs.append(out.getvalue())
     assert outputs[0] == outputs[1] == _zstd(data, 1) != _zstd(data, 0)
+
+
+def _compress(data: bytes) -> bytes:
+    out = io.BytesIO()
+    comp = compressor(out, Compression.ZSTD)
+    comp.write(data)
+    comp.close()
+    return out.getvalue()
+
+
+def test_a_reused_context_writes_what_a_new_one_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Layers reuse zstd contexts (their worker threads stay up between layers); a stream
+    in a reused context is the same bytes as in a new one, whatever came before it."""
+    monkeypatch.setattr(compression, "_IDLE", {})
+    data = _data()[: 9 << 20]  # (more than one of zstd's jobs)
+    made = compression.zstd_context(ZSTD_LEVEL)
+    compression.give_back(ZSTD_LEVEL, made)
+    assert compression.zstd_context(ZSTD_LEVEL) is made  # reused, not made again
+    compression.give_back(ZSTD_LEVEL, made)
+    small = b"a tiny layer " * 100
+    first = _compress(small)
+    assert compression.zstd_context(ZSTD_LEVEL) is made
+    compression.give_back(ZSTD_LEVEL, made)
+    assert _compress(data) == _zstd(data, 1)  # after a small stream
+    assert _compress(small) == first == _zstd(small, 1)  # after a big one
+    # A stream given up half-way leaves no trace in the next one.
+    left = made.compressobj()
+    left.compress(data[: 3 << 20])
+    assert _compress(small) == first
+
+
+def test_a_forked_child_never_frees_an_idle_context(tmp_path: Path) -> None:
+    """Freeing a context joins its worker threads; a child forked after a layer was written
+    has none of them, so one that frees an idle context (at its interpreter's exit) would
+    wait forever."""
+    script = tmp_path / "child.py"
+    script.write_text(
+        "import io, os, sys\n"
+        "from builder.image.mediatypes import Compression\n"
+        "from builder.layer.compression import compressor\n"
+        "c = compressor(io.BytesIO(), Compression.ZSTD)\n"
+        "c.write(bytes(10 << 20))\n"
+        "c.close()\n"
+        "pid = os.fork()\n"
+        "if pid:\n"
+        "    os._exit(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))\n"
+        "sys.exit(0)  # the child: a normal exit, which frees what the modules hold\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    child = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
+    try:
+        assert child.wait(timeout=20) == 0
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)  # the hung grandchild too
+        child.wait()
+        pytest.fail("the forked child hung freeing zstd's context")

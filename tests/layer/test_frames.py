@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -124,6 +125,7 @@ def test_framed_zstd_does_not_depend_on_the_core_count(
     outputs = []
     for cpus in ({0}, {0, 1, 2, 3}):
         monkeypatch.setattr(compression_module.os, "sched_getaffinity", lambda _pid, c=cpus: c)
+        monkeypatch.setattr(compression_module, "_IDLE", {})  # a context with these workers
         outputs.append(_write(tree, Compression.ZSTD)[0])
     assert outputs[0] == outputs[1]
 
@@ -252,6 +254,35 @@ def test_no_compressor_outlives_the_writer(tmp_path: Path) -> None:
     finally:
         gc.enable()
     assert not alive
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_layer_hashed_and_compressed_inline_is_the_same_bytes(
+    tree: Path, kind: Compression, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Up to write._INLINE bytes the walk's thread hashes and compresses itself, past it the
+    pipeline's threads do: where the switch falls changes no byte, digest or frame."""
+    made: list[str] = []
+    real, limit = write_module._Worker, write_module._INLINE
+
+    def counted(name: str, *args: Any) -> Any:
+        made.append(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(write_module, "_Worker", counted)
+    results = []
+    for inline in (0, 5 << 20, 1 << 40):
+        monkeypatch.setattr(write_module, "_INLINE", inline)
+        made.clear()
+        results.append(_write(tree, kind))
+        assert bool(made) == (inline < 1 << 40)
+    assert results[0] == results[1] == results[2]
+    small = tree / "d00"
+    monkeypatch.setattr(write_module, "_INLINE", limit)
+    assert sum(f.stat().st_size for f in small.iterdir()) < limit
+    made.clear()
+    _write(small, kind)
+    assert made == []  # a small layer starts no thread
 
 
 def test_the_diff_id_resumes_after_the_frames_that_did_not_change(

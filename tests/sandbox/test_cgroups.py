@@ -16,7 +16,7 @@ import pytest
 
 from builder.errors import SandboxError, UsageError
 from builder.sandbox import SandboxSpec
-from builder.sandbox.cgroups import Cgroup, Hierarchy, hierarchies
+from builder.sandbox.cgroups import Cgroup, Hierarchy, Spare, hierarchies, made_for
 from builder.sandbox.limits import Limits, OutOfMemory, parse_bytes
 from tests.sandbox.conftest import ShRunner
 
@@ -177,3 +177,74 @@ def test_this_machine_is_detected() -> None:
     assert found, "no cgroup hierarchy mounted"
     for controller in ("memory", "pids", "cpu"):
         assert any(controller in h.controllers for h in found), controller
+
+
+def _ours(spec: SandboxSpec, controller: str) -> list[str]:
+    assert spec.limits is not None
+    parent = _mount_of(controller) + spec.limits.parent
+    return sorted(e.name for e in os.scandir(parent) if e.is_dir()) if os.path.isdir(parent) else []
+
+
+def test_cgroups_made_ahead_are_each_a_cgroup_of_its_own(spec: SandboxSpec) -> None:
+    """A build's RUN steps take cgroups made while the step before ran (cgroups.Spare):
+    each its own, its limits written; the one made ahead and not taken is removed."""
+    assert spec.limits is not None
+    spare = Spare(replace(spec.limits, pids=33))
+    taken = []
+    try:
+        taken = [spare.take() for _ in range(3)]
+        cgroups = [c for c in taken if c is not None]
+        assert len(cgroups) == 3 and len({c.name for c in cgroups}) == 3
+        for cgroup in cgroups:
+            with open(f"{cgroup.dir_of('pids')}/pids.max") as f:
+                assert f.read().strip() == "33"
+    finally:
+        for cgroup in taken:
+            assert cgroup is not None
+            cgroup.remove()
+        spare.close()
+    spare.close()  # idempotent
+    deadline = time.monotonic() + 10
+    while _ours(spec, "pids") and time.monotonic() < deadline:  # (if it was still being made)
+        time.sleep(0.01)
+    assert _ours(spec, "pids") == []
+
+
+def test_a_run_joins_the_cgroup_made_ahead_and_removes_it(spec: SandboxSpec, sh: ShRunner) -> None:
+    assert spec.limits is not None
+    limits = replace(spec.limits, pids=50)
+    made = made_for(limits)
+    assert made is not None
+    assert _ours(spec, "pids") == [made.name]
+    script = "n=0; for i in $(seq 100); do sleep 5 & n=$((n+1)); done; echo started $n"
+    # No limits in the spec: the one in force is the made cgroup's.
+    _, out, err = sh(replace(spec, limits=None, cgroup=made), script)
+    assert "can't fork" in err and "started 100" not in out
+    assert _ours(spec, "pids") == []  # the run removed it
+
+
+def test_the_executor_runs_each_step_in_a_cgroup_made_ahead(
+    spec: SandboxSpec,
+    overlay,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+) -> None:
+    from builder.engine.executor import Process, SandboxExecutor
+
+    assert spec.limits is not None
+    executor = SandboxExecutor(limits=replace(spec.limits, pids=20))
+    script = "n=0; for i in $(seq 40); do sleep 5 & n=$((n+1)); done; echo started $n"
+    process = Process(argv=("/bin/sh", "-c", script), env=(), cwd="/", user="", network="none")
+    try:
+        for _ in range(2):
+            with open(tmp_path / "out", "w+") as out:
+                executor.run(overlay(), process, out.fileno())
+                out.seek(0)
+                text = out.read()
+                assert "can't fork" in text and "started 40" not in text  # the limit holds
+            assert len(_ours(spec, "pids")) == 1  # only the next step's, made ahead
+    finally:
+        executor.close()
+    deadline = time.monotonic() + 10
+    while _ours(spec, "pids") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert _ours(spec, "pids") == []

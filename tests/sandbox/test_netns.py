@@ -82,7 +82,8 @@ def _netns_fds() -> list[str]:
 
 def test_the_namespace_made_ahead_is_dropped_on_close() -> None:
     spare = Spare()
-    os.close(spare.take())  # and the next one is being made: close does not wait for it
+    os.close(spare.take())
+    spare.begin()  # the next one is being made: close does not wait for it
     spare.close()
     deadline = time.monotonic() + 10
     while _netns_fds() and time.monotonic() < deadline:
