@@ -116,6 +116,36 @@ def _changed(path: bytes) -> OSError:
     return OSError(errno.ESTALE, "the tree changed while it was walked", os.fsdecode(path))
 
 
+def _descend(fd: int, name: str | bytes, st: os.stat_result, path: bytes) -> int | None:
+    """The subdirectory `name` of `fd`, lstat'ed as `st`, opened; `fd` closed. None (and
+    `fd` still open) when it was removed or replaced by a non-dir since. What opened must
+    be what was lstat'ed: a dir swapped in between would take the walk elsewhere."""
+    try:
+        child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+            return None
+        raise
+    child_st = os.fstat(child)
+    if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
+        os.close(child)
+        raise _changed(path)
+    os.close(fd)
+    return child
+
+
+def _ascend(fd: int, ident: tuple[int, int], path: bytes) -> int:
+    """`fd`'s parent opened through `..`, which must be the dir (dev, ino) `ident` the walk
+    came down from (else the dir at `path` was moved meanwhile); `fd` closed."""
+    parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
+    parent_st = os.fstat(parent)
+    if (parent_st.st_dev, parent_st.st_ino) != ident:
+        os.close(parent)
+        raise _changed(path)
+    os.close(fd)
+    return parent
+
+
 def open_dir(top: str | bytes | Path) -> int:
     return os.open(top, _DIR_FLAGS)
 
@@ -170,17 +200,10 @@ def _walk(
                     continue
                 if one_filesystem and st.st_dev != top_st.st_dev:
                     continue
-                try:
-                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except OSError as err:
-                    if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                        continue  # removed or replaced (by the caller, or meanwhile)
-                    raise
-                child_st = os.fstat(child)
-                os.close(fd)
+                child = _descend(fd, name, st, visit.path)
+                if child is None:
+                    continue  # removed or replaced (by the caller, or meanwhile)
                 fd = child
-                if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
-                    raise _changed(visit.path)
                 frames.append(
                     _Frame(visit.path + b"/", _listing(fd, longest), (st.st_dev, st.st_ino), visit)
                 )
@@ -189,12 +212,7 @@ def _walk(
                 frames.pop()
                 if not frames:
                     break
-                parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = parent
-                parent_st = os.fstat(fd)
-                if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
-                    raise _changed(frame.prefix)
+                fd = _ascend(fd, frames[-1].ident, frame.prefix)
                 if post_order and frame.visit is not None:
                     done = frame.visit
                     yield Visit(fd, done.name, done.path, done.st, done.depth, after=True)
@@ -231,19 +249,15 @@ def walk_listings(top: str | bytes | Path) -> Iterator[tuple[int, str, list[os.D
             frame = frames[-1]
             if frame.dirs:
                 entry = frame.dirs.pop()
+                prefix = f"{frame.prefix}{entry.name}/"
                 try:  # not entry.stat(): its fd number may be closed (and reused) by now
                     st = os.lstat(entry.name, dir_fd=fd)
-                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
-                except OSError as err:
-                    if err.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
-                        continue  # removed or replaced meanwhile
-                    raise
-                child_st = os.fstat(child)
-                os.close(fd)
+                except FileNotFoundError:
+                    continue  # removed meanwhile
+                child = _descend(fd, entry.name, st, os.fsencode(prefix))
+                if child is None:
+                    continue  # removed or replaced meanwhile
                 fd = child
-                prefix = f"{frame.prefix}{entry.name}/"
-                if (child_st.st_dev, child_st.st_ino) != (st.st_dev, st.st_ino):
-                    raise _changed(os.fsencode(prefix))
                 with os.scandir(fd) as listed:
                     listing = list(listed)
                 yield fd, prefix, listing
@@ -252,12 +266,7 @@ def walk_listings(top: str | bytes | Path) -> Iterator[tuple[int, str, list[os.D
             frames.pop()  # this dir is done: back up to its parent
             if not frames:
                 break
-            parent = os.open(b"..", _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = parent
-            parent_st = os.fstat(fd)
-            if (parent_st.st_dev, parent_st.st_ino) != frames[-1].ident:
-                raise _changed(os.fsencode(frame.prefix))
+            fd = _ascend(fd, frames[-1].ident, os.fsencode(frame.prefix))
     finally:
         os.close(fd)
 
