@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +14,9 @@ from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run
 from tests.e2e.support import busybox_module
 
 BUSYBOX = "/bin/busybox"
+
+# The host sysctl a sandbox must set in its own network namespace, never on the host.
+KNOB = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
 
 @pytest.fixture(scope="session")
@@ -57,3 +60,13 @@ def _run_sh(spec: SandboxSpec, script: str) -> tuple[int, str, str]:
 @pytest.fixture
 def sh() -> ShRunner:
     return _run_sh
+
+
+@pytest.fixture
+def host_knob() -> Iterator[str]:
+    """The host's value, checked unchanged after the test."""
+    if not KNOB.exists():
+        pytest.skip("no ip_unprivileged_port_start on this kernel (before 4.11)")
+    before = KNOB.read_text()
+    yield before
+    assert KNOB.read_text() == before, "the host's sysctl changed"

@@ -7,8 +7,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -17,18 +16,8 @@ from builder.sandbox import OverlayRoot, SandboxSpec
 from builder.sandbox.netns import Spare, make_none
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
-KNOB = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="making a namespace needs root")
-
-
-@pytest.fixture
-def host_knob() -> Iterator[str]:
-    if not KNOB.exists():
-        pytest.skip("no ip_unprivileged_port_start on this kernel (before 4.11)")
-    before = KNOB.read_text()
-    yield before
-    assert KNOB.read_text() == before, "the host's sysctl changed"
 
 
 def _made_in_a_thread() -> int:

@@ -6,16 +6,15 @@ network, Docker's CAP_NET_BIND_SERVICE does it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from builder.sandbox import OverlayRoot, SandboxSpec
 from builder.sandbox.security import from_flags
+from tests.sandbox.conftest import KNOB
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
-KNOB = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 
 # Listen on :80 in the background, wait until /proc/net/tcp or tcp6 (the namespace's own;
 # busybox listens on IPv6's any address, dual stack) shows it LISTENing (state 0A), stop it.
@@ -33,15 +32,6 @@ kill $pid 2>/dev/null
 cat /tmp/nc.err >&2
 cat /proc/sys/net/ipv4/ip_unprivileged_port_start
 """
-
-
-@pytest.fixture
-def host_knob() -> Iterator[str]:
-    if not KNOB.exists():
-        pytest.skip("no ip_unprivileged_port_start on this kernel (before 4.11)")
-    before = KNOB.read_text()
-    yield before
-    assert KNOB.read_text() == before, "the host's sysctl changed"
 
 
 def test_root_binds_port_80_in_its_network_namespace(
