@@ -8,13 +8,15 @@ where the context lives; a rebuild after `git clone` hits the cache.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import posixpath
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
@@ -120,6 +122,63 @@ def _memo_name(rel: str) -> str:
 # A memo entry: the stat fields that must all match for a stored content digest to be reused.
 MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, sha256 hex
 RACY_NS = 1_000_000_000
+SNAPSHOT_VERSION = 1  # of the snapshot's format (and of the marshal bytes its signature hashes)
+_CTIME, _MTIME = attrgetter("st_ctime_ns"), attrgetter("st_mtime_ns")
+
+
+class Snapshot:
+    """The whole context as the last walk saw it, and what its COPYs digested.
+
+    `signature` hashes every visible entry's path, mode, size, mtime, inode and ctime (the
+    memo's fields, for dirs and symlinks too), dir by dir, and the ignore rules. When a walk
+    finds the same signature and every ctime and mtime older than RACY_NS before `made_ns`,
+    nothing in the context changed since (the memo's rule, for the whole tree at once: a
+    write changes ctime; a symlink's target cannot change in place), so a COPY of the same
+    sources to the same destination has the digest it had: `copies` (sources and
+    destination -> copy_digest). A cached COPY of a big context then stats every entry but
+    makes no ContextEntry, plan or digest line, and reads no memo.
+    """
+
+    __slots__ = ("copies", "made_ns", "signature")
+
+    def __init__(self, made_ns: int, signature: str, copies: dict[str, str]) -> None:
+        self.made_ns = made_ns
+        self.signature = signature
+        self.copies = copies
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> Snapshot | None:
+        """The snapshot a record holds; None for a record of another shape (a miss)."""
+        made, signature, copies = value.get("made_ns"), value.get("signature"), value.get("copies")
+        if (
+            value.get("version") != SNAPSHOT_VERSION
+            or not isinstance(made, int)
+            or not isinstance(signature, str)
+            or not isinstance(copies, dict)
+            or not all(isinstance(v, str) for v in copies.values())
+        ):
+            return None
+        return cls(made, signature, copies)
+
+    def holds(self, signature: str, newest: int) -> bool:
+        """Whether a walk that found `signature`, its newest ctime or mtime `newest`,
+        found the context as this snapshot saw it."""
+        return signature == self.signature and newest < self.made_ns - RACY_NS
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "made_ns": self.made_ns,
+            "signature": self.signature,
+            "copies": self.copies,
+        }
+
+
+def _copy_name(sources: tuple[str, ...], dest: str) -> str:
+    """A COPY's sources and destination as one snapshot key (JSON: non-UTF-8 bytes as hex;
+    "=" first otherwise, so that no UTF-8 key can look like the hex form)."""
+    name = _memo_name("\0".join((*sources, dest)))
+    return name if name.startswith("\0") else "=" + name
 
 
 class BuildContext:
@@ -129,7 +188,8 @@ class BuildContext:
     and ctime are all unchanged keep its recorded digest instead of being read again, as
     git's index does. Keys still come from content: the memo only saves re-reading it.
     Entries changed within RACY_NS of the memo's making are hashed again, since a write in
-    the same clock tick could leave every stat field as it was.
+    the same clock tick could leave every stat field as it was. `load_memo` gives the memo
+    only if a walk needs it; `snapshot` (see Snapshot) lets copy_key skip that walk.
     """
 
     def __init__(
@@ -138,14 +198,24 @@ class BuildContext:
         ignore: IgnoreRules | None = None,
         memo: Mapping[str, MemoEntry] | None = None,
         memo_made_ns: int = 0,
+        *,
+        load_memo: Callable[[], tuple[Mapping[str, MemoEntry], int]] | None = None,
+        snapshot: Snapshot | None = None,
+        ignore_text: str = "",
     ) -> None:
         self.root = root
         self._ignore = ignore
         self._memo = memo or {}
         self._memo_made_ns = memo_made_ns
+        self._load_memo = load_memo  # the memo, read only if a walk needs it
+        self._snapshot = snapshot
+        self._ignore_text = ignore_text  # the rules' source: part of the signature
         self.new_memo: dict[str, MemoEntry] = {}
         self.walked_ns = 0  # when the walk began: the new memo's time
         self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
+        self._signature = ""  # of the full walk's entries ("" if one vanished meanwhile)
+        self._newest = 0  # their newest ctime or mtime
+        self._digested: dict[str, str] = {}  # copy_key's digests from this build's entries
 
     def memo_changed(self) -> bool:
         return self.walked_ns > 0 and (self.hashed > 0 or self.new_memo.keys() != self._memo.keys())
@@ -170,10 +240,14 @@ class BuildContext:
         # One loop, its names local: a cached rebuild of a big context is mostly this loop
         # (one listing per dir, one fstatat and a memo lookup per entry).
         found: dict[str, ContextEntry] = {}
+        if self._load_memo is not None:
+            self._memo, self._memo_made_ns = self._load_memo()
         ignore, memo, new_memo = self._ignore, self._memo, self.new_memo
+        signed, vanished = _Signature(self._ignore_text), False
         stale_from = self._memo_made_ns - RACY_NS
         is_dir, is_link, is_reg, imode = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
         for dir_fd, prefix, listing in walk_listings(self.root):
+            visible = []
             for item in listing:
                 rel = prefix + item.name
                 if ignore is not None and ignore.excludes(rel):
@@ -181,7 +255,9 @@ class BuildContext:
                 try:
                     st = item.stat(follow_symlinks=False)
                 except FileNotFoundError:
+                    vanished = True
                     continue  # removed meanwhile
+                visible.append(item)
                 fmt = st.st_mode
                 if is_reg(fmt):
                     size, mtime, ctime = st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -214,7 +290,54 @@ class BuildContext:
                     raise BuildContextError(
                         f"{rel}: only files, directories and symlinks can be copied"
                     )
+            signed.add(prefix, visible)
+        self._signature = "" if vanished else signed.hexdigest()
+        self._newest = signed.newest
         return found
+
+    def _current(self) -> bool:
+        """Whether the context is as the snapshot saw it (a walk of lstats, no reads)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return False
+        signed, ignore = _Signature(self._ignore_text), self._ignore
+        try:
+            for _fd, prefix, listing in walk_listings(self.root):
+                if ignore is not None:
+                    listing = [e for e in listing if not ignore.excludes(prefix + e.name)]
+                signed.add(prefix, listing)
+        except OSError:  # a dir or an entry gone meanwhile: the full walk says what
+            return False
+        return snapshot.holds(signed.hexdigest(), signed.newest)
+
+    @cached_property
+    def _unchanged(self) -> bool:
+        return self._current()
+
+    def copy_key(self, sources: tuple[str, ...], dest: str) -> str:
+        """copy_digest(plan_copy(SOURCES, DEST)), from the snapshot when the context is
+        as it was (its errors are plan_copy's: a failed plan is never kept)."""
+        name = _copy_name(sources, dest)
+        if self._snapshot is not None and "entries" not in self.__dict__ and self._unchanged:
+            known = self._snapshot.copies.get(name)
+            if known is not None:
+                return known
+        digest = copy_digest(self.plan_copy(sources, dest))
+        self._digested[name] = digest
+        return digest
+
+    def snapshot_to_save(self) -> Snapshot | None:
+        """The snapshot for the next build, if this one walked the context in full (with
+        the previous snapshot's COPYs, when they still hold); else None."""
+        if not self._signature or not self._digested:
+            return None
+        copies = dict(self._digested)
+        old = self._snapshot
+        if old is not None and old.holds(self._signature, self._newest):
+            if copies.items() <= old.copies.items():
+                return None  # nothing new to keep
+            copies = {**old.copies, **copies}
+        return Snapshot(self.walked_ns, self._signature, copies)
 
     def _match(self, source: str) -> list[str]:
         clean = posixpath.normpath("/" + source).lstrip("/")
@@ -311,6 +434,30 @@ class BuildContext:
                     " in the build context"
                 )
         raise BuildContextError(f"COPY source {rel!r}: too many levels of symbolic links")
+
+
+class _Signature:
+    """A context's signature, a dir at a time: its entries' stat fields packed by marshal
+    (C speed: a comprehension per dir, not a Python step per field) and hashed; and the
+    newest ctime or mtime among them, for the racy rule."""
+
+    def __init__(self, ignore_text: str) -> None:
+        self._hash = hashlib.sha256(marshal.dumps((SNAPSHOT_VERSION, ignore_text)))
+        self.newest = 0
+
+    def add(self, prefix: str, listing: list[os.DirEntry[str]]) -> None:
+        """A dir's entries (an entry's lstat is cached by it: the walk's own, if it took it)."""
+        stats = [e.stat(follow_symlinks=False) for e in listing]
+        rows = [
+            (e.name, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ino, s.st_ctime_ns)
+            for e, s in zip(listing, stats, strict=True)
+        ]
+        self._hash.update(marshal.dumps((prefix, rows)))
+        if stats:
+            self.newest = max(self.newest, max(map(_CTIME, stats)), max(map(_MTIME, stats)))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def copy_digest(items: list[CopyItem]) -> str:
