@@ -233,6 +233,14 @@ def test_snapshot_gives_a_copy_digest_without_a_walk_only_while_nothing_changed(
     assert BuildContext(ctx, snapshot=racy).copy_key(("src",), "/app") == key
 
 
+def _rewrite_keeping_mtime(context: Path) -> None:
+    """New content of the same size, the old mtime put back: only the ctime shows it."""
+    path = context / "src" / "a.txt"
+    st = path.stat()
+    path.write_text("A")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -244,8 +252,19 @@ def test_snapshot_gives_a_copy_digest_without_a_walk_only_while_nothing_changed(
         lambda c: (c / "src" / "sub" / "deeper").mkdir(),
         lambda c: ((c / "link").unlink(), (c / "link").symlink_to("src/a.txt")),
         lambda c: os.utime(c / "src" / "sub" / "b.txt", ns=(0, 0)),
+        _rewrite_keeping_mtime,
     ],
-    ids=["content", "chmod", "added", "removed", "renamed", "new-dir", "relinked", "mtime"],
+    ids=[
+        "content",
+        "chmod",
+        "added",
+        "removed",
+        "renamed",
+        "new-dir",
+        "relinked",
+        "mtime",
+        "content-mtime-kept",
+    ],
 )
 def test_snapshot_is_not_used_after_any_change(ctx: Path, change: Any) -> None:
     first = BuildContext(ctx)
