@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuildContextError
-from builder.layer.tree import walk_listings
+from builder.layer.tree import open_below, open_dir, walk_listings
 from builder.record import dataclass
 
 HASH_CHUNK = 1 << 20
@@ -119,10 +119,16 @@ def _memo_name(rel: str) -> str:
     return rel
 
 
+def _memo_path(name: str) -> str:
+    """_memo_name's inverse."""
+    return os.fsdecode(bytes.fromhex(name[1:])) if name.startswith("\0") else name
+
+
 # A memo entry: the stat fields that must all match for a stored content digest to be reused.
 MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, sha256 hex
 RACY_NS = 1_000_000_000
-SNAPSHOT_VERSION = 1  # of the snapshot's format (and of the marshal bytes its signature hashes)
+SNAPSHOT_VERSION = 2  # of the snapshot's format (and of the marshal bytes its signature hashes)
+RACY_LIMIT = 64  # racy files a snapshot may name (each is read again to use it)
 _CTIME, _MTIME = attrgetter("st_ctime_ns"), attrgetter("st_mtime_ns")
 
 
@@ -131,38 +137,50 @@ class Snapshot:
 
     `signature` hashes every visible entry's path, mode, size, mtime, inode and ctime (the
     memo's fields, for dirs and symlinks too), dir by dir, and the ignore rules. When a walk
-    finds the same signature and every ctime and mtime older than RACY_NS before `made_ns`,
-    nothing in the context changed since (the memo's rule, for the whole tree at once: a
-    write changes ctime; a symlink's target cannot change in place), so a COPY of the same
-    sources to the same destination has the digest it had: `copies` (sources and
-    destination -> copy_digest). A cached COPY of a big context then stats every entry but
-    makes no ContextEntry, plan or digest line, and reads no memo.
+    finds the same signature, nothing in the context changed since (the memo's rule, for
+    the whole tree at once: a write changes ctime; a dir's names are in the signature),
+    except in the files and symlinks changed within RACY_NS before `made_ns` (a write in
+    the same clock tick could leave every stat field as it was): `racy` names those with
+    their content digest or link target then ("@" first), and they are read again. So a
+    COPY of the same sources to the same destination has the digest it had: `copies`
+    (sources and destination -> copy_digest). A cached COPY of a big context then stats
+    every entry but makes no ContextEntry, plan or digest line, and reads no memo.
     """
 
-    __slots__ = ("copies", "made_ns", "signature")
+    __slots__ = ("copies", "made_ns", "racy", "signature")
 
-    def __init__(self, made_ns: int, signature: str, copies: dict[str, str]) -> None:
+    def __init__(
+        self,
+        made_ns: int,
+        signature: str,
+        copies: dict[str, str],
+        racy: dict[str, str] | None = None,
+    ) -> None:
         self.made_ns = made_ns
         self.signature = signature
         self.copies = copies
+        self.racy = racy or {}
 
     @classmethod
     def from_json(cls, value: Mapping[str, object]) -> Snapshot | None:
         """The snapshot a record holds; None for a record of another shape (a miss)."""
         made, signature, copies = value.get("made_ns"), value.get("signature"), value.get("copies")
+        racy = value.get("racy")
         if (
             value.get("version") != SNAPSHOT_VERSION
             or not isinstance(made, int)
             or not isinstance(signature, str)
             or not isinstance(copies, dict)
             or not all(isinstance(v, str) for v in copies.values())
+            or not isinstance(racy, dict)
+            or not all(isinstance(v, str) for v in racy.values())
         ):
             return None
-        return cls(made, signature, copies)
+        return cls(made, signature, copies, racy)
 
     def holds(self, signature: str, newest: int) -> bool:
         """Whether a walk that found `signature`, its newest ctime or mtime `newest`,
-        found the context as this snapshot saw it."""
+        found the context as this snapshot saw it, with no file to read again."""
         return signature == self.signature and newest < self.made_ns - RACY_NS
 
     def to_json(self) -> dict[str, object]:
@@ -171,6 +189,7 @@ class Snapshot:
             "made_ns": self.made_ns,
             "signature": self.signature,
             "copies": self.copies,
+            "racy": self.racy,
         }
 
 
@@ -215,6 +234,7 @@ class BuildContext:
         self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
         self._signature = ""  # of the full walk's entries ("" if one vanished meanwhile)
         self._newest = 0  # their newest ctime or mtime
+        self._racy: dict[str, str] = {}  # files and links changed within RACY_NS of the walk
         self._digested: dict[str, str] = {}  # copy_key's digests from this build's entries
 
     def memo_changed(self) -> bool:
@@ -245,6 +265,7 @@ class BuildContext:
         ignore, memo, new_memo = self._ignore, self._memo, self.new_memo
         signed, vanished = _Signature(self._ignore_text), False
         stale_from = self._memo_made_ns - RACY_NS
+        racy_from, racy = self.walked_ns - RACY_NS, self._racy
         is_dir, is_link, is_reg, imode = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
         for dir_fd, prefix, listing in walk_listings(self.root):
             visible = []
@@ -281,11 +302,15 @@ class BuildContext:
                         self.hashed += 1
                         new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
                     found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
+                    if mtime >= racy_from or ctime >= racy_from:
+                        racy[key] = digest
                 elif is_dir(fmt):
                     found[rel] = ContextEntry(rel, "dir", imode(fmt), 0, st.st_mtime_ns, "")
                 elif is_link(fmt):
                     target = os.readlink(item.name, dir_fd=dir_fd)
                     found[rel] = ContextEntry(rel, "symlink", imode(fmt), 0, st.st_mtime_ns, target)
+                    if st.st_mtime_ns >= racy_from or st.st_ctime_ns >= racy_from:
+                        racy[_memo_name(rel)] = "@" + _memo_name(target)
                 else:
                     raise BuildContextError(
                         f"{rel}: only files, directories and symlinks can be copied"
@@ -308,7 +333,32 @@ class BuildContext:
                 signed.add(prefix, listing)
         except OSError:  # a dir or an entry gone meanwhile: the full walk says what
             return False
-        return snapshot.holds(signed.hexdigest(), signed.newest)
+        if signed.hexdigest() != snapshot.signature:
+            return False
+        return signed.newest < snapshot.made_ns - RACY_NS or self._same_racy(snapshot.racy)
+
+    def _same_racy(self, racy: Mapping[str, str]) -> bool:
+        """Whether the files and links the snapshot found racy hold what they held then
+        (read by name below the root, following no symlink)."""
+        root_fd = open_dir(self.root)
+        try:
+            for key, then in racy.items():
+                parent, _, name = os.fsencode(_memo_path(key)).rpartition(b"/")
+                dir_fd = open_below(root_fd, parent)
+                try:
+                    if then.startswith("@"):
+                        now = "@" + _memo_name(os.fsdecode(os.readlink(name, dir_fd=dir_fd)))
+                    else:
+                        now = _file_digest(dir_fd, os.fsdecode(name))
+                finally:
+                    os.close(dir_fd)
+                if now != then:
+                    return False
+        except OSError:  # gone, or no longer a file or link: the full walk says what
+            return False
+        finally:
+            os.close(root_fd)
+        return True
 
     @cached_property
     def _unchanged(self) -> bool:
@@ -329,7 +379,7 @@ class BuildContext:
     def snapshot_to_save(self) -> Snapshot | None:
         """The snapshot for the next build, if this one walked the context in full (with
         the previous snapshot's COPYs, when they still hold); else None."""
-        if not self._signature or not self._digested:
+        if not self._signature or not self._digested or len(self._racy) > RACY_LIMIT:
             return None
         copies = dict(self._digested)
         old = self._snapshot
@@ -337,7 +387,7 @@ class BuildContext:
             if copies.items() <= old.copies.items():
                 return None  # nothing new to keep
             copies = {**old.copies, **copies}
-        return Snapshot(self.walked_ns, self._signature, copies)
+        return Snapshot(self.walked_ns, self._signature, copies, self._racy)
 
     def _match(self, source: str) -> list[str]:
         clean = posixpath.normpath("/" + source).lstrip("/")

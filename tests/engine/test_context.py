@@ -12,6 +12,7 @@ import pytest
 
 from builder.engine.context import (
     DIGEST_BATCH,
+    RACY_LIMIT,
     BuildContext,
     ContextEntry,
     CopyItem,
@@ -226,11 +227,42 @@ def test_snapshot_gives_a_copy_digest_without_a_walk_only_while_nothing_changed(
     assert other == copy_digest(BuildContext(ctx).plan_copy(("top.txt",), "/t"))
     merged = again.snapshot_to_save()
     assert merged is not None and set(merged.copies.values()) == {"planted", other}
-    # Made within a second of the files' last change (racy): not trusted.
+    # Made within a second of the files' last change (racy): a write in the same clock
+    # tick could leave every stat field as it was, so those files are read again. As they
+    # were: trusted.
     racy = first.snapshot_to_save()
-    assert racy is not None
-    racy = Snapshot(racy.made_ns, racy.signature, dict.fromkeys(racy.copies, "planted"))
-    assert BuildContext(ctx, snapshot=racy).copy_key(("src",), "/app") == key
+    assert racy is not None and len(racy.racy) == 4  # every file and the link: all new
+    planted = dict.fromkeys(racy.copies, "planted")
+    racy = Snapshot(racy.made_ns, racy.signature, planted, racy.racy)
+    assert BuildContext(ctx, snapshot=racy).copy_key(("src",), "/app") == "planted"
+    # What a write that kept every stat field would show: another content. Not trusted.
+    for name, then in racy.racy.items():
+        changed = Snapshot(racy.made_ns, racy.signature, planted, {**racy.racy, name: "0" * 64})
+        again = BuildContext(ctx, snapshot=changed)
+        assert again.copy_key(("src",), "/app") == key and again.walked_ns > 0, (name, then)
+
+
+def test_a_racy_symlink_is_read_again(ctx: Path) -> None:
+    first = BuildContext(ctx)
+    key = first.copy_key(("link",), "/l")
+    racy = first.snapshot_to_save()
+    assert racy is not None and racy.racy["link"] == "@top.txt"
+    planted = dict.fromkeys(racy.copies, "planted")
+    same = Snapshot(racy.made_ns, racy.signature, planted, racy.racy)
+    assert BuildContext(ctx, snapshot=same).copy_key(("link",), "/l") == "planted"
+    other = Snapshot(racy.made_ns, racy.signature, planted, {"link": "@src/a.txt"})
+    assert BuildContext(ctx, snapshot=other).copy_key(("link",), "/l") == key
+
+
+def test_no_snapshot_when_too_many_files_are_racy(ctx: Path) -> None:
+    for i in range(RACY_LIMIT):
+        (ctx / f"new{i}.txt").write_text("n")
+    context = BuildContext(ctx)
+    context.copy_key((".",), "/all")
+    assert context.snapshot_to_save() is None
+    context = BuildContext(ctx)
+    context.copy_key(("src",), "/app")  # a COPY of a part: the whole context counts
+    assert context.snapshot_to_save() is None
 
 
 def _rewrite_keeping_mtime(context: Path) -> None:
