@@ -111,7 +111,12 @@ def _context(options: BuildOptions, store: Store) -> BuildContext:
             return {}, 0
         return entries, made
 
-    kept = store.cache.get(_memo_key(options.context, "snapshot"), JsonRecord)
+    # --no-cache plans every COPY (to write it): a walk to check the snapshot would be extra.
+    kept = (
+        None
+        if options.no_cache
+        else store.cache.get(_memo_key(options.context, "snapshot"), JsonRecord)
+    )
     snapshot = Snapshot.from_json(kept.value) if kept is not None else None
     return BuildContext(
         options.context, rules, load_memo=load_memo, snapshot=snapshot, ignore_text=text
