@@ -8,18 +8,20 @@ where the context lives; a rebuild after `git clone` hits the cache.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import posixpath
 import re
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
+from operator import attrgetter
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuildContextError
-from builder.layer.tree import walk_listings
+from builder.layer.tree import open_below, open_dir, walk_listings
 from builder.record import dataclass
 
 HASH_CHUNK = 1 << 20
@@ -117,9 +119,85 @@ def _memo_name(rel: str) -> str:
     return rel
 
 
+def _memo_path(name: str) -> str:
+    """_memo_name's inverse."""
+    return os.fsdecode(bytes.fromhex(name[1:])) if name.startswith("\0") else name
+
+
 # A memo entry: the stat fields that must all match for a stored content digest to be reused.
 MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, sha256 hex
 RACY_NS = 1_000_000_000
+SNAPSHOT_VERSION = 2  # of the snapshot's format (and of the marshal bytes its signature hashes)
+RACY_LIMIT = 64  # racy files a snapshot may name (each is read again to use it)
+_CTIME, _MTIME = attrgetter("st_ctime_ns"), attrgetter("st_mtime_ns")
+
+
+class Snapshot:
+    """The whole context as the last walk saw it, and what its COPYs digested.
+
+    `signature` hashes every visible entry's path, mode, size, mtime, inode and ctime (the
+    memo's fields, for dirs and symlinks too), dir by dir, and the ignore rules. When a walk
+    finds the same signature, nothing in the context changed since (the memo's rule, for
+    the whole tree at once: a write changes ctime; a dir's names are in the signature),
+    except in the files and symlinks changed within RACY_NS before `made_ns` (a write in
+    the same clock tick could leave every stat field as it was): `racy` names those with
+    their content digest or link target then ("@" first), and they are read again. So a
+    COPY of the same sources to the same destination has the digest it had: `copies`
+    (sources and destination -> copy_digest). A cached COPY of a big context then stats
+    every entry but makes no ContextEntry, plan or digest line, and reads no memo.
+    """
+
+    __slots__ = ("copies", "made_ns", "racy", "signature")
+
+    def __init__(
+        self,
+        made_ns: int,
+        signature: str,
+        copies: dict[str, str],
+        racy: dict[str, str] | None = None,
+    ) -> None:
+        self.made_ns = made_ns
+        self.signature = signature
+        self.copies = copies
+        self.racy = racy or {}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, object]) -> Snapshot | None:
+        """The snapshot a record holds; None for a record of another shape (a miss)."""
+        made, signature, copies = value.get("made_ns"), value.get("signature"), value.get("copies")
+        racy = value.get("racy")
+        if (
+            value.get("version") != SNAPSHOT_VERSION
+            or not isinstance(made, int)
+            or not isinstance(signature, str)
+            or not isinstance(copies, dict)
+            or not all(isinstance(v, str) for v in copies.values())
+            or not isinstance(racy, dict)
+            or not all(isinstance(v, str) for v in racy.values())
+        ):
+            return None
+        return cls(made, signature, copies, racy)
+
+    def holds(self, signature: str, newest: int) -> bool:
+        """Whether a walk that found `signature`, its newest ctime or mtime `newest`,
+        found the context as this snapshot saw it, with no file to read again."""
+        return signature == self.signature and newest < self.made_ns - RACY_NS
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "version": SNAPSHOT_VERSION,
+            "made_ns": self.made_ns,
+            "signature": self.signature,
+            "copies": self.copies,
+            "racy": self.racy,
+        }
+
+
+def _copy_name(sources: tuple[str, ...], dest: str) -> str:
+    """A COPY's sources and destination as one snapshot key (JSON: non-UTF-8 bytes as hex;
+    "=" first otherwise, so that no UTF-8 key can look like the hex form)."""
+    name = _memo_name("\0".join((*sources, dest)))
+    return name if name.startswith("\0") else "=" + name
 
 
 class BuildContext:
@@ -129,7 +207,8 @@ class BuildContext:
     and ctime are all unchanged keep its recorded digest instead of being read again, as
     git's index does. Keys still come from content: the memo only saves re-reading it.
     Entries changed within RACY_NS of the memo's making are hashed again, since a write in
-    the same clock tick could leave every stat field as it was.
+    the same clock tick could leave every stat field as it was. `load_memo` gives the memo
+    only if a walk needs it; `snapshot` (see Snapshot) lets copy_key skip that walk.
     """
 
     def __init__(
@@ -138,14 +217,25 @@ class BuildContext:
         ignore: IgnoreRules | None = None,
         memo: Mapping[str, MemoEntry] | None = None,
         memo_made_ns: int = 0,
+        *,
+        load_memo: Callable[[], tuple[Mapping[str, MemoEntry], int]] | None = None,
+        snapshot: Snapshot | None = None,
+        ignore_text: str = "",
     ) -> None:
         self.root = root
         self._ignore = ignore
         self._memo = memo or {}
         self._memo_made_ns = memo_made_ns
+        self._load_memo = load_memo  # the memo, read only if a walk needs it
+        self._snapshot = snapshot
+        self._ignore_text = ignore_text  # the rules' source: part of the signature
         self.new_memo: dict[str, MemoEntry] = {}
         self.walked_ns = 0  # when the walk began: the new memo's time
         self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
+        self._signature = ""  # of the full walk's entries ("" if one vanished meanwhile)
+        self._newest = 0  # their newest ctime or mtime
+        self._racy: dict[str, str] = {}  # files and links changed within RACY_NS of the walk
+        self._digested: dict[str, str] = {}  # copy_key's digests from this build's entries
 
     def memo_changed(self) -> bool:
         return self.walked_ns > 0 and (self.hashed > 0 or self.new_memo.keys() != self._memo.keys())
@@ -170,10 +260,15 @@ class BuildContext:
         # One loop, its names local: a cached rebuild of a big context is mostly this loop
         # (one listing per dir, one fstatat and a memo lookup per entry).
         found: dict[str, ContextEntry] = {}
+        if self._load_memo is not None:
+            self._memo, self._memo_made_ns = self._load_memo()
         ignore, memo, new_memo = self._ignore, self._memo, self.new_memo
+        signed, vanished = _Signature(self._ignore_text), False
         stale_from = self._memo_made_ns - RACY_NS
+        racy_from, racy = self.walked_ns - RACY_NS, self._racy
         is_dir, is_link, is_reg, imode = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
         for dir_fd, prefix, listing in walk_listings(self.root):
+            visible = []
             for item in listing:
                 rel = prefix + item.name
                 if ignore is not None and ignore.excludes(rel):
@@ -181,7 +276,9 @@ class BuildContext:
                 try:
                     st = item.stat(follow_symlinks=False)
                 except FileNotFoundError:
+                    vanished = True
                     continue  # removed meanwhile
+                visible.append(item)
                 fmt = st.st_mode
                 if is_reg(fmt):
                     size, mtime, ctime = st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -205,16 +302,92 @@ class BuildContext:
                         self.hashed += 1
                         new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
                     found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
+                    if mtime >= racy_from or ctime >= racy_from:
+                        racy[key] = digest
                 elif is_dir(fmt):
                     found[rel] = ContextEntry(rel, "dir", imode(fmt), 0, st.st_mtime_ns, "")
                 elif is_link(fmt):
                     target = os.readlink(item.name, dir_fd=dir_fd)
                     found[rel] = ContextEntry(rel, "symlink", imode(fmt), 0, st.st_mtime_ns, target)
+                    if st.st_mtime_ns >= racy_from or st.st_ctime_ns >= racy_from:
+                        racy[_memo_name(rel)] = "@" + _memo_name(target)
                 else:
                     raise BuildContextError(
                         f"{rel}: only files, directories and symlinks can be copied"
                     )
+            signed.add(prefix, visible)
+        self._signature = "" if vanished else signed.hexdigest()
+        self._newest = signed.newest
         return found
+
+    def _current(self) -> bool:
+        """Whether the context is as the snapshot saw it (a walk of lstats, no reads)."""
+        snapshot = self._snapshot
+        if snapshot is None:
+            return False
+        signed, ignore = _Signature(self._ignore_text), self._ignore
+        try:
+            for _fd, prefix, listing in walk_listings(self.root):
+                if ignore is not None:
+                    listing = [e for e in listing if not ignore.excludes(prefix + e.name)]
+                signed.add(prefix, listing)
+        except OSError:  # a dir or an entry gone meanwhile: the full walk says what
+            return False
+        if signed.hexdigest() != snapshot.signature:
+            return False
+        return signed.newest < snapshot.made_ns - RACY_NS or self._same_racy(snapshot.racy)
+
+    def _same_racy(self, racy: Mapping[str, str]) -> bool:
+        """Whether the files and links the snapshot found racy hold what they held then
+        (read by name below the root, following no symlink)."""
+        root_fd = open_dir(self.root)
+        try:
+            for key, then in racy.items():
+                parent, _, name = os.fsencode(_memo_path(key)).rpartition(b"/")
+                dir_fd = open_below(root_fd, parent)
+                try:
+                    if then.startswith("@"):
+                        now = "@" + _memo_name(os.fsdecode(os.readlink(name, dir_fd=dir_fd)))
+                    else:
+                        now = _file_digest(dir_fd, os.fsdecode(name))
+                finally:
+                    os.close(dir_fd)
+                if now != then:
+                    return False
+        except OSError:  # gone, or no longer a file or link: the full walk says what
+            return False
+        finally:
+            os.close(root_fd)
+        return True
+
+    @cached_property
+    def _unchanged(self) -> bool:
+        return self._current()
+
+    def copy_key(self, sources: tuple[str, ...], dest: str) -> str:
+        """copy_digest(plan_copy(SOURCES, DEST)), from the snapshot when the context is
+        as it was (its errors are plan_copy's: a failed plan is never kept)."""
+        name = _copy_name(sources, dest)
+        if self._snapshot is not None and "entries" not in self.__dict__ and self._unchanged:
+            known = self._snapshot.copies.get(name)
+            if known is not None:
+                return known
+        digest = copy_digest(self.plan_copy(sources, dest))
+        self._digested[name] = digest
+        return digest
+
+    def snapshot_to_save(self) -> Snapshot | None:
+        """The snapshot for the next build, if this one walked the context in full (with
+        the previous snapshot's COPYs, when they still hold); else None."""
+        if not self._signature or not self._digested or len(self._racy) > RACY_LIMIT:
+            return None
+        copies = dict(self._digested)
+        old = self._snapshot
+        if old is not None and old.holds(self._signature, self._newest):
+            if copies.items() <= old.copies.items():
+                return None  # nothing new to keep
+            copies = {**old.copies, **copies}
+        return Snapshot(self.walked_ns, self._signature, copies, self._racy)
 
     def _match(self, source: str) -> list[str]:
         clean = posixpath.normpath("/" + source).lstrip("/")
@@ -311,6 +484,30 @@ class BuildContext:
                     " in the build context"
                 )
         raise BuildContextError(f"COPY source {rel!r}: too many levels of symbolic links")
+
+
+class _Signature:
+    """A context's signature, a dir at a time: its entries' stat fields packed by marshal
+    (C speed: a comprehension per dir, not a Python step per field) and hashed; and the
+    newest ctime or mtime among them, for the racy rule."""
+
+    def __init__(self, ignore_text: str) -> None:
+        self._hash = hashlib.sha256(marshal.dumps((SNAPSHOT_VERSION, ignore_text)))
+        self.newest = 0
+
+    def add(self, prefix: str, listing: list[os.DirEntry[str]]) -> None:
+        """A dir's entries (an entry's lstat is cached by it: the walk's own, if it took it)."""
+        stats = [e.stat(follow_symlinks=False) for e in listing]
+        rows = [
+            (e.name, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ino, s.st_ctime_ns)
+            for e, s in zip(listing, stats, strict=True)
+        ]
+        self._hash.update(marshal.dumps((prefix, rows)))
+        if stats:
+            self.newest = max(self.newest, max(map(_CTIME, stats)), max(map(_MTIME, stats)))
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 def copy_digest(items: list[CopyItem]) -> str:

@@ -6,14 +6,17 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from builder.engine.context import (
     DIGEST_BATCH,
+    RACY_LIMIT,
     BuildContext,
     ContextEntry,
     CopyItem,
+    Snapshot,
     copy_digest,
 )
 from builder.errors import BuildContextError
@@ -199,3 +202,144 @@ def test_copy_digest_is_one_line_per_item_across_batches() -> None:
     )
     assert copy_digest(items) == hashlib.sha256(lines).hexdigest()
     assert b"-\xff\x00file\x00644\x00" in lines
+
+
+def _aged(snapshot: Snapshot | None, copies: dict[str, str] | None = None) -> Snapshot:
+    """`snapshot` as if made 10 s later (its files then past the racy second), with its
+    digests planted (proof that a digest came from it, not from a walk)."""
+    assert snapshot is not None
+    planted = copies or dict.fromkeys(snapshot.copies, "planted")
+    return Snapshot(snapshot.made_ns + 10 * 10**9, snapshot.signature, planted)
+
+
+def test_snapshot_gives_a_copy_digest_without_a_walk_only_while_nothing_changed(
+    ctx: Path,
+) -> None:
+    first = BuildContext(ctx)
+    key = first.copy_key(("src",), "/app")
+    assert key == copy_digest(first.plan_copy(("src",), "/app"))
+    snapshot = _aged(first.snapshot_to_save())
+    again = BuildContext(ctx, snapshot=snapshot)
+    assert again.copy_key(("src",), "/app") == "planted"
+    assert again.walked_ns == 0 and again.snapshot_to_save() is None  # no full walk
+    # Another COPY of the same context: digested by a walk, and kept beside the first.
+    other = again.copy_key(("top.txt",), "/t")
+    assert other == copy_digest(BuildContext(ctx).plan_copy(("top.txt",), "/t"))
+    merged = again.snapshot_to_save()
+    assert merged is not None and set(merged.copies.values()) == {"planted", other}
+    # Made within a second of the files' last change (racy): a write in the same clock
+    # tick could leave every stat field as it was, so those files are read again. As they
+    # were: trusted.
+    racy = first.snapshot_to_save()
+    assert racy is not None and len(racy.racy) == 4  # every file and the link: all new
+    planted = dict.fromkeys(racy.copies, "planted")
+    racy = Snapshot(racy.made_ns, racy.signature, planted, racy.racy)
+    assert BuildContext(ctx, snapshot=racy).copy_key(("src",), "/app") == "planted"
+    # What a write that kept every stat field would show: another content. Not trusted.
+    for name, then in racy.racy.items():
+        changed = Snapshot(racy.made_ns, racy.signature, planted, {**racy.racy, name: "0" * 64})
+        again = BuildContext(ctx, snapshot=changed)
+        assert again.copy_key(("src",), "/app") == key and again.walked_ns > 0, (name, then)
+
+
+def test_a_racy_symlink_is_read_again(ctx: Path) -> None:
+    first = BuildContext(ctx)
+    key = first.copy_key(("link",), "/l")
+    racy = first.snapshot_to_save()
+    assert racy is not None and racy.racy["link"] == "@top.txt"
+    planted = dict.fromkeys(racy.copies, "planted")
+    same = Snapshot(racy.made_ns, racy.signature, planted, racy.racy)
+    assert BuildContext(ctx, snapshot=same).copy_key(("link",), "/l") == "planted"
+    other = Snapshot(racy.made_ns, racy.signature, planted, {"link": "@src/a.txt"})
+    assert BuildContext(ctx, snapshot=other).copy_key(("link",), "/l") == key
+
+
+def test_no_snapshot_when_too_many_files_are_racy(ctx: Path) -> None:
+    for i in range(RACY_LIMIT):
+        (ctx / f"new{i}.txt").write_text("n")
+    context = BuildContext(ctx)
+    context.copy_key((".",), "/all")
+    assert context.snapshot_to_save() is None
+    context = BuildContext(ctx)
+    context.copy_key(("src",), "/app")  # a COPY of a part: the whole context counts
+    assert context.snapshot_to_save() is None
+
+
+def _rewrite_keeping_mtime(context: Path) -> None:
+    """New content of the same size, the old mtime put back: only the ctime shows it."""
+    path = context / "src" / "a.txt"
+    st = path.stat()
+    path.write_text("A")
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: (c / "src" / "a.txt").write_text("A"),  # same size, new content
+        lambda c: (c / "src" / "a.txt").chmod(0o600),
+        lambda c: (c / "src" / "new.txt").write_text("n"),
+        lambda c: (c / "src" / "a.txt").unlink(),
+        lambda c: (c / "src" / "a.txt").rename(c / "src" / "z.txt"),
+        lambda c: (c / "src" / "sub" / "deeper").mkdir(),
+        lambda c: ((c / "link").unlink(), (c / "link").symlink_to("src/a.txt")),
+        lambda c: os.utime(c / "src" / "sub" / "b.txt", ns=(0, 0)),
+        _rewrite_keeping_mtime,
+    ],
+    ids=[
+        "content",
+        "chmod",
+        "added",
+        "removed",
+        "renamed",
+        "new-dir",
+        "relinked",
+        "mtime",
+        "content-mtime-kept",
+    ],
+)
+def test_snapshot_is_not_used_after_any_change(ctx: Path, change: Any) -> None:
+    first = BuildContext(ctx)
+    first.copy_key(("src", "link"), "/app/")
+    snapshot = _aged(first.snapshot_to_save())
+    change(ctx)  # before the snapshot's (aged) time: only the signature can tell
+    again = BuildContext(ctx, snapshot=snapshot)
+    key = again.copy_key(("src", "link"), "/app/")
+    assert key != "planted" and again.walked_ns > 0
+    assert key == copy_digest(BuildContext(ctx).plan_copy(("src", "link"), "/app/"))
+
+
+class _TxtInSrc:
+    def excludes(self, rel_path: str) -> bool:
+        return rel_path.startswith("src/") and rel_path.endswith(".txt")
+
+
+def test_snapshot_covers_the_ignore_rules_and_sources(ctx: Path) -> None:
+    first = BuildContext(ctx, _TxtInSrc(), ignore_text="src/*.txt")
+    first.copy_key(("src",), "/app")
+    snapshot = _aged(first.snapshot_to_save())
+    same = BuildContext(ctx, _TxtInSrc(), snapshot=snapshot, ignore_text="src/*.txt")
+    assert same.copy_key(("src",), "/app") == "planted"
+    assert same.copy_key(("src",), "/elsewhere") != "planted"
+    rules = BuildContext(ctx, snapshot=snapshot, ignore_text="")
+    assert rules.copy_key(("src",), "/app") != "planted"
+    # An ignored file's change does not matter; a visible one's does.
+    (ctx / "src" / "a.txt").write_text("ignored")
+    assert (
+        BuildContext(ctx, _TxtInSrc(), snapshot=snapshot, ignore_text="src/*.txt").copy_key(
+            ("src",), "/app"
+        )
+        == "planted"
+    )
+
+
+def test_snapshot_from_a_damaged_record_is_none() -> None:
+    good = Snapshot(1, "sig", {"=a": "d"}).to_json()
+    assert Snapshot.from_json(good) is not None
+    for damaged in (
+        {},
+        {**good, "version": 0},
+        {**good, "copies": {"=a": 1}},
+        {**good, "made_ns": "1"},
+    ):
+        assert Snapshot.from_json(damaged) is None

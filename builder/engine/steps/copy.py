@@ -60,16 +60,21 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
 
         return copy_from_step(instr, resolved, dest, chmod, state, ctx)
     inline, files = _split_sources(resolved, dest)
+
+    def located(err: BuildContextError) -> BuildContextError:
+        return BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}")
+
     try:
-        items = ctx.context.plan_copy(files, dest) if files else []
+        # The key first: a cached COPY of an unchanged context needs no plan (context.py).
+        files_key = ctx.context.copy_key(files, dest) if files else copy_digest([])
     except BuildContextError as err:
-        raise BuildContextError(f"{instr.location.filename}:{instr.location.line}: {err}") from None
+        raise located(err) from None
     keyword = instr.keyword
     created_by = copy_history(resolved)
     # ADD unpacks a local archive unless --unpack=false (BuildKit's --unpack).
     unpack_archives = isinstance(resolved, ins.Add) and resolved.unpack is not False
     payload: dict[str, object] = {
-        "files": copy_digest(items),
+        "files": files_key,
         "inline": [(f.target, f.content.decode()) for f in inline],
         "chown": resolved.chown,
         "chmod": resolved.chmod,
@@ -80,6 +85,12 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     hit = cached_layer(state, ctx, key, created_by)
     if hit is not None:
         return hit
+    # Planned again (the context's entries are walked once per build): a plan that failed
+    # raised above, and the key came from this same walk unless the snapshot gave it.
+    try:
+        items = ctx.context.plan_copy(files, dest) if files else []
+    except BuildContextError as err:  # changed since the snapshot's walk
+        raise located(err) from None
     if unpack_archives:
         from builder.engine.extract import preload
 
