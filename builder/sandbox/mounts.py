@@ -308,9 +308,12 @@ def _point_kind(m: Mount) -> Literal["dir", "file"]:
 def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
     rootfd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     stubs = inroot.Stubs()
+    shown = None
     try:
         if isinstance(spec.root, OverlayRoot) and spec.root.skeleton is not None:
-            stubs = _shown(rootfd, spec.root.skeleton, spec.root.upper)  # before any stub
+            from builder.sandbox.skeleton import Shown
+
+            shown = Shown(rootfd, spec.root.skeleton, spec.root.upper)  # before any stub
         for path, kind, required in mountpoints(spec):
             try:
                 fd, made = inroot.ensure(rootfd, path, kind)
@@ -320,8 +323,12 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
                 continue
             except OSError as err:
                 raise SandboxError(f"mount point /{path.strip('/')}: {err.strerror}") from None
+            if shown is not None and not made.created:
+                shown.note(path, fd)
             os.close(fd)
             stubs += made
+        if shown is not None:
+            stubs += shown.stubs()
     except BaseException:
         with contextlib.suppress(OSError):
             inroot.remove(rootfd, stubs)  # leave the root as we found it
@@ -329,44 +336,6 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
     finally:
         os.close(rootfd)
     return stubs
-
-
-def _shown(rootfd: int, where: Path, upper: Path) -> inroot.Stubs:
-    """What the skeleton shows in the root (an entry whose inode is the skeleton's: one
-    file system, so inode numbers are unique), as the Stubs record of what the stubs it
-    spares would have left to undo: the times of the dir each would have been made in,
-    and the skeleton's dirs, made as stubs (the image has none)."""
-    from builder.sandbox import skeleton
-
-    base = os.path.join(where, skeleton.VERSION)
-    shown: dict[str, tuple[int, int]] = {}
-    ours: set[str] = set()
-    for name in (*skeleton.DIRS, *skeleton.FILES):  # parents first
-        parent = os.path.dirname(name) or "."
-        if parent in ours:
-            continue  # a stub in a stub dir: nothing of the image to put back
-        try:
-            mine = os.lstat(os.path.join(base, name)).st_ino
-            fd = inroot.open_path(rootfd, name)
-        except OSError:
-            continue
-        try:
-            if os.fstat(fd).st_ino != mine:
-                continue
-        finally:
-            os.close(fd)
-        ours.add(name)
-        if parent not in shown:
-            fd = inroot.open_path(rootfd, parent)
-            try:
-                st = os.fstat(fd)
-            finally:
-                os.close(fd)
-            shown[parent] = (st.st_atime_ns, st.st_mtime_ns)
-    return inroot.Stubs(
-        shown=tuple((path, *times) for path, times in shown.items()),
-        emptied=tuple(f"{upper}/{name}" for name in skeleton.DIRS if name in ours),
-    )
 
 
 def remove_stubs(target: str, stubs: inroot.Stubs) -> None:
