@@ -310,10 +310,12 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
     stubs = inroot.Stubs()
     shown = None
     try:
-        if isinstance(spec.root, OverlayRoot) and spec.root.skeleton is not None:
+        root = spec.root
+        # (A discarded upper dir is never tidied: nothing to tell.)
+        if isinstance(root, OverlayRoot) and root.skeleton is not None and not root.discarded:
             from builder.sandbox.skeleton import Shown
 
-            shown = Shown(rootfd, spec.root.skeleton, spec.root.upper)  # before any stub
+            shown = Shown(rootfd, root.skeleton, root.upper)  # before any stub
         for path, kind, required in mountpoints(spec):
             try:
                 fd, made = inroot.ensure(rootfd, path, kind)
