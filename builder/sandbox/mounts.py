@@ -118,10 +118,10 @@ def mount_root(
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers)))
-    if root.skeleton is not None:  # below every layer: the mount points (skeleton.py)
+    if (where := _skeleton(root)) is not None:  # below every layer: the mount points
         from builder.sandbox import skeleton
 
-        lowers.append(skeleton.ensure(root.skeleton))
+        lowers.append(skeleton.ensure(where))
     lowers = lowers or [scratch]
     adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
     if root.fuse:
@@ -138,6 +138,14 @@ def mount_root(
     _mount_overlay(
         lowers, str(root.upper), str(root.work), target, userns, idmap, volatile=root.volatile
     )
+    return None
+
+
+def _skeleton(root: OverlayRoot | DirRoot) -> Path | None:
+    """Where the root's skeleton is (skeleton.py), if it takes one: the kernel's overlayfs
+    only (fuse-overlayfs numbers its inodes itself, which skeleton.Shown reads)."""
+    if isinstance(root, OverlayRoot) and not root.fuse:
+        return root.skeleton
     return None
 
 
@@ -311,11 +319,12 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
     shown = None
     try:
         root = spec.root
+        where = _skeleton(root)
         # (A discarded upper dir is never tidied: nothing to tell.)
-        if isinstance(root, OverlayRoot) and root.skeleton is not None and not root.discarded:
+        if where is not None and isinstance(root, OverlayRoot) and not root.discarded:
             from builder.sandbox.skeleton import Shown
 
-            shown = Shown(rootfd, root.skeleton, root.upper)  # before any stub
+            shown = Shown(rootfd, where, root.upper)  # before any stub
         for path, kind, required in mountpoints(spec):
             try:
                 fd, made = inroot.ensure(rootfd, path, kind)
