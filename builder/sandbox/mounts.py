@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from builder import record
 from builder.errors import SandboxError
 from builder.record import dataclass
-from builder.sandbox import inroot
+from builder.sandbox import inroot, skeleton
 from builder.sandbox.idmap import in_initial_user_namespace
 from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
 from builder.sandbox.syscalls import (
@@ -119,8 +119,6 @@ def mount_root(
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
     lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers)))
     if (where := _skeleton(root)) is not None:  # below every layer: the mount points
-        from builder.sandbox import skeleton
-
         lowers.append(skeleton.ensure(where))
     lowers = lowers or [scratch]
     adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
@@ -322,9 +320,7 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
         where = _skeleton(root)
         # (A discarded upper dir is never tidied: nothing to tell.)
         if where is not None and isinstance(root, OverlayRoot) and not root.discarded:
-            from builder.sandbox.skeleton import Shown
-
-            shown = Shown(rootfd, where, root.upper)  # before any stub
+            shown = skeleton.Shown(rootfd, where, root.upper)  # before any stub
         for path, kind, required in mountpoints(spec):
             try:
                 fd, made = inroot.ensure(rootfd, path, kind)
