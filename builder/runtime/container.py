@@ -164,6 +164,7 @@ def prepare(store: Store, options: RunOptions) -> Prepared:
             work=container.work,
             volatile=options.remove,
             discarded=options.remove,
+            skeleton=store.paths.skeleton,
         ),
         argv=argv,
         env=env_for(config, options.env),

@@ -5,7 +5,8 @@ naively would send a mount or a mkdir to the host. openat2(RESOLVE_IN_ROOT) keep
 symlink and `..` below the root; mounts then target `/proc/self/fd/N` of the opened path.
 
 Mount points missing from the root are created ("stubs") and removed after the run so they
-never reach the upper dir, i.e. the layer (BuildKit does the same).
+never reach the upper dir, i.e. the layer (BuildKit does the same); the usual ones come from
+the skeleton below the overlay instead (skeleton.py), when the image does not hide it.
 """
 
 from __future__ import annotations
@@ -26,13 +27,26 @@ _PATH_FLAGS = os.O_PATH | os.O_CLOEXEC
 @dataclass(frozen=True)
 class Stubs:
     """What we added to a root: paths created (parents first), and dirs whose times we
-    changed by creating in them (path, atime_ns, mtime_ns), to restore afterwards."""
+    changed by creating in them (path, atime_ns, mtime_ns), to restore afterwards.
+
+    A mount point the skeleton below the overlay shows (skeleton.py) is no stub, but the
+    run must leave the layer a stub left: `shown` are the dirs a stub would have been
+    made in (their times put back if the run changed them, which copied them up), and
+    `emptied` the upper dir's copies of the skeleton's dirs, removed if the run left them
+    empty (as a stub dir is)."""
 
     created: tuple[str, ...] = ()
     touched: tuple[tuple[str, int, int], ...] = ()
+    shown: tuple[tuple[str, int, int], ...] = ()
+    emptied: tuple[str, ...] = ()
 
     def __add__(self, other: Stubs) -> Stubs:
-        return Stubs(self.created + other.created, self.touched + other.touched)
+        return Stubs(
+            self.created + other.created,
+            self.touched + other.touched,
+            self.shown + other.shown,
+            self.emptied + other.emptied,
+        )
 
 
 def _parts(path: str) -> list[str]:
@@ -115,12 +129,28 @@ def remove(rootfd: int, stubs: Stubs) -> None:
                     raise
         finally:
             os.close(pfd)
-    # Newest first: when several stubs went into one dir, the first record holds its
-    # original times and must be applied last.
-    for sub, atime_ns, mtime_ns in reversed(stubs.touched):
-        with contextlib.suppress(FileNotFoundError):
-            fd = open_path(rootfd, sub, _PATH_FLAGS | os.O_DIRECTORY)
+    for path in stubs.emptied:  # (in the upper dir itself: the skeleton's copy is below)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             try:
+                os.rmdir(path)
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+    # Newest first: when several stubs went into one dir, the first record holds its
+    # original times and must be applied last; the skeleton's were taken before any.
+    for sub, atime_ns, mtime_ns in reversed(stubs.touched):
+        _restore_times(rootfd, sub, atime_ns, mtime_ns, always=True)
+    for sub, atime_ns, mtime_ns in stubs.shown:
+        _restore_times(rootfd, sub, atime_ns, mtime_ns, always=False)
+
+
+def _restore_times(rootfd: int, sub: str, atime_ns: int, mtime_ns: int, *, always: bool) -> None:
+    """Put a dir's times back; unless `always`, only a changed mtime (a utime of a dir
+    the run left alone would copy it up)."""
+    with contextlib.suppress(FileNotFoundError):
+        fd = open_path(rootfd, sub, _PATH_FLAGS | os.O_DIRECTORY)
+        try:
+            if always or os.fstat(fd).st_mtime_ns != mtime_ns:
                 os.utime(fd_path(fd), ns=(atime_ns, mtime_ns))
-            finally:
-                os.close(fd)
+        finally:
+            os.close(fd)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from builder import record
 from builder.errors import SandboxError
 from builder.record import dataclass
-from builder.sandbox import inroot
+from builder.sandbox import inroot, skeleton
 from builder.sandbox.idmap import in_initial_user_namespace
 from builder.sandbox.spec import DirRoot, Mount, OverlayRoot, SandboxSpec, normalize
 from builder.sandbox.syscalls import (
@@ -117,7 +117,10 @@ def mount_root(
     # Top-most first, each dir once: overlayfs refuses a stack that holds one dir twice
     # (ELOOP), which two identical layers (two empty RUN steps) would make. Dropping the
     # lower copies changes nothing: the top-most copy of a layer shadows all of them.
-    lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers))) or [scratch]
+    lowers = list(dict.fromkeys(str(p) for p in reversed(root.lowers)))
+    if (where := _skeleton(root)) is not None:  # below every layer: the mount points
+        lowers.append(skeleton.ensure(where))
+    lowers = lowers or [scratch]
     adopt_root_attrs(str(root.upper), lowers[0] if root.lowers else None)
     if root.fuse:
         if idmap is not None:
@@ -133,6 +136,14 @@ def mount_root(
     _mount_overlay(
         lowers, str(root.upper), str(root.work), target, userns, idmap, volatile=root.volatile
     )
+    return None
+
+
+def _skeleton(root: OverlayRoot | DirRoot) -> Path | None:
+    """Where the root's skeleton is (skeleton.py), if it takes one: the kernel's overlayfs
+    only (fuse-overlayfs numbers its inodes itself, which skeleton.Shown reads)."""
+    if isinstance(root, OverlayRoot) and not root.fuse:
+        return root.skeleton
     return None
 
 
@@ -303,7 +314,13 @@ def _point_kind(m: Mount) -> Literal["dir", "file"]:
 def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
     rootfd = os.open(target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     stubs = inroot.Stubs()
+    shown = None
     try:
+        root = spec.root
+        where = _skeleton(root)
+        # (A discarded upper dir is never tidied: nothing to tell.)
+        if where is not None and isinstance(root, OverlayRoot) and not root.discarded:
+            shown = skeleton.Shown(rootfd, where, root.upper)  # before any stub
         for path, kind, required in mountpoints(spec):
             try:
                 fd, made = inroot.ensure(rootfd, path, kind)
@@ -313,8 +330,12 @@ def make_stubs(target: str, spec: SandboxSpec) -> inroot.Stubs:
                 continue
             except OSError as err:
                 raise SandboxError(f"mount point /{path.strip('/')}: {err.strerror}") from None
+            if shown is not None and not made.created:
+                shown.note(path, fd)
             os.close(fd)
             stubs += made
+        if shown is not None:
+            stubs += shown.stubs()
     except BaseException:
         with contextlib.suppress(OSError):
             inroot.remove(rootfd, stubs)  # leave the root as we found it

@@ -67,6 +67,10 @@ class OverlayRoot:
     # Served by fuse-overlayfs instead of the kernel's overlayfs (sandbox/fuse.py), for
     # where the kernel's cannot be mounted; the upper dir is then in its form.
     fuse: bool = False
+    # Where the store keeps the skeleton of mount points (/proc, /sys, /dev, the /etc
+    # files) that goes below the lowers, so that no run makes them in its upper dir
+    # (skeleton.py); on the lowers' file system. None: stubs made and removed per run.
+    skeleton: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ root/variants/<diff_id hex>/<kind>[-<level>].json   a layer's blob in each compr
 root/containers/<id>/        `builder run`'s writable layers (upper, work)
 root/mounts/cache/<id>/      RUN --mount=type=cache directories
 root/seccomp/<key>.bpf       compiled seccomp programs (sandbox/seccomp_cache.py)
+root/skeleton/<version>/     mount points below every sandbox overlay (sandbox/skeleton.py)
 root/tmp/                    scratch on the same filesystem, for atomic renames
 root/lock                    flock: index.json updates and layer-dir renames
 root/gc.lock                 flock: shared by leases (builds, runs), exclusive by gc
@@ -91,6 +92,12 @@ class StorePaths:
     def seccomp(self) -> Path:
         """Compiled seccomp programs (sandbox/seccomp_cache.py): a cache, any file may go."""
         return self.root / "seccomp"
+
+    @property
+    def skeleton(self) -> Path:
+        """The sandbox's mount points below every overlay (sandbox/skeleton.py): remade if
+        gone, but never while a sandbox runs (it is a lower dir then)."""
+        return self.root / "skeleton"
 
     @property
     def tmp(self) -> Path:

@@ -263,6 +263,21 @@ def test_images_lists_and_rmi_removes(builder: Builder) -> None:
     assert shutil.which("umoci")
 
 
+def test_run_steps_and_run_take_their_mount_points_from_the_store_skeleton(
+    builder: Builder, tmp_path: Path
+) -> None:
+    """busybox has no /sys: a RUN step and `run` find it in the store's skeleton (below the
+    image's layers, sandbox/skeleton.py), so no stub is made in the upper dir."""
+    skeleton = builder.root / "skeleton" / "v1"
+    assert not skeleton.exists()
+    recipe = "FROM busybox\nRUN test -d /sys/kernel && test -s /etc/hosts\n"
+    builder("build", "-t", "sk", make_context(tmp_path, recipe))
+    assert sorted(p.name for p in skeleton.iterdir()) == ["dev", "etc", "proc", "sys"]
+    shutil.rmtree(skeleton)
+    assert builder("run", "--rm", "sk", "ls", "/sys/kernel").status == 0
+    assert skeleton.is_dir()
+
+
 def test_a_run_that_changes_nothing_makes_an_empty_layer(builder: Builder, tmp_path: Path) -> None:
     """The sandbox's /etc/hosts stub copies /etc up; an unchanged copy-up is no change."""
     builder("build", "-t", "noop", make_context(tmp_path, "FROM busybox\nRUN true\n"))

@@ -83,6 +83,7 @@ def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
         upper=ctx.store.tmp_dir("upper"),
         work=ctx.store.tmp_dir("work"),
         volatile=True,
+        skeleton=ctx.store.paths.skeleton,
     )
 
 
