@@ -48,6 +48,27 @@ def test_an_owner_is_its_pid_and_start_time(tmp_path: Path) -> None:
     assert sorted(tmp_path.iterdir()) == [nameless, mine]
 
 
+def test_a_forked_child_names_its_entries_as_its_own(tmp_path: Path) -> None:
+    """owner_tag is read once per process: a fork (a server's build) must not keep the
+    parent's, or a sweep would take the child's live work for the parent's."""
+    parent_tag = scratch_module.owner_tag()  # read, and kept, before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its tag and its own pid and start time
+        try:
+            me = os.getpid()
+            line = f"{scratch_module.owner_tag()} {me}-{process_start(me)}"
+            os.write(write, line.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child_tag, expected = f.read().split()
+    os.waitpid(pid, 0)
+    assert child_tag == expected != parent_tag
+    assert scratch_module.owner_tag() == parent_tag == f"{os.getpid()}-{process_start(os.getpid())}"
+
+
 def test_a_zombie_owner_is_gone() -> None:
     child = subprocess.Popen(["true"])
     try:

@@ -61,8 +61,10 @@ def cached_layer(
 
 
 def _unpacked(layer: Descriptor, diff_id: Digest, ctx: StepContext) -> Path:
-    if not ctx.store.layers.has(diff_id):  # unpacked from its blob, which may be remote
-        ctx.cache.need(layer)
+    path = ctx.store.layers.trusted(diff_id)
+    if path is not None:
+        return path
+    ctx.cache.need(layer)  # unpacked from its blob, which may be remote
     return ctx.store.layers.get(layer, diff_id)
 
 
