@@ -31,6 +31,7 @@ from builder.engine.executor import Executor, SandboxExecutor
 from builder.engine.images import ImageSource, Puller
 from builder.engine.lazystages import LazyStages, finished, side_stages
 from builder.engine.options import BuildOptions, BuildResult
+from builder.engine.pending import settle
 from builder.engine.recipefile import read_recipe_bytes
 from builder.engine.remote_cache import CacheLink, CacheUnusable, export_all, open_sources
 from builder.engine.scheduler import build_stages, can_overlap
@@ -288,8 +289,12 @@ class _Run:
         try:
             state = execute(instr, state, ctx)
         except (SandboxError, LayerError, StoreError) as err:  # they know no recipe: say where
+            _settle_quietly(state)
             loc = instr.location
             raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
+        except BaseException:
+            _settle_quietly(state)
+            raise
         self.cached_steps += state.from_cache
         self.report(StepDone(self.number, cached=state.from_cache, seconds=time.monotonic() - t0))
         return state
@@ -330,7 +335,7 @@ class _Run:
         for instr in stage.instructions:
             self.number += 1
             state = self.step(instr, label, state, scope)
-        return state
+        return settle(state)  # its last RUN's layer, if still being written
 
     def triggers(
         self, stage: Stage, label: str, state: ImageState, scope: StageScope
@@ -372,6 +377,14 @@ class _Run:
             if index < stage.index and str(index) not in self.done:
                 source = self.plan.stages[index]
                 finished(self.done, index, source, self.stage(source))
+
+
+def _settle_quietly(state: ImageState) -> None:
+    """A failed step's build ends: the RUN before it still writing its layer (engine/pending)
+    finishes it (the next build reuses it), before the lease ends; its failure is not the
+    one told."""
+    with contextlib.suppress(Exception):
+        settle(state)
 
 
 def _target_chain(build_plan: BuildPlan) -> list[int]:
