@@ -124,10 +124,14 @@ def test_one_remover_thread_serves_a_build_s_discards_and_a_forked_child_has_its
 
     monkeypatch.setattr(scratch_module, "remove_tree", noting)
     for _ in range(3):  # a step's dirs, then the next step's, after a pause
-        scratch.discard(scratch.new_dir("work"))
-        scratch.settle()
+        doomed = scratch.new_dir("work")
+        scratch.discard(doomed)
+        while doomed.exists():
+            time.sleep(0.01)
         time.sleep(0.05)
     assert len(removers) == 3 and len(set(removers)) == 1
+    scratch.settle()  # the build's end: no thread is left (the process exits sooner)
+    assert not removers[0].is_alive()
     pid = os.fork()
     if pid == 0:
         try:
