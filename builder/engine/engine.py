@@ -260,6 +260,20 @@ class _Run:
         scope: StageScope,
         text: str | None = None,
     ) -> ImageState:
+        try:
+            return self._step(instr, label, state, scope, text)
+        except BaseException:  # a stop asked by another stage too
+            _settle_quietly(state)
+            raise
+
+    def _step(
+        self,
+        instr: Instruction,
+        label: str,
+        state: ImageState,
+        scope: StageScope,
+        text: str | None,
+    ) -> ImageState:
         if self.stopper is not None:
             self.stopper.check()
         self.steps += 1
@@ -289,12 +303,8 @@ class _Run:
         try:
             state = execute(instr, state, ctx)
         except (SandboxError, LayerError, StoreError) as err:  # they know no recipe: say where
-            _settle_quietly(state)
             loc = instr.location
             raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
-        except BaseException:
-            _settle_quietly(state)
-            raise
         self.cached_steps += state.from_cache
         self.report(StepDone(self.number, cached=state.from_cache, seconds=time.monotonic() - t0))
         return state

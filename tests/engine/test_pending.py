@@ -4,19 +4,23 @@ committing each RUN before the next step writes; a failure after it keeps its re
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
 
+from builder.engine import engine as engine_module
 from builder.engine.executor import OverlayRoot, Process
 from builder.engine.state import ImageState
 from builder.engine.steps import run as run_module
 from builder.engine.steps.base import StepContext
 from builder.engine.steps.layer_step import commit_layer
+from builder.engine.stopper import Stopper
 from builder.errors import StepFailed
 from builder.store import Store
 from tests.engine.fakes import Effect, FakeExecutor
 from tests.engine.support import files_of, image, make_context, run_build
+from tests.engine.test_scheduler import FailFast
 
 RECIPE = """\
 FROM scratch
@@ -113,3 +117,38 @@ def test_a_failed_step_keeps_the_record_of_the_run_before_it(
     again = run_build(store, context, fake, monkeypatch)
     assert again.cached == [True, True, False]  # FROM, RUN one (kept), RUN false
     assert [p.argv[-1] for p in fake.runs] == ["one", "false", "false"]
+
+
+def test_a_stage_stopped_by_another_s_failure_keeps_its_run_s_record(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stop comes as the next step starts (the stopper's check), with the RUN's layer
+    still pending: it is written and recorded, and no writer thread outlives the build."""
+    recipe = (
+        "FROM scratch AS a\nRUN work a\nFROM scratch AS b\nRUN work b\nRUN more b\n"
+        "FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n"
+    )
+    context = make_context(tmp_path / "ctx", recipe)
+    stoppers: list[Stopper] = []
+
+    class Noted(Stopper):
+        def __init__(self) -> None:
+            super().__init__()
+            stoppers.append(self)
+
+    monkeypatch.setattr(engine_module, "Stopper", Noted)
+    fake = FailFast(stoppers)
+    fake.on("work a", Effect(status=3))
+    fake.on("work b", Effect(files={"/b": "b"}))
+    fake.on("more b", Effect())
+    with pytest.raises(StepFailed, match="work a"):
+        run_build(store, context, fake, monkeypatch, jobs=2)
+    assert [p.argv[-1] for p in fake.runs] == ["work a", "work b"]  # `more b` never ran
+    assert not [t for t in threading.enumerate() if t.name == "layer-writer"]
+    assert list(store.paths.tmp.iterdir()) == []
+    fake = _scripted()
+    fake.on("work a", Effect(files={"/a": "a"}))
+    fake.on("more b", Effect())
+    again = run_build(store, context, fake, monkeypatch, jobs=1)
+    assert "work b" not in [p.argv[-1] for p in fake.runs]  # its record was kept
+    assert again.result.image_id
