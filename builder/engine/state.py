@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from builder.image.config import ImageConfig
 from builder.image.descriptor import Descriptor
 from builder.image.image import Image
-from builder.record import dataclass, replace
+from builder.record import dataclass, field, replace
+
+if TYPE_CHECKING:
+    from builder.engine.pending import PendingLayer
 
 # The time of a state with nothing dated yet (scratch, or an image without `created`).
 EPOCH = "1970-01-01T00:00:00Z"
@@ -22,6 +27,9 @@ class ImageState:
     # A step before it missed while its stage was only probed for its keys (engine: lazy
     # stages): the key chain is right, the layers are not there.
     unresolved: bool = False
+    # A RUN's layer still being written (engine/pending): its history entry is in
+    # `config`, its diff ID and blob are not yet; `pending.settle` appends them.
+    pending: PendingLayer | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of_image(cls, image: Image) -> ImageState:

@@ -60,6 +60,12 @@ class UnpackedLayers:
     def has(self, diff_id: Digest) -> bool:
         return self._trusted(diff_id)
 
+    def trusted(self, diff_id: Digest) -> Path | None:
+        """layers/<diff_id hex> if it is there and trusted, else None: has() and get() in
+        one stat, for a build step that mounts every layer of its image (17 of them by the
+        last step of many-steps, a stat each, twice, before)."""
+        return self._paths.layer(diff_id) if self._trusted(diff_id) else None
+
     def _trusted(self, diff_id: Digest) -> bool:
         try:
             st = os.stat(self._paths.layer(diff_id))

@@ -48,6 +48,27 @@ def test_an_owner_is_its_pid_and_start_time(tmp_path: Path) -> None:
     assert sorted(tmp_path.iterdir()) == [nameless, mine]
 
 
+def test_a_forked_child_names_its_entries_as_its_own(tmp_path: Path) -> None:
+    """owner_tag is read once per process: a fork (a server's build) must not keep the
+    parent's, or a sweep would take the child's live work for the parent's."""
+    parent_tag = scratch_module.owner_tag()  # read, and kept, before the fork
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its tag and its own pid and start time
+        try:
+            me = os.getpid()
+            line = f"{scratch_module.owner_tag()} {me}-{process_start(me)}"
+            os.write(write, line.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        child_tag, expected = f.read().split()
+    os.waitpid(pid, 0)
+    assert child_tag == expected != parent_tag
+    assert scratch_module.owner_tag() == parent_tag == f"{os.getpid()}-{process_start(os.getpid())}"
+
+
 def test_a_zombie_owner_is_gone() -> None:
     child = subprocess.Popen(["true"])
     try:
@@ -86,3 +107,40 @@ def test_discarded_dirs_go_in_the_background_and_settle_waits(
     scratch.discard(again)
     scratch.settle()
     assert not again.exists()
+
+
+def test_one_remover_thread_serves_a_build_s_discards_and_a_forked_child_has_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting a thread per discard cost a build step 0.3-2 ms: the remover waits for
+    more. A fork (a server's build) has no copy of it, and starts its own."""
+    scratch = Scratch(tmp_path)
+    removers: list[threading.Thread] = []  # kept: a finished thread's ident may be reused
+    original = scratch_module.remove_tree
+
+    def noting(path: Path, *, ignore_errors: bool = False) -> None:
+        removers.append(threading.current_thread())
+        original(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(scratch_module, "remove_tree", noting)
+    for _ in range(3):  # a step's dirs, then the next step's, after a pause
+        doomed = scratch.new_dir("work")
+        scratch.discard(doomed)
+        while doomed.exists():
+            time.sleep(0.01)
+        time.sleep(0.05)
+    assert len(removers) == 3 and len(set(removers)) == 1
+    scratch.settle()  # the build's end: no thread is left (the process exits sooner)
+    assert not removers[0].is_alive()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            doomed = scratch.new_dir("child")
+            scratch.discard(doomed)
+            deadline = time.monotonic() + 10  # (not settle(): it would wait for ever)
+            while doomed.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os._exit(0 if not doomed.exists() else 1)
+        finally:
+            os._exit(2)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

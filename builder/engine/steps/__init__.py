@@ -7,6 +7,7 @@ cached build).
 
 from __future__ import annotations
 
+from builder.engine.pending import settle
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext
 from builder.errors import RecipeError
@@ -18,14 +19,16 @@ def execute(instr: ins.Instruction, state: ImageState, ctx: StepContext) -> Imag
         from builder.engine.steps.run import run_step
 
         return run_step(instr, state, ctx)
+    # The layer steps below read and append layers: a RUN's before them, if still being
+    # written (engine/pending), is settled first. Config-only steps leave it be.
     if isinstance(instr, ins.Copy | ins.Add):
         from builder.engine.steps.copy import copy_step
 
-        return copy_step(instr, state, ctx)
+        return copy_step(instr, settle(state), ctx)
     if isinstance(instr, ins.Workdir):
         from builder.engine.steps.workdir import workdir_step
 
-        return workdir_step(instr, state, ctx)
+        return workdir_step(instr, settle(state), ctx)
     from builder.engine.steps.metadata import METADATA_HANDLERS, arg_step
 
     if isinstance(instr, ins.Arg):

@@ -12,6 +12,7 @@ from pathlib import Path
 from builder.engine import cachekey
 from builder.engine.events import StepOutput
 from builder.engine.executor import OverlayRoot
+from builder.engine.pending import PendingLayer, settle
 from builder.engine.state import ImageState
 from builder.engine.steps.base import StepContext, history, now
 from builder.image.descriptor import Descriptor
@@ -51,6 +52,7 @@ def cached_layer(
             return replace(state.step(config, key, cached=False), unresolved=True)
         return None
     ctx.cache.note(rkey, record)
+    state = settle(state)  # a RUN's layer before it, if still being written
     created = record.created
     layer, diff_id = record.layer, record.diff_id
     if layer is None or diff_id is None:  # a step that makes no layer (commit_empty)
@@ -61,17 +63,21 @@ def cached_layer(
 
 
 def _unpacked(layer: Descriptor, diff_id: Digest, ctx: StepContext) -> Path:
-    if not ctx.store.layers.has(diff_id):  # unpacked from its blob, which may be remote
-        ctx.cache.need(layer)
+    path = ctx.store.layers.trusted(diff_id)
+    if path is not None:
+        return path
+    ctx.cache.need(layer)  # unpacked from its blob, which may be remote
     return ctx.store.layers.get(layer, diff_id)
 
 
 def lowers_for(state: ImageState, ctx: StepContext) -> tuple[Path, ...]:
-    """The state's unpacked layer dirs, bottom first."""
-    return tuple(
+    """The state's unpacked layer dirs, bottom first; a RUN's layer still being written
+    (engine/pending) is its upper dir, on top."""
+    lowers = tuple(
         _unpacked(layer, diff_id, ctx)
         for layer, diff_id in zip(state.layers, state.config.diff_ids, strict=True)
     )
+    return lowers if state.pending is None else (*lowers, state.pending.upper)
 
 
 def overlay_for(state: ImageState, ctx: StepContext) -> OverlayRoot:
@@ -149,6 +155,47 @@ def commit_layer(
     ctx.cache.note(rkey, record)
     config = state.config.with_layer(diff_id, history(created, created_by, empty_layer=False))
     return state.step(config, key, created=created, layer=layer, cached=False)
+
+
+def commit_layer_behind(
+    state: ImageState, ctx: StepContext, key: str, created_by: str, root: OverlayRoot
+) -> ImageState:
+    """commit_layer for a RUN, its layer written while the next step runs (engine/pending):
+    the same blob, diff ID, unpacked dir and record, in the same order, once settled."""
+    created = now(ctx.source_date_epoch)
+    try:
+        # Before the dir is anyone's lower; and before the layer below is settled, whose
+        # dir (one of root.lowers) it renames.
+        prune_unchanged_dirs(root.upper, root.lowers)
+        state = settle(state)
+    except BaseException:
+        discard(root, ctx)
+        raise
+    ctx.store.scratch.discard(root.work)
+    upper, rkey = root.upper, record_key(ctx, key)
+
+    def write() -> tuple[Descriptor, Digest]:
+        return ctx.store.put_layer(
+            upper,
+            ctx.compression.kind,
+            mtime_clamp=ctx.source_date_epoch,
+            level=ctx.compression.level,
+            background=True,
+        )
+
+    def finish(layer: Descriptor, diff_id: Digest) -> None:
+        try:
+            ctx.store.layers.adopt(diff_id, upper, background=ctx.store.finishing)
+        finally:
+            ctx.store.scratch.discard(upper)  # (gone already once adopted)
+        record = StepRecord(created, layer, diff_id)
+        ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
+        ctx.cache.note(rkey, record)
+
+    pending = PendingLayer(upper, write, finish, lambda: ctx.store.scratch.discard(upper))
+    entry = history(created, created_by, empty_layer=False)
+    config = replace(state.config, history=(*state.config.history, entry))
+    return replace(state.step(config, key, created=created, cached=False), pending=pending)
 
 
 class OutputPump:

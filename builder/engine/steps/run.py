@@ -27,7 +27,7 @@ from builder.engine.steps.base import (
 )
 from builder.engine.steps.layer_step import (
     cached_layer,
-    commit_layer,
+    commit_layer_behind,
     execute_in_overlay,
 )
 from builder.engine.steps.metadata import shell_of
@@ -280,4 +280,4 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             status,
             instr.location,
         )
-    return commit_layer(state, ctx, key, created_by, root)
+    return commit_layer_behind(state, ctx, key, created_by, root)
