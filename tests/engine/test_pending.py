@@ -46,12 +46,13 @@ def _scripted() -> FakeExecutor:
 
 
 def _records(store: Store) -> dict[str, bytes]:
-    """The steps' records (and the recipe's). Not COPY's frame index nor the context memo,
-    which no RUN writes and which differ between any two builds (a check, a time)."""
+    """The steps' records (and the recipe's). Not COPY's frame index nor the context's memo
+    and snapshot, which no RUN writes and which differ between any two builds (a check, a
+    time)."""
     return {
         p.name: p.read_bytes()
         for p in sorted(store.paths.cache.glob("*.json"))
-        if not p.name.startswith(("frames-", "context-memo-"))
+        if not p.name.startswith(("frames-", "context-memo-", "context-snapshot-"))
     }
 
 
