@@ -376,6 +376,18 @@ class BuildContext:
         self._digested[name] = digest
         return digest
 
+    def plan_keyed(
+        self, sources: tuple[str, ...], dest: str, key: str
+    ) -> tuple[list[CopyItem], str]:
+        """plan_copy(SOURCES, DEST) for a COPY that copy_key gave `key`, and the key of
+        what it plans: `key` again, unless the snapshot gave it and the context changed
+        between that check and this walk (the layer is then keyed by what it holds)."""
+        items = self.plan_copy(sources, dest)
+        name = _copy_name(sources, dest)
+        if self._digested.get(name) != key:
+            self._digested[name] = copy_digest(items)
+        return items, self._digested[name]
+
     def snapshot_to_save(self) -> Snapshot | None:
         """The snapshot for the next build, if this one walked the context in full (with
         the previous snapshot's COPYs, when they still hold); else None."""

@@ -242,6 +242,25 @@ def test_snapshot_gives_a_copy_digest_without_a_walk_only_while_nothing_changed(
         assert again.copy_key(("src",), "/app") == key and again.walked_ns > 0, (name, then)
 
 
+def test_a_plan_after_a_snapshot_key_is_keyed_by_what_it_plans(ctx: Path) -> None:
+    """The context changed between the snapshot's check and the plan of a COPY that
+    missed the cache: the layer is keyed by what it holds, not by the snapshot's digest."""
+    first = BuildContext(ctx)
+    key = first.copy_key(("src",), "/app")
+    items, planned = first.plan_keyed(("src",), "/app", key)
+    assert planned == key == copy_digest(items)  # the walk's own key: kept
+    again = BuildContext(ctx, snapshot=_aged(first.snapshot_to_save()))
+    assert again.copy_key(("src",), "/app") == "planted"
+    (ctx / "src" / "a.txt").write_text("changed after the check")
+    items, planned = again.plan_keyed(("src",), "/app", "planted")
+    assert (
+        planned == copy_digest(items) == copy_digest(BuildContext(ctx).plan_copy(("src",), "/app"))
+    )
+    assert planned not in ("planted", key)
+    saved = again.snapshot_to_save()
+    assert saved is not None and list(saved.copies.values()) == [planned]
+
+
 def test_a_racy_symlink_is_read_again(ctx: Path) -> None:
     first = BuildContext(ctx)
     key = first.copy_key(("link",), "/l")

@@ -88,9 +88,17 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     # Planned again (the context's entries are walked once per build): a plan that failed
     # raised above, and the key came from this same walk unless the snapshot gave it.
     try:
-        items = ctx.context.plan_copy(files, dest) if files else []
+        items, planned = (
+            ctx.context.plan_keyed(files, dest, files_key) if files else ([], files_key)
+        )
     except BuildContextError as err:  # changed since the snapshot's walk
         raise located(err) from None
+    if planned != files_key:  # changed since the snapshot's walk: keyed by what is copied
+        payload["files"] = planned
+        key = cachekey.chain(state.key, keyword, payload)
+        hit = cached_layer(state, ctx, key, created_by)
+        if hit is not None:
+            return hit
     if unpack_archives:
         from builder.engine.extract import preload
 
