@@ -551,6 +551,9 @@ def run_server(idle: float) -> None:
             raise UsageError(f"a builder server is running already in {folder}") from None
         code = CodeWatch()
         preload()
+        from builder.sandbox import launcher
+
+        launcher.begin()  # the calls' sandboxes are its forks, not copies of us
         sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
         os.chdir("/")
         Server(folder, idle, code).serve()
