@@ -553,7 +553,9 @@ def run_server(idle: float) -> None:
         preload()
         from builder.sandbox import launcher
 
-        launcher.begin()  # the calls' sandboxes are its forks, not copies of us
+        # The calls' sandboxes are its forks, not copies of us; `run --rm`'s handoff
+        # removes the container with this module's code.
+        launcher.begin(preload=("builder.runtime.container",))
         sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
         os.chdir("/")
         Server(folder, idle, code).serve()

@@ -268,7 +268,8 @@ def _execute_in(
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
             code = _wait(pid, report_r, exec_r, plan, started, on_netns, launched)
             # Said its status and has not exited: it waits for our word (take_over).
-            if handoff is not None and pid in _EXITING:
+            said = pid in _EXITING if launched is None else launched.said
+            if handoff is not None and said:
                 fd, handoff_w = handoff_w, -1  # hand_over closes it, whatever happens
                 hand_over(handoff, fd, pid)
             return code
@@ -294,8 +295,8 @@ def _execute_in(
 def _launch(plan: _Run, report_w: int) -> Launched | None:
     """The supervisor forked by this process's launcher (launcher.py), which is not a copy
     of our memory; None where it cannot be (then we fork it, as before): a `call`'s
-    function, a handoff (its removal is the caller's code), no launcher ready."""
-    if plan.fn is not None or plan.handoff is not None:
+    function, a handoff whose removal cannot be pickled, no launcher ready."""
+    if plan.fn is not None:
         return None
     from builder.sandbox import launcher
 
@@ -307,6 +308,11 @@ def _launch(plan: _Run, report_w: int) -> Launched | None:
     wanted.update(fd for fd in (spec.stdin, spec.stdout, spec.stderr, spec.netns) if fd)
     if plan.net is not None:
         wanted.add(plan.net.gate_r)
+    if plan.handoff is not None:
+        removal = launcher.deferred(plan.handoff)
+        if removal is None:
+            return None
+        plan = record.replace(plan, handoff=removal)
     return spare.launch((plan, report_w), launcher.fd_flags(wanted), launcher.Context())
 
 
@@ -751,6 +757,7 @@ def _wait(
             status = launched.status()
         else:  # the launcher reaps it
             launched.close()
+            launched.said = True
             status = done << 8
     finally:
         forwarder.restore()
