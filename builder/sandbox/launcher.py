@@ -53,11 +53,11 @@ class Launcher:
     def __init__(self, preload: tuple[str, ...] = ()) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        # Our sys.path, not site's (-S: its start-up work): what a pickle names, the
+        # launcher imports as we would.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        code = (
-            f"import sys; sys.path.insert(0, {root!r}); "
-            "from builder.sandbox.launcher import serve; serve()"
-        )
+        path = [root, *(os.path.abspath(p) for p in sys.path)]
+        code = f"import sys; sys.path[:] = {path!r}; from builder.sandbox.launcher import serve; serve()"
         argv = [sys.executable, "-I", "-S", "-c", code, str(theirs.fileno()), str(ready_w)]
         argv += preload
         try:
@@ -232,12 +232,15 @@ def serve() -> None:
     """The launcher's main: import what a supervisor runs, say ready, fork on request."""
     import gc
 
-    import importlib
+    import encodings.ascii  # noqa: F401 - what a fork would import each time: pid 1's
+    import importlib  # files opened "ascii", the rlimits the caller's context sets
+    import resource  # noqa: F401
 
     from builder.sandbox import process  # noqa: F401 - imported once, here, for every fork
 
     for name in sys.argv[3:]:
-        importlib.import_module(name)
+        with contextlib.suppress(ImportError):  # then each fork that needs it imports it
+            importlib.import_module(name)
 
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)
@@ -327,5 +330,3 @@ def fd_flags(numbers: set[int]) -> dict[int, bool]:
         except OSError:
             continue  # not open (a closed stdin): the fork would not have it either
     return found
-
-
