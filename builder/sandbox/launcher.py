@@ -57,7 +57,10 @@ class Launcher:
         # launcher imports as we would.
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         path = [root, *(os.path.abspath(p) for p in sys.path)]
-        code = f"import sys; sys.path[:] = {path!r}; from builder.sandbox.launcher import serve; serve()"
+        code = (
+            f"import sys; sys.path[:] = {path!r}; "
+            "from builder.sandbox import launcher; launcher.serve()"
+        )
         argv = [sys.executable, "-I", "-S", "-c", code, str(theirs.fileno()), str(ready_w)]
         argv += preload
         try:
@@ -230,10 +233,11 @@ def current() -> Launcher | None:
 
 def serve() -> None:
     """The launcher's main: import what a supervisor runs, say ready, fork on request."""
+    # What a fork would import each time: pid 1's files opened "ascii", the rlimits of
+    # the caller's context.
+    import encodings.ascii  # noqa: F401
     import gc
-
-    import encodings.ascii  # noqa: F401 - what a fork would import each time: pid 1's
-    import importlib  # files opened "ascii", the rlimits the caller's context sets
+    import importlib
     import resource  # noqa: F401
 
     from builder.sandbox import process  # noqa: F401 - imported once, here, for every fork
