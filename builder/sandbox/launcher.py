@@ -35,6 +35,7 @@ import select
 import socket
 import struct
 import sys
+import threading
 from typing import Any
 
 from builder.sandbox.handoff import Handoff
@@ -205,6 +206,7 @@ class _Deferred:
 
 
 _CURRENT: Launcher | None = None
+_BEGINNING = threading.Lock()
 
 
 def begin(preload: tuple[str, ...] = ()) -> None:
@@ -213,9 +215,10 @@ def begin(preload: tuple[str, ...] = ()) -> None:
     it imports ahead, those of the handoffs its forks will run (their import would cost
     each fork ~20 ms, off the caller's path but not off the machine's)."""
     global _CURRENT
-    if _CURRENT is None and os.geteuid() == 0:
-        with contextlib.suppress(OSError):
-            _CURRENT = Launcher(preload)
+    with _BEGINNING:  # (stages' threads: one launcher)
+        if _CURRENT is None and os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                _CURRENT = Launcher(preload)
 
 
 def kept_fds() -> tuple[int, ...]:

@@ -296,8 +296,8 @@ def _launch(plan: _Run, report_w: int) -> Launched | None:
     """The supervisor forked by this process's launcher (launcher.py), which is not a copy
     of our memory; None where it cannot be (then we fork it, as before): a `call`'s
     function, a handoff whose removal cannot be pickled, no launcher ready."""
-    if plan.fn is not None:
-        return None
+    if plan.fn is not None or "builder.sandbox.launcher" not in sys.modules:
+        return None  # (not imported: none was begun, and `run` imports no socket for it)
     from builder.sandbox import launcher
 
     spare = launcher.current()
