@@ -37,8 +37,11 @@ def ready() -> Iterator[launcher.Launcher]:
     launcher._CURRENT = None
     found.sock.close()
     os.close(found.ready_r)
-    with contextlib.suppress(ChildProcessError):  # (a test killed it)
-        os.waitpid(found.pid, 0)  # it ends once no caller holds its socket
+    deadline = time.monotonic() + 10
+    with contextlib.suppress(ChildProcessError):  # (a test killed and reaped it)
+        while os.waitpid(found.pid, os.WNOHANG) == (0, 0):  # it ends once no caller holds
+            assert time.monotonic() < deadline, "the launcher outlived its callers"
+            time.sleep(0.01)  # its socket
 
 
 def _ppid(pid: int) -> int:
@@ -80,8 +83,10 @@ def test_supervisor_is_the_launchers_fork(
     assert int(rss) < int(ours)  # a small Python: the point of it
 
 
-def test_without_a_launcher_we_fork(overlay: Callable[..., OverlayRoot]) -> None:
-    assert launcher.current() is None
+def test_without_a_launcher_we_fork(
+    overlay: Callable[..., OverlayRoot], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "_CURRENT", None)  # (a build before may have begun one)
     assert _supervisor_parent(SandboxSpec(overlay(), ())) == (os.getpid(), 3)
 
 
