@@ -51,7 +51,10 @@ _FD_LIMIT = 0x7FFFFFFF
 class Launcher:
     """The caller's side: the launcher's socket, and a pipe whose EOF says it is ready."""
 
-    def __init__(self, preload: tuple[str, ...] = ()) -> None:
+    def __init__(self, preload: tuple[str, ...] = (), *, wait: bool = False) -> None:
+        """Spawn it; it runs as our grandchild (the child it forks at once, which our
+        `wait` reaps now, or a later `ready` does), not among our children."""
+        self.pid = 0  # the launcher's, once ready (the parent of the supervisors it forks)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         # Our sys.path, not site's (-S: its start-up work): what a pickle names, the
@@ -68,19 +71,32 @@ class Launcher:
             # posix_spawn keeps fds that are not close-on-exec: these two, made so here only.
             os.set_inheritable(theirs.fileno(), True)
             os.set_inheritable(ready_w, True)
-            self.pid = os.posix_spawn(sys.executable, argv, os.environ)
+            self._spawned = os.posix_spawn(sys.executable, argv, os.environ)
         finally:
             theirs.close()
             os.close(ready_w)
         self.sock = ours
         self.ready_r = ready_r
         self._ready = False
+        if wait:
+            self._reap(0)
+
+    def _reap(self, flags: int) -> None:
+        if self._spawned:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self._spawned, flags)[0] == 0:
+                    return
+            self._spawned = 0
 
     def ready(self) -> bool:
         """True once the launcher serves (never blocks; any process sharing it may ask)."""
         if not self._ready:
             ready, _, _ = select.select([self.ready_r], [], [], 0)
-            self._ready = bool(ready)
+            if ready:
+                said = os.read(self.ready_r, 16)  # its pid, to the first who asks; then EOF
+                self.pid = int(said) if said else 0
+                self._ready = True
+            self._reap(os.WNOHANG)
         return self._ready
 
     def fds(self) -> tuple[int, int]:
@@ -209,16 +225,17 @@ _CURRENT: Launcher | None = None
 _BEGINNING = threading.Lock()
 
 
-def begin(preload: tuple[str, ...] = ()) -> None:
+def begin(preload: tuple[str, ...] = (), *, wait: bool = False) -> None:
     """Spawn this process's launcher, unless there is one (started early: it is ready
     about 0.1 s later, and its start runs on another core meanwhile). `preload`: modules
     it imports ahead, those of the handoffs its forks will run (their import would cost
-    each fork ~20 ms, off the caller's path but not off the machine's)."""
+    each fork ~20 ms, off the caller's path but not off the machine's). `wait`: for its
+    first process, which forks it and exits (tens of ms: a server's start)."""
     global _CURRENT
     with _BEGINNING:  # (stages' threads: one launcher)
         if _CURRENT is None and os.geteuid() == 0:
             with contextlib.suppress(OSError):
-                _CURRENT = Launcher(preload)
+                _CURRENT = Launcher(preload, wait=wait)
 
 
 def kept_fds() -> tuple[int, ...]:
@@ -236,6 +253,8 @@ def current() -> Launcher | None:
 
 def serve() -> None:
     """The launcher's main: import what a supervisor runs, say ready, fork on request."""
+    if os.fork() != 0:  # not among our spawner's children (a server counts them)
+        os._exit(0)
     # What a fork would import each time: pid 1's files opened "ascii", the rlimits of
     # the caller's context.
     import encodings.ascii  # noqa: F401
@@ -253,7 +272,10 @@ def serve() -> None:
     os.set_inheritable(sock.fileno(), False)
     gc.collect()
     gc.freeze()  # a fork's collections must not write to every object's header
-    os.close(int(sys.argv[2]))  # ready
+    ready_w = int(sys.argv[2])
+    with contextlib.suppress(OSError):
+        os.write(ready_w, str(os.getpid()).encode())
+    os.close(ready_w)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
     while True:
         ready, _, _ = select.select([sock.fileno(), *children], [], [])

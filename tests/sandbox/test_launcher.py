@@ -4,7 +4,6 @@ as before. Real processes: parents and fds read from /proc."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import signal
@@ -38,10 +37,9 @@ def ready() -> Iterator[launcher.Launcher]:
     found.sock.close()
     os.close(found.ready_r)
     deadline = time.monotonic() + 10
-    with contextlib.suppress(ChildProcessError):  # (a test killed and reaped it)
-        while os.waitpid(found.pid, os.WNOHANG) == (0, 0):  # it ends once no caller holds
-            assert time.monotonic() < deadline, "the launcher outlived its callers"
-            time.sleep(0.01)  # its socket
+    while _alive(found.pid):  # it ends once no caller holds its socket
+        assert time.monotonic() < deadline, "the launcher outlived its callers"
+        time.sleep(0.01)
 
 
 def _ppid(pid: int) -> int:
@@ -78,6 +76,7 @@ def test_supervisor_is_the_launchers_fork(
 ) -> None:
     parent, status = _supervisor_parent(SandboxSpec(overlay(), ()))
     assert (parent, status) == (ready.pid, 3)
+    assert ready.pid not in _children(os.getpid())  # a server counts its children
     rss = Path(f"/proc/{ready.pid}/statm").read_text().split()[1]
     ours = Path("/proc/self/statm").read_text().split()[1]
     assert int(rss) < int(ours)  # a small Python: the point of it
@@ -94,7 +93,8 @@ def test_a_launcher_gone_falls_back_to_our_fork(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
 ) -> None:
     os.kill(ready.pid, signal.SIGKILL)
-    os.waitpid(ready.pid, 0)
+    while _alive(ready.pid):
+        time.sleep(0.01)
     assert launcher.current() is ready  # (it said ready before it died)
     assert _supervisor_parent(SandboxSpec(overlay(), ())) == (os.getpid(), 3)
 
