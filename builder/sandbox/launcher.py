@@ -255,6 +255,8 @@ def serve() -> None:
     """The launcher's main: import what a supervisor runs, say ready, fork on request."""
     if os.fork() != 0:  # not among our spawner's children (a server counts them)
         os._exit(0)
+    os.chdir("/")  # a long-lived process must not keep a directory busy (its forks take
+    # their caller's)
     # What a fork would import each time: pid 1's files opened "ascii", the rlimits of
     # the caller's context.
     import encodings.ascii  # noqa: F401
