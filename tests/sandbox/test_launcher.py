@@ -231,3 +231,26 @@ def test_handoff_of_a_launched_supervisor(
     pid, parent = map(int, done.read_text().split())
     assert moved == [pid]
     assert parent == (ready.pid if picklable else os.getpid())
+
+
+def test_launched_takes_the_callers_umask_and_rlimits(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """What a fork of ours would inherit, the launcher's fork takes from us."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    old = os.umask(0o027)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 777), hard))
+        out_r, out_w = os.pipe()
+        try:
+            spec = SandboxSpec(overlay(), ("sh", "-c", "umask; ulimit -n"), stdout=out_w)
+            assert run(spec) == 0
+        finally:
+            os.close(out_w)
+        with os.fdopen(out_r) as out:
+            assert out.read().split() == ["0027", str(min(hard, 777))]
+    finally:
+        os.umask(old)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
