@@ -240,8 +240,6 @@ class SandboxExecutor:
         """The `started` callback of a RUN: once its command runs (this thread waits then),
         the next step's namespace and cgroup are made; and the stopper can kill it."""
 
-        from builder.sandbox import launcher
-
         with contextlib.ExitStack() as stack:
             stopper = self._stopper
             watched = None if stopper is None else stack.enter_context(stopper.watching())
@@ -250,7 +248,6 @@ class SandboxExecutor:
                 for spare in (self._spare, self._cgroups):
                     if spare is not None:
                         spare.begin()
-                launcher.begin()  # the next steps' supervisors: forks of a small Python
                 if watched is not None:
                     watched(pid)
 

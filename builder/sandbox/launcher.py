@@ -5,8 +5,9 @@ registry and CLI imported: ~30 MB): the supervisor, and pid 1 forked by it. Each
 the copy-on-write faults that follow it cost in proportion to the caller's memory: a fork
 whose child touches a few objects and exits took 8.8 ms there, 2.1 ms from a bare
 interpreter, and that was most of a sandbox's CPU (issue 9). A launcher is an interpreter
-(`python -I -S`) that imports the sandbox's modules only, spawned once per caller process
-(posix_spawn: a vfork for the caller) and run beside it. A sandbox's plan goes to it
+(`python -I -S`) that imports the sandbox's modules only, spawned once (posix_spawn: a vfork
+for the caller) by a warm server, whose calls share it. (A one-shot CLI spawns none: its
+~0.1 s of CPU to start cost a 16-step build more than its forks saved.) A sandbox's plan goes to it
 pickled, with the fds the plan names (SCM_RIGHTS), and it forks the supervisor, which puts
 those fds at the numbers the caller had them (their close-on-exec flags too), takes the
 caller's umask, cwd, environment, rlimits and cgroups, and runs the same code a fork of the
