@@ -551,6 +551,11 @@ def run_server(idle: float) -> None:
             raise UsageError(f"a builder server is running already in {folder}") from None
         code = CodeWatch()
         preload()
+        from builder.sandbox import launcher
+
+        # The calls' sandboxes are its forks, not copies of us; `run --rm`'s handoff
+        # removes the container with this module's code.
+        launcher.begin(preload=("builder.runtime.container",), wait=True)
         sys.path[:] = [os.path.abspath(entry) for entry in sys.path]
         os.chdir("/")
         Server(folder, idle, code).serve()

@@ -41,6 +41,7 @@ from builder.cli import main as cli_module
 from builder.cli.client import unpack_fds
 from builder.cli.main import _exit_now
 from builder.cli.main import main as cli_main
+from builder.sandbox import launcher
 from builder.sandbox.syscalls import set_pdeathsig
 
 # (encoding, errors, line_buffering, write_through) of one of the client's std streams.
@@ -223,8 +224,11 @@ def _take_io(adopted: Adopted) -> None:
 
 
 def _close_all_but(first: int, kept: int) -> None:
-    os.closerange(first, kept)
-    os.closerange(kept + 1, os.sysconf("SC_OPEN_MAX"))
+    """Close fds from `first` on but `kept` and, when above stdio, the server's sandbox
+    launcher's (sandbox/launcher.py: the call's sandboxes are forked by it)."""
+    keep = sorted({kept, *(launcher.kept_fds() if first > 0 else ())})
+    for low, high in zip([first - 1, *keep], [*keep, os.sysconf("SC_OPEN_MAX")], strict=True):
+        os.closerange(low + 1, high)
 
 
 def _report(reply: int, status: int) -> None:

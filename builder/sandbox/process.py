@@ -73,8 +73,9 @@ from builder.sandbox.syscalls import (
     unshare,
 )
 
-if TYPE_CHECKING:  # --userns=auto only
+if TYPE_CHECKING:  # --userns=auto only; a launcher's
     from builder.sandbox.idmapped import Idmapping
+    from builder.sandbox.launcher import Launched
     from builder.sandbox.subids import IdRange
 
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -113,6 +114,9 @@ class _Run:
     # `run`'s cleanup left to the supervisor (handoff.py) and the read end of its pipe.
     handoff: Handoff | None = None
     handoff_r: int = -1
+    # Forked by the launcher (launcher.py): our end of the caller's socket, whose hang-up
+    # is the caller's death (a fork of the caller dies with it by PR_SET_PDEATHSIG).
+    life: int = -1
 
     @property
     def rootdir(self) -> str:
@@ -243,11 +247,15 @@ def _execute_in(
             )
             host_maps = None if plan.rootful else Handshake.new()
             parent = os.getpid()
-            pid = os.fork()
-            if pid == 0:
-                _close(exec_r)
-                _close(handoff_w)
-                _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
+            launched = _launch(plan, report_w) if host_maps is None else None
+            if launched is not None:
+                pid = launched.pid
+            else:
+                pid = os.fork()
+                if pid == 0:
+                    _close(exec_r)
+                    _close(handoff_w)
+                    _child(report_w, lambda: _supervise(plan, report_w, parent, host_maps))
             os.close(report_w)
             _close(exec_w)
             _close(handoff_r)
@@ -258,17 +266,21 @@ def _execute_in(
                 host_maps.parent_side()
                 host_maps.serve(pid)
             on_netns = (lambda: net.up(pid, state)) if net is not None else None
-            code = _wait(pid, report_r, exec_r, plan, started, on_netns)
+            code = _wait(pid, report_r, exec_r, plan, started, on_netns, launched)
             # Said its status and has not exited: it waits for our word (take_over).
-            if handoff is not None and pid in _EXITING:
+            said = pid in _EXITING if launched is None else launched.said
+            if handoff is not None and said:
                 fd, handoff_w = handoff_w, -1  # hand_over closes it, whatever happens
                 hand_over(handoff, fd, pid)
             return code
         except BaseException:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            if launched is not None:
+                launched.status()
+            else:
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
             raise
         finally:
             os.close(report_r)
@@ -278,6 +290,39 @@ def _execute_in(
         if net is not None:
             net.close()
         _remove_state(plan)
+
+
+def _launch(plan: _Run, report_w: int) -> Launched | None:
+    """The supervisor forked by this process's launcher (launcher.py), which is not a copy
+    of our memory; None where it cannot be (then we fork it, as before): a `call`'s
+    function, a handoff whose removal cannot be pickled, no launcher ready."""
+    if plan.fn is not None or "builder.sandbox.launcher" not in sys.modules:
+        return None  # (not imported: none was begun, and `run` imports no socket for it)
+    from builder.sandbox import launcher
+
+    spare = launcher.current()
+    if spare is None:
+        return None
+    spec = plan.spec
+    wanted = {0, 1, 2, report_w, plan.exec_w, plan.handoff_r}
+    wanted.update(fd for fd in (spec.stdin, spec.stdout, spec.stderr, spec.netns) if fd)
+    if plan.net is not None:
+        wanted.add(plan.net.gate_r)
+    if plan.handoff is not None:
+        removal = launcher.deferred(plan.handoff)
+        if removal is None:
+            return None
+        plan = record.replace(plan, handoff=removal)
+    return spare.launch((plan, report_w), launcher.fd_flags(wanted), launcher.Context())
+
+
+def supervise_launched(sent: tuple[_Run, int], life: int) -> int:
+    """The supervisor, forked by the launcher with the caller's fds in place: as `_child`
+    of `_supervise`, until the caller closes its end of `life` (it died)."""
+    plan, report_w = sent
+    plan = record.replace(plan, life=life)
+    _child(report_w, lambda: _supervise(plan, report_w, os.getppid(), None))
+    return 255  # (_child never returns)
 
 
 def _close(fd: int) -> None:
@@ -372,7 +417,7 @@ def _supervise(plan: _Run, report_w: int, parent: int, host_maps: Handshake | No
     set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent:  # the caller died before prctl took effect
         return 255
-    if plan.net is not None:
+    if plan.net is not None and plan.life < 0:  # (the launcher was sent the read end only)
         plan.net.child_side()
     # A terminal's ^C reaches the whole process group: the caller forwards it to pid 1;
     # we must outlive pid 1 to report its status and remove the stubs. Blocked in one
@@ -451,7 +496,7 @@ def _supervise_root(plan: _Run, report_w: int, idmap: Idmapping | None) -> int:
                 maps.serve(pid, None if ids is None else (ids.uid_maps(), ids.gid_maps()))
             except SandboxError as err:
                 _report(report_w, "E" + str(err))
-        _, status = os.waitpid(pid, 0)
+        status = _wait_pid1(pid, plan.life)
         code = os.waitstatus_to_exitcode(status)
         return 128 - code if code < 0 else code
     finally:
@@ -465,6 +510,20 @@ def _supervise_root(plan: _Run, report_w: int, idmap: Idmapping | None) -> int:
         # the caller has started reading the upper dir).
         with contextlib.suppress(SandboxError):
             umount2(plan.rootdir, MNT_DETACH)
+
+
+def _wait_pid1(pid: int, life: int) -> int:
+    """Pid 1's wait status. Forked by the launcher, pid 1 is killed if the caller dies
+    meanwhile (`life` hangs up), as a fork of the caller is killed with it."""
+    if life >= 0:
+        pidfd = os.pidfd_open(pid)
+        try:
+            ready, _, _ = select.select([pidfd, life], [], [])
+            if pidfd not in ready:
+                os.kill(pid, signal.SIGKILL)
+        finally:
+            os.close(pidfd)
+    return os.waitpid(pid, 0)[1]
 
 
 # ---- pid 1 --------------------------------------------------------------------------------
@@ -643,6 +702,7 @@ def _wait(
     plan: _Run,
     started: Callable[[int], None] | None,
     on_netns: Callable[[], None] | None = None,
+    launched: Launched | None = None,
 ) -> int:
     forwarder = _Forwarder(plan.spec.stop_timeout, plan.forward)
     forwarder.install()
@@ -691,7 +751,14 @@ def _wait(
                 break
         while exec_open and (more := os.read(exec_r, 4096)):  # every writer has gone
             exec_said += more
-        status = _reap(pid, done)
+        if launched is None:
+            status = _reap(pid, done)
+        elif done is None:
+            status = launched.status()
+        else:  # the launcher reaps it
+            launched.close()
+            launched.said = True
+            status = done << 8
     finally:
         forwarder.restore()
     if errors:  # a setup step's failure is the cause, even of the network's

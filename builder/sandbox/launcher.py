@@ -1,0 +1,364 @@
+"""A small Python that forks sandbox supervisors, so that they are not forks of the caller.
+
+Every sandbox was two forks of the caller (a warm server or a one-shot CLI with the engine,
+registry and CLI imported: ~30 MB): the supervisor, and pid 1 forked by it. Each fork and
+the copy-on-write faults that follow it cost in proportion to the caller's memory: a fork
+whose child touches a few objects and exits took 8.8 ms there, 2.1 ms from a bare
+interpreter, and that was most of a sandbox's CPU (issue 9). A launcher is an interpreter
+(`python -I -S`) that imports the sandbox's modules only, spawned once (posix_spawn: a vfork
+for the caller) by a warm server, whose calls share it. (A one-shot CLI spawns none: its
+~0.1 s of CPU to start cost a 16-step build more than its forks saved.) A sandbox's plan goes to it
+pickled, with the fds the plan names (SCM_RIGHTS), and it forks the supervisor, which puts
+those fds at the numbers the caller had them (their close-on-exec flags too), takes the
+caller's umask, cwd, environment, rlimits and cgroups, and runs the same code a fork of the
+caller would (process._supervise).
+
+What the caller keeps, as with a fork of its own:
+- the report pipe, the exec pipe, the handoff pipe, `P`/`X`/`C`: the same fds, the same code;
+- the supervisor's pid (the launcher answers it first) and its wait status (the launcher
+  reaps it and answers that too, on the request's own socket);
+- death with the caller: the request's socket is the supervisor's too; when the caller's
+  end closes (it died) the supervisor kills pid 1 (process._wait_pid1), and pid 1 dies
+  with the supervisor as before (PR_SET_PDEATHSIG);
+- the launcher ends once every caller process has closed its end of its socket.
+
+Anything that cannot be pickled (a `call`'s function, the COPY writers) or a launcher that
+is not ready yet: the caller forks, as before (process.py). Not when rootless either: the
+id-map handshake is made for a forked child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import socket
+import struct
+import sys
+import threading
+from typing import Any
+
+from builder.sandbox.handoff import Handoff
+
+# A plan's pickle with its secrets' bytes, at most; bigger ones are forked as before.
+_MAX_MESSAGE = 1 << 20
+_MAX_FDS = 32
+_STATUS = struct.Struct("=q")
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_FD_LIMIT = 0x7FFFFFFF
+
+
+class Launcher:
+    """The caller's side: the launcher's socket, and a pipe whose EOF says it is ready."""
+
+    def __init__(self, preload: tuple[str, ...] = (), *, wait: bool = False) -> None:
+        """Spawn it; it runs as our grandchild (the child it forks at once, which our
+        `wait` reaps now, or a later `ready` does), not among our children."""
+        self.pid = 0  # the launcher's, once ready (the parent of the supervisors it forks)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        # Our sys.path, not site's (-S: its start-up work): what a pickle names, the
+        # launcher imports as we would.
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        path = [root, *(os.path.abspath(p) for p in sys.path)]
+        code = (
+            f"import sys; sys.path[:] = {path!r}; "
+            "from builder.sandbox import launcher; launcher.serve()"
+        )
+        argv = [sys.executable, "-I", "-S", "-c", code, str(theirs.fileno()), str(ready_w)]
+        argv += preload
+        try:
+            # posix_spawn keeps fds that are not close-on-exec: these two, made so here only.
+            os.set_inheritable(theirs.fileno(), True)
+            os.set_inheritable(ready_w, True)
+            self._spawned = os.posix_spawn(sys.executable, argv, os.environ)
+        finally:
+            theirs.close()
+            os.close(ready_w)
+        self.sock = ours
+        self.ready_r = ready_r
+        self._ready = False
+        if wait:
+            self._reap(0)
+
+    def _reap(self, flags: int) -> None:
+        if self._spawned:
+            with contextlib.suppress(ChildProcessError):
+                if os.waitpid(self._spawned, flags)[0] == 0:
+                    return
+            self._spawned = 0
+
+    def ready(self) -> bool:
+        """True once the launcher serves (never blocks; any process sharing it may ask)."""
+        if not self._ready:
+            ready, _, _ = select.select([self.ready_r], [], [], 0)
+            if ready:
+                said = os.read(self.ready_r, 16)  # its pid, to the first who asks; then EOF
+                self.pid = int(said) if said else 0
+                self._ready = True
+            self._reap(os.WNOHANG)
+        return self._ready
+
+    def fds(self) -> tuple[int, int]:
+        """What a process that forks and closes its fds keeps to go on using the launcher."""
+        return self.sock.fileno(), self.ready_r
+
+    def launch(self, plan: object, fds: dict[int, bool], context: Context) -> Launched | None:
+        """Fork a supervisor running `plan`, with `fds` (number: close-on-exec) where they
+        are; None if the plan cannot go (the caller then forks it itself)."""
+        try:
+            data = pickle.dumps((plan, tuple(fds.items()), context), _PROTOCOL)
+        except (pickle.PicklingError, TypeError, AttributeError):
+            return None
+        if len(data) > _MAX_MESSAGE or len(fds) + 1 > _MAX_FDS:
+            return None
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            socket.send_fds(self.sock, [data], [theirs.fileno(), *fds])
+        except OSError:
+            mine.close()
+            return None
+        finally:
+            theirs.close()
+        said = mine.recv(_STATUS.size)
+        if len(said) != _STATUS.size:  # the launcher has gone
+            mine.close()
+            return None
+        return Launched(_STATUS.unpack(said)[0], mine)
+
+
+class Context:
+    """The caller's process state that a fork would have given the supervisor."""
+
+    def __init__(self) -> None:
+        import resource
+
+        self.umask = os.umask(0o022)
+        os.umask(self.umask)
+        self.cwd = os.getcwd()
+        self.environ = dict(os.environb)
+        self.rlimits = {r: resource.getrlimit(r) for r in _rlimits(resource)}
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            self.cgroups = f.read()
+
+    def adopt(self) -> None:
+        """In the supervisor: become like the caller."""
+        import resource
+
+        os.umask(self.umask)
+        with contextlib.suppress(OSError):
+            os.chdir(self.cwd)
+        os.environb.clear()
+        os.environb.update(self.environ)
+        for which, limits in self.rlimits.items():
+            with contextlib.suppress(OSError, ValueError):
+                resource.setrlimit(which, limits)
+        with open("/proc/self/cgroup", encoding="utf-8") as f:
+            if f.read() != self.cgroups:
+                _join_cgroups(self.cgroups)
+
+
+def _rlimits(resource: Any) -> list[int]:
+    return sorted({getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")})
+
+
+def _join_cgroups(text: str) -> None:
+    """Best effort, as the warm server's child does: a cgroup we may not join is left."""
+    pid = str(os.getpid())
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        if not controllers:
+            base = "/sys/fs/cgroup/unified"
+            base = base if os.path.isdir(base) else "/sys/fs/cgroup"
+        else:
+            base = "/sys/fs/cgroup/" + controllers.removeprefix("name=")
+        with contextlib.suppress(OSError), open(f"{base}{path}/cgroup.procs", "w") as f:
+            f.write(pid)
+
+
+class Launched:
+    """A supervisor the launcher forked: its pid, and its wait status when it has one."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self._status: int | None = None
+        self.said = False  # its status ("C"): it has not exited, a handoff waits for us
+
+    def status(self) -> int:
+        """Its wait status (blocks until the launcher reaped it); SIGKILL's if it is lost."""
+        if self._status is None:
+            said = b""
+            with contextlib.suppress(OSError):
+                said = self.sock.recv(_STATUS.size)
+            self.sock.close()
+            self._status = _STATUS.unpack(said)[0] if len(said) == _STATUS.size else 9
+        return self._status
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def deferred(handoff: Handoff) -> Handoff | None:
+    """The supervisor's part of a handoff as the launcher's fork can take it: its removal
+    pickled now and unpickled only when it runs, after the supervisor said its status (the
+    modules it needs load off the caller's path, if the launcher has not loaded them)."""
+    try:
+        return Handoff(_nothing_to_move, _Deferred(pickle.dumps(handoff.remove, _PROTOCOL)))
+    except (pickle.PicklingError, TypeError, AttributeError):
+        return None
+
+
+def _nothing_to_move(_supervisor: int) -> bool:  # the caller keeps its own `move`
+    return False
+
+
+class _Deferred:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __call__(self) -> object:
+        return pickle.loads(self.data)()
+
+
+_CURRENT: Launcher | None = None
+_BEGINNING = threading.Lock()
+
+
+def begin(preload: tuple[str, ...] = (), *, wait: bool = False) -> None:
+    """Spawn this process's launcher, unless there is one (started early: it is ready
+    about 0.1 s later, and its start runs on another core meanwhile). `preload`: modules
+    it imports ahead, those of the handoffs its forks will run (their import would cost
+    each fork ~20 ms, off the caller's path but not off the machine's). `wait`: for its
+    first process, which forks it and exits (tens of ms: a server's start)."""
+    global _CURRENT
+    with _BEGINNING:  # (stages' threads: one launcher)
+        if _CURRENT is None and os.geteuid() == 0:
+            with contextlib.suppress(OSError):
+                _CURRENT = Launcher(preload, wait=wait)
+
+
+def kept_fds() -> tuple[int, ...]:
+    """The fds of this process's launcher, which a fork that closes its fds keeps."""
+    return () if _CURRENT is None else _CURRENT.fds()
+
+
+def current() -> Launcher | None:
+    """This process's launcher, if it is ready to serve."""
+    return _CURRENT if _CURRENT is not None and _CURRENT.ready() else None
+
+
+# ---- the launcher -------------------------------------------------------------------------
+
+
+def serve() -> None:
+    """The launcher's main: import what a supervisor runs, say ready, fork on request."""
+    if os.fork() != 0:  # not among our spawner's children (a server counts them)
+        os._exit(0)
+    os.chdir("/")  # a long-lived process must not keep a directory busy (its forks take
+    # their caller's)
+    # What a fork would import each time: pid 1's files opened "ascii", the rlimits of
+    # the caller's context.
+    import encodings.ascii  # noqa: F401
+    import gc
+    import importlib
+    import resource  # noqa: F401
+
+    from builder.sandbox import process  # noqa: F401 - imported once, here, for every fork
+
+    for name in sys.argv[3:]:
+        with contextlib.suppress(ImportError):  # then each fork that needs it imports it
+            importlib.import_module(name)
+
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    os.set_inheritable(sock.fileno(), False)
+    gc.collect()
+    gc.freeze()  # a fork's collections must not write to every object's header
+    ready_w = int(sys.argv[2])
+    with contextlib.suppress(OSError):
+        os.write(ready_w, str(os.getpid()).encode())
+    os.close(ready_w)
+    children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
+    while True:
+        ready, _, _ = select.select([sock.fileno(), *children], [], [])
+        for pidfd in ready:
+            if pidfd in children:
+                pid, reply = children.pop(pidfd)
+                status = os.waitpid(pid, 0)[1]
+                with contextlib.suppress(OSError):
+                    os.write(reply, _STATUS.pack(status))
+                os.close(reply)
+                os.close(pidfd)
+        if sock.fileno() not in ready:
+            continue
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        except OSError:
+            data, fds = b"", []
+        if not data and not fds:
+            return  # every caller has gone
+        if not fds:
+            continue
+        pid = os.fork()
+        if pid == 0:
+            _supervisor(data, fds, [sock.fileno(), *children, *(r for _, r in children.values())])
+        for fd in fds[1:]:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.write(fds[0], _STATUS.pack(pid))
+        children[os.pidfd_open(pid)] = (pid, fds[0])
+
+
+def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:
+    """In the fork: the caller's fds where it has them, its state, then the supervisor."""
+    from builder.sandbox import process
+
+    code = 255
+    try:
+        for fd in launcher_fds:
+            os.close(fd)
+        plan, wanted, context = pickle.loads(data)
+        life = _place(fds, wanted)
+        context.adopt()
+        code = process.supervise_launched(plan, life)
+    except BaseException as err:  # never back into the launcher's loop
+        with contextlib.suppress(BaseException):
+            os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
+    finally:
+        os._exit(code)
+
+
+def _place(fds: list[int], wanted: tuple[tuple[int, bool], ...]) -> int:
+    """Put fds[1:] at the numbers in `wanted` (with their close-on-exec flag); the
+    request's socket (fds[0]) goes above them all. Its number."""
+    above = max([*fds, *(n for n, _ in wanted)]) + 1
+    moved = []
+    for fd in fds:
+        moved.append(_dup_above(fd, above))
+        os.close(fd)
+    life, rest = moved[0], moved[1:]
+    for fd, (number, cloexec) in zip(rest, wanted, strict=True):
+        os.dup2(fd, number, inheritable=not cloexec)
+        os.close(fd)
+    return life
+
+
+def _dup_above(fd: int, low: int) -> int:
+    import fcntl
+
+    new: int = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
+    return new
+
+
+def fd_flags(numbers: set[int]) -> dict[int, bool]:
+    """The caller's open fds among `numbers`, each with its close-on-exec flag."""
+    import fcntl
+
+    found: dict[int, bool] = {}
+    for fd in sorted(n for n in numbers if n >= 0):
+        try:
+            found[fd] = bool(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+        except OSError:
+            continue  # not open (a closed stdin): the fork would not have it either
+    return found

@@ -1,0 +1,256 @@
+"""The launcher (builder/sandbox/launcher.py): a sandbox's supervisor is a fork of a small
+Python, not of the caller; where none is ready, or the plan cannot go, the caller forks it
+as before. Real processes: parents and fds read from /proc."""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from builder.errors import SandboxError
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, run
+from builder.sandbox.handoff import Handoff
+from builder.sandbox.spec import ExecFailed
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher serves host root")
+
+
+@pytest.fixture
+def ready() -> Iterator[launcher.Launcher]:
+    """This process's launcher, ready; none again afterwards (the other tests fork)."""
+    launcher.begin()
+    found = launcher._CURRENT
+    assert found is not None
+    deadline = time.monotonic() + 30
+    while not found.ready():
+        assert time.monotonic() < deadline, "the launcher did not start"
+        time.sleep(0.01)
+    yield found
+    launcher._CURRENT = None
+    found.sock.close()
+    os.close(found.ready_r)
+    deadline = time.monotonic() + 10
+    while _alive(found.pid):  # it ends once no caller holds its socket
+        assert time.monotonic() < deadline, "the launcher outlived its callers"
+        time.sleep(0.01)
+
+
+def _ppid(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("PPid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def _supervisor_parent(spec: SandboxSpec, run_it: Callable[..., int] = run) -> tuple[int, int]:
+    """Run `spec` (its command waits for stdin's EOF); the parent of its supervisor, read
+    once the command runs, and the status."""
+    stdin_r, stdin_w = os.pipe()
+    seen: list[int] = []
+
+    def started(pid1: int) -> None:
+        seen.append(_ppid(_ppid(pid1)))  # pid 1's parent is the supervisor
+        os.write(stdin_w, b"\n")
+
+    try:
+        status = run_it(
+            SandboxSpec(spec.root, ("sh", "-c", "read x; exit 3"), stdin=stdin_r),
+            started=started,
+        )
+    finally:
+        os.close(stdin_r)
+        os.close(stdin_w)
+    assert len(seen) == 1
+    return seen[0], status
+
+
+def test_supervisor_is_the_launchers_fork(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    parent, status = _supervisor_parent(SandboxSpec(overlay(), ()))
+    assert (parent, status) == (ready.pid, 3)
+    assert ready.pid not in _children(os.getpid())  # a server counts its children
+    rss = Path(f"/proc/{ready.pid}/statm").read_text().split()[1]
+    ours = Path("/proc/self/statm").read_text().split()[1]
+    assert int(rss) < int(ours)  # a small Python: the point of it
+
+
+def test_without_a_launcher_we_fork(
+    overlay: Callable[..., OverlayRoot], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(launcher, "_CURRENT", None)  # (a build before may have begun one)
+    assert _supervisor_parent(SandboxSpec(overlay(), ())) == (os.getpid(), 3)
+
+
+def test_a_launcher_gone_falls_back_to_our_fork(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    os.kill(ready.pid, signal.SIGKILL)
+    while _alive(ready.pid):
+        time.sleep(0.01)
+    assert launcher.current() is ready  # (it said ready before it died)
+    assert _supervisor_parent(SandboxSpec(overlay(), ())) == (os.getpid(), 3)
+
+
+def test_a_call_is_forked_by_us(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """A `call`'s function cannot be sent: we fork its supervisor, and it runs."""
+    go_r, go_w = os.pipe()
+    seen: list[tuple[int, int]] = []
+
+    def body() -> int:
+        os.read(go_r, 1)
+        return 4
+
+    def ours() -> set[int]:  # but the launcher, and supervisors of before still exiting
+        return set(_children(os.getpid())) - before
+
+    before = {ready.pid, *_children(os.getpid())}
+
+    def watch() -> None:  # while the body waits: whose child is the supervisor?
+        try:
+            deadline = time.monotonic() + 10
+            while not ours() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append((len(ours()), len(_children(ready.pid))))
+        finally:
+            os.write(go_w, b"1")
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        spec = SandboxSpec(overlay(), ("body",), stdin=DEVNULL)
+        assert call(spec, body, keep_fds=(go_r,)) == 4
+    finally:
+        watcher.join()
+        os.close(go_r)
+        os.close(go_w)
+    assert seen == [(1, 0)]
+
+
+def _children(pid: int) -> list[int]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_launched_keeps_exit_codes_and_exec_failures(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    err_r, err_w = os.pipe()
+    try:
+        assert run(SandboxSpec(overlay(), ("no-such-command",), stderr=err_w)) == 127
+    finally:
+        os.close(err_w)
+    with os.fdopen(err_r) as err:
+        assert "no-such-command: command not found" in err.read()
+    with pytest.raises(ExecFailed) as failed:
+        run(SandboxSpec(overlay(), ("/nowhere",), exec_errors="docker", stderr=DEVNULL))
+    assert failed.value.exit_code == 127
+    with pytest.raises(SandboxError, match="working directory"):
+        run(SandboxSpec(overlay(), ("true",), user="nobody", cwd="/etc/passwd/x"))
+
+
+def test_caller_death_kills_a_launched_sandbox(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """As a fork of the caller dies with it (PR_SET_PDEATHSIG), a launched supervisor kills
+    pid 1 when its caller dies: here a fork of ours (as a warm server's call is a fork of
+    the server) sharing our launcher, which lives on."""
+    report_r, report_w = os.pipe()
+    hold_r, hold_w = os.pipe()  # never written: the command waits for ever
+    root = overlay()
+    caller = os.fork()
+    if caller == 0:  # pragma: no cover - the child
+        try:
+            run(
+                SandboxSpec(root, ("sh", "-c", "read x"), stdin=hold_r),
+                started=lambda pid: os.write(report_w, str(pid).encode()),
+            )
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    try:
+        pid1 = int(os.read(report_r, 32) or 0)
+        assert pid1 > 0
+        assert _ppid(_ppid(pid1)) == ready.pid
+        os.kill(caller, signal.SIGKILL)
+        os.waitpid(caller, 0)
+        deadline = time.monotonic() + 10
+        while _alive(pid1):
+            assert time.monotonic() < deadline, "pid 1 outlived its caller"
+            time.sleep(0.02)
+        assert ready.ready() and _alive(ready.pid)  # other callers still have it
+    finally:
+        os.close(report_r)
+        os.close(hold_r)
+        os.close(hold_w)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state not in ("Z", "X")
+
+
+def _write_pids(path: str) -> None:  # a handoff's removal the launcher's fork can take
+    Path(path).write_text(f"{os.getpid()} {os.getppid()}")
+
+
+@pytest.mark.parametrize("picklable", [True, False])
+def test_handoff_of_a_launched_supervisor(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, tmp_path: Path, picklable: bool
+) -> None:
+    """`run --rm`'s handoff: the launcher's fork runs a removal that pickles (its module is
+    loaded after the status); one that does not is forked by us, as before."""
+    done = tmp_path / "removed-by"
+    moved: list[int] = []
+
+    def move(supervisor: int) -> bool:
+        moved.append(supervisor)
+        return True
+
+    remove = (
+        functools.partial(_write_pids, str(done)) if picklable else lambda: _write_pids(str(done))
+    )
+    status = run(SandboxSpec(overlay(), ("true",)), handoff=Handoff(move, remove))
+    assert status == 0
+    deadline = time.monotonic() + 10
+    while not done.exists() or not done.read_text():
+        assert time.monotonic() < deadline, "nothing removed"
+        time.sleep(0.01)
+    pid, parent = map(int, done.read_text().split())
+    assert moved == [pid]
+    assert parent == (ready.pid if picklable else os.getpid())
+
+
+def test_launched_takes_the_callers_umask_and_rlimits(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """What a fork of ours would inherit, the launcher's fork takes from us."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    old = os.umask(0o027)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 777), hard))
+        out_r, out_w = os.pipe()
+        try:
+            spec = SandboxSpec(overlay(), ("sh", "-c", "umask; ulimit -n"), stdout=out_w)
+            assert run(spec) == 0
+        finally:
+            os.close(out_w)
+        with os.fdopen(out_r) as out:
+            assert out.read().split() == ["0027", str(min(hard, 777))]
+    finally:
+        os.umask(old)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
