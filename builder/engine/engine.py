@@ -324,6 +324,8 @@ class _Run:
         try:
             state = execute(instr, state, ctx)
         except (SandboxError, LayerError, StoreError) as err:  # they know no recipe: say where
+            if getattr(err, "located", False):  # a pending RUN's, named already (pending)
+                raise
             loc = instr.location
             raise type(err)(f"{loc.filename}:{loc.line}: {shown(instr, 120)}: {err}") from err
         self.cached_steps += state.from_cache

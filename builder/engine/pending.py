@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from builder.engine.state import ImageState
+from builder.errors import LayerError, SandboxError, StoreError
 from builder.image.descriptor import Descriptor
 from builder.image.digest import Digest
 from builder.record import replace
@@ -39,8 +40,10 @@ class PendingLayer:
         write: Callable[[], Written],
         finish: Callable[[Descriptor, Digest], None],
         discard: Callable[[], None],
+        where: str = "",
     ) -> None:
         self.upper = upper  # the step's upper dir: a lower of the next step until settled
+        self.where = where  # the RUN's "Dockerfile:LINE: RUN ...": its write's errors say it
         self._write = write
         self._finish = finish
         self._discard = discard
@@ -67,11 +70,27 @@ class PendingLayer:
                 if not self._done:
                     self._done = True
                     self._discard()
-                raise self._error or RuntimeError("layer writer ended without a result")
+                raise (
+                    located(self._error, self.where)
+                    if self._error
+                    else RuntimeError("layer writer ended without a result")
+                )
             if not self._done:
                 self._done = True
                 self._finish(*self._written)
             return self._written
+
+
+def located(err: BaseException, where: str) -> BaseException:
+    """A store, layer or sandbox error of the write, naming the RUN whose layer it was
+    (the engine names the step it ran in; this one was settled by a later step, or by the
+    stage's end); marked so that the engine does not name the settling step too."""
+    if not where or not isinstance(err, SandboxError | LayerError | StoreError):
+        return err
+    named = type(err)(f"{where}: {err}")
+    setattr(named, "located", True)  # noqa: B010 (an error class of any kind may get it)
+    named.__cause__ = err
+    return named
 
 
 def settle(state: ImageState) -> ImageState:

@@ -65,7 +65,12 @@ def test_the_image_and_records_are_those_of_runs_committed_in_turn(
     built = run_build(behind, context, _scripted(), monkeypatch, source_date_epoch=epoch)
 
     def in_turn(
-        state: ImageState, ctx: StepContext, key: str, created_by: str, root: OverlayRoot
+        state: ImageState,
+        ctx: StepContext,
+        key: str,
+        created_by: str,
+        root: OverlayRoot,
+        where: str = "",
     ) -> ImageState:
         return commit_layer(state, ctx, key, created_by, root)
 

@@ -53,11 +53,15 @@ def _one_error_line(stderr: str) -> str:
     return errors[0]
 
 
-def test_a_run_layer_that_does_not_fit(small_store: Builder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("after", ["", "ENV X=1\nRUN true\n"], ids=["last", "followed"])
+def test_a_run_layer_that_does_not_fit(small_store: Builder, tmp_path: Path, after: str) -> None:
+    """The error names the RUN whose layer did not fit, also when a later step or the
+    stage's end finds it (a RUN's layer is written while the next steps run)."""
     context = tmp_path / "ctx"
     context.mkdir()
     # 9 MB in the upper dir fit; 9 MB more of (incompressible) layer blob do not.
-    (context / "Dockerfile").write_text("FROM busybox\nRUN head -c 9000000 /dev/urandom > /big\n")
+    recipe = "FROM busybox\nRUN head -c 9000000 /dev/urandom > /big\n" + after
+    (context / "Dockerfile").write_text(recipe)
     failed = small_store("build", "-t", "big", context, check=False)
     assert failed.status == 6
     line = _one_error_line(failed.stderr)

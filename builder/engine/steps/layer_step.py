@@ -158,7 +158,12 @@ def commit_layer(
 
 
 def commit_layer_behind(
-    state: ImageState, ctx: StepContext, key: str, created_by: str, root: OverlayRoot
+    state: ImageState,
+    ctx: StepContext,
+    key: str,
+    created_by: str,
+    root: OverlayRoot,
+    where: str = "",
 ) -> ImageState:
     """commit_layer for a RUN, its layer written while the next step runs (engine/pending):
     the same blob, diff ID, unpacked dir and record, in the same order, once settled."""
@@ -192,7 +197,9 @@ def commit_layer_behind(
         ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
         ctx.cache.note(rkey, record)
 
-    pending = PendingLayer(upper, write, finish, lambda: ctx.store.scratch.discard(upper))
+    pending = PendingLayer(
+        upper, write, finish, lambda: ctx.store.scratch.discard(upper), where=where
+    )
     entry = history(created, created_by, empty_layer=False)
     config = replace(state.config, history=(*state.config.history, entry))
     return replace(state.step(config, key, created=created, cached=False), pending=pending)

@@ -280,4 +280,5 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             status,
             instr.location,
         )
-    return commit_layer_behind(state, ctx, key, created_by, root)
+    where = f"{instr.location.filename}:{instr.location.line}: {shown(instr, 120)}"
+    return commit_layer_behind(state, ctx, key, created_by, root, where)
