@@ -9,18 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from builder.engine import engine as engine_module
 from builder.engine.executor import OverlayRoot, Process
 from builder.engine.state import ImageState
 from builder.engine.steps import run as run_module
 from builder.engine.steps.base import StepContext
 from builder.engine.steps.layer_step import commit_layer
-from builder.engine.stopper import Stopper
 from builder.errors import StepFailed
 from builder.store import Store
 from tests.engine.fakes import Effect, FakeExecutor
 from tests.engine.support import files_of, image, make_context, run_build
-from tests.engine.test_scheduler import FailFast
+from tests.engine.test_scheduler import fail_fast
 
 RECIPE = """\
 FROM scratch
@@ -135,15 +133,7 @@ def test_a_stage_stopped_by_another_s_failure_keeps_its_run_s_record(
         "FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n"
     )
     context = make_context(tmp_path / "ctx", recipe)
-    stoppers: list[Stopper] = []
-
-    class Noted(Stopper):
-        def __init__(self) -> None:
-            super().__init__()
-            stoppers.append(self)
-
-    monkeypatch.setattr(engine_module, "Stopper", Noted)
-    fake = FailFast(stoppers)
+    fake = fail_fast(monkeypatch)
     fake.on("work a", Effect(status=3))
     fake.on("work b", Effect(files={"/b": "b"}))
     fake.on("more b", Effect())

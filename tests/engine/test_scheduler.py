@@ -127,11 +127,8 @@ class FailFast(FakeExecutor):
         return super().run(root, process, output)
 
 
-def test_a_failure_starts_no_further_stage_and_is_the_error(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    recipe = FAN_IN.replace("FROM scratch\n", "FROM scratch AS c\nRUN work c\nFROM scratch\n")
-    context = make_context(tmp_path / "ctx", recipe)
+def fail_fast(monkeypatch: pytest.MonkeyPatch) -> FailFast:
+    """A FailFast executor watching the stoppers the builds it serves make."""
     stoppers: list[Stopper] = []
 
     class Noted(Stopper):
@@ -140,7 +137,15 @@ def test_a_failure_starts_no_further_stage_and_is_the_error(
             stoppers.append(self)
 
     monkeypatch.setattr(engine_module, "Stopper", Noted)
-    fake = FailFast(stoppers)
+    return FailFast(stoppers)
+
+
+def test_a_failure_starts_no_further_stage_and_is_the_error(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recipe = FAN_IN.replace("FROM scratch\n", "FROM scratch AS c\nRUN work c\nFROM scratch\n")
+    context = make_context(tmp_path / "ctx", recipe)
+    fake = fail_fast(monkeypatch)
     fake.on("work a", Effect(status=3, output=("broken",)))
     fake.on("work b", Effect(files={"/b": "b"}))
     fake.on("work c", Effect(files={"/c": "c"}))
