@@ -68,7 +68,10 @@ class Network:
             self.helper.wait_ready()
             for mapping in self.spec.ports:
                 self.helper.publish(mapping)
-            os.write(self.gate_w, OPEN)
+            # No reader left: pid 1 ended before its network came (a start error, such as
+            # an unknown USER, found before the gate), and its report says why.
+            with contextlib.suppress(BrokenPipeError):
+                os.write(self.gate_w, OPEN)
         except BaseException:
             self.close()  # pid 1 finds the gate shut and ends; the sandbox winds down
             raise

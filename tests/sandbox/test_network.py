@@ -22,6 +22,7 @@ from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, run, slirp
 from builder.sandbox.hosts import HostEntry, host_address, resolv_conf
 from builder.sandbox.publish import PortMapping
 from builder.sandbox.slirp import DNS_FORWARDER
+from builder.sandbox.spec import ProcessStartError
 
 ShRunner = Callable[[SandboxSpec, str], tuple[int, str, str]]
 GREETING = "hello from the host"
@@ -185,6 +186,23 @@ def test_a_missing_helper_names_the_package(
 def test_the_helper_goes_when_the_step_fails(private: SandboxSpec, sh: ShRunner) -> None:
     status, _, _ = sh(private, "exit 3")
     assert status == 3  # and the fixture finds no slirp4netns of ours
+
+
+def test_a_start_error_before_the_network_is_up_is_the_error(
+    private: SandboxSpec, sh: ShRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pid 1 fails (an unknown user) and the sandbox ends before the caller opens the gate
+    (a slow helper start, as under load): the user's error, not the gate's broken pipe."""
+    start = slirp.Slirp.start
+
+    def late(executable: str, target_pid: int, api_socket: str | None = None) -> slirp.Slirp:
+        helper = start(executable, target_pid, api_socket)
+        os.waitid(os.P_PID, target_pid, os.WEXITED | os.WNOWAIT)  # the supervisor has ended
+        return helper
+
+    monkeypatch.setattr(slirp.Slirp, "start", staticmethod(late))
+    with pytest.raises(ProcessStartError, match="nosuchuser"):
+        sh(replace(private, user="nosuchuser"), "true")
 
 
 # A UDP echo of one datagram, in Python: the host's root (read-only, under an overlay) has
