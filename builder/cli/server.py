@@ -49,6 +49,7 @@ from builder.cli import client
 from builder.cli.codewatch import CodeWatch
 from builder.cli.zygote import Adopted, become, wait_as_spare
 from builder.errors import BuilderError, UsageError
+from builder.sandbox import cgroups
 from builder.sandbox.sigproxy import proxied
 
 DEFAULT_IDLE = 600.0
@@ -151,7 +152,7 @@ class Server:
         self.path = f"{folder}/{client.socket_name(self.key)}.sock"
         self.namespaces = client.namespaces("self")
         self.code = code  # as it was before the imports
-        self.cgroup_mounts = _cgroup_mounts()
+        self.cgroup_mounts = cgroups.mounted()
         self.forwarded = list(proxied())  # what the client forwards to the child
         self.listener: socket.socket | None = None
         self.connections: dict[int, _Connection] = {}  # by socket fd
@@ -360,17 +361,9 @@ class Server:
     def _cgroup_procs(self, pid: int) -> list[str]:
         """The cgroup.procs file of each of the client's cgroups the child is not in
         already (a move costs a few ms a hierarchy: the usual client shares them all)."""
-        found = []
-        ours = set(_read("/proc/self/cgroup").splitlines())
-        for line in _read(f"/proc/{pid}/cgroup").splitlines():
-            if line not in ours:
-                hierarchy, controllers, path = line.rstrip("\n").split(":", 2)
-                names = frozenset(controllers.split(",")) if hierarchy != "0" else frozenset()
-                for mount, version, options in self.cgroup_mounts:
-                    if (hierarchy == "0") == (version == 2) and names <= options:
-                        found.append(f"{mount}{path.rstrip('/')}/cgroup.procs")
-                        break
-        return found
+        return cgroups.procs_files(
+            _read(f"/proc/{pid}/cgroup"), _read("/proc/self/cgroup"), self.cgroup_mounts
+        )
 
     def _fork_spare(self, poll: select.poll) -> None:
         """Fork the next call's child now, while no call waits for it (a fork copies only
@@ -486,22 +479,6 @@ def _proc_status(pid: int) -> dict[str, str]:
 def _signal_set(mask: str) -> set[int]:
     bits = int(mask, 16)
     return {n for n in range(1, 65) if bits >> (n - 1) & 1}
-
-
-def _cgroup_mounts() -> list[tuple[str, int, frozenset[str]]]:
-    """(mount, version, super options) of each cgroup hierarchy mounted here."""
-    found = []
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            fstype = fields[sep + 1]
-            if fstype in ("cgroup", "cgroup2"):
-                options = frozenset(fields[sep + 3].split(","))
-                found.append(
-                    (fields[4].replace("\\040", " "), 2 if fstype == "cgroup2" else 1, options)
-                )
-    return found
 
 
 def _private_dir(folder: str) -> None:

@@ -61,6 +61,45 @@ def hierarchies(mountinfo: str = "/proc/self/mountinfo") -> list[Hierarchy]:
     return found
 
 
+Mounted = tuple[str, int, frozenset[str]]  # mount point, version, super options
+
+
+def mounted() -> list[Mounted]:
+    """Each cgroup hierarchy mounted here, with its super options as they are (a named
+    hierarchy's `name=...` among them), for procs_files."""
+    found = []
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            fstype = fields[sep + 1]
+            if fstype in ("cgroup", "cgroup2"):
+                options = frozenset(fields[sep + 3].split(","))
+                version = _V2 if fstype == "cgroup2" else _V1
+                found.append((fields[4].replace("\\040", " "), version, options))
+    return found
+
+
+def procs_files(theirs: str, ours: str, mounts: list[Mounted] | None = None) -> list[str]:
+    """The cgroup.procs file of each cgroup of `theirs` (a /proc/PID/cgroup text) that is
+    not one of `ours` (a process moves there by writing its pid: how a warm server's child
+    and a launched supervisor join their caller's cgroups); a hierarchy not mounted here
+    is left out."""
+    mine = set(ours.splitlines())
+    other = [line for line in theirs.splitlines() if line not in mine]
+    if other and mounts is None:
+        mounts = mounted()
+    found = []
+    for line in other:
+        hierarchy, controllers, path = line.split(":", 2)
+        names = frozenset(controllers.split(",")) if hierarchy != "0" else frozenset()
+        for mount, version, options in mounts or ():
+            if (hierarchy == "0") == (version == _V2) and names <= options:
+                found.append(f"{mount}{path.rstrip('/')}/cgroup.procs")
+                break
+    return found
+
+
 def _needed(limits: Limits) -> list[str]:
     wanted = [
         ("memory", limits.memory is not None),

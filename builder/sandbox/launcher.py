@@ -154,27 +154,19 @@ class Context:
         for which, limits in self.rlimits.items():
             with contextlib.suppress(OSError, ValueError):
                 resource.setrlimit(which, limits)
+        from builder.sandbox import cgroups
+
         with open("/proc/self/cgroup", encoding="utf-8") as f:
-            if f.read() != self.cgroups:
-                _join_cgroups(self.cgroups)
+            ours = f.read()
+        pid = str(os.getpid())
+        for procs in cgroups.procs_files(self.cgroups, ours):
+            # Best effort, as the warm server's child: a cgroup we may not join is left.
+            with contextlib.suppress(OSError), open(procs, "w", encoding="ascii") as f:
+                f.write(pid)
 
 
 def _rlimits(resource: Any) -> list[int]:
     return sorted({getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")})
-
-
-def _join_cgroups(text: str) -> None:
-    """Best effort, as the warm server's child does: a cgroup we may not join is left."""
-    pid = str(os.getpid())
-    for line in text.splitlines():
-        _, controllers, path = line.split(":", 2)
-        if not controllers:
-            base = "/sys/fs/cgroup/unified"
-            base = base if os.path.isdir(base) else "/sys/fs/cgroup"
-        else:
-            base = "/sys/fs/cgroup/" + controllers.removeprefix("name=")
-        with contextlib.suppress(OSError), open(f"{base}{path}/cgroup.procs", "w") as f:
-            f.write(pid)
 
 
 class Launched:

@@ -16,7 +16,14 @@ import pytest
 
 from builder.errors import SandboxError, UsageError
 from builder.sandbox import SandboxSpec
-from builder.sandbox.cgroups import Cgroup, Hierarchy, Spare, hierarchies, made_for
+from builder.sandbox.cgroups import (
+    Cgroup,
+    Hierarchy,
+    Spare,
+    hierarchies,
+    made_for,
+    procs_files,
+)
 from builder.sandbox.limits import Limits, OutOfMemory, parse_bytes
 from tests.sandbox.conftest import ShRunner
 
@@ -248,3 +255,19 @@ def test_the_executor_runs_each_step_in_a_cgroup_made_ahead(
     while _ours(spec, "pids") and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _ours(spec, "pids") == []
+
+
+def test_procs_files_name_the_other_process_cgroups_where_they_are_mounted() -> None:
+    """How a warm server's child and a launched supervisor join their caller's cgroups:
+    each of the caller's cgroups that is not ours, as the cgroup.procs file under the
+    hierarchy mounted here (co-mounted controllers and named hierarchies too). Checked
+    on our own cgroups, taken as another process's: each file found lists our pid."""
+    ours = Path("/proc/self/cgroup").read_text()
+    assert procs_files(ours, ours) == []  # nothing to join
+    found = procs_files(ours + "99:no-such-controller:/x\n", "")  # not mounted: left out
+    assert not any(p.endswith("/x/cgroup.procs") for p in found), found
+    # A hierarchy is listed in /proc/self/cgroup while it is mounted (v1) or exists (v2):
+    # each of ours has its file.
+    assert len(found) == len(ours.splitlines()), (found, ours)
+    for procs in found:
+        assert str(os.getpid()) in Path(procs).read_text().split(), procs
