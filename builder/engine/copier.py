@@ -23,7 +23,7 @@ from builder.engine.context import CopyItem
 from builder.engine.extract import extract, open_archive
 from builder.engine.state import ImageState
 from builder.errors import SourceLocation, StepFailed
-from builder.layer.tree import open_below
+from builder.layer.tree import DirCursor, open_below
 from builder.recipe.chmod import Chmod
 from builder.record import dataclass
 from builder.sandbox.users import read_groups, read_passwd
@@ -110,66 +110,58 @@ _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 class Dirs:
     """Directories reached by a relative path from a base dir fd one component at a time,
     made when missing (as `mkdir -p`): a path may be longer than PATH_MAX. The last
-    one opened stays open, since entries come in tree order and the next entry's parent is
-    usually the same dir or one below it. Symlinks on the way are followed as the root we
-    run in resolves them (in the sandbox, inside the image).
+    one opened stays open, and the next is reached from it (tree.DirCursor), since entries
+    come in tree order. Symlinks on the way are followed as the root we run in resolves
+    them (in the sandbox, inside the image).
 
     A directory made here gets MODE and OWNER: BuildKit's copy makes the parents it needs
     0755 (or the octal --chmod) and owned by --chown (root without one)."""
 
     def __init__(self, base_fd: int, mode: int = 0o755, owner: tuple[int, int] = (0, 0)) -> None:
-        self.base = base_fd
         self.mode, self.owner = mode, owner
-        self.parts: tuple[str, ...] = ()
+        self._cursor = DirCursor(base_fd, _DIR)
         self.rel = ""  # the last `rel` opened, as given (most calls repeat it)
-        self.fd = -1
+        self._target: tuple[str, ...] = ()  # the parts being opened (for `made`)
         # The dirs made here, by their parts: empty when made, so what stands in one is
         # what this writer put there (the COPY writer's _defer need not look).
         self.made: set[tuple[str, ...]] = set()
 
+    @property
+    def fd(self) -> int:
+        return self._cursor.fd  # of `parts`; -1: none open
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return self._cursor.parts  # type: ignore[return-value]  # str parts only here
+
     def open(self, rel: str, *, create: bool = True) -> int:
         """The fd of `rel` (valid until the next call or close())."""
-        if self.fd >= 0 and rel == self.rel:
-            return self.fd
-        parts = tuple(p for p in rel.split("/") if p and p != ".")
-        if self.fd >= 0 and parts == self.parts:
-            return self.fd
-        if self.fd >= 0 and parts[: len(self.parts)] == self.parts:
-            fd, rest = self.fd, parts[len(self.parts) :]
-        else:
-            self.close()
-            fd, rest = self.base, parts
-        start = fd
-        depth = len(parts) - len(rest)
-        try:
-            for comp in rest:
-                depth += 1
-                try:
-                    nxt = os.open(comp, _DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    made = False
-                    with contextlib.suppress(FileExistsError):
-                        os.mkdir(comp, 0o700, dir_fd=fd)
-                        made = True
-                    nxt = os.open(comp, _DIR, dir_fd=fd)
-                    if made:
-                        os.fchown(nxt, *self.owner)
-                        os.fchmod(nxt, self.mode)  # after chown, which clears setuid bits
-                        self.made.add(parts[:depth])
-                if fd != self.base:
-                    os.close(fd)
-                fd = nxt
-        except BaseException:
-            if fd not in (self.base, start):
+        cursor = self._cursor
+        if cursor.fd >= 0 and rel == self.rel:
+            return cursor.fd
+        split = rel.split("/")
+        if "" in split or "." in split:
+            split = [p for p in split if p and p != "."]
+        parts = tuple(split)
+        self.rel, self._target = "", parts
+        fd = cursor.goto(parts, self._make if create else None)
+        self.rel = rel
+        return fd
+
+    def _make(self, parent: int, name: str | bytes, depth: int) -> int:
+        made = False
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=parent)
+            made = True
+        fd = os.open(name, _DIR, dir_fd=parent)
+        if made:
+            try:
+                os.fchown(fd, *self.owner)
+                os.fchmod(fd, self.mode)  # after chown, which clears setuid bits
+            except BaseException:
                 os.close(fd)
-            if start == self.fd and fd != start:
-                self.fd = -1  # closed on the way down
-            raise
-        if fd == self.base:
-            fd = os.dup(self.base)  # the root itself: a fd of our own, closed like the others
-        self.parts, self.fd, self.rel = parts, fd, rel
+                raise
+            self.made.add(self._target[: depth + 1])
         return fd
 
     def is_dir(self, rel: str) -> bool:
@@ -180,9 +172,8 @@ class Dirs:
         return True
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-        self.parts, self.fd, self.rel = (), -1, ""
+        self._cursor.close()
+        self.rel = ""
 
 
 def _write_file(src_fd: int, dir_fd: int, name: str, mode: int) -> int:

@@ -13,7 +13,7 @@ import stat
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder.layer.tree import Visit, open_below, open_dir, walk
+from builder.layer.tree import DirCursor, Visit, open_dir, walk
 from builder.layer.whiteout import is_overlay_opaque, is_overlay_xattr, unrepresentable
 from builder.layer.xattrs import read_xattrs
 
@@ -40,23 +40,47 @@ def _content_xattrs(xattrs: dict[str, bytes]) -> dict[str, bytes]:
     return {n: v for n, v in xattrs.items() if not is_overlay_xattr(n)}
 
 
-def _lower_dir(rel: bytes, lowers_top_first: Sequence[Path]) -> int | None:
-    """An fd of what the merged view shows for `rel` below the upper dir, if that is a
-    directory (reached one component at a time: `rel` may be longer than PATH_MAX)."""
-    for lower in lowers_top_first:
-        try:
-            root = open_dir(lower)
-        except OSError:
-            continue
-        try:
-            return open_below(root, rel)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            return None  # a non-dir (or a symlink) hides the rest: not a copied-up dir
-        finally:
-            os.close(root)
-    return None
+class _Lowers:
+    """What the merged view shows below the upper dir, looked up in the lowers top-first;
+    a cursor per lower consulted, so that the lookups of a post-order walk (each dir right
+    after its children) cost a step each, not a walk from the top (tree.DirCursor)."""
+
+    def __init__(self, lowers_top_first: Sequence[Path]) -> None:
+        self._paths = lowers_top_first
+        self._cursors: dict[int, DirCursor | None] = {}  # by index; None: no such dir
+
+    def dir_fd(self, rel: bytes) -> int | None:
+        """An fd (the cursor's: not to be closed) of `rel` if the merged view shows a
+        directory there, reached one component at a time (`rel` may be longer than
+        PATH_MAX); None when it shows none, or a non-dir (or a symlink) that hides the
+        rest: not a copied-up dir."""
+        parts = tuple(p for p in rel.split(b"/") if p and p != b".")
+        for index in range(len(self._paths)):
+            cursor = self._cursor(index)
+            if cursor is None:
+                continue
+            try:
+                return cursor.goto(parts)
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None
+        return None
+
+    def _cursor(self, index: int) -> DirCursor | None:
+        if index not in self._cursors:
+            try:
+                self._cursors[index] = DirCursor(open_dir(self._paths[index]))
+            except OSError:
+                self._cursors[index] = None
+        return self._cursors[index]
+
+    def close(self) -> None:
+        for cursor in self._cursors.values():
+            if cursor is not None:
+                cursor.close()
+                os.close(cursor.base)
+        self._cursors.clear()
 
 
 def prune_unchanged_dirs(upper: Path, lowers: Sequence[Path]) -> int:
@@ -65,7 +89,14 @@ def prune_unchanged_dirs(upper: Path, lowers: Sequence[Path]) -> int:
     `lowers` are bottom-first, as OverlayRoot has them. Only the upper dir is walked, so the
     cost follows the size of the change, not of the image.
     """
-    top_first = list(reversed(lowers))
+    seen = _Lowers(list(reversed(lowers)))
+    try:
+        return _prune(upper, seen)
+    finally:
+        seen.close()
+
+
+def _prune(upper: Path, lowers: _Lowers) -> int:
     removed = 0
     # Bottom-up: a dir is empty when every entry it held was a dir removed here.
     # left[d]: how many entries the dir whose children are at depth d still holds.
@@ -80,18 +111,13 @@ def prune_unchanged_dirs(upper: Path, lowers: Sequence[Path]) -> int:
             continue
         empty = len(left) > d + 1 and left[d + 1] == 0
         del left[d + 1 :]
-        if empty and _unchanged(visit, top_first):
+        if empty and _unchanged(visit, lowers):
             os.rmdir(visit.name, dir_fd=visit.dir_fd)
             removed += 1
             left[d] -= 1
     return removed
 
 
-def _unchanged(visit: Visit, lowers_top_first: Sequence[Path]) -> bool:
-    lower = _lower_dir(visit.path, lowers_top_first)
-    if lower is None:
-        return False
-    try:
-        return _same_dir(visit.st, read_xattrs(visit.proc_path), lower)
-    finally:
-        os.close(lower)
+def _unchanged(visit: Visit, lowers: _Lowers) -> bool:
+    lower = lowers.dir_fd(visit.path)
+    return lower is not None and _same_dir(visit.st, read_xattrs(visit.proc_path), lower)
