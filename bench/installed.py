@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("builder", "bin", "grammar", "pyproject.toml")
+SOURCES = ("builder", "bin", "grammar", "pyproject.toml", "setup.py")
 
 
 def _source_digest() -> str:
