@@ -187,9 +187,7 @@ def test_what_the_native_client_declines_runs_in_python(
     assert server.served() == before + served
 
 
-def test_a_one_shot_verb_and_a_closed_stdin_run_in_python(
-    server: Server, builder: Builder
-) -> None:
+def test_a_one_shot_verb_and_a_closed_stdin_run_in_python(server: Server, builder: Builder) -> None:
     before = server.served()
     status = subprocess.run(
         [server.venv / "bin" / "builder", "server", "status"],
@@ -229,18 +227,22 @@ def test_cwd_environment_and_umask_are_the_callers(
 ) -> None:
     context = make_context(tmp_path, None, {"f": "x"})
     (context / "sub").mkdir()
-    (context / "sub" / "My.Dockerfile").write_text("FROM busybox\nARG X\nCOPY f /f\nRUN echo $X > /x\n")
+    (context / "sub" / "My.Dockerfile").write_text(
+        "FROM busybox\nARG X\nCOPY f /f\nRUN echo $X > /x\n"
+    )
     before = server.served()
     env = {**server.env, "X": "from-env"}
     args = ("build", "-q", "-t", "here", "--build-arg", "X", "-f", "sub/My.Dockerfile")
-    proc = server.popen(builder, *args, "--iidfile", "iid", ".", cwd=context, env=env,
-                        preexec_fn=lambda: os.umask(0o077))  # fmt: skip
+    proc = server.popen(builder, *args, "--iidfile", "iid", ".", cwd=context, env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     assert server.served() == before + 1
     assert (context / "iid").read_text() == out.decode().strip()  # in the caller's cwd
-    assert (context / "iid").stat().st_mode & 0o777 == 0o600  # the caller's umask
     assert server.call(builder, "run", "--rm", "here", "cat", "/x", "/f")[1] == b"from-env\nx"
+    umask = server.call(builder, "run", "--rm", IMAGE, "sh", "-c", "umask",
+                        preexec_fn=lambda: os.umask(0o027))  # fmt: skip
+    assert umask[:2] == (0, b"0027\n")  # the container's, from the caller's
+    assert server.served() == before + 3
 
 
 def test_a_child_killed_by_a_signal_kills_the_client_alike(
@@ -330,9 +332,10 @@ def test_the_native_key_from_another_program_is_refused(server: Server) -> None:
 # The request: the native client's against the Python client's for one environment.
 _PROBE = """
 import marshal, os, sys
+out = int(sys.argv.pop(1))
 sys.path.append(sys.argv.pop(1))
 from builder.cli.client import request
-os.write(3, request(sys.argv[1:]))
+os.write(out, request(sys.argv[1:]))
 """
 
 
@@ -382,14 +385,18 @@ def test_the_request_is_the_python_clients(
     else:
         streams = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     proc = subprocess.Popen([script, *args], env=env, **streams)
-    conn, _ = listener.accept()
-    sent, _, _, _ = conn.recvmsg(client.MAX_MESSAGE, socket.CMSG_SPACE(16))
-    conn.send(marshal.dumps(("exit", "code", 0)))
+    with listener, listener.accept()[0] as conn:
+        sent, ancillary, _, _ = conn.recvmsg(client.MAX_MESSAGE, socket.CMSG_SPACE(16))
+        for fd in client.unpack_fds(ancillary[0][2]):  # its stdio would stay open in us
+            os.close(fd)
+        conn.send(marshal.dumps(("exit", "code", 0)))
     proc.communicate(timeout=30)
     assert proc.returncode == 0
     purelib = str(_native(venv).parents[2])
     r, w = os.pipe()
-    python = [venv / "bin" / "python3", "-S", "-c", _PROBE, purelib, str(script), *args]
+    # Through sh, as bin/builder starts the Python client: the shell exports PWD.
+    python = ["/bin/sh", "-c", 'exec "$@"', "sh", venv / "bin" / "python3", "-S", "-c", _PROBE,
+              str(w), purelib, str(script), *args]  # fmt: skip
     probe = subprocess.Popen(python, env=env, pass_fds=(w,), **streams)
     os.close(w)
     with os.fdopen(r, "rb") as f:
