@@ -45,6 +45,8 @@ class PlatformWheelWhenNative(bdist_wheel):
         self.run_command("build")
         build_lib = self.get_finalized_command("build_py").build_lib
         self.root_is_pure = not (Path(build_lib) / "builder" / "cli" / BINARY).exists()
+        if not self.root_is_pure:  # the package goes to platlib, the wheel's root
+            self.distribution.has_ext_modules = lambda: True  # type: ignore[method-assign]
         super().run()
 
     def get_tag(self) -> tuple[str, str, str]:

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -409,3 +410,21 @@ def test_the_request_is_the_python_clients(
     assert native[:2] == ("run", client.PROTOCOL) and native[2] == key
     assert native[3:] == expected[3:]
     assert list(native[4].items()) == list(expected[4].items())  # the same order too
+
+
+def test_the_wheel_carries_the_client_and_is_platform_specific(venv: Path) -> None:
+    (wheel,) = (venv / "wheels").glob("*.whl")
+    assert re.fullmatch(r"builder-[^-]+-py3-none-linux_[a-z0-9_]+\.whl", wheel.name)
+    with zipfile.ZipFile(wheel) as archive:
+        info = archive.getinfo(f"builder/cli/{client.NATIVE_CLIENT}")
+    assert (info.external_attr >> 16) & 0o111  # executable once installed
+
+
+def test_without_a_compiler_the_wheel_is_pure_python(tmp_path: Path) -> None:
+    env = {**os.environ, "CC": "/bin/false"}
+    env.pop("PYTHONPATH", None)
+    wheel = installed.build_wheel(tmp_path / "source", tmp_path / "wheels", env=env)
+    assert wheel.name.endswith("-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        assert "builder/cli/client.py" in archive.namelist()
+        assert f"builder/cli/{client.NATIVE_CLIENT}" not in archive.namelist()
