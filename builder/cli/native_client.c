@@ -143,16 +143,18 @@ struct value {
     struct value *items;
 };
 
+#define POOL 512 /* values: a list of n takes up to 2n + 1 */
+
 struct reader {
     const unsigned char *p, *end;
-    struct value pool[128];
+    struct value pool[POOL];
     int used;
     struct value *refs[128];
     int nrefs;
 };
 
 static struct value *new_value(struct reader *r) {
-    return r->used < 128 ? &r->pool[r->used++] : NULL;
+    return r->used < POOL ? &r->pool[r->used++] : NULL;
 }
 
 static int get_i32(struct reader *r, uint32_t *out) {
@@ -213,7 +215,7 @@ static struct value *read_value(struct reader *r) {
         v->n = n;
         if (slot >= 0) r->refs[slot] = v;
         if (n == 0) break;
-        if (r->used + (int)n > 128) return NULL;
+        if (r->used + (int)n > POOL) return NULL;
         v->items = &r->pool[r->used];
         r->used += n;
         for (uint32_t k = 0; k < n; k++) {
@@ -485,11 +487,19 @@ int main(int argc, char **argv) {
     for (cm = CMSG_FIRSTHDR(&rmsg); cm != NULL; cm = CMSG_NXTHDR(&rmsg, cm))
         if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
             memcpy(&received, CMSG_DATA(cm), sizeof received);
-    if (answer == NULL || answer->type != 'l' || answer->n != 3 ||
-        !is(&answer->items[0], "started") || answer->items[1].type != 'l' || received < 0) {
+    if (answer == NULL || answer->type != 'l' || answer->n < 1) {
+        /* Not a reply we can read: the call may have started, so it must not run twice. */
+        fputs("error: the builder server sent an unknown reply\n", stderr);
+        _exit(125);
+    }
+    if (!is(&answer->items[0], "started")) {
         if (received >= 0) close(received);
         if (!int_ignored) signal(SIGINT, SIG_DFL);
         fallback(); /* refused before anything ran (stale code...): one-shot */
+    }
+    if (answer->n != 3 || answer->items[1].type != 'l' || received < 0) {
+        fputs("error: the builder server sent an unknown reply\n", stderr);
+        _exit(125);
     }
     pidfd = received;
     const struct value *signals = &answer->items[1];
