@@ -428,3 +428,20 @@ def test_without_a_compiler_the_wheel_is_pure_python(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         assert "builder/cli/client.py" in archive.namelist()
         assert f"builder/cli/{client.NATIVE_CLIENT}" not in archive.namelist()
+
+
+def test_a_stale_server_refuses_and_the_call_runs_in_python(
+    server: Server, builder: Builder
+) -> None:
+    """A changed file of the installed package: the server refuses the native request (and
+    stops), the native client execs the Python client, which runs the call one-shot."""
+    module = _native(server.venv).parent / "netflags.py"
+    st = module.stat()
+    os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    try:
+        exe, out = _exe_while_running(server, builder, env={**server.env, client.IDLE_ENV: "1"})
+    finally:
+        os.utime(module, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (exe, out) == (_python(server.venv), b"got=go a\n")
+    assert "refused a call: stale" in server.log.read_text()
+    server.proc.wait(timeout=15)  # stale: it stops taking calls and exits
