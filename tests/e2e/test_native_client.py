@@ -35,6 +35,20 @@ def venv() -> Path:
     return installed.console_script().parent.parent
 
 
+@pytest.fixture(scope="session")
+def locales(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A $LOCPATH with en_US.UTF-8 (UTF-8, but not the C locale nor a coercion target) and
+    en_US.ISO-8859-1 (not UTF-8): the machine has C.UTF-8 only."""
+    folder = tmp_path_factory.mktemp("locales")
+    for charmap in ("UTF-8", "ISO-8859-1"):
+        subprocess.run(
+            ["localedef", "-i", "en_US", "-f", charmap, folder / f"en_US.{charmap}"],
+            check=True,
+            capture_output=True,
+        )
+    return folder
+
+
 def _native(venv: Path) -> Path:
     (found,) = venv.glob(f"lib/python3*/site-packages/builder/cli/{client.NATIVE_CLIENT}")
     return found
@@ -165,13 +179,19 @@ def test_the_native_client_takes_the_call(server: Server, builder: Builder) -> N
         ({client.ENV: ""}, 0),  # no opt-in: one-shot
         ({"arg0": "\udcff"}, 1),  # argv not UTF-8: Python decodes it (surrogateescape)
         ({client.DIR_ENV: "empty"}, 0),  # no server there
+        ({"LC_ALL": "en_US.ISO-8859-1"}, 0),  # not UTF-8: another key (file names' codec)
     ],
-    ids=["PYTHONPATH", "flags", "no-opt-in", "argv-not-utf8", "no-server"],
+    ids=["PYTHONPATH", "flags", "no-opt-in", "argv-not-utf8", "no-server", "latin-1"],
 )
 def test_what_the_native_client_declines_runs_in_python(
-    server: Server, builder: Builder, case: dict[str, str], served: int, tmp_path: Path
+    server: Server,
+    builder: Builder,
+    case: dict[str, str],
+    served: int,
+    tmp_path: Path,
+    locales: Path,
 ) -> None:
-    env = {**server.env, **case}
+    env = {**server.env, **case, "LOCPATH": str(locales)}
     if env[client.DIR_ENV] == "empty":
         env[client.DIR_ENV] = str(tmp_path / "empty")
     arg0: str | bytes = env.pop("arg0", "a")
@@ -358,12 +378,22 @@ def _fake_server(path: Path) -> socket.socket:
         {"LANG": "C.UTF-8", "LC_CTYPE": "C"},
         {"LANG": "xx_YY.UTF-8"},
         {"LC_ALL": "C.UTF-8", "PYTHONUNBUFFERED": "1"},
+        {"LANG": "en_US.UTF-8"},
     ],
-    ids=["unset", "LANG=C", "LC_ALL=C", "LC_ALL=C.UTF-8", "LC_CTYPE=C", "unknown", "unbuffered"],
+    ids=[
+        "unset",
+        "LANG=C",
+        "LC_ALL=C",
+        "LC_ALL=C.UTF-8",
+        "LC_CTYPE=C",
+        "unknown",
+        "unbuffered",
+        "en_US.UTF-8",
+    ],
 )
 @pytest.mark.parametrize("stdio", ["pipes", "pty"])
 def test_the_request_is_the_python_clients(
-    venv: Path, tmp_path: Path, locale: dict[str, str], stdio: str
+    venv: Path, tmp_path: Path, locale: dict[str, str], stdio: str, locales: Path
 ) -> None:
     """The stream states (encoding, errors, line buffering, write through), environment and
     argv a fresh Python of this environment would send (CPython's create_stdio and C locale
@@ -371,7 +401,7 @@ def test_the_request_is_the_python_clients(
     keep = ("PATH", "HOME")
     env = {k: os.environ[k] for k in keep if k in os.environ}
     env.update(locale)
-    env.update({client.ENV: "auto", client.DIR_ENV: str(tmp_path)})
+    env.update({client.ENV: "auto", client.DIR_ENV: str(tmp_path), "LOCPATH": str(locales)})
     legacy = locale.get("LC_ALL", locale.get("LC_CTYPE", locale.get("LANG", "C"))) in (
         "C",
         "xx_YY.UTF-8",
