@@ -171,6 +171,32 @@ def test_the_native_client_takes_the_call(server: Server, builder: Builder) -> N
     assert server.served() == before + 1
 
 
+def test_a_link_to_the_command_takes_the_native_client_too(
+    server: Server, builder: Builder, tmp_path: Path
+) -> None:
+    """`ln -s venv/bin/builder ~/bin/`: the interpreter and the client beside the target."""
+    link = tmp_path / "bin" / "builder"
+    link.parent.mkdir()
+    link.symlink_to(server.venv / "bin" / "builder")
+    argv = [
+        link,
+        "--root",
+        builder.root,
+        "run",
+        "--rm",
+        "-i",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo ready; read x",
+    ]
+    proc = subprocess.Popen(argv, env=server.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+    assert os.readlink(f"/proc/{proc.pid}/exe") == str(_native(server.venv))
+    proc.communicate(b"\n", timeout=60)
+    assert proc.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("case", "served"),
     [
