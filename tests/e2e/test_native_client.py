@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
@@ -501,3 +502,29 @@ def test_a_stale_server_refuses_and_the_call_runs_in_python(
     assert (exe, out) == (_python(server.venv), b"got=go a\n")
     assert "refused a call: stale" in server.log.read_text()
     server.proc.wait(timeout=15)  # stale: it stops taking calls and exits
+
+
+def test_another_users_server_is_not_sent_the_call(venv: Path, builder: Builder) -> None:
+    """uid 65534 reaches root's server (dir and socket opened up, so only the peer check
+    stands in the way): the native client sends nothing (the server logs no refusal) and
+    execs the Python client (which this user cannot run here: /root holds the interpreter)."""
+    with tempfile.TemporaryDirectory(prefix="builder-uid-") as top:
+        running = Server(venv, Path(top) / "server")
+        try:
+            for path in (Path(top), running.folder):
+                os.chmod(path, 0o711)
+            os.chmod(running.alias().resolve(), 0o777)
+            env = {**running.env, "HOME": "/nonexistent"}
+            # The binary itself: bin/builder, finding no python3 it may run beside it
+            # (/root's), would not try it.
+            script = venv / "bin" / "builder"
+            done = subprocess.run(
+                [_native(venv), venv / "bin" / "python3", script, "run", "--rm", IMAGE, "true"],
+                env=env, user=65534, group=65534, extra_groups=[], capture_output=True,
+                cwd="/",
+            )  # fmt: skip
+            log = running.log.read_text()
+        finally:
+            running.stop()
+    assert done.returncode == 127 and b"python3: Permission denied" in done.stderr
+    assert "refused" not in log
