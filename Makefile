@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 BUILDER := $(VENV)/bin/builder
-APT_PACKAGES := busybox-static docker-registry umoci skopeo oci-image-tool runc crun jq zstd tar podman openssl uidmap libseccomp2 slirp4netns debootstrap fuse-overlayfs
+APT_PACKAGES := busybox-static docker-registry umoci skopeo oci-image-tool runc crun jq zstd tar podman openssl uidmap libseccomp2 slirp4netns debootstrap fuse-overlayfs gcc libc6-dev
 DEMO_ROOT ?= $(or $(BUILDER_ROOT),/var/lib/builder)
 PYTEST_ARGS ?=
 

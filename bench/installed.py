@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SOURCES = ("builder", "bin", "grammar", "pyproject.toml")
+SOURCES = ("builder", "bin", "grammar", "pyproject.toml", "setup.py")
 
 
 def _source_digest() -> str:
@@ -42,6 +42,28 @@ def _source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
+PIP = (sys.executable, "-m", "pip", "--disable-pip-version-check", "-q")
+
+
+def build_wheel(source: Path, wheels: Path, env: dict[str, str] | None = None) -> Path:
+    """This tree's wheel as `pip wheel` builds it (with the native client when a C compiler
+    is there), from a copy of the sources at `source`: setuptools builds in the source
+    tree, and the `build/` and `builder.egg-info` it leaves in a checkout make pip take the
+    checkout (on PYTHONPATH) for an installed builder (tests/recipe/test_packaging.py)."""
+    for name in SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, source / name, symlinks=True)
+        else:
+            shutil.copy2(REPO / name, source / name)
+    shutil.copy2(REPO / "README.md", source / "README.md")  # pyproject.toml's readme
+    subprocess.run(
+        [*PIP, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source],
+        check=True,
+        env=env,
+    )
+    return next(wheels.glob("*.whl"))
+
+
 @functools.cache
 def console_script() -> Path:
     """The installed `builder` console script, installing it first if this tree's is not."""
@@ -52,21 +74,7 @@ def console_script() -> Path:
         if (venv / "complete").exists():
             return script
         shutil.rmtree(venv, ignore_errors=True)
-        pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-        wheels = venv / "wheels"
-        # From a copy of the sources: setuptools builds in the source tree, and the
-        # `build/` and `builder.egg-info` it leaves in a checkout make pip take the checkout
-        # (on PYTHONPATH) for an installed builder (tests/recipe/test_packaging.py).
-        source = venv / "source"
-        for name in SOURCES:
-            if (REPO / name).is_dir():
-                shutil.copytree(REPO / name, source / name, symlinks=True)
-            else:
-                shutil.copy2(REPO / name, source / name)
-        shutil.copy2(REPO / "README.md", source / "README.md")  # pyproject.toml's readme
-        subprocess.run(
-            [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", wheels, source], check=True
-        )
+        wheel = build_wheel(venv / "source", venv / "wheels")
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", venv], check=True)
         python = venv / "bin" / "python"
         purelib = subprocess.run(
@@ -75,11 +83,10 @@ def console_script() -> Path:
             capture_output=True,
             text=True,
         ).stdout.strip()
-        wheel = next(wheels.glob("*.whl"))
         # --ignore-installed: a dev checkout's own install (editable, same version) must not
         # count as this one; the dependencies' .pth comes after, for the same reason.
         subprocess.run(
-            [*pip, "--python", python, "install", "--no-deps", "--ignore-installed", wheel],
+            [*PIP, "--python", python, "install", "--no-deps", "--ignore-installed", wheel],
             check=True,
         )
         deps = [p for p in site.getsitepackages() if Path(p).is_dir()]

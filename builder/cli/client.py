@@ -182,6 +182,18 @@ def _flags() -> str:
     return str([f"{n}={v}" for n, v in zip(names, sys.flags, strict=False) if n != "no_site"])
 
 
+# The compiled server path of this client (builder/cli/native_client.c), beside this file
+# in a wheel; bin/builder execs it when present.
+NATIVE_CLIENT = "native_client"
+
+
+def native_key(exe: str, utf8_mode: int) -> str:
+    """What the native client sends as its key, and names its socket by (an alias the
+    server links to its own): the binary's real path (its package) and the interpreter's
+    UTF-8 mode, which its locale decides (native_client.c)."""
+    return f"native\0{exe}\0utf8_mode={utf8_mode}"
+
+
 def socket_name(key: str) -> str:
     """A short stable name for the key (FNV-1a, 64 bits: hashlib costs an import)."""
     h = 0xCBF29CE484222325
@@ -261,6 +273,11 @@ def _via_server() -> None:
     folder = server_dir()
     if folder is None:
         return
+    try:
+        for fd in (0, 1, 2):  # before the connection: it would take a closed one's number
+            posix.fstat(fd)
+    except OSError:
+        return
     path = f"{folder}/{socket_name(code_key())}.sock"
     sock = connect(path)
     if sock is None:
@@ -270,8 +287,6 @@ def _via_server() -> None:
 
     assert isinstance(sock, _socket.socket)
     try:
-        for fd in (0, 1, 2):
-            posix.fstat(fd)  # a closed std fd: the cwd would take its number below
         cwd = posix.open(".", posix.O_PATH | posix.O_DIRECTORY | posix.O_CLOEXEC)
     except OSError:
         return

@@ -123,6 +123,60 @@ def _parse_the_common_verbs() -> None:
             command.make_context(verb, list(args), parent=ctx)
 
 
+# sys.flags of an interpreter started as bin/builder starts it, with no PYTHON* variable
+# (the native client declines any): no_site and utf8_mode aside (see native_alias).
+_DEFAULT_FLAGS = {
+    "debug": 0,
+    "inspect": 0,
+    "interactive": 0,
+    "optimize": 0,
+    "dont_write_bytecode": 0,
+    "no_user_site": 0,
+    "ignore_environment": 0,
+    "verbose": 0,
+    "bytes_warning": 0,
+    "quiet": 0,
+    "hash_randomization": 1,
+    "isolated": 0,
+    "dev_mode": False,
+    "warn_default_encoding": 0,
+    "safe_path": False,
+    "int_max_str_digits": -1,
+}
+
+
+def native_alias() -> tuple[str, str] | None:
+    """(the native client's key, its binary's real path) when this server may take its
+    calls: the binary is in this server's package, that package is the one installed in
+    this interpreter's venv, and the interpreter runs as the venv's python3 with default
+    flags and UTF-8 file names -- i.e. this server's code key is the one the Python client
+    the binary falls back to (`python3 -S bin/builder`, no PYTHON* variable) would compute,
+    so a call reaches the same code either way. None: the native client finds no alias and
+    runs the Python client, which finds (or starts) the server of its own key."""
+    package = client.package_dir()
+    exe = f"{package}/cli/{client.NATIVE_CLIENT}"
+    if not os.access(exe, os.X_OK):
+        return None
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    installed = f"{sys.prefix}/lib/python{version}/site-packages/builder"
+    if os.path.realpath(package) != os.path.realpath(installed):
+        return None
+    if os.path.realpath(sys.executable) != os.path.realpath(f"{sys.prefix}/bin/python3"):
+        return None
+    if (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()) != (
+        "utf-8",
+        "surrogateescape",
+    ):
+        return None
+    names = sys.flags.__match_args__
+    flags = dict(zip(names, sys.flags, strict=False))
+    del flags["no_site"], flags["utf8_mode"]
+    if flags != _DEFAULT_FLAGS:
+        return None
+    exe = os.path.realpath(exe)
+    return client.native_key(exe, sys.flags.utf8_mode), exe
+
+
 class _Refused(Exception):
     """A request the server will not take; the client runs it one-shot."""
 
@@ -150,6 +204,9 @@ class Server:
         self.idle = idle
         self.key = client.code_key()
         self.path = f"{folder}/{client.socket_name(self.key)}.sock"
+        self.native = native_alias()
+        # The native client's name for our socket (a symlink to it), when it may use us.
+        self.alias = None if self.native is None else self._alias_path(self.native[0])
         self.namespaces = client.namespaces("self")
         self.code = code  # as it was before the imports
         self.cgroup_mounts = cgroups.mounted()
@@ -219,9 +276,18 @@ class Server:
             listener.listen(64)
             self.listener = listener
             self.inode = os.stat(self.path).st_ino
+            if self.alias is not None:  # atomically: a client never sees half of it
+                temporary = f"{self.alias}.{os.getpid()}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temporary)
+                os.symlink(os.path.basename(self.path), temporary)
+                os.replace(temporary, self.alias)
             yield
         finally:
             self._close_listener(None)
+
+    def _alias_path(self, key: str) -> str:
+        return f"{self.folder}/{client.socket_name(key)}.sock"
 
     def _close_listener(self, poll: select.poll | None) -> None:
         """Stop taking calls: the socket goes, so the next client starts a new server."""
@@ -229,9 +295,10 @@ class Server:
             return
         if poll is not None:
             poll.unregister(self.listener)
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == self.inode:  # not a successor's
-                os.unlink(self.path)
+        for path in (self.alias, self.path):  # the alias first: it points to the socket
+            with contextlib.suppress(OSError):
+                if path is not None and os.stat(path).st_ino == self.inode:  # not a successor's
+                    os.unlink(path)
         self.listener.close()
         self.listener = None
 
@@ -288,8 +355,11 @@ class Server:
             self._send(conn, ("status", os.getpid(), len(self.children), self.served, ready))
             return self._drop(poll, conn)
         kind, protocol, key, argv, env, streams = request
-        if (kind, protocol, key) != ("run", client.PROTOCOL, self.key):
+        native = self.native[1] if self.native is not None and key == self.native[0] else None
+        if (kind, protocol) != ("run", client.PROTOCOL) or (key != self.key and native is None):
             raise _Refused("another protocol or code")
+        if native is not None and _exe(pid) != native:
+            raise _Refused("the native client's key from another program")
         if len(fds) != client.REQUEST_FDS:
             raise _Refused("the client's fds did not come")
         if self.stopping:
@@ -464,6 +534,13 @@ def _peer(sock: socket.socket) -> tuple[int, int, int]:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12)
     pid, uid, gid = (int.from_bytes(raw[i : i + 4], sys.byteorder) for i in (0, 4, 8))
     return pid, uid, gid
+
+
+def _exe(pid: int) -> str:
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return ""
 
 
 def _read(path: str) -> str:

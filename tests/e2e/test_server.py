@@ -174,6 +174,16 @@ def test_stdin_reaches_run_i(server: Server, builder: Builder, tmp_path: Path) -
     assert out == b"got=line\n"
 
 
+def test_a_closed_stdin_runs_one_shot(server: Server, builder: Builder) -> None:
+    """The std fds are checked before the connection is made: else the socket takes the
+    closed fd's number, passes the check, and goes to the call as its stdin."""
+    before = server.served()
+    proc = popen(builder, "run", "--rm", IMAGE, "echo", "hi", preexec_fn=lambda: os.close(0))
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out) == (0, b"hi\n"), err
+    assert server.served() == before
+
+
 def test_a_terminal_is_the_callers(server: Server, builder: Builder) -> None:
     from tests.e2e.test_run_flags import _on_a_terminal
 
