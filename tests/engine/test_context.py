@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import builder.engine.context as context_module
 from builder.engine.context import (
     DIGEST_BATCH,
     RACY_LIMIT,
@@ -325,7 +326,34 @@ def test_snapshot_is_not_used_after_any_change(ctx: Path, change: Any) -> None:
     again = BuildContext(ctx, snapshot=snapshot)
     key = again.copy_key(("src", "link"), "/app/")
     assert key != "planted" and again.walked_ns > 0
-    assert key == copy_digest(BuildContext(ctx).plan_copy(("src", "link"), "/app/"))
+    fresh = BuildContext(ctx)
+    assert key == fresh.copy_key(("src", "link"), "/app/")
+    # The check's walk, taken for the full one, finds what a walk of its own finds.
+    assert again.entries == fresh.entries and again.new_memo == fresh.new_memo
+    saved, walked = again.snapshot_to_save(), fresh.snapshot_to_save()
+    assert saved is not None and walked is not None and saved.signature == walked.signature
+
+
+def test_a_changed_context_is_walked_once(ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot check that finds a change hands its walk to the full one (a changed
+    build of a big context walked it twice)."""
+    first = BuildContext(ctx)
+    first.copy_key(("src",), "/app/")
+    snapshot = _aged(first.snapshot_to_save())
+    (ctx / "src" / "sub" / "b.txt").write_text("B")  # read again, in a dir below the root
+    walks: list[Path] = []
+    real = context_module.walk_listings
+
+    def counted(top: Path) -> Any:
+        walks.append(top)
+        return real(top)
+
+    monkeypatch.setattr(context_module, "walk_listings", counted)
+    again = BuildContext(ctx, snapshot=snapshot)
+    key = again.copy_key(("src",), "/app/")
+    assert len(walks) == 1
+    assert key == copy_digest(BuildContext(ctx).plan_copy(("src",), "/app/"))
+    assert again.entries["src/sub/b.txt"].digest == hashlib.sha256(b"B").hexdigest()
 
 
 class _TxtInSrc:
