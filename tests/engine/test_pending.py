@@ -140,7 +140,7 @@ def test_a_stage_stopped_by_another_s_failure_keeps_its_run_s_record(
     with pytest.raises(StepFailed, match="work a"):
         run_build(store, context, fake, monkeypatch, jobs=2)
     assert [p.argv[-1] for p in fake.runs] == ["work a", "work b"]  # `more b` never ran
-    assert not [t for t in threading.enumerate() if t.name == "layer-writer"]
+    assert not [t for t in threading.enumerate() if t.name == "engine-worker"]
     assert list(store.paths.tmp.iterdir()) == []
     fake = _scripted()
     fake.on("work a", Effect(files={"/a": "a"}))

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from builder.engine import cachekey
+from builder.engine import cachekey, workers
 from builder.engine.events import StepOutput
 from builder.engine.executor import OverlayRoot
 from builder.engine.pending import PendingLayer, settle
@@ -240,8 +239,7 @@ class OutputPump:
             finally:
                 os.close(read_fd)
 
-        self._thread = threading.Thread(target=reader, daemon=True)
-        self._thread.start()
+        self._job = workers.start(reader)  # a kept thread: no start to wait for
 
     def _chunks(self, read_fd: int) -> Iterator[bytes]:
         """What the pipe gives until EOF, or until `finish()` and the pipe is empty."""
@@ -265,7 +263,7 @@ class OutputPump:
         os.close(self.fd)
         os.write(self._wake_w, b"x")  # (the reader may have seen EOF already)
         os.close(self._wake_w)
-        self._thread.join()
+        self._job.join()
         os.close(self._wake_r)
 
 
