@@ -163,9 +163,15 @@ def commit_layer_behind(
     created_by: str,
     root: OverlayRoot,
     where: str = "",
+    *,
+    previous: Descriptor | None = None,
+    keep_frames: bool = False,
+    then: Callable[[], object] | None = None,
 ) -> ImageState:
-    """commit_layer for a RUN, its layer written while the next step runs (engine/pending):
-    the same blob, diff ID, unpacked dir and record, in the same order, once settled."""
+    """commit_layer for a RUN or a COPY, its layer written while the next step runs
+    (engine/pending): the same blob, diff ID, unpacked dir and record, in the same order,
+    once settled. `previous`, `keep_frames`: see commit_layer; `then` goes to the
+    finisher after the step's record (COPY's lineage, which names it)."""
     created = now(ctx.source_date_epoch)
     try:
         # Before the dir is anyone's lower; and before the layer below is settled, whose
@@ -184,6 +190,8 @@ def commit_layer_behind(
             ctx.compression.kind,
             mtime_clamp=ctx.source_date_epoch,
             level=ctx.compression.level,
+            previous=previous,
+            keep_frames=keep_frames,
             background=True,
         )
 
@@ -194,6 +202,8 @@ def commit_layer_behind(
             ctx.store.scratch.discard(upper)  # (gone already once adopted)
         record = StepRecord(created, layer, diff_id)
         ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
+        if then is not None:
+            ctx.store.finishing.submit(then)
         ctx.cache.note(rkey, record)
 
     pending = PendingLayer(
