@@ -129,6 +129,7 @@ MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, s
 RACY_NS = 1_000_000_000
 SNAPSHOT_VERSION = 2  # of the snapshot's format (and of the marshal bytes its signature hashes)
 RACY_LIMIT = 64  # racy files a snapshot may name (each is read again to use it)
+MEMO_FILES, MEMO_BYTES = 32, 1 << 20  # read again beyond either: the memo is written
 _CTIME, _MTIME = attrgetter("st_ctime_ns"), attrgetter("st_mtime_ns")
 
 
@@ -232,6 +233,7 @@ class BuildContext:
         self.new_memo: dict[str, MemoEntry] = {}
         self.walked_ns = 0  # when the walk began: the new memo's time
         self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
+        self.hashed_bytes = 0  # and their bytes
         self._signature = ""  # of the full walk's entries ("" if one vanished meanwhile)
         self._newest = 0  # their newest ctime or mtime
         self._racy: dict[str, str] = {}  # files and links changed within RACY_NS of the walk
@@ -239,7 +241,12 @@ class BuildContext:
         self._walked: _Walked | None = None  # a check's walk that missed, for the full one
 
     def memo_changed(self) -> bool:
-        return self.walked_ns > 0 and (self.hashed > 0 or self.new_memo.keys() != self._memo.keys())
+        """Whether the new memo is worth its write: this walk read more files again than
+        MEMO_FILES, or more bytes than MEMO_BYTES. Below that, reading them again in the
+        next full walk costs less than the write (JSON of every entry and two fsyncs, on
+        every changed build's path); a memo left as it was stays right (each entry is
+        checked against the file's stat), it only spares less."""
+        return self.walked_ns > 0 and (self.hashed > MEMO_FILES or self.hashed_bytes > MEMO_BYTES)
 
     @cached_property
     def entries(self) -> dict[str, ContextEntry]:
@@ -313,6 +320,7 @@ class BuildContext:
                     else:
                         digest = _file_digest(dir_fd(), item.name)
                         self.hashed += 1
+                        self.hashed_bytes += size
                         new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
                     found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
                     if mtime >= racy_from or ctime >= racy_from:

@@ -146,7 +146,7 @@ def test_key_depends_on_content_not_on_mtime_or_location(ctx: Path, tmp_path: Pa
 def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     first = BuildContext(ctx)
     digest = first.entries["top.txt"].digest
-    assert first.hashed == 3 and first.memo_changed()
+    assert first.hashed == 3
     # A memo made well after the files last changed: its digests are trusted. A planted
     # digest shows the file was not read again.
     memo = dict(first.new_memo)
@@ -163,7 +163,28 @@ def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     (ctx / "top.txt").write_text("new content")
     changed = BuildContext(ctx, memo=memo, memo_made_ns=later)
     assert changed.entries["top.txt"].digest not in ("planted", digest)
-    assert changed.hashed == 1 and changed.memo_changed()
+    assert changed.hashed == 1 and not changed.memo_changed()  # (MEMO_FILES, MEMO_BYTES)
+
+
+def test_the_memo_is_written_when_reading_again_would_cost_more(
+    ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few small files read again cost less than the memo's write (every entry's JSON,
+    two fsyncs); many files, or many bytes, more."""
+    first = BuildContext(ctx)
+    assert first.entries and first.hashed == 3 and not first.memo_changed()
+    monkeypatch.setattr(context_module, "MEMO_FILES", 2)
+    assert first.memo_changed()
+    monkeypatch.undo()
+    (ctx / "big.bin").write_bytes(b"x" * (context_module.MEMO_BYTES + 1))
+    big = BuildContext(ctx)
+    assert big.entries and big.memo_changed()
+    # Kept after a small change, the memo stays right: the changed file is read again.
+    later = big.walked_ns + 10 * 10**9
+    (ctx / "top.txt").write_text("changed")
+    again = BuildContext(ctx, memo=big.new_memo, memo_made_ns=later)
+    assert again.entries["top.txt"].digest == hashlib.sha256(b"changed").hexdigest()
+    assert again.hashed == 1 and not again.memo_changed()
 
 
 def test_memo_entry_reused_only_when_every_stat_field_matches(ctx: Path) -> None:
