@@ -14,7 +14,7 @@ import posixpath
 import re
 import stat
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import cached_property
 from operator import attrgetter
 from pathlib import Path
@@ -129,6 +129,7 @@ MemoEntry = tuple[int, int, int, int, str]  # size, mtime_ns, inode, ctime_ns, s
 RACY_NS = 1_000_000_000
 SNAPSHOT_VERSION = 2  # of the snapshot's format (and of the marshal bytes its signature hashes)
 RACY_LIMIT = 64  # racy files a snapshot may name (each is read again to use it)
+MEMO_FILES, MEMO_BYTES = 32, 1 << 20  # read again beyond either: the memo is written
 _CTIME, _MTIME = attrgetter("st_ctime_ns"), attrgetter("st_mtime_ns")
 
 
@@ -232,13 +233,20 @@ class BuildContext:
         self.new_memo: dict[str, MemoEntry] = {}
         self.walked_ns = 0  # when the walk began: the new memo's time
         self.hashed = 0  # files read this time (0 and the same paths: the memo is current)
+        self.hashed_bytes = 0  # and their bytes
         self._signature = ""  # of the full walk's entries ("" if one vanished meanwhile)
         self._newest = 0  # their newest ctime or mtime
         self._racy: dict[str, str] = {}  # files and links changed within RACY_NS of the walk
         self._digested: dict[str, str] = {}  # copy_key's digests from this build's entries
+        self._walked: _Walked | None = None  # a check's walk that missed, for the full one
 
     def memo_changed(self) -> bool:
-        return self.walked_ns > 0 and (self.hashed > 0 or self.new_memo.keys() != self._memo.keys())
+        """Whether the new memo is worth its write: this walk read more files again than
+        MEMO_FILES, or more bytes than MEMO_BYTES. Below that, reading them again in the
+        next full walk costs less than the write (JSON of every entry and two fsyncs, on
+        every changed build's path); a memo left as it was stays right (each entry is
+        checked against the file's stat), it only spares less."""
+        return self.walked_ns > 0 and (self.hashed > MEMO_FILES or self.hashed_bytes > MEMO_BYTES)
 
     @cached_property
     def entries(self) -> dict[str, ContextEntry]:
@@ -259,15 +267,27 @@ class BuildContext:
         # Excluded dirs are still walked: a later `!` exception may bring a child back.
         # One loop, its names local: a cached rebuild of a big context is mostly this loop
         # (one listing per dir, one fstatat and a memo lookup per entry).
+        # A snapshot check that found the context changed walked it already (every visible
+        # entry's lstat, the signature): its listings are taken as they are, in one walk
+        # (30-60 ms of a changed big-context build went to a second one), its time as
+        # the walk's. A dir's fd is then opened (by name below the root) only to read.
         found: dict[str, ContextEntry] = {}
         if self._load_memo is not None:
             self._memo, self._memo_made_ns = self._load_memo()
         ignore, memo, new_memo = self._ignore, self._memo, self.new_memo
-        signed, vanished = _Signature(self._ignore_text), False
+        walked, self._walked = self._walked, None
+        dirs: Iterator[tuple[Callable[[], int], str, list[os.DirEntry[str]]]]
+        if walked is None:
+            signed: _Signature | None = _Signature(self._ignore_text)
+            dirs = _walked_now(self.root)
+        else:
+            self.walked_ns, signed, ignore = walked.started_ns, None, None  # filtered then
+            dirs = _reopened(self.root, walked.listings)
+        vanished = False
         stale_from = self._memo_made_ns - RACY_NS
         racy_from, racy = self.walked_ns - RACY_NS, self._racy
         is_dir, is_link, is_reg, imode = stat.S_ISDIR, stat.S_ISLNK, stat.S_ISREG, stat.S_IMODE
-        for dir_fd, prefix, listing in walk_listings(self.root):
+        for dir_fd, prefix, listing in dirs:
             visible = []
             for item in listing:
                 rel = prefix + item.name
@@ -298,8 +318,9 @@ class BuildContext:
                         digest = known[4]
                         new_memo[key] = known  # the same values
                     else:
-                        digest = _file_digest(dir_fd, item.name)
+                        digest = _file_digest(dir_fd(), item.name)
                         self.hashed += 1
+                        self.hashed_bytes += size
                         new_memo[key] = (size, mtime, st.st_ino, ctime, digest)
                     found[rel] = ContextEntry(rel, "file", imode(fmt), size, mtime, digest)
                     if mtime >= racy_from or ctime >= racy_from:
@@ -307,7 +328,7 @@ class BuildContext:
                 elif is_dir(fmt):
                     found[rel] = ContextEntry(rel, "dir", imode(fmt), 0, st.st_mtime_ns, "")
                 elif is_link(fmt):
-                    target = os.readlink(item.name, dir_fd=dir_fd)
+                    target = os.readlink(item.name, dir_fd=dir_fd())
                     found[rel] = ContextEntry(rel, "symlink", imode(fmt), 0, st.st_mtime_ns, target)
                     if st.st_mtime_ns >= racy_from or st.st_ctime_ns >= racy_from:
                         racy[_memo_name(rel)] = "@" + _memo_name(target)
@@ -315,7 +336,11 @@ class BuildContext:
                     raise BuildContextError(
                         f"{rel}: only files, directories and symlinks can be copied"
                     )
-            signed.add(prefix, visible)
+            if signed is not None:
+                signed.add(prefix, visible)
+        if signed is None:
+            assert walked is not None
+            signed = walked.signed
         self._signature = "" if vanished else signed.hexdigest()
         self._newest = signed.newest
         return found
@@ -326,16 +351,21 @@ class BuildContext:
         if snapshot is None:
             return False
         signed, ignore = _Signature(self._ignore_text), self._ignore
+        walked = _Walked(time.time_ns(), signed)
         try:
             for _fd, prefix, listing in walk_listings(self.root):
                 if ignore is not None:
                     listing = [e for e in listing if not ignore.excludes(prefix + e.name)]
                 signed.add(prefix, listing)
+                walked.listings.append((prefix, listing))
         except OSError:  # a dir or an entry gone meanwhile: the full walk says what
             return False
-        if signed.hexdigest() != snapshot.signature:
-            return False
-        return signed.newest < snapshot.made_ns - RACY_NS or self._same_racy(snapshot.racy)
+        if signed.hexdigest() == snapshot.signature and (
+            signed.newest < snapshot.made_ns - RACY_NS or self._same_racy(snapshot.racy)
+        ):
+            return True
+        self._walked = walked  # the full walk's, if plan_copy asks for one
+        return False
 
     def _same_racy(self, racy: Mapping[str, str]) -> bool:
         """Whether the files and links the snapshot found racy hold what they held then
@@ -496,6 +526,52 @@ class BuildContext:
                     " in the build context"
                 )
         raise BuildContextError(f"COPY source {rel!r}: too many levels of symbolic links")
+
+
+class _Walked:
+    """A snapshot check's walk: when it began, its signature, and each dir's visible
+    entries (lstat cached by each entry), parents first."""
+
+    __slots__ = ("listings", "signed", "started_ns")
+
+    def __init__(self, started_ns: int, signed: _Signature) -> None:
+        self.started_ns = started_ns
+        self.signed = signed
+        self.listings: list[tuple[str, list[os.DirEntry[str]]]] = []
+
+
+def _walked_now(root: Path) -> Iterator[tuple[Callable[[], int], str, list[os.DirEntry[str]]]]:
+    """walk_listings(root), each dir's fd as a call (_reopened's form)."""
+    for fd, prefix, listing in walk_listings(root):
+
+        def dir_fd(fd: int = fd) -> int:
+            return fd
+
+        yield dir_fd, prefix, listing
+
+
+def _reopened(
+    root: Path, listings: list[tuple[str, list[os.DirEntry[str]]]]
+) -> Iterator[tuple[Callable[[], int], str, list[os.DirEntry[str]]]]:
+    """`listings` with, for each dir, a call that opens it (once, below the root's fd,
+    following no symlink, as walk_listings entered it) for a file to read or a link."""
+    root_fd = open_dir(root)
+    try:
+        for prefix, listing in listings:
+            opened: list[int] = []
+
+            def dir_fd(prefix: str = prefix, opened: list[int] = opened) -> int:
+                if not opened:
+                    opened.append(open_below(root_fd, os.fsencode(prefix)))
+                return opened[0]
+
+            try:
+                yield dir_fd, prefix, listing
+            finally:
+                for fd in opened:
+                    os.close(fd)
+    finally:
+        os.close(root_fd)
 
 
 class _Signature:

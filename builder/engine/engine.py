@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from builder.engine import workers
 from builder.engine.context import BuildContext, Snapshot
 from builder.engine.events import (
     BuildDone,
@@ -213,6 +214,7 @@ def build(
             finally:
                 if sandboxed is not None:  # its RUN steps' network helpers reaped
                     sandboxed.close()
+                workers.retire()  # no idle thread outlives the build (the CLI's quick exit)
 
 
 def _sandbox_executor(

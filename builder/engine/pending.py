@@ -2,7 +2,7 @@
 
 A RUN step's upper dir does not change once its sandbox has ended (and its unchanged dirs
 are pruned), so it can be the next step's top lower dir at once, as it is. Its tar, diff ID
-and blob are written by a thread of their own meanwhile: 3-5 ms a step here, on the
+and blob are written by a worker thread meanwhile (engine/workers): 3-5 ms a step here, on the
 build's critical path before. The state after the RUN carries the history entry already
 (steps after it append theirs in order) but not the diff ID and blob, which only layer
 steps append; `settle` joins the thread and appends them, then adopts the dir into
@@ -22,6 +22,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from builder.engine import workers
 from builder.engine.state import ImageState
 from builder.errors import LayerError, SandboxError, StoreError
 from builder.image.descriptor import Descriptor
@@ -32,7 +33,7 @@ Written = tuple[Descriptor, Digest]  # the blob, the diff ID
 
 
 class PendingLayer:
-    """`write()` run on a thread of its own; `finish(layer, diff_id)` once it is joined."""
+    """`write()` run by a worker (engine/workers); `finish(layer, diff_id)` once it is joined."""
 
     def __init__(
         self,
@@ -51,8 +52,7 @@ class PendingLayer:
         self._error: BaseException | None = None
         self._once = threading.Lock()
         self._done = False  # finished or discarded
-        self._thread = threading.Thread(target=self._run, name="layer-writer")
-        self._thread.start()
+        self._job = workers.start(self._run)
 
     def _run(self) -> None:
         try:
@@ -65,7 +65,7 @@ class PendingLayer:
         a state and its copies share this). A failed write discards the dir and raises its
         error."""
         with self._once:
-            self._thread.join()
+            self._job.join()
             if self._error is not None or self._written is None:
                 if not self._done:
                     self._done = True

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import builder.engine.context as context_module
 from builder.engine.context import (
     DIGEST_BATCH,
     RACY_LIMIT,
@@ -145,7 +146,7 @@ def test_key_depends_on_content_not_on_mtime_or_location(ctx: Path, tmp_path: Pa
 def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     first = BuildContext(ctx)
     digest = first.entries["top.txt"].digest
-    assert first.hashed == 3 and first.memo_changed()
+    assert first.hashed == 3
     # A memo made well after the files last changed: its digests are trusted. A planted
     # digest shows the file was not read again.
     memo = dict(first.new_memo)
@@ -162,7 +163,28 @@ def test_memo_reuses_digests_of_unchanged_files_only(ctx: Path) -> None:
     (ctx / "top.txt").write_text("new content")
     changed = BuildContext(ctx, memo=memo, memo_made_ns=later)
     assert changed.entries["top.txt"].digest not in ("planted", digest)
-    assert changed.hashed == 1 and changed.memo_changed()
+    assert changed.hashed == 1 and not changed.memo_changed()  # (MEMO_FILES, MEMO_BYTES)
+
+
+def test_the_memo_is_written_when_reading_again_would_cost_more(
+    ctx: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few small files read again cost less than the memo's write (every entry's JSON,
+    two fsyncs); many files, or many bytes, more."""
+    first = BuildContext(ctx)
+    assert first.entries and first.hashed == 3 and not first.memo_changed()
+    monkeypatch.setattr(context_module, "MEMO_FILES", 2)
+    assert first.memo_changed()
+    monkeypatch.undo()
+    (ctx / "big.bin").write_bytes(b"x" * (context_module.MEMO_BYTES + 1))
+    big = BuildContext(ctx)
+    assert big.entries and big.memo_changed()
+    # Kept after a small change, the memo stays right: the changed file is read again.
+    later = big.walked_ns + 10 * 10**9
+    (ctx / "top.txt").write_text("changed")
+    again = BuildContext(ctx, memo=big.new_memo, memo_made_ns=later)
+    assert again.entries["top.txt"].digest == hashlib.sha256(b"changed").hexdigest()
+    assert again.hashed == 1 and not again.memo_changed()
 
 
 def test_memo_entry_reused_only_when_every_stat_field_matches(ctx: Path) -> None:
@@ -325,7 +347,34 @@ def test_snapshot_is_not_used_after_any_change(ctx: Path, change: Any) -> None:
     again = BuildContext(ctx, snapshot=snapshot)
     key = again.copy_key(("src", "link"), "/app/")
     assert key != "planted" and again.walked_ns > 0
-    assert key == copy_digest(BuildContext(ctx).plan_copy(("src", "link"), "/app/"))
+    fresh = BuildContext(ctx)
+    assert key == fresh.copy_key(("src", "link"), "/app/")
+    # The check's walk, taken for the full one, finds what a walk of its own finds.
+    assert again.entries == fresh.entries and again.new_memo == fresh.new_memo
+    saved, walked = again.snapshot_to_save(), fresh.snapshot_to_save()
+    assert saved is not None and walked is not None and saved.signature == walked.signature
+
+
+def test_a_changed_context_is_walked_once(ctx: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The snapshot check that finds a change hands its walk to the full one (a changed
+    build of a big context walked it twice)."""
+    first = BuildContext(ctx)
+    first.copy_key(("src",), "/app/")
+    snapshot = _aged(first.snapshot_to_save())
+    (ctx / "src" / "sub" / "b.txt").write_text("B")  # read again, in a dir below the root
+    walks: list[Path] = []
+    real = context_module.walk_listings
+
+    def counted(top: Path) -> Any:
+        walks.append(top)
+        return real(top)
+
+    monkeypatch.setattr(context_module, "walk_listings", counted)
+    again = BuildContext(ctx, snapshot=snapshot)
+    key = again.copy_key(("src",), "/app/")
+    assert len(walks) == 1
+    assert key == copy_digest(BuildContext(ctx).plan_copy(("src",), "/app/"))
+    assert again.entries["src/sub/b.txt"].digest == hashlib.sha256(b"B").hexdigest()
 
 
 class _TxtInSrc:

@@ -5,16 +5,19 @@ committing each RUN before the next step writes; a failure after it keeps its re
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from builder.engine.executor import OverlayRoot, Process
 from builder.engine.state import ImageState
+from builder.engine.steps import copy as copy_module
 from builder.engine.steps import run as run_module
 from builder.engine.steps.base import StepContext
 from builder.engine.steps.layer_step import commit_layer
 from builder.errors import StepFailed
+from builder.image.descriptor import Descriptor
 from builder.store import Store
 from tests.engine.fakes import Effect, FakeExecutor
 from tests.engine.support import files_of, image, make_context, run_build
@@ -69,10 +72,20 @@ def test_the_image_and_records_are_those_of_runs_committed_in_turn(
         created_by: str,
         root: OverlayRoot,
         where: str = "",
+        *,
+        previous: Descriptor | None = None,
+        keep_frames: bool = False,
+        then: Callable[[], object] | None = None,
     ) -> ImageState:
-        return commit_layer(state, ctx, key, created_by, root)
+        done = commit_layer(
+            state, ctx, key, created_by, root, previous=previous, keep_frames=keep_frames
+        )
+        if then is not None:
+            ctx.store.finishing.submit(then)
+        return done
 
     monkeypatch.setattr(run_module, "commit_layer_behind", in_turn)
+    monkeypatch.setattr(copy_module, "commit_layer_behind", in_turn)
     in_order = Store.open(tmp_path / "in-turn")
     expected = run_build(in_order, context, _scripted(), monkeypatch, source_date_epoch=epoch)
 
@@ -108,6 +121,34 @@ def test_the_next_run_mounts_the_upper_dir_of_the_run_before_it(
     assert [p.name for p in three[:1]] == [config.diff_ids[0].hex]
 
 
+def test_the_next_run_mounts_the_upper_dir_of_the_copy_before_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A COPY's layer is written behind the next step too (a big context's layer beside
+    the RUN after it), and its lineage is recorded once its step's record is."""
+    fake = _scripted()
+    seen: list[tuple[Path, ...]] = []
+    run = fake.run
+
+    def noting(root: OverlayRoot, process: Process, output: int) -> int:
+        seen.append(root.lowers)
+        return run(root, process, output)
+
+    monkeypatch.setattr(fake, "run", noting)
+    context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY f /f\nRUN one\n", {"f": "f"})
+    built = run_build(store, context, fake, monkeypatch)
+    (lowers,) = seen
+    assert len(lowers) == 1 and lowers[0].parent == store.paths.tmp  # not adopted yet
+    config, layers = image(store, built)
+    assert files_of(store, layers[0]) == {"f": b"f"}
+    assert (store.paths.layers / config.diff_ids[0].hex).is_dir()
+    (context / "f").write_text("g")
+    again = run_build(store, context, _scripted(), monkeypatch)
+    assert again.cached == [True, False, False]
+    _config, layers = image(store, again)
+    assert files_of(store, layers[0]) == {"f": b"g"}
+
+
 def test_a_failed_step_keeps_the_record_of_the_run_before_it(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -140,7 +181,7 @@ def test_a_stage_stopped_by_another_s_failure_keeps_its_run_s_record(
     with pytest.raises(StepFailed, match="work a"):
         run_build(store, context, fake, monkeypatch, jobs=2)
     assert [p.argv[-1] for p in fake.runs] == ["work a", "work b"]  # `more b` never ran
-    assert not [t for t in threading.enumerate() if t.name == "layer-writer"]
+    assert not [t for t in threading.enumerate() if t.name == "engine-worker"]
     assert list(store.paths.tmp.iterdir()) == []
     fake = _scripted()
     fake.on("work a", Effect(files={"/a": "a"}))

@@ -16,7 +16,7 @@ from builder.engine.steps.base import shown as _shown
 from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
     cached_layer,
-    commit_layer,
+    commit_layer_behind,
     discard,
     execute_in_overlay,
     record_key,
@@ -143,15 +143,17 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
     except BaseException:
         discard(root, ctx)
         raise
-    done = commit_layer(
+    # Written while the next step runs, as a RUN's (engine/pending): a big context's layer
+    # (hashing and compressing what changed) beside the RUN after it.
+    step = record_key(ctx, key)
+    return commit_layer_behind(
         state,
         ctx,
         key,
         created_by,
         root,
+        f"{instr.location.filename}:{instr.location.line}: {_shown(instr, 120)}",
         previous=inc.previous_blob,
         keep_frames=lineage is not None,
+        then=lambda: inc.remember(step),  # after the step's own record
     )
-    step = record_key(ctx, key)
-    ctx.store.finishing.submit(lambda: inc.remember(step))  # after the step's own record
-    return done

@@ -5,11 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from builder.engine import cachekey
+from builder.engine import cachekey, workers
 from builder.engine.events import StepOutput
 from builder.engine.executor import OverlayRoot
 from builder.engine.pending import PendingLayer, settle
@@ -164,9 +163,15 @@ def commit_layer_behind(
     created_by: str,
     root: OverlayRoot,
     where: str = "",
+    *,
+    previous: Descriptor | None = None,
+    keep_frames: bool = False,
+    then: Callable[[], object] | None = None,
 ) -> ImageState:
-    """commit_layer for a RUN, its layer written while the next step runs (engine/pending):
-    the same blob, diff ID, unpacked dir and record, in the same order, once settled."""
+    """commit_layer for a RUN or a COPY, its layer written while the next step runs
+    (engine/pending): the same blob, diff ID, unpacked dir and record, in the same order,
+    once settled. `previous`, `keep_frames`: see commit_layer; `then` goes to the
+    finisher after the step's record (COPY's lineage, which names it)."""
     created = now(ctx.source_date_epoch)
     try:
         # Before the dir is anyone's lower; and before the layer below is settled, whose
@@ -185,6 +190,8 @@ def commit_layer_behind(
             ctx.compression.kind,
             mtime_clamp=ctx.source_date_epoch,
             level=ctx.compression.level,
+            previous=previous,
+            keep_frames=keep_frames,
             background=True,
         )
 
@@ -195,6 +202,8 @@ def commit_layer_behind(
             ctx.store.scratch.discard(upper)  # (gone already once adopted)
         record = StepRecord(created, layer, diff_id)
         ctx.store.finishing.submit(lambda: ctx.store.cache.put(rkey, record))
+        if then is not None:
+            ctx.store.finishing.submit(then)
         ctx.cache.note(rkey, record)
 
     pending = PendingLayer(
@@ -240,8 +249,7 @@ class OutputPump:
             finally:
                 os.close(read_fd)
 
-        self._thread = threading.Thread(target=reader, daemon=True)
-        self._thread.start()
+        self._job = workers.start(reader)  # a kept thread: no start to wait for
 
     def _chunks(self, read_fd: int) -> Iterator[bytes]:
         """What the pipe gives until EOF, or until `finish()` and the pipe is empty."""
@@ -265,7 +273,7 @@ class OutputPump:
         os.close(self.fd)
         os.write(self._wake_w, b"x")  # (the reader may have seen EOF already)
         os.close(self._wake_w)
-        self._thread.join()
+        self._job.join()
         os.close(self._wake_r)
 
 
