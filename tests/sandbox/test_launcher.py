@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from builder.errors import SandboxError
-from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, run
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, process, run
 from builder.sandbox.handoff import Handoff
 from builder.sandbox.spec import ExecFailed
+from tests.sandbox.records import lazy_records
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher serves host root")
 
@@ -231,6 +232,26 @@ def test_handoff_of_a_launched_supervisor(
     pid, parent = map(int, done.read_text().split())
     assert moved == [pid]
     assert parent == (ready.pid if picklable else os.getpid())
+
+
+def _write_lazy(path: str) -> None:  # in the launcher's fork, after the sandbox ran
+    Path(path).write_text(" ".join(lazy_records(process._MADE_BY_FORKS)) or "none")
+
+
+def test_the_launcher_compiles_what_its_forks_make(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, tmp_path: Path
+) -> None:
+    """The record classes only pid 1 and the supervisor make are compiled once, in the
+    launcher, not in each of its forks: its fork (the handoff's removal runs there) finds
+    them compiled although it made none of those pid 1 makes."""
+    done = tmp_path / "lazy"
+    remove = functools.partial(_write_lazy, str(done))
+    assert run(SandboxSpec(overlay(), ("true",)), handoff=Handoff(lambda _: True, remove)) == 0
+    deadline = time.monotonic() + 10
+    while not done.exists() or not done.read_text():
+        assert time.monotonic() < deadline, "the removal did not run"
+        time.sleep(0.01)
+    assert done.read_text() == "none"
 
 
 def test_launched_takes_the_callers_umask_and_rlimits(
