@@ -270,6 +270,9 @@ def serve() -> None:
     for name, module in list(sys.modules.items()):
         if name.startswith("builder."):
             record.compile_classes(module)
+    from builder.sandbox.syscalls import resolve_ahead
+
+    resolve_ahead()  # libc and its functions, which each fork would look up again
 
     sock = socket.socket(fileno=int(sys.argv[1]))
     os.set_inheritable(sock.fileno(), False)

@@ -66,6 +66,7 @@ from builder.sandbox.syscalls import (
     CLONE_NEWUTS,
     MNT_DETACH,
     loopback_up,
+    resolve_ahead,
     set_pdeathsig,
     sethostname,
     setns,
@@ -265,6 +266,7 @@ def _execute_in(
             else:
                 for cls in _MADE_BY_FORKS:
                     record.compile_now(cls)
+                resolve_ahead()
                 pid = os.fork()
                 if pid == 0:
                     _close(exec_r)
