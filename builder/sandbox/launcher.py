@@ -22,6 +22,10 @@ What the caller keeps, as with a fork of its own:
   with the supervisor as before (PR_SET_PDEATHSIG);
 - the launcher ends once every caller process has closed its end of its socket.
 
+While no sandbox runs, the launcher keeps one supervisor forked ahead (a spare, as the warm
+server keeps a spare child), its pages already copied: a request then costs no fork and
+~900 fewer page faults before the supervisor's first unshare.
+
 Anything that cannot be pickled (a `call`'s function, the COPY writers) or a launcher that
 is not ready yet: the caller forks, as before (process.py). Not when rootless either: the
 id-map handshake is made for a forked child.
@@ -283,7 +287,11 @@ def serve() -> None:
         os.write(ready_w, str(os.getpid()).encode())
     os.close(ready_w)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
+    spare: _Spare | None = None
     while True:
+        if spare is None and not children:  # not while a sandbox runs: its CPU comes first
+            with contextlib.suppress(OSError):  # (then the request's own fork, below)
+                spare = _Spare([sock.fileno()])
         ready, _, _ = select.select([sock.fileno(), *children], [], [])
         for pidfd in ready:
             if pidfd in children:
@@ -300,17 +308,78 @@ def serve() -> None:
         except OSError:
             data, fds = b"", []
         if not data and not fds:
-            return  # every caller has gone
+            return  # every caller has gone (a spare ends when its socket closes with us)
         if not fds:
             continue
-        pid = os.fork()
-        if pid == 0:
-            _supervisor(data, fds, [sock.fileno(), *children, *(r for _, r in children.values())])
+        if spare is not None and spare.hand(data, fds):
+            pid = spare.pid
+        else:
+            pid = os.fork()
+            if pid == 0:
+                launcher_fds = [sock.fileno(), *children, *(r for _, r in children.values())]
+                _supervisor(data, fds, launcher_fds)
+        spare = None
         for fd in fds[1:]:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.write(fds[0], _STATUS.pack(pid))
         children[os.pidfd_open(pid)] = (pid, fds[0])
+
+
+class _Spare:
+    """A supervisor forked ahead of the next request, as the warm server forks its spare
+    child: the fork, and the copy of the pages that its collections and a supervisor's
+    work write (~1,100 page faults a sandbox), are paid while no one waits. It takes the
+    request from us on a socket of its own, and is our child as a request's fork is."""
+
+    def __init__(self, launcher_fds: list[int]) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            pid = os.fork()
+        except OSError:
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            ours.close()
+            _wait_as_spare(theirs, launcher_fds)
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+
+    def hand(self, data: bytes, fds: list[int]) -> bool:
+        """Pass it the request as we got it; False if it has gone (then it is reaped)."""
+        try:
+            socket.send_fds(self.sock, [data], fds)
+        except OSError:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            return False
+        finally:
+            self.sock.close()
+        return True
+
+
+def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
+    """In the spare: copy our pages now, wait for a request, run it as a supervisor."""
+    import gc
+
+    code = 0
+    try:
+        for fd in launcher_fds:
+            os.close(fd)
+        gc.unfreeze()  # a full collection writes every object's header: the pages are
+        gc.collect()  # copied here, not one fault at a time in the sandbox's start
+        gc.freeze()
+        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        if fds:  # (nothing: the launcher has gone)
+            code = 255
+            _supervisor(data, fds, [sock.fileno()])
+    except BaseException as err:  # never back into the launcher's loop
+        with contextlib.suppress(BaseException):
+            os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
+    finally:
+        os._exit(code)
 
 
 def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:

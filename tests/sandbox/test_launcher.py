@@ -115,13 +115,14 @@ def test_a_call_is_forked_by_us(
         return set(_children(os.getpid())) - before
 
     before = {ready.pid, *_children(os.getpid())}
+    spares = {_spare(ready)}
 
     def watch() -> None:  # while the body waits: whose child is the supervisor?
         try:
             deadline = time.monotonic() + 10
             while not ours() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            seen.append((len(ours()), len(_children(ready.pid))))
+            seen.append((len(ours()), len(set(_children(ready.pid)) - spares)))
         finally:
             os.write(go_w, b"1")
 
@@ -137,9 +138,44 @@ def test_a_call_is_forked_by_us(
     assert seen == [(1, 0)]
 
 
+def _spare(ready: launcher.Launcher) -> int:
+    """The launcher's supervisor forked ahead of the next request (it forks it once ready)."""
+    deadline = time.monotonic() + 10
+    while not (children := _children(ready.pid)):
+        assert time.monotonic() < deadline, "the launcher forked no spare"
+        time.sleep(0.01)
+    assert len(children) == 1, children
+    return children[0]
+
+
 def _children(pid: int) -> list[int]:
     tasks = Path(f"/proc/{pid}/task")
     return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_a_request_is_run_by_the_spare_forked_ahead(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """The supervisor is the launcher's spare, forked (and its pages copied) before the
+    request came; the launcher forks the next one."""
+    spare = _spare(ready)
+    stdin_r, stdin_w = os.pipe()
+    seen: list[int] = []
+
+    def started(pid1: int) -> None:  # (pid 1 waits for stdin's EOF meanwhile)
+        seen.append(_ppid(pid1))
+        os.close(stdin_w)
+
+    try:
+        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
+        assert run(spec, started=started) == 1  # read's status at EOF
+    finally:
+        os.close(stdin_r)
+    assert seen == [spare]
+    deadline = time.monotonic() + 10
+    while _children(ready.pid) in ([], [spare]):
+        assert time.monotonic() < deadline, "no next spare"
+        time.sleep(0.01)
 
 
 def test_launched_keeps_exit_codes_and_exec_failures(
