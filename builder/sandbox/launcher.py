@@ -153,8 +153,7 @@ class Context:
         os.umask(self.umask)
         with contextlib.suppress(OSError):
             os.chdir(self.cwd)
-        os.environb.clear()
-        os.environb.update(self.environ)
+        take_environment(self.environ)
         for which, limits in self.rlimits.items():
             with contextlib.suppress(OSError, ValueError):
                 resource.setrlimit(which, limits)
@@ -167,6 +166,19 @@ class Context:
             # Best effort, as the warm server's child: a cgroup we may not join is left.
             with contextlib.suppress(OSError), open(procs, "w", encoding="ascii") as f:
                 f.write(pid)
+
+
+def take_environment(wanted: dict[bytes, bytes]) -> None:
+    """Make this process's environment `wanted`, touching only the variables that differ:
+    clear() and update() unset and set every one, ~1.1 ms for 35 in a fresh fork (a
+    launched supervisor, the warm server's child), where the caller's environment is
+    mostly the one we have."""
+    current = os.environb
+    for key in [key for key in current if key not in wanted]:
+        del current[key]
+    for key, value in wanted.items():
+        if current.get(key) != value:
+            current[key] = value
 
 
 def _rlimits(resource: Any) -> list[int]:

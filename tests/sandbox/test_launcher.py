@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -314,3 +315,20 @@ def test_launched_takes_the_callers_umask_and_rlimits(
     finally:
         os.umask(old)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_take_environment_sets_what_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the launcher's fork and the warm server's child take from their caller: after
+    it, the environment is the caller's, in Python and for what we exec (libc's)."""
+    monkeypatch.setenv("BUILDER_T_GONE", "1")
+    monkeypatch.setenv("BUILDER_T_SAME", "2")
+    monkeypatch.setenv("BUILDER_T_CHANGED", "3")
+    wanted = {k: v for k, v in os.environb.items() if k != b"BUILDER_T_GONE"}
+    wanted.update({b"BUILDER_T_CHANGED": b"4", b"BUILDER_T_NEW": b"5=6"})
+    monkeypatch.setenv("BUILDER_T_NEW", "")  # (restored, i.e. removed, afterwards)
+    monkeypatch.delenv("BUILDER_T_NEW")
+    launcher.take_environment(wanted)
+    assert dict(os.environb) == wanted
+    shown = subprocess.run(["env", "-0"], capture_output=True, check=True).stdout
+    ours = dict(line.split(b"=", 1) for line in shown.split(b"\0") if b"BUILDER_T_" in line)
+    assert ours == {b"BUILDER_T_SAME": b"2", b"BUILDER_T_CHANGED": b"4", b"BUILDER_T_NEW": b"5=6"}
