@@ -22,9 +22,11 @@ What the caller keeps, as with a fork of its own:
   with the supervisor as before (PR_SET_PDEATHSIG);
 - the launcher ends once every caller process has closed its end of its socket.
 
-While no sandbox runs, the launcher keeps one supervisor forked ahead (a spare, as the warm
-server keeps a spare child), its pages already copied: a request then costs no fork and
-~900 fewer page faults before the supervisor's first unshare.
+Once idle (no sandbox running, no request for 20 ms) the launcher forks one supervisor ahead
+(a spare, as the warm server keeps a spare child), which copies its pages and says so: the
+next request then costs no fork and ~900 fewer page faults before the supervisor's first
+unshare. A request that comes sooner (a build's next step) is forked as before: it never
+waits for a spare, whose start-up would have competed with the build's own work.
 
 Anything that cannot be pickled (a `call`'s function, the COPY writers) or a launcher that
 is not ready yet: the caller forks, as before (process.py). Not when rootless either: the
@@ -51,6 +53,8 @@ _MAX_FDS = 32
 _STATUS = struct.Struct("=q")
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FD_LIMIT = 0x7FFFFFFF
+# Seconds without a request or a sandbox running before the launcher forks its spare.
+_SPARE_AFTER = 0.02
 
 
 class Launcher:
@@ -301,10 +305,15 @@ def serve() -> None:
     children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
     spare: _Spare | None = None
     while True:
-        if spare is None and not children:  # not while a sandbox runs: its CPU comes first
-            with contextlib.suppress(OSError):  # (then the request's own fork, below)
-                spare = _Spare([sock.fileno()])
-        ready, _, _ = select.select([sock.fileno(), *children], [], [])
+        # The spare is forked once we have been idle a while: not while a sandbox runs nor
+        # between a build's steps, where its start-up would take CPU from their work.
+        idle = _SPARE_AFTER if spare is None else None
+        ready, _, _ = select.select([sock.fileno(), *children], [], [], idle)
+        if not ready:
+            if not children:
+                with contextlib.suppress(OSError):  # (then a request is forked, below)
+                    spare = _Spare([sock.fileno()])
+            continue
         for pidfd in ready:
             if pidfd in children:
                 pid, reply = children.pop(pidfd)
@@ -323,14 +332,18 @@ def serve() -> None:
             return  # every caller has gone (a spare ends when its socket closes with us)
         if not fds:
             continue
-        if spare is not None and spare.hand(data, fds):
-            pid = spare.pid
-        else:
+        if spare is not None and spare.ready() and spare.hand(data, fds):
+            pid, spare = spare.pid, None
+        else:  # none, or one still copying its pages: kept for the next request
+            if spare is not None and spare.gone:
+                spare.close()
+                spare = None
             pid = os.fork()
             if pid == 0:
                 launcher_fds = [sock.fileno(), *children, *(r for _, r in children.values())]
+                if spare is not None:
+                    launcher_fds.append(spare.sock.fileno())
                 _supervisor(data, fds, launcher_fds)
-        spare = None
         for fd in fds[1:]:
             os.close(fd)
         with contextlib.suppress(OSError):
@@ -358,17 +371,32 @@ class _Spare:
         theirs.close()
         self.pid = pid
         self.sock = ours
+        self._ready = False
+        self.gone = False  # it ended before a request (killed)
+
+    def ready(self) -> bool:
+        """Whether it has copied its pages (said so): a request never waits for that."""
+        if not self._ready and not self.gone:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+            if readable:
+                self._ready = self.sock.recv(16) == b"ready"
+                self.gone = not self._ready  # (it ended: EOF)
+        return self._ready
+
+    def close(self) -> None:
+        """Forget one that has gone: reap it."""
+        self.sock.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
 
     def hand(self, data: bytes, fds: list[int]) -> bool:
         """Pass it the request as we got it; False if it has gone (then it is reaped)."""
         try:
             socket.send_fds(self.sock, [data], fds)
         except OSError:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
+            self.close()
             return False
-        finally:
-            self.sock.close()
+        self.sock.close()
         return True
 
 
@@ -383,6 +411,7 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
         gc.unfreeze()  # a full collection writes every object's header: the pages are
         gc.collect()  # copied here, not one fault at a time in the sandbox's start
         gc.freeze()
+        sock.send(b"ready")
         data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
         if fds:  # (nothing: the launcher has gone)
             code = 255

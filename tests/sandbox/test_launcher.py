@@ -160,6 +160,7 @@ def test_a_request_is_run_by_the_spare_forked_ahead(
     """The supervisor is the launcher's spare, forked (and its pages copied) before the
     request came; the launcher forks the next one."""
     spare = _spare(ready)
+    time.sleep(0.5)  # its copy (~10 ms): a request that comes sooner is forked instead
     stdin_r, stdin_w = os.pipe()
     seen: list[int] = []
 
