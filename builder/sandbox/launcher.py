@@ -411,8 +411,11 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
         gc.unfreeze()  # a full collection writes every object's header: the pages are
         gc.collect()  # copied here, not one fault at a time in the sandbox's start
         gc.freeze()
-        sock.send(b"ready")
-        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        try:
+            sock.send(b"ready")
+            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+        except OSError:  # the launcher has gone (ECONNRESET)
+            data, fds = b"", []
         if fds:  # (nothing: the launcher has gone)
             code = 255
             _supervisor(data, fds, [sock.fileno()])
