@@ -21,6 +21,9 @@ from operator import attrgetter as _attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from types import ModuleType
+
+if TYPE_CHECKING:
     from dataclasses import asdict as asdict
     from dataclasses import dataclass as dataclass
     from dataclasses import field as field
@@ -29,6 +32,7 @@ if TYPE_CHECKING:
     from dataclasses import replace as replace
 
     def compile_now(cls: type) -> None: ...
+    def compile_classes(module: ModuleType) -> None: ...
 else:
     _FIELDS = "__dataclass_fields__"  # the standard name: dataclasses.replace() finds it
 
@@ -170,6 +174,13 @@ else:
         compile_init = getattr(cls.__dict__.get("__init__"), "compile_init", None)
         if compile_init is not None:
             compile_init()
+
+    def compile_classes(module) -> None:
+        """compile_now for every class `module` defines: a process that forks the same
+        code many times (a warm server, the sandbox launcher) pays for each once."""
+        for value in list(vars(module).values()):
+            if isinstance(value, type) and value.__module__ == module.__name__:
+                compile_now(value)
 
     def _process(cls, frozen, kw_only, slots, eq, init, repr):
         specs = _collect(cls, kw_only)

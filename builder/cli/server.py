@@ -78,10 +78,7 @@ def preload() -> None:
     for info in pkgutil.walk_packages(builder.__path__, "builder."):
         if info.name.endswith("__main__"):
             continue
-        module = importlib.import_module(info.name)
-        for value in vars(module).values():  # each record class's __init__, compiled once
-            if isinstance(value, type) and value.__module__ == module.__name__:
-                record.compile_now(value)
+        record.compile_classes(importlib.import_module(info.name))
     for name in _THIRD_PARTY:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)

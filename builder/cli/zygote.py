@@ -209,8 +209,7 @@ def _take_io(adopted: Adopted) -> None:
     # the CLI starts inherits it).
     _close_all_but(3, adopted.reply)
     cli_module.before_exit = lambda status: _report(adopted.reply, status)
-    os.environb.clear()
-    os.environb.update(adopted.env)
+    launcher.take_environment(adopted.env)
     tempfile = sys.modules.get("tempfile")
     if tempfile is not None:
         tempfile.tempdir = None  # type: ignore[attr-defined]  # computed again from this environment's $TMPDIR

@@ -84,6 +84,23 @@ def _libc() -> ctypes.CDLL:
     return ctypes.CDLL("libc.so.6", use_errno=True)
 
 
+# The libc functions this module calls. A ctypes function is looked up (dlsym) and made on
+# its first use, and libc itself is loaded on the first call: ~1 ms that every fresh fork
+# (a sandbox's supervisor and pid 1) paid again. resolve_ahead() does it in the forking
+# process, once.
+_FUNCTIONS = ("capset", "mount", "prctl", "sethostname", "setns", "syscall", "umount2", "unshare")
+
+
+def resolve_ahead() -> None:
+    """Load libc and look up the functions (and syscall numbers) used here, so that a
+    fork finds them ready."""
+    libc = _libc()
+    for name in _FUNCTIONS:
+        getattr(libc, name)
+    for name in _SYSCALLS.get(os.uname().machine, ()):  # (an unknown one fails on use)
+        _nr(name)
+
+
 @functools.cache
 def _nr(name: str) -> int:
     machine = os.uname().machine

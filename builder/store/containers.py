@@ -131,7 +131,8 @@ class Containers:
                     else:
                         config = replace(config, name=self._free_name())
                     write_json(build / "config.json", as_json(config))
-                write_json(build / "state.json", as_json(ContainerState()))
+                # No state.json yet: a reader takes a missing one as ContainerState()
+                # ("created"), so writing it cost `run` a file for nothing (issue 9).
                 os.rename(build, home)
         except BaseException:
             if fd >= 0:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from builder.errors import SandboxError
-from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, run
+from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, process, run
 from builder.sandbox.handoff import Handoff
 from builder.sandbox.spec import ExecFailed
+from tests.sandbox.records import lazy_records, unresolved_libc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher serves host root")
 
@@ -114,13 +116,14 @@ def test_a_call_is_forked_by_us(
         return set(_children(os.getpid())) - before
 
     before = {ready.pid, *_children(os.getpid())}
+    spares = {_spare(ready)}
 
     def watch() -> None:  # while the body waits: whose child is the supervisor?
         try:
             deadline = time.monotonic() + 10
             while not ours() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            seen.append((len(ours()), len(_children(ready.pid))))
+            seen.append((len(ours()), len(set(_children(ready.pid)) - spares)))
         finally:
             os.write(go_w, b"1")
 
@@ -136,9 +139,45 @@ def test_a_call_is_forked_by_us(
     assert seen == [(1, 0)]
 
 
+def _spare(ready: launcher.Launcher) -> int:
+    """The launcher's supervisor forked ahead of the next request (it forks it once ready)."""
+    deadline = time.monotonic() + 10
+    while not (children := _children(ready.pid)):
+        assert time.monotonic() < deadline, "the launcher forked no spare"
+        time.sleep(0.01)
+    assert len(children) == 1, children
+    return children[0]
+
+
 def _children(pid: int) -> list[int]:
     tasks = Path(f"/proc/{pid}/task")
     return [int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+
+
+def test_a_request_is_run_by_the_spare_forked_ahead(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """The supervisor is the launcher's spare, forked (and its pages copied) before the
+    request came; the launcher forks the next one."""
+    spare = _spare(ready)
+    time.sleep(0.5)  # its copy (~10 ms): a request that comes sooner is forked instead
+    stdin_r, stdin_w = os.pipe()
+    seen: list[int] = []
+
+    def started(pid1: int) -> None:  # (pid 1 waits for stdin's EOF meanwhile)
+        seen.append(_ppid(pid1))
+        os.close(stdin_w)
+
+    try:
+        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
+        assert run(spec, started=started) == 1  # read's status at EOF
+    finally:
+        os.close(stdin_r)
+    assert seen == [spare]
+    deadline = time.monotonic() + 10
+    while _children(ready.pid) in ([], [spare]):
+        assert time.monotonic() < deadline, "no next spare"
+        time.sleep(0.01)
 
 
 def test_launched_keeps_exit_codes_and_exec_failures(
@@ -233,6 +272,29 @@ def test_handoff_of_a_launched_supervisor(
     assert parent == (ready.pid if picklable else os.getpid())
 
 
+def _write_lazy(path: str) -> None:  # in the launcher's fork, after the sandbox ran
+    # (Functions only pid 1 calls: the supervisor calls the others itself.)
+    libc = [name for name in unresolved_libc() if name in ("capset", "sethostname")]
+    Path(path).write_text(" ".join(lazy_records(process._MADE_BY_FORKS) + libc) or "none")
+
+
+def test_the_launcher_compiles_what_its_forks_make(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, tmp_path: Path
+) -> None:
+    """The record classes only pid 1 and the supervisor make are compiled once, in the
+    launcher, not in each of its forks, and libc's functions looked up there: its fork
+    (the handoff's removal runs there) finds them made although it made none of those
+    pid 1 makes."""
+    done = tmp_path / "lazy"
+    remove = functools.partial(_write_lazy, str(done))
+    assert run(SandboxSpec(overlay(), ("true",)), handoff=Handoff(lambda _: True, remove)) == 0
+    deadline = time.monotonic() + 10
+    while not done.exists() or not done.read_text():
+        assert time.monotonic() < deadline, "the removal did not run"
+        time.sleep(0.01)
+    assert done.read_text() == "none"
+
+
 def test_launched_takes_the_callers_umask_and_rlimits(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
 ) -> None:
@@ -254,3 +316,20 @@ def test_launched_takes_the_callers_umask_and_rlimits(
     finally:
         os.umask(old)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_take_environment_sets_what_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the launcher's fork and the warm server's child take from their caller: after
+    it, the environment is the caller's, in Python and for what we exec (libc's)."""
+    monkeypatch.setenv("BUILDER_T_GONE", "1")
+    monkeypatch.setenv("BUILDER_T_SAME", "2")
+    monkeypatch.setenv("BUILDER_T_CHANGED", "3")
+    wanted = {k: v for k, v in os.environb.items() if k != b"BUILDER_T_GONE"}
+    wanted.update({b"BUILDER_T_CHANGED": b"4", b"BUILDER_T_NEW": b"5=6"})
+    monkeypatch.setenv("BUILDER_T_NEW", "")  # (restored, i.e. removed, afterwards)
+    monkeypatch.delenv("BUILDER_T_NEW")
+    launcher.take_environment(wanted)
+    assert dict(os.environb) == wanted
+    shown = subprocess.run(["env", "-0"], capture_output=True, check=True).stdout
+    ours = dict(line.split(b"=", 1) for line in shown.split(b"\0") if b"BUILDER_T_" in line)
+    assert ours == {b"BUILDER_T_SAME": b"2", b"BUILDER_T_CHANGED": b"4", b"BUILDER_T_NEW": b"5=6"}

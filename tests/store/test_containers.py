@@ -29,6 +29,20 @@ def test_containers_create_list_remove(tmp_path: Path) -> None:
     assert store.containers.list() == []
 
 
+def test_a_new_container_is_created_with_the_fewest_files(tmp_path: Path) -> None:
+    """`builder run` pays for each file made (issue 9): a new container has its config,
+    its owner lock and its overlay dirs; its state is "created" without a state file."""
+    store = Store.open(tmp_path / "s")
+    made = store.containers.create(ContainerConfig("web", "img", ("true",), 0.0))
+    assert sorted(p.name for p in made.home.iterdir()) == [
+        "config.json",
+        "owner.lock",
+        "upper",
+        "work",
+    ]
+    assert made.state().status == "created" and made.state().pid == 0
+
+
 def test_no_containers_dir_yet(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "s")
     assert store.containers.list() == [] and store.containers.clear() == 0
