@@ -97,9 +97,10 @@ def test_the_image_and_records_are_those_of_runs_committed_in_turn(
     assert list(behind.paths.tmp.iterdir()) == []
 
 
-def test_the_next_run_mounts_the_upper_dir_of_the_run_before_it(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _noting_lowers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[FakeExecutor, list[tuple[Path, ...]]]:
+    """A scripted executor, and the lower dirs of each RUN it runs, in order."""
     fake = _scripted()
     seen: list[tuple[Path, ...]] = []
     run = fake.run
@@ -109,6 +110,13 @@ def test_the_next_run_mounts_the_upper_dir_of_the_run_before_it(
         return run(root, process, output)
 
     monkeypatch.setattr(fake, "run", noting)
+    return fake, seen
+
+
+def test_the_next_run_mounts_the_upper_dir_of_the_run_before_it(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake, seen = _noting_lowers(monkeypatch)
     context = make_context(tmp_path / "ctx", "FROM scratch\nRUN one\nRUN two\nRUN three\n")
     built = run_build(store, context, fake, monkeypatch)
     one, two, three = seen
@@ -126,15 +134,7 @@ def test_the_next_run_mounts_the_upper_dir_of_the_copy_before_it(
 ) -> None:
     """A COPY's layer is written behind the next step too (a big context's layer beside
     the RUN after it), and its lineage is recorded once its step's record is."""
-    fake = _scripted()
-    seen: list[tuple[Path, ...]] = []
-    run = fake.run
-
-    def noting(root: OverlayRoot, process: Process, output: int) -> int:
-        seen.append(root.lowers)
-        return run(root, process, output)
-
-    monkeypatch.setattr(fake, "run", noting)
+    fake, seen = _noting_lowers(monkeypatch)
     context = make_context(tmp_path / "ctx", "FROM scratch\nCOPY f /f\nRUN one\n", {"f": "f"})
     built = run_build(store, context, fake, monkeypatch)
     (lowers,) = seen

@@ -352,21 +352,25 @@ _DISPOSITIONS_HELPER = textwrap.dedent("""
 """)
 
 
-def test_the_command_starts_with_no_signal_ignored_or_blocked(
-    overlay: Callable[..., OverlayRoot],
-) -> None:
-    """The supervisor blocks the forwarded signals while pid 1 runs (it must outlive a ^C):
-    pid 1 unblocks them and puts every ignored one back to its default before exec."""
-    root = overlay()
+def _in_a_fresh_interpreter(helper: str, root: OverlayRoot) -> str:
+    """What `helper` prints, run by a new interpreter with the root's dirs as its args."""
     paths = (str(root.lowers[0]), str(root.upper), str(root.work))
-    out = subprocess.run(
-        [sys.executable, "-c", _DISPOSITIONS_HELPER, *paths],
+    return subprocess.run(
+        [sys.executable, "-c", helper, *paths],
         capture_output=True,
         text=True,
         check=True,
         cwd=Path(__file__).parents[2],
         timeout=60,
     ).stdout
+
+
+def test_the_command_starts_with_no_signal_ignored_or_blocked(
+    overlay: Callable[..., OverlayRoot],
+) -> None:
+    """The supervisor blocks the forwarded signals while pid 1 runs (it must outlive a ^C):
+    pid 1 unblocks them and puts every ignored one back to its default before exec."""
+    out = _in_a_fresh_interpreter(_DISPOSITIONS_HELPER, overlay())
     assert out.split() == ["SigBlk:", "0" * 16, "SigIgn:", "0" * 16]
 
 
@@ -425,14 +429,5 @@ def test_what_only_the_forks_make_is_compiled_once_before_they_fork(
     caller (a fresh interpreter here, no launcher), so a fork inherits them compiled
     instead of compiling each again (~2.5 ms of every sandbox); libc's functions are
     looked up there too (~1 ms)."""
-    root = overlay()
-    paths = (str(root.lowers[0]), str(root.upper), str(root.work))
-    out = subprocess.run(
-        [sys.executable, "-c", _COMPILED_HELPER, *paths],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=Path(__file__).parents[2],
-        timeout=60,
-    ).stdout
+    out = _in_a_fresh_interpreter(_COMPILED_HELPER, overlay())
     assert out.split() == ["6", "none", "none"]  # all lazy before the run; none after it
