@@ -43,6 +43,7 @@ from server_mode import warm_server  # noqa: E402
 
 README = REPO.parent / "shared" / "bench" / "README.md"
 IMAGE = "busybox:latest"
+IDLE_BETWEEN = 0.1  # s
 
 
 def builder_cmd(root: Path, *args: str) -> list[str]:
@@ -154,6 +155,10 @@ def measure(runners: dict[str, Callable[[int], Sample]], runs: int) -> dict[str,
         shift = i % len(names)
         for name in names[shift:] + names[:shift]:
             samples[name].append(runners[name](i))
+            # Each starts on an idle machine: what one leaves running behind its exit (our
+            # launcher's spare supervisor copies its pages once idle; a runtime's teardown)
+            # must not be timed as the next one's.
+            time.sleep(IDLE_BETWEEN)
     return {
         n: (statistics.median(s[0] for s in v) * 1000, statistics.median(s[1] for s in v) * 1000)
         for n, v in samples.items()
