@@ -58,8 +58,11 @@ class _Worker:
 
     def _loop(self) -> None:
         while True:
-            if not self._wake.acquire(timeout=LINGER) and self._pool.leave(self):
-                return  # (not handed out meanwhile: nobody gives it a job any more)
+            if not self._wake.acquire(timeout=LINGER):
+                if self._pool.leave(self):
+                    return  # (not handed out meanwhile: nobody gives it a job any more)
+                # Handed out as the wait timed out: start() gives it a job right after.
+                self._wake.acquire()
             job, self._job = self._job, None
             if job is None:  # retired
                 return

@@ -70,3 +70,22 @@ def test_a_forked_child_starts_workers_of_its_own() -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_worker_handed_out_as_its_linger_ends_runs_the_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """start() takes an idle worker from the pool, then gives it the job: a worker whose
+    wait timed out in between must wait for that job, not end (the job would never run,
+    and a RUN's pump joined on it would hang the build)."""
+    monkeypatch.setattr(workers, "LINGER", 0.3)
+    assert workers.start(lambda: None).join(10)
+    time.sleep(0.05)  # it rests in the pool, waiting up to LINGER
+    pool = workers._POOL
+    with pool._lock:  # start()'s first half: the worker is taken from the pool ...
+        (worker,) = pool._idle
+        pool._idle.clear()
+    time.sleep(0.6)  # ... its wait times out meanwhile ...
+    job = workers.Job(lambda: None)
+    worker.give(job)  # ... and start()'s second half
+    assert job.join(5)
