@@ -21,15 +21,13 @@ from operator import attrgetter as _attrgetter
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
-if TYPE_CHECKING:
     from dataclasses import asdict as asdict
     from dataclasses import dataclass as dataclass
     from dataclasses import field as field
     from dataclasses import fields as fields
     from dataclasses import is_dataclass as is_dataclass
     from dataclasses import replace as replace
+    from types import ModuleType
 
     def compile_now(cls: type) -> None: ...
     def compile_classes(module: ModuleType) -> None: ...

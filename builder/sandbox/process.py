@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import _signal  # type: ignore[import-not-found]  # the C module: no enum per call
 import contextlib
+import functools
 import os
 import select
 import signal
@@ -98,6 +99,14 @@ _MADE_BY_FORKS = (
     users.GroupEntry,
     users.Credentials,
 )
+
+
+@functools.cache
+def _ready_to_fork() -> None:
+    """What our forks would each do again, done once here (see _MADE_BY_FORKS)."""
+    for cls in _MADE_BY_FORKS:
+        record.compile_now(cls)
+    resolve_ahead()
 
 
 @dataclass(frozen=True)
@@ -264,9 +273,7 @@ def _execute_in(
             if launched is not None:
                 pid = launched.pid
             else:
-                for cls in _MADE_BY_FORKS:
-                    record.compile_now(cls)
-                resolve_ahead()
+                _ready_to_fork()
                 pid = os.fork()
                 if pid == 0:
                     _close(exec_r)

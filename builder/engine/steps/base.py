@@ -86,6 +86,11 @@ def shown(instr: Instruction, width: int = 80) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def where(instr: Instruction) -> str:
+    """`Dockerfile:LINE: INSTRUCTION`: how an error found later names the step."""
+    return f"{instr.location.filename}:{instr.location.line}: {shown(instr, 120)}"
+
+
 _HEREDOC_MARKER = re.compile(r"\d*<<-?\s*\S+")
 
 

@@ -11,7 +11,7 @@ from builder.engine.context import copy_digest
 from builder.engine.copier import InlineFile, Ownership, copy_into_root
 from builder.engine.executor import OverlayRoot
 from builder.engine.state import ImageState
-from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker
+from builder.engine.steps.base import StepContext, heredoc_body, is_heredoc_marker, where
 from builder.engine.steps.base import shown as _shown
 from builder.engine.steps.history import copy_history
 from builder.engine.steps.layer_step import (
@@ -152,7 +152,7 @@ def copy_step(instr: ins.Copy | ins.Add, state: ImageState, ctx: StepContext) ->
         key,
         created_by,
         root,
-        f"{instr.location.filename}:{instr.location.line}: {_shown(instr, 120)}",
+        where(instr),
         previous=inc.previous_blob,
         keep_frames=lineage is not None,
         then=lambda: inc.remember(step),  # after the step's own record

@@ -24,6 +24,7 @@ from builder.engine.steps.base import (
     is_heredoc_marker,
     run_env,
     shown,
+    where,
 )
 from builder.engine.steps.layer_step import (
     cached_layer,
@@ -280,5 +281,4 @@ def run_step(instr: ins.Run, state: ImageState, ctx: StepContext) -> ImageState:
             status,
             instr.location,
         )
-    where = f"{instr.location.filename}:{instr.location.line}: {shown(instr, 120)}"
-    return commit_layer_behind(state, ctx, key, created_by, root, where)
+    return commit_layer_behind(state, ctx, key, created_by, root, where(instr))
