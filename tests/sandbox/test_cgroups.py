@@ -271,3 +271,46 @@ def test_procs_files_name_the_other_process_cgroups_where_they_are_mounted() -> 
     assert len(found) == len(ours.splitlines()), (found, ours)
     for procs in found:
         assert str(os.getpid()) in Path(procs).read_text().split(), procs
+
+
+def _join_in_a_fork(cgroup: Cgroup, threads: int) -> list[str]:
+    """Fork, start `threads` sleeping threads in the child, join there; the pids
+    hierarchy's line of /proc/PID/task/TID/cgroup for each of the child's threads."""
+    import threading
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        try:
+            stop = threading.Event()
+            for _ in range(threads):
+                threading.Thread(target=stop.wait, daemon=True).start()
+            cgroup.join()
+            lines = []
+            for tid in os.listdir("/proc/self/task"):
+                with open(f"/proc/self/task/{tid}/cgroup") as f:
+                    lines += [line.strip() for line in f if ":pids:" in line]
+            os.write(write_fd, "\n".join(lines).encode())
+            stop.set()
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as f:
+        text = f.read().decode()
+    os.waitpid(pid, 0)
+    return text.splitlines()
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_join_moves_every_thread_of_the_caller(spec: SandboxSpec, threads: int) -> None:
+    """A single-threaded caller moves its thread (v1 `tasks`, no global lock); one with
+    threads moves them all (cgroup.procs): each thread ends up in the cgroup."""
+    assert spec.limits is not None
+    made = made_for(replace(spec.limits, pids=50))
+    assert made is not None
+    try:
+        lines = _join_in_a_fork(made, threads)
+        assert len(lines) == threads + 1
+        assert all(line.endswith(f"{spec.limits.parent}/{made.name}") for line in lines), lines
+    finally:
+        made.remove()
