@@ -173,13 +173,12 @@ def _serve(adopted: Adopted) -> int:
 
 
 def _take_process_state(adopted: Adopted) -> None:
-    pid = str(os.getpid())
+    from builder.sandbox.cgroups import move_here  # (loaded: the server imports it)
+
     for procs in adopted.cgroup_procs:
-        try:
-            with open(procs, "w", encoding="ascii") as f:
-                f.write(pid)
-        except OSError:
-            pass  # not ours to join (a user in root's hierarchy): see the module header
+        # Not ours to join (a user in root's hierarchy): see the module header.
+        with contextlib.suppress(OSError):
+            move_here([os.path.dirname(procs)])
     import resource
 
     for which, limits in adopted.rlimits.items():

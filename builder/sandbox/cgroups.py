@@ -100,6 +100,27 @@ def procs_files(theirs: str, ours: str, mounts: list[Mounted] | None = None) -> 
     return found
 
 
+def move_here(dirs: list[str]) -> None:
+    """Move the calling process into each cgroup dir of `dirs` (OSError as the kernel says).
+
+    A single-threaded caller (a fresh fork: pid 1, a supervisor, the warm server's child)
+    moves its one thread through a v1 hierarchy's `tasks`: moving a whole process
+    (cgroup.procs) write-locks the kernel's global threadgroup rwsem, which waits for an
+    RCU grace period (7-14 ms here, on every RUN step's path: the build's default pids
+    limit gives each a cgroup), while the kernel moves the caller's own thread without
+    that lock (0.5 ms). v2 has no `tasks`; a caller with threads moves them all."""
+    alone = os.stat("/proc/self/task").st_nlink == 3  # ".", ".." and our one thread
+    for path in dirs:
+        try:  # (no O_CREAT: a v2 dir has no `tasks`, and refuses a create with EACCES)
+            fd = os.open(f"{path}/tasks" if alone else f"{path}/cgroup.procs", os.O_WRONLY)
+        except FileNotFoundError:
+            fd = os.open(f"{path}/cgroup.procs", os.O_WRONLY)
+        try:
+            os.write(fd, b"0")
+        finally:
+            os.close(fd)
+
+
 def _needed(limits: Limits) -> list[str]:
     wanted = [
         ("memory", limits.memory is not None),
@@ -161,19 +182,8 @@ class Cgroup:
         return [c for c, used in self.by_controller.items() if used.mount == h.mount]
 
     def join(self) -> None:
-        """Move the calling process (and so all it will fork) into the cgroup.
-
-        A single-threaded caller (pid 1, just forked) moves its one thread through a v1
-        hierarchy's `tasks`: moving a whole process (cgroup.procs) write-locks the kernel's
-        global threadgroup rwsem, which waits for an RCU grace period (7-14 ms here, on
-        every RUN step's path: the build's default pids limit gives each a cgroup), while
-        the kernel moves the caller's own thread without that lock (0.5 ms)."""
-        versions = {h.mount: h.version for h in self.by_controller.values()}
-        alone = os.stat("/proc/self/task").st_nlink == 3  # ".", ".." and our one thread
-        for mount, path in self.dirs.items():
-            name = "tasks" if alone and versions[mount] == _V1 else "cgroup.procs"
-            with open(f"{path}/{name}", "w", encoding="ascii") as f:
-                f.write("0")
+        """Move the calling process (and so all it will fork) into the cgroup."""
+        move_here(list(self.dirs.values()))
 
     def oom_kills(self) -> int:
         """How many processes the OOM killer took in the cgroup (0 without a memory limit)."""

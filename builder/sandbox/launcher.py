@@ -165,11 +165,10 @@ class Context:
 
         with open("/proc/self/cgroup", encoding="utf-8") as f:
             ours = f.read()
-        pid = str(os.getpid())
         for procs in cgroups.procs_files(self.cgroups, ours):
             # Best effort, as the warm server's child: a cgroup we may not join is left.
-            with contextlib.suppress(OSError), open(procs, "w", encoding="ascii") as f:
-                f.write(pid)
+            with contextlib.suppress(OSError):
+                cgroups.move_here([os.path.dirname(procs)])
 
 
 def take_environment(wanted: dict[bytes, bytes]) -> None:

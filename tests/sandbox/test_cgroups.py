@@ -22,6 +22,7 @@ from builder.sandbox.cgroups import (
     Spare,
     hierarchies,
     made_for,
+    move_here,
     procs_files,
 )
 from builder.sandbox.limits import Limits, OutOfMemory, parse_bytes
@@ -273,9 +274,9 @@ def test_procs_files_name_the_other_process_cgroups_where_they_are_mounted() -> 
         assert str(os.getpid()) in Path(procs).read_text().split(), procs
 
 
-def _join_in_a_fork(cgroup: Cgroup, threads: int) -> list[str]:
-    """Fork, start `threads` sleeping threads in the child, join there; the pids
-    hierarchy's line of /proc/PID/task/TID/cgroup for each of the child's threads."""
+def _join_in_a_fork(dirs: list[str], threads: int) -> list[str]:
+    """Fork, start `threads` sleeping threads in the child, move_here(dirs) there; the
+    lines of /proc/PID/task/TID/cgroup of each of the child's threads."""
     import threading
 
     read_fd, write_fd = os.pipe()
@@ -285,11 +286,11 @@ def _join_in_a_fork(cgroup: Cgroup, threads: int) -> list[str]:
             stop = threading.Event()
             for _ in range(threads):
                 threading.Thread(target=stop.wait, daemon=True).start()
-            cgroup.join()
+            move_here(dirs)
             lines = []
             for tid in os.listdir("/proc/self/task"):
                 with open(f"/proc/self/task/{tid}/cgroup") as f:
-                    lines += [line.strip() for line in f if ":pids:" in line]
+                    lines += [f"{tid} {line.strip()}" for line in f]
             os.write(write_fd, "\n".join(lines).encode())
             stop.set()
         finally:
@@ -302,15 +303,22 @@ def _join_in_a_fork(cgroup: Cgroup, threads: int) -> list[str]:
 
 
 @pytest.mark.parametrize("threads", [0, 2])
-def test_join_moves_every_thread_of_the_caller(spec: SandboxSpec, threads: int) -> None:
+def test_joining_moves_every_thread_of_the_caller(cgroup_parent: str, threads: int) -> None:
     """A single-threaded caller moves its thread (v1 `tasks`, no global lock); one with
-    threads moves them all (cgroup.procs): each thread ends up in the cgroup."""
-    assert spec.limits is not None
-    made = made_for(replace(spec.limits, pids=50))
-    assert made is not None
+    threads moves them all (cgroup.procs): each thread ends up in the cgroup, in a v1
+    hierarchy and in the v2 one (this machine's is empty, which joining does not need)."""
+    name = f"{cgroup_parent.strip('/')}-join-{threads}"
+    dirs = [f"{_mount_of('pids')}/{name}"]
+    dirs += [h.mount + "/" + name for h in hierarchies() if h.version == 2][:1]
+    for path in dirs:
+        os.mkdir(path)
     try:
-        lines = _join_in_a_fork(made, threads)
-        assert len(lines) == threads + 1
-        assert all(line.endswith(f"{spec.limits.parent}/{made.name}") for line in lines), lines
+        lines = _join_in_a_fork(dirs, threads)
+        for path in dirs:
+            hierarchy = ":pids:" if "/pids/" in path else "0::"
+            found = [line for line in lines if hierarchy in line]
+            assert len(found) == threads + 1, lines
+            assert all(line.endswith(f"{hierarchy}/{name}") for line in found), lines
     finally:
-        made.remove()
+        for path in dirs:
+            os.rmdir(path)
