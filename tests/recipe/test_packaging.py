@@ -26,10 +26,11 @@ _NOT_SOURCE = shutil.ignore_patterns(
 
 def _build_wheel(outdir: Path, workdir: Path) -> Path:
     """The wheel, built from a copy of the tree so that the checkout gets no `build/` or
-    `*.egg-info` (a stale `build/lib` could ship a deleted module in a later wheel)."""
+    `*.egg-info` (a stale `build/lib` could ship a deleted module in a later wheel); as pip
+    builds one from PyPI, from the sdist (which `build` makes first, into `outdir` too)."""
     source = workdir / "src"
     shutil.copytree(REPO, source, symlinks=True, ignore=_NOT_SOURCE)
-    base = [sys.executable, "-m", "build", "--wheel", "--outdir", str(outdir), str(source)]
+    base = [sys.executable, "-m", "build", "--outdir", str(outdir), str(source)]
     done = subprocess.run(base, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:  # offline: build with what the venv has
         fallback = [*base, "--no-isolation", "--skip-dependency-check"]
@@ -107,6 +108,25 @@ def test_the_seccomp_profile_ships_in_the_wheel(wheel: Path) -> None:
     profile = REPO / "builder" / "sandbox" / "seccomp_default.json"
     with zipfile.ZipFile(wheel) as zf:
         assert zf.read("builder/sandbox/seccomp_default.json") == profile.read_bytes()
+
+
+def test_the_sdist_carries_the_native_clients_source_and_its_wheel_the_binary(
+    wheel: Path,
+) -> None:
+    """The wheel above is built from the sdist: without the C source in the sdist
+    (MANIFEST.in), it would be a pure wheel, and every call would start Python."""
+    import tarfile
+
+    (sdist,) = wheel.parent.glob("builder-*.tar.gz")
+    with tarfile.open(sdist) as tf:
+        names = {name.partition("/")[2] for name in tf.getnames()}
+    assert "builder/cli/native_client.c" in names
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+    if shutil.which(sysconfig.get_config_var("CC") or "cc") is None:
+        pytest.skip("no C compiler: the wheel is pure by design")
+    assert "builder/cli/native_client" in names
+    assert "builder/cli/native_client.c" not in names  # source in the sdist only
 
 
 def test_the_installed_command_imports_only_the_thin_client(installed: Path) -> None:
