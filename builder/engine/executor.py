@@ -76,6 +76,9 @@ class SandboxExecutor:
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir; `discard_dir` (the store's scratch.discard) removes it in the background.
+    Our in-root writers (`call`) run in a thread of ours whose root is the overlay's
+    (sandbox/inthread): no fork, no sandbox, where that can be set up (host root, the
+    kernel's overlayfs); else, or with `in_thread` False, in the sandbox.
     `limits` are every RUN process's resource limits (our in-root writers have none),
     `userns` its user namespace (our in-root writers run as root: their code is ours, and
     what they write is the same either way). `seccomp_cache`: where compiled
@@ -95,6 +98,7 @@ class SandboxExecutor:
         stopper: Stopper | None = None,
         snapshotter: Callable[[], Snapshotter] | None = None,
         discard_dir: Callable[[Path], None] | None = None,
+        in_thread: bool = True,
     ) -> None:
         self._new_dir = new_dir
         self._discard_dir = discard_dir
@@ -107,6 +111,9 @@ class SandboxExecutor:
         self._spare: Spare | None = None  # `none` network namespaces made ahead
         self._cgroups: CgroupSpare | None = None  # the limits' cgroups made ahead
         self._own_netns = False  # not host root: each sandbox makes its own
+        # Our in-root writers run in a thread of ours (sandbox/inthread) where it can be set
+        # up; False once it could not be here (or not asked for): the sandbox runs them.
+        self._in_thread: bool | None = None if in_thread else False
 
     def close(self) -> None:
         """Wait until every RUN's network helper has been reaped, and drop the network
@@ -125,14 +132,8 @@ class SandboxExecutor:
         """With network "none", a namespace made while the step before ran (sandbox/netns:
         making one on the step's path took 1-100 ms); host root only, else None (the
         sandbox makes its own)."""
-        if self._spare is None and not self._own_netns and network == "none":
-            from builder.sandbox.idmap import in_initial_user_namespace
-            from builder.sandbox.netns import Spare
-
-            if os.geteuid() == 0 and in_initial_user_namespace() and self._userns == "host":
-                self._spare = Spare()
-            else:
-                self._own_netns = True
+        if network == "none":
+            self._make_spare()
         if self._spare is None or network != "none":
             yield None
             return
@@ -142,6 +143,35 @@ class SandboxExecutor:
         finally:
             os.close(fd)
 
+    def _make_spare(self) -> None:
+        """The maker of `none` namespaces ahead, where they are made ahead."""
+        if self._spare is None and not self._own_netns:
+            from builder.sandbox.idmap import in_initial_user_namespace
+            from builder.sandbox.netns import Spare
+
+            if os.geteuid() == 0 and in_initial_user_namespace() and self._userns == "host":
+                self._spare = Spare()
+            else:
+                self._own_netns = True
+
+    def _begin_ahead(self) -> None:
+        """Have the next RUN's namespace and cgroup made while our writer runs (as a RUN
+        begins them once its command runs): the writer needs neither."""
+        self._make_spare()
+        if self._limits is not None and self._limits.any():
+            self._make_cgroups(self._limits)
+        for spare in (self._spare, self._cgroups):
+            if spare is not None:
+                spare.begin()
+
+    def _make_cgroups(self, limits: Limits) -> CgroupSpare:
+        """The maker of the limits' cgroups ahead."""
+        if self._cgroups is None:
+            from builder.sandbox.cgroups import Spare as CgroupSpare
+
+            self._cgroups = CgroupSpare(limits)
+        return self._cgroups
+
     @contextlib.contextmanager
     def _cgroup(self) -> Iterator[Cgroup | None]:
         """With limits, a cgroup made while the step before ran (1-3 ms off the step's
@@ -150,11 +180,7 @@ class SandboxExecutor:
         if self._limits is None or not self._limits.any():
             yield None
             return
-        if self._cgroups is None:
-            from builder.sandbox.cgroups import Spare as CgroupSpare
-
-            self._cgroups = CgroupSpare(self._limits)
-        cgroup = self._cgroups.take()
+        cgroup = self._make_cgroups(self._limits).take()
         try:
             yield cgroup
         finally:
@@ -256,9 +282,50 @@ class SandboxExecutor:
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
+        with self._state_dir() as state, self._root(root) as made:
+            if self._in_thread is not False:
+                from builder.sandbox import inthread
+
+                if inthread.available(made):
+                    assert isinstance(made, OverlayRoot)
+                    try:
+                        return self._call_in_thread(made, fn, output, state)
+                    except inthread.Unavailable:
+                        self._in_thread = False  # (and the sandbox does it, this once on)
+            return self._call_in_sandbox(made, label, fn, output, keep_fds, state)
+
+    def _call_in_thread(
+        self, root: OverlayRoot, fn: InRoot, output: int, state: Path | None
+    ) -> int:
+        """FN in a thread of ours whose root is ROOT's (sandbox/inthread): no fork, no
+        sandbox; the overlay is mounted on the state dir, seen by that thread alone."""
+        from builder.engine.copier import messages_to
+        from builder.sandbox import inthread
+
+        def work() -> int:
+            with messages_to(output):
+                return fn("/")
+
+        self._begin_ahead()
+        if state is not None:
+            return inthread.call(root, str(state), work, output)
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="builder-in-root-") as mountpoint:
+            return inthread.call(root, mountpoint, work, output)
+
+    def _call_in_sandbox(
+        self,
+        made: OverlayRoot | DirRoot,
+        label: str,
+        fn: InRoot,
+        output: int,
+        keep_fds: tuple[int, ...],
+        state: Path | None,
+    ) -> int:
         from builder import sandbox
 
-        with self._state_dir() as state, self._root(root) as made, self._netns("none") as netns:
+        with self._netns("none") as netns:
             if self._spare is not None:  # (no `started` here: the next one is begun now)
                 self._spare.begin()
             spec = sandbox.SandboxSpec(
