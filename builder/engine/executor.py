@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -114,10 +115,13 @@ class SandboxExecutor:
         # Our in-root writers run in a thread of ours (sandbox/inthread) where it can be set
         # up; False once it could not be here (or not asked for): the sandbox runs them.
         self._in_thread: bool | None = None if in_thread else False
+        self._point: Path | None = None  # their mount point (_mount_point)
+        self._making_point = threading.Lock()
 
     def close(self) -> None:
-        """Wait until every RUN's network helper has been reaped, and drop the network
-        namespace made ahead for a next step. Idempotent."""
+        """Wait until every RUN's network helper has been reaped, drop the network
+        namespace made ahead for a next step, and remove the writers' mount point.
+        Idempotent."""
         if self._reapers:  # a build that ran nothing imports nothing here
             from builder.sandbox.slirp import settle
 
@@ -126,6 +130,13 @@ class SandboxExecutor:
             self._spare.close()
         if self._cgroups is not None:
             self._cgroups.close()
+        point, self._point = self._point, None
+        if point is not None:  # (no thread of ours can be in it: each call waits for its own)
+            if self._discard_dir is not None:
+                self._discard_dir(point)
+            else:
+                with contextlib.suppress(OSError):
+                    point.rmdir()
 
     @contextlib.contextmanager
     def _netns(self, network: NetworkMode) -> Iterator[int | None]:
@@ -282,23 +293,22 @@ class SandboxExecutor:
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
-        with self._state_dir() as state, self._root(root) as made:
+        with self._root(root) as made:
             if self._in_thread is not False:
                 from builder.sandbox import inthread
 
                 if inthread.available(made):
                     assert isinstance(made, OverlayRoot)
                     try:
-                        return self._call_in_thread(made, fn, output, state)
+                        return self._call_in_thread(made, fn, output)
                     except inthread.Unavailable:
                         self._in_thread = False  # (and the sandbox does it, this once on)
-            return self._call_in_sandbox(made, label, fn, output, keep_fds, state)
+            with self._state_dir() as state:
+                return self._call_in_sandbox(made, label, fn, output, keep_fds, state)
 
-    def _call_in_thread(
-        self, root: OverlayRoot, fn: InRoot, output: int, state: Path | None
-    ) -> int:
+    def _call_in_thread(self, root: OverlayRoot, fn: InRoot, output: int) -> int:
         """FN in a thread of ours whose root is ROOT's (sandbox/inthread): no fork, no
-        sandbox; the overlay is mounted on the state dir, seen by that thread alone."""
+        sandbox. The overlay is mounted on the mount point, seen by that thread alone."""
         from builder.engine.copier import messages_to
         from builder.sandbox import inthread
 
@@ -307,12 +317,20 @@ class SandboxExecutor:
                 return fn("/")
 
         self._begin_ahead()
-        if state is not None:
-            return inthread.call(root, str(state), work, output)
-        import tempfile
+        return inthread.call(root, str(self._mount_point()), work, output)
 
-        with tempfile.TemporaryDirectory(prefix="builder-in-root-") as mountpoint:
-            return inthread.call(root, mountpoint, work, output)
+    def _mount_point(self) -> Path:
+        """The in-root writers' mount point: one empty dir for all of them, at once too
+        (each mounts in a namespace of its thread's own), removed by close()."""
+        with self._making_point:
+            if self._point is None:
+                if self._new_dir is not None:
+                    self._point = self._new_dir("in-root")
+                else:
+                    import tempfile
+
+                    self._point = Path(tempfile.mkdtemp(prefix="builder-in-root-"))
+            return self._point
 
     def _call_in_sandbox(
         self,

@@ -63,6 +63,7 @@ __all__ = ["Unavailable", "available", "call"]
 CLONE_FS = 0x00000200  # the thread's own root, cwd and umask
 
 _state = threading.local()  # .rooted: this thread's root is an image's
+_resolved = functools.cache(resolve_ahead)
 
 
 class Unavailable(SandboxError):
@@ -140,10 +141,11 @@ def _rooted() -> Iterator[None]:
 
 def call(root: OverlayRoot, mountpoint: str, fn: Callable[[], int], output: int) -> int:
     """Run FN in a thread whose root is ROOT, mounted on MOUNTPOINT (an empty dir of the
-    caller's, seen only by that thread), with its cwd at "/"; FN's value is the status.
+    caller's; the mount is seen by that thread alone, so calls at once may share one),
+    with its cwd at "/"; FN's value is the status.
     An exception FN raises becomes a line on OUTPUT and status 1, as in the sandbox
     (container.run_callable). Raises Unavailable if the thread could not be set up."""
-    resolve_ahead()  # libc's functions looked up here, not in the image's root
+    _resolved()  # libc's functions looked up here, not in the image's root
     outcome: list[int | BaseException] = []
 
     def body() -> None:
