@@ -36,8 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
-# An in-root writer: called with the path at which it reaches the image's root ("/" inside
-# the sandbox, where it runs after pivot_root); returns an exit status. Messages go to fd 2.
+# An in-root writer: called with the path at which it reaches the image's root ("/": its
+# root is the image's, in a thread of ours or the sandbox); returns an exit status. Its
+# messages go through copier.in_root, to the step's output.
 InRoot = Callable[[str], int]
 
 
@@ -66,8 +67,9 @@ class Executor(Protocol):
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
-        """Run FN as uid 0 in ROOT (cwd "/", stderr on OUTPUT, the fds KEEP_FDS still open);
-        its return value is the status. LABEL names the work (its argv[0] in the sandbox)."""
+        """Run FN as uid 0 in ROOT (cwd "/", its messages on OUTPUT, the fds KEEP_FDS still
+        open); its return value is the status. LABEL names the work (its argv[0] in the
+        sandbox)."""
         ...
 
 

@@ -111,3 +111,19 @@ def test_the_writers_thread_leaves_no_mount_behind(
     before = Path("/proc/self/mountinfo").read_text().count("overlay")
     _build(builder.root, context, mode == "thread", "m:1")
     assert Path("/proc/self/mountinfo").read_text().count("overlay") == before
+
+
+def test_copy_onto_the_sandboxs_mount_points_lands_in_the_layer(
+    builder: Builder, tmp_path: Path
+) -> None:
+    """docker's COPY writes /etc/hosts, /proc/... and /dev/... into the image: BuildKit's
+    file operations run on the snapshot, where nothing is mounted. (In the sandbox,
+    /etc/hosts was its own bind mount: the copy failed with EBUSY.)"""
+    recipe = "FROM busybox:latest\nCOPY f /etc/hosts\nCOPY f /proc/x\nCOPY f /dev/y\n"
+    context = make_context(tmp_path, recipe, {"f": "10.9.9.9 mine\n"})
+    builder("build", "-t", "h:1", context)
+    builder("export", "h:1", "-o", tmp_path / "h.tar")
+    with tarfile.open(tmp_path / "h.tar") as tar:
+        for name in ("etc/hosts", "proc/x", "dev/y"):
+            member = tar.extractfile(name)
+            assert member is not None and member.read() == b"10.9.9.9 mine\n", name
