@@ -145,8 +145,14 @@ class SandboxExecutor:
         """With network "none", a namespace made while the step before ran (sandbox/netns:
         making one on the step's path took 1-100 ms); host root only, else None (the
         sandbox makes its own)."""
-        if network == "none":
-            self._make_spare()
+        if self._spare is None and not self._own_netns and network == "none":
+            from builder.sandbox.idmap import in_initial_user_namespace
+            from builder.sandbox.netns import Spare
+
+            if os.geteuid() == 0 and in_initial_user_namespace() and self._userns == "host":
+                self._spare = Spare()
+            else:
+                self._own_netns = True
         if self._spare is None or network != "none":
             yield None
             return
@@ -156,21 +162,11 @@ class SandboxExecutor:
         finally:
             os.close(fd)
 
-    def _make_spare(self) -> None:
-        """The maker of `none` namespaces ahead, where they are made ahead."""
-        if self._spare is None and not self._own_netns:
-            from builder.sandbox.idmap import in_initial_user_namespace
-            from builder.sandbox.netns import Spare
-
-            if os.geteuid() == 0 and in_initial_user_namespace() and self._userns == "host":
-                self._spare = Spare()
-            else:
-                self._own_netns = True
-
     def _begin_ahead(self) -> None:
-        """Have the next RUN's namespace and cgroup made while our writer runs (as a RUN
-        begins them once its command runs): the writer needs neither."""
-        self._make_spare()
+        """Have the next RUN's cgroup made while our writer runs, which needs none (as a
+        RUN begins it once its command runs); and its `none` network namespace, if a RUN
+        took one already: a build's RUN steps mostly have the private network, which
+        takes none (the sandbox's writers took one each, for nothing)."""
         if self._limits is not None and self._limits.any():
             self._make_cgroups(self._limits)
         for spare in (self._spare, self._cgroups):
