@@ -3,9 +3,9 @@ is the image's (sandbox/inthread), else in the sandbox after pivot_root.
 
 Running in the image's own root means every symlink the image holds resolves inside the
 image, never on the host; the build context is read through a directory fd opened before
-the sandbox was entered, by relative paths, without following a final symlink.
+the root was entered, by relative paths, without following a final symlink.
 
-Every writer takes `root`, the path at which it reaches the image: "/" in the sandbox. An
+Every writer takes `root`, the path at which it reaches the image: "/" in its root. An
 executor without one (the tests') passes a plain directory instead.
 """
 
@@ -114,7 +114,7 @@ class Dirs:
     made when missing (as `mkdir -p`): a path may be longer than PATH_MAX. The last
     one opened stays open, and the next is reached from it (tree.DirCursor), since entries
     come in tree order. Symlinks on the way are followed as the root we run in resolves
-    them (in the sandbox, inside the image).
+    them (in the image's root, inside the image).
 
     A directory made here gets MODE and OWNER: BuildKit's copy makes the parents it needs
     0755 (or the octal --chmod) and owned by --chown (root without one)."""

@@ -1,8 +1,9 @@
 """COPY --from: files carried from one root to another as a tar stream.
 
-Both halves run inside sandboxes: `pack` in the source stage's (or image's) root, where
-its symlinks resolve, and `unpack` in the root being built, where ours do. Neither side
-ever resolves an image path on the host.
+Both halves run with an image's root as their own (a thread of ours, sandbox/inthread, or
+a sandbox): `pack` in the source stage's (or image's) root, where its symlinks resolve, and
+`unpack` in the root being built, where ours do. Neither side ever resolves an image path
+on the host, nor asks libc's name service anything (see _add_named).
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
     and without naming any entry by its full path (a tree may be deeper than either allows).
     Names stay bytes (surrogate-escaped str for tarfile, which writes them back as bytes)."""
     links: dict[tuple[int, int], str] = {}
-    # What the sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
+    # What a sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
     # stage's: a mount point's directory is kept, never what is mounted there. (The layers
     # all live in the store, one filesystem: overlayfs then gives every entry of its own
     # its st_dev, so only mounted ones differ.)
