@@ -5,9 +5,11 @@ finalizers there."""
 from __future__ import annotations
 
 import builtins
+import functools
 import gc
 import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 
 def _root(tmp_path: Path) -> tuple[OverlayRoot, Path]:
+    tmp_path.mkdir(exist_ok=True)
     lower, upper, work, point = (tmp_path / n for n in ("lower", "upper", "work", "point"))
     for d in (lower, upper, work, point):
         d.mkdir()
@@ -90,9 +93,46 @@ def test_an_exception_is_a_line_on_the_output_and_status_1(tmp_path: Path) -> No
     def writer() -> int:
         raise RuntimeError("boom")
 
+    mounted = Path("/proc/self/mountinfo").read_text()
     try:
         assert inthread.call(root, str(point), writer, w) == 1
     finally:
         os.close(w)
     assert os.read(r, 1000) == b"builder: RuntimeError: boom\n"
     os.close(r)
+    assert list(point.iterdir()) == [] and Path("/proc/self/mountinfo").read_text() == mounted
+
+
+def test_calls_at_once_share_one_mount_point(tmp_path: Path) -> None:
+    """Each thread mounts in a namespace of its own: two writers at once on one mount
+    point each see their own root and fill their own upper dir."""
+    point = tmp_path / "point"
+    point.mkdir()
+    roots = []
+    for name in ("a", "b"):
+        root, _ = _root(tmp_path / name)
+        roots.append(root)
+    both_in = threading.Barrier(2, timeout=10)
+
+    def writer(name: str) -> int:
+        both_in.wait()  # both mounted on `point` at once
+        with open(f"/etc/{name}", "w") as f:
+            f.write(name)
+        return 0
+
+    results: list[int] = []
+    threads = [
+        threading.Thread(
+            target=lambda r=r, n=n: results.append(
+                inthread.call(r, str(point), functools.partial(writer, n), 2)
+            )
+        )
+        for r, n in zip(roots, ("a", "b"), strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [0, 0]
+    assert os.listdir(roots[0].upper / "etc") == ["a"]
+    assert os.listdir(roots[1].upper / "etc") == ["b"]
