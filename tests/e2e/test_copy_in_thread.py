@@ -127,3 +127,27 @@ def test_copy_onto_the_sandboxs_mount_points_lands_in_the_layer(
         for name in ("etc/hosts", "proc/x", "dev/y"):
             member = tar.extractfile(name)
             assert member is not None and member.read() == b"10.9.9.9 mine\n", name
+
+
+def test_where_the_thread_cannot_unshare_the_sandbox_writes(
+    builder: Builder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A seccomp profile of a container we run in may refuse unshare (a fault this machine
+    cannot cause for us, hence the stand-in): the writers fall back to the sandbox, and
+    the image is the one the thread would have made."""
+    from builder.sandbox import inthread
+    from builder.sandbox.syscalls import SyscallError
+
+    context = make_context(
+        tmp_path, "FROM busybox:latest\nCOPY f /f\nWORKDIR /w\nCOPY f /w/g\n", {"f": "x\n"}
+    )
+    made = _build(builder.root, context, True, "ok:1")
+    refused: list[int] = []
+
+    def refuse(flags: int) -> None:
+        refused.append(flags)
+        raise SyscallError(f"unshare({flags:#x})", 1)
+
+    monkeypatch.setattr(inthread, "unshare", refuse)
+    assert _build(builder.root, context, True, "fallback:1") == made
+    assert len(refused) == 1  # asked once: the executor then goes to the sandbox
