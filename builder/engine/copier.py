@@ -1,10 +1,11 @@
-"""The COPY step's writer. It runs INSIDE the sandbox, after pivot_root into the image.
+"""The COPY step's writer. It runs INSIDE the image's root: in a thread of ours whose root
+is the image's (sandbox/inthread), else in the sandbox after pivot_root.
 
 Running in the image's own root means every symlink the image holds resolves inside the
 image, never on the host; the build context is read through a directory fd opened before
-the sandbox was entered, by relative paths, without following a final symlink.
+the root was entered, by relative paths, without following a final symlink.
 
-Every writer takes `root`, the path at which it reaches the image: "/" in the sandbox. An
+Every writer takes `root`, the path at which it reaches the image: "/" in its root. An
 executor without one (the tests') passes a plain directory instead.
 """
 
@@ -16,7 +17,8 @@ import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import ParamSpec
 
 from builder.engine.context import CopyItem
@@ -112,7 +114,7 @@ class Dirs:
     made when missing (as `mkdir -p`): a path may be longer than PATH_MAX. The last
     one opened stays open, and the next is reached from it (tree.DirCursor), since entries
     come in tree order. Symlinks on the way are followed as the root we run in resolves
-    them (in the sandbox, inside the image).
+    them (in the image's root, inside the image).
 
     A directory made here gets MODE and OWNER: BuildKit's copy makes the parents it needs
     0755 (or the octal --chmod) and owned by --chown (root without one)."""
@@ -232,10 +234,24 @@ def finish_file(dst: int, uid: int, gid: int, mode: int, mtime_ns: int) -> None:
 
 P = ParamSpec("P")
 
+# Where a writer's messages go: fd 2 in the sandbox (its stderr is the step's output); a
+# writer run in a thread of ours (sandbox/inthread) is given the output's fd instead.
+_messages = threading.local()
+
+
+@contextlib.contextmanager
+def messages_to(fd: int) -> Iterator[None]:
+    """The writers' messages in this thread go to FD meanwhile."""
+    _messages.fd = fd
+    try:
+        yield
+    finally:
+        del _messages.fd
+
 
 def in_root(fn: Callable[P, int]) -> Callable[P, int]:
-    """For code run inside the sandbox: a user's mistake (a missing file or user, a bad
-    archive) becomes one line on stderr and status 1.
+    """For code run inside the image's root: a user's mistake (a missing file or user, a
+    bad archive) becomes one line on stderr (see messages_to) and status 1.
 
     os.write, not print: in a forked child, sys.stderr's lock may be held forever by a
     thread of the parent that was writing at the fork.
@@ -246,7 +262,7 @@ def in_root(fn: Callable[P, int]) -> Callable[P, int]:
         try:
             return fn(*args, **kwargs)
         except (LookupError, OSError, tarfile.TarError) as err:
-            os.write(2, f"{err}\n".encode(errors="replace"))
+            os.write(getattr(_messages, "fd", 2), f"{err}\n".encode(errors="replace"))
             return 1
 
     return wrapper

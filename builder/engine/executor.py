@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -35,8 +36,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Executor", "InRoot", "Mount", "OverlayRoot", "Process", "SandboxExecutor"]
 
-# An in-root writer: called with the path at which it reaches the image's root ("/" inside
-# the sandbox, where it runs after pivot_root); returns an exit status. Messages go to fd 2.
+# An in-root writer: called with the path at which it reaches the image's root ("/": its
+# root is the image's, in a thread of ours or the sandbox); returns an exit status. Its
+# messages go through copier.in_root, to the step's output.
 InRoot = Callable[[str], int]
 
 
@@ -65,8 +67,9 @@ class Executor(Protocol):
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
-        """Run FN as uid 0 in ROOT (cwd "/", stderr on OUTPUT, the fds KEEP_FDS still open);
-        its return value is the status. LABEL names the work (its argv[0] in the sandbox)."""
+        """Run FN as uid 0 in ROOT (cwd "/", its messages on OUTPUT, the fds KEEP_FDS still
+        open); its return value is the status. LABEL names the work (its argv[0] in the
+        sandbox)."""
         ...
 
 
@@ -76,6 +79,9 @@ class SandboxExecutor:
     `new_dir` (the store's tmp_dir) makes the sandbox's per-run dir under the store, named
     for this process, so that a killed build's is swept there; without it, the system's
     temp dir; `discard_dir` (the store's scratch.discard) removes it in the background.
+    Our in-root writers (`call`) run in a thread of ours whose root is the overlay's
+    (sandbox/inthread): no fork, no sandbox, where that can be set up (host root, the
+    kernel's overlayfs); else, or with `in_thread` False, in the sandbox.
     `limits` are every RUN process's resource limits (our in-root writers have none),
     `userns` its user namespace (our in-root writers run as root: their code is ours, and
     what they write is the same either way). `seccomp_cache`: where compiled
@@ -95,6 +101,7 @@ class SandboxExecutor:
         stopper: Stopper | None = None,
         snapshotter: Callable[[], Snapshotter] | None = None,
         discard_dir: Callable[[Path], None] | None = None,
+        in_thread: bool = True,
     ) -> None:
         self._new_dir = new_dir
         self._discard_dir = discard_dir
@@ -107,10 +114,16 @@ class SandboxExecutor:
         self._spare: Spare | None = None  # `none` network namespaces made ahead
         self._cgroups: CgroupSpare | None = None  # the limits' cgroups made ahead
         self._own_netns = False  # not host root: each sandbox makes its own
+        # Our in-root writers run in a thread of ours (sandbox/inthread) where it can be set
+        # up; False once it could not be here (or not asked for): the sandbox runs them.
+        self._in_thread: bool | None = None if in_thread else False
+        self._point: Path | None = None  # their mount point (_mount_point)
+        self._making_point = threading.Lock()
 
     def close(self) -> None:
-        """Wait until every RUN's network helper has been reaped, and drop the network
-        namespace made ahead for a next step. Idempotent."""
+        """Wait until every RUN's network helper has been reaped, drop the network
+        namespace made ahead for a next step, and remove the writers' mount point.
+        Idempotent."""
         if self._reapers:  # a build that ran nothing imports nothing here
             from builder.sandbox.slirp import settle
 
@@ -119,6 +132,13 @@ class SandboxExecutor:
             self._spare.close()
         if self._cgroups is not None:
             self._cgroups.close()
+        point, self._point = self._point, None
+        if point is not None:  # (no thread of ours can be in it: each call waits for its own)
+            if self._discard_dir is not None:
+                self._discard_dir(point)
+            else:
+                with contextlib.suppress(OSError):
+                    point.rmdir()
 
     @contextlib.contextmanager
     def _netns(self, network: NetworkMode) -> Iterator[int | None]:
@@ -142,6 +162,25 @@ class SandboxExecutor:
         finally:
             os.close(fd)
 
+    def _begin_ahead(self) -> None:
+        """Have the next RUN's cgroup made while our writer runs, which needs none (as a
+        RUN begins it once its command runs); and its `none` network namespace, if a RUN
+        took one already: a build's RUN steps mostly have the private network, which
+        takes none (the sandbox's writers took one each, for nothing)."""
+        if self._limits is not None and self._limits.any():
+            self._make_cgroups(self._limits)
+        for spare in (self._spare, self._cgroups):
+            if spare is not None:
+                spare.begin()
+
+    def _make_cgroups(self, limits: Limits) -> CgroupSpare:
+        """The maker of the limits' cgroups ahead."""
+        if self._cgroups is None:
+            from builder.sandbox.cgroups import Spare as CgroupSpare
+
+            self._cgroups = CgroupSpare(limits)
+        return self._cgroups
+
     @contextlib.contextmanager
     def _cgroup(self) -> Iterator[Cgroup | None]:
         """With limits, a cgroup made while the step before ran (1-3 ms off the step's
@@ -150,11 +189,7 @@ class SandboxExecutor:
         if self._limits is None or not self._limits.any():
             yield None
             return
-        if self._cgroups is None:
-            from builder.sandbox.cgroups import Spare as CgroupSpare
-
-            self._cgroups = CgroupSpare(self._limits)
-        cgroup = self._cgroups.take()
+        cgroup = self._make_cgroups(self._limits).take()
         try:
             yield cgroup
         finally:
@@ -256,9 +291,57 @@ class SandboxExecutor:
     def call(
         self, root: OverlayRoot, label: str, fn: InRoot, output: int, keep_fds: tuple[int, ...] = ()
     ) -> int:
+        with self._root(root) as made:
+            if self._in_thread is not False:
+                from builder.sandbox import inthread
+
+                if inthread.available(made):
+                    assert isinstance(made, OverlayRoot)
+                    try:
+                        return self._call_in_thread(made, fn, output)
+                    except inthread.Unavailable:
+                        self._in_thread = False  # (and the sandbox does it, this once on)
+            with self._state_dir() as state:
+                return self._call_in_sandbox(made, label, fn, output, keep_fds, state)
+
+    def _call_in_thread(self, root: OverlayRoot, fn: InRoot, output: int) -> int:
+        """FN in a thread of ours whose root is ROOT's (sandbox/inthread): no fork, no
+        sandbox. The overlay is mounted on the mount point, seen by that thread alone."""
+        from builder.engine.copier import messages_to
+        from builder.sandbox import inthread
+
+        def work() -> int:
+            with messages_to(output):
+                return fn("/")
+
+        self._begin_ahead()
+        return inthread.call(root, str(self._mount_point()), work, output)
+
+    def _mount_point(self) -> Path:
+        """The in-root writers' mount point: one empty dir for all of them, at once too
+        (each mounts in a namespace of its thread's own), removed by close()."""
+        with self._making_point:
+            if self._point is None:
+                if self._new_dir is not None:
+                    self._point = self._new_dir("in-root")
+                else:
+                    import tempfile
+
+                    self._point = Path(tempfile.mkdtemp(prefix="builder-in-root-"))
+            return self._point
+
+    def _call_in_sandbox(
+        self,
+        made: OverlayRoot | DirRoot,
+        label: str,
+        fn: InRoot,
+        output: int,
+        keep_fds: tuple[int, ...],
+        state: Path | None,
+    ) -> int:
         from builder import sandbox
 
-        with self._state_dir() as state, self._root(root) as made, self._netns("none") as netns:
+        with self._netns("none") as netns:
             if self._spare is not None:  # (no `started` here: the next one is begun now)
                 self._spare.begin()
             spec = sandbox.SandboxSpec(

@@ -1,8 +1,9 @@
 """COPY --from: files carried from one root to another as a tar stream.
 
-Both halves run inside sandboxes: `pack` in the source stage's (or image's) root, where
-its symlinks resolve, and `unpack` in the root being built, where ours do. Neither side
-ever resolves an image path on the host.
+Both halves run with an image's root as their own (a thread of ours, sandbox/inthread, or
+a sandbox): `pack` in the source stage's (or image's) root, where its symlinks resolve, and
+`unpack` in the root being built, where ours do. Neither side ever resolves an image path
+on the host, nor asks libc's name service anything (see _add_named).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def pack(root: str, out_fd: int, sources: tuple[str, ...], ref: str = "") -> int
         os.fdopen(out_fd, "wb", closefd=False) as raw,
         tarfile.open(fileobj=raw, mode="w|", format=tarfile.PAX_FORMAT) as tar,
     ):
+        inodes: dict[tuple[int, int], str] = {}  # the named sources' hard links
         for source in sources:
             path = posixpath.normpath("/" + source)
             found = [path]
@@ -54,11 +56,62 @@ def pack(root: str, out_fd: int, sources: tuple[str, ...], ref: str = "") -> int
             for match in found:
                 real = os.path.realpath(in_image(root, match))
                 if os.path.isdir(real):
-                    tar.add(real, arcname=".", recursive=False)
+                    _add_named(tar, real, ".", inodes)
                     _add_tree(tar, real)
                 else:
-                    tar.add(real, arcname=posixpath.basename(match), recursive=False)
+                    _add_named(tar, real, posixpath.basename(match), inodes)
     return 0
+
+
+def _add_named(
+    tar: tarfile.TarFile, path: str, arcname: str, inodes: dict[tuple[int, int], str]
+) -> None:
+    """What tar.add(path, arcname, recursive=False) writes, but for the user and group
+    names: tarfile's gettarinfo asks libc's name service for them, which inside an image's
+    root reads the image's nsswitch.conf and may load its libnss modules into our process
+    (sandbox/inthread). Nobody reads them: unpack and extract take the ids."""
+    st = os.lstat(path)
+    info = _header(arcname, st)
+    if info is None:
+        return  # a socket: tar.add leaves it out too
+    info.mtime = st.st_mtime  # (a float, as gettarinfo's: the PAX header keeps its fraction)
+    if info.type == tarfile.REGTYPE:
+        inode = (st.st_ino, st.st_dev)  # tar.add's own hard-link bookkeeping (tar.inodes)
+        if st.st_nlink > 1 and inode in inodes and arcname != inodes[inode]:
+            info.type, info.linkname, info.size = tarfile.LNKTYPE, inodes[inode], 0
+            tar.addfile(info)
+            return
+        inodes[inode] = arcname
+        with open(path, "rb") as data:
+            tar.addfile(info, data)
+        return
+    if info.type == tarfile.SYMTYPE:
+        info.linkname = os.readlink(path)
+    tar.addfile(info)
+
+
+def _header(name: str, st: os.stat_result) -> tarfile.TarInfo | None:
+    """The entry NAME for what ST describes, as gettarinfo makes it without the user and
+    group names (and its mtime whole seconds); None for a socket. A symlink's target is the
+    caller's to read."""
+    info = tarfile.TarInfo(name)
+    info.mode = stat.S_IMODE(st.st_mode)
+    info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
+    kind = st.st_mode
+    if stat.S_ISREG(kind):
+        info.size = st.st_size
+    elif stat.S_ISDIR(kind):
+        info.type = tarfile.DIRTYPE
+    elif stat.S_ISLNK(kind):
+        info.type = tarfile.SYMTYPE
+    elif stat.S_ISCHR(kind) or stat.S_ISBLK(kind):
+        info.type = tarfile.CHRTYPE if stat.S_ISCHR(kind) else tarfile.BLKTYPE
+        info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+    elif stat.S_ISFIFO(kind):
+        info.type = tarfile.FIFOTYPE
+    else:
+        return None
+    return info
 
 
 def _add_tree(tar: tarfile.TarFile, top: str) -> None:
@@ -66,7 +119,7 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
     and without naming any entry by its full path (a tree may be deeper than either allows).
     Names stay bytes (surrogate-escaped str for tarfile, which writes them back as bytes)."""
     links: dict[tuple[int, int], str] = {}
-    # What the sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
+    # What a sandbox mounts over the root (/proc, /sys, /dev, the /etc files) is not the
     # stage's: a mount point's directory is kept, never what is mounted there. (The layers
     # all live in the store, one filesystem: overlayfs then gives every entry of its own
     # its st_dev, so only mounted ones differ.)
@@ -75,35 +128,24 @@ def _add_tree(tar: tarfile.TarFile, top: str) -> None:
         st = visit.st
         if st.st_dev != device and not stat.S_ISDIR(st.st_mode):
             continue
-        info = tarfile.TarInfo("./" + os.fsdecode(visit.path))
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid, info.mtime = st.st_uid, st.st_gid, int(st.st_mtime)
-        if stat.S_ISREG(st.st_mode):
+        info = _header("./" + os.fsdecode(visit.path), st)
+        if info is None:
+            continue  # a socket: tar.add leaves it out too
+        if info.type == tarfile.REGTYPE:
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1 and key in links:
-                info.type, info.linkname = tarfile.LNKTYPE, links[key]
+                info.type, info.linkname, info.size = tarfile.LNKTYPE, links[key], 0
                 tar.addfile(info)
                 continue
             links[key] = info.name
-            info.size = st.st_size
             fd = os.open(
                 visit.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=visit.dir_fd
             )
             with os.fdopen(fd, "rb") as data:
                 tar.addfile(info, data)
             continue
-        if stat.S_ISDIR(st.st_mode):
-            info.type = tarfile.DIRTYPE
-        elif stat.S_ISLNK(st.st_mode):
-            info.type = tarfile.SYMTYPE
+        if info.type == tarfile.SYMTYPE:
             info.linkname = os.fsdecode(os.readlink(visit.name, dir_fd=visit.dir_fd))
-        elif stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
-            info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
-        elif stat.S_ISFIFO(st.st_mode):
-            info.type = tarfile.FIFOTYPE
-        else:
-            continue  # a socket: tar.add leaves it out too
         tar.addfile(info)
 
 

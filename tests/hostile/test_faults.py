@@ -83,7 +83,8 @@ def test_a_killed_copy_is_swept_by_the_next_build(
     (context / "Dockerfile").write_text("FROM busybox\nCOPY . /data/\n")
     proc = _start(builder, "build", "-t", "big", context, env={"TMPDIR": str(system_tmp)})
     _wait_for(proc, lambda: _has_files(_tmp(builder, "upper-")), "COPY writing its upper dir")
-    assert _tmp(builder, "sandbox-"), "the sandbox's per-run dir lives under the store"
+    # (The COPY's writer runs in a thread of the build: sandbox/inthread.)
+    assert _tmp(builder, "in-root-"), "the writers' mount point lives under the store"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _tmp(builder), "the kill left work behind (or the test did not catch the COPY)"
@@ -93,7 +94,7 @@ def test_a_killed_copy_is_swept_by_the_next_build(
     builder("build", small)  # any verb that writes to the store sweeps
     assert _tmp(builder) == []
     # (Secrets are never staged on disk: test_secrets.py.)
-    assert [p for p in system_tmp.iterdir() if p.name.startswith("builder-sandbox-")] == []
+    assert [p for p in system_tmp.iterdir() if p.name.startswith("builder-")] == []
 
 
 def test_a_killed_import_is_swept_by_the_next_command(builder: Builder, tmp_path: Path) -> None:

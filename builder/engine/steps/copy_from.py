@@ -1,6 +1,6 @@
 """COPY --from=STAGE|IMAGE: files from another root, packed there and unpacked here.
 
-Each half runs in a sandbox on its own root (see build/stagecopy.py); a temp file in the
+Each half runs with its own root as / (see engine/stagecopy.py); a temp file in the
 store carries the tar between them. The cache key chains on the source's own key (its
 stage's cache chain, or the image's manifest digest), so an unchanged source hits.
 """
@@ -63,7 +63,7 @@ def _pack_in(
     fd: int,
     failed: Callable[[str, int], BaseException],
 ) -> None:
-    """PATHS of SOURCE's root as a tar on FD, packed in a sandbox on that root."""
+    """PATHS of SOURCE's root as a tar on FD, packed with that root as /."""
     work = functools.partial(pack, out_fd=fd, sources=path, ref=ref)
 
     def launch(root: OverlayRoot, output: int) -> int:
