@@ -62,10 +62,9 @@ class BlobWriter:
         self._flushed = 0  # bytes whose write-back has been started
         self._sealed = False
         self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
-        # Copied ranges (a dup of their file's fd, offset, length), and the bytes written
-        # after them, not in the file yet: put there by the commit (see copy_range).
-        self._pending: list[tuple[int, int, int] | bytes] = []
-        self._pending_bytes = 0  # of the written bytes held there
+        # Once a range is copied, it and every byte after it go into the file in order
+        # on the copier's thread (see copy_range).
+        self._copier: _Copier | None = None
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
@@ -76,11 +75,8 @@ class BlobWriter:
         else:
             self._hash.update(data)
         self._size += len(data)
-        if self._pending:  # after a copied range: in order, behind it
-            self._pending.append(bytes(data))
-            self._pending_bytes += len(data)
-            if self._pending_bytes >= PENDING_BYTES:
-                self._put_pending()
+        if self._copier is not None:  # after a copied range: in order, behind it
+            self._copier.put(bytes(data))
             return len(data)
         self._file.write(data)
         if self._size - self._flushed >= WRITE_BACK:
@@ -91,15 +87,17 @@ class BlobWriter:
     def copy_range(self, src_fd: int, offset: int, length: int) -> None:
         """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
         layer/frames): hashed now where they lie (mapped, not read into Python), put in
-        the file by the commit. ValueError if the file is shorter.
+        the file by the copier's thread. ValueError if the file is shorter.
 
         The digest does not need the bytes in the file, and a rebuilt layer's copied
         frames are most of it (220 MB for big-context): copied through the page cache they
-        cost 0.3-0.5 s of CPU in ext4's buffered write path on this VM (fresh page-cache
-        pages are dear under the host's free-page reporting), which the layer writer's
-        thread paid on the build's critical path, beside the two hashes. The commit
-        (store/finishing: behind the next steps) copies them instead. Bytes written after
-        a copied range wait with it, up to PENDING_BYTES.
+        cost CPU in ext4's buffered write path, which the layer writer's thread paid on
+        the build's critical path, beside the two hashes. Left to the commit (behind the
+        next steps, but not started before the layer was written), their copy and the
+        disk writes of the commit's fsync (0.4-0.5 s for 210 MiB on this disk) were most
+        of the time from a big-context rebuild's last step to its reply. The copier
+        starts them at once, beside the layer writer and the next step, and starts each
+        range's write-back as it is copied: the commit's fsync waits for what is left.
         """
         if self._file is None:
             raise ValueError("write to a committed or aborted blob")
@@ -111,36 +109,13 @@ class BlobWriter:
         if self._hasher is None:  # hashed on a thread beside the copy from now on
             self._hasher = _Hasher(self._hash)
         self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
-        # A dup: the caller closes its fd once the layer is written, before the commit.
-        self._pending.append((os.dup(src_fd), offset, length))
-        self._size += length
-        self._flushed = self._size  # (no write-back hint: see _put_pending)
-
-    def _put_pending(self) -> None:
-        """Put the copied ranges, and the bytes written after them, in the file in order."""
-        assert self._file is not None
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        pending.reverse()  # (popped from the end)
-        try:
+        if self._copier is None:
             self._file.flush()
-            at = self._file.tell()
-            dst = self._file.fileno()
-            while pending:
-                item = pending.pop()
-                if isinstance(item, bytes):
-                    self._file.write(item)
-                    self._file.flush()
-                    at += len(item)
-                    continue
-                src_fd, offset, length = item
-                try:
-                    _copy_range(src_fd, offset, length, dst, at)
-                finally:
-                    os.close(src_fd)
-                at += length
-                self._file.seek(at)
-        finally:
-            _close_pending(pending)
+            self._copier = _Copier(self._file.fileno(), self._file.tell())
+        # A dup: the caller closes its fd once the layer is written, maybe before the copy.
+        self._copier.put((os.dup(src_fd), offset, length))
+        self._size += length
+        self._flushed = self._size  # (the copier starts the write-back from here on)
 
     @property
     def digest(self) -> Digest:
@@ -174,9 +149,11 @@ class BlobWriter:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
         if self._file is None:
             raise ValueError("blob already committed or aborted")
-        self._put_pending()
         f, self._file = self._file, None
         try:
+            if self._copier is not None:
+                copier, self._copier = self._copier, None
+                copier.finish()  # (its error, e.g. ENOSPC, is the commit's)
             f.flush()
             os.fsync(f.fileno())
         finally:
@@ -200,8 +177,9 @@ class BlobWriter:
         if self._hasher is not None:
             self._hasher.finish()
             self._hasher = None
-        _close_pending(self._pending)
-        self._pending, self._pending_bytes = [], 0
+        if self._copier is not None:
+            copier, self._copier = self._copier, None
+            copier.stop()
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -215,8 +193,7 @@ _NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNO
 
 def _copy_range(src_fd: int, offset: int, length: int, dst: int, at: int) -> None:
     """A range at `at`, the end of the file, by copy_file_range (by reads where it
-    cannot). No write-back hint: on ext4 it allocates and submits in this thread (0.3 s
-    of a 200 MB copy, which itself took 0.12 s); the commit's fsync writes it."""
+    cannot)."""
     os.lseek(dst, at, os.SEEK_SET)
     done = 0
     while done < length:
@@ -229,12 +206,6 @@ def _copy_range(src_fd: int, offset: int, length: int, dst: int, at: int) -> Non
         if not n:
             raise OSError(errno.EIO, "a copied range of a blob came out short")
         done += n
-
-
-def _close_pending(pending: list[tuple[int, int, int] | bytes]) -> None:
-    for item in pending:
-        if not isinstance(item, bytes):
-            os.close(item[0])
 
 
 def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
@@ -255,10 +226,99 @@ def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
 # layer copies its unchanged frames in runs of 16 MiB), so its fsync does not start from
 # nothing: it was 0.4 s of a 220 MB blob, on the build's critical path.
 WRITE_BACK = 8 << 20
-# Bytes written after a copied range that wait for the commit with it, at most (then they
-# and the ranges before them go into the file at once): a layer whose first frame was
-# reused and none after it must not be held in memory.
+# Bytes written after a copied range that may wait for the copier, at most (then the
+# writer waits): a copier slower than the layer writer must not fill the memory.
 PENDING_BYTES = 64 << 20
+
+Range = tuple[int, int, int]  # a dup of a file's fd (the copier closes it), offset, length
+
+
+class _Copier:
+    """Puts copied ranges and written bytes, in order, into a blob's temp file from
+    `at` on, on a thread of its own; starts their write-back as they go in (a hint, as
+    BlobWriter._write_back). `finish()` waits and raises what the copy raised; `stop()`
+    drops what is left. At most PENDING_BYTES of written bytes wait for it."""
+
+    def __init__(self, fd: int, at: int) -> None:
+        import collections
+        import threading
+
+        self._fd = fd
+        self._at = at
+        self._items: collections.deque[Range | bytes | None] = collections.deque()
+        self._waiting = 0  # written bytes in _items
+        self._cond = threading.Condition()
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="blob-copier", daemon=True)
+        self._thread.start()
+
+    def put(self, item: Range | bytes) -> None:
+        with self._cond:
+            if isinstance(item, bytes):
+                self._cond.wait_for(lambda: self._waiting < PENDING_BYTES or self._stopped)
+                self._waiting += len(item)
+            if self._stopped:  # after a failure: dropped (finish() raises it)
+                _close(item)
+                return
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        flushed = self._at
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._items))
+                item = self._items.popleft()
+                if isinstance(item, bytes):
+                    self._waiting -= len(item)
+                    self._cond.notify_all()
+            if item is None:
+                return
+            try:
+                if self._error is None and not self._stopped:
+                    self._at += self._put(item)
+                    if self._at - flushed >= WRITE_BACK:
+                        _sync_file_range(self._fd, flushed, self._at - flushed)
+                        flushed = self._at
+            except BaseException as err:  # raised by finish(), in the commit
+                with self._cond:
+                    self._error, self._stopped = err, True
+                    self._cond.notify_all()
+            finally:
+                _close(item)
+
+    def _put(self, item: Range | bytes) -> int:
+        if isinstance(item, bytes):
+            done = 0
+            while done < len(item):
+                done += os.pwrite(self._fd, memoryview(item)[done:], self._at + done)
+            return len(item)
+        src_fd, offset, length = item
+        _copy_range(src_fd, offset, length, self._fd, self._at)
+        return length
+
+    def _end(self) -> None:
+        with self._cond:
+            self._items.append(None)
+            self._cond.notify_all()
+        self._thread.join()
+
+    def finish(self) -> None:
+        self._end()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        self._end()
+
+
+def _close(item: Range | bytes | None) -> None:
+    if isinstance(item, tuple):
+        os.close(item[0])
 
 
 def _sync_file_range(fd: int, offset: int, length: int) -> None:

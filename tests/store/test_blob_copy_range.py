@@ -1,11 +1,14 @@
 """BlobWriter.copy_range: a previous blob's bytes appended by the kernel (copy_file_range),
-hashed where they lie; between file systems (EXDEV, for real: a tmpfs source) by reads."""
+hashed where they lie, put in the file on a thread of its own; between file systems (EXDEV,
+for real: a tmpfs source) by reads."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -71,30 +74,89 @@ def test_a_range_past_the_end_is_refused_before_anything_is_written(tmp_path: Pa
         os.close(fd)
 
 
-def test_a_range_goes_in_at_the_commit_with_what_follows_it_up_to_a_bound(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A copied range is hashed at once and put in the file by the commit (behind the
-    build's next steps), from the writer's own dup of the fd: the layer writer closes the
-    previous blob before the commit. The bytes written after it wait with it, up to
-    PENDING_BYTES; then they and the range go in at once (no unbounded memory)."""
-    monkeypatch.setattr(blobs, "PENDING_BYTES", 1 << 20)
+def test_a_range_goes_in_before_the_commit(tmp_path: Path) -> None:
+    """A copied range and the bytes after it go into the temp file on the copier's thread
+    as they come, from the writer's own dup of the fd (the layer writer closes the
+    previous blob before the commit): the commit's fsync (behind the build's next steps,
+    before its reply) finds them written, not a whole layer to copy and write."""
     store = Store.open(tmp_path / "store")
     data = random.Random(4).randbytes(3 << 20)
     fd = _source(tmp_path, data)
     with store.layout.writer() as w:
+        w.write(b"head")
         w.copy_range(fd, 5, 2 << 20)
         os.close(fd)
+        w.write(b"tail")
         on_disk = w._tmp  # (the temp file the commit renames in)
-        w.write(b"a" * (512 << 10))
-        assert on_disk.stat().st_size == 0
-        w.write(b"b" * (600 << 10))  # past the bound
-        assert on_disk.stat().st_size == (2 << 20) + (1112 << 10)
-        w.write(b"c" * 10)  # written as it comes again
+        deadline = time.monotonic() + 30
+        while on_disk.stat().st_size < 8 + (2 << 20) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert on_disk.read_bytes() == b"head" + data[5 : 5 + (2 << 20)] + b"tail"
         desc = w.commit(MediaType.OCI_LAYER_ZSTD)
-    want = data[5 : 5 + (2 << 20)] + b"a" * (512 << 10) + b"b" * (600 << 10) + b"c" * 10
+    want = b"head" + data[5 : 5 + (2 << 20)] + b"tail"
     assert desc.digest.hex == hashlib.sha256(want).hexdigest() and desc.size == len(want)
     assert store.layout.read(desc.digest) == want
+
+
+def _held_copier(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The copier's range copies wait for the event (a slow disk, made to order)."""
+    go = threading.Event()
+    real = blobs._copy_range
+
+    def held(*args: int) -> None:
+        go.wait(30)
+        real(*args)
+
+    monkeypatch.setattr(blobs, "_copy_range", held)
+    return go
+
+
+def test_bytes_behind_a_range_wait_for_the_copier_up_to_a_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes written behind a range not copied yet are held, up to PENDING_BYTES; then
+    the writer waits for the copier (no unbounded memory)."""
+    monkeypatch.setattr(blobs, "PENDING_BYTES", 1 << 20)
+    go = _held_copier(monkeypatch)
+    store = Store.open(tmp_path / "store")
+    data = random.Random(5).randbytes(2 << 20)
+    fd = _source(tmp_path, data)
+    with store.layout.writer() as w:
+        w.copy_range(fd, 0, 2 << 20)
+        os.close(fd)
+        w.write(b"a" * (512 << 10))
+        w.write(b"b" * (600 << 10))  # held: 512 KiB were below the bound
+        third = threading.Thread(target=w.write, args=(b"c" * 10,))
+        third.start()
+        third.join(0.5)
+        assert third.is_alive()  # past the bound: waits for the copier
+        go.set()
+        third.join(30)
+        assert not third.is_alive()
+        desc = w.commit(MediaType.OCI_LAYER_ZSTD)
+    want = data + b"a" * (512 << 10) + b"b" * (600 << 10) + b"c" * 10
+    assert store.layout.read(desc.digest) == want
+
+
+def test_a_failed_copy_fails_the_commit_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The copier's failure (here its source cut short before it copied: a short range)
+    is the commit's, and the blob is not put in place."""
+    go = _held_copier(monkeypatch)
+    store = Store.open(tmp_path / "store")
+    source = tmp_path / "previous-blob"
+    fd = _source(tmp_path, b"q" * (2 << 20))
+    with store.layout.writer() as w:
+        w.copy_range(fd, 0, 2 << 20)
+        _ = w.digest  # the range is hashed (its mapping let go) before the file shrinks
+        os.truncate(source, 1 << 20)
+        go.set()
+        with pytest.raises(OSError, match="short"):
+            w.commit(MediaType.OCI_LAYER_ZSTD)
+    os.close(fd)
+    assert list((tmp_path / "store" / "layout" / "blobs" / "sha256").iterdir()) == []
+    assert not any(p.name.startswith("blob") for p in (tmp_path / "store" / "tmp").iterdir())
 
 
 def test_an_aborted_blob_lets_go_of_its_copied_ranges(tmp_path: Path) -> None:
