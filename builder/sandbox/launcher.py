@@ -25,8 +25,12 @@ What the caller keeps, as with a fork of its own:
 Once idle (no sandbox running, no request for 20 ms) the launcher forks one supervisor ahead
 (a spare, as the warm server keeps a spare child), which copies its pages and says so: the
 next request then costs no fork and ~900 fewer page faults before the supervisor's first
-unshare. A request that comes sooner (a build's next step) is forked as before: it never
-waits for a spare, whose start-up would have competed with the build's own work.
+unshare. A request that comes sooner is forked as before: it never waits for a spare. A
+build's steps leave the launcher no such idle time (it reaps a step's supervisor as the
+engine prepares the next request, ~13 ms later), so a caller that expects another sandbox
+soon asks for the spare once its command runs (`Launcher.ahead`, sandbox.run's `ahead`):
+its start-up then overlaps the command and the engine's work, on the other core. `run`'s
+start is never asked ahead: its caller waits for nothing but its own sandbox.
 
 Anything that cannot be pickled (a `call`'s function, the COPY writers) or a launcher that
 is not ready yet: the caller forks, as before (process.py). Not when rootless either: the
@@ -55,6 +59,8 @@ _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FD_LIMIT = 0x7FFFFFFF
 # Seconds without a request or a sandbox running before the launcher forks its spare.
 _SPARE_AFTER = 0.02
+# A message with no fds: a caller expects to send a request soon (a build's next RUN step).
+_AHEAD = b"ahead"
 
 
 class Launcher:
@@ -134,6 +140,14 @@ class Launcher:
             mine.close()
             return None
         return Launched(_STATUS.unpack(said)[0], mine)
+
+    def ahead(self) -> None:
+        """Have a supervisor forked now for a request we expect soon: a build's next RUN
+        step, asked for once this step's command runs (its start-up then overlaps the
+        command and the engine's work between the steps, which leave the launcher no 20 ms
+        of idle)."""
+        with contextlib.suppress(OSError):
+            self.sock.send(_AHEAD)
 
 
 class Context:
@@ -310,8 +324,7 @@ def serve() -> None:
         ready, _, _ = select.select([sock.fileno(), *children], [], [], idle)
         if not ready:
             if not children:
-                with contextlib.suppress(OSError):  # (then a request is forked, below)
-                    spare = _Spare([sock.fileno()])
+                spare = _Spare.fork([sock.fileno()])
             continue
         for pidfd in ready:
             if pidfd in children:
@@ -330,6 +343,8 @@ def serve() -> None:
         if not data and not fds:
             return  # every caller has gone (a spare ends when its socket closes with us)
         if not fds:
+            if data == _AHEAD and spare is None:  # asked for while a sandbox runs
+                spare = _Spare.fork(_ours(sock, children))
             continue
         if spare is not None and spare.ready() and spare.hand(data, fds):
             pid, spare = spare.pid, None
@@ -339,7 +354,7 @@ def serve() -> None:
                 spare = None
             pid = os.fork()
             if pid == 0:
-                launcher_fds = [sock.fileno(), *children, *(r for _, r in children.values())]
+                launcher_fds = _ours(sock, children)
                 if spare is not None:
                     launcher_fds.append(spare.sock.fileno())
                 _supervisor(data, fds, launcher_fds)
@@ -348,6 +363,12 @@ def serve() -> None:
         with contextlib.suppress(OSError):
             os.write(fds[0], _STATUS.pack(pid))
         children[os.pidfd_open(pid)] = (pid, fds[0])
+
+
+def _ours(sock: socket.socket, children: dict[int, tuple[int, int]]) -> list[int]:
+    """The launcher's fds that a fork of it closes: its socket, each child's pidfd and
+    reply socket."""
+    return [sock.fileno(), *children, *(reply for _, reply in children.values())]
 
 
 class _Spare:
@@ -372,6 +393,14 @@ class _Spare:
         self.sock = ours
         self._ready = False
         self.gone = False  # it ended before a request (killed)
+
+    @staticmethod
+    def fork(launcher_fds: list[int]) -> _Spare | None:
+        """One, or None if it cannot be forked now (then a request is forked)."""
+        try:
+            return _Spare(launcher_fds)
+        except OSError:
+            return None
 
     def ready(self) -> bool:
         """Whether it has copied its pages (said so): a request never waits for that."""

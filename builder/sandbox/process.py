@@ -167,13 +167,32 @@ def run(
     started: Callable[[int], None] | None = None,
     forward: Sequence[int] = FORWARDED_SIGNALS,
     handoff: Handoff | None = None,
+    ahead: bool = False,
 ) -> int:
     """Run spec.argv in the sandbox; its exit status, 128+N when killed by signal N.
     `started` is called with pid 1's host pid (what `builder stop` signals) once the
     command was executed; the signals in `forward` that we get are passed on to it.
-    `handoff`: cleanup the supervisor does once the status is known (handoff.py)."""
+    `handoff`: cleanup the supervisor does once the status is known (handoff.py).
+    `ahead`: another sandbox follows soon (a build's next RUN step): once this one's
+    command runs, the launcher forks a supervisor for it (launcher.py)."""
     spec.validate()
+    if ahead:
+        started = _asking_ahead(started)
     return _execute(spec, None, (), started, tuple(forward), handoff)
+
+
+def _asking_ahead(started: Callable[[int], None] | None) -> Callable[[int], None]:
+    def both(pid: int) -> None:
+        if "builder.sandbox.launcher" in sys.modules:  # (none begun: nothing to ask)
+            from builder.sandbox import launcher
+
+            found = launcher.current()
+            if found is not None:
+                found.ahead()
+        if started is not None:
+            started(pid)
+
+    return both
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:

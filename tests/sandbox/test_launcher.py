@@ -180,6 +180,40 @@ def test_a_request_is_run_by_the_spare_forked_ahead(
         time.sleep(0.01)
 
 
+def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_while_it_runs(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """A build's RUN step (`ahead`): once its command runs, the launcher forks the next
+    step's supervisor (a build leaves it no idle time to fork one), which runs the next
+    request."""
+    first = _spare(ready)
+    time.sleep(0.5)  # ready: it runs the first sandbox
+    stdin_r, stdin_w = os.pipe()
+    seen: list[int] = []
+
+    def started(pid1: int) -> None:  # (pid 1 waits for stdin's EOF meanwhile)
+        seen.append(_ppid(pid1))
+        deadline = time.monotonic() + 10
+        while not (others := set(_children(ready.pid)) - {seen[0]}):
+            assert time.monotonic() < deadline, "no supervisor forked ahead"
+            time.sleep(0.01)
+        seen.extend(others)
+        os.close(stdin_w)
+
+    try:
+        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
+        assert run(spec, started=started, ahead=True) == 1
+    finally:
+        os.close(stdin_r)
+    assert seen[0] == first and len(seen) == 2
+    time.sleep(0.5)  # (its copy of its pages: a request that comes sooner is forked)
+    supervisor: list[int] = []
+    assert (
+        run(SandboxSpec(overlay(), ("true",)), started=lambda p: supervisor.append(_ppid(p))) == 0
+    )
+    assert supervisor == seen[1:]
+
+
 def test_launched_keeps_exit_codes_and_exec_failures(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
 ) -> None:
