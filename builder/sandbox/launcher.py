@@ -47,14 +47,21 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.sandbox.handoff import Handoff
+
+if TYPE_CHECKING:
+    from builder.sandbox.process import Pid1Ahead
 
 # A plan's pickle with its secrets' bytes, at most; bigger ones are forked as before.
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 32
 _STATUS = struct.Struct("=q")
+# A request's first bytes: its sandbox's shape (process.shape: the namespaces a spare may
+# make and the pid 1 it may fork before the request), or NO_SHAPE.
+_SHAPE = struct.Struct("=q")
+NO_SHAPE = -1
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FD_LIMIT = 0x7FFFFFFF
 # Seconds without a request or a sandbox running before the launcher forks its spare.
@@ -118,11 +125,14 @@ class Launcher:
         """What a process that forks and closes its fds keeps to go on using the launcher."""
         return self.sock.fileno(), self.ready_r
 
-    def launch(self, plan: object, fds: dict[int, bool], context: Context) -> Launched | None:
+    def launch(
+        self, plan: object, fds: dict[int, bool], context: Context, shape: int = NO_SHAPE
+    ) -> Launched | None:
         """Fork a supervisor running `plan`, with `fds` (number: close-on-exec) where they
-        are; None if the plan cannot go (the caller then forks it itself)."""
+        are; None if the plan cannot go (the caller then forks it itself). `shape`: what a
+        spare may have made for it ahead (process.shape)."""
         try:
-            data = pickle.dumps((plan, tuple(fds.items()), context), _PROTOCOL)
+            data = _SHAPE.pack(shape) + pickle.dumps((plan, tuple(fds.items()), context), _PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError):
             return None
         if len(data) > _MAX_MESSAGE or len(fds) + 1 > _MAX_FDS:
@@ -141,13 +151,13 @@ class Launcher:
             return None
         return Launched(_STATUS.unpack(said)[0], mine)
 
-    def ahead(self) -> None:
+    def ahead(self, shape: int = NO_SHAPE) -> None:
         """Have a supervisor forked now for a request we expect soon: a build's next RUN
         step, asked for once this step's command runs (its start-up then overlaps the
         command and the engine's work between the steps, which leave the launcher no 20 ms
         of idle)."""
         with contextlib.suppress(OSError):
-            self.sock.send(_AHEAD)
+            self.sock.send(_AHEAD + _SHAPE.pack(shape))
 
 
 class Context:
@@ -317,14 +327,17 @@ def serve() -> None:
     os.close(ready_w)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
     spare: _Spare | None = None
+    shape = NO_SHAPE  # the last request's: the idle spare's
+    dropped: list[int] = []  # spares of another shape, told to end: reaped when they have
     while True:
+        dropped = [pid for pid in dropped if not _reaped(pid)]
         # The spare is forked once we have been idle a while: not while a sandbox runs nor
         # between a build's steps, where its start-up would take CPU from their work.
         idle = _SPARE_AFTER if spare is None else None
         ready, _, _ = select.select([sock.fileno(), *children], [], [], idle)
         if not ready:
             if not children:
-                spare = _Spare.fork([sock.fileno()])
+                spare = _Spare.fork([sock.fileno()], shape)
             continue
         for pidfd in ready:
             if pidfd in children:
@@ -343,9 +356,18 @@ def serve() -> None:
         if not data and not fds:
             return  # every caller has gone (a spare ends when its socket closes with us)
         if not fds:
-            if data == _AHEAD and spare is None:  # asked for while a sandbox runs
-                spare = _Spare.fork(_ours(sock, children))
+            if data[: len(_AHEAD)] == _AHEAD:  # asked for while a sandbox runs
+                shape = _SHAPE.unpack_from(data, len(_AHEAD))[0]
+                if spare is not None and spare.shape not in (shape, NO_SHAPE):
+                    dropped.append(spare.drop())
+                    spare = None
+                if spare is None:
+                    spare = _Spare.fork(_ours(sock, children), shape)
             continue
+        shape = _SHAPE.unpack_from(data)[0]
+        if spare is not None and spare.shape not in (shape, NO_SHAPE):
+            dropped.append(spare.drop())  # what it made ahead is not this sandbox's
+            spare = None
         if spare is not None and spare.ready() and spare.hand(data, fds):
             pid, spare = spare.pid, None
         else:  # none, or one still copying its pages: kept for the next request
@@ -365,6 +387,13 @@ def serve() -> None:
         children[os.pidfd_open(pid)] = (pid, fds[0])
 
 
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
 def _ours(sock: socket.socket, children: dict[int, tuple[int, int]]) -> list[int]:
     """The launcher's fds that a fork of it closes: its socket, each child's pidfd and
     reply socket."""
@@ -377,7 +406,7 @@ class _Spare:
     work write (~1,100 page faults a sandbox), are paid while no one waits. It takes the
     request from us on a socket of its own, and is our child as a request's fork is."""
 
-    def __init__(self, launcher_fds: list[int]) -> None:
+    def __init__(self, launcher_fds: list[int], shape: int) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
@@ -387,18 +416,19 @@ class _Spare:
             raise
         if pid == 0:
             ours.close()
-            _wait_as_spare(theirs, launcher_fds)
+            _wait_as_spare(theirs, launcher_fds, shape)
         theirs.close()
         self.pid = pid
         self.sock = ours
+        self.shape = shape
         self._ready = False
         self.gone = False  # it ended before a request (killed)
 
     @staticmethod
-    def fork(launcher_fds: list[int]) -> _Spare | None:
+    def fork(launcher_fds: list[int], shape: int) -> _Spare | None:
         """One, or None if it cannot be forked now (then a request is forked)."""
         try:
-            return _Spare(launcher_fds)
+            return _Spare(launcher_fds, shape)
         except OSError:
             return None
 
@@ -417,6 +447,11 @@ class _Spare:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
+    def drop(self) -> int:
+        """Tell it to end (its socket's EOF; its pid 1 dies with it): its pid, to reap."""
+        self.sock.close()
+        return self.pid
+
     def hand(self, data: bytes, fds: list[int]) -> bool:
         """Pass it the request as we got it; False if it has gone (then it is reaped)."""
         try:
@@ -428,8 +463,10 @@ class _Spare:
         return True
 
 
-def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
-    """In the spare: copy our pages now, wait for a request, run it as a supervisor."""
+def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int) -> None:
+    """In the spare: copy our pages now, make what the shape lets us make before the
+    request (its namespaces, pid 1: process.Pid1Ahead), wait for a request, run it as a
+    supervisor."""
     import gc
 
     code = 0
@@ -439,14 +476,17 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
         gc.unfreeze()  # a full collection writes every object's header: the pages are
         gc.collect()  # copied here, not one fault at a time in the sandbox's start
         gc.freeze()
-        try:
+        ahead = None
+        if shape != NO_SHAPE:  # (failing, we end without a word: the launcher forks)
+            from builder.sandbox.process import Pid1Ahead
+
+            ahead = Pid1Ahead(shape)
+        with contextlib.suppress(OSError):  # (the launcher has gone: nothing comes)
             sock.send(b"ready")
-            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
-        except OSError:  # the launcher has gone (ECONNRESET)
-            data, fds = b"", []
+        data, fds = take_request(sock)
         if fds:  # (nothing: the launcher has gone)
             code = 255
-            _supervisor(data, fds, [sock.fileno()])
+            _supervisor(data, fds, [sock.fileno()], ahead)
     except BaseException as err:  # never back into the launcher's loop
         with contextlib.suppress(BaseException):
             os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
@@ -454,18 +494,25 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
         os._exit(code)
 
 
-def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:
-    """In the fork: the caller's fds where it has them, its state, then the supervisor."""
+def _supervisor(
+    data: bytes, fds: list[int], launcher_fds: list[int], ahead: Pid1Ahead | None = None
+) -> None:
+    """In the fork: the caller's fds where it has them, its state, then the supervisor.
+    A pid 1 forked ahead gets the request first: it takes the caller's fds and state
+    while we mount."""
     from builder.sandbox import process
 
     code = 255
     try:
         for fd in launcher_fds:
             os.close(fd)
+        data = data[_SHAPE.size :]
         plan, wanted, context = pickle.loads(data)
-        life = _place(fds, wanted)
+        if ahead is not None:
+            ahead.hand(data, fds, {n for n, _ in wanted})
+        life = place(fds, wanted)
         context.adopt()
-        code = process.supervise_launched(plan, life)
+        code = process.supervise_launched(plan, life, ahead)
     except BaseException as err:  # never back into the launcher's loop
         with contextlib.suppress(BaseException):
             os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
@@ -473,7 +520,16 @@ def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:
         os._exit(code)
 
 
-def _place(fds: list[int], wanted: tuple[tuple[int, bool], ...]) -> int:
+def take_request(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """A request as a spare gets it (nothing, if the other end has gone)."""
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    except OSError:  # (ECONNRESET)
+        return b"", []
+    return data, fds
+
+
+def place(fds: list[int], wanted: tuple[tuple[int, bool], ...]) -> int:
     """Put fds[1:] at the numbers in `wanted` (with their close-on-exec flag); the
     request's socket (fds[0]) goes above them all. Its number."""
     above = max([*fds, *(n for n, _ in wanted)]) + 1

@@ -18,7 +18,7 @@ import pytest
 from builder.errors import SandboxError
 from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, process, run
 from builder.sandbox.handoff import Handoff
-from builder.sandbox.spec import ExecFailed
+from builder.sandbox.spec import ExecFailed, NetworkMode
 from tests.sandbox.records import lazy_records, unresolved_libc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher serves host root")
@@ -212,6 +212,73 @@ def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_while_it_runs(
         run(SandboxSpec(overlay(), ("true",)), started=lambda p: supervisor.append(_ppid(p))) == 0
     )
     assert supervisor == seen[1:]
+
+
+def _ahead(ready: launcher.Launcher) -> tuple[int, int]:
+    """The launcher's spare and the pid 1 it forked ahead, once there."""
+    deadline = time.monotonic() + 10
+    while True:
+        children = _children(ready.pid)
+        if len(children) == 1 and (grandchildren := _children(children[0])):
+            return children[0], grandchildren[0]
+        assert time.monotonic() < deadline, "no spare with a pid 1 forked ahead"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("network", ["none", "host"])
+def test_pid1_is_forked_ahead_by_the_spare(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, network: NetworkMode
+) -> None:
+    """Once a sandbox of a shape ran, the spare makes the next one's namespaces and forks
+    its pid 1 before the request; the sandbox then runs as one forked on request: its
+    namespaces its own (not the caller's nor the launcher's), its user mapped, the
+    caller's umask."""
+    _spare(ready)  # forked before any request: it makes nothing ahead
+    time.sleep(0.5)  # (its copy of its pages: it serves the first request)
+    assert run(SandboxSpec(overlay(), ("true",), network=network)) == 0  # (its shape)
+    spare, pid1 = _ahead(ready)
+    time.sleep(0.5)  # (the spare's and pid 1's copies of their pages)
+    assert Path(f"/proc/{pid1}/ns/pid").stat().st_ino != Path(f"/proc/{spare}/ns/pid").stat().st_ino
+    out_r, out_w = os.pipe()
+    seen: list[int] = []
+    script = (
+        "echo $$ $(cat /proc/self/uid_map | wc -l) $(umask); "
+        "for n in net uts ipc cgroup; do readlink /proc/self/ns/$n; done"
+    )
+    old = os.umask(0o027)
+    try:
+        spec = SandboxSpec(overlay(), ("sh", "-c", script), stdout=out_w, network=network)
+        assert run(spec, started=seen.append) == 0
+    finally:
+        os.umask(old)
+        os.close(out_w)
+    with os.fdopen(out_r) as out:
+        first, *namespaces = out.read().split("\n")
+    assert seen == [pid1]
+    assert first.split() == ["1", "1", "0027"]
+    for kind, inside in zip(("net", "uts", "ipc", "cgroup"), namespaces, strict=False):
+        mine = os.readlink(f"/proc/self/ns/{kind}")
+        theirs = os.readlink(f"/proc/{ready.pid}/ns/{kind}")
+        if kind == "net" and network == "host":
+            assert inside == mine
+        else:
+            assert inside not in (mine, theirs), kind
+
+
+def test_killed_launcher_leaves_no_spare_nor_pid1(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """The spare and the pid 1 it forked ahead end with the launcher: a killed server
+    leaves neither behind."""
+    _spare(ready)
+    time.sleep(0.5)
+    assert run(SandboxSpec(overlay(), ("true",))) == 0
+    spare, pid1 = _ahead(ready)
+    os.kill(ready.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(spare) or _alive(pid1):
+        assert time.monotonic() < deadline, "a spare or its pid 1 outlived the launcher"
+        time.sleep(0.01)
 
 
 def test_launched_keeps_exit_codes_and_exec_failures(
