@@ -371,11 +371,11 @@ def shape(spec: SandboxSpec) -> int:
     """What a launcher's spare may make for this sandbox before its request comes
     (Pid1Ahead): the namespaces that need no plan, and the pid 1 forked into them; -1
     (launcher.NO_SHAPE) where it must wait for the plan: --userns=auto (its idmapping
-    helper precedes the pid namespace), the private network (its helper joins the
-    supervisor's), secrets (written into the shared mount namespace), a fuse root."""
+    helper precedes the pid namespace), secrets (written into the shared mount
+    namespace), a fuse root. (The private network's helper joins the supervisor's
+    namespace, which pid 1 forked ahead shares, as `none`'s.)"""
     if (
         spec.userns == "auto"
-        or spec.network == "private"
         or any(m.kind == "file" for m in spec.mounts)
         or (isinstance(spec.root, OverlayRoot) and spec.root.fuse)
     ):
@@ -616,6 +616,8 @@ def _supervise(
         if spec.network == "private":
             _report(report_w, "N")  # the caller gives the namespace its network meanwhile
         mounts.make_private()
+    elif spec.network == "private":
+        _report(report_w, "N")  # (ours is pid 1's: it was forked into it)
     mounts.private_tmpfs(plan.state)
     _write_state(plan)
     plan = record.replace(plan, spec=mounts.place_files(plan.spec, plan.files))

@@ -225,14 +225,14 @@ def _ahead(ready: launcher.Launcher) -> tuple[int, int]:
         time.sleep(0.01)
 
 
-@pytest.mark.parametrize("network", ["none", "host"])
+@pytest.mark.parametrize("network", ["none", "host", "private"])
 def test_pid1_is_forked_ahead_by_the_spare(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, network: NetworkMode
 ) -> None:
     """Once a sandbox of a shape ran, the spare makes the next one's namespaces and forks
     its pid 1 before the request; the sandbox then runs as one forked on request: its
     namespaces its own (not the caller's nor the launcher's), its user mapped, the
-    caller's umask."""
+    caller's umask, the private network's device made by its helper."""
     _spare(ready)  # forked before any request: it makes nothing ahead
     time.sleep(0.5)  # (its copy of its pages: it serves the first request)
     assert run(SandboxSpec(overlay(), ("true",), network=network)) == 0  # (its shape)
@@ -243,19 +243,21 @@ def test_pid1_is_forked_ahead_by_the_spare(
     seen: list[int] = []
     script = (
         "echo $$ $(cat /proc/self/uid_map | wc -l) $(umask); "
-        "for n in net uts ipc cgroup; do readlink /proc/self/ns/$n; done"
+        "for n in net uts ipc cgroup; do readlink /proc/self/ns/$n; done; "
+        "ip -o -4 addr | grep -c 10.0.2.100/24"
     )
     old = os.umask(0o027)
     try:
         spec = SandboxSpec(overlay(), ("sh", "-c", script), stdout=out_w, network=network)
-        assert run(spec, started=seen.append) == 0
+        assert run(spec, started=seen.append) == (0 if network == "private" else 1)
     finally:
         os.umask(old)
         os.close(out_w)
     with os.fdopen(out_r) as out:
-        first, *namespaces = out.read().split("\n")
+        first, *namespaces, addresses, _ = out.read().split("\n")
     assert seen == [pid1]
     assert first.split() == ["1", "1", "0027"]
+    assert addresses == ("1" if network == "private" else "0")  # slirp4netns gave pid 1 its address
     for kind, inside in zip(("net", "uts", "ipc", "cgroup"), namespaces, strict=False):
         mine = os.readlink(f"/proc/self/ns/{kind}")
         theirs = os.readlink(f"/proc/{ready.pid}/ns/{kind}")
