@@ -175,26 +175,23 @@ def run(
     `started` is called with pid 1's host pid (what `builder stop` signals) once the
     command was executed; the signals in `forward` that we get are passed on to it.
     `handoff`: cleanup the supervisor does once the status is known (handoff.py).
-    `ahead`: another sandbox follows soon (a build's next RUN step): once this one's
-    command runs, the launcher forks a supervisor for it (launcher.py)."""
+    `ahead`: another sandbox follows soon (a build's next RUN step): as this one ends,
+    the launcher forks a supervisor for it (launcher.py)."""
     spec.validate()
-    if ahead:
-        started = _asking_ahead(started, shape(spec))
-    return _execute(spec, None, (), started, tuple(forward), handoff)
+    try:
+        return _execute(spec, None, (), started, tuple(forward), handoff)
+    finally:
+        if ahead:
+            _ask_ahead(shape(spec))
 
 
-def _asking_ahead(started: Callable[[int], None] | None, like: int) -> Callable[[int], None]:
-    def both(pid: int) -> None:
-        if "builder.sandbox.launcher" in sys.modules:  # (none begun: nothing to ask)
-            from builder.sandbox import launcher
+def _ask_ahead(like: int) -> None:
+    if "builder.sandbox.launcher" in sys.modules:  # (none begun: nothing to ask)
+        from builder.sandbox import launcher
 
-            found = launcher.current()
-            if found is not None:
-                found.ahead(like)
-        if started is not None:
-            started(pid)
-
-    return both
+        found = launcher.current()
+        if found is not None:
+            found.ahead(like)
 
 
 def call(spec: SandboxSpec, fn: Callable[[], int], keep_fds: Sequence[int] = ()) -> int:

@@ -180,38 +180,44 @@ def test_a_request_is_run_by_the_spare_forked_ahead(
         time.sleep(0.01)
 
 
-def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_while_it_runs(
+def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_as_it_ends(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
 ) -> None:
-    """A build's RUN step (`ahead`): once its command runs, the launcher forks the next
-    step's supervisor (a build leaves it no idle time to fork one), which runs the next
-    request."""
-    first = _spare(ready)
-    time.sleep(0.5)  # ready: it runs the first sandbox
+    """A build's RUN step (`ahead`): as it ends, the launcher forks the next step's
+    supervisor, which runs the next request; not only once idle (a build leaves it no
+    idle time: here another sandbox runs meanwhile, and keeps it from being idle)."""
+    _spare(ready)
+    time.sleep(0.5)  # (its copy of its pages: it runs the sandbox that holds the launcher)
     stdin_r, stdin_w = os.pipe()
-    seen: list[int] = []
+    busy: list[int] = []
 
-    def started(pid1: int) -> None:  # (pid 1 waits for stdin's EOF meanwhile)
-        seen.append(_ppid(pid1))
+    def hold() -> None:
+        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
+        run(spec, started=lambda pid1: busy.append(_ppid(pid1)))
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    try:
         deadline = time.monotonic() + 10
-        while not (others := set(_children(ready.pid)) - {seen[0]}):
+        while not busy:
+            assert time.monotonic() < deadline, "the holding sandbox did not start"
+            time.sleep(0.01)
+        time.sleep(0.2)  # (no spare: a sandbox runs)
+        assert _children(ready.pid) == busy
+        assert run(SandboxSpec(overlay(), ("true",)), ahead=True) == 0
+        deadline = time.monotonic() + 10
+        while len(others := set(_children(ready.pid)) - set(busy)) != 1:
             assert time.monotonic() < deadline, "no supervisor forked ahead"
             time.sleep(0.01)
-        seen.extend(others)
-        os.close(stdin_w)
-
-    try:
-        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
-        assert run(spec, started=started, ahead=True) == 1
+        time.sleep(0.5)  # (its copy of its pages: a request that comes sooner is forked)
+        supervisor: list[int] = []
+        spec = SandboxSpec(overlay(), ("true",))
+        assert run(spec, started=lambda pid1: supervisor.append(_ppid(pid1))) == 0
+        assert supervisor == list(others)
     finally:
+        os.close(stdin_w)
+        holding.join()
         os.close(stdin_r)
-    assert seen[0] == first and len(seen) == 2
-    time.sleep(0.5)  # (its copy of its pages: a request that comes sooner is forked)
-    supervisor: list[int] = []
-    assert (
-        run(SandboxSpec(overlay(), ("true",)), started=lambda p: supervisor.append(_ppid(p))) == 0
-    )
-    assert supervisor == seen[1:]
 
 
 def _ahead(ready: launcher.Launcher) -> tuple[int, int]:
