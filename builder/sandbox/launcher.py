@@ -481,7 +481,7 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int) -> 
         if shape != NO_SHAPE:  # (failing, we end without a word: the launcher forks)
             from builder.sandbox.process import Pid1Ahead
 
-            ahead = Pid1Ahead(shape)
+            ahead = Pid1Ahead(shape, sock.fileno())
         with contextlib.suppress(OSError):  # (the launcher has gone: nothing comes)
             sock.send(b"ready")
         data, fds = take_request(sock)

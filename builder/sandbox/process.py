@@ -392,7 +392,8 @@ class Pid1Ahead:
     ahead, the cgroup namespace, after it joined the caller's cgroups). It dies with us
     (PR_SET_PDEATHSIG, or its socket's EOF)."""
 
-    def __init__(self, like: int) -> None:
+    def __init__(self, like: int, spares: int) -> None:
+        """`spares`: the spare's socket to the launcher, which pid 1 must not hold."""
         import socket
 
         unshare(like & ~_NESTED)
@@ -403,6 +404,7 @@ class Pid1Ahead:
         self.pid = os.fork()
         if self.pid == 0:
             self.sock.close()
+            os.close(spares)
             _wait_as_pid1(theirs, self.maps)
         theirs.close()
 

@@ -204,9 +204,11 @@ def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_as_it_ends(
             time.sleep(0.01)
         time.sleep(0.2)  # (no spare: a sandbox runs)
         assert _children(ready.pid) == busy
-        assert run(SandboxSpec(overlay(), ("true",)), ahead=True) == 0
+        ran: list[int] = []
+        spec = SandboxSpec(overlay(), ("true",))
+        assert run(spec, started=lambda pid1: ran.append(_ppid(pid1)), ahead=True) == 0
         deadline = time.monotonic() + 10
-        while len(others := set(_children(ready.pid)) - set(busy)) != 1:
+        while len(others := set(_children(ready.pid)) - {*busy, *ran}) != 1:
             assert time.monotonic() < deadline, "no supervisor forked ahead"
             time.sleep(0.01)
         time.sleep(0.5)  # (its copy of its pages: a request that comes sooner is forked)
@@ -286,6 +288,48 @@ def test_killed_launcher_leaves_no_spare_nor_pid1(
     deadline = time.monotonic() + 10
     while _alive(spare) or _alive(pid1):
         assert time.monotonic() < deadline, "a spare or its pid 1 outlived the launcher"
+        time.sleep(0.01)
+
+
+def test_killed_caller_leaves_no_launcher_spare_nor_pid1(
+    overlay: Callable[..., OverlayRoot],
+) -> None:
+    """A killed server (here a fork of ours with a launcher of its own, killed once its
+    launcher keeps a spare with a pid 1 forked ahead): its launcher ends, and the spare
+    and pid 1 with it."""
+    report_r, report_w = os.pipe()
+    root, again = overlay(), overlay()
+    server = os.fork()
+    if server == 0:  # pragma: no cover - the child
+        try:
+            launcher._CURRENT = None
+            launcher.begin()
+            while launcher.current() is None:
+                time.sleep(0.01)
+            assert run(SandboxSpec(root, ("true",)), ahead=True) == 0
+            assert run(SandboxSpec(again, ("true",)), ahead=True) == 0  # (one of its shape)
+            found = launcher.current()
+            assert found is not None
+            os.write(report_w, str(found.pid).encode())
+            time.sleep(3600)
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    try:
+        pid = int(os.read(report_r, 32) or 0)
+        assert pid > 0
+        deadline = time.monotonic() + 10
+        while not (len(spares := _children(pid)) == 1 and _children(spares[0])):
+            assert time.monotonic() < deadline, "no spare with a pid 1 forked ahead"
+            time.sleep(0.01)
+        made = [pid, *spares, *_children(spares[0])]
+    finally:
+        os.kill(server, signal.SIGKILL)
+        os.waitpid(server, 0)
+        os.close(report_r)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in made):
+        assert time.monotonic() < deadline, "the launcher, its spare or pid 1 outlived it"
         time.sleep(0.01)
 
 
