@@ -338,7 +338,7 @@ def serve() -> None:
         ready, _, _ = select.select([sock.fileno(), *children], [], [], idle)
         if not ready:
             if not children:
-                spare = _Spare.fork([sock.fileno()], shape)
+                spare = _Spare.fork([sock.fileno()], shape, idle=True)
             continue
         for pidfd in ready:
             if pidfd in children:
@@ -363,7 +363,7 @@ def serve() -> None:
                     dropped.append(spare.drop())
                     spare = None
                 if spare is None:
-                    spare = _Spare.fork(_ours(sock, children), shape)
+                    spare = _Spare.fork(_ours(sock, children), shape, idle=False)
             continue
         shape = _SHAPE.unpack_from(data)[0]
         if spare is not None and spare.shape not in (shape, NO_SHAPE):
@@ -407,7 +407,7 @@ class _Spare:
     work write (~1,100 page faults a sandbox), are paid while no one waits. It takes the
     request from us on a socket of its own, and is our child as a request's fork is."""
 
-    def __init__(self, launcher_fds: list[int], shape: int) -> None:
+    def __init__(self, launcher_fds: list[int], shape: int, idle: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
@@ -417,7 +417,7 @@ class _Spare:
             raise
         if pid == 0:
             ours.close()
-            _wait_as_spare(theirs, launcher_fds, shape)
+            _wait_as_spare(theirs, launcher_fds, shape, idle)
         theirs.close()
         self.pid = pid
         self.sock = ours
@@ -426,10 +426,10 @@ class _Spare:
         self.gone = False  # it ended before a request (killed)
 
     @staticmethod
-    def fork(launcher_fds: list[int], shape: int) -> _Spare | None:
+    def fork(launcher_fds: list[int], shape: int, *, idle: bool) -> _Spare | None:
         """One, or None if it cannot be forked now (then a request is forked)."""
         try:
-            return _Spare(launcher_fds, shape)
+            return _Spare(launcher_fds, shape, idle)
         except OSError:
             return None
 
@@ -464,24 +464,26 @@ class _Spare:
         return True
 
 
-def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int) -> None:
-    """In the spare: copy our pages now, make what the shape lets us make before the
-    request (its namespaces, pid 1: process.Pid1Ahead), wait for a request, run it as a
-    supervisor."""
-    import gc
-
+def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int, idle: bool) -> None:
+    """In the spare: copy our pages now (`idle`), make what the shape lets us make before
+    the request (its namespaces, pid 1: process.Pid1Ahead), wait for a request, run it
+    as a supervisor."""
     code = 0
     try:
         for fd in launcher_fds:
             os.close(fd)
-        gc.unfreeze()  # a full collection writes every object's header: the pages are
-        gc.collect()  # copied here, not one fault at a time in the sandbox's start
-        gc.freeze()
+        if idle:
+            # A full collection writes every object's header: the pages are copied here,
+            # not one fault at a time in the sandbox's start. Not for a build's spare,
+            # asked for ahead: its ~4 ms of CPU (twice, with pid 1's) competed with the
+            # engine's work between the steps on this 2-core machine, and a build whose
+            # RUN steps had it took longer than one whose steps forked on request.
+            copy_pages()
         ahead = None
         if shape != NO_SHAPE:  # (failing, we end without a word: the launcher forks)
             from builder.sandbox.process import Pid1Ahead
 
-            ahead = Pid1Ahead(shape, sock.fileno())
+            ahead = Pid1Ahead(shape, sock.fileno(), idle)
         with contextlib.suppress(OSError):  # (the launcher has gone: nothing comes)
             sock.send(b"ready")
         data, fds = take_request(sock)
@@ -493,6 +495,15 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int) -> 
             os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
     finally:
         os._exit(code)
+
+
+def copy_pages() -> None:
+    """Copy now the pages a fork of ours would copy one fault at a time as it works."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _supervisor(

@@ -392,8 +392,9 @@ class Pid1Ahead:
     ahead, the cgroup namespace, after it joined the caller's cgroups). It dies with us
     (PR_SET_PDEATHSIG, or its socket's EOF)."""
 
-    def __init__(self, like: int, spares: int) -> None:
-        """`spares`: the spare's socket to the launcher, which pid 1 must not hold."""
+    def __init__(self, like: int, spares: int, copy: bool) -> None:
+        """`spares`: the spare's socket to the launcher, which pid 1 must not hold;
+        `copy`: pid 1 copies its pages ahead (launcher.copy_pages)."""
         import socket
 
         unshare(like & ~_NESTED)
@@ -405,7 +406,7 @@ class Pid1Ahead:
         if self.pid == 0:
             self.sock.close()
             os.close(spares)
-            _wait_as_pid1(theirs, self.maps)
+            _wait_as_pid1(theirs, self.maps, copy)
         theirs.close()
 
     def hand(self, data: bytes, fds: list[int], wanted: set[int]) -> None:
@@ -448,19 +449,17 @@ def _moved_off(
     return sock, maps
 
 
-def _wait_as_pid1(sock: socket.socket, maps: Handshake | None) -> None:
-    """Pid 1 forked ahead: copy our pages, take the request's fds and the caller's state,
-    then wait for the supervisor's word; never returns."""
-    import gc
+def _wait_as_pid1(sock: socket.socket, maps: Handshake | None, copy: bool) -> None:
+    """Pid 1 forked ahead: copy our pages (`copy`), take the request's fds and the
+    caller's state, then wait for the supervisor's word; never returns."""
     import pickle
 
     from builder.sandbox import launcher
 
     try:
         set_pdeathsig(signal.SIGKILL)
-        gc.unfreeze()  # (see launcher._wait_as_spare)
-        gc.collect()
-        gc.freeze()
+        if copy:
+            launcher.copy_pages()
         data, fds = launcher.take_request(sock)
         if not fds:  # the spare ended unused
             os._exit(0)
