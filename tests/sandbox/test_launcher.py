@@ -275,6 +275,37 @@ def test_pid1_is_forked_ahead_by_the_spare(
             assert inside not in (mine, theirs), kind
 
 
+def test_a_spare_of_another_shape_is_dropped(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """A request whose namespaces differ from those a spare made ahead (the host's network
+    after `none`'s) is forked as before, in the namespaces it asks for; the spare and its
+    pid 1 end, and the next spare is of the new shape."""
+    _spare(ready)
+    time.sleep(0.5)
+    assert run(SandboxSpec(overlay(), ("true",))) == 0  # `none`: its own net namespace
+    spare, pid1 = _ahead(ready)
+    time.sleep(0.5)
+    out_r, out_w = os.pipe()
+    seen: list[int] = []
+    try:
+        spec = SandboxSpec(
+            overlay(), ("readlink", "/proc/self/ns/net"), stdout=out_w, network="host"
+        )
+        assert run(spec, started=lambda p: seen.append(_ppid(p))) == 0
+    finally:
+        os.close(out_w)
+    with os.fdopen(out_r) as out:
+        assert out.read().strip() == os.readlink("/proc/self/ns/net")
+    assert seen != [spare]
+    deadline = time.monotonic() + 10
+    while _alive(spare) or _alive(pid1):
+        assert time.monotonic() < deadline, "the dropped spare or its pid 1 lives on"
+        time.sleep(0.01)
+    host_spare, _ = _ahead(ready)  # (the host's network: no net namespace of its own)
+    assert os.readlink(f"/proc/{host_spare}/ns/net") == os.readlink("/proc/self/ns/net")
+
+
 def test_killed_launcher_leaves_no_spare_nor_pid1(
     overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
 ) -> None:
