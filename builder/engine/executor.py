@@ -268,7 +268,7 @@ class SandboxExecutor:
         from builder.sandbox.slirp import reaping_into
 
         with reaping_into(self._reapers), self._watching() as started:
-            return sandbox.run(spec, started=started)
+            return sandbox.run(spec, started=started, ahead=True)
 
     @contextlib.contextmanager
     def _watching(self) -> Iterator[Callable[[int], None]]:

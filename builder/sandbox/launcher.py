@@ -25,8 +25,14 @@ What the caller keeps, as with a fork of its own:
 Once idle (no sandbox running, no request for 20 ms) the launcher forks one supervisor ahead
 (a spare, as the warm server keeps a spare child), which copies its pages and says so: the
 next request then costs no fork and ~900 fewer page faults before the supervisor's first
-unshare. A request that comes sooner (a build's next step) is forked as before: it never
-waits for a spare, whose start-up would have competed with the build's own work.
+unshare. A request that comes sooner is forked as before: it never waits for a spare. A
+build's steps leave the launcher no such idle time (it reaps a step's supervisor as the
+engine prepares the next request, ~13 ms later), so a caller that expects another sandbox
+soon asks for the spare as its sandbox ends (`Launcher.ahead`, sandbox.run's `ahead`): its
+start-up then overlaps the engine's work between the steps, on the other core. (Asked for
+once the command ran, it started sooner but competed with the command and the sandbox's
+end: a step's start was 3.7 ms shorter but its whole run 0.7 ms longer, measured.) `run`'s
+start is never asked ahead: its caller waits for nothing but its own sandbox.
 
 Anything that cannot be pickled (a `call`'s function, the COPY writers) or a launcher that
 is not ready yet: the caller forks, as before (process.py). Not when rootless either: the
@@ -43,18 +49,27 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from builder.sandbox.handoff import Handoff
+
+if TYPE_CHECKING:
+    from builder.sandbox.process import Pid1Ahead
 
 # A plan's pickle with its secrets' bytes, at most; bigger ones are forked as before.
 _MAX_MESSAGE = 1 << 20
 _MAX_FDS = 32
 _STATUS = struct.Struct("=q")
+# A request's first bytes: its sandbox's shape (process.shape: the namespaces a spare may
+# make and the pid 1 it may fork before the request), or NO_SHAPE.
+_SHAPE = struct.Struct("=q")
+NO_SHAPE = -1
 _PROTOCOL = pickle.HIGHEST_PROTOCOL
 _FD_LIMIT = 0x7FFFFFFF
 # Seconds without a request or a sandbox running before the launcher forks its spare.
 _SPARE_AFTER = 0.02
+# A message with no fds: a caller expects to send a request soon (a build's next RUN step).
+_AHEAD = b"ahead"
 
 
 class Launcher:
@@ -112,11 +127,14 @@ class Launcher:
         """What a process that forks and closes its fds keeps to go on using the launcher."""
         return self.sock.fileno(), self.ready_r
 
-    def launch(self, plan: object, fds: dict[int, bool], context: Context) -> Launched | None:
+    def launch(
+        self, plan: object, fds: dict[int, bool], context: Context, shape: int = NO_SHAPE
+    ) -> Launched | None:
         """Fork a supervisor running `plan`, with `fds` (number: close-on-exec) where they
-        are; None if the plan cannot go (the caller then forks it itself)."""
+        are; None if the plan cannot go (the caller then forks it itself). `shape`: what a
+        spare may have made for it ahead (process.shape)."""
         try:
-            data = pickle.dumps((plan, tuple(fds.items()), context), _PROTOCOL)
+            data = _SHAPE.pack(shape) + pickle.dumps((plan, tuple(fds.items()), context), _PROTOCOL)
         except (pickle.PicklingError, TypeError, AttributeError):
             return None
         if len(data) > _MAX_MESSAGE or len(fds) + 1 > _MAX_FDS:
@@ -134,6 +152,13 @@ class Launcher:
             mine.close()
             return None
         return Launched(_STATUS.unpack(said)[0], mine)
+
+    def ahead(self, shape: int = NO_SHAPE) -> None:
+        """Have a supervisor forked now for a request we expect soon: a build's next RUN
+        step, asked for as this step's sandbox ends (its start-up then overlaps the
+        engine's work between the steps, which leave the launcher no 20 ms of idle)."""
+        with contextlib.suppress(OSError):
+            self.sock.send(_AHEAD + _SHAPE.pack(shape))
 
 
 class Context:
@@ -303,15 +328,17 @@ def serve() -> None:
     os.close(ready_w)
     children: dict[int, tuple[int, int]] = {}  # pidfd -> pid, the request's socket
     spare: _Spare | None = None
+    shape = NO_SHAPE  # the last request's: the idle spare's
+    dropped: list[int] = []  # spares of another shape, told to end: reaped when they have
     while True:
+        dropped = [pid for pid in dropped if not _reaped(pid)]
         # The spare is forked once we have been idle a while: not while a sandbox runs nor
         # between a build's steps, where its start-up would take CPU from their work.
         idle = _SPARE_AFTER if spare is None else None
         ready, _, _ = select.select([sock.fileno(), *children], [], [], idle)
         if not ready:
             if not children:
-                with contextlib.suppress(OSError):  # (then a request is forked, below)
-                    spare = _Spare([sock.fileno()])
+                spare = _Spare.fork([sock.fileno()], shape, idle=True)
             continue
         for pidfd in ready:
             if pidfd in children:
@@ -330,7 +357,18 @@ def serve() -> None:
         if not data and not fds:
             return  # every caller has gone (a spare ends when its socket closes with us)
         if not fds:
+            if data[: len(_AHEAD)] == _AHEAD:  # asked for while a sandbox runs
+                shape = _SHAPE.unpack_from(data, len(_AHEAD))[0]
+                if spare is not None and spare.shape not in (shape, NO_SHAPE):
+                    dropped.append(spare.drop())
+                    spare = None
+                if spare is None:
+                    spare = _Spare.fork(_ours(sock, children), shape, idle=False)
             continue
+        shape = _SHAPE.unpack_from(data)[0]
+        if spare is not None and spare.shape not in (shape, NO_SHAPE):
+            dropped.append(spare.drop())  # what it made ahead is not this sandbox's
+            spare = None
         if spare is not None and spare.ready() and spare.hand(data, fds):
             pid, spare = spare.pid, None
         else:  # none, or one still copying its pages: kept for the next request
@@ -339,7 +377,7 @@ def serve() -> None:
                 spare = None
             pid = os.fork()
             if pid == 0:
-                launcher_fds = [sock.fileno(), *children, *(r for _, r in children.values())]
+                launcher_fds = _ours(sock, children)
                 if spare is not None:
                     launcher_fds.append(spare.sock.fileno())
                 _supervisor(data, fds, launcher_fds)
@@ -350,13 +388,26 @@ def serve() -> None:
         children[os.pidfd_open(pid)] = (pid, fds[0])
 
 
+def _reaped(pid: int) -> bool:
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True
+
+
+def _ours(sock: socket.socket, children: dict[int, tuple[int, int]]) -> list[int]:
+    """The launcher's fds that a fork of it closes: its socket, each child's pidfd and
+    reply socket."""
+    return [sock.fileno(), *children, *(reply for _, reply in children.values())]
+
+
 class _Spare:
     """A supervisor forked ahead of the next request, as the warm server forks its spare
     child: the fork, and the copy of the pages that its collections and a supervisor's
     work write (~1,100 page faults a sandbox), are paid while no one waits. It takes the
     request from us on a socket of its own, and is our child as a request's fork is."""
 
-    def __init__(self, launcher_fds: list[int]) -> None:
+    def __init__(self, launcher_fds: list[int], shape: int, idle: bool) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             pid = os.fork()
@@ -366,12 +417,21 @@ class _Spare:
             raise
         if pid == 0:
             ours.close()
-            _wait_as_spare(theirs, launcher_fds)
+            _wait_as_spare(theirs, launcher_fds, shape, idle)
         theirs.close()
         self.pid = pid
         self.sock = ours
+        self.shape = shape
         self._ready = False
         self.gone = False  # it ended before a request (killed)
+
+    @staticmethod
+    def fork(launcher_fds: list[int], shape: int, *, idle: bool) -> _Spare | None:
+        """One, or None if it cannot be forked now (then a request is forked)."""
+        try:
+            return _Spare(launcher_fds, shape, idle)
+        except OSError:
+            return None
 
     def ready(self) -> bool:
         """Whether it has copied its pages (said so): a request never waits for that."""
@@ -388,6 +448,11 @@ class _Spare:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
 
+    def drop(self) -> int:
+        """Tell it to end (its socket's EOF; its pid 1 dies with it): its pid, to reap."""
+        self.sock.close()
+        return self.pid
+
     def hand(self, data: bytes, fds: list[int]) -> bool:
         """Pass it the request as we got it; False if it has gone (then it is reaped)."""
         try:
@@ -399,25 +464,32 @@ class _Spare:
         return True
 
 
-def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
-    """In the spare: copy our pages now, wait for a request, run it as a supervisor."""
-    import gc
-
+def _wait_as_spare(sock: socket.socket, launcher_fds: list[int], shape: int, idle: bool) -> None:
+    """In the spare: copy our pages now (`idle`), make what the shape lets us make before
+    the request (its namespaces, pid 1: process.Pid1Ahead), wait for a request, run it
+    as a supervisor."""
     code = 0
     try:
         for fd in launcher_fds:
             os.close(fd)
-        gc.unfreeze()  # a full collection writes every object's header: the pages are
-        gc.collect()  # copied here, not one fault at a time in the sandbox's start
-        gc.freeze()
-        try:
+        if idle:
+            # A full collection writes every object's header: the pages are copied here,
+            # not one fault at a time in the sandbox's start. Not for a build's spare,
+            # asked for ahead: its ~4 ms of CPU (twice, with pid 1's) competed with the
+            # engine's work between the steps on this 2-core machine, and a build whose
+            # RUN steps had it took longer than one whose steps forked on request.
+            copy_pages()
+        ahead = None
+        if shape != NO_SHAPE:  # (failing, we end without a word: the launcher forks)
+            from builder.sandbox.process import Pid1Ahead
+
+            ahead = Pid1Ahead(shape, sock.fileno(), idle)
+        with contextlib.suppress(OSError):  # (the launcher has gone: nothing comes)
             sock.send(b"ready")
-            data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
-        except OSError:  # the launcher has gone (ECONNRESET)
-            data, fds = b"", []
+        data, fds = take_request(sock)
         if fds:  # (nothing: the launcher has gone)
             code = 255
-            _supervisor(data, fds, [sock.fileno()])
+            _supervisor(data, fds, [sock.fileno()], ahead)
     except BaseException as err:  # never back into the launcher's loop
         with contextlib.suppress(BaseException):
             os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
@@ -425,18 +497,34 @@ def _wait_as_spare(sock: socket.socket, launcher_fds: list[int]) -> None:
         os._exit(code)
 
 
-def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:
-    """In the fork: the caller's fds where it has them, its state, then the supervisor."""
+def copy_pages() -> None:
+    """Copy now the pages a fork of ours would copy one fault at a time as it works."""
+    import gc
+
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+
+
+def _supervisor(
+    data: bytes, fds: list[int], launcher_fds: list[int], ahead: Pid1Ahead | None = None
+) -> None:
+    """In the fork: the caller's fds where it has them, its state, then the supervisor.
+    A pid 1 forked ahead gets the request first: it takes the caller's fds and state
+    while we mount."""
     from builder.sandbox import process
 
     code = 255
     try:
         for fd in launcher_fds:
             os.close(fd)
+        data = data[_SHAPE.size :]
         plan, wanted, context = pickle.loads(data)
-        life = _place(fds, wanted)
+        if ahead is not None:
+            ahead.hand(data, fds, {n for n, _ in wanted})
+        life = place(fds, wanted)
         context.adopt()
-        code = process.supervise_launched(plan, life)
+        code = process.supervise_launched(plan, life, ahead)
     except BaseException as err:  # never back into the launcher's loop
         with contextlib.suppress(BaseException):
             os.write(2, f"builder: sandbox launcher: {err}\n".encode(errors="replace"))
@@ -444,7 +532,16 @@ def _supervisor(data: bytes, fds: list[int], launcher_fds: list[int]) -> None:
         os._exit(code)
 
 
-def _place(fds: list[int], wanted: tuple[tuple[int, bool], ...]) -> int:
+def take_request(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """A request as a spare gets it (nothing, if the other end has gone)."""
+    try:
+        data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, _MAX_FDS, socket.MSG_CMSG_CLOEXEC)
+    except OSError:  # (ECONNRESET)
+        return b"", []
+    return data, fds
+
+
+def place(fds: list[int], wanted: tuple[tuple[int, bool], ...]) -> int:
     """Put fds[1:] at the numbers in `wanted` (with their close-on-exec flag); the
     request's socket (fds[0]) goes above them all. Its number."""
     above = max([*fds, *(n for n, _ in wanted)]) + 1

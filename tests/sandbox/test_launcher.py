@@ -18,7 +18,7 @@ import pytest
 from builder.errors import SandboxError
 from builder.sandbox import DEVNULL, OverlayRoot, SandboxSpec, call, launcher, process, run
 from builder.sandbox.handoff import Handoff
-from builder.sandbox.spec import ExecFailed
+from builder.sandbox.spec import ExecFailed, NetworkMode
 from tests.sandbox.records import lazy_records, unresolved_libc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the launcher serves host root")
@@ -177,6 +177,190 @@ def test_a_request_is_run_by_the_spare_forked_ahead(
     deadline = time.monotonic() + 10
     while _children(ready.pid) in ([], [spare]):
         assert time.monotonic() < deadline, "no next spare"
+        time.sleep(0.01)
+
+
+def test_a_sandbox_run_ahead_has_the_next_supervisor_forked_as_it_ends(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """A build's RUN step (`ahead`): as it ends, the launcher forks the next step's
+    supervisor, which runs the next request; not only once idle (a build leaves it no
+    idle time: here another sandbox runs meanwhile, and keeps it from being idle)."""
+    _spare(ready)
+    time.sleep(0.5)  # (its copy of its pages: it runs the sandbox that holds the launcher)
+    stdin_r, stdin_w = os.pipe()
+    busy: list[int] = []
+
+    def hold() -> None:
+        spec = SandboxSpec(overlay(), ("sh", "-c", "read x"), stdin=stdin_r)
+        run(spec, started=lambda pid1: busy.append(_ppid(pid1)))
+
+    holding = threading.Thread(target=hold)
+    holding.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not busy:
+            assert time.monotonic() < deadline, "the holding sandbox did not start"
+            time.sleep(0.01)
+        time.sleep(0.2)  # (no spare: a sandbox runs)
+        assert _children(ready.pid) == busy
+        ran: list[int] = []
+        spec = SandboxSpec(overlay(), ("true",))
+        assert run(spec, started=lambda pid1: ran.append(_ppid(pid1)), ahead=True) == 0
+        deadline = time.monotonic() + 10
+        while len(others := set(_children(ready.pid)) - {*busy, *ran}) != 1:
+            assert time.monotonic() < deadline, "no supervisor forked ahead"
+            time.sleep(0.01)
+        time.sleep(0.5)  # (its copy of its pages: a request that comes sooner is forked)
+        supervisor: list[int] = []
+        spec = SandboxSpec(overlay(), ("true",))
+        assert run(spec, started=lambda pid1: supervisor.append(_ppid(pid1))) == 0
+        assert supervisor == list(others)
+    finally:
+        os.close(stdin_w)
+        holding.join()
+        os.close(stdin_r)
+
+
+def _ahead(ready: launcher.Launcher) -> tuple[int, int]:
+    """The launcher's spare and the pid 1 it forked ahead, once there."""
+    deadline = time.monotonic() + 10
+    while True:
+        children = _children(ready.pid)
+        if len(children) == 1 and (grandchildren := _children(children[0])):
+            return children[0], grandchildren[0]
+        assert time.monotonic() < deadline, "no spare with a pid 1 forked ahead"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("network", ["none", "host", "private"])
+def test_pid1_is_forked_ahead_by_the_spare(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, network: NetworkMode
+) -> None:
+    """Once a sandbox of a shape ran, the spare makes the next one's namespaces and forks
+    its pid 1 before the request; the sandbox then runs as one forked on request: its
+    namespaces its own (not the caller's nor the launcher's), its user mapped, the
+    caller's umask, the private network's device made by its helper."""
+    _spare(ready)  # forked before any request: it makes nothing ahead
+    time.sleep(0.5)  # (its copy of its pages: it serves the first request)
+    assert run(SandboxSpec(overlay(), ("true",), network=network)) == 0  # (its shape)
+    spare, pid1 = _ahead(ready)
+    time.sleep(0.5)  # (the spare's and pid 1's copies of their pages)
+    assert Path(f"/proc/{pid1}/ns/pid").stat().st_ino != Path(f"/proc/{spare}/ns/pid").stat().st_ino
+    out_r, out_w = os.pipe()
+    seen: list[int] = []
+    script = (
+        "echo $$ $(cat /proc/self/uid_map | wc -l) $(umask); "
+        "for n in net uts ipc cgroup; do readlink /proc/self/ns/$n; done; "
+        "ip -o -4 addr | grep -c 10.0.2.100/24"
+    )
+    old = os.umask(0o027)
+    try:
+        spec = SandboxSpec(overlay(), ("sh", "-c", script), stdout=out_w, network=network)
+        assert run(spec, started=seen.append) == (0 if network == "private" else 1)
+    finally:
+        os.umask(old)
+        os.close(out_w)
+    with os.fdopen(out_r) as out:
+        first, *namespaces, addresses, _ = out.read().split("\n")
+    assert seen == [pid1]
+    assert first.split() == ["1", "1", "0027"]
+    assert addresses == ("1" if network == "private" else "0")  # slirp4netns gave pid 1 its address
+    for kind, inside in zip(("net", "uts", "ipc", "cgroup"), namespaces, strict=False):
+        mine = os.readlink(f"/proc/self/ns/{kind}")
+        theirs = os.readlink(f"/proc/{ready.pid}/ns/{kind}")
+        if kind == "net" and network == "host":
+            assert inside == mine
+        else:
+            assert inside not in (mine, theirs), kind
+
+
+def test_a_spare_of_another_shape_is_dropped(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """A request whose namespaces differ from those a spare made ahead (the host's network
+    after `none`'s) is forked as before, in the namespaces it asks for; the spare and its
+    pid 1 end, and the next spare is of the new shape."""
+    _spare(ready)
+    time.sleep(0.5)
+    assert run(SandboxSpec(overlay(), ("true",))) == 0  # `none`: its own net namespace
+    spare, pid1 = _ahead(ready)
+    time.sleep(0.5)
+    out_r, out_w = os.pipe()
+    seen: list[int] = []
+    try:
+        spec = SandboxSpec(
+            overlay(), ("readlink", "/proc/self/ns/net"), stdout=out_w, network="host"
+        )
+        assert run(spec, started=lambda p: seen.append(_ppid(p))) == 0
+    finally:
+        os.close(out_w)
+    with os.fdopen(out_r) as out:
+        assert out.read().strip() == os.readlink("/proc/self/ns/net")
+    assert seen != [spare]
+    deadline = time.monotonic() + 10
+    while _alive(spare) or _alive(pid1):
+        assert time.monotonic() < deadline, "the dropped spare or its pid 1 lives on"
+        time.sleep(0.01)
+    host_spare, _ = _ahead(ready)  # (the host's network: no net namespace of its own)
+    assert os.readlink(f"/proc/{host_spare}/ns/net") == os.readlink("/proc/self/ns/net")
+
+
+def test_killed_launcher_leaves_no_spare_nor_pid1(
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+) -> None:
+    """The spare and the pid 1 it forked ahead end with the launcher: a killed server
+    leaves neither behind."""
+    _spare(ready)
+    time.sleep(0.5)
+    assert run(SandboxSpec(overlay(), ("true",))) == 0
+    spare, pid1 = _ahead(ready)
+    os.kill(ready.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive(spare) or _alive(pid1):
+        assert time.monotonic() < deadline, "a spare or its pid 1 outlived the launcher"
+        time.sleep(0.01)
+
+
+def test_killed_caller_leaves_no_launcher_spare_nor_pid1(
+    overlay: Callable[..., OverlayRoot],
+) -> None:
+    """A killed server (here a fork of ours with a launcher of its own, killed once its
+    launcher keeps a spare with a pid 1 forked ahead): its launcher ends, and the spare
+    and pid 1 with it."""
+    report_r, report_w = os.pipe()
+    root, again = overlay(), overlay()
+    server = os.fork()
+    if server == 0:  # pragma: no cover - the child
+        try:
+            launcher._CURRENT = None
+            launcher.begin()
+            while launcher.current() is None:
+                time.sleep(0.01)
+            assert run(SandboxSpec(root, ("true",)), ahead=True) == 0
+            assert run(SandboxSpec(again, ("true",)), ahead=True) == 0  # (one of its shape)
+            found = launcher.current()
+            assert found is not None
+            os.write(report_w, str(found.pid).encode())
+            time.sleep(3600)
+        finally:
+            os._exit(0)
+    os.close(report_w)
+    try:
+        pid = int(os.read(report_r, 32) or 0)
+        assert pid > 0
+        deadline = time.monotonic() + 10
+        while not (len(spares := _children(pid)) == 1 and _children(spares[0])):
+            assert time.monotonic() < deadline, "no spare with a pid 1 forked ahead"
+            time.sleep(0.01)
+        made = [pid, *spares, *_children(spares[0])]
+    finally:
+        os.kill(server, signal.SIGKILL)
+        os.waitpid(server, 0)
+        os.close(report_r)
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in made):
+        assert time.monotonic() < deadline, "the launcher, its spare or pid 1 outlived it"
         time.sleep(0.01)
 
 
