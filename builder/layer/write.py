@@ -811,11 +811,18 @@ def _copy_file(
 
 
 def _mapped(fd: int, size: int) -> Iterator[memoryview] | None:
-    """The file's `size` bytes as _READ-sized views of IN_ENTRY-sized maps (a chunk never
-    spans a cut: cuts fall every IN_ENTRY bytes of the data, from its start), or None when
-    the file is not `size` bytes long now (read instead: a short file is an error there,
-    where a map of it would be a SIGBUS). The maps are private and writable only so that
-    ctypes can take their address (layer/sha256state); nothing writes to them."""
+    """The file's `size` bytes as one view per IN_ENTRY-sized map (a chunk never spans a
+    cut: cuts fall every IN_ENTRY bytes of the data, from its start), or None when the
+    file is not `size` bytes long now (read instead: a short file is an error there, where
+    a map of it would be a SIGBUS). The maps are private and writable only so that ctypes
+    can take their address (layer/sha256state); nothing writes to them.
+
+    A whole map is one chunk, not a megabyte of it: the pipeline's threads (the diff ID's
+    hash, the frames) take the GIL back after each chunk they hash, and with megabyte
+    chunks big-context's 200 MB made ~400 such hand-offs, each of which could wait out the
+    walk's switch interval (5 ms) while the walk waited on their bounded queues. The
+    chunk's size costs no memory: its pages are the page cache's, held by the map either
+    way until the last view of it is let go."""
     if os.fstat(fd).st_size != size:
         return None
     return _windows(fd, size)
@@ -829,8 +836,7 @@ def _windows(fd: int, size: int) -> Iterator[memoryview]:
         with contextlib.suppress(OSError):  # (an older kernel: the pages fault in instead)
             window.madvise(_MADV_POPULATE_READ)  # mapped in one call, shared, not copied
         view = memoryview(window)
-        for start in range(0, length, _READ):
-            yield view[start : start + _READ]
+        yield view
         del view, window  # unmapped once the last chunk is let go (the queues hold them)
         offset += length
 

@@ -167,24 +167,27 @@ def test_a_linked_file_is_mapped_and_gives_the_bytes_a_read_gives(
     tree: Path, tmp_path: Path, kind: Compression, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A big linked file (a COPY layer's shared inode) is hashed and framed from a map of
-    it, 16 MiB at a time (huge.bin is cut inside): the blob, the diff ID and the frames are
-    those of the same tree written from reads, with and without a lender."""
+    it, 16 MiB at a time, a chunk per map (huge.bin is cut inside): the blob, the diff ID
+    and the frames are those of the same tree written from reads, with and without a
+    lender."""
     plain = tmp_path / "plain"
     shutil.copytree(tree, plain)  # one link each: read
     _link_all(tree, tmp_path / "shadow")
     maps: list[int] = []
+    chunks: list[int] = []
     real = write_module._mapped
 
     def spy(fd: int, size: int) -> object:
         windows = real(fd, size)
         maps.append(size if windows is not None else -1)
-        return windows
+        return None if windows is None else (chunks.append(len(c)) or c for c in windows)
 
     monkeypatch.setattr(write_module, "_mapped", spy)
     read_blob, read = _write(plain, kind)
     assert maps == []
     mapped_blob, mapped = _write(tree, kind)
     assert maps == [17 << 20]  # (the text files are under a MiB: read whole)
+    assert chunks == [16 << 20, 1 << 20]  # a chunk per map, not per MiB (the GIL's hand-offs)
     assert (mapped_blob, mapped.diff_id) == (read_blob, read.diff_id)
     assert _bytes_of(mapped.frames) == _bytes_of(read.frames)  # (sources name other inodes)
     lent_blob, lent = _write(tree, kind, _lender(tmp_path, mapped_blob, mapped.frames))
