@@ -382,7 +382,7 @@ def test_launched_keeps_exit_codes_and_exec_failures(
 
 
 def test_caller_death_kills_a_launched_sandbox(
-    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher
+    overlay: Callable[..., OverlayRoot], ready: launcher.Launcher, tmp_path: Path
 ) -> None:
     """As a fork of the caller dies with it (PR_SET_PDEATHSIG), a launched supervisor kills
     pid 1 when its caller dies: here a fork of ours (as a warm server's call is a fork of
@@ -390,11 +390,14 @@ def test_caller_death_kills_a_launched_sandbox(
     report_r, report_w = os.pipe()
     hold_r, hold_w = os.pipe()  # never written: the command waits for ever
     root = overlay()
+    state = tmp_path / "state"
+    state.mkdir()
     caller = os.fork()
     if caller == 0:  # pragma: no cover - the child
         try:
             run(
-                SandboxSpec(root, ("sh", "-c", "read x"), stdin=hold_r),
+                # A state dir of the test's: the killed caller cannot remove its own.
+                SandboxSpec(root, ("sh", "-c", "read x"), stdin=hold_r, state_dir=state),
                 started=lambda pid: os.write(report_w, str(pid).encode()),
             )
         finally:
