@@ -3,6 +3,7 @@ as it goes, a reader that verifies at EOF."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -56,195 +57,318 @@ class BlobWriter:
     def __init__(self, tmp_path: Path, blobs_dir: Path) -> None:
         self._tmp = tmp_path
         self._blobs = blobs_dir
-        self._file: BinaryIO | None = open(tmp_path, "xb")  # noqa: SIM115  # closed in commit/abort
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        self._fd = os.open(tmp_path, flags, 0o644)  # closed in commit/abort; -1 then
+        self._out: _Appender | None = _Appender(self._fd, tmp_path)
         self._hash = hashlib.sha256()
         self._size = 0
-        self._flushed = 0  # bytes whose write-back has been started
         self._sealed = False
-        self._hasher: _Hasher | None = None  # once a range is copied (copy_range)
-        # Once a range is copied, it and every byte after it go into the file in order
-        # on the copier's thread (see copy_range).
+        # Once a range is copied, it and every byte after it are read (a range), hashed
+        # and appended in order on the copier's thread (see copy_range).
         self._copier: _Copier | None = None
         self.descriptor: Descriptor | None = None
 
     def write(self, data: bytes, /) -> int:
-        if self._file is None:
+        if self._fd < 0:
             raise ValueError("write to a committed or aborted blob")
-        if self._hasher is not None:  # in order, after the copied ranges it is hashing
-            self._hasher.update(data if isinstance(data, bytes) else bytes(data))
-        else:
-            self._hash.update(data)
         self._size += len(data)
         if self._copier is not None:  # after a copied range: in order, behind it
             self._copier.put(bytes(data))
             return len(data)
-        self._file.write(data)
-        if self._size - self._flushed >= WRITE_BACK:
-            self._file.flush()
-            self._write_back()
+        assert self._out is not None
+        self._hash.update(data)
+        self._out.append(data)
         return len(data)
 
     def copy_range(self, src_fd: int, offset: int, length: int) -> None:
         """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
-        layer/frames): hashed now where they lie (mapped, not read into Python), put in
-        the file by the copier's thread. ValueError if the file is shorter.
+        layer/frames): read, hashed and appended by the copier's thread, beside the layer
+        writer and the next step. ValueError if the file is shorter.
 
-        The digest does not need the bytes in the file, and a rebuilt layer's copied
-        frames are most of it (220 MB for big-context): copied through the page cache they
-        cost CPU in ext4's buffered write path, which the layer writer's thread paid on
-        the build's critical path, beside the two hashes. Left to the commit (behind the
-        next steps, but not started before the layer was written), their copy and the
-        disk writes of the commit's fsync (0.4-0.5 s for 210 MiB on this disk) were most
-        of the time from a big-context rebuild's last step to its reply. The copier
-        starts them at once, beside the layer writer and the next step, and starts each
-        range's write-back as it is copied: the commit's fsync waits for what is left.
+        A rebuilt layer's copied frames are most of it (220 MB for big-context). Copied by
+        the kernel (copy_file_range) they went through the page cache: the CPU of fresh
+        pages (see _Appender) and, at the commit, the fsync's writes, most of the time from
+        a big-context rebuild's last step to its reply. Here they are read by direct I/O
+        (the previous blob was written so: its bytes are not in the page cache) into a
+        buffer of ours, hashed from it and appended by direct I/O.
         """
-        if self._file is None:
+        if self._fd < 0:
             raise ValueError("write to a committed or aborted blob")
         if not length:
             return
-        page = mmap.ALLOCATIONGRANULARITY
-        start = offset - offset % page
-        mapped = mmap.mmap(src_fd, offset + length - start, prot=mmap.PROT_READ, offset=start)
-        if self._hasher is None:  # hashed on a thread beside the copy from now on
-            self._hasher = _Hasher(self._hash)
-        self._hasher.update(memoryview(mapped)[offset - start :])  # (unmapped when hashed)
+        if os.fstat(src_fd).st_size < offset + length:
+            raise ValueError(f"a range to copy ({offset}+{length}) is past the file's end")
         if self._copier is None:
-            self._file.flush()
-            self._copier = _Copier(self._file.fileno(), self._file.tell())
+            assert self._out is not None
+            self._copier = _Copier(self._out, self._hash)
+            self._out = None  # (the copier's from now on)
         # A dup: the caller closes its fd once the layer is written, maybe before the copy.
         self._copier.put((os.dup(src_fd), offset, length))
         self._size += length
-        self._flushed = self._size  # (the copier starts the write-back from here on)
 
     @property
     def digest(self) -> Digest:
-        if self._hasher is not None:
-            self._hasher.finish()
-            self._hasher = None
+        self._drain()
         return Digest.from_hash(self._hash)
 
     @property
     def size(self) -> int:
         return self._size
 
+    def _drain(self) -> None:
+        """Every byte hashed and in the file (the copier joined: its error raised)."""
+        if self._copier is not None:
+            copier, self._copier = self._copier, None
+            self._out = copier.finish()
+
     def seal(self, media_type: MediaType | str) -> Descriptor:
         """The blob's descriptor, once every byte is written; `commit()` (which may run on
         another thread, store/finishing) then makes it durable and puts it in place."""
-        if self._file is None:
+        if self._fd < 0:
             raise ValueError("blob already committed or aborted")
-        self._file.flush()
+        self._drain()
+        if self._out is not None:
+            self._out.finish()
         self._sealed = True
         self.descriptor = Descriptor(media_type, self.digest, self._size)
         return self.descriptor
 
-    def _write_back(self) -> None:
-        """Start writing what is dirty to the disk now, without waiting (sync_file_range
-        WRITE): the fsync at commit then waits for what is left, not for the whole blob."""
-        if self._file is not None and self._size - self._flushed >= WRITE_BACK:
-            _sync_file_range(self._file.fileno(), self._flushed, self._size - self._flushed)
-            self._flushed = self._size
-
     def commit(self, media_type: MediaType | str) -> Descriptor:
         """fsync, then rename into blobs/sha256/<hex>; a blob already there is kept (same bytes)."""
-        if self._file is None:
+        if self._fd < 0:
             raise ValueError("blob already committed or aborted")
-        f, self._file = self._file, None
         try:
-            if self._copier is not None:
-                copier, self._copier = self._copier, None
-                copier.finish()  # (its error, e.g. ENOSPC, is the commit's)
-            f.flush()
-            os.fsync(f.fileno())
+            self._drain()  # (its error, e.g. ENOSPC, is the commit's)
+            if self._out is not None:
+                self._out.finish()
+            os.fsync(self._fd)
         finally:
-            f.close()
+            self._close()
         digest = self.digest
         # Renamed over a blob already there: these bytes hash to the digest, that file may
         # not (a flipped byte on disk). So writing a blob again heals it — a cached rebuild
         # re-tagging an image whose config was corrupt leaves a sound config — and never
         # keeps a corrupt copy. A reader holding the old file keeps reading the old inode.
-        os.chmod(self._tmp, 0o644)
         os.rename(self._tmp, self._blobs / digest.hex)
         fsync_dir(self._blobs)
         self.descriptor = Descriptor(media_type, digest, self._size)
         return self.descriptor
+
+    def _close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def abort(self, *, sealed_too: bool = False) -> None:
         """Drop the blob. A sealed one is another thread's to commit (store/finishing):
         left alone unless `sealed_too`."""
         if self._sealed and not sealed_too:
             return
-        if self._hasher is not None:
-            self._hasher.finish()
-            self._hasher = None
         if self._copier is not None:
             copier, self._copier = self._copier, None
-            copier.stop()
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+            self._out = copier.stop()
+        self._close()
         self._tmp.unlink(missing_ok=True)
 
 
-# copy_file_range's answers for "not between these two files" (another file system, an old
-# kernel, a file system without it): the bytes are then copied by reads and writes.
-_NO_COPY_RANGE = frozenset({errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})
-
-
-def _copy_range(src_fd: int, offset: int, length: int, dst: int, at: int) -> None:
-    """A range at `at`, the end of the file, by copy_file_range (by reads where it
-    cannot)."""
-    os.lseek(dst, at, os.SEEK_SET)
-    done = 0
-    while done < length:
-        try:
-            n = os.copy_file_range(src_fd, dst, length - done, offset + done)
-        except OSError as err:
-            if err.errno not in _NO_COPY_RANGE:
-                raise
-            n = _copy_by_reads(src_fd, dst, offset + done, length - done)
-        if not n:
-            raise OSError(errno.EIO, "a copied range of a blob came out short")
-        done += n
-
-
-def _copy_by_reads(src_fd: int, dst_fd: int, offset: int, length: int) -> int:
-    """Up to `length` bytes of `src_fd` from `offset`, appended to `dst_fd`; how many."""
-    done = 0
-    while done < length:
-        data = os.pread(src_fd, min(length - done, 4 << 20), offset + done)
-        if not data:
-            break
-        view = memoryview(data)
-        while view:
-            view = view[os.write(dst_fd, view) :]
-        done += len(data)
-    return done
-
-
-# Dirty bytes of a blob at least this many are sent towards the disk as they come (a rebuilt
-# layer copies its unchanged frames in runs of 16 MiB), so its fsync does not start from
-# nothing: it was 0.4 s of a 220 MB blob, on the build's critical path.
+# A blob's bytes are staged in chunks of this size (a multiple of any file system's block),
+# each written by direct I/O where the file system takes it.
+CHUNK = 4 << 20
+_ALIGN = 4096  # offsets and lengths of direct I/O: a page (covers 512- and 4096-byte blocks)
+# Dirty bytes of a blob written through the page cache (where direct I/O is refused) at
+# least this many are sent towards the disk as they come, so its fsync does not start
+# from nothing.
 WRITE_BACK = 8 << 20
 # Bytes written after a copied range that may wait for the copier, at most (then the
 # writer waits): a copier slower than the layer writer must not fill the memory.
 PENDING_BYTES = 64 << 20
 
+
+class _Buffers:
+    """Page-aligned CHUNK-sized buffers (anonymous maps), kept for the next blob: a fresh
+    map's pages cost their first touch again (see _Appender)."""
+
+    KEEP = 8
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._free: list[mmap.mmap] = []
+
+    def take(self) -> mmap.mmap:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+        return mmap.mmap(-1, CHUNK)
+
+    def give(self, buf: mmap.mmap) -> None:
+        with self._lock:
+            if len(self._free) < self.KEEP:
+                self._free.append(buf)
+                return
+        buf.close()
+
+
+_buffers = _Buffers()
+
+
+class _Appender:
+    """A blob's temp file, appended to in order. Bytes are staged in a buffer of ours and
+    written a CHUNK at a time by direct I/O (O_DIRECT: to the disk, not through the page
+    cache), the tail (a blob's last partial chunk, or a small blob whole) through the
+    page cache. Where the file system refuses direct I/O (tmpfs, FUSE), through the page
+    cache, each WRITE_BACK sent towards the disk as it comes (sync_file_range).
+
+    Why direct: here (a VM whose host takes back the guest's free pages) each page the
+    page cache takes fresh costs its first touch, ~2.7 ms of system time a MB: writing a
+    220 MB blob through it took 0.6 s of CPU, by direct I/O 0.1 s, and its commit's fsync
+    then finds nothing to write. A blob is read back (push, export, unpack) by
+    VerifyingReader, direct too."""
+
+    def __init__(self, fd: int, path: Path) -> None:
+        self._fd, self._path = fd, path
+        self._buf: mmap.mmap | None = None
+        self._pos = 0  # staged bytes
+        self._at = 0  # the file offset of the staged bytes
+        self._direct = -1  # the O_DIRECT fd, opened for the first chunk; -2: refused
+        self._written_back = 0
+
+    def append(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            if self._buf is None:
+                self._buf = _buffers.take()
+            n = min(len(view), CHUNK - self._pos)
+            self._buf[self._pos : self._pos + n] = view[:n]
+            self._pos += n
+            view = view[n:]
+            if self._pos == CHUNK:
+                self._put(CHUNK)
+
+    def _put(self, n: int) -> None:
+        """The first `n` staged bytes (a multiple of _ALIGN) into the file."""
+        assert self._buf is not None
+        chunk = memoryview(self._buf)[:n]
+        try:
+            if self._direct == -1:
+                try:
+                    self._direct = os.open(self._path, os.O_WRONLY | os.O_DIRECT | os.O_CLOEXEC)
+                except OSError:
+                    self._direct = -2
+            if self._direct >= 0:
+                try:
+                    _pwrite_all(self._direct, chunk, self._at)
+                except OSError as err:
+                    if err.errno != errno.EINVAL:  # (EINVAL: opened, but not for this file)
+                        raise
+                    os.close(self._direct)
+                    self._direct = -2
+            if self._direct == -2:
+                _pwrite_all(self._fd, chunk, self._at)
+                if self._at + n - self._written_back >= WRITE_BACK:
+                    _sync_file_range(self._fd, self._written_back, self._at + n)
+                    self._written_back = self._at + n
+        finally:
+            chunk.release()
+        self._at += n
+        self._pos -= n
+        if self._pos:  # (only a finish() puts fewer bytes than are staged)
+            self._buf[: self._pos] = self._buf[n : n + self._pos]
+
+    def finish(self) -> None:
+        """Every staged byte into the file (the aligned part direct where it was so far)."""
+        if self._pos >= _ALIGN and self._direct >= 0:
+            self._put(self._pos - self._pos % _ALIGN)
+        if self._pos and self._buf is not None:
+            with memoryview(self._buf) as view:
+                _pwrite_all(self._fd, view[: self._pos], self._at)
+            self._at += self._pos
+            self._pos = 0
+        self.close()
+
+    def close(self) -> None:
+        """Let go of the buffer and the direct fd (staged bytes not finished are dropped)."""
+        if self._direct >= 0:
+            os.close(self._direct)
+            self._direct = -2
+        if self._buf is not None:
+            buf, self._buf = self._buf, None
+            _buffers.give(buf)
+
+
+def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], at + done)
+
+
+def _read_range(src_fd: int, offset: int, length: int) -> Iterator[memoryview]:
+    """The bytes of `src_fd` from `offset` on, `length` of them, in chunks (each valid until
+    the next is asked for): read by direct I/O into a buffer of ours, aligned reads around
+    the range, where the file system allows; else by reads through the page cache."""
+    buf = _buffers.take()
+    direct = -1
+    with contextlib.suppress(OSError):  # (a file system without direct I/O: read below)
+        direct = os.open(f"/proc/self/fd/{src_fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    try:
+        end = offset + length
+        at = offset
+        while at < end:
+            view = memoryview(buf)
+            try:
+                if direct >= 0:
+                    start = at - at % _ALIGN
+                    want = min(CHUNK, -(-end // _ALIGN) * _ALIGN - start)
+                    try:
+                        got = os.preadv(direct, [view[:want]], start)
+                    except OSError as err:
+                        if err.errno != errno.EINVAL:
+                            raise
+                        os.close(direct)
+                        direct = -1
+                        continue
+                    skip = at - start
+                    n = min(got - skip, end - at)
+                else:
+                    skip = 0
+                    n = os.preadv(src_fd, [view[: min(CHUNK, end - at)]], at)
+                if n <= 0:
+                    raise OSError(errno.EIO, "a copied range of a blob came out short")
+                yield view[skip : skip + n]
+                at += n
+            finally:
+                view.release()
+    finally:
+        if direct >= 0:
+            os.close(direct)
+        _buffers.give(buf)
+
+
 Range = tuple[int, int, int]  # a dup of a file's fd (the copier closes it), offset, length
 
 
-class _Copier:
-    """Puts copied ranges and written bytes, in order, into a blob's temp file from
-    `at` on, on a thread of its own; starts their write-back as they go in (a hint, as
-    BlobWriter._write_back). `finish()` waits and raises what the copy raised; `stop()`
-    drops what is left. At most PENDING_BYTES of written bytes wait for it."""
+def _copy_range(src_fd: int, offset: int, length: int, hash: Any, out: _Appender) -> None:
+    """A range of `src_fd`, hashed and appended."""
+    for chunk in _read_range(src_fd, offset, length):
+        hash.update(chunk)
+        out.append(chunk)
 
-    def __init__(self, fd: int, at: int) -> None:
+
+class _Copier:
+    """Takes a blob's appender and hash from the first copied range on: reads, hashes and
+    appends the ranges and the written bytes, in order, on a thread of its own. `finish()`
+    waits, raises what the copy raised and hands the appender back; `stop()` drops what is
+    left. At most PENDING_BYTES of written bytes wait for it."""
+
+    def __init__(self, out: _Appender, hash: Any) -> None:
         import collections
         import threading
 
-        self._fd = fd
-        self._at = at
+        self._out, self._hash = out, hash
         self._items: collections.deque[Range | bytes | None] = collections.deque()
         self._waiting = 0  # written bytes in _items
         self._cond = threading.Condition()
@@ -265,7 +389,6 @@ class _Copier:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        flushed = self._at
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._items))
@@ -277,43 +400,37 @@ class _Copier:
                 return
             try:
                 if self._error is None and not self._stopped:
-                    self._at += self._put(item)
-                    if self._at - flushed >= WRITE_BACK:
-                        _sync_file_range(self._fd, flushed, self._at - flushed)
-                        flushed = self._at
-            except BaseException as err:  # raised by finish(), in the commit
+                    if isinstance(item, bytes):
+                        self._hash.update(item)
+                        self._out.append(item)
+                    else:
+                        _copy_range(*item, self._hash, self._out)
+            except BaseException as err:  # raised by finish(): by the seal or the commit
                 with self._cond:
                     self._error, self._stopped = err, True
                     self._cond.notify_all()
             finally:
                 _close(item)
 
-    def _put(self, item: Range | bytes) -> int:
-        if isinstance(item, bytes):
-            done = 0
-            while done < len(item):
-                done += os.pwrite(self._fd, memoryview(item)[done:], self._at + done)
-            return len(item)
-        src_fd, offset, length = item
-        _copy_range(src_fd, offset, length, self._fd, self._at)
-        return length
-
-    def _end(self) -> None:
+    def _end(self) -> _Appender:
         with self._cond:
             self._items.append(None)
             self._cond.notify_all()
         self._thread.join()
+        return self._out
 
-    def finish(self) -> None:
-        self._end()
+    def finish(self) -> _Appender:
+        out = self._end()
         if self._error is not None:
+            out.close()
             raise self._error
+        return out
 
-    def stop(self) -> None:
+    def stop(self) -> _Appender:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._end()
+        return self._end()
 
 
 def _close(item: Range | bytes | None) -> None:
@@ -388,12 +505,20 @@ class VerifyingReader(io.RawIOBase):
         self._verified = False
         big = os.fstat(self._f.fileno()).st_size >= BACKGROUND_HASH
         self._hasher = _Hasher(self._hash) if big else None
+        # A big blob is read by direct I/O (written so, its bytes are not in the page
+        # cache, whose fresh pages cost CPU here: see _Appender).
+        self._direct = _DirectReader(path) if big else None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        n = self._f.readinto(buf)
+        n = self._direct.readinto(buf) if self._direct is not None else None
+        if n is None:  # (direct I/O refused: on from where it stopped, through the cache)
+            if self._direct is not None:
+                self._f.seek(self._direct.offset)
+                self._direct = None
+            n = self._f.readinto(buf)
         if n:
             if self._hasher is not None:
                 self._hasher.update(bytes(buf[:n]))  # a copy: the caller reuses `buf`
@@ -413,8 +538,61 @@ class VerifyingReader(io.RawIOBase):
     def close(self) -> None:
         if self._hasher is not None:
             self._hasher.finish()
+        if self._direct is not None:
+            self._direct.close()
+            self._direct = None
         self._f.close()
         super().close()
+
+
+class _DirectReader:
+    """A file read from its start by direct I/O, a CHUNK at a time into a buffer of ours,
+    handed out in the sizes asked for. `readinto` answers None where the file system
+    refuses direct I/O (the caller reads on through the page cache from `offset`)."""
+
+    def __init__(self, path: Path) -> None:
+        self.offset = 0  # of the next byte handed out
+        self._buf: mmap.mmap | None = None
+        self._start = self._end = 0  # the buffer's bytes not handed out yet
+        self._eof = False
+        self._fd = -1
+        with contextlib.suppress(OSError):
+            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+
+    def readinto(self, buf: memoryview) -> int | None:
+        if self._fd < 0:
+            return None
+        if self._start == self._end:
+            if self._eof:
+                return 0
+            if self._buf is None:
+                self._buf = _buffers.take()
+            try:
+                with memoryview(self._buf) as view:
+                    got = os.preadv(self._fd, [view], self.offset)
+            except OSError as err:
+                if err.errno != errno.EINVAL:
+                    raise
+                self.close()
+                return None
+            self._start, self._end = 0, got
+            self._eof = got < CHUNK  # (a short read: the file's end; read there no more)
+        n = min(len(buf), self._end - self._start)
+        if n:
+            assert self._buf is not None
+            with memoryview(self._buf) as view:
+                buf[:n] = view[self._start : self._start + n]
+            self._start += n
+            self.offset += n
+        return n
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._buf is not None:
+            buf, self._buf = self._buf, None
+            _buffers.give(buf)
 
 
 def open_verified(path: Path, digest: Digest) -> BinaryIO:

@@ -1,11 +1,10 @@
 """Finisher: what a build finishes behind its critical path, in order, on one thread.
 
 A layer's image ID needs its diff ID alone, and its blob's digest is known once the last
-compressed byte is hashed; what remains is putting in the blob the frames it copies from a
-previous version (blobs.BlobWriter.copy_range: hashed already), making it durable (an
-fsync of a few hundred megabytes takes a good part of a second) and renaming it in, then
-the records that name it (its variant, its frame index, the step's cache record, the COPY
-lineage).
+compressed byte is hashed and in the file (blobs.BlobWriter.seal); what remains is making
+it durable (an fsync: its bytes went by direct I/O, but its tail, its size and the file's
+metadata wait for it) and renaming it in, then the records that name it (its variant, its
+frame index, the step's cache record, the COPY lineage).
 Those run here, in submission order, while the next steps run; `wait()` is called before
 anything reads them as a whole (the manifest and index, a cache export, a compression
 conversion). Order is the consistency rule: a record is written only after the blob it

@@ -1,6 +1,6 @@
-"""BlobWriter.copy_range: a previous blob's bytes appended by the kernel (copy_file_range),
-hashed where they lie, put in the file on a thread of its own; between file systems (EXDEV,
-for real: a tmpfs source) by reads."""
+"""BlobWriter.copy_range: a previous blob's bytes read, hashed and appended on a thread of
+its own, by direct I/O where the file systems take it, from this file system or another (a
+tmpfs source)."""
 
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def test_copied_ranges_are_the_bytes_and_the_digest(tmp_path: Path) -> None:
     _copy_and_check(tmp_path, tmp_path)
 
 
-def test_a_range_from_another_file_system_is_copied_by_reads(tmp_path: Path) -> None:
+def test_a_range_from_another_file_system(tmp_path: Path) -> None:
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("no second file system at /dev/shm")
@@ -74,26 +74,27 @@ def test_a_range_past_the_end_is_refused_before_anything_is_written(tmp_path: Pa
         os.close(fd)
 
 
-def test_a_range_goes_in_before_the_commit(tmp_path: Path) -> None:
+def test_a_range_goes_in_before_the_seal(tmp_path: Path) -> None:
     """A copied range and the bytes after it go into the temp file on the copier's thread
-    as they come, from the writer's own dup of the fd (the layer writer closes the
-    previous blob before the commit): the commit's fsync (behind the build's next steps,
-    before its reply) finds them written, not a whole layer to copy and write."""
+    as they come, a chunk at a time, from the writer's own dup of the fd (the layer writer
+    closes the previous blob before the commit): the commit's fsync (behind the build's
+    next steps, before its reply) finds them written, not a whole layer to copy."""
     store = Store.open(tmp_path / "store")
-    data = random.Random(4).randbytes(3 << 20)
+    data = random.Random(4).randbytes(3 * blobs.CHUNK)
     fd = _source(tmp_path, data)
+    length = 2 * blobs.CHUNK + 5
     with store.layout.writer() as w:
         w.write(b"head")
-        w.copy_range(fd, 5, 2 << 20)
+        w.copy_range(fd, 5, length)
         os.close(fd)
         w.write(b"tail")
         on_disk = w._tmp  # (the temp file the commit renames in)
         deadline = time.monotonic() + 30
-        while on_disk.stat().st_size < 8 + (2 << 20) and time.monotonic() < deadline:
+        while on_disk.stat().st_size < 2 * blobs.CHUNK and time.monotonic() < deadline:
             time.sleep(0.01)
-        assert on_disk.read_bytes() == b"head" + data[5 : 5 + (2 << 20)] + b"tail"
+        want = b"head" + data[5 : 5 + length] + b"tail"
+        assert on_disk.read_bytes()[: 2 * blobs.CHUNK] == want[: 2 * blobs.CHUNK]
         desc = w.commit(MediaType.OCI_LAYER_ZSTD)
-    want = b"head" + data[5 : 5 + (2 << 20)] + b"tail"
     assert desc.digest.hex == hashlib.sha256(want).hexdigest() and desc.size == len(want)
     assert store.layout.read(desc.digest) == want
 
@@ -149,7 +150,6 @@ def test_a_failed_copy_fails_the_commit_and_leaves_nothing(
     fd = _source(tmp_path, b"q" * (2 << 20))
     with store.layout.writer() as w:
         w.copy_range(fd, 0, 2 << 20)
-        _ = w.digest  # the range is hashed (its mapping let go) before the file shrinks
         os.truncate(source, 1 << 20)
         go.set()
         with pytest.raises(OSError, match="short"):
