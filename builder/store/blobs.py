@@ -270,7 +270,9 @@ class _Appender:
             if self._direct == -2:
                 _pwrite_all(self._fd, chunk, self._at)
                 if self._at + n - self._written_back >= WRITE_BACK:
-                    _sync_file_range(self._fd, self._written_back, self._at + n)
+                    _sync_file_range(
+                        self._fd, self._written_back, self._at + n - self._written_back
+                    )
                     self._written_back = self._at + n
         finally:
             chunk.release()
