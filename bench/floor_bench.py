@@ -4,8 +4,9 @@
     .venv/bin/python bench/floor_bench.py [--runs 4]
 
 The cold cell is mostly the recipe's first RUN creating 50,000 files, and file creation on
-this machine class (ext4 with online discard) varies from run to run. So, in alternation on
-the same disk, medians of --runs:
+this machine class (ext4 without a journal) costs up to a millisecond a file in the minutes
+after many files were removed (bench/retired.py: every tree here is set aside, not removed,
+until the end). So, in alternation on the same disk, medians of --runs:
 - floor: the same RUN script run by the base image's own busybox `sh` in a chroot of a plain
   copy of the base rootfs (no tool around it);
 - overlay (ours): the same, with the root an overlay mounted with the options our sandbox
@@ -31,6 +32,7 @@ from pathlib import Path
 
 # bench/run.py: this script's dir is on sys.path
 import installed
+from retired import retire
 from run import NETWORK, SHARED, _command, base_store
 
 WORKLOAD = "big-rootfs-small-change"
@@ -59,7 +61,7 @@ def floor(rootfs: Path, scratch: Path, script: str) -> float:
     try:
         return _timed(["chroot", str(root), "/bin/sh", "-c", script])
     finally:
-        shutil.rmtree(root)
+        retire(root, scratch)
 
 
 def overlay(rootfs: Path, scratch: Path, script: str, options: str) -> float:
@@ -73,7 +75,7 @@ def overlay(rootfs: Path, scratch: Path, script: str, options: str) -> float:
         return _timed(["unshare", "-m", "sh", "-c", inner, "sh", data, str(merged), script])
     finally:
         for path in (upper, work, merged):
-            shutil.rmtree(path)
+            retire(path, scratch)
 
 
 def ours(store_base: Path, scratch: Path, context: Path) -> tuple[float, float]:
@@ -94,7 +96,7 @@ def ours(store_base: Path, scratch: Path, context: Path) -> tuple[float, float]:
         )
         wall = time.perf_counter() - t0
     finally:
-        shutil.rmtree(store)
+        retire(store, scratch)
     step = re.search(r"^\[2/\d+\] DONE ([\d.]+)s$", proc.stderr, re.MULTILINE)
     if step is None:
         raise SystemExit(f"no RUN step time in the build log:\n{proc.stderr}")

@@ -40,6 +40,7 @@ from pathlib import Path
 
 import installed  # bench/ is on sys.path (as the script's own dir)
 from docker_peer import DockerPeer
+from retired import retire
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "bench"
@@ -146,7 +147,7 @@ def measure(
         with open(context / "changeme.txt", "a") as f:
             f.write(f"change {i}\n")
         changed.append(_builder(store, *args, env=env))
-        shutil.rmtree(store)
+        retire(store, work)
     (context / "changeme.txt").write_bytes(original)
     return statistics.median(cold), statistics.median(cached), statistics.median(changed)
 
@@ -213,7 +214,7 @@ def measure_epoch(work: Path, base: Path, runs: int) -> dict[str, tuple[float, f
             shutil.copytree(base, store, symlinks=True)
             times[label][0].append(_builder(store, *args, env=envs[label]))
             times[label][1].append(_builder(store, *args, env=envs[label]))
-            shutil.rmtree(store)
+            retire(store, work)
     return {k: (statistics.median(c), statistics.median(h)) for k, (c, h) in times.items()}
 
 
@@ -233,16 +234,16 @@ def measure_shared_cache(work: Path, base: Path, runs: int) -> dict[str, float]:
         store = work / f"store-cache-{i}"
         shutil.copytree(base, store, symlinks=True)
         times["cold"].append(_builder(store, *args))
-        shutil.rmtree(store)
+        retire(store, work)
         shutil.copytree(base, store, symlinks=True)
         to = f"type=local,dest={cache},mode=max"
         times["cold + cache-to"].append(_builder(store, *args, "--cache-to", to))
-        shutil.rmtree(store)  # the CI runner is gone; a fresh one starts
+        retire(store, work)  # the CI runner is gone; a fresh one starts
         shutil.copytree(base, store, symlinks=True)
         imported = _builder(store, *args, "--cache-from", f"type=local,src={cache}")
         times["fresh + cache-from"].append(imported)
-        shutil.rmtree(store)
-        shutil.rmtree(cache)
+        retire(store, work)
+        retire(cache, work)
     return {cell: statistics.median(values) for cell, values in times.items()}
 
 
