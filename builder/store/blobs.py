@@ -11,7 +11,7 @@ import hashlib
 import io
 import mmap
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -210,7 +210,8 @@ class _Buffers:
             if len(self._free) < self.KEEP:
                 self._free.append(buf)
                 return
-        buf.close()
+        with contextlib.suppress(BufferError):  # (a view still held: freed with it)
+            buf.close()
 
 
 _buffers = _Buffers()
@@ -308,19 +309,24 @@ def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
         done += os.pwrite(fd, data[done:], at + done)
 
 
-def _read_range(src_fd: int, offset: int, length: int) -> Iterator[memoryview]:
-    """The bytes of `src_fd` from `offset` on, `length` of them, in chunks (each valid until
-    the next is asked for): read by direct I/O into a buffer of ours, aligned reads around
-    the range, where the file system allows; else by reads through the page cache."""
-    buf = _buffers.take()
+def _read_range(
+    src_fd: int, offset: int, length: int, bufs: list[mmap.mmap], ready: Callable[[int], None]
+) -> Iterator[tuple[int, memoryview]]:
+    """The bytes of `src_fd` from `offset` on, `length` of them, in chunks read into `bufs`
+    in turn (`ready(k)` is called before bufs[k] is read into again): (k, a view of the
+    chunk in bufs[k]). By direct I/O, aligned reads around the range, where the file
+    system allows it; else by reads through the page cache."""
     direct = -1
     with contextlib.suppress(OSError):  # (a file system without direct I/O: read below)
         direct = os.open(f"/proc/self/fd/{src_fd}", os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
     try:
         end = offset + length
         at = offset
+        turn = 0
         while at < end:
-            view = memoryview(buf)
+            k = turn % len(bufs)
+            ready(k)
+            view = memoryview(bufs[k])
             try:
                 if direct >= 0:
                     start = at - at % _ALIGN
@@ -340,29 +346,45 @@ def _read_range(src_fd: int, offset: int, length: int) -> Iterator[memoryview]:
                     n = os.preadv(src_fd, [view[: min(CHUNK, end - at)]], at)
                 if n <= 0:
                     raise OSError(errno.EIO, "a copied range of a blob came out short")
-                yield view[skip : skip + n]
+                yield k, view[skip : skip + n]
                 at += n
+                turn += 1
             finally:
                 view.release()
     finally:
         if direct >= 0:
             os.close(direct)
-        _buffers.give(buf)
 
 
 Range = tuple[int, int, int]  # a dup of a file's fd (the copier closes it), offset, length
 
 
-def _copy_range(src_fd: int, offset: int, length: int, hash: Any, out: _Appender) -> None:
-    """A range of `src_fd`, hashed and appended."""
-    for chunk in _read_range(src_fd, offset, length):
-        hash.update(chunk)
-        out.append(chunk)
+def _copy_range(src_fd: int, offset: int, length: int, hasher: _Hasher, out: _Appender) -> None:
+    """A range of `src_fd`, appended here and hashed by `hasher`'s thread meanwhile: the
+    next chunk is read (into the other buffer) and the last one written while the hasher
+    takes the one before (reads and writes wait on the disk, the hash on a core)."""
+    bufs = [_buffers.take(), _buffers.take()]
+    given = [0, 0]  # the hasher's number of the chunk each buffer holds
+
+    def ready(k: int) -> None:  # the hasher is done with what bufs[k] holds
+        hasher.wait_for(given[k])
+
+    chunk = None
+    try:
+        for k, chunk in _read_range(src_fd, offset, length, bufs, ready):
+            out.append(chunk)
+            given[k] = hasher.update(chunk)
+    finally:
+        chunk = None  # (a view of a buffer: none may outlive its return to the pool)
+        hasher.wait_for(max(given))  # (nothing of ours is hashed once we give them back)
+        for buf in bufs:
+            _buffers.give(buf)
 
 
 class _Copier:
-    """Takes a blob's appender and hash from the first copied range on: reads, hashes and
-    appends the ranges and the written bytes, in order, on a thread of its own. `finish()`
+    """Takes a blob's appender and hash from the first copied range on: reads and appends
+    the ranges and the written bytes, in order, on a thread of its own, and has them hashed
+    in order on another (_Hasher). `finish()`
     waits, raises what the copy raised and hands the appender back; `stop()` drops what is
     left. At most PENDING_BYTES of written bytes wait for it."""
 
@@ -370,7 +392,7 @@ class _Copier:
         import collections
         import threading
 
-        self._out, self._hash = out, hash
+        self._out, self._hasher = out, _Hasher(hash)
         self._items: collections.deque[Range | bytes | None] = collections.deque()
         self._waiting = 0  # written bytes in _items
         self._cond = threading.Condition()
@@ -403,10 +425,10 @@ class _Copier:
             try:
                 if self._error is None and not self._stopped:
                     if isinstance(item, bytes):
-                        self._hash.update(item)
+                        self._hasher.update(item)
                         self._out.append(item)
                     else:
-                        _copy_range(*item, self._hash, self._out)
+                        _copy_range(*item, self._hasher, self._out)
             except BaseException as err:  # raised by finish(): by the seal or the commit
                 with self._cond:
                     self._error, self._stopped = err, True
@@ -419,6 +441,7 @@ class _Copier:
             self._items.append(None)
             self._cond.notify_all()
         self._thread.join()
+        self._hasher.finish()
         return self._out
 
     def finish(self) -> _Appender:
@@ -475,16 +498,30 @@ class _Hasher:
         # A few reads' worth (a push reads 4 MiB at a time): room for the two threads'
         # turns on a busy machine, and no more memory than that.
         self._queue: queue.Queue[bytes | memoryview | None] = queue.Queue(maxsize=8)
+        self._given = self._done = 0  # chunks queued, chunks hashed
+        self._done_cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, args=(hash,), name="verify", daemon=True)
         self._thread.start()
 
     def _run(self, hash: hashlib._Hash) -> None:
         while (chunk := self._queue.get()) is not None:
             hash.update(chunk)
-            del chunk  # (a mapped range is unmapped once nothing holds it)
+            del chunk  # (a view of a buffer: let go before the buffer's owner reuses it)
+            with self._done_cond:
+                self._done += 1
+                self._done_cond.notify_all()
 
-    def update(self, chunk: bytes | memoryview) -> None:
+    def update(self, chunk: bytes | memoryview) -> int:
+        """Queue `chunk`; returns its number (see wait_for). A view's buffer must hold its
+        bytes until then."""
         self._queue.put(chunk)
+        self._given += 1
+        return self._given
+
+    def wait_for(self, number: int) -> None:
+        """Return once the chunk `number` (and every one before it) is hashed."""
+        with self._done_cond:
+            self._done_cond.wait_for(lambda: self._done >= number)
 
     def finish(self) -> None:
         """Wait until every chunk given is hashed (and stop the thread)."""

@@ -169,3 +169,34 @@ def test_an_aborted_blob_lets_go_of_its_copied_ranges(tmp_path: Path) -> None:
     os.close(fd)
     assert len(os.listdir("/proc/self/fd")) == before - 1
     assert not any(p.name.startswith("blob") for p in (tmp_path / "store" / "tmp").iterdir())
+
+
+class _SlowHash:
+    """A sha256 that takes its time: the copier reads on while chunks wait for it."""
+
+    def __init__(self) -> None:
+        self.inner = hashlib.sha256()
+
+    def update(self, data: bytes | memoryview) -> None:
+        time.sleep(0.02)
+        self.inner.update(data)
+
+
+def test_a_buffer_is_read_into_again_only_once_its_chunk_is_hashed(tmp_path: Path) -> None:
+    """The copier reads the next chunk while the hasher takes the last; a buffer whose
+    chunk is not hashed yet is not read into (the digest would be of other bytes)."""
+    data = random.Random(6).randbytes(6 * blobs.CHUNK + 123)
+    fd = _source(tmp_path, data)
+    out_fd = os.open(tmp_path / "out", os.O_WRONLY | os.O_CREAT, 0o600)
+    slow = _SlowHash()
+    hasher = blobs._Hasher(slow)  # type: ignore[arg-type]
+    out = blobs._Appender(out_fd, tmp_path / "out")
+    try:
+        blobs._copy_range(fd, 7, len(data) - 7, hasher, out)
+        out.finish()
+        hasher.finish()
+    finally:
+        os.close(fd)
+        os.close(out_fd)
+    assert slow.inner.hexdigest() == hashlib.sha256(data[7:]).hexdigest()
+    assert (tmp_path / "out").read_bytes() == data[7:]
