@@ -302,8 +302,13 @@ def main() -> None:
             for cell, value in shared.items():
                 ratio = value / shared["cold"]
                 print(f"{cell:<20} {value:8.2f} s  {ratio:5.2f} x cold")
-    if options.no_components:
-        return
+        if not options.no_components:
+            # Inside the work dir's life: its retired trees are removed only at the end
+            # (bench/retired.py), not just before floor_bench's file creation.
+            run_components()
+
+
+def run_components() -> None:
     for script in (
         "parse_bench.py",
         "layer_bench.py",
@@ -315,7 +320,7 @@ def main() -> None:
     ):
         path = REPO / "bench" / script
         if path.exists():
-            print(f"\n== {script}")
+            print(f"\n== {script}", flush=True)
             subprocess.run([sys.executable, str(path)], check=False)
 
 
