@@ -63,8 +63,8 @@ class BlobWriter:
         self._hash = hashlib.sha256()
         self._size = 0
         self._sealed = False
-        # Once a range is copied, it and every byte after it are read (a range), hashed
-        # and appended in order on the copier's thread (see copy_range).
+        # Once a range is copied, it and every byte after it are read (a range) and
+        # appended in order on the copier's thread, and hashed in order on another.
         self._copier: _Copier | None = None
         self.descriptor: Descriptor | None = None
 
@@ -82,15 +82,15 @@ class BlobWriter:
 
     def copy_range(self, src_fd: int, offset: int, length: int) -> None:
         """Append `length` bytes of the file `src_fd` from `offset` (a previous blob's frames,
-        layer/frames): read, hashed and appended by the copier's thread, beside the layer
-        writer and the next step. ValueError if the file is shorter.
+        layer/frames): read and appended by the copier's thread and hashed by another,
+        beside the layer writer and the next step. ValueError if the file is shorter.
 
         A rebuilt layer's copied frames are most of it (220 MB for big-context). Copied by
         the kernel (copy_file_range) they went through the page cache: the CPU of fresh
         pages (see _Appender) and, at the commit, the fsync's writes, most of the time from
         a big-context rebuild's last step to its reply. Here they are read by direct I/O
-        (the previous blob was written so: its bytes are not in the page cache) into a
-        buffer of ours, hashed from it and appended by direct I/O.
+        (the previous blob was written so: its bytes are not in the page cache) into
+        buffers of ours, hashed from them and appended by direct I/O.
         """
         if self._fd < 0:
             raise ValueError("write to a committed or aborted blob")
@@ -141,6 +141,7 @@ class BlobWriter:
             self._drain()  # (its error, e.g. ENOSPC, is the commit's)
             if self._out is not None:
                 self._out.finish()
+            os.fchmod(self._fd, 0o644)  # (whatever the umask made of it)
             os.fsync(self._fd)
         finally:
             self._close()

@@ -32,8 +32,12 @@ def _write(directory: Path, data: bytes, piece: int) -> tuple[Path, blobs.BlobWr
 @pytest.mark.parametrize("size", SIZES)
 def test_every_size_lands_whole_by_direct_io(tmp_path: Path, size: int) -> None:
     data = random.Random(size).randbytes(size)
-    out, w = _write(tmp_path, data, 1_000_003)  # odd pieces: chunks cut inside them
-    desc = w.commit(MediaType.OCI_LAYER_ZSTD)
+    old_umask = os.umask(0o077)  # a blob is 0644 all the same
+    try:
+        out, w = _write(tmp_path, data, 1_000_003)  # odd pieces: chunks cut inside them
+        desc = w.commit(MediaType.OCI_LAYER_ZSTD)
+    finally:
+        os.umask(old_umask)
     assert desc.digest.hex == hashlib.sha256(data).hexdigest() and desc.size == size
     assert (out / desc.digest.hex).read_bytes() == data
     assert (out / desc.digest.hex).stat().st_mode & 0o777 == 0o644
