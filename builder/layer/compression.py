@@ -122,7 +122,8 @@ def give_back(level: int, context: Any) -> None:
             idle.append(context)
 
 
-_KEEP = 2  # idle contexts per level (stages that build at once write at once)
+# idle contexts per level (stages that build at once, and a layer's frames, write at once)
+_KEEP = 4
 _forks_watched = False
 
 

@@ -266,6 +266,9 @@ class FramedCompressor:
         if compression is Compression.ZSTD:
             self._zstd = zstd_context(self._level)
         self._member: _Member | None = None  # the frame being compressed as it comes
+        # From a layer's second frame on (none when a previous blob lends frames): its
+        # frames compressed on threads of their own, written in order (_Pool).
+        self._pool: _Pool | None = None
 
     def _usable(self, previous: PreviousBlob) -> bool:
         """Only a blob of the same compression and level, whole on disk, lends frames."""
@@ -293,6 +296,9 @@ class FramedCompressor:
             else:
                 if self._identify:
                     self._hash.update(data)
+                if self._pool is not None:  # compressed at the cut, beside the next frame
+                    self._chunks.append(data)
+                    return len(data)
                 if self._member is None:
                     self._member = self._new_member()
                 self._member.write(data)
@@ -303,10 +309,17 @@ class FramedCompressor:
         if not self._size:
             return
         digest = "" if source is None else source[0]
+        if self._pool is not None:  # compressed on the pool, written in order
+            identity = self._hash.hexdigest() if self._identify else ""
+            self._pool.submit(self._chunks, self._size, identity, digest)
+            self._chunks, self._hash, self._size = [], hashlib.sha256(), 0
+            return
         if self._member is not None:  # compressed as it came
             identity = self._hash.hexdigest() if self._identify else ""
             compressed = self._member.end()
             self._member = None
+            if _lanes() > 1:  # a second frame: the next ones go beside each other
+                self._pool = _Pool(self._sink, self._kind, self._level, self._frames)
         else:
             place, hashed = None, False
             if source is not None and source[1]:  # every file a link: its source tells
@@ -357,6 +370,8 @@ class FramedCompressor:
 
     def close(self) -> FrameIndex:
         self.cut()
+        if self._pool is not None:
+            self._pool.finish()  # (every frame written, in order, and in self._frames)
         self.abandon()
         return FrameIndex(self._kind, self._level, tuple(self._frames))
 
@@ -365,6 +380,9 @@ class FramedCompressor:
         layer, or, with a stream left open in it, dropped. Its worker threads exist in this
         process only: a context left for the garbage collector to free might be freed in a
         child forked later (a sandbox), which would wait for them forever."""
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            pool.stop()
         if self._previous_fd >= 0:
             os.close(self._previous_fd)
             self._previous_fd = -1
@@ -372,3 +390,77 @@ class FramedCompressor:
             give_back(self._level, self._zstd)
         self._zstd = self._member = None
         self._chunks = []
+
+
+# Frames compressed at once, at most: a thread each, and one more being read from the tar.
+MAX_LANES = 4
+
+
+def _lanes() -> int:
+    return min(len(os.sched_getaffinity(0)), MAX_LANES)
+
+
+class _Pool:
+    """A layer's frames compressed each on a thread of the pool (frames are independent,
+    and zstd and zlib let go of the GIL), their bytes written to the sink in order, each
+    Frame appended to `frames` as it is written. With one zstd context in worker mode per
+    frame, a frame's bytes are the ones one context compressing every frame in turn
+    writes (tests/layer/test_frames.py). 4 MiB frames are one zstd job each: its own
+    workers never compressed two of them at once."""
+
+    def __init__(self, sink: Sink, kind: Compression, level: int, frames: list[Frame]) -> None:
+        import collections
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._sink, self._kind, self._level, self._frames = sink, kind, level, frames
+        self._lanes = _lanes()
+        self._executor = ThreadPoolExecutor(self._lanes, thread_name_prefix="frames")
+        self._queue: collections.deque[tuple[Any, int, str, str]] = collections.deque()
+
+    def submit(self, chunks: list[bytes], size: int, identity: str, source: str) -> None:
+        future = self._executor.submit(self._compress, chunks)
+        self._queue.append((future, size, identity, source))
+        self._write(wait=len(self._queue) > self._lanes)
+
+    def _compress(self, chunks: list[bytes]) -> bytes:
+        out = _Collected()
+        zstd = zstd_context(self._level) if self._kind is Compression.ZSTD else None
+        try:
+            member = _Member(out, self._kind, self._level, zstd)
+            for chunk in chunks:
+                member.write(chunk)
+            member.end()
+        finally:
+            if zstd is not None:
+                give_back(self._level, zstd)
+        return b"".join(out.parts)
+
+    def _write(self, *, wait: bool) -> None:
+        """Write the frames done at the queue's head; with `wait`, the head's at least."""
+        while self._queue and (wait or self._queue[0][0].done()):
+            future, size, identity, source = self._queue.popleft()
+            data = future.result()
+            self._sink.write(data)
+            self._frames.append(Frame(identity, size, len(data), source))
+            wait = False
+
+    def finish(self) -> None:
+        while self._queue:
+            self._write(wait=True)
+        self._executor.shutdown()
+
+    def stop(self) -> None:
+        """Drop what is not written (a layer given up), once its threads are done."""
+        self._queue.clear()
+        self._executor.shutdown(cancel_futures=True)
+
+
+class _Collected:
+    """A sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes) -> int:
+        self.parts.append(data)
+        return len(data)

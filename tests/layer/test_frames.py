@@ -18,6 +18,7 @@ import pytest
 from builder.image.fields import FormatError
 from builder.image.mediatypes import Compression
 from builder.layer import compression as compression_module
+from builder.layer import frames as frames_module
 from builder.layer import sha256state
 from builder.layer import write as write_module
 from builder.layer.compression import compressor
@@ -128,6 +129,22 @@ def test_framed_zstd_does_not_depend_on_the_core_count(
         monkeypatch.setattr(compression_module, "_IDLE", {})  # a context with these workers
         outputs.append(_write(tree, Compression.ZSTD)[0])
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_frames_compressed_beside_each_other_are_the_bytes_of_frames_in_turn(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, kind: Compression
+) -> None:
+    """From a layer's second frame on, frames are compressed on threads of their own
+    (frames._Pool) and written in order: the blob and its index are those of one
+    compressor taking the frames in turn (one lane)."""
+    written = {}
+    for lanes in (1, 3):
+        monkeypatch.setattr(frames_module, "_lanes", lambda n=lanes: n)
+        blob, digests = _write(tree, kind)
+        assert digests.frames is not None and len(digests.frames.frames) >= 4  # 3 on the pool
+        written[lanes] = (blob, digests.diff_id, digests.frames)
+    assert written[1] == written[3]
 
 
 @pytest.mark.parametrize("kind", KINDS)
