@@ -423,7 +423,7 @@ def test_caller_death_kills_a_launched_sandbox(
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone before the open, or after it
         return False
     return state not in ("Z", "X")
 
