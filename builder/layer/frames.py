@@ -348,12 +348,12 @@ class FramedCompressor:
 
     def _copy(self, offset: int, length: int) -> bool:
         """The previous blob's bytes for a frame; False (compress instead) if it is short.
-        A sink that can (the store's BlobWriter) has the kernel copy them."""
+        A sink that can (the store's BlobWriter) copies them itself, beside the writer."""
         copy_range = getattr(self._sink, "copy_range", None)
         if copy_range is not None:
             try:
                 copy_range(self._previous_fd, offset, length)
-            except ValueError:  # (mmap of a range past a truncated file's end)
+            except ValueError:  # (a range past a truncated file's end)
                 return False
             return True
         parts = []
