@@ -11,7 +11,7 @@ import hashlib
 import io
 import mmap
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -312,7 +312,7 @@ def _pwrite_all(fd: int, data: memoryview, at: int) -> None:
 
 def _read_range(
     src_fd: int, offset: int, length: int, bufs: list[mmap.mmap], ready: Callable[[int], None]
-) -> Iterator[tuple[int, memoryview]]:
+) -> Generator[tuple[int, memoryview], None, None]:
     """The bytes of `src_fd` from `offset` on, `length` of them, in chunks read into `bufs`
     in turn (`ready(k)` is called before bufs[k] is read into again): (k, a view of the
     chunk in bufs[k]). By direct I/O, aligned reads around the range, where the file
@@ -346,7 +346,7 @@ def _read_range(
                     skip = 0
                     n = os.preadv(src_fd, [view[: min(CHUNK, end - at)]], at)
                 if n <= 0:
-                    raise OSError(errno.EIO, "a copied range of a blob came out short")
+                    raise OSError(errno.EIO, "a range of a blob came out short")
                 yield k, view[skip : skip + n]
                 at += n
                 turn += 1
@@ -543,22 +543,18 @@ class VerifyingReader(io.RawIOBase):
         self._digest = digest
         self._hash = digest.hasher()
         self._verified = False
-        big = os.fstat(self._f.fileno()).st_size >= BACKGROUND_HASH
+        size = os.fstat(self._f.fileno()).st_size
+        big = size >= BACKGROUND_HASH
         self._hasher = _Hasher(self._hash) if big else None
         # A big blob is read by direct I/O (written so, its bytes are not in the page
         # cache, whose fresh pages cost CPU here: see _Appender).
-        self._direct = _DirectReader(path) if big else None
+        self._direct = _DirectReader(self._f.fileno(), size) if big else None
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
-        n = self._direct.readinto(buf) if self._direct is not None else None
-        if n is None:  # (direct I/O refused: on from where it stopped, through the cache)
-            if self._direct is not None:
-                self._f.seek(self._direct.offset)
-                self._direct = None
-            n = self._f.readinto(buf)
+        n = self._direct.readinto(buf) if self._direct is not None else self._f.readinto(buf)
         if n:
             if self._hasher is not None:
                 self._hasher.update(bytes(buf[:n]))  # a copy: the caller reuses `buf`
@@ -586,50 +582,27 @@ class VerifyingReader(io.RawIOBase):
 
 
 class _DirectReader:
-    """A file read from its start by direct I/O, a CHUNK at a time into a buffer of ours,
-    handed out in the sizes asked for. `readinto` answers None where the file system
-    refuses direct I/O (the caller reads on through the page cache from `offset`)."""
+    """A file read from its start to `size`, a CHUNK at a time into a buffer of ours
+    (_read_range: by direct I/O where the file system allows it), handed out in the sizes
+    asked for."""
 
-    def __init__(self, path: Path) -> None:
-        self.offset = 0  # of the next byte handed out
-        self._buf: mmap.mmap | None = None
-        self._start = self._end = 0  # the buffer's bytes not handed out yet
-        self._eof = False
-        self._fd = -1
-        with contextlib.suppress(OSError):
-            self._fd = os.open(path, os.O_RDONLY | os.O_DIRECT | os.O_CLOEXEC)
+    def __init__(self, fd: int, size: int) -> None:
+        self._buf: mmap.mmap | None = _buffers.take()
+        self._chunks = _read_range(fd, 0, size, [self._buf], lambda _k: None)
+        self._left = memoryview(b"")  # of the chunk read last, what is not handed out yet
 
-    def readinto(self, buf: memoryview) -> int | None:
-        if self._fd < 0:
-            return None
-        if self._start == self._end:
-            if self._eof:
-                return 0
-            if self._buf is None:
-                self._buf = _buffers.take()
-            try:
-                with memoryview(self._buf) as view:
-                    got = os.preadv(self._fd, [view], self.offset)
-            except OSError as err:
-                if err.errno != errno.EINVAL:
-                    raise
-                self.close()
-                return None
-            self._start, self._end = 0, got
-            self._eof = got < CHUNK  # (a short read: the file's end; read there no more)
-        n = min(len(buf), self._end - self._start)
-        if n:
-            assert self._buf is not None
-            with memoryview(self._buf) as view:
-                buf[:n] = view[self._start : self._start + n]
-            self._start += n
-            self.offset += n
+    def readinto(self, buf: memoryview) -> int:
+        if not self._left:
+            self._left = memoryview(b"")  # (no view of the buffer while it is read into)
+            self._left = next(self._chunks, (0, memoryview(b"")))[1]
+        n = min(len(buf), len(self._left))
+        buf[:n] = self._left[:n]
+        self._left = self._left[n:]
         return n
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        self._left = memoryview(b"")
+        self._chunks.close()
         if self._buf is not None:
             buf, self._buf = self._buf, None
             _buffers.give(buf)
